@@ -1,0 +1,87 @@
+//! Notices: what the core tells participants about each other. Serialized as they are into
+//! the signaling protocol (see `docs/protocol.md`).
+
+use serde::Serialize;
+
+use crate::{MediaState, ParticipantId};
+
+/// One participant as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParticipantInfo {
+    /// The participant's id.
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// Microphone on.
+    pub audio: bool,
+    /// Camera on.
+    pub video: bool,
+    /// Sharing the screen.
+    pub screen: bool,
+}
+
+impl ParticipantInfo {
+    pub(crate) fn new(id: ParticipantId, name: &str, state: MediaState) -> Self {
+        Self {
+            id,
+            name: name.to_owned(),
+            audio: state.audio,
+            video: state.video,
+            screen: state.screen,
+        }
+    }
+}
+
+/// One chat message, as stored in the meeting's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// Sender.
+    pub from: ParticipantId,
+    /// Sender's display name at the time of sending.
+    pub name: String,
+    /// The text.
+    pub text: String,
+    /// Node wall clock, milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// A message from the core to one participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Notice {
+    /// Sent once to a participant that joined: who is there and the recent chat.
+    Welcome {
+        /// The joiner's own id.
+        you: ParticipantId,
+        /// The others already in the meeting.
+        participants: Vec<ParticipantInfo>,
+        /// Recent chat history, oldest first.
+        chat: Vec<ChatMessage>,
+    },
+    /// Someone joined.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Someone left or their connection died.
+    ParticipantLeft {
+        /// Who.
+        id: ParticipantId,
+    },
+    /// Someone's microphone, camera or screen state changed.
+    State {
+        /// Who.
+        id: ParticipantId,
+        /// Microphone on.
+        audio: bool,
+        /// Camera on.
+        video: bool,
+        /// Sharing the screen.
+        screen: bool,
+    },
+    /// A chat message.
+    Chat {
+        /// The message.
+        message: ChatMessage,
+    },
+}

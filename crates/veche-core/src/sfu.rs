@@ -1,0 +1,582 @@
+//! The selective forwarding state machine.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::notice::{ChatMessage, Notice, ParticipantInfo};
+use crate::{MediaState, ParticipantId, Source, TrackId, TrackKind};
+
+/// Bounds on what participants can make the core hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Participants in one meeting.
+    pub participants_per_meeting: usize,
+    /// Display name length in characters.
+    pub max_name_chars: usize,
+    /// Chat message length in characters.
+    pub max_chat_chars: usize,
+    /// Chat messages kept per meeting and shown to late joiners.
+    pub chat_history: usize,
+    /// Shortest interval between two keyframe requests sent to one publisher track.
+    /// Many viewers asking at once must not make the publisher send keyframes back to back.
+    pub keyframe_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            participants_per_meeting: 100,
+            max_name_chars: 64,
+            max_chat_chars: 2000,
+            chat_history: 100,
+            keyframe_interval: Duration::from_millis(300),
+        }
+    }
+}
+
+/// What the driver must do after a call into the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Start sending `track` to `subscriber`: negotiate a new outgoing stream with it, then
+    /// report [`Sfu::subscription_ready`].
+    Subscribe {
+        /// Who receives.
+        subscriber: ParticipantId,
+        /// Which track.
+        track: TrackId,
+        /// Whose track it is.
+        publisher: ParticipantId,
+        /// What it carries.
+        source: Source,
+    },
+    /// Stop sending `track` to `subscriber` and release the outgoing stream.
+    Unsubscribe {
+        /// Who received.
+        subscriber: ParticipantId,
+        /// Which track.
+        track: TrackId,
+    },
+    /// Ask the publisher of `track` for a keyframe.
+    RequestKeyframe {
+        /// Whose track.
+        publisher: ParticipantId,
+        /// Which track.
+        track: TrackId,
+    },
+    /// Deliver a notice to one participant.
+    Notify {
+        /// Recipient.
+        to: ParticipantId,
+        /// What to tell them.
+        notice: Notice,
+    },
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The name is empty or too long.
+    #[error("the name must be 1 to {max} characters")]
+    BadName {
+        /// The longest name allowed.
+        max: usize,
+    },
+    /// The meeting has as many participants as it may.
+    #[error("the meeting is full ({max} participants)")]
+    MeetingFull {
+        /// The participant limit.
+        max: usize,
+    },
+}
+
+/// Why a track could not be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The participant is not (or no longer) in a meeting.
+    #[error("unknown participant")]
+    UnknownParticipant,
+    /// The participant already publishes a track from this source.
+    #[error("already publishing this source")]
+    Duplicate,
+    /// The source's kind does not match the media kind.
+    #[error("source and media kind disagree")]
+    KindMismatch,
+}
+
+/// Why a chat message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatError {
+    /// The participant is not (or no longer) in a meeting.
+    #[error("unknown participant")]
+    UnknownParticipant,
+    /// Empty or too long.
+    #[error("a chat message must be 1 to {max} characters")]
+    BadText {
+        /// The longest message allowed.
+        max: usize,
+    },
+}
+
+/// A change of what a participant sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange(pub MediaState);
+
+#[derive(Debug)]
+struct Participant {
+    meeting: String,
+    name: String,
+    state: MediaState,
+    /// Tracks this participant publishes, by source.
+    published: BTreeMap<SourceKey, TrackId>,
+    /// Tracks this participant receives (negotiating or ready).
+    subscribed: Vec<TrackId>,
+}
+
+/// `Source` as an ordered map key, so iteration order (and so output order) is stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SourceKey {
+    Mic,
+    Camera,
+    Screen,
+}
+
+impl From<Source> for SourceKey {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Mic => SourceKey::Mic,
+            Source::Camera => SourceKey::Camera,
+            Source::Screen => SourceKey::Screen,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Track {
+    publisher: ParticipantId,
+    source: Source,
+    /// Subscribers whose outgoing stream is negotiated: the forwarding set.
+    ready: Vec<ParticipantId>,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Meeting {
+    /// In join order, so lists shown to people are stable.
+    participants: Vec<ParticipantId>,
+    chat: VecDeque<ChatMessage>,
+}
+
+/// The forwarding core of one node. See the crate docs.
+#[derive(Debug, Default)]
+pub struct Sfu {
+    limits: Limits,
+    next_id: u64,
+    meetings: HashMap<String, Meeting>,
+    participants: HashMap<ParticipantId, Participant>,
+    tracks: HashMap<TrackId, Track>,
+}
+
+impl Sfu {
+    /// A core with the given limits and no meetings.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Add a participant to a meeting (created on first join). The joiner gets a
+    /// [`Notice::Welcome`], the others a [`Notice::ParticipantJoined`], and the joiner is
+    /// subscribed to every track already published in the meeting.
+    pub fn join(
+        &mut self,
+        meeting: &str,
+        name: &str,
+        _now: Instant,
+    ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
+        let name = name.trim();
+        let chars = name.chars().count();
+        if chars == 0 || chars > self.limits.max_name_chars || name.chars().any(char::is_control)
+        {
+            return Err(JoinError::BadName {
+                max: self.limits.max_name_chars,
+            });
+        }
+        let max = self.limits.participants_per_meeting;
+        if self
+            .meetings
+            .get(meeting)
+            .is_some_and(|m| m.participants.len() >= max)
+        {
+            return Err(JoinError::MeetingFull { max });
+        }
+
+        let id = ParticipantId(self.next_id());
+        let state = MediaState::default();
+        let me = ParticipantInfo::new(id, name, state);
+        let room = self.meetings.entry(meeting.to_owned()).or_default();
+        let mut out = Vec::new();
+
+        let mut others = Vec::with_capacity(room.participants.len());
+        for &other in &room.participants {
+            let Some(p) = self.participants.get(&other) else {
+                continue;
+            };
+            others.push(ParticipantInfo::new(other, &p.name, p.state));
+            out.push(Output::Notify {
+                to: other,
+                notice: Notice::ParticipantJoined {
+                    participant: me.clone(),
+                },
+            });
+        }
+        out.insert(
+            0,
+            Output::Notify {
+                to: id,
+                notice: Notice::Welcome {
+                    you: id,
+                    participants: others,
+                    chat: room.chat.iter().cloned().collect(),
+                },
+            },
+        );
+        room.participants.push(id);
+
+        let mut subscribed = Vec::new();
+        for &other in &room.participants {
+            let Some(p) = self.participants.get(&other) else {
+                continue;
+            };
+            for (&_, &track) in &p.published {
+                if let Some(t) = self.tracks.get(&track) {
+                    subscribed.push(track);
+                    out.push(Output::Subscribe {
+                        subscriber: id,
+                        track,
+                        publisher: other,
+                        source: t.source,
+                    });
+                }
+            }
+        }
+
+        self.participants.insert(
+            id,
+            Participant {
+                meeting: meeting.to_owned(),
+                name: name.to_owned(),
+                state,
+                published: BTreeMap::new(),
+                subscribed,
+            },
+        );
+        Ok((id, out))
+    }
+
+    /// Remove a participant: its tracks are unsubscribed everywhere, its own subscriptions
+    /// dropped, and the meeting told. Unknown ids are ignored (leaving twice is harmless).
+    pub fn leave(&mut self, id: ParticipantId, _now: Instant) -> Vec<Output> {
+        let Some(p) = self.participants.remove(&id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+
+        // Stop receiving: drop this participant from the forwarding sets it was in.
+        for track in &p.subscribed {
+            if let Some(t) = self.tracks.get_mut(track) {
+                t.ready.retain(|s| *s != id);
+            }
+        }
+
+        let room_members: Vec<ParticipantId> = self
+            .meetings
+            .get(&p.meeting)
+            .map(|m| m.participants.clone())
+            .unwrap_or_default();
+
+        // Stop sending: everyone who receives one of its tracks gets an Unsubscribe.
+        for track in p.published.values() {
+            if self.tracks.remove(track).is_none() {
+                continue;
+            }
+            for &other in &room_members {
+                if other == id {
+                    continue;
+                }
+                if let Some(o) = self.participants.get_mut(&other) {
+                    if let Some(pos) = o.subscribed.iter().position(|t| t == track) {
+                        o.subscribed.swap_remove(pos);
+                        out.push(Output::Unsubscribe {
+                            subscriber: other,
+                            track: *track,
+                        });
+                    }
+                }
+            }
+        }
+
+        if let Some(room) = self.meetings.get_mut(&p.meeting) {
+            room.participants.retain(|x| *x != id);
+            for &other in &room.participants {
+                out.push(Output::Notify {
+                    to: other,
+                    notice: Notice::ParticipantLeft { id },
+                });
+            }
+            // An empty meeting keeps nothing but its chat; forget it entirely when that is
+            // empty too, so meetings nobody uses cost nothing.
+            if room.participants.is_empty() && room.chat.is_empty() {
+                self.meetings.remove(&p.meeting);
+            }
+        }
+        out
+    }
+
+    /// A participant started sending a track. Everyone else in the meeting subscribes.
+    pub fn publish(
+        &mut self,
+        id: ParticipantId,
+        source: Source,
+        kind: TrackKind,
+        _now: Instant,
+    ) -> Result<(TrackId, Vec<Output>), PublishError> {
+        if source.kind() != kind {
+            return Err(PublishError::KindMismatch);
+        }
+        let p = self
+            .participants
+            .get(&id)
+            .ok_or(PublishError::UnknownParticipant)?;
+        if p.published.contains_key(&source.into()) {
+            return Err(PublishError::Duplicate);
+        }
+        let meeting = p.meeting.clone();
+        let track = TrackId(self.next_id());
+        self.tracks.insert(
+            track,
+            Track {
+                publisher: id,
+                source,
+                ready: Vec::new(),
+                last_keyframe_request: None,
+            },
+        );
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.published.insert(source.into(), track);
+        }
+
+        let mut out = Vec::new();
+        let members = self
+            .meetings
+            .get(&meeting)
+            .map(|m| m.participants.as_slice())
+            .unwrap_or_default();
+        for &other in members {
+            if other == id {
+                continue;
+            }
+            if let Some(o) = self.participants.get_mut(&other) {
+                o.subscribed.push(track);
+                out.push(Output::Subscribe {
+                    subscriber: other,
+                    track,
+                    publisher: id,
+                    source,
+                });
+            }
+        }
+        Ok((track, out))
+    }
+
+    /// The driver negotiated the outgoing stream of `track` to `subscriber`: start forwarding,
+    /// and ask the publisher for a keyframe so the new viewer sees a picture at once.
+    /// Returns nothing if the track or the subscription went away meanwhile.
+    pub fn subscription_ready(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        now: Instant,
+    ) -> Vec<Output> {
+        let subscribed = self
+            .participants
+            .get(&subscriber)
+            .is_some_and(|p| p.subscribed.contains(&track));
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return Vec::new();
+        };
+        if !subscribed || t.ready.contains(&subscriber) {
+            return Vec::new();
+        }
+        t.ready.push(subscriber);
+        if t.source.kind() == TrackKind::Video {
+            // A new viewer always gets its keyframe, even right after another request:
+            // waiting out the rate limit would leave its tile black.
+            t.last_keyframe_request = Some(now);
+            return vec![Output::RequestKeyframe {
+                publisher: t.publisher,
+                track,
+            }];
+        }
+        Vec::new()
+    }
+
+    /// Who receives `track` right now. Empty for unknown tracks.
+    pub fn subscribers(&self, track: TrackId) -> &[ParticipantId] {
+        self.tracks
+            .get(&track)
+            .map(|t| t.ready.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// A viewer lost a picture (decoder error, packet loss) and asks for a keyframe, or the
+    /// node saw a gap in the publisher's stream. Rate limited per track.
+    pub fn keyframe_needed(&mut self, track: TrackId, now: Instant) -> Option<Output> {
+        let interval = self.limits.keyframe_interval;
+        let t = self.tracks.get_mut(&track)?;
+        if t
+            .last_keyframe_request
+            .is_some_and(|last| now.saturating_duration_since(last) < interval)
+        {
+            return None;
+        }
+        t.last_keyframe_request = Some(now);
+        Some(Output::RequestKeyframe {
+            publisher: t.publisher,
+            track,
+        })
+    }
+
+    /// A participant changed what it sends. Everyone else is told; a screen share that just
+    /// started also asks for a keyframe so viewers see it at once.
+    pub fn set_state(&mut self, id: ParticipantId, change: StateChange, now: Instant) -> Vec<Output> {
+        let StateChange(state) = change;
+        let Some(p) = self.participants.get_mut(&id) else {
+            return Vec::new();
+        };
+        if p.state == state {
+            return Vec::new();
+        }
+        let screen_started = state.screen && !p.state.screen;
+        let camera_started = state.video && !p.state.video;
+        p.state = state;
+        let meeting = p.meeting.clone();
+        let restarted: Vec<TrackId> = p
+            .published
+            .iter()
+            .filter(|(k, _)| {
+                (screen_started && **k == SourceKey::Screen)
+                    || (camera_started && **k == SourceKey::Camera)
+            })
+            .map(|(_, t)| *t)
+            .collect();
+
+        let mut out = Vec::new();
+        for track in restarted {
+            if let Some(o) = self.keyframe_needed(track, now) {
+                out.push(o);
+            }
+        }
+        self.notify_others(&meeting, id, |_| Notice::State {
+            id,
+            audio: state.audio,
+            video: state.video,
+            screen: state.screen,
+        }, &mut out);
+        out
+    }
+
+    /// A chat message from `id` to its meeting, stamped with the node's wall clock `at_ms`.
+    /// Everyone in the meeting gets it, the sender included (so all see one order).
+    pub fn chat(&mut self, id: ParticipantId, text: &str, at_ms: u64) -> Result<Vec<Output>, ChatError> {
+        let p = self
+            .participants
+            .get(&id)
+            .ok_or(ChatError::UnknownParticipant)?;
+        let text = text.trim();
+        let chars = text.chars().count();
+        if chars == 0 || chars > self.limits.max_chat_chars {
+            return Err(ChatError::BadText {
+                max: self.limits.max_chat_chars,
+            });
+        }
+        let message = ChatMessage {
+            from: id,
+            name: p.name.clone(),
+            text: text.to_owned(),
+            at: at_ms,
+        };
+        let meeting = p.meeting.clone();
+        let Some(room) = self.meetings.get_mut(&meeting) else {
+            return Err(ChatError::UnknownParticipant);
+        };
+        if room.chat.len() == self.limits.chat_history {
+            room.chat.pop_front();
+        }
+        room.chat.push_back(message.clone());
+        Ok(room
+            .participants
+            .iter()
+            .map(|&to| Output::Notify {
+                to,
+                notice: Notice::Chat {
+                    message: message.clone(),
+                },
+            })
+            .collect())
+    }
+
+    /// The participants of a meeting, in join order. Empty for unknown meetings.
+    pub fn participants(&self, meeting: &str) -> Vec<ParticipantInfo> {
+        self.meetings
+            .get(meeting)
+            .map(|m| {
+                m.participants
+                    .iter()
+                    .filter_map(|id| {
+                        self.participants
+                            .get(id)
+                            .map(|p| ParticipantInfo::new(*id, &p.name, p.state))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The meeting a participant is in.
+    pub fn meeting_of(&self, id: ParticipantId) -> Option<&str> {
+        self.participants.get(&id).map(|p| p.meeting.as_str())
+    }
+
+    /// Whose track it is and what it carries.
+    pub fn track(&self, track: TrackId) -> Option<(ParticipantId, Source)> {
+        self.tracks.get(&track).map(|t| (t.publisher, t.source))
+    }
+
+    fn notify_others(
+        &self,
+        meeting: &str,
+        except: ParticipantId,
+        notice: impl Fn(ParticipantId) -> Notice,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(room) = self.meetings.get(meeting) {
+            for &to in &room.participants {
+                if to != except {
+                    out.push(Output::Notify {
+                        to,
+                        notice: notice(to),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Drive the forwarding core with simulated peers: no sockets, no clock, no sleeps.
+//!
+//! `Sim` plays the media driver: it answers `Subscribe` by negotiating (taking
+//! `negotiation` of simulated time) and then reporting the subscription ready, counts the
+//! packets each peer receives per track, and records keyframe requests and notices.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use veche_core::{
+    ChatError, JoinError, Limits, MediaState, Notice, Output, ParticipantId, Sfu, Source,
+    StateChange, TrackId, TrackKind,
+};
+
+struct Sim {
+    sfu: Sfu,
+    now: Instant,
+    negotiation: Duration,
+    /// Subscriptions being negotiated: (ready at, subscriber, track).
+    negotiating: Vec<(Instant, ParticipantId, TrackId)>,
+    /// Packets received: (subscriber, track) -> count.
+    received: HashMap<(ParticipantId, TrackId), u32>,
+    keyframe_requests: HashMap<TrackId, u32>,
+    notices: HashMap<ParticipantId, Vec<Notice>>,
+    unsubscribed: HashSet<(ParticipantId, TrackId)>,
+}
+
+impl Sim {
+    fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    fn with_limits(limits: Limits) -> Self {
+        Self {
+            sfu: Sfu::new(limits),
+            now: Instant::now(),
+            negotiation: Duration::from_millis(40),
+            negotiating: Vec::new(),
+            received: HashMap::new(),
+            keyframe_requests: HashMap::new(),
+            notices: HashMap::new(),
+            unsubscribed: HashSet::new(),
+        }
+    }
+
+    fn apply(&mut self, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Subscribe {
+                    subscriber, track, ..
+                } => self
+                    .negotiating
+                    .push((self.now + self.negotiation, subscriber, track)),
+                Output::Unsubscribe { subscriber, track } => {
+                    self.negotiating
+                        .retain(|(_, s, t)| !(*s == subscriber && *t == track));
+                    self.unsubscribed.insert((subscriber, track));
+                }
+                Output::RequestKeyframe { track, .. } => {
+                    *self.keyframe_requests.entry(track).or_default() += 1
+                }
+                Output::Notify { to, notice } => self.notices.entry(to).or_default().push(notice),
+            }
+        }
+    }
+
+    /// Advance simulated time, completing the negotiations that are due.
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        let now = self.now;
+        let (due, pending): (Vec<_>, Vec<_>) =
+            self.negotiating.drain(..).partition(|(at, _, _)| *at <= now);
+        self.negotiating = pending;
+        for (_, subscriber, track) in due {
+            let out = self.sfu.subscription_ready(subscriber, track, now);
+            self.apply(out);
+        }
+    }
+
+    fn join(&mut self, meeting: &str, name: &str) -> ParticipantId {
+        let (id, out) = self.sfu.join(meeting, name, self.now).expect("join");
+        self.apply(out);
+        id
+    }
+
+    /// Join and publish mic, camera and screen, as a browser does.
+    fn join_publishing(&mut self, meeting: &str, name: &str) -> (ParticipantId, [TrackId; 3]) {
+        let id = self.join(meeting, name);
+        let mut tracks = [TrackId(0); 3];
+        for (i, source) in [Source::Mic, Source::Camera, Source::Screen]
+            .into_iter()
+            .enumerate()
+        {
+            let (t, out) = self
+                .sfu
+                .publish(id, source, source.kind(), self.now)
+                .expect("publish");
+            tracks[i] = t;
+            self.apply(out);
+        }
+        (id, tracks)
+    }
+
+    /// The publisher sends one packet on `track`; the core says who gets it.
+    fn send(&mut self, track: TrackId) {
+        for &s in self.sfu.subscribers(track) {
+            *self.received.entry((s, track)).or_default() += 1;
+        }
+    }
+
+    fn got(&self, who: ParticipantId, track: TrackId) -> u32 {
+        self.received.get(&(who, track)).copied().unwrap_or(0)
+    }
+
+    fn notices_of(&self, who: ParticipantId) -> &[Notice] {
+        self.notices.get(&who).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+#[test]
+fn three_peers_each_receive_both_others_and_never_themselves() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_publishing("m", "Ada");
+    let (b, tb) = sim.join_publishing("m", "Bob");
+    let (c, tc) = sim.join_publishing("m", "Cy");
+    sim.advance(Duration::from_millis(50));
+    for t in ta.iter().chain(&tb).chain(&tc) {
+        sim.send(*t);
+    }
+    for (who, own, others) in [(a, ta, [tb, tc]), (b, tb, [ta, tc]), (c, tc, [ta, tb])] {
+        for t in others.iter().flatten() {
+            assert_eq!(sim.got(who, *t), 1, "{who} should receive {t}");
+        }
+        for t in own {
+            assert_eq!(sim.got(who, t), 0, "{who} must not receive its own {t}");
+        }
+    }
+}
+
+#[test]
+fn nothing_is_forwarded_before_the_subscription_is_negotiated() {
+    let mut sim = Sim::new();
+    let (_a, ta) = sim.join_publishing("m", "Ada");
+    let b = sim.join("m", "Bob");
+    sim.send(ta[1]);
+    assert_eq!(sim.got(b, ta[1]), 0);
+    sim.advance(Duration::from_millis(39));
+    sim.send(ta[1]);
+    assert_eq!(sim.got(b, ta[1]), 0);
+    sim.advance(Duration::from_millis(1));
+    sim.send(ta[1]);
+    assert_eq!(sim.got(b, ta[1]), 1);
+}
+
+#[test]
+fn late_joiner_gets_existing_tracks_history_and_a_keyframe() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_publishing("m", "Ada");
+    let (_b, tb) = sim.join_publishing("m", "Bob");
+    sim.advance(Duration::from_millis(50));
+    let out = sim.sfu.chat(a, "welcome all", 1_000).expect("chat");
+    sim.apply(out);
+    let kf_before = sim.keyframe_requests.get(&ta[1]).copied().unwrap_or(0);
+
+    sim.advance(Duration::from_secs(5));
+    let late = sim.join("m", "Late");
+    match &sim.notices_of(late)[0] {
+        Notice::Welcome {
+            you,
+            participants,
+            chat,
+        } => {
+            assert_eq!(*you, late);
+            let names: Vec<_> = participants.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["Ada", "Bob"]);
+            assert_eq!(chat.len(), 1);
+            assert_eq!(chat[0].text, "welcome all");
+            assert_eq!(chat[0].name, "Ada");
+        }
+        other => panic!("first notice should be welcome, got {other:?}"),
+    }
+    sim.advance(Duration::from_millis(40));
+    for t in ta.iter().chain(&tb) {
+        sim.send(*t);
+        assert_eq!(sim.got(late, *t), 1, "late joiner receives {t}");
+    }
+    // PLI on subscribe: each video track it now receives got a keyframe request.
+    assert_eq!(sim.keyframe_requests[&ta[1]], kf_before + 1);
+    assert!(sim.keyframe_requests[&tb[1]] >= 1);
+    // Audio has no keyframes to ask for.
+    assert!(!sim.keyframe_requests.contains_key(&ta[0]));
+}
+
+#[test]
+fn leaver_disappears_for_everyone_and_its_tracks_stop() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_publishing("m", "Ada");
+    let (b, tb) = sim.join_publishing("m", "Bob");
+    let (c, _tc) = sim.join_publishing("m", "Cy");
+    sim.advance(Duration::from_millis(50));
+
+    let out = sim.sfu.leave(b, sim.now);
+    sim.apply(out);
+    for t in tb {
+        assert!(sim.sfu.subscribers(t).is_empty());
+        assert!(sim.unsubscribed.contains(&(a, t)));
+        assert!(sim.unsubscribed.contains(&(c, t)));
+        sim.send(t);
+        assert_eq!(sim.got(a, t), 0);
+    }
+    for who in [a, c] {
+        assert!(sim
+            .notices_of(who)
+            .iter()
+            .any(|n| *n == Notice::ParticipantLeft { id: b }));
+    }
+    // The leaver no longer receives, the others still do.
+    sim.send(ta[1]);
+    assert_eq!(sim.got(b, ta[1]), 0);
+    assert_eq!(sim.got(c, ta[1]), 1);
+    let names: Vec<_> = sim.sfu.participants("m").into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["Ada", "Cy"]);
+    // Leaving twice is harmless.
+    assert!(sim.sfu.leave(b, sim.now).is_empty());
+}
+
+#[test]
+fn leaver_during_negotiation_is_not_forwarded_later() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_publishing("m", "Ada");
+    let b = sim.join("m", "Bob");
+    let out = sim.sfu.leave(a, sim.now);
+    sim.apply(out);
+    // The driver may still finish a negotiation it started; the core must ignore it.
+    let out = sim.sfu.subscription_ready(b, ta[1], sim.now);
+    assert!(out.is_empty());
+    assert!(sim.sfu.subscribers(ta[1]).is_empty());
+}
+
+#[test]
+fn keyframe_requests_from_many_viewers_are_rate_limited() {
+    let mut sim = Sim::new();
+    let (_a, ta) = sim.join_publishing("m", "Ada");
+    for i in 0..10 {
+        sim.join("m", &format!("viewer {i}"));
+    }
+    sim.advance(Duration::from_millis(50));
+    let cam = ta[1];
+    let after_subscribe = sim.keyframe_requests[&cam];
+    assert_eq!(after_subscribe, 10, "one per new viewer");
+
+    // All ten viewers ask at once, then again 100 ms later: one request goes upstream.
+    sim.advance(Duration::from_secs(1));
+    for _ in 0..10 {
+        let o = sim.sfu.keyframe_needed(cam, sim.now);
+        sim.apply(o.into_iter().collect());
+    }
+    sim.advance(Duration::from_millis(100));
+    let o = sim.sfu.keyframe_needed(cam, sim.now);
+    sim.apply(o.into_iter().collect());
+    assert_eq!(sim.keyframe_requests[&cam], after_subscribe + 1);
+    // After the interval, the next ask goes through.
+    sim.advance(Duration::from_millis(300));
+    let o = sim.sfu.keyframe_needed(cam, sim.now);
+    assert!(matches!(o, Some(Output::RequestKeyframe { track, .. }) if track == cam));
+}
+
+#[test]
+fn mute_and_camera_off_are_shown_to_others_and_screen_start_asks_for_a_keyframe() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_publishing("m", "Ada");
+    let b = sim.join("m", "Bob");
+    sim.advance(Duration::from_secs(1));
+    let muted = MediaState {
+        audio: false,
+        video: false,
+        screen: false,
+    };
+    let out = sim.sfu.set_state(a, StateChange(muted), sim.now);
+    sim.apply(out);
+    assert!(sim.notices_of(b).contains(&Notice::State {
+        id: a,
+        audio: false,
+        video: false,
+        screen: false
+    }));
+    assert!(
+        sim.notices_of(a).iter().all(|n| !matches!(n, Notice::State { .. })),
+        "the sender is not told its own state"
+    );
+    let info = &sim.sfu.participants("m")[0];
+    assert!(!info.audio && !info.video);
+
+    // Same state again: nothing to say.
+    assert!(sim.sfu.set_state(a, StateChange(muted), sim.now).is_empty());
+
+    sim.advance(Duration::from_secs(1));
+    let before = sim.keyframe_requests[&ta[2]];
+    let sharing = MediaState {
+        screen: true,
+        ..muted
+    };
+    let out = sim.sfu.set_state(a, StateChange(sharing), sim.now);
+    sim.apply(out);
+    assert_eq!(sim.keyframe_requests[&ta[2]], before + 1);
+}
+
+#[test]
+fn meetings_are_isolated() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_publishing("one", "Ada");
+    let (b, tb) = sim.join_publishing("two", "Bob");
+    sim.advance(Duration::from_millis(50));
+    sim.send(ta[1]);
+    sim.send(tb[1]);
+    assert_eq!(sim.got(b, ta[1]), 0);
+    assert_eq!(sim.got(a, tb[1]), 0);
+    let out = sim.sfu.chat(a, "only for one", 5).expect("chat");
+    assert!(out
+        .iter()
+        .all(|o| matches!(o, Output::Notify { to, .. } if *to == a)));
+}
+
+#[test]
+fn bad_names_chat_and_full_meetings_are_refused() {
+    let mut sim = Sim::with_limits(Limits {
+        participants_per_meeting: 2,
+        ..Limits::default()
+    });
+    let now = sim.now;
+    assert!(matches!(
+        sim.sfu.join("m", "   ", now),
+        Err(JoinError::BadName { .. })
+    ));
+    assert!(matches!(
+        sim.sfu.join("m", &"x".repeat(65), now),
+        Err(JoinError::BadName { .. })
+    ));
+    let a = sim.join("m", "Ada");
+    sim.join("m", "Bob");
+    assert_eq!(
+        sim.sfu.join("m", "Cy", now),
+        Err(JoinError::MeetingFull { max: 2 })
+    );
+    assert!(matches!(sim.sfu.chat(a, "  ", 0), Err(ChatError::BadText { .. })));
+    assert!(matches!(
+        sim.sfu.chat(a, &"y".repeat(2001), 0),
+        Err(ChatError::BadText { .. })
+    ));
+    assert_eq!(
+        sim.sfu.chat(ParticipantId(999), "hi", 0),
+        Err(ChatError::UnknownParticipant)
+    );
+}
+
+#[test]
+fn chat_history_is_bounded_and_keeps_the_newest() {
+    let mut sim = Sim::with_limits(Limits {
+        chat_history: 3,
+        ..Limits::default()
+    });
+    let a = sim.join("m", "Ada");
+    for i in 0..5 {
+        sim.sfu.chat(a, &format!("msg {i}"), i).expect("chat");
+    }
+    let late = sim.join("m", "Late");
+    let Notice::Welcome { chat, .. } = &sim.notices_of(late)[0] else {
+        panic!("welcome first");
+    };
+    let texts: Vec<_> = chat.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["msg 2", "msg 3", "msg 4"]);
+}
+
+#[test]
+fn publishing_twice_or_with_the_wrong_kind_is_refused() {
+    let mut sim = Sim::new();
+    let a = sim.join("m", "Ada");
+    let now = sim.now;
+    sim.sfu
+        .publish(a, Source::Camera, TrackKind::Video, now)
+        .expect("first camera");
+    assert!(sim.sfu.publish(a, Source::Camera, TrackKind::Video, now).is_err());
+    assert!(sim.sfu.publish(a, Source::Mic, TrackKind::Video, now).is_err());
+    assert!(sim
+        .sfu
+        .publish(ParticipantId(42), Source::Mic, TrackKind::Audio, now)
+        .is_err());
+}
+
+#[test]
+fn thirty_peers_churn_without_leaking_subscriptions() {
+    let mut sim = Sim::new();
+    let mut peers = Vec::new();
+    for i in 0..30 {
+        peers.push(sim.join_publishing("big", &format!("p{i}")));
+        sim.advance(Duration::from_millis(10));
+    }
+    sim.advance(Duration::from_millis(100));
+    for (_, tracks) in &peers {
+        assert_eq!(sim.sfu.subscribers(tracks[1]).len(), 29);
+    }
+    // Every other peer leaves.
+    for (id, _) in peers.iter().step_by(2) {
+        let out = sim.sfu.leave(*id, sim.now);
+        sim.apply(out);
+    }
+    for (i, (_, tracks)) in peers.iter().enumerate() {
+        let expected = if i % 2 == 0 { 0 } else { 14 };
+        assert_eq!(sim.sfu.subscribers(tracks[1]).len(), expected);
+    }
+    assert_eq!(sim.sfu.participants("big").len(), 15);
+}
