@@ -1,1 +1,24 @@
-//! placeholder
+//! The media driver of a veche node: one UDP port, one WebRTC connection per browser, and the
+//! forwarding decisions of [`veche_core::Sfu`] carried out on real packets.
+//!
+//! How the pieces connect:
+//! - [`Engine::start`] binds the media port on every local IPv4 address (the same port on
+//!   each, since ICE matches a packet to a candidate by its destination address) and spawns
+//!   one reader task per socket plus the engine task.
+//! - Reader tasks push datagrams into one bounded queue; when it is full, datagrams are
+//!   dropped, as the network would.
+//! - The engine task owns the [`veche_core::Sfu`] and every peer's `str0m::Rtc`. It takes
+//!   [`Command`]s from the signaling layer through an [`EngineHandle`] and answers each
+//!   participant through its own bounded [`PeerEvent`] queue. A participant that does not
+//!   read its queue is dropped rather than slowing the meeting.
+//! - Every call into a peer's `Rtc` runs under `catch_unwind`: a bug triggered by one peer
+//!   removes that peer and nobody else.
+
+mod api;
+mod engine;
+mod net;
+mod peer;
+
+pub use api::{Command, EngineHandle, EngineStats, ErrorCode, PeerEvent, Signal, TrackInfo};
+pub use engine::{Engine, EngineConfig, StartError};
+pub use net::local_ipv4_addresses;

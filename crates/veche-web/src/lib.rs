@@ -1,1 +1,74 @@
-//! placeholder
+//! The web layer of a veche node: the embedded browser UI, the HTTP API and the signaling
+//! WebSocket (see `docs/protocol.md`).
+//!
+//! [`router`] builds the whole HTTP surface for one listener; the binary serves it on
+//! loopback HTTP and, with `--lan`, on HTTPS too. Handlers hold no media state: meetings
+//! come from the [`veche_node::MeetingStore`], people and media from the engine.
+
+mod api;
+mod assets;
+mod ws;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use veche_media::EngineHandle;
+use veche_node::MeetingStore;
+
+pub use api::ApiError;
+
+/// What the node tells the UI about itself (`GET /api/node`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// The node's id (libp2p peer id).
+    pub id: String,
+    /// veche version.
+    pub version: String,
+    /// HTTPS addresses other devices on the LAN can open (empty without `--lan`).
+    pub lan_urls: Vec<String>,
+    /// SHA-256 fingerprint of the HTTPS certificate, when serving HTTPS.
+    pub fingerprint: Option<String>,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The media engine.
+    pub engine: EngineHandle,
+    /// Meetings created on this node.
+    pub meetings: Arc<Mutex<MeetingStore>>,
+    /// About this node.
+    pub node: Arc<NodeInfo>,
+}
+
+/// Which scheme a listener serves, for the absolute links the API returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP (loopback by default).
+    Http,
+    /// HTTPS (LAN).
+    Https,
+}
+
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub app: AppState,
+    pub scheme: Scheme,
+}
+
+/// Every route of the node, for one listener.
+pub fn router(app: AppState, scheme: Scheme) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/m/{id}", get(assets::index))
+        .route("/assets/{file}", get(assets::asset))
+        .route("/healthz", get(api::healthz))
+        .route("/api/node", get(api::node))
+        .route("/api/meetings", post(api::create_meeting))
+        .route("/api/meetings/{id}", get(api::get_meeting))
+        .route("/ws", get(ws::upgrade))
+        .fallback(api::not_found)
+        .with_state(Ctx { app, scheme })
+}

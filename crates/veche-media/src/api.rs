@@ -1,0 +1,220 @@
+//! What the signaling layer and the engine say to each other.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use veche_core::{JoinError, MediaState, Notice, ParticipantId, ParticipantInfo, Source, TrackKind};
+
+/// A request to the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Enter a meeting. The engine answers on `reply`, then talks to the participant through
+    /// `events` (the first event is the welcome).
+    Join {
+        /// Meeting id (the caller checked it exists).
+        meeting: String,
+        /// Display name.
+        name: String,
+        /// Where this participant's events go.
+        events: mpsc::Sender<PeerEvent>,
+        /// The new participant's id, or why it cannot join.
+        reply: oneshot::Sender<Result<ParticipantId, JoinError>>,
+    },
+    /// The browser's one publishing offer; `sources` maps its mids to what they carry.
+    Offer {
+        /// Who.
+        id: ParticipantId,
+        /// SDP text.
+        sdp: String,
+        /// mid → source.
+        sources: HashMap<String, Source>,
+    },
+    /// The browser's answer to the engine's latest offer.
+    Answer {
+        /// Who.
+        id: ParticipantId,
+        /// SDP text.
+        sdp: String,
+    },
+    /// Microphone, camera or screen state changed.
+    State {
+        /// Who.
+        id: ParticipantId,
+        /// The new state.
+        state: MediaState,
+    },
+    /// A chat message.
+    Chat {
+        /// Who.
+        id: ParticipantId,
+        /// The text.
+        text: String,
+    },
+    /// The participant left or its signaling connection closed.
+    Leave {
+        /// Who.
+        id: ParticipantId,
+    },
+    /// Who is in a meeting.
+    Participants {
+        /// Meeting id.
+        meeting: String,
+        /// The answer.
+        reply: oneshot::Sender<Vec<ParticipantInfo>>,
+    },
+    /// Counters, for tests and benchmarks.
+    Stats {
+        /// The answer.
+        reply: oneshot::Sender<EngineStats>,
+    },
+}
+
+/// The engine's counters since start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EngineStats {
+    /// Connected peers now.
+    pub peers: usize,
+    /// Datagrams received on the media port.
+    pub datagrams_in: u64,
+    /// Datagrams sent from the media port.
+    pub datagrams_out: u64,
+    /// Datagrams dropped because the receive queue was full.
+    pub datagrams_dropped: u64,
+    /// Media frames written to subscribers.
+    pub frames_forwarded: u64,
+    /// Peers removed because of a contained panic.
+    pub peers_panicked: u64,
+}
+
+/// Something for one participant's browser.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PeerEvent {
+    /// About the meeting and its people.
+    Notice(Notice),
+    /// About this participant's own media connection.
+    Signal(Signal),
+}
+
+/// Media negotiation and errors for one participant.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Signal {
+    /// Answer to the browser's offer.
+    Answer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// The engine's offer; the browser answers.
+    Offer {
+        /// SDP text.
+        sdp: String,
+        /// Every mid the engine sends on → whose track it is.
+        tracks: BTreeMap<String, TrackInfo>,
+    },
+    /// Something the participant sent was refused, or its connection failed.
+    Error {
+        /// Machine-readable code (see `docs/protocol.md`).
+        code: ErrorCode,
+        /// Plain words.
+        message: String,
+        /// The engine dropped the participant.
+        fatal: bool,
+    },
+}
+
+/// Whose track a mid carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TrackInfo {
+    /// Publisher.
+    pub participant: ParticipantId,
+    /// What it carries.
+    pub source: Source,
+    /// Audio or video.
+    pub kind: TrackKind,
+}
+
+/// Error codes of the signaling protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, unknown type, wrong fields.
+    BadMessage,
+    /// Over the size limit.
+    TooLarge,
+    /// A binary frame.
+    BinaryUnsupported,
+    /// Anything but join before joining.
+    NotJoined,
+    /// A second join.
+    AlreadyJoined,
+    /// No such meeting.
+    UnknownMeeting,
+    /// The meeting is full.
+    MeetingFull,
+    /// Empty or too long name.
+    BadName,
+    /// Empty or too long chat message.
+    BadChat,
+    /// SDP that cannot be parsed or accepted.
+    BadSdp,
+    /// SDP at the wrong time.
+    UnexpectedSdp,
+    /// Too many messages.
+    RateLimited,
+    /// The browser does not read its socket.
+    SlowConsumer,
+    /// The media connection failed.
+    MediaFailed,
+    /// A bug in the node, contained to this participant.
+    Internal,
+}
+
+impl Signal {
+    /// An error event.
+    pub fn error(code: ErrorCode, message: impl Into<String>, fatal: bool) -> Self {
+        Signal::Error {
+            code,
+            message: message.into(),
+            fatal,
+        }
+    }
+}
+
+/// A cheap, cloneable handle to the engine task.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    pub(crate) tx: mpsc::Sender<Command>,
+}
+
+impl EngineHandle {
+    /// Queue a command. Fails only when the engine has stopped.
+    pub async fn send(&self, cmd: Command) -> Result<(), EngineGone> {
+        self.tx.send(cmd).await.map_err(|_| EngineGone)
+    }
+
+    /// Who is in a meeting.
+    pub async fn participants(&self, meeting: &str) -> Result<Vec<ParticipantInfo>, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Participants {
+            meeting: meeting.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// The engine's counters.
+    pub async fn stats(&self) -> Result<EngineStats, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply }).await?;
+        rx.await.map_err(|_| EngineGone)
+    }
+}
+
+/// The engine task has stopped (the node is shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the media engine has stopped")]
+pub struct EngineGone;

@@ -1,0 +1,592 @@
+//! The engine task: owns the core, the peers and the sockets' receive queue.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use veche_core::{
+    ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind,
+};
+
+use crate::api::{Command, EngineHandle, EngineStats, ErrorCode, PeerEvent, Signal, TrackInfo};
+use crate::net::{bind_all, read_loop, Datagram};
+use crate::peer::{contained, Peer, PeerFailure, PendingSub};
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The UDP media port (0: pick one).
+    pub port: u16,
+    /// Local addresses to bind the port on (default: loopback and every interface address).
+    pub bind: Vec<Ipv4Addr>,
+    /// Extra addresses to offer as candidates (a public address forwarded to this port).
+    pub advertise: Vec<IpAddr>,
+    /// Bounds on meetings.
+    pub limits: Limits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            port: 7301,
+            bind: crate::net::local_ipv4_addresses(),
+            advertise: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The media port could not be bound on any address.
+    #[error("cannot bind UDP media port {port}: {source}")]
+    Bind {
+        /// The port.
+        port: u16,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+/// Depth of the queues between tasks. Bounded: a flood is dropped, not buffered.
+const COMMAND_QUEUE: usize = 1024;
+const DATAGRAM_QUEUE: usize = 4096;
+/// A browser must send its offer this soon after joining.
+const OFFER_DEADLINE: Duration = Duration::from_secs(30);
+/// A browser must answer the engine's offer this soon.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(20);
+/// A media connection that stays disconnected this long is given up.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// The loop wakes at least this often for housekeeping.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// The media engine. Start it with [`Engine::start`].
+pub struct Engine {
+    sfu: Sfu,
+    peers: HashMap<ParticipantId, Peer>,
+    /// Remote address → peer, learned from `Rtc::accepts`, so most datagrams skip the scan.
+    by_source: HashMap<SocketAddr, ParticipantId>,
+    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    candidates: Vec<Candidate>,
+    cmd_rx: mpsc::Receiver<Command>,
+    udp_rx: mpsc::Receiver<Datagram>,
+    /// Peers with new input whose output must be drained.
+    dirty: HashSet<ParticipantId>,
+    /// Peers whose negotiation state changed.
+    renegotiate: HashSet<ParticipantId>,
+    /// Peers to remove after the current step, with the error to tell them.
+    failed: Vec<(ParticipantId, PeerFailure)>,
+    stats: EngineStats,
+    dropped: Arc<AtomicU64>,
+    last_housekeeping: Instant,
+}
+
+impl Engine {
+    /// Bind the media port and spawn the engine. Returns the handle for signaling and the
+    /// addresses the port is bound on.
+    pub async fn start(config: EngineConfig) -> Result<(EngineHandle, Vec<SocketAddr>), StartError> {
+        // One DTLS/SRTP crypto provider for the process instead of one built per connection.
+        if str0m::crypto::CryptoProvider::get_default().is_none() {
+            str0m::crypto::from_feature_flags().install_process_default();
+        }
+        let bound = bind_all(&config.bind, config.port)
+            .await
+            .map_err(|source| StartError::Bind {
+                port: config.port,
+                source,
+            })?;
+        let mut candidates = Vec::new();
+        for (addr, _) in &bound {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => candidates.push(c),
+                Err(e) => tracing::warn!(%addr, error = %e, "address not usable as a candidate"),
+            }
+        }
+        // An advertised address reaches one of our sockets through a forward or a NAT; which
+        // one does not matter to ICE-lite, any base of the same family will do.
+        let port = bound[0].0.port();
+        for ip in &config.advertise {
+            let base = bound
+                .iter()
+                .map(|(a, _)| *a)
+                .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ip.is_ipv4())
+                .or_else(|| bound.iter().map(|(a, _)| *a).find(|a| a.is_ipv4() == ip.is_ipv4()));
+            let Some(base) = base else { continue };
+            match Candidate::server_reflexive(SocketAddr::new(*ip, port), base, "udp") {
+                Ok(c) => candidates.push(c),
+                Err(e) => tracing::warn!(%ip, error = %e, "advertised address not usable"),
+            }
+        }
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (udp_tx, udp_rx) = mpsc::channel(DATAGRAM_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut sockets = HashMap::new();
+        for (addr, sock) in &bound {
+            tokio::spawn(read_loop(sock.clone(), *addr, udp_tx.clone(), dropped.clone()));
+            sockets.insert(*addr, sock.clone());
+        }
+        let engine = Engine {
+            sfu: Sfu::new(config.limits),
+            peers: HashMap::new(),
+            by_source: HashMap::new(),
+            sockets,
+            candidates,
+            cmd_rx,
+            udp_rx,
+            dirty: HashSet::new(),
+            renegotiate: HashSet::new(),
+            failed: Vec::new(),
+            stats: EngineStats::default(),
+            dropped,
+            last_housekeeping: Instant::now(),
+        };
+        tokio::spawn(engine.run());
+        Ok((EngineHandle { tx: cmd_tx }, bound.into_iter().map(|(a, _)| a).collect()))
+    }
+
+    async fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let next = self
+                .peers
+                .values()
+                .map(|p| p.timeout)
+                .min()
+                .unwrap_or(now + MAX_SLEEP)
+                .min(now + MAX_SLEEP)
+                .max(now);
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                Some(d) = self.udp_rx.recv() => {
+                    self.on_datagram(d);
+                    // Take what else is queued before driving, so a burst costs one drive.
+                    for _ in 0..64 {
+                        match self.udp_rx.try_recv() {
+                            Ok(d) => self.on_datagram(d),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+            self.drive(Instant::now());
+        }
+        tracing::info!("media engine stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Join {
+                meeting,
+                name,
+                events,
+                reply,
+            } => {
+                let (id, outputs) = match self.sfu.join(&meeting, &name, now) {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                let mut rtc = Rtc::builder()
+                    .set_ice_lite(true)
+                    .clear_codecs()
+                    .enable_opus(true, false)
+                    .enable_vp8(true)
+                    .enable_h264(true)
+                    .build(now);
+                for c in &self.candidates {
+                    rtc.add_local_candidate(c.clone());
+                }
+                self.peers.insert(id, Peer::new(id, rtc, events, now));
+                tracing::info!(participant = %id, %meeting, "joined");
+                if reply.send(Ok(id)).is_err() {
+                    // The signaling side vanished before hearing back.
+                    self.fail(id, PeerFailure::new(ErrorCode::Internal, "signaling went away"));
+                }
+                self.apply(outputs);
+            }
+            Command::Offer { id, sdp, sources } => {
+                let Some(peer) = self.peers.get_mut(&id) else { return };
+                if peer.offered {
+                    let _ = peer.send(PeerEvent::Signal(Signal::error(
+                        ErrorCode::UnexpectedSdp,
+                        "the browser may offer only once; the node makes all later offers",
+                        false,
+                    )));
+                    return;
+                }
+                match peer.accept_offer(&sdp, sources) {
+                    Ok(()) => {
+                        self.dirty.insert(id);
+                        self.renegotiate.insert(id);
+                    }
+                    Err(f) => self.fail(id, f),
+                }
+            }
+            Command::Answer { id, sdp } => {
+                let Some(peer) = self.peers.get_mut(&id) else { return };
+                match peer.accept_answer(&sdp) {
+                    Ok(ready) => {
+                        self.dirty.insert(id);
+                        self.renegotiate.insert(id);
+                        for track in ready {
+                            let out = self.sfu.subscription_ready(id, track, now);
+                            self.apply(out);
+                        }
+                    }
+                    Err(f) if f.code == ErrorCode::UnexpectedSdp => {
+                        let _ = peer.send(PeerEvent::Signal(Signal::error(f.code, f.message, false)));
+                    }
+                    Err(f) => self.fail(id, f),
+                }
+            }
+            Command::State { id, state } => {
+                let out = self.sfu.set_state(id, StateChange(state), now);
+                self.apply(out);
+            }
+            Command::Chat { id, text } => {
+                let at = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                match self.sfu.chat(id, &text, at) {
+                    Ok(out) => self.apply(out),
+                    Err(e @ ChatError::BadText { .. }) => {
+                        if let Some(p) = self.peers.get(&id) {
+                            let _ = p.send(PeerEvent::Signal(Signal::error(
+                                ErrorCode::BadChat,
+                                e.to_string(),
+                                false,
+                            )));
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            Command::Leave { id } => self.remove(id, None, now),
+            Command::Participants { meeting, reply } => {
+                let _ = reply.send(self.sfu.participants(&meeting));
+            }
+            Command::Stats { reply } => {
+                let mut s = self.stats.clone();
+                s.peers = self.peers.len();
+                s.datagrams_dropped = self.dropped.load(Ordering::Relaxed);
+                let _ = reply.send(s);
+            }
+        }
+        self.settle(now);
+    }
+
+    fn on_datagram(&mut self, d: Datagram) {
+        self.stats.datagrams_in += 1;
+        let now = Instant::now();
+        let Ok(contents) = d.data.as_slice().try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: d.source,
+                destination: d.destination,
+                contents,
+            },
+        );
+        let cached = self
+            .by_source
+            .get(&d.source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let owner = cached.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| p.rtc.accepts(&input))
+                .map(|(id, _)| *id)
+        });
+        let Some(id) = owner else {
+            // Common for a STUN check racing the browser's signaling; harmless.
+            tracing::trace!(source = %d.source, "datagram for no peer");
+            return;
+        };
+        self.by_source.insert(d.source, id);
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        match contained(|| peer.rtc.handle_input(input)) {
+            Ok(Ok(())) => {
+                self.dirty.insert(id);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(participant = %id, error = %e, "bad input from peer");
+                self.dirty.insert(id);
+            }
+            Err(f) => self.fail(id, f),
+        }
+    }
+
+    /// Advance every peer that has input or a due timeout, act on what they emit, and repeat
+    /// while forwarding makes other peers dirty.
+    fn drive(&mut self, now: Instant) {
+        for (id, p) in &self.peers {
+            if p.timeout <= now {
+                self.dirty.insert(*id);
+            }
+        }
+        if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+            self.last_housekeeping = now;
+            self.housekeeping(now);
+        }
+        self.settle(now);
+    }
+
+    fn settle(&mut self, now: Instant) {
+        let mut events = Vec::new();
+        // Each round only makes peers dirty by forwarding to them; a few rounds suffice.
+        for _ in 0..8 {
+            if self.dirty.is_empty() && self.renegotiate.is_empty() && self.failed.is_empty() {
+                break;
+            }
+            for id in std::mem::take(&mut self.renegotiate) {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    if let Err(f) = p.negotiate(now) {
+                        self.fail(id, f);
+                    }
+                    self.dirty.insert(id);
+                }
+            }
+            let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
+            for id in dirty {
+                let Some(peer) = self.peers.get_mut(&id) else { continue };
+                let sockets = &self.sockets;
+                let stats = &mut self.stats;
+                let res = peer.poll(
+                    now,
+                    |t| {
+                        if let Some(s) = sockets.get(&t.source) {
+                            // Non-blocking: a full socket buffer drops, as a congested link would.
+                            if s.try_send_to(&t.contents, t.destination).is_ok() {
+                                stats.datagrams_out += 1;
+                            }
+                        }
+                    },
+                    &mut events,
+                );
+                if let Err(f) = res {
+                    self.fail(id, f);
+                    events.clear();
+                    continue;
+                }
+                for ev in events.drain(..) {
+                    self.on_event(id, ev, now);
+                }
+            }
+            for (id, f) in std::mem::take(&mut self.failed) {
+                self.remove(id, Some(f), now);
+            }
+        }
+    }
+
+    fn on_event(&mut self, id: ParticipantId, ev: Event, now: Instant) {
+        match ev {
+            Event::Connected => {
+                let ready = match self.peers.get_mut(&id) {
+                    Some(p) => p.on_connected(),
+                    None => return,
+                };
+                tracing::debug!(participant = %id, "media connected");
+                for track in ready {
+                    let out = self.sfu.subscription_ready(id, track, now);
+                    self.apply(out);
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                let Some(p) = self.peers.get_mut(&id) else { return };
+                match state {
+                    IceConnectionState::Disconnected => {
+                        p.disconnected_since.get_or_insert(now);
+                    }
+                    IceConnectionState::Connected | IceConnectionState::Completed => {
+                        p.disconnected_since = None;
+                    }
+                    _ => {}
+                }
+            }
+            Event::MediaAdded(m) => {
+                if m.direction != Direction::RecvOnly {
+                    return;
+                }
+                let Some(p) = self.peers.get_mut(&id) else { return };
+                let Some(source) = p.source_of(m.mid) else {
+                    tracing::debug!(participant = %id, mid = %m.mid, "media without a declared source ignored");
+                    return;
+                };
+                let kind = match m.kind {
+                    MediaKind::Audio => TrackKind::Audio,
+                    MediaKind::Video => TrackKind::Video,
+                };
+                match self.sfu.publish(id, source, kind, now) {
+                    Ok((track, out)) => {
+                        p.add_published(m.mid, track);
+                        tracing::debug!(participant = %id, %track, ?source, "published");
+                        self.apply(out);
+                    }
+                    Err(e) => {
+                        tracing::info!(participant = %id, ?source, error = %e, "track not published");
+                    }
+                }
+            }
+            Event::MediaData(data) => {
+                let Some(track) = self.peers.get(&id).and_then(|p| p.in_tracks.get(&data.mid).copied())
+                else {
+                    return;
+                };
+                if !data.contiguous {
+                    if let Some(o) = self.sfu.keyframe_needed(track, now) {
+                        self.apply(vec![o]);
+                    }
+                }
+                for &sub in self.sfu.subscribers(track) {
+                    let Some(peer) = self.peers.get_mut(&sub) else { continue };
+                    let Some(mid) = peer.out_mid(track) else { continue };
+                    let written = contained(|| {
+                        let Some(w) = peer.rtc.writer(mid) else { return false };
+                        let Some(pt) = w.match_params(data.params) else { return false };
+                        w.write(pt, data.network_time, data.time, data.data.clone()).is_ok()
+                    });
+                    match written {
+                        Ok(true) => {
+                            self.stats.frames_forwarded += 1;
+                            self.dirty.insert(sub);
+                        }
+                        Ok(false) => {}
+                        Err(f) => self.failed.push((sub, f)),
+                    }
+                }
+            }
+            Event::KeyframeRequest(req) => {
+                let Some(track) = self.peers.get(&id).and_then(|p| p.out_track(req.mid)) else {
+                    return;
+                };
+                if let Some(o) = self.sfu.keyframe_needed(track, now) {
+                    self.apply(vec![o]);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Carry out what the core decided.
+    fn apply(&mut self, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Subscribe {
+                    subscriber,
+                    track,
+                    publisher,
+                    source,
+                } => {
+                    if let Some(p) = self.peers.get_mut(&subscriber) {
+                        p.subscribe(PendingSub {
+                            track,
+                            info: TrackInfo {
+                                participant: publisher,
+                                source,
+                                kind: source.kind(),
+                            },
+                        });
+                        self.renegotiate.insert(subscriber);
+                    }
+                }
+                Output::Unsubscribe { subscriber, track } => {
+                    if let Some(p) = self.peers.get_mut(&subscriber) {
+                        p.unsubscribe(track);
+                        self.renegotiate.insert(subscriber);
+                    }
+                }
+                Output::RequestKeyframe { publisher, track } => {
+                    if let Some(p) = self.peers.get_mut(&publisher) {
+                        match p.request_keyframe(track) {
+                            Ok(()) => {
+                                self.dirty.insert(publisher);
+                            }
+                            Err(f) => self.failed.push((publisher, f)),
+                        }
+                    }
+                }
+                Output::Notify { to, notice } => {
+                    if let Some(p) = self.peers.get(&to) {
+                        if let Err(f) = p.send(PeerEvent::Notice(notice)) {
+                            self.failed.push((to, f));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for (id, p) in &self.peers {
+            let failure = if !p.offered && now.duration_since(p.joined_at) > OFFER_DEADLINE {
+                Some(PeerFailure::new(ErrorCode::MediaFailed, "no offer arrived after joining"))
+            } else if p
+                .offer
+                .as_ref()
+                .is_some_and(|o| now.duration_since(o.sent_at) > ANSWER_DEADLINE)
+            {
+                Some(PeerFailure::new(ErrorCode::MediaFailed, "the browser did not answer the node's offer"))
+            } else if p
+                .disconnected_since
+                .is_some_and(|t| now.duration_since(t) > DISCONNECT_GRACE)
+            {
+                Some(PeerFailure::new(ErrorCode::MediaFailed, "the media connection was lost"))
+            } else {
+                None
+            };
+            if let Some(f) = failure {
+                self.failed.push((*id, f));
+            }
+        }
+    }
+
+    fn fail(&mut self, id: ParticipantId, f: PeerFailure) {
+        self.failed.push((id, f));
+    }
+
+    /// Drop a peer, tell it why (if it failed), and tell the meeting it left.
+    fn remove(&mut self, id: ParticipantId, failure: Option<PeerFailure>, now: Instant) {
+        let Some(mut peer) = self.peers.remove(&id) else { return };
+        if let Some(f) = failure {
+            if f.code == ErrorCode::Internal {
+                self.stats.peers_panicked += 1;
+                tracing::error!(participant = %id, reason = %f.message, "peer removed after a fault");
+            } else {
+                tracing::info!(participant = %id, code = ?f.code, reason = %f.message, "peer removed");
+            }
+            peer.send_final(PeerEvent::Signal(Signal::error(f.code, f.message, true)));
+        } else {
+            tracing::info!(participant = %id, "left");
+        }
+        let _ = contained(|| peer.rtc.disconnect());
+        self.by_source.retain(|_, v| *v != id);
+        self.dirty.remove(&id);
+        self.renegotiate.remove(&id);
+        let out = self.sfu.leave(id, now);
+        self.apply(out);
+    }
+}
+

@@ -1,0 +1,317 @@
+//! One browser's WebRTC connection and the negotiation state around it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::{Event, Input, Output, Rtc};
+use tokio::sync::mpsc;
+use veche_core::{ParticipantId, Source, TrackId, TrackKind};
+
+use crate::api::{ErrorCode, PeerEvent, Signal, TrackInfo};
+
+/// A contained failure: the peer must go, nobody else is affected.
+#[derive(Debug)]
+pub(crate) struct PeerFailure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl PeerFailure {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Run `f` on this peer's state, turning a panic inside str0m into a failure of this peer.
+pub(crate) fn contained<T>(f: impl FnOnce() -> T) -> Result<T, PeerFailure> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        PeerFailure::new(ErrorCode::Internal, format!("media engine fault: {what}"))
+    })
+}
+
+/// An outgoing stream waiting to be negotiated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingSub {
+    pub track: TrackId,
+    pub info: TrackInfo,
+}
+
+/// The engine's offer that awaits the browser's answer.
+pub(crate) struct OfferInFlight {
+    pending: SdpPendingOffer,
+    added: Vec<TrackId>,
+    pub sent_at: Instant,
+}
+
+pub(crate) struct Peer {
+    pub id: ParticipantId,
+    pub rtc: Rtc,
+    events: mpsc::Sender<PeerEvent>,
+    pub joined_at: Instant,
+    /// The next time str0m wants a timeout input.
+    pub timeout: Instant,
+    /// The browser's offer was accepted; from now on only the engine offers.
+    pub offered: bool,
+    pub connected: bool,
+    /// Since when ICE says disconnected (cleared when it recovers).
+    pub disconnected_since: Option<Instant>,
+    /// What the browser said each of its mids carries.
+    sources: HashMap<String, Source>,
+    /// Published tracks: incoming mid → track, and back.
+    pub in_tracks: HashMap<Mid, TrackId>,
+    in_mids: HashMap<TrackId, Mid>,
+    /// Outgoing streams (negotiating or ready): track → mid, mid → (track, info).
+    out_mids: HashMap<TrackId, Mid>,
+    out_tracks: BTreeMap<Mid, (TrackId, TrackInfo)>,
+    to_add: Vec<PendingSub>,
+    to_stop: Vec<Mid>,
+    pub offer: Option<OfferInFlight>,
+    /// Negotiated before ICE connected; reported ready once it is, so the keyframe asked for
+    /// on subscribe is not dropped on a connection that cannot carry it yet.
+    ready_when_connected: Vec<TrackId>,
+}
+
+impl Peer {
+    pub fn new(id: ParticipantId, rtc: Rtc, events: mpsc::Sender<PeerEvent>, now: Instant) -> Self {
+        Self {
+            id,
+            rtc,
+            events,
+            joined_at: now,
+            timeout: now,
+            offered: false,
+            connected: false,
+            disconnected_since: None,
+            sources: HashMap::new(),
+            in_tracks: HashMap::new(),
+            in_mids: HashMap::new(),
+            out_mids: HashMap::new(),
+            out_tracks: BTreeMap::new(),
+            to_add: Vec::new(),
+            to_stop: Vec::new(),
+            offer: None,
+            ready_when_connected: Vec::new(),
+        }
+    }
+
+    /// Queue an event for the browser. A full queue means the browser stopped reading.
+    pub fn send(&self, ev: PeerEvent) -> Result<(), PeerFailure> {
+        match self.events.try_send(ev) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(PeerFailure::new(
+                ErrorCode::SlowConsumer,
+                "the browser is not reading its signaling messages",
+            )),
+            // The signaling side is gone; its Leave is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// Best effort, for the last words before the peer is dropped.
+    pub fn send_final(&self, ev: PeerEvent) {
+        let _ = self.events.try_send(ev);
+    }
+
+    /// Accept the browser's publishing offer and send the answer.
+    pub fn accept_offer(
+        &mut self,
+        sdp: &str,
+        sources: HashMap<String, Source>,
+    ) -> Result<(), PeerFailure> {
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot parse the offer: {e}")))?;
+        let answer = contained(|| self.rtc.sdp_api().accept_offer(offer))?
+            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the offer: {e}")))?;
+        self.sources = sources;
+        self.offered = true;
+        self.send(PeerEvent::Signal(Signal::Answer {
+            sdp: answer.to_sdp_string(),
+        }))
+    }
+
+    /// What the browser said `mid` carries.
+    pub fn source_of(&self, mid: Mid) -> Option<Source> {
+        self.sources.get(&*mid.to_string()).copied()
+    }
+
+    pub fn add_published(&mut self, mid: Mid, track: TrackId) {
+        self.in_tracks.insert(mid, track);
+        self.in_mids.insert(track, mid);
+    }
+
+    /// Ask this peer (as publisher) for a keyframe on `track`.
+    pub fn request_keyframe(&mut self, track: TrackId) -> Result<(), PeerFailure> {
+        let Some(&mid) = self.in_mids.get(&track) else {
+            return Ok(());
+        };
+        contained(|| {
+            if let Some(mut w) = self.rtc.writer(mid) {
+                let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                    KeyframeRequestKind::Pli
+                } else {
+                    KeyframeRequestKind::Fir
+                };
+                if let Err(e) = w.request_keyframe(None, kind) {
+                    tracing::debug!(peer = %self.id, %track, error = %e, "keyframe request not sent");
+                }
+            }
+        })
+    }
+
+    pub fn subscribe(&mut self, sub: PendingSub) {
+        self.to_add.push(sub);
+    }
+
+    pub fn unsubscribe(&mut self, track: TrackId) {
+        self.to_add.retain(|s| s.track != track);
+        self.ready_when_connected.retain(|t| *t != track);
+        if let Some(mid) = self.out_mids.remove(&track) {
+            self.out_tracks.remove(&mid);
+            self.to_stop.push(mid);
+        }
+    }
+
+    /// The outgoing mid of `track`, if negotiated or negotiating.
+    pub fn out_mid(&self, track: TrackId) -> Option<Mid> {
+        self.out_mids.get(&track).copied()
+    }
+
+    /// The track an outgoing mid carries.
+    pub fn out_track(&self, mid: Mid) -> Option<TrackId> {
+        self.out_tracks.get(&mid).map(|(t, _)| *t)
+    }
+
+    /// Offer the browser the streams added and stopped since the last offer, if any and if
+    /// no offer is in flight (one at a time, so offers never collide).
+    pub fn negotiate(&mut self, now: Instant) -> Result<(), PeerFailure> {
+        if !self.offered || self.offer.is_some() || (self.to_add.is_empty() && self.to_stop.is_empty())
+        {
+            return Ok(());
+        }
+        let to_add = std::mem::take(&mut self.to_add);
+        let to_stop = std::mem::take(&mut self.to_stop);
+        let applied = contained(|| {
+            let mut api = self.rtc.sdp_api();
+            for mid in &to_stop {
+                api.stop_media(*mid);
+            }
+            let mut added = Vec::with_capacity(to_add.len());
+            for sub in &to_add {
+                let kind = match sub.info.kind {
+                    TrackKind::Audio => MediaKind::Audio,
+                    TrackKind::Video => MediaKind::Video,
+                };
+                // The stream id groups a participant's tracks in the browser.
+                let mid = api.add_media(
+                    kind,
+                    Direction::SendOnly,
+                    Some(sub.info.participant.to_string()),
+                    Some(sub.track.to_string()),
+                    None,
+                );
+                added.push((sub.track, mid, sub.info));
+            }
+            api.apply().map(|(offer, pending)| (offer, pending, added))
+        })?;
+        let Some((offer, pending, added)) = applied else {
+            return Ok(());
+        };
+        let mut added_tracks = Vec::with_capacity(added.len());
+        for (track, mid, info) in added {
+            self.out_mids.insert(track, mid);
+            self.out_tracks.insert(mid, (track, info));
+            added_tracks.push(track);
+        }
+        self.offer = Some(OfferInFlight {
+            pending,
+            added: added_tracks,
+            sent_at: now,
+        });
+        let tracks = self
+            .out_tracks
+            .iter()
+            .map(|(mid, (_, info))| (mid.to_string(), *info))
+            .collect();
+        self.send(PeerEvent::Signal(Signal::Offer {
+            sdp: offer.to_sdp_string(),
+            tracks,
+        }))
+    }
+
+    /// Accept the browser's answer. Returns the tracks that may now be forwarded.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<TrackId>, PeerFailure> {
+        let Some(flight) = self.offer.take() else {
+            return Err(PeerFailure::new(
+                ErrorCode::UnexpectedSdp,
+                "an answer arrived but no offer is outstanding",
+            ));
+        };
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot parse the answer: {e}")))?;
+        contained(|| self.rtc.sdp_api().accept_answer(flight.pending, answer))?
+            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the answer: {e}")))?;
+        // Tracks unsubscribed while the offer was in flight are no longer in out_mids.
+        let live: Vec<TrackId> = flight
+            .added
+            .into_iter()
+            .filter(|t| self.out_mids.contains_key(t))
+            .collect();
+        if self.connected {
+            Ok(live)
+        } else {
+            self.ready_when_connected.extend(live);
+            Ok(Vec::new())
+        }
+    }
+
+    /// ICE connected: the tracks negotiated meanwhile may be forwarded now.
+    pub fn on_connected(&mut self) -> Vec<TrackId> {
+        self.connected = true;
+        self.disconnected_since = None;
+        std::mem::take(&mut self.ready_when_connected)
+    }
+
+    /// Feed a timeout and drain everything str0m has to say, sending transmits with `send`.
+    /// Events are returned for the engine to act on.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        mut send: impl FnMut(&str0m::net::Transmit),
+        events: &mut Vec<Event>,
+    ) -> Result<(), PeerFailure> {
+        contained(|| -> Result<(), PeerFailure> {
+            if now >= self.timeout {
+                self.rtc
+                    .handle_input(Input::Timeout(now))
+                    .map_err(|e| PeerFailure::new(ErrorCode::MediaFailed, e.to_string()))?;
+            }
+            // Bounded: str0m always ends with a timeout, but a bug must not spin us forever.
+            for _ in 0..10_000 {
+                if !self.rtc.is_alive() {
+                    return Err(PeerFailure::new(ErrorCode::MediaFailed, "media connection closed"));
+                }
+                match self.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        self.timeout = t;
+                        return Ok(());
+                    }
+                    Ok(Output::Transmit(t)) => send(&t),
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => return Err(PeerFailure::new(ErrorCode::MediaFailed, e.to_string())),
+                }
+            }
+            Err(PeerFailure::new(ErrorCode::Internal, "media engine output did not settle"))
+        })?
+    }
+}

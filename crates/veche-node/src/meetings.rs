@@ -1,0 +1,203 @@
+//! Meetings created on this node, kept in `meetings.json` so links survive restarts.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{ensure_private_dir, write_atomic};
+
+/// The store's file in the data directory.
+pub const MEETINGS_FILE: &str = "meetings.json";
+/// Longest meeting title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Most meetings one node keeps.
+pub const MAX_MEETINGS: usize = 10_000;
+
+/// A meeting created on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meeting {
+    /// Short id used in links, like `k3x-9qa-7mf`.
+    pub id: String,
+    /// Title shown to participants.
+    pub title: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// Why a meeting could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateMeetingError {
+    /// Empty or too long title.
+    #[error("the title must be 1 to {MAX_TITLE_CHARS} characters")]
+    BadTitle,
+    /// The node keeps as many meetings as it may.
+    #[error("this node already has {MAX_MEETINGS} meetings")]
+    TooMany,
+    /// The store could not be written; the meeting was not created.
+    #[error("cannot save the meeting: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The store's file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The file is not a meeting store.
+    #[error("{path} is damaged: {message}")]
+    Corrupt {
+        /// The store's file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct OnDisk {
+    meetings: Vec<Meeting>,
+}
+
+/// The meetings of this node. A meeting is on disk before `create` returns.
+#[derive(Debug)]
+pub struct MeetingStore {
+    path: PathBuf,
+    meetings: BTreeMap<String, Meeting>,
+}
+
+impl MeetingStore {
+    /// Open (or start) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(MEETINGS_FILE);
+        let meetings = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let disk: OnDisk =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                disk.meetings.into_iter().map(|m| (m.id.clone(), m)).collect()
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        Ok(Self { path, meetings })
+    }
+
+    /// Create a meeting and store it durably.
+    pub fn create(&mut self, title: &str) -> Result<Meeting, CreateMeetingError> {
+        let title = title.trim();
+        let chars = title.chars().count();
+        if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+            return Err(CreateMeetingError::BadTitle);
+        }
+        if self.meetings.len() >= MAX_MEETINGS {
+            return Err(CreateMeetingError::TooMany);
+        }
+        let mut id = new_id();
+        while self.meetings.contains_key(&id) {
+            id = new_id();
+        }
+        let meeting = Meeting {
+            id: id.clone(),
+            title: title.to_owned(),
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        self.meetings.insert(id.clone(), meeting.clone());
+        if let Err(e) = self.save() {
+            self.meetings.remove(&id);
+            return Err(e.into());
+        }
+        Ok(meeting)
+    }
+
+    /// A meeting by id.
+    pub fn get(&self, id: &str) -> Option<&Meeting> {
+        self.meetings.get(id)
+    }
+
+    fn save(&self) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            ensure_private_dir(dir)?;
+        }
+        let disk = OnDisk {
+            meetings: self.meetings.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&disk).map_err(io::Error::other)?;
+        write_atomic(&self.path, &bytes, 0o600)
+    }
+}
+
+/// `xxx-xxx-xxx` from an alphabet without look-alikes (no 0/o, 1/l/i): easy to read aloud
+/// and type on a tablet. 31^9 ids: guessing one is hopeless at any rate the node serves.
+fn new_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    let mut s = String::with_capacity(11);
+    for i in 0..9 {
+        if i > 0 && i % 3 == 0 {
+            s.push('-');
+        }
+        s.push(ALPHABET[rng.gen_range(0..ALPHABET.len())] as char);
+    }
+    s
+}
+
+/// Whether `id` has the shape of a meeting id (checked before any lookup or log).
+pub fn is_meeting_id(id: &str) -> bool {
+    id.len() == 11
+        && id.bytes().enumerate().all(|(i, b)| {
+            if i == 3 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_lowercase() || b.is_ascii_digit()
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meetings_survive_reopening_and_ids_are_well_formed() {
+        let dir = std::env::temp_dir().join(format!("veche-meet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = MeetingStore::open(&dir).expect("open");
+        let m = store.create("  Physics 7B ").expect("create");
+        assert_eq!(m.title, "Physics 7B");
+        assert!(is_meeting_id(&m.id), "{}", m.id);
+        assert!(matches!(store.create(""), Err(CreateMeetingError::BadTitle)));
+        assert!(matches!(
+            store.create(&"t".repeat(201)),
+            Err(CreateMeetingError::BadTitle)
+        ));
+        let again = MeetingStore::open(&dir).expect("reopen");
+        assert_eq!(again.get(&m.id), Some(&m));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn damaged_store_is_reported_not_overwritten() {
+        let dir = std::env::temp_dir().join(format!("veche-meet-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(MEETINGS_FILE), b"{not json").expect("write");
+        assert!(matches!(MeetingStore::open(&dir), Err(StoreError::Corrupt { .. })));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,321 @@
+//! The signaling WebSocket: one task per browser, between its socket and the engine.
+//!
+//! The task validates everything the browser says before the engine sees it (size, rate,
+//! shape, meeting id), answers mistakes with a precise `error`, and never lets one browser's
+//! behaviour reach another: its outgoing queue is bounded, and the engine drops it rather
+//! than wait for it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use veche_core::{JoinError, MediaState, ParticipantId, Source};
+use veche_media::{Command, ErrorCode, PeerEvent, Signal};
+use veche_node::is_meeting_id;
+
+use crate::Ctx;
+
+/// Largest message we read and answer (bigger ones get `too_large` and a close).
+pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Above this the WebSocket layer itself refuses the frame; between the two we can still
+/// answer in words.
+const HARD_LIMIT: usize = 1024 * 1024;
+/// Events queued for one browser before it counts as not reading.
+const EVENT_QUEUE: usize = 256;
+/// Message rate: sustained per second, and burst.
+const RATE: f64 = 50.0;
+const BURST: f64 = 100.0;
+/// Ping the browser this often; a browser that answers nothing for `IDLE_LIMIT` is gone.
+const PING_EVERY: Duration = Duration::from_secs(5);
+const IDLE_LIMIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMsg {
+    Join {
+        meeting: String,
+        name: String,
+    },
+    Offer {
+        sdp: String,
+        sources: HashMap<String, Source>,
+    },
+    Answer {
+        sdp: String,
+    },
+    State {
+        audio: bool,
+        video: bool,
+        screen: bool,
+    },
+    Chat {
+        text: String,
+    },
+    Leave,
+}
+
+/// `GET /ws`.
+pub(crate) async fn upgrade(State(ctx): State<Ctx>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(HARD_LIMIT)
+        .max_frame_size(HARD_LIMIT)
+        .on_upgrade(move |socket| Session::new(ctx).run(socket))
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * RATE;
+        self.tokens = (self.tokens + refill).min(BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Session {
+    ctx: Ctx,
+    joined: Option<(ParticipantId, String, String)>,
+    /// Handed to the engine on join; the engine dropping its end means it dropped us.
+    events_tx: Option<mpsc::Sender<PeerEvent>>,
+    bucket: Bucket,
+    last_heard: Instant,
+}
+
+/// What to do after handling one message.
+enum Next {
+    Continue,
+    Close,
+}
+
+impl Session {
+    fn new(ctx: Ctx) -> Self {
+        Self {
+            ctx,
+            joined: None,
+            events_tx: None,
+            bucket: Bucket {
+                tokens: BURST,
+                at: Instant::now(),
+            },
+            last_heard: Instant::now(),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
+        self.events_tx = Some(events_tx);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let close_reason = loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break None };
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::info!(participant = ?self.pid(), error = %e, "signaling socket error");
+                            break None;
+                        }
+                    };
+                    self.last_heard = Instant::now();
+                    let mut replies = Vec::new();
+                    let next = self.on_message(msg, &mut replies).await;
+                    for r in replies {
+                        if sink.send(Message::Text(r.to_string().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    if let Next::Close = next {
+                        break Some("refused");
+                    }
+                }
+                ev = events_rx.recv(), if self.events_tx.is_none() => {
+                    let Some(ev) = ev else {
+                        // The engine dropped this participant (it sent the reason first).
+                        break Some("removed");
+                    };
+                    let text = self.render(ev);
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > IDLE_LIMIT {
+                        tracing::info!(participant = ?self.pid(), "signaling socket idle; closing");
+                        break Some("idle");
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        if let Some(reason) = close_reason {
+            // Deliver what the engine queued before it let go (the fatal error, typically).
+            while let Ok(ev) = events_rx.try_recv() {
+                let text = self.render(ev);
+                let _ = sink.send(Message::Text(text.into())).await;
+            }
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: Utf8Bytes::from_static(reason),
+                })))
+                .await;
+        }
+        if let Some(id) = self.pid() {
+            let _ = self.ctx.app.engine.send(Command::Leave { id }).await;
+        }
+    }
+
+    fn pid(&self) -> Option<ParticipantId> {
+        self.joined.as_ref().map(|(id, _, _)| *id)
+    }
+
+    /// Serialize an engine event; the welcome also carries the meeting's id and title.
+    fn render(&self, ev: PeerEvent) -> String {
+        let mut v = serde_json::to_value(&ev).unwrap_or(Value::Null);
+        if let (Some(obj), Some((_, meeting, title))) = (v.as_object_mut(), &self.joined) {
+            if obj.get("type").and_then(Value::as_str) == Some("welcome") {
+                obj.insert("meeting".into(), json!({ "id": meeting, "title": title }));
+            }
+        }
+        v.to_string()
+    }
+
+    fn error(&self, code: ErrorCode, message: impl Into<String>, fatal: bool) -> Value {
+        let message = message.into();
+        tracing::info!(participant = ?self.pid(), ?code, %message, fatal, "signaling error sent");
+        serde_json::to_value(Signal::error(code, message, fatal)).unwrap_or(Value::Null)
+    }
+
+    async fn on_message(&mut self, msg: Message, replies: &mut Vec<Value>) -> Next {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                replies.push(self.error(
+                    ErrorCode::BinaryUnsupported,
+                    "binary messages are not part of the protocol",
+                    false,
+                ));
+                return Next::Continue;
+            }
+            Message::Ping(_) | Message::Pong(_) => return Next::Continue,
+            Message::Close(_) => return Next::Close,
+        };
+        if text.len() > MAX_MESSAGE {
+            replies.push(self.error(
+                ErrorCode::TooLarge,
+                format!("message of {} bytes is over the limit of {MAX_MESSAGE}", text.len()),
+                true,
+            ));
+            return Next::Close;
+        }
+        if !self.bucket.take(Instant::now()) {
+            replies.push(self.error(ErrorCode::RateLimited, "too many messages; slow down", false));
+            return Next::Continue;
+        }
+        let msg: ClientMsg = match serde_json::from_str(text.as_str()) {
+            Ok(m) => m,
+            Err(e) => {
+                replies.push(self.error(ErrorCode::BadMessage, format!("malformed message: {e}"), false));
+                return Next::Continue;
+            }
+        };
+        let engine = self.ctx.app.engine.clone();
+        let Some(id) = self.pid() else {
+            let ClientMsg::Join { meeting, name } = msg else {
+                replies.push(self.error(ErrorCode::NotJoined, "send join first", false));
+                return Next::Continue;
+            };
+            return self.join(meeting, name, replies).await;
+        };
+        let cmd = match msg {
+            ClientMsg::Join { .. } => {
+                replies.push(self.error(ErrorCode::AlreadyJoined, "this socket already joined a meeting", false));
+                return Next::Continue;
+            }
+            ClientMsg::Offer { sdp, sources } => {
+                if sources.len() > 3 {
+                    replies.push(self.error(ErrorCode::BadMessage, "at most three sources: mic, camera, screen", false));
+                    return Next::Continue;
+                }
+                Command::Offer { id, sdp, sources }
+            }
+            ClientMsg::Answer { sdp } => Command::Answer { id, sdp },
+            ClientMsg::State { audio, video, screen } => Command::State {
+                id,
+                state: MediaState { audio, video, screen },
+            },
+            ClientMsg::Chat { text } => Command::Chat { id, text },
+            ClientMsg::Leave => return Next::Close,
+        };
+        if engine.send(cmd).await.is_err() {
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    async fn join(&mut self, meeting: String, name: String, replies: &mut Vec<Value>) -> Next {
+        let title = if is_meeting_id(&meeting) {
+            let store = self.ctx.app.meetings.lock().unwrap_or_else(|p| p.into_inner());
+            store.get(&meeting).map(|m| m.title.clone())
+        } else {
+            None
+        };
+        let Some(title) = title else {
+            replies.push(self.error(ErrorCode::UnknownMeeting, "there is no meeting with this id on this node", true));
+            return Next::Close;
+        };
+        let Some(events) = self.events_tx.clone() else {
+            return Next::Close;
+        };
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Join {
+            meeting: meeting.clone(),
+            name,
+            events,
+            reply,
+        };
+        if self.ctx.app.engine.send(cmd).await.is_err() {
+            return Next::Close;
+        }
+        match rx.await {
+            Ok(Ok(id)) => {
+                // From now on only the engine holds a sender: when it drops the peer, our
+                // receiver ends and we close the socket.
+                self.events_tx = None;
+                self.joined = Some((id, meeting, title));
+                Next::Continue
+            }
+            Ok(Err(JoinError::BadName { max })) => {
+                replies.push(self.error(ErrorCode::BadName, format!("the name must be 1 to {max} characters"), false));
+                Next::Continue
+            }
+            Ok(Err(e @ JoinError::MeetingFull { .. })) => {
+                replies.push(self.error(ErrorCode::MeetingFull, e.to_string(), true));
+                Next::Close
+            }
+            Ok(Err(e)) => {
+                replies.push(self.error(ErrorCode::Internal, e.to_string(), true));
+                Next::Close
+            }
+            Err(_) => Next::Close,
+        }
+    }
+}
