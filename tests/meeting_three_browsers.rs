@@ -1,0 +1,140 @@
+//! Three real headless Chromium browsers (fake camera, microphone and screen) in one meeting
+//! on one node: video and audio from both others, chat, screen share, and a closed browser
+//! disappearing for the others.
+//!
+//! Runs as root (it makes a network namespace so the browsers' traffic stays inside it).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{inbound, num, Browser, Lab};
+
+const STATS: &str = "window.veche ? veche.stats() : null";
+
+async fn stats(b: &mut Browser) -> Value {
+    b.eval(STATS).await.expect("stats")
+}
+
+/// Wait until `b` decodes video (source `camera` or `screen`) from every name in `from`.
+async fn wait_decoding(b: &mut Browser, who: &str, from: &[&str], source: &str) -> Value {
+    let names: Vec<String> = from.iter().map(|n| format!("{n:?}")).collect();
+    let js = format!(
+        "(async () => {{ if (!window.veche) return null; const s = await veche.stats();
+           const ok = [{}].every(n => s.inbound.some(i => i.name === n && i.source === {source:?} && i.framesDecoded > 0));
+           return ok ? s : null; }})()",
+        names.join(",")
+    );
+    b.wait_for(&format!("{who} decoding {source} from {from:?}"), &js, Duration::from_secs(45))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_browsers_see_hear_chat_share_and_leave() {
+    let lab = Lab::new("three");
+    let data = lab.dir().join("data");
+    let node = lab.node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"]).await;
+    let base = node.base();
+
+    // Ada creates the meeting from the landing page, as a teacher would.
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    ada.wait_for("landing page", "document.readyState === 'complete'", Duration::from_secs(20)).await;
+    let created = ada
+        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Physics 7B'})}).then(r => r.json())")
+        .await
+        .expect("create meeting");
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let link = |name: &str| format!("{base}/m/{id}?name={name}&autojoin=1");
+    ada.eval(&format!("location.href = {:?}", link("Ada"))).await.expect("navigate");
+
+    let mut bob = lab.browser(&link("Bob"), &[]).await;
+    let mut cy = lab.browser(&link("Cy"), &[]).await;
+
+    // Everyone decodes both others' cameras and receives their audio.
+    for (b, me, others) in [
+        (&mut ada, "Ada", ["Bob", "Cy"]),
+        (&mut bob, "Bob", ["Ada", "Cy"]),
+        (&mut cy, "Cy", ["Ada", "Bob"]),
+    ] {
+        wait_decoding(b, me, &others, "camera").await;
+        let js = format!(
+            "(async () => {{ const s = await veche.stats(); return [{:?},{:?}].every(n => s.inbound.some(i => i.name === n && i.source === 'mic' && i.packetsReceived > 0)); }})()",
+            others[0], others[1]
+        );
+        b.wait_for(&format!("{me} receiving audio from {others:?}"), &js, Duration::from_secs(30)).await;
+    }
+    // The numbers keep growing: media flows, it did not just start and stall.
+    let first: Vec<Value> = vec![stats(&mut ada).await, stats(&mut bob).await, stats(&mut cy).await];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second: Vec<Value> = vec![stats(&mut ada).await, stats(&mut bob).await, stats(&mut cy).await];
+    for (i, (me, others)) in [("Ada", ["Bob", "Cy"]), ("Bob", ["Ada", "Cy"]), ("Cy", ["Ada", "Bob"])]
+        .iter()
+        .enumerate()
+    {
+        for other in others {
+            let v0 = inbound(&first[i], other, "camera").expect("video before");
+            let v1 = inbound(&second[i], other, "camera").expect("video after");
+            let a0 = inbound(&first[i], other, "mic").expect("audio before");
+            let a1 = inbound(&second[i], other, "mic").expect("audio after");
+            let frames = num(&v1, "framesDecoded") - num(&v0, "framesDecoded");
+            let packets = num(&a1, "packetsReceived") - num(&a0, "packetsReceived");
+            println!("{me} from {other}: +{frames} frames decoded, +{packets} audio packets in 3 s");
+            assert!(frames >= 10, "{me} decoded only {frames} new frames from {other} in 3 s");
+            assert!(packets >= 50, "{me} received only {packets} audio packets from {other} in 3 s");
+        }
+    }
+
+    // Chat: Ada types and sends; Bob and Cy see it with her name.
+    ada.eval(
+        "(() => { const i = document.querySelector('#chat-input'); i.value = 'Open your books at page 42'; \
+         document.querySelector('#chat-send').click(); return true; })()",
+    )
+    .await
+    .expect("send chat");
+    for (b, me) in [(&mut bob, "Bob"), (&mut cy, "Cy")] {
+        b.wait_for(
+            &format!("chat at {me}"),
+            "[...document.querySelectorAll('#chat-log .chat-msg')].some(m => m.querySelector('.chat-text').textContent === 'Open your books at page 42' && m.querySelector('.chat-name').textContent.includes('Ada'))",
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    // Screen share: Bob shares; Ada and Cy decode it as an extra video track.
+    bob.eval("document.querySelector('#btn-screen').click(), true").await.expect("share");
+    let s_ada = wait_decoding(&mut ada, "Ada", &["Bob"], "screen").await;
+    let s_cy = wait_decoding(&mut cy, "Cy", &["Bob"], "screen").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (b, before, me) in [(&mut ada, s_ada, "Ada"), (&mut cy, s_cy, "Cy")] {
+        let after = stats(b).await;
+        let f0 = num(&inbound(&before, "Bob", "screen").expect("screen"), "framesDecoded");
+        let f1 = num(&inbound(&after, "Bob", "screen").expect("screen"), "framesDecoded");
+        println!("{me}: screen from Bob +{} frames in 2 s", f1 - f0);
+        assert!(f1 > f0, "{me}'s screen frames from Bob stopped at {f1}");
+        let cameras = after["inbound"]
+            .as_array()
+            .expect("inbound")
+            .iter()
+            .filter(|i| i["name"] == "Bob" && i["kind"] == "video" && num(i, "framesDecoded") > 0)
+            .count();
+        assert_eq!(cameras, 2, "{me} should decode Bob's camera and screen");
+    }
+
+    // Cy closes the browser: Ada and Bob see Cy gone within 10 s.
+    cy.close().await;
+    let closed = Instant::now();
+    for (b, me) in [(&mut ada, "Ada"), (&mut bob, "Bob")] {
+        b.wait_for(
+            &format!("Cy gone at {me}"),
+            "!veche.state().participants.some(p => p.name === 'Cy') && ![...document.querySelectorAll('.tile[data-participant]')].some(t => t.textContent.includes('Cy'))",
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    println!("a closed browser disappeared for the others in {:?}", closed.elapsed());
+    assert!(closed.elapsed() < Duration::from_secs(10));
+    // The rest of the meeting goes on.
+    wait_decoding(&mut ada, "Ada", &["Bob"], "camera").await;
+    node.kill().await;
+}

@@ -1,0 +1,403 @@
+//! Test harness: a private network namespace, a veche node inside it, and real headless
+//! Chromium browsers driven over the DevTools protocol.
+//!
+//! Everything a test starts runs inside a network namespace the test made itself, so its
+//! traffic (HTTP, WebRTC, whatever Chromium tries) can reach nothing but that namespace.
+//! Chromium is driven over `--remote-debugging-pipe` (file descriptors 3 and 4), which
+//! crosses the namespace boundary without any port. Processes are killed by their own pid
+//! when the handle drops, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Fail with a clear reason when the test cannot do its job here.
+pub fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    assert_eq!(
+        uid, "0",
+        "this test builds a network namespace and must run as root (CI does); \
+         run the suite with the README's test command"
+    );
+}
+
+pub fn chromium_path() -> PathBuf {
+    if let Ok(p) = std::env::var("VECHE_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    for p in ["/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("Chromium not found: install the Debian package `chromium` (the README's test command does) or set VECHE_CHROMIUM");
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (install iproute2)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with loopback and one veth pair (`10.213.S.1` and `10.213.S.2`, both
+/// inside it), so the node has a non-loopback LAN address that only this namespace can see.
+pub struct Lab {
+    pub name: String,
+    /// The "LAN" address of the node's machine.
+    pub lan_ip: String,
+    /// The address of a second device on that LAN.
+    pub peer_ip: String,
+    dir: PathBuf,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Lab {
+        require_root();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let name = format!("vt{}{}{}", tag.chars().take(6).collect::<String>(), pid % 100000, seq);
+        let subnet = (pid as usize * 7 + seq as usize) % 250 + 1;
+        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        run("ip", &["-n", &name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        let lan_ip = format!("10.213.{subnet}.1");
+        let peer_ip = format!("10.213.{subnet}.2");
+        run("ip", &["-n", &name, "addr", "add", &format!("{lan_ip}/24"), "dev", "v0"]);
+        run("ip", &["-n", &name, "addr", "add", &format!("{peer_ip}/24"), "dev", "v1"]);
+        run("ip", &["-n", &name, "link", "set", "v0", "up"]);
+        run("ip", &["-n", &name, "link", "set", "v1", "up"]);
+        let dir = std::env::temp_dir().join(format!("veche-test-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        Lab {
+            name,
+            lan_ip,
+            peer_ip,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Start `veche run` in the namespace with `args`; waits for its web address.
+    pub async fn node(&self, data_dir: &Path, args: &[&str]) -> Node {
+        Node::start(Some(&self.name), &self.dir, data_dir, args).await
+    }
+
+    /// Launch headless Chromium in the namespace at `url`.
+    pub async fn browser(&self, url: &str, extra: &[&str]) -> Browser {
+        Browser::launch(self, url, extra).await
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+async fn copy_lines(mut from: impl tokio::io::AsyncBufRead + Unpin, mut to: tokio::fs::File) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match from.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let _ = to.write_all(line.as_bytes()).await;
+            }
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub pid: u32,
+    child: Child,
+    pub http_port: u16,
+    /// What it printed on start.
+    pub printed: Vec<String>,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Start `veche run` (in network namespace `netns`, if given) and wait for it to print
+    /// its web address. Logs go to a file in `log_dir`.
+    pub async fn start(netns: Option<&str>, log_dir: &Path, data_dir: &Path, args: &[&str]) -> Node {
+        let bin = env!("CARGO_BIN_EXE_veche");
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        c.kill_on_drop(true);
+        c.arg("run").arg("--data-dir").arg(data_dir).args(args);
+        c.env("RUST_LOG", "info,str0m=warn,is=warn");
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn veche");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = log_dir.join(format!("node-{}.log", SEQ.fetch_add(1, Ordering::Relaxed)));
+        let log_file = tokio::fs::File::create(&log).await.expect("log");
+        tokio::spawn(copy_lines(BufReader::new(stderr), log_file));
+        let mut lines = BufReader::new(stdout).lines();
+        let mut printed = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut http_port = None;
+        while http_port.is_none() {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("node did not print its address in 30 s; log {}", log.display()))
+                .expect("read stdout")
+                .unwrap_or_else(|| panic!("node exited; printed {printed:?}; log {}", log.display()));
+            if let Some(rest) = line.strip_prefix("open in a browser on this machine: http://localhost:") {
+                http_port = rest.trim().parse::<u16>().ok();
+            }
+            printed.push(line);
+        }
+        // Keep draining stdout so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            pid: child.id().expect("pid"),
+            child,
+            http_port: http_port.unwrap_or_default(),
+            printed,
+            log,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://localhost:{}", self.http_port)
+    }
+
+    /// kill -9, then wait for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Headless Chromium with a fake camera, microphone and screen, driven over a pipe.
+pub struct Browser {
+    child: Child,
+    pub pid: u32,
+    input: ChildStdin,
+    output: ChildStdout,
+    buf: Vec<u8>,
+    next_id: u64,
+    session: String,
+    profile: PathBuf,
+}
+
+impl Browser {
+    async fn launch(lab: &Lab, url: &str, extra: &[&str]) -> Browser {
+        let profile = lab
+            .dir
+            .join(format!("chromium-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&profile).expect("profile dir");
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE 10.*",
+            "--remote-debugging-pipe",
+            "--window-size=1280,800",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(url.to_owned());
+        // fd 3 = commands in, fd 4 = replies out (the pipe protocol); Chromium's own stdout
+        // goes to stderr, which goes to a log file.
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &lab.name, "sh", "-c", "exec \"$0\" \"$@\" 3<&0 4>&1 0</dev/null 1>&2"])
+            .arg(chromium_path())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(profile.join("chromium.log")).expect("log"),
+            ))
+            .kill_on_drop(true);
+        let mut child = c.spawn().expect("spawn chromium");
+        let mut b = Browser {
+            pid: child.id().expect("pid"),
+            input: child.stdin.take().expect("stdin"),
+            output: child.stdout.take().expect("stdout"),
+            child,
+            buf: Vec::new(),
+            next_id: 0,
+            session: String::new(),
+            profile,
+        };
+        b.attach().await;
+        b
+    }
+
+    async fn attach(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let targets = self.call(None, "Target.getTargets", json!({})).await.expect("getTargets");
+            let page = targets["targetInfos"]
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["type"] == "page"))
+                .and_then(|t| t["targetId"].as_str())
+                .map(str::to_owned);
+            if let Some(target) = page {
+                let r = self
+                    .call(None, "Target.attachToTarget", json!({"targetId": target, "flatten": true}))
+                    .await
+                    .expect("attach");
+                self.session = r["sessionId"].as_str().expect("sessionId").to_owned();
+                return;
+            }
+            assert!(Instant::now() < deadline, "Chromium opened no page in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let mut bytes = serde_json::to_vec(&msg)?;
+        bytes.push(0);
+        self.input.write_all(&bytes).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            while let Some(pos) = self.buf.iter().position(|b| *b == 0) {
+                let frame: Vec<u8> = self.buf.drain(..=pos).collect();
+                let v: Value = serde_json::from_slice(&frame[..frame.len() - 1])?;
+                if v["id"].as_u64() == Some(id) {
+                    if let Some(e) = v.get("error") {
+                        return Err(format!("{method}: {e}").into());
+                    }
+                    return Ok(v["result"].clone());
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout_at(deadline.into(), self.output.read(&mut chunk))
+                .await
+                .map_err(|_| format!("{method}: no reply from Chromium in 60 s"))??;
+            if n == 0 {
+                return Err(format!("{method}: Chromium exited (log {})", self.profile.join("chromium.log").display()).into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Evaluate `js` in the page (promises awaited) and return its JSON value.
+    pub async fn eval(&mut self, js: &str) -> Result<Value> {
+        let session = self.session.clone();
+        let r = self
+            .call(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({"expression": js, "awaitPromise": true, "returnByValue": true, "userGesture": true}),
+            )
+            .await?;
+        if let Some(ex) = r.get("exceptionDetails") {
+            return Err(format!("page threw: {ex}").into());
+        }
+        Ok(r["result"]["value"].clone())
+    }
+
+    /// Evaluate `js` every 200 ms until it returns something truthy; panic with `what` after
+    /// `timeout`. Returns the truthy value.
+    pub async fn wait_for(&mut self, what: &str, js: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            match self.eval(js).await {
+                Ok(v) if truthy(&v) => return v,
+                Ok(v) => last = v,
+                Err(e) => last = json!(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("timed out after {timeout:?} waiting for {what}; last value: {last}");
+    }
+
+    /// Kill the browser process (as when a person closes it).
+    pub async fn close(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.profile.join("chromium.log")
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
+/// Inbound numbers for (participant name, source) from a `veche.stats()` result.
+pub fn inbound(stats: &Value, name: &str, source: &str) -> Option<Value> {
+    stats["inbound"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name && s["source"] == source)
+        .cloned()
+}
+
+pub fn num(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().or_else(|| v[field].as_f64().map(|f| f as u64)).unwrap_or(0)
+}
