@@ -324,7 +324,7 @@ impl Browser {
                     return Ok(v["result"].clone());
                 }
             }
-            let mut chunk = [0u8; 65536];
+            let mut chunk = vec![0u8; 65536];
             let n = tokio::time::timeout_at(deadline.into(), self.output.read(&mut chunk))
                 .await
                 .map_err(|_| format!("{method}: no reply from Chromium in 60 s"))??;

@@ -1,0 +1,380 @@
+// veche browser app: routing, landing page, join screen, and the test hook.
+// Served for "/" and "/m/{id}"; no build step, no external resources.
+
+import { h, icon, mount, toast, fatalScreen, brand, initials, hueFor } from './ui.js';
+import { getLocalMedia, mediaAvailable } from './media.js';
+import { Meeting } from './meeting.js';
+
+const NAME_KEY = 'veche.name';
+const NODE_INFO_TIMEOUT_MS = 4000;
+
+let current = null; // the Meeting once joined (kept after leaving so the hook can report "left")
+const page = { connection: 'connecting', error: null }; // hook state before/without a Meeting
+
+// ---- test hook (window.veche) -------------------------------------------------
+
+window.veche = {
+  state() {
+    if (current) return current.state();
+    return { joined: false, you: null, participants: [], chat: [], connection: page.connection, error: page.error };
+  },
+  async stats() {
+    return current ? current.stats() : { inbound: [], outbound: [] };
+  },
+  get pc() {
+    return current ? current.pc : null;
+  },
+};
+
+// ---- helpers ---------------------------------------------------------------------
+
+/** fetch + JSON; throws only on network failure. */
+async function api(path, options = {}) {
+  const res = await fetch(path, { ...options, headers: { accept: 'application/json', ...(options.headers || {}) } });
+  let body = null;
+  try { body = await res.json(); } catch { body = null; }
+  return { ok: res.ok, status: res.status, body };
+}
+
+/** GET /api/node (LAN addresses + fingerprint); null when unavailable. Never rejects. */
+function fetchNodeInfo() {
+  const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
+  const timer = setTimeout(() => ctrl && ctrl.abort(), NODE_INFO_TIMEOUT_MS);
+  return fetch('/api/node', { headers: { accept: 'application/json' }, signal: ctrl ? ctrl.signal : undefined })
+    .then((res) => (res.ok ? res.json() : null))
+    .catch(() => null)
+    .finally(() => clearTimeout(timer));
+}
+
+function unreachableText() {
+  return `Cannot reach the veche node at ${location.origin}. Is it running?`;
+}
+
+function storedName() {
+  try { return localStorage.getItem(NAME_KEY) || ''; } catch { return ''; } // storage may be disabled
+}
+
+function storeName(name) {
+  try { localStorage.setItem(NAME_KEY, name); } catch { /* private mode: fine */ }
+}
+
+/** Trim and cap at 64 characters (the node's limit). */
+function cleanName(raw) {
+  return [...String(raw || '').trim()].slice(0, 64).join('');
+}
+
+/** Accept "https://host/m/ID?x", "host/m/ID", or a bare "ID". */
+export function parseMeetingRef(text) {
+  const t = String(text || '').trim();
+  if (!t) return null;
+  const m = t.match(/\/m\/([^/?#\s]+)/);
+  if (m) {
+    try { return decodeURIComponent(m[1]); } catch { return null; }
+  }
+  return /^[A-Za-z0-9_-]+$/.test(t) ? t : null;
+}
+
+function meetingPath(id) {
+  return `/m/${encodeURIComponent(id)}`;
+}
+
+function loading(text) {
+  mount(h('main', { class: 'center-screen' },
+    h('div', { class: 'loading', role: 'status' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('span', { text }))));
+}
+
+// ---- landing page ----------------------------------------------------------------------
+
+function landingPage() {
+  document.title = 'veche';
+  page.connection = 'connecting';
+
+  const titleInput = h('input', {
+    id: 'new-title', type: 'text', maxlength: '200', autocomplete: 'off', placeholder: 'e.g. Physics 7B',
+  });
+  const startBtn = h('button', { id: 'start-btn', class: 'btn btn-primary', type: 'submit', text: 'Start meeting' });
+  const startErr = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const startForm = h('form', { class: 'stack' },
+    h('label', { class: 'label', for: 'new-title', text: 'Start a meeting' }),
+    h('div', { class: 'row' }, titleInput, startBtn),
+    startErr);
+  startForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    startErr.hidden = true;
+    const title = titleInput.value.trim() || 'Meeting'; // an empty title should not block a quick start
+    startBtn.disabled = true;
+    startBtn.textContent = 'Starting…';
+    try {
+      const r = await api('/api/meetings', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ title }),
+      });
+      if (!r.ok || !r.body || !r.body.id) {
+        throw new Error((r.body && r.body.message) || `The node could not create the meeting (HTTP ${r.status}).`);
+      }
+      location.assign(meetingPath(r.body.id));
+    } catch (err) {
+      startErr.textContent = err instanceof TypeError ? unreachableText() : err.message;
+      startErr.hidden = false;
+      startBtn.disabled = false;
+      startBtn.textContent = 'Start meeting';
+    }
+  });
+
+  const codeInput = h('input', {
+    id: 'join-code', type: 'text', autocomplete: 'off', autocapitalize: 'off', spellcheck: 'false',
+    placeholder: 'Paste a link or type a code',
+  });
+  const codeErr = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const joinForm = h('form', { class: 'stack' },
+    h('label', { class: 'label', for: 'join-code', text: 'Join with a link or code' }),
+    h('div', { class: 'row' }, codeInput, h('button', { class: 'btn btn-secondary', type: 'submit', text: 'Join' })),
+    codeErr);
+  joinForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const id = parseMeetingRef(codeInput.value);
+    if (!id) {
+      codeErr.textContent = 'That is not a meeting link or code. A code looks like k3x-9qa-7mf.';
+      codeErr.hidden = false;
+      return;
+    }
+    location.assign(meetingPath(id));
+  });
+
+  const footer = h('p', { class: 'landing-foot' });
+  mount(h('main', { class: 'center-screen landing' },
+    h('div', { class: 'card landing-card' },
+      h('div', { class: 'hero' }, brand(),
+        h('p', { class: 'tagline', text: 'Video meetings served from your own machine — no cloud, no accounts, works without internet.' })),
+      startForm,
+      h('div', { class: 'divider', 'aria-hidden': 'true' }, h('span', { text: 'or' })),
+      joinForm),
+    footer));
+  // Focus only with a mouse/keyboard: on a tablet it would throw up the on-screen keyboard.
+  if (window.matchMedia && window.matchMedia('(pointer: fine)').matches) titleInput.focus();
+
+  fetchNodeInfo().then((info) => {
+    if (info && info.version) footer.textContent = `veche node ${info.version}`;
+  });
+}
+
+// ---- meeting page -------------------------------------------------------------------------
+
+async function meetingPage(id) {
+  const params = new URLSearchParams(location.search);
+  const nodeInfo = fetchNodeInfo();
+  page.connection = 'connecting';
+  page.error = null;
+  loading('Opening the meeting…');
+
+  let meeting;
+  try {
+    const r = await api(`/api/meetings/${encodeURIComponent(id)}`);
+    if (r.status === 404) return notFound();
+    if (!r.ok || !r.body) {
+      page.connection = 'failed';
+      page.error = (r.body && r.body.error) || 'internal';
+      return fatalScreen('Something went wrong', (r.body && r.body.message) || `The node answered HTTP ${r.status}.`,
+        [{ label: 'Retry', onClick: () => meetingPage(id) }]);
+    }
+    meeting = { ...r.body, id: r.body.id || id };
+  } catch {
+    page.connection = 'failed';
+    page.error = 'unreachable';
+    return fatalScreen(unreachableText(), 'Check that the node is started and that this device is on the same network.',
+      [{ label: 'Retry', onClick: () => meetingPage(id) }]);
+  }
+  document.title = `${meeting.title || 'Meeting'} — veche`;
+
+  if (params.get('autojoin') === '1') {
+    // Kiosks, classroom links and tests: straight in, camera and mic on.
+    const name = cleanName(params.get('name')) || storedName() || 'Guest';
+    return startMeeting(meeting, name, { audio: true, video: true }, nodeInfo, null);
+  }
+  return joinScreen(meeting, cleanName(params.get('name')), nodeInfo);
+}
+
+function notFound() {
+  page.connection = 'failed';
+  page.error = 'unknown_meeting';
+  fatalScreen('Meeting not found', 'The link may be mistyped, or the meeting ended when the node restarted.',
+    [{ label: 'Start a meeting', href: '/' }]);
+}
+
+/**
+ * Enter the meeting. media: {mic, cam, error} from the join screen, or null to
+ * ask for devices now (autojoin / rejoin). Failure to get devices still joins, receive-only.
+ */
+async function startMeeting(meeting, name, prefs, nodeInfo, media) {
+  if (!media) {
+    loading('Starting camera and microphone…');
+    media = await getLocalMedia(prefs);
+  }
+  storeName(name);
+  current = new Meeting({
+    id: meeting.id,
+    title: meeting.title,
+    name,
+    mic: media.mic,
+    cam: media.cam,
+    audio: prefs.audio,
+    video: prefs.video,
+    nodeInfo,
+    rejoin: (p) => startMeeting(meeting, name, p || prefs, nodeInfo, null),
+  });
+  current.start();
+  if (media.error) toast(media.error.message, { kind: 'error', timeout: 8000 });
+}
+
+function joinScreen(meeting, nameParam, nodeInfo) {
+  const prefs = { audio: true, video: true };
+  let media = { mic: null, cam: null, error: null };
+  let pending = null;
+  let joining = false;
+
+  const video = h('video', { class: 'preview-video', autoplay: true, muted: true, playsinline: true, 'aria-label': 'Your camera preview' });
+  video.muted = true;
+  const avatar = h('div', { class: 'avatar large', 'aria-hidden': 'true' });
+  const previewStatus = h('div', { class: 'preview-status', 'aria-hidden': 'true' });
+  const btnMic = h('button', { id: 'join-mic', class: 'ctl round', type: 'button' });
+  const btnCam = h('button', { id: 'join-cam', class: 'ctl round', type: 'button' });
+  const preview = h('div', { class: 'preview mirror' }, video,
+    h('div', { class: 'tile-placeholder' }, avatar, previewStatus),
+    h('div', { class: 'preview-controls' }, btnMic, btnCam));
+
+  const mediaText = h('p', { class: 'media-msg-text' });
+  const mediaRetry = h('button', { class: 'btn btn-secondary btn-small', type: 'button', text: 'Retry' });
+  const mediaExtra = h('div', { class: 'media-msg-extra' });
+  const mediaMsg = h('div', { class: 'media-msg', role: 'alert', hidden: true },
+    icon('alert', 'media-msg-icon'), h('div', {}, mediaText, mediaExtra, mediaRetry));
+
+  const nameInput = h('input', {
+    id: 'join-name', type: 'text', maxlength: '64', autocomplete: 'name', placeholder: 'Your name', 'aria-required': 'true',
+  });
+  nameInput.value = nameParam || storedName();
+  const nameErr = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const joinBtn = h('button', { id: 'join-btn', class: 'btn btn-primary btn-large', type: 'submit', text: 'Join' });
+
+  const others = (meeting.participants || []).map((p) => String(p.name ?? ''));
+  const who = others.length === 0
+    ? 'No one else is here yet.'
+    : others.length <= 3
+      ? `${others.join(', ')} ${others.length === 1 ? 'is' : 'are'} in the meeting.`
+      : `${others.slice(0, 2).join(', ')} and ${others.length - 2} others are in the meeting.`;
+
+  const form = h('form', { class: 'join-form stack' },
+    h('p', { class: 'eyebrow', text: 'Ready to join?' }),
+    h('h1', { class: 'join-title', text: meeting.title || 'Meeting' }),
+    h('p', { class: 'muted', text: who }),
+    h('label', { class: 'label', for: 'join-name', text: 'Your name' }),
+    nameInput, nameErr, joinBtn);
+
+  mount(h('main', { class: 'join-screen' },
+    h('header', { class: 'topbar' }, brand()),
+    h('div', { class: 'join-layout' },
+      h('section', { class: 'join-preview', 'aria-label': 'Camera and microphone' }, preview, mediaMsg),
+      form)));
+
+  function refresh() {
+    const { mic, cam } = media;
+    video.srcObject = cam ? (video.srcObject && video.srcObject.getTracks()[0] === cam ? video.srcObject : new MediaStream([cam])) : null;
+    preview.classList.toggle('no-video', !(cam && prefs.video));
+    avatar.textContent = initials(nameInput.value || '?');
+    avatar.style.setProperty('--hue', hueFor(nameInput.value));
+    previewStatus.textContent = pending ? 'Starting camera…' : !cam ? 'No camera' : prefs.video ? '' : 'Camera is off';
+
+    const setBtn = (btn, track, on, onIcon, offIcon, what) => {
+      btn.replaceChildren(icon(track && on ? onIcon : offIcon));
+      btn.classList.toggle('off', !(track && on));
+      btn.disabled = !track;
+      btn.setAttribute('aria-label', !track ? `No ${what}` : on ? `Turn off ${what}` : `Turn on ${what}`);
+      btn.title = btn.getAttribute('aria-label');
+    };
+    setBtn(btnMic, mic, prefs.audio, 'mic', 'micOff', 'microphone');
+    setBtn(btnCam, cam, prefs.video, 'cam', 'camOff', 'camera');
+
+    const err = media.error;
+    mediaMsg.hidden = !err;
+    if (err) {
+      mediaText.textContent = `${err.message}${mic || cam ? '' : ' You can still join to watch and listen.'}`;
+      mediaRetry.hidden = !err.retry;
+    }
+  }
+
+  async function acquire() {
+    for (const t of [media.mic, media.cam]) if (t) t.stop(); // retry asks for both again
+    media = { mic: null, cam: null, error: null };
+    pending = getLocalMedia({ audio: true, video: true });
+    refresh();
+    const got = await pending;
+    pending = null;
+    if (joining === 'done') { // joined (receive-only) while we were waiting: don't leak the camera
+      for (const t of [got.mic, got.cam]) if (t) t.stop();
+      return;
+    }
+    media = got;
+    if (media.mic) media.mic.enabled = prefs.audio;
+    if (media.cam) media.cam.enabled = prefs.video;
+    refresh();
+  }
+
+  btnMic.addEventListener('click', () => {
+    prefs.audio = !prefs.audio;
+    if (media.mic) media.mic.enabled = prefs.audio;
+    refresh();
+  });
+  btnCam.addEventListener('click', () => {
+    prefs.video = !prefs.video;
+    if (media.cam) media.cam.enabled = prefs.video;
+    refresh();
+  });
+  mediaRetry.addEventListener('click', () => acquire());
+  nameInput.addEventListener('input', () => { nameErr.hidden = true; refresh(); });
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (joining) return;
+    const name = cleanName(nameInput.value);
+    if (!name) {
+      nameErr.textContent = 'Type your name so others know who you are.';
+      nameErr.hidden = false;
+      nameInput.focus();
+      return;
+    }
+    joining = true;
+    joinBtn.disabled = true;
+    joinBtn.textContent = pending ? 'Waiting for camera…' : 'Joining…';
+    // Wait for the permission prompt so the join uses whatever the user allowed.
+    if (pending) await pending.catch(() => null);
+    while (pending) await new Promise((r) => setTimeout(r, 50)); // acquire() is storing the result
+    joining = 'done';
+    startMeeting(meeting, name, { ...prefs }, nodeInfo, media);
+  });
+
+  if (!mediaAvailable()) {
+    // Insecure page: point at the node's HTTPS LAN address when it has one.
+    nodeInfo.then((info) => {
+      const urls = info && Array.isArray(info.lan_urls) ? info.lan_urls : [];
+      if (!urls.length) return;
+      const url = `${String(urls[0]).replace(/\/+$/, '')}${meetingPath(meeting.id)}`;
+      mediaExtra.replaceChildren(h('p', {}, 'Secure address: ', h('a', { href: url, text: url })));
+    });
+  }
+
+  refresh();
+  acquire();
+  if (!nameInput.value) nameInput.focus();
+}
+
+// ---- routing -------------------------------------------------------------------------------------
+
+function route() {
+  const m = location.pathname.match(/^\/m\/([^/]+)\/?$/);
+  if (!m) return landingPage();
+  let id;
+  try { id = decodeURIComponent(m[1]); } catch { return notFound(); }
+  return meetingPage(id);
+}
+
+route();

@@ -1,0 +1,984 @@
+// The meeting screen: state, video tiles, controls, people and chat panels,
+// the invite dialog, and automatic reconnection. One Meeting lives from
+// "Join" until the user leaves or a fatal error ends it.
+
+import {
+  h, icon, mount, toast, showBanner, hideBanner, fatalScreen, brand, openDialog,
+  initials, formatTime, hueFor, copyText,
+} from './ui.js';
+import { getLocalMedia, getScreen, screenShareAvailable, MSG } from './media.js';
+import { Session } from './session.js';
+
+const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
+const SPEAKING_POLL_MS = 400;
+const SPEAKING_LEVEL = 0.04; // audioLevel is 0..1 (linear); above this = talking
+const FEW_PEOPLE = 12;       // join/leave toasts only in small meetings (a class of 30 would be noisy)
+
+// Plain words for the node's non-fatal error codes (docs/protocol.md).
+const ERROR_TEXT = {
+  bad_message: 'The node did not understand a message from this page.',
+  binary_unsupported: 'The node refused a binary message.',
+  not_joined: 'Not in the meeting yet — wait a moment and try again.',
+  already_joined: 'Already in this meeting.',
+  bad_name: 'Names must be 1 to 64 characters.',
+  bad_chat: 'Chat messages must be 1 to 2000 characters.',
+  rate_limited: 'Slow down — too many messages at once.',
+  unexpected_sdp: 'The media connection got out of step; it will recover.',
+};
+
+// Fatal errors that a fresh connection can cure: reconnect instead of giving up.
+const TRANSIENT_FATAL = new Set(['media_failed', 'slow_consumer']);
+
+function chatKey(m) { return `${m.from}|${m.at}|${m.text}`; }
+
+/** Split text into text nodes and http(s) links (built as elements, never HTML). */
+function linkify(text) {
+  const out = [];
+  const re = /https?:\/\/[^\s<>"']+/g;
+  let last = 0;
+  let m;
+  while ((m = re.exec(text))) {
+    let url = m[0];
+    const trail = url.match(/[.,;:!?)\]]+$/); // sentence punctuation is not part of the link
+    if (trail) url = url.slice(0, -trail[0].length);
+    if (m.index > last) out.push(text.slice(last, m.index));
+    out.push(h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', text: url }));
+    last = m.index + url.length;
+    re.lastIndex = last;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
+/** Best grid for n tiles of a given aspect in W×H: the largest tiles win. */
+function fitGrid(n, W, H, gap, aspect = 16 / 9) {
+  const options = [];
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    let w = (W - gap * (cols - 1)) / cols;
+    let hgt = w / aspect;
+    if (hgt * rows + gap * (rows - 1) > H) {
+      hgt = (H - gap * (rows - 1)) / rows;
+      w = hgt * aspect;
+    }
+    options.push({ cols, rows, w, h: hgt });
+  }
+  const maxW = Math.max(...options.map((o) => o.w));
+  // Near-ties: follow the box's shape (side by side when wide, stacked when tall).
+  return options
+    .filter((o) => o.w >= maxW * 0.92)
+    .reduce((a, b) => ((W >= H ? b.cols > a.cols : b.cols < a.cols) ? b : a));
+}
+
+/** Place elements in a centred grid inside a box; returns the bottom edge used. */
+function placeGrid(els, box, gap, minW = 0) {
+  const n = els.length;
+  if (!n) return box.y;
+  let g = fitGrid(n, box.w, box.h, gap);
+  if (g.w >= minW) {
+    // Use spare height: let tiles grow taller than 16:9 (4:3, or 3:4 in a tall box); video is cropped to fit.
+    const availH = (box.h - gap * (g.rows - 1)) / g.rows;
+    const minAspect = box.h > box.w ? 3 / 4 : 4 / 3;
+    g.h = Math.min(availH, Math.max(g.h, g.w / minAspect));
+  } else {
+    // Too many to fit readable: keep a minimum size and let the stage scroll.
+    const cols = Math.max(1, Math.floor((box.w + gap) / (minW + gap)));
+    const w = (box.w - gap * (cols - 1)) / cols;
+    g = { cols, rows: Math.ceil(n / cols), w, h: w * 9 / 16 };
+  }
+  const totalH = g.rows * g.h + (g.rows - 1) * gap;
+  const top = box.y + Math.max(0, (box.h - totalH) / 2);
+  els.forEach((el, i) => {
+    const r = Math.floor(i / g.cols);
+    const c = i % g.cols;
+    const inRow = Math.min(g.cols, n - r * g.cols);
+    const rowW = inRow * g.w + (inRow - 1) * gap;
+    const s = el.style;
+    s.left = `${Math.round(box.x + (box.w - rowW) / 2 + c * (g.w + gap))}px`;
+    s.top = `${Math.round(top + r * (g.h + gap))}px`;
+    s.width = `${Math.round(g.w)}px`;
+    s.height = `${Math.round(g.h)}px`;
+  });
+  return top + totalH;
+}
+
+export class Meeting {
+  /**
+   * opts: {id, title, name, mic, cam, audio, video, nodeInfo (Promise), rejoin(prefs)}
+   * mic/cam: MediaStreamTracks or null; audio/video: whether they start on.
+   */
+  constructor(opts) {
+    this.opts = opts;
+    this.id = opts.id;
+    this.title = opts.title || 'Meeting';
+    this.name = opts.name;
+    this.nodeInfo = opts.nodeInfo || Promise.resolve(null);
+
+    // Local media outlives sessions: reconnects reuse the same tracks.
+    this.local = {
+      stream: new MediaStream([opts.mic, opts.cam].filter(Boolean)),
+      mic: opts.mic || null,
+      cam: opts.cam || null,
+      screen: null,
+      audio: !!opts.mic && opts.audio !== false,
+      video: !!opts.cam && opts.video !== false,
+    };
+    if (this.local.mic) { this.local.mic.enabled = this.local.audio; this.watchLocal('mic', this.local.mic); }
+    if (this.local.cam) { this.local.cam.enabled = this.local.video; this.watchLocal('camera', this.local.cam); }
+
+    this.session = null;
+    this.you = null;
+    this.myIds = new Set();        // our ids across reconnects, to mark our own chat
+    this.joined = false;
+    this.connection = 'connecting';
+    this.error = null;
+    this.ended = false;            // left or failed: never reconnect
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.participants = new Map(); // String(id) → {id, name, audio, video, screen}
+    this.media = new Map();        // String(id) → {mic, camera, screen} remote tracks
+    this.chat = [];
+    this.chatKeys = new Set();
+    this.unread = 0;
+    this.panel = null;             // null | "people" | "chat"
+    this.tiles = new Map();        // key → tile record
+    this.tileOrder = [];
+    this.speaking = new Set();
+    this.watched = new WeakSet();
+    this.busy = { mic: false, camera: false, screen: false };
+    this.soundToast = null;
+    this.soundBlocked = false;
+    this.renderQueued = false;
+    this.cleanups = [];
+  }
+
+  // ---- lifecycle -------------------------------------------------------
+
+  start() {
+    document.title = `${this.title} — veche`;
+    this.buildScreen();
+    this.listen(window, 'online', () => { if (this.retryTimer) this.connect(); });
+    this.listen(window, 'pagehide', () => { if (this.session) this.session.leave(); });
+    this.listen(window, 'pageshow', (ev) => { if (ev.persisted) location.reload(); }); // back/forward cache
+    this.listen(document, 'pointerdown', () => { if (this.soundBlocked) this.unlockSound(); });
+    this.listen(document, 'keydown', (ev) => {
+      if (ev.key === 'Escape' && this.panel && !document.querySelector('dialog[open]')) this.togglePanel(null);
+    });
+    const poll = setInterval(() => this.pollSpeaking(), SPEAKING_POLL_MS);
+    this.cleanups.push(() => clearInterval(poll));
+    this.render();
+    this.connect();
+  }
+
+  listen(target, type, fn) {
+    target.addEventListener(type, fn);
+    this.cleanups.push(() => target.removeEventListener(type, fn));
+  }
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (this.ended) return;
+    if (this.connection !== 'reconnecting') this.connection = 'connecting';
+    const session = new Session({
+      meetingId: this.id,
+      name: this.name,
+      local: this.local,
+      on: this.handlersFor(() => session),
+    });
+    this.session = session;
+    session.start();
+  }
+
+  /** Session callbacks, ignored once that session is no longer the current one. */
+  handlersFor(getSession) {
+    const guard = (fn) => (...args) => { if (this.session === getSession()) fn.apply(this, args); };
+    return {
+      welcome: guard(this.onWelcome),
+      participantJoined: guard(this.onJoined),
+      participantLeft: guard(this.onLeft),
+      state: guard(this.onState),
+      chat: guard(this.onChat),
+      error: guard(this.onError),
+      track: guard(this.onTrack),
+      tracksChanged: guard(this.syncTracks),
+      lost: guard(this.onLost),
+    };
+  }
+
+  /** Connection broke: drop remote state and try again with backoff. */
+  onLost() {
+    if (this.ended) return;
+    if (this.session) this.session.close();
+    this.session = null;
+    this.joined = false;
+    this.you = null;
+    this.connection = 'reconnecting';
+    this.clearRemote();
+    showBanner('Connection lost — reconnecting…');
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+    this.render();
+  }
+
+  clearRemote() {
+    this.participants.clear();
+    this.media.clear();
+    this.speaking.clear();
+  }
+
+  /** Leave on purpose: no reconnect, camera off, "You left" screen. */
+  leave() {
+    if (this.ended) return;
+    if (this.session) this.session.leave();
+    this.end('left', null);
+    fatalScreen('You left the meeting', this.title, [
+      { label: 'Rejoin', onClick: () => this.opts.rejoin(this.prefs()) },
+      { label: 'Start a new meeting', onClick: () => location.assign('/') },
+    ]);
+  }
+
+  /** A fatal problem: stop everything and show it full-screen. */
+  fail(code, title, detail, actions) {
+    if (this.ended) return;
+    if (this.session) this.session.close();
+    this.end('failed', code);
+    fatalScreen(title, detail, actions);
+  }
+
+  end(connection, error) {
+    this.ended = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.session = null;
+    this.joined = false;
+    this.you = null;
+    this.connection = connection;
+    if (error) this.error = error;
+    this.clearRemote();
+    for (const fn of this.cleanups.splice(0)) fn();
+    if (this.resizeObserver) this.resizeObserver.disconnect();
+    if (this.soundToast) this.soundToast.remove();
+    // Turn the camera light off: the user is no longer in a meeting.
+    for (const t of [this.local.mic, this.local.cam, this.local.screen]) if (t) t.stop();
+    this.local.screen = null;
+  }
+
+  /** What to turn on when rejoining. */
+  prefs() { return { audio: this.local.audio, video: this.local.video }; }
+
+  // ---- node messages ---------------------------------------------------
+
+  onWelcome(msg) {
+    const wasReconnect = this.attempt > 0;
+    this.you = msg.you;
+    this.myIds.add(String(msg.you));
+    this.joined = true;
+    this.connection = 'connected';
+    this.attempt = 0;
+    hideBanner();
+    if (msg.meeting && msg.meeting.title) {
+      this.title = msg.meeting.title;
+      document.title = `${this.title} — veche`;
+    }
+    this.clearRemote();
+    for (const p of msg.participants || []) {
+      if (String(p.id) !== String(this.you)) this.participants.set(String(p.id), this.cleanParticipant(p));
+    }
+    this.mergeChat(msg.chat || [], true);
+    // join carries no media state; tell everyone if we start muted or sharing.
+    this.sendState();
+    if (wasReconnect) toast('Reconnected');
+    this.render();
+  }
+
+  cleanParticipant(p) {
+    return { id: p.id, name: String(p.name ?? ''), audio: !!p.audio, video: !!p.video, screen: !!p.screen };
+  }
+
+  onJoined(p) {
+    if (!p || String(p.id) === String(this.you)) return;
+    this.participants.set(String(p.id), this.cleanParticipant(p));
+    if (this.participants.size < FEW_PEOPLE) toast(`${p.name} joined`, { timeout: 3000 });
+    this.render();
+  }
+
+  onLeft(id) {
+    const key = String(id);
+    const p = this.participants.get(key);
+    this.participants.delete(key);
+    this.media.delete(key);
+    this.speaking.delete(key);
+    if (p && this.participants.size < FEW_PEOPLE) toast(`${p.name} left`, { timeout: 3000 });
+    this.render(); // synchronous: their tiles go at once
+  }
+
+  onState(msg) {
+    const p = this.participants.get(String(msg.id));
+    if (!p) return; // our own echo, or someone we do not know yet
+    p.audio = !!msg.audio;
+    p.video = !!msg.video;
+    p.screen = !!msg.screen;
+    this.render();
+  }
+
+  onChat(message) {
+    if (!message) return;
+    const added = this.mergeChat([message], false);
+    if (added && this.panel !== 'chat' && !this.myIds.has(String(message.from))) {
+      this.unread += 1;
+      this.renderControls();
+    }
+  }
+
+  onError(msg) {
+    const code = msg.code || 'internal';
+    this.error = code;
+    if (!msg.fatal) {
+      if (code === 'bad_name' && !this.joined) {
+        // The node will not let us in under this name: back to the join screen.
+        this.fail(code, "That name can't be used", ERROR_TEXT.bad_name, [
+          { label: 'Change name', onClick: () => location.assign(`/m/${encodeURIComponent(this.id)}`) },
+        ]);
+        return;
+      }
+      toast(ERROR_TEXT[code] || msg.message || code, { kind: 'error' });
+      return;
+    }
+    if (TRANSIENT_FATAL.has(code)) {
+      this.onLost();
+      return;
+    }
+    const again = { label: 'Rejoin', onClick: () => this.opts.rejoin(this.prefs()) };
+    const fresh = { label: 'Start a new meeting', onClick: () => location.assign('/') };
+    if (code === 'unknown_meeting') {
+      this.fail(code, 'Meeting not found', 'This meeting does not exist on this veche node. The link may be mistyped, or the node was restarted.',
+        [{ label: 'Start a meeting', href: '/' }]);
+    } else if (code === 'meeting_full') {
+      this.fail(code, 'This meeting is full', 'A meeting holds at most 100 people. Try again when someone leaves.',
+        [{ ...again, label: 'Try again' }, fresh]);
+    } else {
+      this.fail(code, 'Disconnected from the meeting', msg.message || `The node reported: ${code}`, [again, fresh]);
+    }
+  }
+
+  /** ontrack: put the track on the right participant's tile. */
+  onTrack(info, track) {
+    const key = String(info.participant);
+    if (!this.media.has(key)) this.media.set(key, { mic: null, camera: null, screen: null });
+    this.media.get(key)[info.source] = track;
+    this.watchRemote(track);
+    this.scheduleRender();
+  }
+
+  /** After each negotiation, rebuild track assignment from the transceivers (mids get reused). */
+  syncTracks() {
+    if (!this.session) return;
+    this.media.clear();
+    for (const t of this.session.remoteTracks()) {
+      const key = String(t.participant);
+      if (!this.media.has(key)) this.media.set(key, { mic: null, camera: null, screen: null });
+      this.media.get(key)[t.source] = t.track;
+      this.watchRemote(t.track);
+    }
+    this.render();
+  }
+
+  /** Remote tracks are muted until packets flow: re-render to swap placeholder/video. */
+  watchRemote(track) {
+    if (this.watched.has(track)) return;
+    this.watched.add(track);
+    const again = () => this.scheduleRender();
+    track.addEventListener('mute', again);
+    track.addEventListener('unmute', again);
+    track.addEventListener('ended', again);
+  }
+
+  mergeChat(list, fromHistory) {
+    let added = 0;
+    for (const m of list) {
+      if (!m || typeof m.text !== 'string') continue;
+      const entry = { from: m.from, name: String(m.name ?? ''), text: m.text, at: Number(m.at) || Date.now() };
+      const key = chatKey(entry);
+      if (this.chatKeys.has(key)) continue;
+      this.chatKeys.add(key);
+      this.chat.push(entry);
+      added += 1;
+      if (!fromHistory) this.appendChat(entry);
+    }
+    if (fromHistory && added) {
+      // History can interleave with what we kept from before a reconnect.
+      this.chat.sort((a, b) => a.at - b.at);
+      this.renderChatLog();
+    }
+    return added;
+  }
+
+  // ---- local media -----------------------------------------------------
+
+  localState() {
+    const L = this.local;
+    return {
+      audio: !!(L.mic && L.audio && L.mic.readyState === 'live'),
+      video: !!(L.cam && L.video && L.cam.readyState === 'live'),
+      screen: !!L.screen,
+    };
+  }
+
+  sendState() {
+    if (this.joined && this.session) this.session.send({ type: 'state', ...this.localState() });
+  }
+
+  /** A device can vanish (unplugged, permission revoked). */
+  watchLocal(source, track) {
+    track.addEventListener('ended', () => {
+      const L = this.local;
+      const slot = source === 'mic' ? 'mic' : 'cam';
+      if (L[slot] !== track || this.ended) return;
+      L.stream.removeTrack(track);
+      L[slot] = null;
+      if (this.session) this.session.replaceTrack(source, null).catch(() => {});
+      toast(source === 'mic' ? 'Your microphone stopped working.' : 'Your camera stopped working.', { kind: 'error' });
+      this.sendState();
+      this.render();
+    });
+  }
+
+  /** Toggle mic or camera: track.enabled, no renegotiation. With no track yet, ask for one. */
+  async toggleDevice(source) {
+    const L = this.local;
+    const slot = source === 'mic' ? 'mic' : 'cam';
+    const flag = source === 'mic' ? 'audio' : 'video';
+    if (this.busy[source] || this.ended) return;
+    const track = L[slot];
+    if (track && track.readyState === 'live') {
+      L[flag] = !L[flag];
+      track.enabled = L[flag];
+    } else {
+      // Joined without this device (blocked, missing, or turned off): try now.
+      this.busy[source] = true;
+      this.renderControls();
+      const got = await getLocalMedia({ audio: source === 'mic', video: source === 'camera' });
+      this.busy[source] = false;
+      const fresh = got[slot];
+      if (this.ended) { if (fresh) fresh.stop(); return; }
+      if (!fresh) {
+        toast((got.error && got.error.message) || MSG.notFound, { kind: 'error', timeout: 7000 });
+        this.renderControls();
+        return;
+      }
+      if (track) L.stream.removeTrack(track);
+      L[slot] = fresh;
+      L.stream.addTrack(fresh);
+      L[flag] = true;
+      this.watchLocal(source, fresh);
+      if (this.session) {
+        this.session.replaceTrack(source, fresh).catch(() => toast('Could not send the new device; reconnecting may help.', { kind: 'error' }));
+      }
+    }
+    this.sendState();
+    this.render();
+  }
+
+  async toggleScreen() {
+    if (this.busy.screen || this.ended) return;
+    if (this.local.screen) { this.stopScreen(); return; }
+    this.busy.screen = true;
+    let track;
+    try {
+      track = await getScreen();
+    } catch (err) {
+      toast(err.message, { kind: 'error' });
+      return;
+    } finally {
+      this.busy.screen = false;
+    }
+    if (this.ended) { track.stop(); return; }
+    this.local.screen = track;
+    // The browser's own "Stop sharing" button ends the track.
+    track.onended = () => { if (this.local.screen === track) this.stopScreen(); };
+    if (this.session) {
+      try {
+        await this.session.replaceTrack('screen', track);
+      } catch {
+        toast('Could not start screen sharing.', { kind: 'error' });
+        this.stopScreen();
+        return;
+      }
+    }
+    this.sendState();
+    this.render();
+  }
+
+  stopScreen() {
+    const track = this.local.screen;
+    this.local.screen = null;
+    if (this.session) this.session.replaceTrack('screen', null).catch(() => {});
+    if (track) { track.onended = null; track.stop(); }
+    this.sendState();
+    this.render();
+  }
+
+  // ---- screen construction ----------------------------------------------
+
+  buildScreen() {
+    // Icon, label and aria-label are filled in by renderControls().
+    const ctl = (id, onclick, extra = '') => h('button', { id, class: `ctl ${extra}`.trim(), type: 'button', onclick },
+      h('span', { class: 'ctl-icon' }), h('span', { class: 'ctl-label' }));
+    const el = {};
+    el.btnMic = ctl('btn-mic', () => this.toggleDevice('mic'));
+    el.btnCam = ctl('btn-cam', () => this.toggleDevice('camera'));
+    el.btnScreen = ctl('btn-screen', () => this.toggleScreen());
+    el.btnPeople = ctl('btn-people', () => this.togglePanel('people'));
+    el.btnChat = ctl('btn-chat', () => this.togglePanel('chat'));
+    el.btnCopy = ctl('btn-copy', () => this.invite());
+    el.btnLeave = ctl('btn-leave', () => this.leave(), 'ctl-leave');
+    el.peopleBadge = h('span', { class: 'badge badge-muted', 'aria-hidden': 'true' });
+    el.chatBadge = h('span', { id: 'chat-badge', class: 'badge', hidden: true, 'aria-hidden': 'true' });
+    el.btnPeople.append(el.peopleBadge);
+    el.btnChat.append(el.chatBadge);
+    el.btnPeople.setAttribute('aria-controls', 'panel-people');
+    el.btnChat.setAttribute('aria-controls', 'panel-chat');
+    if (!screenShareAvailable()) {
+      el.btnScreen.disabled = true;
+      el.btnScreen.title = 'Screen sharing is not supported on this device';
+    }
+
+    // Stage: tiles are absolutely positioned by layout() to fill the space.
+    el.stageInner = h('div', { class: 'stage-inner' });
+    el.stage = h('main', { class: 'stage', 'aria-label': 'Video' }, el.stageInner);
+
+    // People panel.
+    el.peopleTitle = h('h2', { text: 'People' });
+    el.peopleList = h('ul', { class: 'people-list' });
+    el.panelPeople = h('aside', { id: 'panel-people', class: 'panel', hidden: true, 'aria-label': 'People' },
+      h('div', { class: 'panel-head' }, el.peopleTitle,
+        h('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Close people', onclick: () => this.togglePanel(null) }, icon('close'))),
+      el.peopleList);
+
+    // Chat panel.
+    el.chatLog = h('div', { id: 'chat-log', class: 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Chat messages' });
+    el.chatInput = h('textarea', {
+      id: 'chat-input', class: 'chat-input', rows: '1', maxlength: '2000',
+      placeholder: 'Message everyone', 'aria-label': 'Chat message', enterkeyhint: 'send',
+    });
+    el.chatSend = h('button', { id: 'chat-send', class: 'icon-btn chat-send', type: 'submit', 'aria-label': 'Send message' }, icon('send'));
+    el.chatInput.addEventListener('keydown', (ev) => {
+      // Enter sends, Shift+Enter is a new line; never send mid-IME composition.
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+        ev.preventDefault();
+        this.sendChat();
+      }
+    });
+    el.chatInput.addEventListener('input', () => this.autosizeChat());
+    el.panelChat = h('aside', { id: 'panel-chat', class: 'panel', hidden: true, 'aria-label': 'Chat' },
+      h('div', { class: 'panel-head' }, h('h2', { text: 'Chat' }),
+        h('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Close chat', onclick: () => this.togglePanel(null) }, icon('close'))),
+      el.chatLog,
+      h('form', { class: 'chat-form', onsubmit: (ev) => { ev.preventDefault(); this.sendChat(); } }, el.chatInput, el.chatSend));
+
+    el.title = h('span', { class: 'meeting-title', text: this.title });
+    el.count = h('span', { class: 'meeting-count' });
+    const topbar = h('header', { class: 'topbar' }, brand(false), el.title, el.count);
+    const controls = h('footer', { class: 'controls', role: 'toolbar', 'aria-label': 'Meeting controls' },
+      h('div', { class: 'ctl-group' }, el.btnMic, el.btnCam, el.btnScreen),
+      h('div', { class: 'ctl-group' }, el.btnPeople, el.btnChat, el.btnCopy),
+      h('div', { class: 'ctl-group' }, el.btnLeave));
+
+    this.el = el;
+    mount(h('div', { class: 'meeting' }, topbar,
+      h('div', { class: 'meeting-body' }, el.stage, el.panelPeople, el.panelChat),
+      controls));
+
+    this.resizeObserver = new ResizeObserver(() => this.layout());
+    this.resizeObserver.observe(el.stage);
+    this.renderChatLog();
+  }
+
+  // ---- rendering ---------------------------------------------------------
+
+  /** Coalesce bursts of track events into one render. */
+  scheduleRender() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    queueMicrotask(() => { this.renderQueued = false; this.render(); });
+  }
+
+  render() {
+    if (this.ended || !this.el) return;
+    this.renderStage();
+    this.renderPeople();
+    this.renderControls();
+    this.el.title.textContent = this.title;
+    const n = this.participants.size + 1;
+    this.el.count.textContent = this.joined ? `${n} ${n === 1 ? 'person' : 'people'}` : '';
+  }
+
+  /** Wanted tiles in display order: screens first (they get the big spot), then you, then others. */
+  wantedTiles() {
+    const L = this.local;
+    const ps = [...this.participants.entries()];
+    const media = (key) => this.media.get(key) || {};
+    const want = [];
+    if (L.screen) {
+      want.push({ key: 'self:screen', self: true, source: 'screen', name: this.name, label: 'You (screen)',
+        videoOn: true, videoTrack: L.screen });
+    }
+    for (const [key, p] of ps) {
+      if (!p.screen) continue;
+      want.push({ key: `p:${key}:screen`, id: p.id, source: 'screen', name: p.name, label: `${p.name} (screen)`,
+        videoOn: true, videoTrack: media(key).screen || null });
+    }
+    const me = this.localState();
+    want.push({ key: 'self:camera', self: true, source: 'camera', name: this.name, label: 'You', mirror: true,
+      audio: me.audio, videoOn: me.video, videoTrack: L.cam });
+    for (const [key, p] of ps) {
+      const m = media(key);
+      want.push({ key: `p:${key}:camera`, id: p.id, pkey: key, source: 'camera', name: p.name, label: p.name,
+        audio: p.audio, videoOn: p.video, videoTrack: m.camera || null, audioTrack: m.mic || null,
+        speaking: p.audio && this.speaking.has(key) });
+    }
+    return want;
+  }
+
+  renderStage() {
+    const want = this.wantedTiles();
+    const keys = new Set(want.map((w) => w.key));
+    for (const [key, tile] of this.tiles) {
+      if (!keys.has(key)) { this.destroyTile(tile); this.tiles.delete(key); }
+    }
+    for (const spec of want) {
+      let tile = this.tiles.get(spec.key);
+      if (!tile) { tile = this.createTile(spec); this.tiles.set(spec.key, tile); }
+      this.updateTile(tile, spec);
+    }
+    this.tileOrder = want.map((w) => w.key);
+    this.layout();
+  }
+
+  createTile(spec) {
+    const video = h('video', { autoplay: true, muted: true, playsinline: true, 'aria-hidden': 'true' });
+    video.muted = true; // property, not just attribute: required for autoplay
+    const avatar = h('div', { class: 'avatar', 'aria-hidden': 'true' });
+    const micOff = h('span', { class: 'tile-mic-off', role: 'img', 'aria-label': 'Microphone off', hidden: true }, icon('micOff'));
+    const name = h('span', { class: 'tile-name' });
+    const attrs = spec.self
+      ? { class: `tile self tile-${spec.source}`, dataset: { local: spec.source } }
+      : { class: `tile tile-${spec.source}`, dataset: { participant: String(spec.id), source: spec.source } };
+    const el = h('div', attrs, video, h('div', { class: 'tile-placeholder' }, avatar), h('div', { class: 'tile-label' }, micOff, name));
+    let audio = null;
+    if (!spec.self && spec.source === 'camera') {
+      // Separate <audio>: sound keeps playing while the video shows a placeholder.
+      audio = h('audio', { autoplay: true });
+      el.append(audio);
+    }
+    this.el.stageInner.append(el);
+    return { el, video, audio, avatar, micOff, name };
+  }
+
+  updateTile(tile, spec) {
+    tile.name.textContent = spec.label;
+    tile.el.setAttribute('aria-label', spec.label);
+    tile.micOff.hidden = !(spec.source === 'camera' && !spec.audio);
+    tile.avatar.textContent = initials(spec.name);
+    tile.avatar.style.setProperty('--hue', hueFor(spec.name));
+    const t = spec.videoTrack;
+    // Remote tracks stay "muted" until the first packets arrive: keep the placeholder till then.
+    const live = !!t && t.readyState === 'live' && (spec.self || !t.muted);
+    tile.el.classList.toggle('no-video', !(spec.videoOn && live));
+    tile.el.classList.toggle('mirror', !!spec.mirror);
+    tile.el.classList.toggle('speaking', !!spec.speaking);
+    this.attach(tile.video, t);
+    if (tile.audio) this.attach(tile.audio, spec.audioTrack);
+  }
+
+  /** Point a media element at a track, only when it changed (avoids flicker). */
+  attach(el, track) {
+    const current = el.srcObject ? el.srcObject.getTracks()[0] : null;
+    if (current === (track || null)) return;
+    el.srcObject = track ? new MediaStream([track]) : null;
+    if (!track) return;
+    const p = el.play();
+    if (p && p.catch) {
+      p.catch((err) => {
+        // Autoplay with sound needs a user gesture in some browsers.
+        if (err && err.name === 'NotAllowedError' && el.tagName === 'AUDIO') this.onSoundBlocked();
+      });
+    }
+  }
+
+  destroyTile(tile) {
+    for (const m of [tile.video, tile.audio]) {
+      if (m) { m.pause(); m.srcObject = null; }
+    }
+    tile.el.remove();
+  }
+
+  onSoundBlocked() {
+    this.soundBlocked = true;
+    if (this.soundToast && this.soundToast.isConnected) return;
+    this.soundToast = toast('Your browser is holding back the meeting sound.', {
+      timeout: 0, action: { label: 'Turn on sound', onClick: () => this.unlockSound() },
+    });
+  }
+
+  unlockSound() {
+    this.soundBlocked = false;
+    if (this.soundToast) { this.soundToast.remove(); this.soundToast = null; }
+    for (const tile of this.tiles.values()) {
+      if (tile.audio && tile.audio.srcObject) {
+        tile.audio.play().catch((err) => { if (err && err.name === 'NotAllowedError') this.onSoundBlocked(); });
+      }
+    }
+  }
+
+  /** Fill the stage: equal grid, or big screen share plus a strip of faces. */
+  layout() {
+    if (!this.el || this.ended) return;
+    const stage = this.el.stage;
+    const narrow = stage.clientWidth < 600;
+    const pad = narrow ? 6 : 12;
+    const gap = narrow ? 6 : 10;
+    const W = stage.clientWidth - 2 * pad;
+    const H = stage.clientHeight - 2 * pad;
+    if (W <= 0 || H <= 0) return;
+    const els = this.tileOrder.map((k) => this.tiles.get(k)).filter(Boolean).map((t) => t.el);
+    const screens = els.filter((e) => e.classList.contains('tile-screen'));
+    const faces = els.filter((e) => !e.classList.contains('tile-screen'));
+    let bottom;
+    if (screens.length && faces.length) {
+      if (W >= H) {
+        const stripW = Math.min(320, Math.max(140, W * 0.22));
+        placeGrid(screens, { x: pad, y: pad, w: W - stripW - gap, h: H }, gap);
+        bottom = placeGrid(faces, { x: pad + W - stripW, y: pad, w: stripW, h: H }, gap);
+      } else {
+        const stripH = Math.min(260, Math.max(90, H * 0.3));
+        placeGrid(screens, { x: pad, y: pad, w: W, h: H - stripH - gap }, gap);
+        bottom = placeGrid(faces, { x: pad, y: pad + H - stripH, w: W, h: stripH }, gap);
+      }
+    } else {
+      bottom = placeGrid(els, { x: pad, y: pad, w: W, h: H }, gap, narrow ? 130 : 180);
+    }
+    // Taller than the stage (many people on a phone): let it scroll.
+    this.el.stageInner.style.height = `${Math.max(stage.clientHeight, bottom + pad)}px`;
+  }
+
+  renderPeople() {
+    const el = this.el;
+    const n = this.participants.size + 1;
+    el.peopleTitle.textContent = `People (${n})`;
+    el.peopleBadge.textContent = String(n);
+    const me = this.localState();
+    const rows = [{ name: this.name, you: true, ...me }, ...this.participants.values()];
+    el.peopleList.replaceChildren(...rows.map((p) => {
+      const stateIcon = (on, onName, offName, what) => h('span', {
+        class: `state-icon ${on ? '' : 'off'}`, role: 'img', 'aria-label': `${what} ${on ? 'on' : 'off'}`,
+      }, icon(on ? onName : offName));
+      const avatar = h('span', { class: 'avatar small', 'aria-hidden': 'true', text: initials(p.name) });
+      avatar.style.setProperty('--hue', hueFor(p.name));
+      return h('li', { class: 'person', dataset: p.you ? { you: '1' } : { participant: String(p.id) } },
+        avatar,
+        h('span', { class: 'person-name' }, h('span', { text: p.name }), p.you ? h('span', { class: 'person-you', text: ' (You)' }) : null),
+        h('span', { class: 'person-icons' },
+          p.screen ? h('span', { class: 'state-icon on', role: 'img', 'aria-label': 'Sharing screen' }, icon('screen')) : null,
+          stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),
+          stateIcon(p.video, 'cam', 'camOff', 'Camera')));
+    }));
+  }
+
+  renderControls() {
+    const el = this.el;
+    if (!el) return;
+    const L = this.local;
+    const me = this.localState();
+    const set = (btn, iconName, label, ariaLabel, cls = {}) => {
+      const iconBox = btn.querySelector('.ctl-icon');
+      if (iconBox.dataset.icon !== iconName) {
+        iconBox.dataset.icon = iconName;
+        iconBox.replaceChildren(icon(iconName));
+      }
+      btn.querySelector('.ctl-label').textContent = label;
+      btn.setAttribute('aria-label', ariaLabel);
+      if (!btn.disabled || btn !== el.btnScreen) btn.title = ariaLabel;
+      for (const [name, on] of Object.entries(cls)) btn.classList.toggle(name, !!on);
+    };
+    set(el.btnMic, me.audio ? 'mic' : 'micOff', me.audio ? 'Mute' : 'Unmute',
+      me.audio ? 'Turn off microphone' : 'Turn on microphone', { off: !me.audio, busy: this.busy.mic });
+    set(el.btnCam, me.video ? 'cam' : 'camOff', me.video ? 'Stop video' : 'Start video',
+      me.video ? 'Turn off camera' : 'Turn on camera', { off: !me.video, busy: this.busy.camera });
+    set(el.btnScreen, 'screen', L.screen ? 'Stop sharing' : 'Share screen',
+      L.screen ? 'Stop sharing your screen' : 'Share your screen', { active: !!L.screen });
+    set(el.btnPeople, 'people', 'People', 'Show participants', { active: this.panel === 'people' });
+    const unread = this.unread ? ` (${this.unread} unread)` : '';
+    set(el.btnChat, 'chat', 'Chat', `Show chat${unread}`, { active: this.panel === 'chat' });
+    set(el.btnCopy, 'link', 'Invite', 'Copy meeting link');
+    set(el.btnLeave, 'leave', 'Leave', 'Leave meeting');
+    el.btnPeople.setAttribute('aria-expanded', String(this.panel === 'people'));
+    el.btnChat.setAttribute('aria-expanded', String(this.panel === 'chat'));
+    el.chatBadge.hidden = this.unread === 0;
+    el.chatBadge.textContent = this.unread > 99 ? '99+' : String(this.unread);
+    el.panelPeople.hidden = this.panel !== 'people';
+    el.panelChat.hidden = this.panel !== 'chat';
+  }
+
+  togglePanel(name) {
+    this.panel = name && this.panel !== name ? name : null;
+    if (this.panel === 'chat') {
+      this.unread = 0;
+      // Only focus with a mouse/keyboard: on tablets it would pop the keyboard over the video.
+      if (window.matchMedia && window.matchMedia('(pointer: fine)').matches) this.el.chatInput.focus();
+    }
+    this.renderControls(); // shows the panel
+    if (this.panel === 'chat') this.scrollChat(true);
+    this.layout();
+  }
+
+  // ---- chat --------------------------------------------------------------
+
+  chatEntry(m) {
+    const mine = this.myIds.has(String(m.from));
+    const time = h('span', { class: 'chat-time', text: formatTime(m.at) });
+    time.title = new Date(m.at).toLocaleString();
+    return h('div', { class: `chat-msg${mine ? ' mine' : ''}` },
+      h('div', { class: 'chat-meta' }, h('span', { class: 'chat-name', text: m.name }), time),
+      h('div', { class: 'chat-text' }, linkify(m.text)));
+  }
+
+  renderChatLog() {
+    if (!this.el) return;
+    this.el.chatLog.replaceChildren(...this.chat.map((m) => this.chatEntry(m)));
+    this.scrollChat(true);
+  }
+
+  appendChat(m) {
+    if (!this.el) return;
+    const log = this.el.chatLog;
+    const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+    log.append(this.chatEntry(m));
+    this.scrollChat(nearBottom || this.myIds.has(String(m.from)));
+  }
+
+  scrollChat(force) {
+    const log = this.el && this.el.chatLog;
+    if (log && force) log.scrollTop = log.scrollHeight;
+  }
+
+  autosizeChat() {
+    const ta = this.el.chatInput;
+    ta.style.height = 'auto';
+    ta.style.height = `${Math.min(ta.scrollHeight, 140)}px`;
+  }
+
+  sendChat() {
+    const input = this.el.chatInput;
+    const text = input.value.trim();
+    if (!text) return;
+    if ([...text].length > 2000) {
+      toast(ERROR_TEXT.bad_chat, { kind: 'error' });
+      return;
+    }
+    // Our message appears when the node echoes it back (one source of truth, no duplicates).
+    if (!this.joined || !this.session || !this.session.send({ type: 'chat', text })) {
+      toast('Not connected — your message was not sent. Try again in a moment.', { kind: 'error' });
+      return;
+    }
+    input.value = '';
+    this.autosizeChat();
+  }
+
+  // ---- invite --------------------------------------------------------------
+
+  async invite() {
+    const id = encodeURIComponent(this.id);
+    const link = `${location.origin}/m/${id}`;
+    const copied = await copyText(link);
+    let info = null;
+    try { info = await this.nodeInfo; } catch { info = null; }
+    const lan = (info && Array.isArray(info.lan_urls) ? info.lan_urls : [])
+      .map((u) => String(u).replace(/\/+$/, ''))
+      .filter((u) => u && u !== location.origin)
+      .map((u) => `${u}/m/${id}`);
+    if (copied && !lan.length) {
+      toast('Meeting link copied');
+      return;
+    }
+    const row = (value, label) => {
+      const input = h('input', { class: 'copy-input', type: 'text', readonly: true, 'aria-label': label });
+      input.value = value;
+      input.addEventListener('focus', () => input.select());
+      const btn = h('button', { class: 'btn btn-secondary btn-small', type: 'button' }, icon('copy'), ' Copy');
+      btn.addEventListener('click', async () => {
+        input.select();
+        toast((await copyText(value)) ? 'Copied' : 'Select the text and copy it', { timeout: 2500 });
+      });
+      return { input, el: h('div', { class: 'copy-row' }, input, btn) };
+    };
+    const main = row(link, 'Meeting link');
+    const body = [
+      h('p', { class: 'dialog-note', text: copied ? 'Meeting link copied to the clipboard.' : 'Copy this link and send it to the people you want to invite:' }),
+      main.el,
+    ];
+    if (lan.length) {
+      body.push(h('h3', { text: 'On this network' }));
+      for (const url of lan) body.push(row(url, 'Meeting link on this network').el);
+      if (info.fingerprint) {
+        body.push(
+          h('p', { class: 'dialog-note', text: 'Other devices on this network open this address; their browser will warn about the certificate — check that it shows this fingerprint, then continue.' }),
+          h('code', { class: 'fingerprint', text: String(info.fingerprint) }));
+      }
+    }
+    openDialog('Invite people', body);
+    if (!copied) { main.input.focus(); main.input.select(); }
+  }
+
+  // ---- speaking indicator ---------------------------------------------------
+
+  /** Highlight people who are talking, from the receivers' audio levels (cheap, no WebAudio). */
+  pollSpeaking() {
+    if (!this.session || !this.joined || document.hidden) return;
+    const now = new Set();
+    for (const t of this.session.remoteTracks()) {
+      if (t.source !== 'mic' || typeof t.receiver.getSynchronizationSources !== 'function') continue;
+      const src = t.receiver.getSynchronizationSources()[0];
+      if (src && src.audioLevel > SPEAKING_LEVEL) now.add(String(t.participant));
+    }
+    const same = now.size === this.speaking.size && [...now].every((k) => this.speaking.has(k));
+    if (same) return;
+    this.speaking = now;
+    for (const [key, tile] of this.tiles) {
+      const m = key.match(/^p:(.*):camera$/);
+      if (m) {
+        const p = this.participants.get(m[1]);
+        tile.el.classList.toggle('speaking', !!p && p.audio && now.has(m[1]));
+      }
+    }
+  }
+
+  // ---- test hook ------------------------------------------------------------
+
+  state() {
+    const participants = [];
+    if (this.joined && this.you != null) participants.push({ id: this.you, name: this.name, ...this.localState() });
+    for (const p of this.participants.values()) participants.push({ ...p });
+    return {
+      joined: this.joined,
+      you: this.joined ? this.you : null,
+      participants,
+      chat: this.chat.map((m) => ({ ...m })),
+      connection: this.connection,
+      error: this.error,
+    };
+  }
+
+  async stats() {
+    if (!this.session) return { inbound: [], outbound: [] };
+    return this.session.stats((pid) => {
+      const p = this.participants.get(String(pid));
+      return p ? p.name : null;
+    });
+  }
+
+  get pc() { return this.session ? this.session.pc : null; }
+}
