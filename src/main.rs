@@ -107,7 +107,10 @@ async fn run(a: RunArgs) -> Result<()> {
     let https = a.https.or(config.https).unwrap_or(DEFAULT_HTTPS);
     let mut advertise = config.advertise.clone();
     advertise.extend(a.advertise);
-    let media_port = a.media_port.or(config.media_port).unwrap_or(DEFAULT_MEDIA_PORT);
+    let media_port = a
+        .media_port
+        .or(config.media_port)
+        .unwrap_or(DEFAULT_MEDIA_PORT);
 
     let (engine, media_addrs) = Engine::start(EngineConfig {
         port: media_port,
@@ -154,9 +157,9 @@ async fn run(a: RunArgs) -> Result<()> {
         node: Arc::new(node),
     };
 
-    let listener = tokio::net::TcpListener::bind(http)
-        .await
-        .with_context(|| format!("cannot listen on {http} (is another veche running? try --http)"))?;
+    let listener = tokio::net::TcpListener::bind(http).await.with_context(|| {
+        format!("cannot listen on {http} (is another veche running? try --http)")
+    })?;
     let http_addr = listener.local_addr()?;
     let app = veche_web::router(state.clone(), Scheme::Http);
     let http_task = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -192,7 +195,6 @@ async fn run(a: RunArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("open in a browser on this machine: http://{}", display_addr(http_addr));
     if let Some(tls) = &tls {
         for u in &lan_urls {
             println!("other devices on the network open: {u}");
@@ -201,6 +203,11 @@ async fn run(a: RunArgs) -> Result<()> {
     } else {
         println!("(start with --lan to let other devices on the network join)");
     }
+    // Last, so scripts that wait for it have everything above.
+    println!(
+        "open in a browser on this machine: http://{}",
+        display_addr(http_addr)
+    );
 
     tokio::select! {
         r = http_task => r.context("HTTP server task")?.context("HTTP server")?,
@@ -230,9 +237,7 @@ fn lan_addresses(https: SocketAddr) -> Vec<IpAddr> {
 /// `127.0.0.1:7300` for the printed link; `localhost` where the address is loopback, since
 /// that name is a secure context in every browser.
 fn display_addr(a: SocketAddr) -> String {
-    if a.ip().is_loopback() {
-        format!("localhost:{}", a.port())
-    } else if a.ip().is_unspecified() {
+    if a.ip().is_loopback() || a.ip().is_unspecified() {
         format!("localhost:{}", a.port())
     } else {
         a.to_string()

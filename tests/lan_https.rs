@@ -14,7 +14,18 @@ async fn browser_over_lan_https_publishes_its_camera() {
     let data = lab.dir().join("data");
     let https = format!("{}:7443", lab.lan_ip);
     let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301", "--lan", "--https", &https])
+        .node(
+            &data,
+            &[
+                "--http",
+                "127.0.0.1:7300",
+                "--media-port",
+                "7301",
+                "--lan",
+                "--https",
+                &https,
+            ],
+        )
         .await;
     let lan_url = format!("https://{https}");
     assert!(
@@ -34,14 +45,22 @@ async fn browser_over_lan_https_publishes_its_camera() {
     // The teacher, on the node's machine, creates the meeting and joins.
     let base = node.base();
     let mut teacher = lab.browser(&format!("{base}/"), &[]).await;
-    teacher.wait_for("landing", "document.readyState === 'complete'", Duration::from_secs(20)).await;
+    teacher
+        .wait_for(
+            "landing",
+            "location.href.startsWith('http:') && document.readyState === 'complete'",
+            Duration::from_secs(20),
+        )
+        .await;
     let created = teacher
         .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Class'})}).then(r => r.json())")
         .await
         .expect("create");
     let id = created["id"].as_str().expect("id").to_owned();
     teacher
-        .eval(&format!("location.href = '{base}/m/{id}?name=Teacher&autojoin=1'"))
+        .eval(&format!(
+            "location.href = '{base}/m/{id}?name=Teacher&autojoin=1'"
+        ))
         .await
         .expect("navigate");
 
@@ -55,10 +74,17 @@ async fn browser_over_lan_https_publishes_its_camera() {
         )
         .await;
     let secure = student
-        .wait_for("page loaded", "document.readyState === 'complete' && location.protocol", Duration::from_secs(20))
+        .wait_for(
+            "the meeting page over HTTPS",
+            "location.href.startsWith('https:') && document.readyState === 'complete' && location.protocol",
+            Duration::from_secs(20),
+        )
         .await;
     assert_eq!(secure, "https:");
-    assert_eq!(student.eval("window.isSecureContext").await.expect("eval"), true);
+    assert_eq!(
+        student.eval("window.isSecureContext").await.expect("eval"),
+        true
+    );
 
     // The teacher decodes the student's camera; the student sends it.
     teacher
@@ -76,5 +102,20 @@ async fn browser_over_lan_https_publishes_its_camera() {
         )
         .await;
     println!("student over LAN HTTPS sent {sent}");
+    // The media went to the node's LAN address, not over loopback.
+    let remote = student
+        .wait_for(
+            "the student's selected ICE pair",
+            "(async () => { const s = await veche.pc.getStats(); let pair = null; \
+              s.forEach(r => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = s.get(r.selectedCandidatePairId); }); \
+              const rc = pair && s.get(pair.remoteCandidateId); return rc ? rc.address : null; })()",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        remote,
+        lab.lan_ip.as_str(),
+        "media should flow to the LAN address"
+    );
     node.kill().await;
 }

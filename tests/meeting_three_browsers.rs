@@ -26,27 +26,40 @@ async fn wait_decoding(b: &mut Browser, who: &str, from: &[&str], source: &str) 
            return ok ? s : null; }})()",
         names.join(",")
     );
-    b.wait_for(&format!("{who} decoding {source} from {from:?}"), &js, Duration::from_secs(45))
-        .await
+    b.wait_for(
+        &format!("{who} decoding {source} from {from:?}"),
+        &js,
+        Duration::from_secs(45),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_browsers_see_hear_chat_share_and_leave() {
     let lab = Lab::new("three");
     let data = lab.dir().join("data");
-    let node = lab.node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"]).await;
+    let node = lab
+        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
+        .await;
     let base = node.base();
 
     // Ada creates the meeting from the landing page, as a teacher would.
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for("landing page", "document.readyState === 'complete'", Duration::from_secs(20)).await;
+    ada.wait_for(
+        "landing page",
+        "location.href.startsWith('http:') && document.readyState === 'complete'",
+        Duration::from_secs(20),
+    )
+    .await;
     let created = ada
         .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Physics 7B'})}).then(r => r.json())")
         .await
         .expect("create meeting");
     let id = created["id"].as_str().expect("meeting id").to_owned();
     let link = |name: &str| format!("{base}/m/{id}?name={name}&autojoin=1");
-    ada.eval(&format!("location.href = {:?}", link("Ada"))).await.expect("navigate");
+    ada.eval(&format!("location.href = {:?}", link("Ada")))
+        .await
+        .expect("navigate");
 
     let mut bob = lab.browser(&link("Bob"), &[]).await;
     let mut cy = lab.browser(&link("Cy"), &[]).await;
@@ -62,15 +75,32 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
             "(async () => {{ const s = await veche.stats(); return [{:?},{:?}].every(n => s.inbound.some(i => i.name === n && i.source === 'mic' && i.packetsReceived > 0)); }})()",
             others[0], others[1]
         );
-        b.wait_for(&format!("{me} receiving audio from {others:?}"), &js, Duration::from_secs(30)).await;
+        b.wait_for(
+            &format!("{me} receiving audio from {others:?}"),
+            &js,
+            Duration::from_secs(30),
+        )
+        .await;
     }
     // The numbers keep growing: media flows, it did not just start and stall.
-    let first: Vec<Value> = vec![stats(&mut ada).await, stats(&mut bob).await, stats(&mut cy).await];
+    let first: Vec<Value> = vec![
+        stats(&mut ada).await,
+        stats(&mut bob).await,
+        stats(&mut cy).await,
+    ];
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let second: Vec<Value> = vec![stats(&mut ada).await, stats(&mut bob).await, stats(&mut cy).await];
-    for (i, (me, others)) in [("Ada", ["Bob", "Cy"]), ("Bob", ["Ada", "Cy"]), ("Cy", ["Ada", "Bob"])]
-        .iter()
-        .enumerate()
+    let second: Vec<Value> = vec![
+        stats(&mut ada).await,
+        stats(&mut bob).await,
+        stats(&mut cy).await,
+    ];
+    for (i, (me, others)) in [
+        ("Ada", ["Bob", "Cy"]),
+        ("Bob", ["Ada", "Cy"]),
+        ("Cy", ["Ada", "Bob"]),
+    ]
+    .iter()
+    .enumerate()
     {
         for other in others {
             let v0 = inbound(&first[i], other, "camera").expect("video before");
@@ -79,9 +109,17 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
             let a1 = inbound(&second[i], other, "mic").expect("audio after");
             let frames = num(&v1, "framesDecoded") - num(&v0, "framesDecoded");
             let packets = num(&a1, "packetsReceived") - num(&a0, "packetsReceived");
-            println!("{me} from {other}: +{frames} frames decoded, +{packets} audio packets in 3 s");
-            assert!(frames >= 10, "{me} decoded only {frames} new frames from {other} in 3 s");
-            assert!(packets >= 50, "{me} received only {packets} audio packets from {other} in 3 s");
+            println!(
+                "{me} from {other}: +{frames} frames decoded, +{packets} audio packets in 3 s"
+            );
+            assert!(
+                frames >= 10,
+                "{me} decoded only {frames} new frames from {other} in 3 s"
+            );
+            assert!(
+                packets >= 50,
+                "{me} received only {packets} audio packets from {other} in 3 s"
+            );
         }
     }
 
@@ -102,14 +140,22 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
     }
 
     // Screen share: Bob shares; Ada and Cy decode it as an extra video track.
-    bob.eval("document.querySelector('#btn-screen').click(), true").await.expect("share");
+    bob.eval("document.querySelector('#btn-screen').click(), true")
+        .await
+        .expect("share");
     let s_ada = wait_decoding(&mut ada, "Ada", &["Bob"], "screen").await;
     let s_cy = wait_decoding(&mut cy, "Cy", &["Bob"], "screen").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (b, before, me) in [(&mut ada, s_ada, "Ada"), (&mut cy, s_cy, "Cy")] {
         let after = stats(b).await;
-        let f0 = num(&inbound(&before, "Bob", "screen").expect("screen"), "framesDecoded");
-        let f1 = num(&inbound(&after, "Bob", "screen").expect("screen"), "framesDecoded");
+        let f0 = num(
+            &inbound(&before, "Bob", "screen").expect("screen"),
+            "framesDecoded",
+        );
+        let f1 = num(
+            &inbound(&after, "Bob", "screen").expect("screen"),
+            "framesDecoded",
+        );
         println!("{me}: screen from Bob +{} frames in 2 s", f1 - f0);
         assert!(f1 > f0, "{me}'s screen frames from Bob stopped at {f1}");
         let cameras = after["inbound"]
@@ -132,7 +178,10 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
         )
         .await;
     }
-    println!("a closed browser disappeared for the others in {:?}", closed.elapsed());
+    println!(
+        "a closed browser disappeared for the others in {:?}",
+        closed.elapsed()
+    );
     assert!(closed.elapsed() < Duration::from_secs(10));
     // The rest of the meeting goes on.
     wait_decoding(&mut ada, "Ada", &["Bob"], "camera").await;

@@ -14,8 +14,15 @@ fn veche_id(data: &std::path::Path) -> String {
         .arg(data)
         .output()
         .expect("run veche id");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -27,15 +34,31 @@ async fn restart_keeps_the_id_and_the_key_is_0600() {
 
     let id = veche_id(&data);
     assert!(id.starts_with("12D3KooW"), "a libp2p ed25519 peer id: {id}");
-    let mode = std::fs::metadata(data.join("node.key")).expect("key").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(data.join("node.key"))
+        .expect("key")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
 
     let args = ["--http", "127.0.0.1:0", "--media-port", "0"];
     let node = Node::start(None, &dir, &data, &args).await;
-    assert!(node.printed.iter().any(|l| l == &format!("veche node {id}")), "{:?}", node.printed);
+    assert!(
+        node.printed
+            .iter()
+            .any(|l| l == &format!("veche node {id}")),
+        "{:?}",
+        node.printed
+    );
     node.kill().await; // kill -9
     let node = Node::start(None, &dir, &data, &args).await;
-    assert!(node.printed.iter().any(|l| l == &format!("veche node {id}")), "{:?}", node.printed);
+    assert!(
+        node.printed
+            .iter()
+            .any(|l| l == &format!("veche node {id}")),
+        "{:?}",
+        node.printed
+    );
     node.kill().await;
     assert_eq!(veche_id(&data), id);
     std::fs::remove_dir_all(&dir).ok();

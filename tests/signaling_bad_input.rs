@@ -19,7 +19,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A raw HTTP/1.1 request; returns (status, body).
 async fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -28,13 +30,20 @@ async fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, 
     s.write_all(req.as_bytes()).await.expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (status, body)
 }
 
 async fn ws(port: u16) -> Ws {
-    connect_async(format!("ws://127.0.0.1:{port}/ws")).await.expect("ws connect").0
+    connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .expect("ws connect")
+        .0
 }
 
 /// The next JSON message, skipping pings; None when the socket closed.
@@ -53,7 +62,9 @@ async fn next(ws: &mut Ws) -> Option<Value> {
 
 async fn next_of(ws: &mut Ws, kind: &str) -> Value {
     for _ in 0..50 {
-        let v = next(ws).await.unwrap_or_else(|| panic!("socket closed while waiting for {kind}"));
+        let v = next(ws)
+            .await
+            .unwrap_or_else(|| panic!("socket closed while waiting for {kind}"));
         if v["type"] == kind {
             return v;
         }
@@ -62,7 +73,9 @@ async fn next_of(ws: &mut Ws, kind: &str) -> Value {
 }
 
 async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
 }
 
 async fn expect_error(ws: &mut Ws, code: &str, fatal: bool) {
@@ -71,7 +84,10 @@ async fn expect_error(ws: &mut Ws, code: &str, fatal: bool) {
     assert_eq!(v["fatal"], fatal, "{v}");
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     if fatal {
-        assert!(next(ws).await.is_none(), "socket must close after a fatal error");
+        assert!(
+            next(ws).await.is_none(),
+            "socket must close after a fatal error"
+        );
     }
 }
 
@@ -80,7 +96,13 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
     let dir = std::env::temp_dir().join(format!("veche-badinput-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let node = Node::start(None, &dir, &dir.join("data"), &["--http", "127.0.0.1:0", "--media-port", "0"]).await;
+    let node = Node::start(
+        None,
+        &dir,
+        &dir.join("data"),
+        &["--http", "127.0.0.1:0", "--media-port", "0"],
+    )
+    .await;
     let port = node.http_port;
 
     // HTTP API.
@@ -103,7 +125,11 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
 
     // A well-behaved participant in the meeting.
     let mut good = ws(port).await;
-    send(&mut good, json!({"type": "join", "meeting": id, "name": "Good"})).await;
+    send(
+        &mut good,
+        json!({"type": "join", "meeting": id, "name": "Good"}),
+    )
+    .await;
     let welcome = next_of(&mut good, "welcome").await;
     assert_eq!(welcome["meeting"]["title"], "Club");
 
@@ -111,29 +137,49 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
     let mut bad = ws(port).await;
     send(&mut bad, json!({"type": "chat", "text": "hi"})).await;
     expect_error(&mut bad, "not_joined", false).await;
-    bad.send(Message::Text("{not json".into())).await.expect("send");
+    bad.send(Message::Text("{not json".into()))
+        .await
+        .expect("send");
     expect_error(&mut bad, "bad_message", false).await;
     send(&mut bad, json!({"type": "launch_missiles"})).await;
     expect_error(&mut bad, "bad_message", false).await;
     send(&mut bad, json!({"type": "join", "meeting": id})).await;
     expect_error(&mut bad, "bad_message", false).await;
-    bad.send(Message::Binary(vec![0u8, 159, 146, 150].into())).await.expect("send");
+    bad.send(Message::Binary(vec![0u8, 159, 146, 150].into()))
+        .await
+        .expect("send");
     expect_error(&mut bad, "binary_unsupported", false).await;
-    send(&mut bad, json!({"type": "join", "meeting": id, "name": "   "})).await;
+    send(
+        &mut bad,
+        json!({"type": "join", "meeting": id, "name": "   "}),
+    )
+    .await;
     expect_error(&mut bad, "bad_name", false).await;
 
     // Joined, then garbage.
-    send(&mut bad, json!({"type": "join", "meeting": id, "name": "Mallory"})).await;
+    send(
+        &mut bad,
+        json!({"type": "join", "meeting": id, "name": "Mallory"}),
+    )
+    .await;
     next_of(&mut bad, "welcome").await;
     let joined = next_of(&mut good, "participant_joined").await;
     assert_eq!(joined["participant"]["name"], "Mallory");
-    send(&mut bad, json!({"type": "join", "meeting": id, "name": "Again"})).await;
+    send(
+        &mut bad,
+        json!({"type": "join", "meeting": id, "name": "Again"}),
+    )
+    .await;
     expect_error(&mut bad, "already_joined", false).await;
     send(&mut bad, json!({"type": "chat", "text": "x".repeat(2001)})).await;
     expect_error(&mut bad, "bad_chat", false).await;
     send(&mut bad, json!({"type": "answer", "sdp": "v=0"})).await;
     expect_error(&mut bad, "unexpected_sdp", false).await;
-    send(&mut bad, json!({"type": "offer", "sdp": "this is not sdp", "sources": {"0": "camera"}})).await;
+    send(
+        &mut bad,
+        json!({"type": "offer", "sdp": "this is not sdp", "sources": {"0": "camera"}}),
+    )
+    .await;
     expect_error(&mut bad, "bad_sdp", true).await;
 
     // The good participant saw Mallory leave, and goes on chatting.
@@ -146,18 +192,29 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
 
     // Oversized message.
     let mut big = ws(port).await;
-    send(&mut big, json!({"type": "join", "meeting": id, "name": "x".repeat(300 * 1024)})).await;
+    send(
+        &mut big,
+        json!({"type": "join", "meeting": id, "name": "x".repeat(300 * 1024)}),
+    )
+    .await;
     expect_error(&mut big, "too_large", true).await;
 
     // Unknown meeting.
     let mut lost = ws(port).await;
-    send(&mut lost, json!({"type": "join", "meeting": "abc-def-ghj", "name": "Lost"})).await;
+    send(
+        &mut lost,
+        json!({"type": "join", "meeting": "abc-def-ghj", "name": "Lost"}),
+    )
+    .await;
     expect_error(&mut lost, "unknown_meeting", true).await;
 
     // A flood is rate limited, not served.
     let mut flood = ws(port).await;
     for _ in 0..150 {
-        flood.send(Message::Text("{\"type\":\"leave_not\"}".into())).await.expect("send");
+        flood
+            .send(Message::Text("{\"type\":\"leave_not\"}".into()))
+            .await
+            .expect("send");
     }
     let mut limited = false;
     for _ in 0..150 {
@@ -174,14 +231,25 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
 
     // Still alive and serving, and never panicked.
     send(&mut good, json!({"type": "chat", "text": "after all that"})).await;
-    assert_eq!(next_of(&mut good, "chat").await["message"]["text"], "after all that");
+    assert_eq!(
+        next_of(&mut good, "chat").await["message"]["text"],
+        "after all that"
+    );
     let (status, body) = http(port, "GET", &format!("/api/meetings/{id}"), None).await;
     assert_eq!(status, 200);
     let info: Value = serde_json::from_str(&body).expect("json");
-    let names: Vec<&str> = info["participants"].as_array().expect("list").iter().filter_map(|p| p["name"].as_str()).collect();
+    let names: Vec<&str> = info["participants"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
     assert_eq!(names, ["Good"]);
     let log = node.log_text();
     assert!(!log.contains("panicked"), "node panicked:\n{log}");
-    assert!(log.contains("bad_sdp") || log.contains("BadSdp"), "errors are logged:\n{log}");
+    assert!(
+        log.contains("bad_sdp") || log.contains("BadSdp"),
+        "errors are logged:\n{log}"
+    );
     node.kill().await;
 }

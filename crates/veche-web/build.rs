@@ -17,7 +17,10 @@ fn main() {
             continue;
         }
         println!("cargo:rerun-if-changed={}", path.display());
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let mime = match path.extension().and_then(|e| e.to_str()) {
             Some("html") => "text/html; charset=utf-8",
             Some("js") => "text/javascript; charset=utf-8",
@@ -27,7 +30,11 @@ fn main() {
             Some("ico") => "image/x-icon",
             _ => "application/octet-stream",
         };
-        let _ = writeln!(out, "    ({name:?}, {mime:?}, include_bytes!({:?})),", path.display().to_string());
+        let _ = writeln!(
+            out,
+            "    ({name:?}, {mime:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        );
     }
     out.push_str("];\n");
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap_or_default()).join("assets.rs");

@@ -41,7 +41,11 @@ pub fn chromium_path() -> PathBuf {
     if let Ok(p) = std::env::var("VECHE_CHROMIUM") {
         return PathBuf::from(p);
     }
-    for p in ["/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+    for p in [
+        "/usr/lib/chromium/chromium",
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+    ] {
         if Path::new(p).exists() {
             return PathBuf::from(p);
         }
@@ -78,16 +82,50 @@ impl Lab {
         require_root();
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let name = format!("vt{}{}{}", tag.chars().take(6).collect::<String>(), pid % 100000, seq);
+        let name = format!(
+            "vt{}{}{}",
+            tag.chars().take(6).collect::<String>(),
+            pid % 100000,
+            seq
+        );
         let subnet = (pid as usize * 7 + seq as usize) % 250 + 1;
-        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
         run("ip", &["netns", "add", &name]);
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        run("ip", &["-n", &name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        run(
+            "ip",
+            &[
+                "-n", &name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            ],
+        );
         let lan_ip = format!("10.213.{subnet}.1");
         let peer_ip = format!("10.213.{subnet}.2");
-        run("ip", &["-n", &name, "addr", "add", &format!("{lan_ip}/24"), "dev", "v0"]);
-        run("ip", &["-n", &name, "addr", "add", &format!("{peer_ip}/24"), "dev", "v1"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{lan_ip}/24"),
+                "dev",
+                "v0",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{peer_ip}/24"),
+                "dev",
+                "v1",
+            ],
+        );
         run("ip", &["-n", &name, "link", "set", "v0", "up"]);
         run("ip", &["-n", &name, "link", "set", "v1", "up"]);
         let dir = std::env::temp_dir().join(format!("veche-test-{name}"));
@@ -150,7 +188,12 @@ pub struct Node {
 impl Node {
     /// Start `veche run` (in network namespace `netns`, if given) and wait for it to print
     /// its web address. Logs go to a file in `log_dir`.
-    pub async fn start(netns: Option<&str>, log_dir: &Path, data_dir: &Path, args: &[&str]) -> Node {
+    pub async fn start(
+        netns: Option<&str>,
+        log_dir: &Path,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> Node {
         let bin = env!("CARGO_BIN_EXE_veche");
         let mut c = match netns {
             Some(ns) => {
@@ -177,10 +220,19 @@ impl Node {
         while http_port.is_none() {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
                 .await
-                .unwrap_or_else(|_| panic!("node did not print its address in 30 s; log {}", log.display()))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "node did not print its address in 30 s; log {}",
+                        log.display()
+                    )
+                })
                 .expect("read stdout")
-                .unwrap_or_else(|| panic!("node exited; printed {printed:?}; log {}", log.display()));
-            if let Some(rest) = line.strip_prefix("open in a browser on this machine: http://localhost:") {
+                .unwrap_or_else(|| {
+                    panic!("node exited; printed {printed:?}; log {}", log.display())
+                });
+            if let Some(rest) =
+                line.strip_prefix("open in a browser on this machine: http://localhost:")
+            {
                 http_port = rest.trim().parse::<u16>().ok();
             }
             printed.push(line);
@@ -256,15 +308,22 @@ impl Browser {
         // fd 3 = commands in, fd 4 = replies out (the pipe protocol); Chromium's own stdout
         // goes to stderr, which goes to a log file.
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &lab.name, "sh", "-c", "exec \"$0\" \"$@\" 3<&0 4>&1 0</dev/null 1>&2"])
-            .arg(chromium_path())
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(profile.join("chromium.log")).expect("log"),
-            ))
-            .kill_on_drop(true);
+        c.args([
+            "netns",
+            "exec",
+            &lab.name,
+            "sh",
+            "-c",
+            "exec \"$0\" \"$@\" 3<&0 4>&1 0</dev/null 1>&2",
+        ])
+        .arg(chromium_path())
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(profile.join("chromium.log")).expect("log"),
+        ))
+        .kill_on_drop(true);
         let mut child = c.spawn().expect("spawn chromium");
         let mut b = Browser {
             pid: child.id().expect("pid"),
@@ -283,7 +342,10 @@ impl Browser {
     async fn attach(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let targets = self.call(None, "Target.getTargets", json!({})).await.expect("getTargets");
+            let targets = self
+                .call(None, "Target.getTargets", json!({}))
+                .await
+                .expect("getTargets");
             let page = targets["targetInfos"]
                 .as_array()
                 .and_then(|a| a.iter().find(|t| t["type"] == "page"))
@@ -291,7 +353,11 @@ impl Browser {
                 .map(str::to_owned);
             if let Some(target) = page {
                 let r = self
-                    .call(None, "Target.attachToTarget", json!({"targetId": target, "flatten": true}))
+                    .call(
+                        None,
+                        "Target.attachToTarget",
+                        json!({"targetId": target, "flatten": true}),
+                    )
                     .await
                     .expect("attach");
                 self.session = r["sessionId"].as_str().expect("sessionId").to_owned();
@@ -329,7 +395,11 @@ impl Browser {
                 .await
                 .map_err(|_| format!("{method}: no reply from Chromium in 60 s"))??;
             if n == 0 {
-                return Err(format!("{method}: Chromium exited (log {})", self.profile.join("chromium.log").display()).into());
+                return Err(format!(
+                    "{method}: Chromium exited (log {})",
+                    self.profile.join("chromium.log").display()
+                )
+                .into());
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -399,5 +469,8 @@ pub fn inbound(stats: &Value, name: &str, source: &str) -> Option<Value> {
 }
 
 pub fn num(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().or_else(|| v[field].as_f64().map(|f| f as u64)).unwrap_or(0)
+    v[field]
+        .as_u64()
+        .or_else(|| v[field].as_f64().map(|f| f as u64))
+        .unwrap_or(0)
 }

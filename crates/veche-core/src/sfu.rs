@@ -204,8 +204,7 @@ impl Sfu {
     ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
         let name = name.trim();
         let chars = name.chars().count();
-        if chars == 0 || chars > self.limits.max_name_chars || name.chars().any(char::is_control)
-        {
+        if chars == 0 || chars > self.limits.max_name_chars || name.chars().any(char::is_control) {
             return Err(JoinError::BadName {
                 max: self.limits.max_name_chars,
             });
@@ -442,8 +441,7 @@ impl Sfu {
     pub fn keyframe_needed(&mut self, track: TrackId, now: Instant) -> Option<Output> {
         let interval = self.limits.keyframe_interval;
         let t = self.tracks.get_mut(&track)?;
-        if t
-            .last_keyframe_request
+        if t.last_keyframe_request
             .is_some_and(|last| now.saturating_duration_since(last) < interval)
         {
             return None;
@@ -457,7 +455,12 @@ impl Sfu {
 
     /// A participant changed what it sends. Everyone else is told; a screen share that just
     /// started also asks for a keyframe so viewers see it at once.
-    pub fn set_state(&mut self, id: ParticipantId, change: StateChange, now: Instant) -> Vec<Output> {
+    pub fn set_state(
+        &mut self,
+        id: ParticipantId,
+        change: StateChange,
+        now: Instant,
+    ) -> Vec<Output> {
         let StateChange(state) = change;
         let Some(p) = self.participants.get_mut(&id) else {
             return Vec::new();
@@ -485,18 +488,28 @@ impl Sfu {
                 out.push(o);
             }
         }
-        self.notify_others(&meeting, id, |_| Notice::State {
+        self.notify_others(
+            &meeting,
             id,
-            audio: state.audio,
-            video: state.video,
-            screen: state.screen,
-        }, &mut out);
+            |_| Notice::State {
+                id,
+                audio: state.audio,
+                video: state.video,
+                screen: state.screen,
+            },
+            &mut out,
+        );
         out
     }
 
     /// A chat message from `id` to its meeting, stamped with the node's wall clock `at_ms`.
     /// Everyone in the meeting gets it, the sender included (so all see one order).
-    pub fn chat(&mut self, id: ParticipantId, text: &str, at_ms: u64) -> Result<Vec<Output>, ChatError> {
+    pub fn chat(
+        &mut self,
+        id: ParticipantId,
+        text: &str,
+        at_ms: u64,
+    ) -> Result<Vec<Output>, ChatError> {
         let p = self
             .participants
             .get(&id)

@@ -68,8 +68,10 @@ impl Sim {
     fn advance(&mut self, by: Duration) {
         self.now += by;
         let now = self.now;
-        let (due, pending): (Vec<_>, Vec<_>) =
-            self.negotiating.drain(..).partition(|(at, _, _)| *at <= now);
+        let (due, pending): (Vec<_>, Vec<_>) = self
+            .negotiating
+            .drain(..)
+            .partition(|(at, _, _)| *at <= now);
         self.negotiating = pending;
         for (_, subscriber, track) in due {
             let out = self.sfu.subscription_ready(subscriber, track, now);
@@ -113,7 +115,10 @@ impl Sim {
     }
 
     fn notices_of(&self, who: ParticipantId) -> &[Notice] {
-        self.notices.get(&who).map(Vec::as_slice).unwrap_or_default()
+        self.notices
+            .get(&who)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 
@@ -211,14 +216,18 @@ fn leaver_disappears_for_everyone_and_its_tracks_stop() {
     for who in [a, c] {
         assert!(sim
             .notices_of(who)
-            .iter()
-            .any(|n| *n == Notice::ParticipantLeft { id: b }));
+            .contains(&Notice::ParticipantLeft { id: b }));
     }
     // The leaver no longer receives, the others still do.
     sim.send(ta[1]);
     assert_eq!(sim.got(b, ta[1]), 0);
     assert_eq!(sim.got(c, ta[1]), 1);
-    let names: Vec<_> = sim.sfu.participants("m").into_iter().map(|p| p.name).collect();
+    let names: Vec<_> = sim
+        .sfu
+        .participants("m")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     assert_eq!(names, ["Ada", "Cy"]);
     // Leaving twice is harmless.
     assert!(sim.sfu.leave(b, sim.now).is_empty());
@@ -285,7 +294,9 @@ fn mute_and_camera_off_are_shown_to_others_and_screen_start_asks_for_a_keyframe(
         screen: false
     }));
     assert!(
-        sim.notices_of(a).iter().all(|n| !matches!(n, Notice::State { .. })),
+        sim.notices_of(a)
+            .iter()
+            .all(|n| !matches!(n, Notice::State { .. })),
         "the sender is not told its own state"
     );
     let info = &sim.sfu.participants("m")[0];
@@ -342,7 +353,10 @@ fn bad_names_chat_and_full_meetings_are_refused() {
         sim.sfu.join("m", "Cy", now),
         Err(JoinError::MeetingFull { max: 2 })
     );
-    assert!(matches!(sim.sfu.chat(a, "  ", 0), Err(ChatError::BadText { .. })));
+    assert!(matches!(
+        sim.sfu.chat(a, "  ", 0),
+        Err(ChatError::BadText { .. })
+    ));
     assert!(matches!(
         sim.sfu.chat(a, &"y".repeat(2001), 0),
         Err(ChatError::BadText { .. })
@@ -379,8 +393,14 @@ fn publishing_twice_or_with_the_wrong_kind_is_refused() {
     sim.sfu
         .publish(a, Source::Camera, TrackKind::Video, now)
         .expect("first camera");
-    assert!(sim.sfu.publish(a, Source::Camera, TrackKind::Video, now).is_err());
-    assert!(sim.sfu.publish(a, Source::Mic, TrackKind::Video, now).is_err());
+    assert!(sim
+        .sfu
+        .publish(a, Source::Camera, TrackKind::Video, now)
+        .is_err());
+    assert!(sim
+        .sfu
+        .publish(a, Source::Mic, TrackKind::Video, now)
+        .is_err());
     assert!(sim
         .sfu
         .publish(ParticipantId(42), Source::Mic, TrackKind::Audio, now)

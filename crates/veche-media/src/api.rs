@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
-use veche_core::{JoinError, MediaState, Notice, ParticipantId, ParticipantInfo, Source, TrackKind};
+use veche_core::{
+    JoinError, MediaState, Notice, ParticipantId, ParticipantInfo, Source, TrackKind,
+};
 
 /// A request to the engine.
 #[derive(Debug)]

@@ -12,9 +12,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use veche_core::{
-    ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind,
-};
+use veche_core::{ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
 
 use crate::api::{Command, EngineHandle, EngineStats, ErrorCode, PeerEvent, Signal, TrackInfo};
 use crate::net::{bind_all, read_loop, Datagram};
@@ -94,7 +92,9 @@ pub struct Engine {
 impl Engine {
     /// Bind the media port and spawn the engine. Returns the handle for signaling and the
     /// addresses the port is bound on.
-    pub async fn start(config: EngineConfig) -> Result<(EngineHandle, Vec<SocketAddr>), StartError> {
+    pub async fn start(
+        config: EngineConfig,
+    ) -> Result<(EngineHandle, Vec<SocketAddr>), StartError> {
         // One DTLS/SRTP crypto provider for the process instead of one built per connection.
         if str0m::crypto::CryptoProvider::get_default().is_none() {
             str0m::crypto::from_feature_flags().install_process_default();
@@ -120,7 +120,12 @@ impl Engine {
                 .iter()
                 .map(|(a, _)| *a)
                 .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ip.is_ipv4())
-                .or_else(|| bound.iter().map(|(a, _)| *a).find(|a| a.is_ipv4() == ip.is_ipv4()));
+                .or_else(|| {
+                    bound
+                        .iter()
+                        .map(|(a, _)| *a)
+                        .find(|a| a.is_ipv4() == ip.is_ipv4())
+                });
             let Some(base) = base else { continue };
             match Candidate::server_reflexive(SocketAddr::new(*ip, port), base, "udp") {
                 Ok(c) => candidates.push(c),
@@ -133,7 +138,12 @@ impl Engine {
         let dropped = Arc::new(AtomicU64::new(0));
         let mut sockets = HashMap::new();
         for (addr, sock) in &bound {
-            tokio::spawn(read_loop(sock.clone(), *addr, udp_tx.clone(), dropped.clone()));
+            tokio::spawn(read_loop(
+                sock.clone(),
+                *addr,
+                udp_tx.clone(),
+                dropped.clone(),
+            ));
             sockets.insert(*addr, sock.clone());
         }
         let engine = Engine {
@@ -152,7 +162,10 @@ impl Engine {
             last_housekeeping: Instant::now(),
         };
         tokio::spawn(engine.run());
-        Ok((EngineHandle { tx: cmd_tx }, bound.into_iter().map(|(a, _)| a).collect()))
+        Ok((
+            EngineHandle { tx: cmd_tx },
+            bound.into_iter().map(|(a, _)| a).collect(),
+        ))
     }
 
     async fn run(mut self) {
@@ -218,12 +231,17 @@ impl Engine {
                 tracing::info!(participant = %id, %meeting, "joined");
                 if reply.send(Ok(id)).is_err() {
                     // The signaling side vanished before hearing back.
-                    self.fail(id, PeerFailure::new(ErrorCode::Internal, "signaling went away"));
+                    self.fail(
+                        id,
+                        PeerFailure::new(ErrorCode::Internal, "signaling went away"),
+                    );
                 }
                 self.apply(outputs);
             }
             Command::Offer { id, sdp, sources } => {
-                let Some(peer) = self.peers.get_mut(&id) else { return };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
                 if peer.offered {
                     let _ = peer.send(PeerEvent::Signal(Signal::error(
                         ErrorCode::UnexpectedSdp,
@@ -241,7 +259,9 @@ impl Engine {
                 }
             }
             Command::Answer { id, sdp } => {
-                let Some(peer) = self.peers.get_mut(&id) else { return };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
                 match peer.accept_answer(&sdp) {
                     Ok(ready) => {
                         self.dirty.insert(id);
@@ -252,7 +272,8 @@ impl Engine {
                         }
                     }
                     Err(f) if f.code == ErrorCode::UnexpectedSdp => {
-                        let _ = peer.send(PeerEvent::Signal(Signal::error(f.code, f.message, false)));
+                        let _ =
+                            peer.send(PeerEvent::Signal(Signal::error(f.code, f.message, false)));
                     }
                     Err(f) => self.fail(id, f),
                 }
@@ -326,7 +347,9 @@ impl Engine {
             return;
         };
         self.by_source.insert(d.source, id);
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         match contained(|| peer.rtc.handle_input(input)) {
             Ok(Ok(())) => {
                 self.dirty.insert(id);
@@ -371,7 +394,9 @@ impl Engine {
             }
             let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
             for id in dirty {
-                let Some(peer) = self.peers.get_mut(&id) else { continue };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    continue;
+                };
                 let sockets = &self.sockets;
                 let stats = &mut self.stats;
                 let res = peer.poll(
@@ -415,7 +440,9 @@ impl Engine {
                 }
             }
             Event::IceConnectionStateChange(state) => {
-                let Some(p) = self.peers.get_mut(&id) else { return };
+                let Some(p) = self.peers.get_mut(&id) else {
+                    return;
+                };
                 match state {
                     IceConnectionState::Disconnected => {
                         p.disconnected_since.get_or_insert(now);
@@ -430,7 +457,9 @@ impl Engine {
                 if m.direction != Direction::RecvOnly {
                     return;
                 }
-                let Some(p) = self.peers.get_mut(&id) else { return };
+                let Some(p) = self.peers.get_mut(&id) else {
+                    return;
+                };
                 let Some(source) = p.source_of(m.mid) else {
                     tracing::debug!(participant = %id, mid = %m.mid, "media without a declared source ignored");
                     return;
@@ -451,7 +480,10 @@ impl Engine {
                 }
             }
             Event::MediaData(data) => {
-                let Some(track) = self.peers.get(&id).and_then(|p| p.in_tracks.get(&data.mid).copied())
+                let Some(track) = self
+                    .peers
+                    .get(&id)
+                    .and_then(|p| p.in_tracks.get(&data.mid).copied())
                 else {
                     return;
                 };
@@ -461,12 +493,21 @@ impl Engine {
                     }
                 }
                 for &sub in self.sfu.subscribers(track) {
-                    let Some(peer) = self.peers.get_mut(&sub) else { continue };
-                    let Some(mid) = peer.out_mid(track) else { continue };
+                    let Some(peer) = self.peers.get_mut(&sub) else {
+                        continue;
+                    };
+                    let Some(mid) = peer.out_mid(track) else {
+                        continue;
+                    };
                     let written = contained(|| {
-                        let Some(w) = peer.rtc.writer(mid) else { return false };
-                        let Some(pt) = w.match_params(data.params) else { return false };
-                        w.write(pt, data.network_time, data.time, data.data.clone()).is_ok()
+                        let Some(w) = peer.rtc.writer(mid) else {
+                            return false;
+                        };
+                        let Some(pt) = w.match_params(data.params) else {
+                            return false;
+                        };
+                        w.write(pt, data.network_time, data.time, data.data.clone())
+                            .is_ok()
                     });
                     match written {
                         Ok(true) => {
@@ -542,18 +583,27 @@ impl Engine {
     fn housekeeping(&mut self, now: Instant) {
         for (id, p) in &self.peers {
             let failure = if !p.offered && now.duration_since(p.joined_at) > OFFER_DEADLINE {
-                Some(PeerFailure::new(ErrorCode::MediaFailed, "no offer arrived after joining"))
+                Some(PeerFailure::new(
+                    ErrorCode::MediaFailed,
+                    "no offer arrived after joining",
+                ))
             } else if p
                 .offer
                 .as_ref()
                 .is_some_and(|o| now.duration_since(o.sent_at) > ANSWER_DEADLINE)
             {
-                Some(PeerFailure::new(ErrorCode::MediaFailed, "the browser did not answer the node's offer"))
+                Some(PeerFailure::new(
+                    ErrorCode::MediaFailed,
+                    "the browser did not answer the node's offer",
+                ))
             } else if p
                 .disconnected_since
                 .is_some_and(|t| now.duration_since(t) > DISCONNECT_GRACE)
             {
-                Some(PeerFailure::new(ErrorCode::MediaFailed, "the media connection was lost"))
+                Some(PeerFailure::new(
+                    ErrorCode::MediaFailed,
+                    "the media connection was lost",
+                ))
             } else {
                 None
             };
@@ -569,7 +619,9 @@ impl Engine {
 
     /// Drop a peer, tell it why (if it failed), and tell the meeting it left.
     fn remove(&mut self, id: ParticipantId, failure: Option<PeerFailure>, now: Instant) {
-        let Some(mut peer) = self.peers.remove(&id) else { return };
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
         if let Some(f) = failure {
             if f.code == ErrorCode::Internal {
                 self.stats.peers_panicked += 1;
@@ -589,4 +641,3 @@ impl Engine {
         self.apply(out);
     }
 }
-

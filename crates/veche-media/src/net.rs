@@ -30,7 +30,9 @@ pub fn local_ipv4_addresses() -> Vec<Ipv4Addr> {
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot list network interfaces; media on loopback only"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list network interfaces; media on loopback only")
+        }
     }
     out
 }

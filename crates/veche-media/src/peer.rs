@@ -129,10 +129,12 @@ impl Peer {
         sdp: &str,
         sources: HashMap<String, Source>,
     ) -> Result<(), PeerFailure> {
-        let offer = SdpOffer::from_sdp_string(sdp)
-            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot parse the offer: {e}")))?;
-        let answer = contained(|| self.rtc.sdp_api().accept_offer(offer))?
-            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the offer: {e}")))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+            PeerFailure::new(ErrorCode::BadSdp, format!("cannot parse the offer: {e}"))
+        })?;
+        let answer = contained(|| self.rtc.sdp_api().accept_offer(offer))?.map_err(|e| {
+            PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the offer: {e}"))
+        })?;
         self.sources = sources;
         self.offered = true;
         self.send(PeerEvent::Signal(Signal::Answer {
@@ -195,7 +197,9 @@ impl Peer {
     /// Offer the browser the streams added and stopped since the last offer, if any and if
     /// no offer is in flight (one at a time, so offers never collide).
     pub fn negotiate(&mut self, now: Instant) -> Result<(), PeerFailure> {
-        if !self.offered || self.offer.is_some() || (self.to_add.is_empty() && self.to_stop.is_empty())
+        if !self.offered
+            || self.offer.is_some()
+            || (self.to_add.is_empty() && self.to_stop.is_empty())
         {
             return Ok(());
         }
@@ -257,10 +261,12 @@ impl Peer {
                 "an answer arrived but no offer is outstanding",
             ));
         };
-        let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot parse the answer: {e}")))?;
-        contained(|| self.rtc.sdp_api().accept_answer(flight.pending, answer))?
-            .map_err(|e| PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the answer: {e}")))?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| {
+            PeerFailure::new(ErrorCode::BadSdp, format!("cannot parse the answer: {e}"))
+        })?;
+        contained(|| self.rtc.sdp_api().accept_answer(flight.pending, answer))?.map_err(|e| {
+            PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the answer: {e}"))
+        })?;
         // Tracks unsubscribed while the offer was in flight are no longer in out_mids.
         let live: Vec<TrackId> = flight
             .added
@@ -299,7 +305,10 @@ impl Peer {
             // Bounded: str0m always ends with a timeout, but a bug must not spin us forever.
             for _ in 0..10_000 {
                 if !self.rtc.is_alive() {
-                    return Err(PeerFailure::new(ErrorCode::MediaFailed, "media connection closed"));
+                    return Err(PeerFailure::new(
+                        ErrorCode::MediaFailed,
+                        "media connection closed",
+                    ));
                 }
                 match self.rtc.poll_output() {
                     Ok(Output::Timeout(t)) => {
@@ -311,7 +320,10 @@ impl Peer {
                     Err(e) => return Err(PeerFailure::new(ErrorCode::MediaFailed, e.to_string())),
                 }
             }
-            Err(PeerFailure::new(ErrorCode::Internal, "media engine output did not settle"))
+            Err(PeerFailure::new(
+                ErrorCode::Internal,
+                "media engine output did not settle",
+            ))
         })?
     }
 }

@@ -148,7 +148,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.join(KEY_FILE)).expect("meta").permissions().mode();
+            let mode = fs::metadata(dir.join(KEY_FILE))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         fs::remove_dir_all(&dir).ok();
@@ -161,7 +164,10 @@ mod tests {
         let path = dir.join(KEY_FILE);
         write_atomic(&path, b"short", 0o600).expect("write");
         let err = NodeIdentity::load_or_create(&dir).expect_err("must refuse");
-        assert!(matches!(err, IdentityError::Malformed { len: 5, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::Malformed { len: 5, .. }),
+            "{err}"
+        );
         assert_eq!(fs::read(&path).expect("still there"), b"short");
         fs::remove_dir_all(&dir).ok();
     }

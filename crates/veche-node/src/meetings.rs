@@ -88,7 +88,10 @@ impl MeetingStore {
                         path: path.clone(),
                         message: e.to_string(),
                     })?;
-                disk.meetings.into_iter().map(|m| (m.id.clone(), m)).collect()
+                disk.meetings
+                    .into_iter()
+                    .map(|m| (m.id.clone(), m))
+                    .collect()
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(StoreError::Io { path, source }),
@@ -182,7 +185,10 @@ mod tests {
         let m = store.create("  Physics 7B ").expect("create");
         assert_eq!(m.title, "Physics 7B");
         assert!(is_meeting_id(&m.id), "{}", m.id);
-        assert!(matches!(store.create(""), Err(CreateMeetingError::BadTitle)));
+        assert!(matches!(
+            store.create(""),
+            Err(CreateMeetingError::BadTitle)
+        ));
         assert!(matches!(
             store.create(&"t".repeat(201)),
             Err(CreateMeetingError::BadTitle)
@@ -197,7 +203,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("veche-meet-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join(MEETINGS_FILE), b"{not json").expect("write");
-        assert!(matches!(MeetingStore::open(&dir), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            MeetingStore::open(&dir),
+            Err(StoreError::Corrupt { .. })
+        ));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

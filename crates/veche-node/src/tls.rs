@@ -145,14 +145,18 @@ mod tests {
     fn certificate_is_made_once_and_kept() {
         let dir = std::env::temp_dir().join(format!("veche-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let a = TlsMaterial::load_or_create(&dir, &["10.1.2.3".parse().expect("ip")]).expect("make");
+        let a =
+            TlsMaterial::load_or_create(&dir, &["10.1.2.3".parse().expect("ip")]).expect("make");
         let b = TlsMaterial::load_or_create(&dir, &[]).expect("load");
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(KEY_FILE)).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(dir.join(KEY_FILE))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).ok();

@@ -109,14 +109,22 @@ pub(crate) async fn create_meeting(
         store.create(&req.title)
     })
     .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "meeting creation failed"))?;
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "meeting creation failed",
+        )
+    })?;
     let meeting = created.map_err(|e| match e {
         CreateMeetingError::BadTitle => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_title", e.to_string())
         }
-        CreateMeetingError::TooMany => {
-            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "too_many_meetings", e.to_string())
-        }
+        CreateMeetingError::TooMany => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too_many_meetings",
+            e.to_string(),
+        ),
         _ => {
             tracing::error!(error = %e, "cannot save a meeting");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
@@ -152,6 +160,8 @@ pub(crate) async fn get_meeting(
         .await
         .map_err(|_| ApiError::engine_gone())?;
     let url = meeting_url(&ctx, &headers, &id);
-    Ok(Json(json!({ "id": id, "title": title, "url": url, "participants": participants }))
-        .into_response())
+    Ok(
+        Json(json!({ "id": id, "title": title, "url": url, "participants": participants }))
+            .into_response(),
+    )
 }

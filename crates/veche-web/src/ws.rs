@@ -221,19 +221,30 @@ impl Session {
         if text.len() > MAX_MESSAGE {
             replies.push(self.error(
                 ErrorCode::TooLarge,
-                format!("message of {} bytes is over the limit of {MAX_MESSAGE}", text.len()),
+                format!(
+                    "message of {} bytes is over the limit of {MAX_MESSAGE}",
+                    text.len()
+                ),
                 true,
             ));
             return Next::Close;
         }
         if !self.bucket.take(Instant::now()) {
-            replies.push(self.error(ErrorCode::RateLimited, "too many messages; slow down", false));
+            replies.push(self.error(
+                ErrorCode::RateLimited,
+                "too many messages; slow down",
+                false,
+            ));
             return Next::Continue;
         }
         let msg: ClientMsg = match serde_json::from_str(text.as_str()) {
             Ok(m) => m,
             Err(e) => {
-                replies.push(self.error(ErrorCode::BadMessage, format!("malformed message: {e}"), false));
+                replies.push(self.error(
+                    ErrorCode::BadMessage,
+                    format!("malformed message: {e}"),
+                    false,
+                ));
                 return Next::Continue;
             }
         };
@@ -247,20 +258,36 @@ impl Session {
         };
         let cmd = match msg {
             ClientMsg::Join { .. } => {
-                replies.push(self.error(ErrorCode::AlreadyJoined, "this socket already joined a meeting", false));
+                replies.push(self.error(
+                    ErrorCode::AlreadyJoined,
+                    "this socket already joined a meeting",
+                    false,
+                ));
                 return Next::Continue;
             }
             ClientMsg::Offer { sdp, sources } => {
                 if sources.len() > 3 {
-                    replies.push(self.error(ErrorCode::BadMessage, "at most three sources: mic, camera, screen", false));
+                    replies.push(self.error(
+                        ErrorCode::BadMessage,
+                        "at most three sources: mic, camera, screen",
+                        false,
+                    ));
                     return Next::Continue;
                 }
                 Command::Offer { id, sdp, sources }
             }
             ClientMsg::Answer { sdp } => Command::Answer { id, sdp },
-            ClientMsg::State { audio, video, screen } => Command::State {
+            ClientMsg::State {
+                audio,
+                video,
+                screen,
+            } => Command::State {
                 id,
-                state: MediaState { audio, video, screen },
+                state: MediaState {
+                    audio,
+                    video,
+                    screen,
+                },
             },
             ClientMsg::Chat { text } => Command::Chat { id, text },
             ClientMsg::Leave => return Next::Close,
@@ -273,13 +300,22 @@ impl Session {
 
     async fn join(&mut self, meeting: String, name: String, replies: &mut Vec<Value>) -> Next {
         let title = if is_meeting_id(&meeting) {
-            let store = self.ctx.app.meetings.lock().unwrap_or_else(|p| p.into_inner());
+            let store = self
+                .ctx
+                .app
+                .meetings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             store.get(&meeting).map(|m| m.title.clone())
         } else {
             None
         };
         let Some(title) = title else {
-            replies.push(self.error(ErrorCode::UnknownMeeting, "there is no meeting with this id on this node", true));
+            replies.push(self.error(
+                ErrorCode::UnknownMeeting,
+                "there is no meeting with this id on this node",
+                true,
+            ));
             return Next::Close;
         };
         let Some(events) = self.events_tx.clone() else {
@@ -304,7 +340,11 @@ impl Session {
                 Next::Continue
             }
             Ok(Err(JoinError::BadName { max })) => {
-                replies.push(self.error(ErrorCode::BadName, format!("the name must be 1 to {max} characters"), false));
+                replies.push(self.error(
+                    ErrorCode::BadName,
+                    format!("the name must be 1 to {max} characters"),
+                    false,
+                ));
                 Next::Continue
             }
             Ok(Err(e @ JoinError::MeetingFull { .. })) => {
