@@ -162,23 +162,28 @@ async fn run(a: RunArgs) -> Result<()> {
     })?;
     let http_addr = listener.local_addr()?;
     let app = veche_web::router(state.clone(), Scheme::Http);
-    let http_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http_task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
 
     let https_task = match &tls {
         Some(tls) => {
-            let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem(
-                tls.cert_pem.clone(),
-                tls.key_pem.clone(),
-            )
-            .await
-            .context("cannot use the TLS certificate and key")?;
+            let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+                server_tls_config(tls).context("cannot use the TLS certificate and key")?,
+            ));
             let std_listener = std::net::TcpListener::bind(https)
                 .with_context(|| format!("cannot listen on {https} for HTTPS (try --https)"))?;
             std_listener.set_nonblocking(true)?;
             let app = veche_web::router(state.clone(), Scheme::Https);
             let server = axum_server::from_tcp_rustls(std_listener, rustls_config);
             Some(tokio::spawn(async move {
-                server.serve(app.into_make_service()).await
+                server
+                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                    .await
             }))
         }
         None => None,
@@ -220,6 +225,23 @@ async fn run(a: RunArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => println!("stopping"),
     }
     Ok(())
+}
+
+/// TLS for the LAN listener. HTTP/1.1 only: with HTTP/2 negotiated, Chromium's module
+/// requests to this server stalled in about one page load in four (seen in
+/// `tests/lan_https.rs`), and a handful of small assets gains nothing from HTTP/2.
+fn server_tls_config(tls: &TlsMaterial) -> Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("certificate PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).context("private key PEM")?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// The addresses the HTTPS listener is reachable on from the LAN.

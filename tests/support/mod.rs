@@ -298,6 +298,8 @@ impl Browser {
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE 10.*",
             "--remote-debugging-pipe",
             "--window-size=1280,800",
+            // Console messages and network errors go to the browser's log file.
+            "--enable-logging=stderr",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -434,7 +436,19 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("timed out after {timeout:?} waiting for {what}; last value: {last}");
+        let page = self.describe().await;
+        panic!("timed out after {timeout:?} waiting for {what}; last value: {last}; page: {page}");
+    }
+
+    /// Where the page is and what it shows, for failure messages.
+    pub async fn describe(&mut self) -> String {
+        self.eval(
+            "JSON.stringify({url: location.href, state: window.veche ? veche.state() : null, \
+             text: document.body ? document.body.innerText.slice(0, 400) : ''})",
+        )
+        .await
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .unwrap_or_else(|e| e.to_string())
     }
 
     /// Kill the browser process (as when a person closes it).

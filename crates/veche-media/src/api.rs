@@ -18,6 +18,10 @@ pub enum Command {
         meeting: String,
         /// Display name.
         name: String,
+        /// The address the browser's signaling connection came from. A browser that reached
+        /// the node over loopback is offered the loopback candidate; others are not, since
+        /// 127.0.0.1 would be their own machine.
+        client: Option<std::net::SocketAddr>,
         /// Where this participant's events go.
         events: mpsc::Sender<PeerEvent>,
         /// The new participant's id, or why it cannot join.

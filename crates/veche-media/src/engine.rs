@@ -207,6 +207,7 @@ impl Engine {
             Command::Join {
                 meeting,
                 name,
+                client,
                 events,
                 reply,
             } => {
@@ -224,8 +225,11 @@ impl Engine {
                     .enable_vp8(true)
                     .enable_h264(true)
                     .build(now);
+                let local_client = client.is_none_or(|a| a.ip().is_loopback());
                 for c in &self.candidates {
-                    rtc.add_local_candidate(c.clone());
+                    if local_client || !c.addr().ip().is_loopback() {
+                        rtc.add_local_candidate(c.clone());
+                    }
                 }
                 self.peers.insert(id, Peer::new(id, rtc, events, now));
                 tracing::info!(participant = %id, %meeting, "joined");

@@ -6,11 +6,13 @@
 //! than wait for it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -61,10 +63,16 @@ enum ClientMsg {
 }
 
 /// `GET /ws`.
-pub(crate) async fn upgrade(State(ctx): State<Ctx>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(
+    State(ctx): State<Ctx>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Absent when the router is served without connect info (tests with `oneshot`).
+    let client = client.map(|Extension(ConnectInfo(a))| a);
     ws.max_message_size(HARD_LIMIT)
         .max_frame_size(HARD_LIMIT)
-        .on_upgrade(move |socket| Session::new(ctx).run(socket))
+        .on_upgrade(move |socket| Session::new(ctx, client).run(socket))
 }
 
 struct Bucket {
@@ -88,6 +96,7 @@ impl Bucket {
 
 struct Session {
     ctx: Ctx,
+    client: Option<SocketAddr>,
     joined: Option<(ParticipantId, String, String)>,
     /// Handed to the engine on join; the engine dropping its end means it dropped us.
     events_tx: Option<mpsc::Sender<PeerEvent>>,
@@ -102,9 +111,10 @@ enum Next {
 }
 
 impl Session {
-    fn new(ctx: Ctx) -> Self {
+    fn new(ctx: Ctx, client: Option<SocketAddr>) -> Self {
         Self {
             ctx,
+            client,
             joined: None,
             events_tx: None,
             bucket: Bucket {
@@ -325,6 +335,7 @@ impl Session {
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
+            client: self.client,
             events,
             reply,
         };
