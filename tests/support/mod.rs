@@ -440,6 +440,25 @@ impl Browser {
         panic!("timed out after {timeout:?} waiting for {what}; last value: {last}; page: {page}");
     }
 
+    /// Save a PNG of the page.
+    pub async fn screenshot(&mut self, path: &Path) -> Result<()> {
+        use base64::Engine;
+        let session = self.session.clone();
+        let r = self
+            .call(
+                Some(&session),
+                "Page.captureScreenshot",
+                json!({"format": "png"}),
+            )
+            .await?;
+        let data = r["data"].as_str().ok_or("no screenshot data")?;
+        std::fs::write(
+            path,
+            base64::engine::general_purpose::STANDARD.decode(data)?,
+        )?;
+        Ok(())
+    }
+
     /// Where the page is and what it shows, for failure messages.
     pub async fn describe(&mut self) -> String {
         self.eval(

@@ -188,6 +188,17 @@ impl Sfu {
         }
     }
 
+    /// A core whose ids start after `base`. The driver passes something that grows across
+    /// restarts (it has the clock; the core does not), so a browser that reconnects to a
+    /// restarted node never meets an id it saw before, for someone else.
+    pub fn with_id_base(limits: Limits, base: u64) -> Self {
+        Self {
+            limits,
+            next_id: base,
+            ..Self::default()
+        }
+    }
+
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id

@@ -147,7 +147,15 @@ impl Engine {
             sockets.insert(*addr, sock.clone());
         }
         let engine = Engine {
-            sfu: Sfu::new(config.limits),
+            // Milliseconds since the epoch times 1000: ids grow across restarts and stay
+            // below 2^53, the largest integer JavaScript holds exactly, until year 2255.
+            sfu: Sfu::with_id_base(
+                config.limits,
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64 * 1000)
+                    .unwrap_or(0),
+            ),
             peers: HashMap::new(),
             by_source: HashMap::new(),
             sockets,

@@ -198,7 +198,7 @@ async function meetingPage(id) {
 function notFound() {
   page.connection = 'failed';
   page.error = 'unknown_meeting';
-  fatalScreen('Meeting not found', 'The link may be mistyped, or the meeting ended when the node restarted.',
+  fatalScreen('Meeting not found', 'Check the link: it may be mistyped, or the meeting was created on another veche node.',
     [{ label: 'Start a meeting', href: '/' }]);
 }
 
