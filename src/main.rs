@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use veche_media::{Engine, EngineConfig};
+use veche_net::Multiaddr;
 use veche_node::{Config, MeetingStore, NodeIdentity, TlsMaterial};
-use veche_web::{AppState, NodeInfo, Scheme};
+use veche_web::{AppState, NodeInfo, NodeMetrics, Scheme};
 
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7300);
 const DEFAULT_HTTPS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7443);
@@ -25,11 +26,36 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Start the node and print the address to open in a browser.
     Run(RunArgs),
     /// Print this node's id (made on first use and kept in the data directory).
     Id(DataDirArg),
+    /// List the veche nodes the running node is connected to.
+    Peers(PeersArgs),
+    /// Ask a node who it is, through the running node (connecting to it if needed).
+    Hello(HelloArgs),
+}
+
+#[derive(Args, Debug)]
+struct PeersArgs {
+    /// The running node's HTTP address.
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_HTTP)]
+    http: SocketAddr,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct HelloArgs {
+    /// The other node's peer id.
+    peer: String,
+    /// The running node's HTTP address.
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_HTTP)]
+    http: SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +94,27 @@ struct RunArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The name other nodes see [default: this machine's host name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// A libp2p address to listen on for other nodes. Repeatable
+    /// [default: /ip4/0.0.0.0/udp/7302/quic-v1 and /ip4/0.0.0.0/tcp/7302].
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// Do not look for other nodes on the LAN with multicast DNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// A node to connect to at start, e.g. /ip4/198.51.100.7/udp/7302/quic-v1/p2p/12D3Koo...
+    /// Repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Relay for nodes behind NATs (circuit relay v2, limits in docs/network.md). Give a
+    /// node that others can reach.
+    #[arg(long)]
+    relay: bool,
+    /// An address other nodes can reach this node at (a public server's address). Repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
+    external_address: Vec<Multiaddr>,
 }
 
 fn main() -> Result<()> {
@@ -88,6 +135,12 @@ fn main() -> Result<()> {
             println!("{}", id.peer_id());
             Ok(())
         }
+        Cmd::Peers(a) => peers(a),
+        Cmd::Hello(a) => {
+            let body = http_request(a.http, "POST", &format!("/api/peers/{}/hello", a.peer))?;
+            println!("{body}");
+            Ok(())
+        }
         Cmd::Run(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -97,6 +150,14 @@ fn main() -> Result<()> {
 }
 
 async fn run(a: RunArgs) -> Result<()> {
+    let a_net = NetArgs {
+        name: a.name.clone(),
+        listen: a.listen.clone(),
+        no_mdns: a.no_mdns,
+        bootstrap: a.bootstrap.clone(),
+        relay: a.relay,
+        external_address: a.external_address.clone(),
+    };
     let dir = a.data.data_dir.unwrap_or_else(veche_node::default_data_dir);
     let config = Config::load(&dir)?;
     let identity = NodeIdentity::load_or_create(&dir)?;
@@ -112,7 +173,7 @@ async fn run(a: RunArgs) -> Result<()> {
         .or(config.media_port)
         .unwrap_or(DEFAULT_MEDIA_PORT);
 
-    let (engine, media_addrs) = Engine::start(EngineConfig {
+    let (engine, media_addrs, engine_task) = Engine::start(EngineConfig {
         port: media_port,
         advertise,
         ..EngineConfig::default()
@@ -120,8 +181,8 @@ async fn run(a: RunArgs) -> Result<()> {
     .await?;
 
     let tls = if lan {
-        let cert = a.tls_cert.or(config.tls_cert);
-        let key = a.tls_key.or(config.tls_key);
+        let cert = a.tls_cert.or(config.tls_cert.clone());
+        let key = a.tls_key.or(config.tls_key.clone());
         Some(match (cert, key) {
             (Some(c), Some(k)) => TlsMaterial::load(&c, &k)?,
             (None, None) => {
@@ -151,10 +212,24 @@ async fn run(a: RunArgs) -> Result<()> {
         lan_urls: lan_urls.clone(),
         fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
     };
+    let meetings = Arc::new(Mutex::new(meetings));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let node_metrics = NodeMetrics::register(&mut registry);
+    let net = start_net(
+        &a_net,
+        &config,
+        &identity,
+        &dir,
+        meetings.clone(),
+        &mut registry,
+    )?;
     let state = AppState {
         engine,
-        meetings: Arc::new(Mutex::new(meetings)),
+        meetings,
         node: Arc::new(node),
+        net,
+        registry: Arc::new(Mutex::new(registry)),
+        node_metrics,
     };
 
     let listener = tokio::net::TcpListener::bind(http).await.with_context(|| {
@@ -222,9 +297,160 @@ async fn run(a: RunArgs) -> Result<()> {
                 None => std::future::pending().await,
             }
         } => r.context("HTTPS server task")?.context("HTTPS server")?,
+        r = engine_task => {
+            // Without the engine no meeting works; exit so a supervisor restarts the node
+            // rather than serve pages that cannot connect.
+            r.context("the media engine failed")?;
+            anyhow::bail!("the media engine stopped");
+        }
         _ = tokio::signal::ctrl_c() => println!("stopping"),
     }
     Ok(())
+}
+
+struct NetArgs {
+    name: Option<String>,
+    listen: Vec<Multiaddr>,
+    no_mdns: bool,
+    bootstrap: Vec<Multiaddr>,
+    relay: bool,
+    external_address: Vec<Multiaddr>,
+}
+
+fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("{what}: {s:?} is not a multiaddr"))
+        })
+        .collect()
+}
+
+/// Start the libp2p control plane: flags over config, then defaults.
+fn start_net(
+    a: &NetArgs,
+    config: &Config,
+    identity: &NodeIdentity,
+    dir: &std::path::Path,
+    meetings: Arc<Mutex<MeetingStore>>,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<veche_net::NetHandle> {
+    let pick = |flag: &[Multiaddr], key: &str, file: &[String]| -> Result<Vec<Multiaddr>> {
+        if flag.is_empty() {
+            parse_addrs(key, file)
+        } else {
+            Ok(flag.to_vec())
+        }
+    };
+    let mut listen = pick(&a.listen, "listen", &config.listen)?;
+    if listen.is_empty() {
+        listen = vec![
+            "/ip4/0.0.0.0/udp/7302/quic-v1".parse()?,
+            "/ip4/0.0.0.0/tcp/7302".parse()?,
+        ];
+    }
+    let relay = a.relay || config.relay.unwrap_or(false);
+    let name = a
+        .name
+        .clone()
+        .or_else(|| config.name.clone())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "veche node".to_owned());
+    let net_config = veche_net::NetConfig {
+        listen,
+        mdns: !a.no_mdns && config.mdns.unwrap_or(true),
+        bootstrap: pick(&a.bootstrap, "bootstrap", &config.bootstrap)?,
+        relay,
+        external: pick(
+            &a.external_address,
+            "external_address",
+            &config.external_address,
+        )?,
+        name: name.clone(),
+        data_dir: dir.to_owned(),
+    };
+    let hello: veche_net::HelloSource = Arc::new(move || veche_net::protocol::NodeHello {
+        name: name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol: 1,
+        relay,
+        meetings: meetings
+            .lock()
+            .map(|m| {
+                m.public()
+                    .map(|m| veche_net::protocol::MeetingSummary {
+                        id: m.id.clone(),
+                        title: m.title.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    });
+    Ok(veche_net::start(
+        identity.keypair().clone(),
+        net_config,
+        hello,
+        registry,
+    )?)
+}
+
+/// `veche peers`.
+fn peers(a: PeersArgs) -> Result<()> {
+    let body = http_request(a.http, "GET", "/api/peers")?;
+    if a.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let peers: Vec<serde_json::Value> = serde_json::from_str(&body).context("the node's answer")?;
+    if peers.is_empty() {
+        println!("no other veche nodes connected");
+    }
+    for p in peers {
+        println!(
+            "{}  {}  {}  {}  {}",
+            p["id"].as_str().unwrap_or("?"),
+            p["name"].as_str().unwrap_or("(unknown)"),
+            if p["direct"].as_bool() == Some(true) {
+                "direct"
+            } else {
+                "relayed"
+            },
+            p["rtt_ms"]
+                .as_f64()
+                .map(|r| format!("{r:.1} ms"))
+                .unwrap_or_else(|| "-".into()),
+            p["address"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
+}
+
+/// A plain HTTP/1.1 request to the running node on its (loopback) HTTP address.
+fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .with_context(|| format!("cannot reach a running veche node at {addr} (start one with `veche run`, or give --http)"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let ok = head
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'));
+    if !ok {
+        anyhow::bail!("the node answered: {}", body.trim());
+    }
+    Ok(body.to_owned())
 }
 
 /// TLS for the LAN listener. HTTP/1.1 only: with HTTP/2 negotiated, Chromium's module

@@ -41,7 +41,15 @@ async fn restart_keeps_the_id_and_the_key_is_0600() {
         & 0o777;
     assert_eq!(mode, 0o600);
 
-    let args = ["--http", "127.0.0.1:0", "--media-port", "0"];
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--media-port",
+        "0",
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+    ];
     let node = Node::start(None, &dir, &data, &args).await;
     assert!(
         node.printed

@@ -100,7 +100,15 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
         None,
         &dir,
         &dir.join("data"),
-        &["--http", "127.0.0.1:0", "--media-port", "0"],
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ],
     )
     .await;
     let port = node.http_port;

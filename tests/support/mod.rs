@@ -66,13 +66,17 @@ fn run(cmd: &str, args: &[&str]) {
     );
 }
 
-/// A network namespace with loopback and one veth pair (`10.213.S.1` and `10.213.S.2`, both
-/// inside it), so the node has a non-loopback LAN address that only this namespace can see.
+/// Two network namespaces joined by a veth pair: the node's machine (`10.213.S.1`, where
+/// the node and "local" browsers run) and a second device on the same LAN (`10.213.S.2`).
+/// Nothing else is reachable from either.
 pub struct Lab {
+    /// The node machine's namespace.
     pub name: String,
-    /// The "LAN" address of the node's machine.
+    /// The second device's namespace.
+    pub device: String,
+    /// The node machine's LAN address.
     pub lan_ip: String,
-    /// The address of a second device on that LAN.
+    /// The second device's LAN address.
     pub peer_ip: String,
     dir: PathBuf,
 }
@@ -88,16 +92,20 @@ impl Lab {
             pid % 100000,
             seq
         );
+        let device = format!("{name}d");
         let subnet = (pid as usize * 7 + seq as usize) % 250 + 1;
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &name])
-            .output();
-        run("ip", &["netns", "add", &name]);
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        for ns in [&name, &device] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+            run("ip", &["netns", "add", ns]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
         run(
             "ip",
             &[
-                "-n", &name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+                "-n", &name, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns",
+                &device,
             ],
         );
         let lan_ip = format!("10.213.{subnet}.1");
@@ -118,7 +126,7 @@ impl Lab {
             "ip",
             &[
                 "-n",
-                &name,
+                &device,
                 "addr",
                 "add",
                 &format!("{peer_ip}/24"),
@@ -127,12 +135,13 @@ impl Lab {
             ],
         );
         run("ip", &["-n", &name, "link", "set", "v0", "up"]);
-        run("ip", &["-n", &name, "link", "set", "v1", "up"]);
+        run("ip", &["-n", &device, "link", "set", "v1", "up"]);
         let dir = std::env::temp_dir().join(format!("veche-test-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         Lab {
             name,
+            device,
             lan_ip,
             peer_ip,
             dir,
@@ -148,17 +157,24 @@ impl Lab {
         Node::start(Some(&self.name), &self.dir, data_dir, args).await
     }
 
-    /// Launch headless Chromium in the namespace at `url`.
+    /// Launch headless Chromium on the node's machine at `url`.
     pub async fn browser(&self, url: &str, extra: &[&str]) -> Browser {
-        Browser::launch(self, url, extra).await
+        Browser::launch(self, &self.name, url, extra).await
+    }
+
+    /// Launch headless Chromium on the second device at `url`.
+    pub async fn device_browser(&self, url: &str, extra: &[&str]) -> Browser {
+        Browser::launch(self, &self.device, url, extra).await
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        for ns in [&self.name, &self.device] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+        }
     }
 }
 
@@ -276,7 +292,7 @@ pub struct Browser {
 }
 
 impl Browser {
-    async fn launch(lab: &Lab, url: &str, extra: &[&str]) -> Browser {
+    async fn launch(lab: &Lab, netns: &str, url: &str, extra: &[&str]) -> Browser {
         let profile = lab
             .dir
             .join(format!("chromium-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
@@ -313,7 +329,7 @@ impl Browser {
         c.args([
             "netns",
             "exec",
-            &lab.name,
+            netns,
             "sh",
             "-c",
             "exec \"$0\" \"$@\" 3<&0 4>&1 0</dev/null 1>&2",

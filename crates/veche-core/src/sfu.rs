@@ -120,6 +120,21 @@ pub enum ChatError {
     },
 }
 
+/// Sizes of the core's state (see [`Sfu::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Meetings with participants or chat.
+    pub meetings: usize,
+    /// Participants.
+    pub participants: usize,
+    /// Published tracks.
+    pub tracks: usize,
+    /// Subscriptions, negotiating or ready.
+    pub subscriptions: usize,
+    /// Ready subscriptions (entries in forwarding sets).
+    pub forwarding: usize,
+}
+
 /// A change of what a participant sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateChange(pub MediaState);
@@ -448,10 +463,14 @@ impl Sfu {
     }
 
     /// A viewer lost a picture (decoder error, packet loss) and asks for a keyframe, or the
-    /// node saw a gap in the publisher's stream. Rate limited per track.
+    /// node saw a gap in the publisher's stream. Rate limited per track; audio has no
+    /// keyframes, so nothing is asked for it.
     pub fn keyframe_needed(&mut self, track: TrackId, now: Instant) -> Option<Output> {
         let interval = self.limits.keyframe_interval;
         let t = self.tracks.get_mut(&track)?;
+        if t.source.kind() != TrackKind::Video {
+            return None;
+        }
         if t.last_keyframe_request
             .is_some_and(|last| now.saturating_duration_since(last) < interval)
         {
@@ -573,6 +592,17 @@ impl Sfu {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// How much state the core holds, to check that nothing leaks.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            meetings: self.meetings.len(),
+            participants: self.participants.len(),
+            tracks: self.tracks.len(),
+            subscriptions: self.participants.values().map(|p| p.subscribed.len()).sum(),
+            forwarding: self.tracks.values().map(|t| t.ready.len()).sum(),
+        }
     }
 
     /// The meeting a participant is in.

@@ -272,6 +272,8 @@ fn keyframe_requests_from_many_viewers_are_rate_limited() {
     sim.advance(Duration::from_millis(300));
     let o = sim.sfu.keyframe_needed(cam, sim.now);
     assert!(matches!(o, Some(Output::RequestKeyframe { track, .. }) if track == cam));
+    // Audio has no keyframes: a gap in the microphone stream asks nothing.
+    assert_eq!(sim.sfu.keyframe_needed(ta[0], sim.now), None);
 }
 
 #[test]
@@ -429,4 +431,16 @@ fn thirty_peers_churn_without_leaking_subscriptions() {
         assert_eq!(sim.sfu.subscribers(tracks[1]).len(), expected);
     }
     assert_eq!(sim.sfu.participants("big").len(), 15);
+    let c = sim.sfu.counts();
+    assert_eq!(c.tracks, 15 * 3);
+    // Each of the 15 receives the 14 others' 3 tracks; nothing of the leavers remains.
+    assert_eq!(c.subscriptions, 15 * 14 * 3);
+    assert_eq!(c.forwarding, 15 * 14 * 3);
+
+    // Everyone leaves: the core holds nothing.
+    for (id, _) in peers.iter().skip(1).step_by(2) {
+        let out = sim.sfu.leave(*id, sim.now);
+        sim.apply(out);
+    }
+    assert_eq!(sim.sfu.counts(), veche_core::Counts::default());
 }

@@ -94,7 +94,7 @@ impl Engine {
     /// addresses the port is bound on.
     pub async fn start(
         config: EngineConfig,
-    ) -> Result<(EngineHandle, Vec<SocketAddr>), StartError> {
+    ) -> Result<(EngineHandle, Vec<SocketAddr>, tokio::task::JoinHandle<()>), StartError> {
         // One DTLS/SRTP crypto provider for the process instead of one built per connection.
         if str0m::crypto::CryptoProvider::get_default().is_none() {
             str0m::crypto::from_feature_flags().install_process_default();
@@ -169,24 +169,31 @@ impl Engine {
             dropped,
             last_housekeeping: Instant::now(),
         };
-        tokio::spawn(engine.run());
+        let task = tokio::spawn(engine.run());
         Ok((
             EngineHandle { tx: cmd_tx },
             bound.into_iter().map(|(a, _)| a).collect(),
+            task,
         ))
     }
 
     async fn run(mut self) {
         loop {
             let now = Instant::now();
-            let next = self
-                .peers
-                .values()
-                .map(|p| p.timeout)
-                .min()
-                .unwrap_or(now + MAX_SLEEP)
-                .min(now + MAX_SLEEP)
-                .max(now);
+            // Work left over from a busy step runs at once, not at the next timeout.
+            let leftover =
+                !self.dirty.is_empty() || !self.renegotiate.is_empty() || !self.failed.is_empty();
+            let next = if leftover {
+                now
+            } else {
+                self.peers
+                    .values()
+                    .map(|p| p.timeout)
+                    .min()
+                    .unwrap_or(now + MAX_SLEEP)
+                    .min(now + MAX_SLEEP)
+                    .max(now)
+            };
             tokio::select! {
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
@@ -229,9 +236,11 @@ impl Engine {
                 let mut rtc = Rtc::builder()
                     .set_ice_lite(true)
                     .clear_codecs()
+                    // Opus and VP8 only: every current browser has both, forwarding needs
+                    // publisher and viewers on one codec, and each extra codec adds to every
+                    // m-line of every renegotiation.
                     .enable_opus(true, false)
                     .enable_vp8(true)
-                    .enable_h264(true)
                     .build(now);
                 let local_client = client.is_none_or(|a| a.ip().is_loopback());
                 for c in &self.candidates {
@@ -255,6 +264,7 @@ impl Engine {
                     return;
                 };
                 if peer.offered {
+                    tracing::info!(participant = %id, code = ?ErrorCode::UnexpectedSdp, "second offer refused");
                     let _ = peer.send(PeerEvent::Signal(Signal::error(
                         ErrorCode::UnexpectedSdp,
                         "the browser may offer only once; the node makes all later offers",
@@ -284,6 +294,7 @@ impl Engine {
                         }
                     }
                     Err(f) if f.code == ErrorCode::UnexpectedSdp => {
+                        tracing::info!(participant = %id, code = ?f.code, "answer refused");
                         let _ =
                             peer.send(PeerEvent::Signal(Signal::error(f.code, f.message, false)));
                     }
@@ -302,6 +313,7 @@ impl Engine {
                 match self.sfu.chat(id, &text, at) {
                     Ok(out) => self.apply(out),
                     Err(e @ ChatError::BadText { .. }) => {
+                        tracing::info!(participant = %id, code = ?ErrorCode::BadChat, "chat refused");
                         if let Some(p) = self.peers.get(&id) {
                             let _ = p.send(PeerEvent::Signal(Signal::error(
                                 ErrorCode::BadChat,
@@ -330,7 +342,8 @@ impl Engine {
     fn on_datagram(&mut self, d: Datagram) {
         self.stats.datagrams_in += 1;
         let now = Instant::now();
-        let Ok(contents) = d.data.as_slice().try_into() else {
+        // Parsing untrusted bytes: a bug here must not take the engine down.
+        let Ok(Ok(contents)) = contained(|| d.data.as_slice().try_into()) else {
             return;
         };
         let input = Input::Receive(
@@ -342,15 +355,16 @@ impl Engine {
                 contents,
             },
         );
+        let accepts = |p: &Peer| contained(|| p.rtc.accepts(&input)).unwrap_or(false);
         let cached = self
             .by_source
             .get(&d.source)
             .copied()
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+            .filter(|id| self.peers.get(id).is_some_and(accepts));
         let owner = cached.or_else(|| {
             self.peers
                 .iter()
-                .find(|(_, p)| p.rtc.accepts(&input))
+                .find(|(_, p)| accepts(p))
                 .map(|(id, _)| *id)
         });
         let Some(id) = owner else {

@@ -28,6 +28,21 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The node's name shown to other nodes.
+    pub name: Option<String>,
+    /// libp2p listen addresses (multiaddrs).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Find other nodes on the LAN by mDNS (default true).
+    pub mdns: Option<bool>,
+    /// Nodes to connect to at start (multiaddrs with `/p2p/<id>`).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Relay for other nodes.
+    pub relay: Option<bool>,
+    /// Addresses other nodes can reach this one at (multiaddrs).
+    #[serde(default)]
+    pub external_address: Vec<String>,
 }
 
 /// Why the config file could not be used.

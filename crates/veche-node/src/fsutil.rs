@@ -45,8 +45,12 @@ fn open_with_mode(path: &Path, _mode: u32) -> io::Result<File> {
         .open(path)
 }
 
-/// Create the data directory (0700: it holds the node's secrets).
+/// Create the data directory (0700: it holds the node's secrets). An existing directory is
+/// left as its owner set it.
 pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {

@@ -26,6 +26,9 @@ pub struct Meeting {
     pub title: String,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at: u64,
+    /// Listed to other nodes (in the node hello). Off unless asked for.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// Why a meeting could not be created.
@@ -100,7 +103,7 @@ impl MeetingStore {
     }
 
     /// Create a meeting and store it durably.
-    pub fn create(&mut self, title: &str) -> Result<Meeting, CreateMeetingError> {
+    pub fn create(&mut self, title: &str, public: bool) -> Result<Meeting, CreateMeetingError> {
         let title = title.trim();
         let chars = title.chars().count();
         if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
@@ -120,6 +123,7 @@ impl MeetingStore {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            public,
         };
         self.meetings.insert(id.clone(), meeting.clone());
         if let Err(e) = self.save() {
@@ -127,6 +131,11 @@ impl MeetingStore {
             return Err(e.into());
         }
         Ok(meeting)
+    }
+
+    /// Meetings listed to other nodes.
+    pub fn public(&self) -> impl Iterator<Item = &Meeting> {
+        self.meetings.values().filter(|m| m.public)
     }
 
     /// A meeting by id.
@@ -182,15 +191,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("veche-meet-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut store = MeetingStore::open(&dir).expect("open");
-        let m = store.create("  Physics 7B ").expect("create");
+        let m = store.create("  Physics 7B ", false).expect("create");
         assert_eq!(m.title, "Physics 7B");
         assert!(is_meeting_id(&m.id), "{}", m.id);
         assert!(matches!(
-            store.create(""),
+            store.create("", false),
             Err(CreateMeetingError::BadTitle)
         ));
         assert!(matches!(
-            store.create(&"t".repeat(201)),
+            store.create(&"t".repeat(201), false),
             Err(CreateMeetingError::BadTitle)
         ));
         let again = MeetingStore::open(&dir).expect("reopen");

@@ -216,7 +216,9 @@ export class Meeting {
     this.connection = 'reconnecting';
     this.clearRemote();
     showBanner('Connection lost — reconnecting…');
-    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    // Jitter: after a node restart a whole classroom must not rejoin in the same instant.
+    const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    const delay = base * (0.5 + Math.random() * 0.5);
     this.attempt += 1;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), delay);

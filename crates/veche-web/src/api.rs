@@ -73,6 +73,9 @@ pub(crate) async fn not_found() -> ApiError {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateMeeting {
     title: String,
+    /// List the meeting to other nodes.
+    #[serde(default)]
+    public: bool,
 }
 
 fn meeting_url(ctx: &Ctx, headers: &HeaderMap, id: &str) -> String {
@@ -106,7 +109,7 @@ pub(crate) async fn create_meeting(
     // The store fsyncs; keep that off the async workers.
     let created = tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        store.create(&req.title)
+        store.create(&req.title, req.public)
     })
     .await
     .map_err(|_| {
@@ -137,6 +140,61 @@ pub(crate) async fn create_meeting(
         Json(json!({ "id": meeting.id, "title": meeting.title, "url": url })),
     )
         .into_response())
+}
+
+/// `GET /api/peers`: the connected nodes.
+pub(crate) async fn peers(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.app.net.peers().await).into_response()
+}
+
+/// `POST /api/peers/{id}/hello`: ask a node who it is (connecting if needed).
+pub(crate) async fn hello(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use veche_net::HelloError;
+    match ctx.app.net.hello(&id).await {
+        Ok(r) => Ok(Json(r).into_response()),
+        Err(e @ HelloError::BadPeerId(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_peer_id",
+            e.to_string(),
+        )),
+        Err(e @ HelloError::Unreachable(_)) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "unreachable",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )),
+    }
+}
+
+/// `GET /metrics`: Prometheus text, libp2p's metrics and the node's in one registry.
+pub(crate) async fn metrics(State(ctx): State<Ctx>) -> Response {
+    if let Ok(stats) = ctx.app.engine.stats().await {
+        ctx.app
+            .node_metrics
+            .update(&stats, ctx.app.net.peers().await.len());
+    }
+    let mut text = String::new();
+    {
+        let registry = ctx.app.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `GET /api/meetings/{id}`.

@@ -34,9 +34,14 @@ pub(crate) async fn index() -> Response {
     serve("index.html")
 }
 
+/// `/peers`: the connected nodes.
+pub(crate) async fn peers_page() -> Response {
+    serve("peers.html")
+}
+
 /// `/assets/{file}`.
 pub(crate) async fn asset(Path(file): Path<String>) -> Response {
-    if file == "index.html" {
+    if file.ends_with(".html") {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }
     serve(&file)

@@ -7,6 +7,7 @@
 
 mod api;
 mod assets;
+mod metrics;
 mod ws;
 
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use veche_media::EngineHandle;
 use veche_node::MeetingStore;
 
 pub use api::ApiError;
+pub use metrics::NodeMetrics;
 
 /// What the node tells the UI about itself (`GET /api/node`).
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +43,12 @@ pub struct AppState {
     pub meetings: Arc<Mutex<MeetingStore>>,
     /// About this node.
     pub node: Arc<NodeInfo>,
+    /// The control plane.
+    pub net: veche_net::NetHandle,
+    /// One Prometheus registry for libp2p's metrics and the node's.
+    pub registry: Arc<Mutex<prometheus_client::registry::Registry>>,
+    /// The node's own metrics, registered in `registry`.
+    pub node_metrics: NodeMetrics,
 }
 
 /// Which scheme a listener serves, for the absolute links the API returns.
@@ -69,6 +77,10 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         .route("/api/meetings", post(api::create_meeting))
         .route("/api/meetings/{id}", get(api::get_meeting))
         .route("/ws", get(ws::upgrade))
+        .route("/peers", get(assets::peers_page))
+        .route("/api/peers", get(api::peers))
+        .route("/api/peers/{id}/hello", post(api::hello))
+        .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .with_state(Ctx { app, scheme })
 }

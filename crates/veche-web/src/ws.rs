@@ -28,8 +28,15 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 /// Above this the WebSocket layer itself refuses the frame; between the two we can still
 /// answer in words.
 const HARD_LIMIT: usize = 1024 * 1024;
-/// Events queued for one browser before it counts as not reading.
-const EVENT_QUEUE: usize = 256;
+/// Events queued for one browser before it counts as not reading. Room for a whole
+/// meeting's worth of joins, leaves and state changes arriving at once.
+const EVENT_QUEUE: usize = 1024;
+/// A send to a browser that takes longer than this means it stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Chat and state changes reach everyone in the meeting, so they get a tighter budget than
+/// other messages: sustained per second, and burst.
+const BROADCAST_RATE: f64 = 5.0;
+const BROADCAST_BURST: f64 = 20.0;
 /// Message rate: sustained per second, and burst.
 const RATE: f64 = 50.0;
 const BURST: f64 = 100.0;
@@ -62,6 +69,14 @@ enum ClientMsg {
     Leave,
 }
 
+/// Send one message; false if the socket failed or the browser stopped reading.
+async fn send(sink: &mut (impl SinkExt<Message> + Unpin), msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// `GET /ws`.
 pub(crate) async fn upgrade(
     State(ctx): State<Ctx>,
@@ -78,12 +93,23 @@ pub(crate) async fn upgrade(
 struct Bucket {
     tokens: f64,
     at: Instant,
+    rate: f64,
+    burst: f64,
 }
 
 impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            at: Instant::now(),
+            rate,
+            burst,
+        }
+    }
+
     fn take(&mut self, now: Instant) -> bool {
-        let refill = now.duration_since(self.at).as_secs_f64() * RATE;
-        self.tokens = (self.tokens + refill).min(BURST);
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -101,6 +127,7 @@ struct Session {
     /// Handed to the engine on join; the engine dropping its end means it dropped us.
     events_tx: Option<mpsc::Sender<PeerEvent>>,
     bucket: Bucket,
+    broadcast: Bucket,
     last_heard: Instant,
 }
 
@@ -117,10 +144,8 @@ impl Session {
             client,
             joined: None,
             events_tx: None,
-            bucket: Bucket {
-                tokens: BURST,
-                at: Instant::now(),
-            },
+            bucket: Bucket::new(RATE, BURST),
+            broadcast: Bucket::new(BROADCAST_RATE, BROADCAST_BURST),
             last_heard: Instant::now(),
         }
     }
@@ -146,7 +171,7 @@ impl Session {
                     let mut replies = Vec::new();
                     let next = self.on_message(msg, &mut replies).await;
                     for r in replies {
-                        if sink.send(Message::Text(r.to_string().into())).await.is_err() {
+                        if !send(&mut sink, Message::Text(r.to_string().into())).await {
                             break;
                         }
                     }
@@ -160,7 +185,7 @@ impl Session {
                         break Some("removed");
                     };
                     let text = self.render(ev);
-                    if sink.send(Message::Text(text.into())).await.is_err() {
+                    if !send(&mut sink, Message::Text(text.into())).await {
                         break None;
                     }
                 }
@@ -169,7 +194,7 @@ impl Session {
                         tracing::info!(participant = ?self.pid(), "signaling socket idle; closing");
                         break Some("idle");
                     }
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    if !send(&mut sink, Message::Ping(Default::default())).await {
                         break None;
                     }
                 }
@@ -179,14 +204,15 @@ impl Session {
             // Deliver what the engine queued before it let go (the fatal error, typically).
             while let Ok(ev) = events_rx.try_recv() {
                 let text = self.render(ev);
-                let _ = sink.send(Message::Text(text.into())).await;
+                if !send(&mut sink, Message::Text(text.into())).await {
+                    break;
+                }
             }
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: Utf8Bytes::from_static(reason),
-                })))
-                .await;
+            let close = Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: Utf8Bytes::from_static(reason),
+            }));
+            let _ = send(&mut sink, close).await;
         }
         if let Some(id) = self.pid() {
             let _ = self.ctx.app.engine.send(Command::Leave { id }).await;
@@ -258,6 +284,16 @@ impl Session {
                 return Next::Continue;
             }
         };
+        if matches!(msg, ClientMsg::Chat { .. } | ClientMsg::State { .. })
+            && !self.broadcast.take(Instant::now())
+        {
+            replies.push(self.error(
+                ErrorCode::RateLimited,
+                "too many chat messages or state changes; slow down",
+                false,
+            ));
+            return Next::Continue;
+        }
         let engine = self.ctx.app.engine.clone();
         let Some(id) = self.pid() else {
             let ClientMsg::Join { meeting, name } = msg else {

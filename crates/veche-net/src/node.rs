@@ -1,0 +1,730 @@
+//! The swarm task: one libp2p swarm on the node's identity, driven by one task that also
+//! answers the [`NetHandle`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::metrics::{Metrics, Recorder};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, request_response, tcp,
+    yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::peerbook::PeerBook;
+use crate::protocol::{self, Codec, NodeHello, RawRequest, Request, Response};
+
+/// Kademlia under veche's own protocol name: a separate DHT from IPFS's.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/veche/kad/1.0.0");
+/// Identify's protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/veche/id/1.0.0";
+/// Relays a node reserves a slot on at most.
+const MAX_RELAYS: usize = 2;
+
+/// How the node takes part in the network.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Find nodes on the LAN by multicast DNS.
+    pub mdns: bool,
+    /// Nodes to connect to at start (each with `/p2p/ID`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Serve as a relay for others (circuit relay v2), within [`relay_limits`].
+    pub relay: bool,
+    /// Addresses others can reach this node at, announced as they are (a public server).
+    pub external: Vec<Multiaddr>,
+    /// The operator's name for the node.
+    pub name: String,
+    /// Where the peer book lives.
+    pub data_dir: PathBuf,
+}
+
+/// The limits of the relay service (see `docs/network.md`): enough for signaling and
+/// control between nodes behind NATs, bounded per peer so one peer cannot take the relay.
+pub fn relay_limits() -> relay::Config {
+    relay::Config {
+        max_reservations: 128,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(60 * 60),
+        max_circuits: 64,
+        max_circuits_per_peer: 8,
+        // Control traffic only (media has its own path): an hour and 16 MiB per circuit.
+        max_circuit_duration: Duration::from_secs(60 * 60),
+        max_circuit_bytes: 16 * 1024 * 1024,
+        ..relay::Config::default()
+    }
+}
+
+/// One connected node, as `veche peers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    /// Its peer id.
+    pub id: String,
+    /// Its name (from its hello), once known.
+    pub name: Option<String>,
+    /// Its veche version, once known.
+    pub version: Option<String>,
+    /// The address of the connection in use (the first direct one, else a relayed one).
+    pub address: String,
+    /// Whether some connection to it is direct (not through a relay).
+    pub direct: bool,
+    /// Every open connection's address.
+    pub connections: Vec<String>,
+    /// Last ping round trip, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Public meetings it hosts.
+    pub meetings: Vec<protocol::MeetingSummary>,
+}
+
+/// The result of asking a node who it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct HelloResult {
+    /// Whom we asked.
+    pub peer: String,
+    /// What it said.
+    pub response: Response,
+    /// Round trip of the request, milliseconds.
+    pub rtt_ms: f64,
+    /// Whether a direct connection to it existed when the answer came.
+    pub direct: bool,
+}
+
+/// Why asking a node failed.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[non_exhaustive]
+pub enum HelloError {
+    /// Not a peer id.
+    #[error("not a peer id: {0}")]
+    BadPeerId(String),
+    /// It could not be reached, or did not answer in time.
+    #[error("no answer: {0}")]
+    Unreachable(String),
+    /// The network task stopped.
+    #[error("the network task has stopped")]
+    Stopped,
+}
+
+enum NetCommand {
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Hello {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<HelloResult, HelloError>>,
+    },
+    /// Send these bytes as a request, as they are (tests of hostile input).
+    Raw {
+        peer: PeerId,
+        bytes: RawRequest,
+        reply: oneshot::Sender<Result<HelloResult, HelloError>>,
+    },
+}
+
+/// A handle to the network task.
+#[derive(Clone, Debug)]
+pub struct NetHandle {
+    tx: mpsc::Sender<NetCommand>,
+    /// This node's peer id.
+    pub local_peer_id: PeerId,
+}
+
+impl NetHandle {
+    /// The connected nodes.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(NetCommand::Peers(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Ask a node who it is (connecting first if needed, through a relay if that is the way).
+    pub async fn hello(&self, peer: &str) -> Result<HelloResult, HelloError> {
+        let peer: PeerId = peer
+            .parse()
+            .map_err(|_| HelloError::BadPeerId(peer.to_owned()))?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(NetCommand::Hello { peer, reply })
+            .await
+            .map_err(|_| HelloError::Stopped)?;
+        rx.await.map_err(|_| HelloError::Stopped)?
+    }
+
+    /// Send raw bytes as a request (for tests of how nodes treat garbage).
+    pub async fn send_raw(
+        &self,
+        peer: PeerId,
+        bytes: RawRequest,
+    ) -> Result<HelloResult, HelloError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(NetCommand::Raw { peer, bytes, reply })
+            .await
+            .map_err(|_| HelloError::Stopped)?;
+        rx.await.map_err(|_| HelloError::Stopped)?
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    relay_client: relay::client::Behaviour,
+    relay: Toggle<relay::Behaviour>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    autonat_client: autonat::v2::client::Behaviour,
+    autonat_server: autonat::v2::server::Behaviour,
+    dcutr: dcutr::Behaviour,
+    node: request_response::Behaviour<Codec>,
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// Building the transport or a behaviour failed.
+    #[error("cannot set up libp2p: {0}")]
+    Setup(String),
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What the node says about itself in hellos; the closure is asked at each hello so the list
+/// of public meetings is current.
+pub type HelloSource = Arc<dyn Fn() -> NodeHello + Send + Sync>;
+
+/// Start the swarm and its task.
+pub fn start(
+    keypair: identity::Keypair,
+    config: NetConfig,
+    hello: HelloSource,
+    registry: &mut Registry,
+) -> Result<NetHandle, NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let local = keypair.public().to_peer_id();
+    let relay_server = config.relay;
+    let mdns_on = config.mdns;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| setup(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key, relay_client| {
+            let id = key.public().to_peer_id();
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), id)?)
+            } else {
+                None
+            };
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_query_timeout(Duration::from_secs(30));
+            Ok(Behaviour {
+                relay_client,
+                relay: Toggle::from(
+                    relay_server.then(|| relay::Behaviour::new(id, relay_limits())),
+                ),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_agent_version(format!("veche/{}", env!("CARGO_PKG_VERSION")))
+                        .with_push_listen_addr_updates(true),
+                ),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                ),
+                mdns: Toggle::from(mdns),
+                kad: kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), kad_config),
+                autonat_client: autonat::v2::client::Behaviour::default(),
+                autonat_server: autonat::v2::server::Behaviour::default(),
+                dcutr: dcutr::Behaviour::new(id),
+                node: request_response::Behaviour::with_codec(
+                    Codec,
+                    [(protocol::PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(20)),
+                ),
+            })
+        })
+        .map_err(|e| setup(&e))?
+        // Node links carry meetings; do not drop them for a lull in control traffic.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    for addr in &config.external {
+        swarm.add_external_address(addr.clone());
+    }
+    if config.relay || !config.external.is_empty() {
+        // Reachable nodes serve the DHT; others would wait for AutoNAT to say so.
+        swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+    }
+
+    let metrics = Metrics::new(registry);
+    let mut book = PeerBook::load(&config.data_dir);
+    let mut bootstrap_ids = HashSet::new();
+    for addr in &config.bootstrap {
+        match peer_of(addr) {
+            Some(id) => {
+                bootstrap_ids.insert(id);
+                swarm.behaviour_mut().kad.add_address(&id, addr.clone());
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "cannot dial bootstrap node");
+                }
+            }
+            None => tracing::warn!(%addr, "bootstrap address without /p2p/<peer id> ignored"),
+        }
+    }
+    // Redial the peers we met before: nodes that met once find each other again.
+    for (id, addrs) in book.peers() {
+        if id == local || addrs.is_empty() {
+            continue;
+        }
+        for a in &addrs {
+            swarm.behaviour_mut().kad.add_address(&id, a.clone());
+        }
+        let opts = DialOpts::peer_id(id)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = swarm.dial(opts) {
+            tracing::debug!(peer = %id, error = %e, "cannot redial a known peer");
+        }
+    }
+    let _ = book.save();
+
+    let (tx, rx) = mpsc::channel(64);
+    let task = Task {
+        swarm,
+        rx,
+        hello,
+        metrics,
+        book,
+        relay_server,
+        has_external: !config.external.is_empty(),
+        connections: HashMap::new(),
+        rtt: HashMap::new(),
+        hellos: HashMap::new(),
+        relays: HashSet::new(),
+        pending: HashMap::new(),
+    };
+    tokio::spawn(task.run());
+    Ok(NetHandle {
+        tx,
+        local_peer_id: local,
+    })
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Pending {
+    peer: PeerId,
+    started: Instant,
+    reply: oneshot::Sender<Result<HelloResult, HelloError>>,
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    rx: mpsc::Receiver<NetCommand>,
+    hello: HelloSource,
+    metrics: Metrics,
+    book: PeerBook,
+    relay_server: bool,
+    has_external: bool,
+    /// Open connections per peer: id → remote address.
+    connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    rtt: HashMap<PeerId, Duration>,
+    hellos: HashMap<PeerId, NodeHello>,
+    /// Relays we hold (or asked for) a reservation on.
+    relays: HashSet<PeerId>,
+    /// Our outstanding requests, by id: answers are matched to the asker.
+    pending: HashMap<request_response::OutboundRequestId, Option<Pending>>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut save = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                _ = save.tick() => {
+                    if let Err(e) = self.book.save() {
+                        tracing::warn!(error = %e, "cannot save the peer book");
+                    }
+                }
+            }
+        }
+        let _ = self.book.save();
+    }
+
+    fn on_command(&mut self, cmd: NetCommand) {
+        match cmd {
+            NetCommand::Peers(reply) => {
+                let _ = reply.send(self.peer_list());
+            }
+            NetCommand::Hello { peer, reply } => {
+                self.request(peer, protocol::encode(&Request::Hello), reply);
+            }
+            NetCommand::Raw { peer, bytes, reply } => self.request(peer, bytes, reply),
+        }
+    }
+
+    fn request(
+        &mut self,
+        peer: PeerId,
+        bytes: RawRequest,
+        reply: oneshot::Sender<Result<HelloResult, HelloError>>,
+    ) {
+        if !self.swarm.is_connected(&peer) {
+            self.dial(peer);
+        }
+        let id = self.swarm.behaviour_mut().node.send_request(&peer, bytes);
+        self.pending.insert(
+            id,
+            Some(Pending {
+                peer,
+                started: Instant::now(),
+                reply,
+            }),
+        );
+    }
+
+    /// Dial a peer by id: the addresses we know, and through every relay we hold a
+    /// reservation on (if the peer has one there too, that path works behind any NAT).
+    fn dial(&mut self, peer: PeerId) {
+        let mut addrs: Vec<Multiaddr> = self
+            .book
+            .peers()
+            .into_iter()
+            .find(|(id, _)| *id == peer)
+            .map(|(_, a)| a)
+            .unwrap_or_default();
+        for relay in &self.relays {
+            if let Some((_, addr)) = self.connections.get(relay).and_then(|c| c.first()) {
+                if is_relayed(addr) {
+                    continue;
+                }
+                let mut a = addr.clone();
+                if peer_of(&a).is_none() {
+                    a.push(Protocol::P2p(*relay));
+                }
+                a.push(Protocol::P2pCircuit);
+                addrs.push(a);
+            }
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial not started");
+        }
+    }
+
+    fn peer_list(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .connections
+            .iter()
+            .map(|(id, conns)| {
+                let direct = conns.iter().find(|(_, a)| !is_relayed(a));
+                let address = direct
+                    .or(conns.first())
+                    .map(|(_, a)| a.to_string())
+                    .unwrap_or_default();
+                let hello = self.hellos.get(id);
+                PeerInfo {
+                    id: id.to_string(),
+                    name: hello.map(|h| h.name.clone()),
+                    version: hello.map(|h| h.version.clone()),
+                    address,
+                    direct: direct.is_some(),
+                    connections: conns.iter().map(|(_, a)| a.to_string()).collect(),
+                    rtt_ms: self.rtt.get(id).map(|d| d.as_secs_f64() * 1000.0),
+                    meetings: hello.map(|h| h.meetings.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&ev);
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                // A relay announces where it is reachable; without --external-address, its
+                // concrete non-loopback listen addresses are the best guess.
+                if self.relay_server && !self.has_external && !is_relayed(&address) {
+                    let loopback = address
+                        .iter()
+                        .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback()));
+                    if !loopback {
+                        self.swarm.add_external_address(address);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                tracing::info!(peer = %peer_id, %addr, relayed = is_relayed(&addr), "connected");
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    if !is_relayed(address) {
+                        self.book.saw(&peer_id, address, unix_now());
+                    }
+                }
+                let first = !self.connections.contains_key(&peer_id);
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push((connection_id, addr));
+                if first {
+                    // Learn who it is, once per connected peer.
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .node
+                        .send_request(&peer_id, protocol::encode(&Request::Hello));
+                    self.pending.insert(id, None);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.retain(|(id, _)| *id != connection_id);
+                    if c.is_empty() {
+                        self.connections.remove(&peer_id);
+                        self.rtt.remove(&peer_id);
+                        self.hellos.remove(&peer_id);
+                        self.relays.remove(&peer_id);
+                        tracing::info!(peer = %peer_id, "disconnected");
+                    }
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+            }
+            SwarmEvent::Behaviour(b) => self.on_behaviour(b),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Identify(e) => {
+                self.metrics.record(&e);
+                if let identify::Event::Received { peer_id, info, .. } = e {
+                    if info.protocol_version != IDENTIFY_PROTOCOL {
+                        return;
+                    }
+                    for a in &info.listen_addrs {
+                        if !is_relayed(a) {
+                            self.swarm
+                                .behaviour_mut()
+                                .kad
+                                .add_address(&peer_id, a.clone());
+                        }
+                    }
+                    let hop = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+                    if hop
+                        && !self.relay_server
+                        && self.relays.len() < MAX_RELAYS
+                        && !self.relays.contains(&peer_id)
+                    {
+                        self.reserve_on(peer_id);
+                    }
+                }
+            }
+            BehaviourEvent::Ping(e) => {
+                self.metrics.record(&e);
+                if let Ok(rtt) = e.result {
+                    self.rtt.insert(e.peer, rtt);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if self.swarm.is_connected(&peer) {
+                        continue;
+                    }
+                    tracing::info!(%peer, %addr, "found on the LAN");
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
+            }
+            BehaviourEvent::Mdns(_) => {}
+            BehaviourEvent::Kad(e) => self.metrics.record(&e),
+            BehaviourEvent::Relay(e) => self.metrics.record(&e),
+            BehaviourEvent::RelayClient(e) => {
+                tracing::info!(event = ?e, "relay client");
+            }
+            BehaviourEvent::Dcutr(e) => {
+                self.metrics.record(&e);
+                match &e.result {
+                    Ok(_) => {
+                        tracing::info!(peer = %e.remote_peer_id, "hole punched: direct connection")
+                    }
+                    Err(err) => {
+                        tracing::info!(peer = %e.remote_peer_id, error = %err, "hole punch failed; staying relayed")
+                    }
+                }
+            }
+            BehaviourEvent::AutonatClient(e) => {
+                tracing::debug!(tested = %e.tested_addr, ok = e.result.is_ok(), "autonat probe");
+            }
+            BehaviourEvent::AutonatServer(_) => {}
+            BehaviourEvent::Node(e) => self.on_node(e),
+        }
+    }
+
+    fn reserve_on(&mut self, relay: PeerId) {
+        let Some((_, addr)) = self
+            .connections
+            .get(&relay)
+            .and_then(|c| c.iter().find(|(_, a)| !is_relayed(a)))
+            .cloned()
+        else {
+            return;
+        };
+        let mut listen = addr;
+        if peer_of(&listen).is_none() {
+            listen.push(Protocol::P2p(relay));
+        }
+        listen.push(Protocol::P2pCircuit);
+        match self.swarm.listen_on(listen.clone()) {
+            Ok(_) => {
+                tracing::info!(%relay, addr = %listen, "reserving a relay slot");
+                self.relays.insert(relay);
+            }
+            Err(e) => tracing::warn!(%relay, error = %e, "cannot listen through relay"),
+        }
+    }
+
+    fn on_node(&mut self, ev: request_response::Event<RawRequest, Response>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message { peer, message, .. } => match message {
+                Message::Request {
+                    request, channel, ..
+                } => {
+                    let me = (self.hello)();
+                    let response = protocol::handle_request(&request, &me);
+                    if let Response::Error { code, message } = &response {
+                        tracing::info!(%peer, ?code, %message, "refused a node request");
+                    }
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .node
+                        .send_response(channel, response)
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "response not sent: the stream closed");
+                    }
+                }
+                Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Response::Hello(h) = &response {
+                        self.book.named(&peer, &h.name);
+                        self.hellos.insert(peer, h.clone());
+                    }
+                    if let Some(Some(p)) = self.pending.remove(&request_id) {
+                        let direct = self
+                            .connections
+                            .get(&p.peer)
+                            .is_some_and(|c| c.iter().any(|(_, a)| !is_relayed(a)));
+                        let _ = p.reply.send(Ok(HelloResult {
+                            peer: p.peer.to_string(),
+                            response,
+                            rtt_ms: p.started.elapsed().as_secs_f64() * 1000.0,
+                            direct,
+                        }));
+                    }
+                }
+            },
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::info!(%peer, %error, "node request failed");
+                if let Some(Some(p)) = self.pending.remove(&request_id) {
+                    let _ = p
+                        .reply
+                        .send(Err(HelloError::Unreachable(error.to_string())));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::info!(%peer, %error, "inbound node request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}

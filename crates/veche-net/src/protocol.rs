@@ -1,0 +1,234 @@
+//! The veche node-to-node protocol, `/veche/node/1`: one request, one response, JSON.
+//!
+//! The codec moves raw bytes with a size limit; parsing happens in [`handle_request`], so a
+//! peer that sends garbage gets an error *response* (not a reset stream) and the node logs
+//! it. Every request is answered: with a response or with [`Response::Error`].
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+
+/// The protocol name. The version is in the name: a node that speaks only a later version
+/// fails negotiation cleanly instead of misreading messages.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/veche/node/1");
+
+/// Largest request a node reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// Largest response a node reads.
+pub const MAX_RESPONSE: usize = 1024 * 1024;
+
+/// A request from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Unknown fields are ignored: a later minor version may add some.
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Request {
+    /// Who are you and what do you offer?
+    Hello,
+}
+
+/// A public meeting a node hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingSummary {
+    /// Meeting id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHello {
+    /// The operator's name for the node.
+    pub name: String,
+    /// veche version.
+    pub version: String,
+    /// Protocol version spoken.
+    pub protocol: u32,
+    /// Whether it relays for others.
+    pub relay: bool,
+    /// Public meetings it hosts.
+    pub meetings: Vec<MeetingSummary>,
+}
+
+/// Error codes of the node protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, or not a known request.
+    Malformed,
+    /// Over [`MAX_REQUEST`].
+    TooLarge,
+}
+
+/// A response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Response {
+    /// Answer to [`Request::Hello`].
+    Hello(NodeHello),
+    /// The request was refused.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Plain words.
+        message: String,
+    },
+}
+
+/// A request as read off the wire, before parsing.
+#[derive(Debug, Clone)]
+pub enum RawRequest {
+    /// The bytes, at most [`MAX_REQUEST`].
+    Bytes(Vec<u8>),
+    /// The peer sent more than [`MAX_REQUEST`]; the rest was not read.
+    TooLarge,
+}
+
+/// Answer one raw request. Pure: the node's self-description comes in as an argument.
+pub fn handle_request(raw: &RawRequest, me: &NodeHello) -> Response {
+    let bytes = match raw {
+        RawRequest::Bytes(b) => b,
+        RawRequest::TooLarge => {
+            return Response::Error {
+                code: ErrorCode::TooLarge,
+                message: format!("requests are limited to {MAX_REQUEST} bytes"),
+            }
+        }
+    };
+    match serde_json::from_slice::<Request>(bytes) {
+        Ok(Request::Hello) => Response::Hello(me.clone()),
+        Err(e) => Response::Error {
+            code: ErrorCode::Malformed,
+            message: format!("not a veche request: {e}"),
+        },
+    }
+}
+
+/// Reads and writes whole messages, bounded. The stream's end marks the message's end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Codec;
+
+async fn read_bounded<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    limit: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    // One byte over the limit tells "too large" from "exactly the limit".
+    io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+    Ok((buf.len() <= limit).then_some(buf))
+}
+
+impl libp2p::request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = RawRequest;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<RawRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        Ok(match read_bounded(io, MAX_REQUEST).await? {
+            Some(b) => RawRequest::Bytes(b),
+            None => RawRequest::TooLarge,
+        })
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let bytes = read_bounded(io, MAX_RESPONSE)
+            .await?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "response too large"))?;
+        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: RawRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        if let RawRequest::Bytes(b) = req {
+            io.write_all(&b).await?;
+        }
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let bytes = serde_json::to_vec(&res).map_err(io::Error::other)?;
+        io.write_all(&bytes).await?;
+        io.close().await
+    }
+}
+
+/// Encode a request for the wire.
+pub fn encode(req: &Request) -> RawRequest {
+    RawRequest::Bytes(serde_json::to_vec(req).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> NodeHello {
+        NodeHello {
+            name: "school".into(),
+            version: "0.1.0".into(),
+            protocol: 1,
+            relay: false,
+            meetings: vec![],
+        }
+    }
+
+    #[test]
+    fn hello_is_answered_and_garbage_gets_a_precise_error() {
+        assert_eq!(
+            handle_request(&encode(&Request::Hello), &me()),
+            Response::Hello(me())
+        );
+        for garbage in [&b"\xff\xfe"[..], b"{}", b"{\"type\":\"launch\"}"] {
+            match handle_request(&RawRequest::Bytes(garbage.to_vec()), &me()) {
+                Response::Error {
+                    code: ErrorCode::Malformed,
+                    message,
+                } => assert!(!message.is_empty()),
+                other => panic!("{garbage:?} gave {other:?}"),
+            }
+        }
+        assert!(matches!(
+            handle_request(&RawRequest::TooLarge, &me()),
+            Response::Error {
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let big = vec![b'x'; MAX_REQUEST + 10];
+        let mut io = futures::io::Cursor::new(big);
+        let got = futures::executor::block_on(read_bounded(&mut io, MAX_REQUEST)).expect("read");
+        assert!(got.is_none());
+        let mut io = futures::io::Cursor::new(vec![b'y'; MAX_REQUEST]);
+        let got = futures::executor::block_on(read_bounded(&mut io, MAX_REQUEST)).expect("read");
+        assert_eq!(got.map(|b| b.len()), Some(MAX_REQUEST));
+    }
+}
