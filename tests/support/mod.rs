@@ -523,3 +523,104 @@ pub fn num(v: &Value, field: &str) -> u64 {
         .or_else(|| v[field].as_f64().map(|f| f as u64))
         .unwrap_or(0)
 }
+
+/// The simulated internet of `tests/lab/netlab.sh`: `pub` (203.0.113.10), NAT routers
+/// `nat1`/`nat2`, hosts `lan1a`/`lan1b`/`lan1c` behind nat1 and `lan2a` behind nat2.
+pub struct NatLab {
+    prefix: String,
+    state: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl NatLab {
+    /// Build the lab with every router doing `mode` NAT ("cone" or "symmetric").
+    pub fn up(tag: &str, mode: &str) -> NatLab {
+        require_root();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!(
+            "v{}{}{}",
+            &tag[..tag.len().min(4)],
+            std::process::id() % 10000,
+            seq
+        );
+        let state = std::env::temp_dir().join(format!("veche-netlab-{prefix}"));
+        let dir = std::env::temp_dir().join(format!("veche-natlab-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let lab = NatLab { prefix, state, dir };
+        lab.script(&["down"]);
+        lab.script(&["up", mode]);
+        lab
+    }
+
+    fn script(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/netlab.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .args(args)
+            .env("NL_PREFIX", &self.prefix)
+            .env("NL_STATE", &self.state)
+            .output()
+            .expect("run netlab.sh (needs bash, iproute2, iptables, conntrack)");
+        assert!(
+            out.status.success(),
+            "netlab.sh {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The full namespace name of lab host `host`.
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}{host}", self.prefix)
+    }
+
+    /// Start a node on `host` with its data in this lab's directory.
+    pub async fn node(&self, host: &str, data: &str, args: &[&str]) -> Node {
+        Node::start(Some(&self.ns(host)), &self.dir, &self.dir.join(data), args).await
+    }
+
+    /// Run `veche ARGS` on `host` (talking to the node there) and return its stdout.
+    pub async fn veche(&self, host: &str, args: &[&str]) -> std::result::Result<String, String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), env!("CARGO_BIN_EXE_veche")])
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The connected peers of the node on `host` (`veche peers --json`).
+    pub async fn peers(&self, host: &str) -> Vec<Value> {
+        match self.veche(host, &["peers", "--json"]).await {
+            Ok(s) => serde_json::from_str(&s).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/netlab.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("down")
+            .env("NL_PREFIX", &self.prefix)
+            .env("NL_STATE", &self.state)
+            .output();
+    }
+}
+
+/// The node id from `veche node <id>`, the first line a node prints.
+pub fn node_id(node: &Node) -> String {
+    node.printed[0]
+        .strip_prefix("veche node ")
+        .expect("first line names the node")
+        .to_owned()
+}

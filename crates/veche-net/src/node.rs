@@ -389,7 +389,8 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
-        let mut save = tokio::time::interval(Duration::from_secs(5));
+        // Saving only writes when something changed, so a short interval costs nothing idle.
+        let mut save = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
