@@ -9,7 +9,7 @@ use serde_json::Value;
 use support::{node_id, NatLab};
 
 /// One lab at a time: each holds several nodes and the suite runs on two cores.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const RELAY_QUIC: &str = "/ip4/203.0.113.10/udp/7302/quic-v1";
 
@@ -38,7 +38,7 @@ fn peer<'a>(peers: &'a [Value], id: &str) -> Option<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_a_lan_find_each_other_by_mdns() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let lab = NatLab::up("mdns", "cone");
     let start = Instant::now();
     let mut nodes = Vec::new();
@@ -125,7 +125,7 @@ async fn hello(lab: &NatLab, host: &str, peer_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cone_nats_connect_through_the_relay_then_hole_punch_to_direct() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let lab = NatLab::up("cone", "cone");
     let (_relay, _a, _b, a_id, b_id) = relay_and_two_nats(&lab).await;
 
@@ -162,7 +162,7 @@ async fn cone_nats_connect_through_the_relay_then_hole_punch_to_direct() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symmetric_nats_stay_relayed_and_requests_still_round_trip() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let lab = NatLab::up("sym", "symmetric");
     let (_relay, _a, _b, _a_id, b_id) = relay_and_two_nats(&lab).await;
 
@@ -187,7 +187,7 @@ async fn symmetric_nats_stay_relayed_and_requests_still_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_finds_a_known_peer_from_its_peer_book() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let lab = NatLab::up("book", "cone");
     let a = lab.node("lan1a", "a", &["--name", "first"]).await;
     let b = lab.node("lan1b", "b", &["--name", "second"]).await;
