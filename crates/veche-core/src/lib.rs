@@ -34,7 +34,7 @@ mod notice;
 mod sfu;
 
 pub use notice::{ChatMessage, Notice, ParticipantInfo};
-pub use sfu::{ChatError, Counts, JoinError, Limits, Output, PublishError, Sfu, StateChange};
+pub use sfu::{ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, Sfu, StateChange};
 
 use serde::{Deserialize, Serialize};
 

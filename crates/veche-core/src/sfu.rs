@@ -139,8 +139,23 @@ pub struct Counts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateChange(pub MediaState);
 
+/// Where a participant is, as the core sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A browser attached to this node: receives everything, gets notices.
+    Local,
+    /// Someone attached to another node, whose media arrives over a node link: listed and
+    /// forwarded to local browsers, never forwarded on to other nodes (each node sends its own
+    /// participants' tracks to every other node itself, so nothing loops).
+    Remote,
+    /// The outgoing media link to another node: receives local participants' tracks, is
+    /// not a person (never listed, never told anything).
+    Link,
+}
+
 #[derive(Debug)]
 struct Participant {
+    kind: Kind,
     meeting: String,
     name: String,
     state: MediaState,
@@ -219,13 +234,57 @@ impl Sfu {
         self.next_id
     }
 
-    /// Add a participant to a meeting (created on first join). The joiner gets a
+    /// Add a browser to a meeting (created on first join). The joiner gets a
     /// [`Notice::Welcome`], the others a [`Notice::ParticipantJoined`], and the joiner is
     /// subscribed to every track already published in the meeting.
     pub fn join(
         &mut self,
         meeting: &str,
         name: &str,
+        now: Instant,
+    ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
+        self.add(meeting, name, Kind::Local, MediaState::default(), now)
+    }
+
+    /// Add someone who is attached to another node. Local browsers are told and will
+    /// receive its tracks once the node link publishes them.
+    pub fn join_remote(
+        &mut self,
+        meeting: &str,
+        name: &str,
+        state: MediaState,
+        now: Instant,
+    ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
+        self.add(meeting, name, Kind::Remote, state, now)
+    }
+
+    /// Add the outgoing media link to another node: it subscribes to every local
+    /// participant's track, now and later.
+    pub fn attach_link(&mut self, meeting: &str, now: Instant) -> (ParticipantId, Vec<Output>) {
+        match self.add(meeting, "node link", Kind::Link, MediaState::default(), now) {
+            Ok(ok) => ok,
+            // Links are not counted against the meeting's size and always have a name.
+            Err(_) => (ParticipantId(self.next_id()), Vec::new()),
+        }
+    }
+
+    /// An id for something the driver owns that is not a participant (an incoming node
+    /// link), unique among participant ids.
+    pub fn reserve_id(&mut self) -> ParticipantId {
+        ParticipantId(self.next_id())
+    }
+
+    /// What kind of participant `id` is.
+    pub fn kind(&self, id: ParticipantId) -> Option<Kind> {
+        self.participants.get(&id).map(|p| p.kind)
+    }
+
+    fn add(
+        &mut self,
+        meeting: &str,
+        name: &str,
+        kind: Kind,
+        state: MediaState,
         _now: Instant,
     ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
         let name = name.trim();
@@ -236,16 +295,11 @@ impl Sfu {
             });
         }
         let max = self.limits.participants_per_meeting;
-        if self
-            .meetings
-            .get(meeting)
-            .is_some_and(|m| m.participants.len() >= max)
-        {
+        if kind != Kind::Link && self.visible_count(meeting) >= max {
             return Err(JoinError::MeetingFull { max });
         }
 
         let id = ParticipantId(self.next_id());
-        let state = MediaState::default();
         let me = ParticipantInfo::new(id, name, state);
         let room = self.meetings.entry(meeting.to_owned()).or_default();
         let mut out = Vec::new();
@@ -255,41 +309,52 @@ impl Sfu {
             let Some(p) = self.participants.get(&other) else {
                 continue;
             };
-            others.push(ParticipantInfo::new(other, &p.name, p.state));
-            out.push(Output::Notify {
-                to: other,
-                notice: Notice::ParticipantJoined {
-                    participant: me.clone(),
-                },
-            });
+            if p.kind != Kind::Link {
+                others.push(ParticipantInfo::new(other, &p.name, p.state));
+            }
+            if p.kind == Kind::Local && kind != Kind::Link {
+                out.push(Output::Notify {
+                    to: other,
+                    notice: Notice::ParticipantJoined {
+                        participant: me.clone(),
+                    },
+                });
+            }
         }
-        out.insert(
-            0,
-            Output::Notify {
-                to: id,
-                notice: Notice::Welcome {
-                    you: id,
-                    participants: others,
-                    chat: room.chat.iter().cloned().collect(),
+        if kind == Kind::Local {
+            out.insert(
+                0,
+                Output::Notify {
+                    to: id,
+                    notice: Notice::Welcome {
+                        you: id,
+                        participants: others,
+                        chat: room.chat.iter().cloned().collect(),
+                    },
                 },
-            },
-        );
+            );
+        }
         room.participants.push(id);
 
         let mut subscribed = Vec::new();
-        for &other in &room.participants {
-            let Some(p) = self.participants.get(&other) else {
-                continue;
-            };
-            for (&_, &track) in &p.published {
-                if let Some(t) = self.tracks.get(&track) {
-                    subscribed.push(track);
-                    out.push(Output::Subscribe {
-                        subscriber: id,
-                        track,
-                        publisher: other,
-                        source: t.source,
-                    });
+        if kind != Kind::Remote {
+            for &other in &room.participants {
+                let Some(p) = self.participants.get(&other) else {
+                    continue;
+                };
+                if !forwards_to(p.kind, kind) {
+                    continue;
+                }
+                for (&_, &track) in &p.published {
+                    if let Some(t) = self.tracks.get(&track) {
+                        subscribed.push(track);
+                        out.push(Output::Subscribe {
+                            subscriber: id,
+                            track,
+                            publisher: other,
+                            source: t.source,
+                        });
+                    }
                 }
             }
         }
@@ -297,6 +362,7 @@ impl Sfu {
         self.participants.insert(
             id,
             Participant {
+                kind,
                 meeting: meeting.to_owned(),
                 name: name.to_owned(),
                 state,
@@ -305,6 +371,19 @@ impl Sfu {
             },
         );
         Ok((id, out))
+    }
+
+    fn visible_count(&self, meeting: &str) -> usize {
+        self.meetings.get(meeting).map_or(0, |m| {
+            m.participants
+                .iter()
+                .filter(|id| {
+                    self.participants
+                        .get(id)
+                        .is_some_and(|p| p.kind != Kind::Link)
+                })
+                .count()
+        })
     }
 
     /// Remove a participant: its tracks are unsubscribed everywhere, its own subscriptions
@@ -351,11 +430,19 @@ impl Sfu {
 
         if let Some(room) = self.meetings.get_mut(&p.meeting) {
             room.participants.retain(|x| *x != id);
-            for &other in &room.participants {
-                out.push(Output::Notify {
-                    to: other,
-                    notice: Notice::ParticipantLeft { id },
-                });
+            if p.kind != Kind::Link {
+                for &other in &room.participants {
+                    if self
+                        .participants
+                        .get(&other)
+                        .is_some_and(|o| o.kind == Kind::Local)
+                    {
+                        out.push(Output::Notify {
+                            to: other,
+                            notice: Notice::ParticipantLeft { id },
+                        });
+                    }
+                }
             }
             // An empty meeting keeps nothing but its chat; forget it entirely when that is
             // empty too, so meetings nobody uses cost nothing.
@@ -381,9 +468,13 @@ impl Sfu {
             .participants
             .get(&id)
             .ok_or(PublishError::UnknownParticipant)?;
+        if p.kind == Kind::Link {
+            return Err(PublishError::UnknownParticipant);
+        }
         if p.published.contains_key(&source.into()) {
             return Err(PublishError::Duplicate);
         }
+        let publisher_kind = p.kind;
         let meeting = p.meeting.clone();
         let track = TrackId(self.next_id());
         self.tracks.insert(
@@ -410,6 +501,9 @@ impl Sfu {
                 continue;
             }
             if let Some(o) = self.participants.get_mut(&other) {
+                if !forwards_to(publisher_kind, o.kind) {
+                    continue;
+                }
                 o.subscribed.push(track);
                 out.push(Output::Subscribe {
                     subscriber: other,
@@ -565,9 +659,11 @@ impl Sfu {
             room.chat.pop_front();
         }
         room.chat.push_back(message.clone());
+        let participants = &self.participants;
         Ok(room
             .participants
             .iter()
+            .filter(|to| participants.get(to).is_some_and(|p| p.kind == Kind::Local))
             .map(|&to| Output::Notify {
                 to,
                 notice: Notice::Chat {
@@ -587,6 +683,7 @@ impl Sfu {
                     .filter_map(|id| {
                         self.participants
                             .get(id)
+                            .filter(|p| p.kind != Kind::Link)
                             .map(|p| ParticipantInfo::new(*id, &p.name, p.state))
                     })
                     .collect()
@@ -624,7 +721,11 @@ impl Sfu {
     ) {
         if let Some(room) = self.meetings.get(meeting) {
             for &to in &room.participants {
-                if to != except {
+                let local = self
+                    .participants
+                    .get(&to)
+                    .is_some_and(|p| p.kind == Kind::Local);
+                if to != except && local {
                     out.push(Output::Notify {
                         to,
                         notice: notice(to),
@@ -632,5 +733,16 @@ impl Sfu {
                 }
             }
         }
+    }
+}
+
+/// Whether a track published by a `publisher` kind of participant is forwarded to a
+/// `subscriber` kind. Local tracks go to everyone here and to every node link; remote tracks
+/// go to local browsers only (their own node sends them to the other nodes).
+fn forwards_to(publisher: Kind, subscriber: Kind) -> bool {
+    match (publisher, subscriber) {
+        (Kind::Local, Kind::Local | Kind::Link) => true,
+        (Kind::Remote, Kind::Local) => true,
+        _ => false,
     }
 }

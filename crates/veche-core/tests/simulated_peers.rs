@@ -444,3 +444,72 @@ fn thirty_peers_churn_without_leaking_subscriptions() {
     }
     assert_eq!(sim.sfu.counts(), veche_core::Counts::default());
 }
+
+#[test]
+fn node_links_carry_local_tracks_once_and_never_loop_remote_ones() {
+    // Node B's view: Bob and Cy are local, Ada is on node A (her camera arrives over the
+    // incoming link), and B's outgoing link to A is a `Link` participant.
+    let mut b = Sim::new();
+    let (bob, tb) = b.join_publishing("m", "Bob");
+    let (link_to_a, out) = b.sfu.attach_link("m", b.now);
+    b.apply(out);
+    let (ada, out) = b
+        .sfu
+        .join_remote("m", "Ada", MediaState::default(), b.now)
+        .expect("remote join");
+    b.apply(out);
+    let (ada_cam, out) = b
+        .sfu
+        .publish(ada, Source::Camera, TrackKind::Video, b.now)
+        .expect("remote publish");
+    b.apply(out);
+    let (cy, tc) = b.join_publishing("m", "Cy");
+    b.advance(Duration::from_millis(50));
+
+    // The link to A carries B's local tracks (Bob's and Cy's), each once...
+    for t in tb.iter().chain(&tc) {
+        assert_eq!(
+            b.sfu
+                .subscribers(*t)
+                .iter()
+                .filter(|s| **s == link_to_a)
+                .count(),
+            1
+        );
+    }
+    // ...and never Ada's own camera back to her node, nor to any other node.
+    assert!(!b.sfu.subscribers(ada_cam).contains(&link_to_a));
+    let mut viewers = b.sfu.subscribers(ada_cam).to_vec();
+    viewers.sort();
+    assert_eq!(viewers, [bob, cy]);
+
+    // People see Ada, never the link; Bob was told Ada joined; the link is told nothing.
+    let names: Vec<_> = b
+        .sfu
+        .participants("m")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["Bob", "Ada", "Cy"]);
+    assert!(b.notices_of(bob).iter().any(
+        |n| matches!(n, Notice::ParticipantJoined { participant } if participant.name == "Ada")
+    ));
+    assert!(b.notices_of(link_to_a).is_empty());
+    assert!(
+        b.notices_of(ada).is_empty(),
+        "a remote participant's node tells it, not us"
+    );
+
+    // Ada's chat reaches the local browsers; Ada leaving unsubscribes them.
+    let out = b.sfu.chat(ada, "hello from A", 7).expect("chat");
+    assert_eq!(out.len(), 2);
+    let out = b.sfu.leave(ada, b.now);
+    b.apply(out);
+    assert!(b.unsubscribed.contains(&(bob, ada_cam)) && b.unsubscribed.contains(&(cy, ada_cam)));
+    // The link's departure (node A gone) stops forwarding to it and tells nobody.
+    let before = b.notices_of(bob).len();
+    let out = b.sfu.leave(link_to_a, b.now);
+    b.apply(out);
+    assert_eq!(b.notices_of(bob).len(), before);
+    assert!(!b.sfu.subscribers(tb[1]).contains(&link_to_a));
+}
