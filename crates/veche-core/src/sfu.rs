@@ -740,9 +740,8 @@ impl Sfu {
 /// `subscriber` kind. Local tracks go to everyone here and to every node link; remote tracks
 /// go to local browsers only (their own node sends them to the other nodes).
 fn forwards_to(publisher: Kind, subscriber: Kind) -> bool {
-    match (publisher, subscriber) {
-        (Kind::Local, Kind::Local | Kind::Link) => true,
-        (Kind::Remote, Kind::Local) => true,
-        _ => false,
-    }
+    matches!(
+        (publisher, subscriber),
+        (Kind::Local, Kind::Local | Kind::Link) | (Kind::Remote, Kind::Local)
+    )
 }
