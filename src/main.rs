@@ -12,9 +12,12 @@ use veche_net::Multiaddr;
 use veche_node::{Config, MeetingStore, NodeIdentity, TlsMaterial};
 use veche_web::{AppState, NodeInfo, NodeMetrics, Scheme};
 
+mod federation;
+
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7300);
 const DEFAULT_HTTPS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7443);
 const DEFAULT_MEDIA_PORT: u16 = 7301;
+const DEFAULT_LINK_PORT: u16 = 7303;
 
 /// veche: a meeting node you run yourself. Audio, video, screen share and chat in the
 /// browser, with no vendor and no account.
@@ -77,6 +80,10 @@ struct RunArgs {
     /// The one UDP port that carries all media, for every participant [default: 7301].
     #[arg(long, value_name = "PORT")]
     media_port: Option<u16>,
+    /// The UDP port of the media links this node opens to other nodes of a meeting
+    /// (other nodes' links to it arrive on the media port) [default: 7303].
+    #[arg(long, value_name = "PORT")]
+    link_port: Option<u16>,
     /// An extra IP address to offer browsers for media, e.g. a public address whose UDP
     /// media port is forwarded to this machine. Repeatable.
     #[arg(long, value_name = "IP")]
@@ -172,10 +179,20 @@ async fn run(a: RunArgs) -> Result<()> {
         .media_port
         .or(config.media_port)
         .unwrap_or(DEFAULT_MEDIA_PORT);
+    let link_port = a
+        .link_port
+        .or(config.link_port)
+        .unwrap_or(DEFAULT_LINK_PORT);
 
+    // Meetings that span nodes: the engine and the network talk through the bridge.
+    let (fed_tx, fed_rx) = tokio::sync::mpsc::channel(1024);
+    let (app_tx, app_rx) = tokio::sync::mpsc::channel(256);
     let (engine, media_addrs, engine_task) = Engine::start(EngineConfig {
         port: media_port,
+        link_port,
         advertise,
+        node_id: identity.peer_id().to_string(),
+        federation: Some(fed_tx),
         ..EngineConfig::default()
     })
     .await?;
@@ -221,8 +238,16 @@ async fn run(a: RunArgs) -> Result<()> {
         &identity,
         &dir,
         meetings.clone(),
+        app_tx,
         &mut registry,
     )?;
+    tokio::spawn(federation::run(
+        engine.clone(),
+        net.clone(),
+        meetings.clone(),
+        fed_rx,
+        app_rx,
+    ));
     let state = AppState {
         engine,
         meetings,
@@ -333,6 +358,7 @@ fn start_net(
     identity: &NodeIdentity,
     dir: &std::path::Path,
     meetings: Arc<Mutex<MeetingStore>>,
+    app: tokio::sync::mpsc::Sender<veche_net::AppEvent>,
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<veche_net::NetHandle> {
     let pick = |flag: &[Multiaddr], key: &str, file: &[String]| -> Result<Vec<Multiaddr>> {
@@ -395,6 +421,7 @@ fn start_net(
         identity.keypair().clone(),
         net_config,
         hello,
+        Some(app),
         registry,
     )?)
 }

@@ -46,6 +46,8 @@ async fn restart_keeps_the_id_and_the_key_is_0600() {
         "127.0.0.1:0",
         "--media-port",
         "0",
+        "--link-port",
+        "0",
         "--no-mdns",
         "--listen",
         "/ip4/127.0.0.1/udp/0/quic-v1",

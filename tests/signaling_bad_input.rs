@@ -105,6 +105,8 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
             "127.0.0.1:0",
             "--media-port",
             "0",
+            "--link-port",
+            "0",
             "--no-mdns",
             "--listen",
             "/ip4/127.0.0.1/udp/0/quic-v1",

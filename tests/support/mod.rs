@@ -293,9 +293,12 @@ pub struct Browser {
 
 impl Browser {
     async fn launch(lab: &Lab, netns: &str, url: &str, extra: &[&str]) -> Browser {
-        let profile = lab
-            .dir
-            .join(format!("chromium-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+        Browser::launch_in(&lab.dir, netns, url, extra).await
+    }
+
+    /// Launch headless Chromium in network namespace `netns`, its profile under `dir`.
+    pub async fn launch_in(dir: &Path, netns: &str, url: &str, extra: &[&str]) -> Browser {
+        let profile = dir.join(format!("chromium-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&profile).expect("profile dir");
         let mut args: Vec<String> = [
             "--headless=new",
@@ -578,6 +581,52 @@ impl NatLab {
     /// Start a node on `host` with its data in this lab's directory.
     pub async fn node(&self, host: &str, data: &str, args: &[&str]) -> Node {
         Node::start(Some(&self.ns(host)), &self.dir, &self.dir.join(data), args).await
+    }
+
+    /// Launch headless Chromium on lab host `host` at `url`.
+    pub async fn browser(&self, host: &str, url: &str) -> Browser {
+        Browser::launch_in(&self.dir, &self.ns(host), url, &[]).await
+    }
+
+    /// `GET path` from the node on `host` (its HTTP API on the default loopback port).
+    pub async fn get(&self, host: &str, path: &str) -> Value {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "curl",
+                "-s",
+                "--max-time",
+                "10",
+            ])
+            .arg(format!("http://127.0.0.1:7300{path}"))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("curl (install curl)");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// `POST path` with a JSON body to the node on `host`.
+    pub async fn post(&self, host: &str, path: &str, body: &str) -> Value {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "curl",
+                "-s",
+                "--max-time",
+                "10",
+            ])
+            .args(["-H", "content-type: application/json", "-d", body])
+            .arg(format!("http://127.0.0.1:7300{path}"))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("curl (install curl)");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
     /// Run `veche ARGS` on `host` (talking to the node there) and return its stdout.

@@ -30,9 +30,11 @@
 //! assert_eq!(sfu.subscribers(cam), &[bob]);
 //! ```
 
+pub mod federation;
 mod notice;
 mod sfu;
 
+pub use federation::{LinkTrack, MeetingEvent};
 pub use notice::{ChatMessage, Notice, ParticipantInfo};
 pub use sfu::{ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, Sfu, StateChange};
 

@@ -274,6 +274,29 @@ impl Sfu {
         ParticipantId(self.next_id())
     }
 
+    /// Who `id` is and what it sends (links have no info).
+    pub fn info(&self, id: ParticipantId) -> Option<ParticipantInfo> {
+        self.participants
+            .get(&id)
+            .filter(|p| p.kind != Kind::Link)
+            .map(|p| ParticipantInfo::new(id, &p.name, p.state))
+    }
+
+    /// The browsers attached to this node in `meeting`, in join order.
+    pub fn local_participants(&self, meeting: &str) -> Vec<ParticipantInfo> {
+        self.meetings.get(meeting).map_or_else(Vec::new, |m| {
+            m.participants
+                .iter()
+                .filter_map(|id| {
+                    self.participants
+                        .get(id)
+                        .filter(|p| p.kind == Kind::Local)
+                        .map(|p| ParticipantInfo::new(*id, &p.name, p.state))
+                })
+                .collect()
+        })
+    }
+
     /// What kind of participant `id` is.
     pub fn kind(&self, id: ParticipantId) -> Option<Kind> {
         self.participants.get(&id).map(|p| p.kind)

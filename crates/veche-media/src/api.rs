@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use veche_core::{
-    JoinError, MediaState, Notice, ParticipantId, ParticipantInfo, Source, TrackKind,
+    JoinError, LinkTrack, MediaState, MeetingEvent, Notice, ParticipantId, ParticipantInfo, Source,
+    TrackKind,
 };
 
 /// A request to the engine.
@@ -22,6 +23,8 @@ pub enum Command {
         /// the node over loopback is offered the loopback candidate; others are not, since
         /// 127.0.0.1 would be their own machine.
         client: Option<std::net::SocketAddr>,
+        /// Other nodes that carry this meeting (from the meeting's link), to join it with.
+        nodes: Vec<String>,
         /// Where this participant's events go.
         events: mpsc::Sender<PeerEvent>,
         /// The new participant's id, or why it cannot join.
@@ -69,11 +72,117 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Vec<ParticipantInfo>>,
     },
+    /// Another node tells what happened on its side of a meeting.
+    NodeEvents {
+        /// Its peer id.
+        node: String,
+        /// Meeting id (the caller checked this node knows it).
+        meeting: String,
+        /// In order.
+        events: Vec<MeetingEvent>,
+    },
+    /// Another node offers (or renegotiates) its media link to us for a meeting.
+    LinkOffer {
+        /// Its peer id.
+        node: String,
+        /// Meeting id (the caller checked this node knows it).
+        meeting: String,
+        /// Its id for the link: a different one replaces the link we have.
+        link: u64,
+        /// SDP offer.
+        sdp: String,
+        /// mid → whose track.
+        tracks: BTreeMap<String, LinkTrack>,
+        /// The SDP answer, or why not.
+        reply: oneshot::Sender<Result<String, LinkError>>,
+    },
+    /// Our offer on a node link could not be delivered or was refused.
+    LinkFailed {
+        /// The link.
+        link: ParticipantId,
+        /// Why.
+        reason: String,
+    },
+    /// The network lost every connection to a node.
+    NodeGone {
+        /// Its peer id.
+        node: String,
+    },
+    /// The media links of a meeting, per other node.
+    Links {
+        /// Meeting id.
+        meeting: String,
+        /// The answer.
+        reply: oneshot::Sender<Vec<LinkInfo>>,
+    },
     /// Counters, for tests and benchmarks.
     Stats {
         /// The answer.
         reply: oneshot::Sender<EngineStats>,
     },
+}
+
+/// Why a node's link offer was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The SDP could not be parsed or accepted.
+    #[error("bad offer: {0}")]
+    BadSdp(String),
+    /// Too many links.
+    #[error("too many node links")]
+    TooMany,
+}
+
+/// What the engine asks the network to deliver to another node.
+#[derive(Debug)]
+pub enum FedOut {
+    /// Meeting events, in order.
+    Events {
+        /// To whom.
+        node: String,
+        /// Meeting id.
+        meeting: String,
+        /// What.
+        events: Vec<MeetingEvent>,
+    },
+    /// Our offer on our media link to it; the answer comes back as [`Command::Answer`] with
+    /// `id: link`, a failure as [`Command::LinkFailed`].
+    Offer {
+        /// To whom.
+        node: String,
+        /// Meeting id.
+        meeting: String,
+        /// The link.
+        link: ParticipantId,
+        /// SDP offer.
+        sdp: String,
+        /// mid → whose track.
+        tracks: BTreeMap<String, LinkTrack>,
+    },
+}
+
+/// One other node in a meeting, as this node's media links to it see it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkInfo {
+    /// Its peer id.
+    pub node: String,
+    /// Its participants in the meeting.
+    pub participants: usize,
+    /// Our link to it: tracks carried, media connected.
+    pub tracks_out: usize,
+    /// Whether our link to it has connected.
+    pub out_connected: bool,
+    /// Its link to us: tracks carried.
+    pub tracks_in: usize,
+    /// Whether its link to us has connected.
+    pub in_connected: bool,
+    /// Media frames we sent on our link to it.
+    pub frames_out: u64,
+    /// Media frames we received on its link to us.
+    pub frames_in: u64,
+    /// The remote address of the media path in use (our link's), once known.
+    pub path: Option<String>,
 }
 
 /// The engine's counters since start.
@@ -205,6 +314,17 @@ impl EngineHandle {
     pub async fn participants(&self, meeting: &str) -> Result<Vec<ParticipantInfo>, EngineGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Participants {
+            meeting: meeting.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// The media links of a meeting, per other node.
+    pub async fn links(&self, meeting: &str) -> Result<Vec<LinkInfo>, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Links {
             meeting: meeting.to_owned(),
             reply,
         })

@@ -14,30 +14,42 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use veche_core::{ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
 
-use crate::api::{Command, EngineHandle, EngineStats, ErrorCode, PeerEvent, Signal, TrackInfo};
+use crate::api::{
+    Command, EngineHandle, EngineStats, ErrorCode, FedOut, PeerEvent, Signal, TrackInfo,
+};
+use crate::federation::Fed;
 use crate::net::{bind_all, read_loop, Datagram};
-use crate::peer::{contained, Peer, PeerFailure, PendingSub};
+use crate::peer::{contained, Peer, PeerFailure, PendingSub, Role};
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The UDP media port (0: pick one).
     pub port: u16,
+    /// The UDP port of the media links this node offers to other nodes (0: pick one).
+    pub link_port: u16,
     /// Local addresses to bind the port on (default: loopback and every interface address).
     pub bind: Vec<Ipv4Addr>,
     /// Extra addresses to offer as candidates (a public address forwarded to this port).
     pub advertise: Vec<IpAddr>,
     /// Bounds on meetings.
     pub limits: Limits,
+    /// This node's peer id, as other nodes know it.
+    pub node_id: String,
+    /// Where messages for other nodes go; without it, meetings stay on this node.
+    pub federation: Option<mpsc::Sender<FedOut>>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             port: 7301,
+            link_port: 7303,
             bind: crate::net::local_ipv4_addresses(),
             advertise: Vec::new(),
             limits: Limits::default(),
+            node_id: String::new(),
+            federation: None,
         }
     }
 }
@@ -65,23 +77,33 @@ const OFFER_DEADLINE: Duration = Duration::from_secs(30);
 const ANSWER_DEADLINE: Duration = Duration::from_secs(20);
 /// A media connection that stays disconnected this long is given up.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// The same for a link to another node: its participants vanish for everyone here, so
+/// decide sooner (a node that is back resyncs).
+const LINK_DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+/// A connected link that receives nothing at all this long is dead.
+const LINK_SILENCE: Duration = Duration::from_secs(4);
 /// The loop wakes at least this often for housekeeping.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
 /// The media engine. Start it with [`Engine::start`].
 pub struct Engine {
-    sfu: Sfu,
-    peers: HashMap<ParticipantId, Peer>,
+    pub(crate) sfu: Sfu,
+    pub(crate) peers: HashMap<ParticipantId, Peer>,
     /// Remote address → peer, learned from `Rtc::accepts`, so most datagrams skip the scan.
-    by_source: HashMap<SocketAddr, ParticipantId>,
+    pub(crate) by_source: HashMap<SocketAddr, ParticipantId>,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
-    candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
+    /// The same on the link port, for links this node offers.
+    pub(crate) link_candidates: Vec<Candidate>,
     cmd_rx: mpsc::Receiver<Command>,
     udp_rx: mpsc::Receiver<Datagram>,
     /// Peers with new input whose output must be drained.
-    dirty: HashSet<ParticipantId>,
+    pub(crate) dirty: HashSet<ParticipantId>,
     /// Peers whose negotiation state changed.
-    renegotiate: HashSet<ParticipantId>,
+    pub(crate) renegotiate: HashSet<ParticipantId>,
+    pub(crate) node_id: String,
+    pub(crate) fed_out: Option<mpsc::Sender<FedOut>>,
+    pub(crate) fed: Fed,
     /// Peers to remove after the current step, with the error to tell them.
     failed: Vec<(ParticipantId, PeerFailure)>,
     stats: EngineStats,
@@ -105,39 +127,22 @@ impl Engine {
                 port: config.port,
                 source,
             })?;
-        let mut candidates = Vec::new();
-        for (addr, _) in &bound {
-            match Candidate::host(*addr, "udp") {
-                Ok(c) => candidates.push(c),
-                Err(e) => tracing::warn!(%addr, error = %e, "address not usable as a candidate"),
-            }
-        }
-        // An advertised address reaches one of our sockets through a forward or a NAT; which
-        // one does not matter to ICE-lite, any base of the same family will do.
-        let port = bound[0].0.port();
-        for ip in &config.advertise {
-            let base = bound
-                .iter()
-                .map(|(a, _)| *a)
-                .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ip.is_ipv4())
-                .or_else(|| {
-                    bound
-                        .iter()
-                        .map(|(a, _)| *a)
-                        .find(|a| a.is_ipv4() == ip.is_ipv4())
-                });
-            let Some(base) = base else { continue };
-            match Candidate::server_reflexive(SocketAddr::new(*ip, port), base, "udp") {
-                Ok(c) => candidates.push(c),
-                Err(e) => tracing::warn!(%ip, error = %e, "advertised address not usable"),
-            }
-        }
+        // Links this node offers to other nodes get their own port: a link each way between
+        // two nodes on one port pair would share one 5-tuple, and DTLS cannot be told apart.
+        let link_bound = bind_all(&config.bind, config.link_port)
+            .await
+            .map_err(|source| StartError::Bind {
+                port: config.link_port,
+                source,
+            })?;
+        let candidates = candidates_for(&bound, &config.advertise);
+        let link_candidates = candidates_for(&link_bound, &config.advertise);
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (udp_tx, udp_rx) = mpsc::channel(DATAGRAM_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let mut sockets = HashMap::new();
-        for (addr, sock) in &bound {
+        for (addr, sock) in bound.iter().chain(&link_bound) {
             tokio::spawn(read_loop(
                 sock.clone(),
                 *addr,
@@ -160,6 +165,7 @@ impl Engine {
             by_source: HashMap::new(),
             sockets,
             candidates,
+            link_candidates,
             cmd_rx,
             udp_rx,
             dirty: HashSet::new(),
@@ -168,6 +174,9 @@ impl Engine {
             stats: EngineStats::default(),
             dropped,
             last_housekeeping: Instant::now(),
+            node_id: config.node_id,
+            fed_out: config.federation,
+            fed: Fed::default(),
         };
         let task = tokio::spawn(engine.run());
         Ok((
@@ -223,6 +232,7 @@ impl Engine {
                 meeting,
                 name,
                 client,
+                nodes,
                 events,
                 reply,
             } => {
@@ -248,7 +258,8 @@ impl Engine {
                         rtc.add_local_candidate(c.clone());
                     }
                 }
-                self.peers.insert(id, Peer::new(id, rtc, events, now));
+                self.peers
+                    .insert(id, Peer::new(id, Role::Browser, rtc, events, now));
                 tracing::info!(participant = %id, %meeting, "joined");
                 if reply.send(Ok(id)).is_err() {
                     // The signaling side vanished before hearing back.
@@ -258,6 +269,7 @@ impl Engine {
                     );
                 }
                 self.apply(outputs);
+                self.fed_local_joined(id, &meeting, &nodes, now);
             }
             Command::Offer { id, sdp, sources } => {
                 let Some(peer) = self.peers.get_mut(&id) else {
@@ -273,7 +285,11 @@ impl Engine {
                     return;
                 }
                 match peer.accept_offer(&sdp, sources) {
-                    Ok(()) => {
+                    Ok(answer) => {
+                        if let Err(f) = peer.send(PeerEvent::Signal(Signal::Answer { sdp: answer }))
+                        {
+                            self.fail(id, f);
+                        }
                         self.dirty.insert(id);
                         self.renegotiate.insert(id);
                     }
@@ -304,6 +320,7 @@ impl Engine {
             Command::State { id, state } => {
                 let out = self.sfu.set_state(id, StateChange(state), now);
                 self.apply(out);
+                self.fed_local_state(id, state);
             }
             Command::Chat { id, text } => {
                 let at = SystemTime::now()
@@ -311,7 +328,10 @@ impl Engine {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
                 match self.sfu.chat(id, &text, at) {
-                    Ok(out) => self.apply(out),
+                    Ok(out) => {
+                        self.apply(out);
+                        self.fed_local_chat(id, &text, at);
+                    }
                     Err(e @ ChatError::BadText { .. }) => {
                         tracing::info!(participant = %id, code = ?ErrorCode::BadChat, "chat refused");
                         if let Some(p) = self.peers.get(&id) {
@@ -328,6 +348,28 @@ impl Engine {
             Command::Leave { id } => self.remove(id, None, now),
             Command::Participants { meeting, reply } => {
                 let _ = reply.send(self.sfu.participants(&meeting));
+            }
+            Command::NodeEvents {
+                node,
+                meeting,
+                events,
+            } => self.on_node_events(node, meeting, events, now),
+            Command::LinkOffer {
+                node,
+                meeting,
+                link,
+                sdp,
+                tracks,
+                reply,
+            } => self.on_link_offer(node, meeting, link, sdp, tracks, reply, now),
+            Command::LinkFailed { link, reason } => {
+                if self.peers.get(&link).is_some_and(|p| p.role.is_link()) {
+                    self.fail(link, PeerFailure::new(ErrorCode::MediaFailed, reason));
+                }
+            }
+            Command::NodeGone { node } => self.node_lost(&node, None, now),
+            Command::Links { meeting, reply } => {
+                let _ = reply.send(self.links(&meeting));
             }
             Command::Stats { reply } => {
                 let mut s = self.stats.clone();
@@ -376,6 +418,7 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        peer.last_input = now;
         match contained(|| peer.rtc.handle_input(input)) {
             Ok(Ok(())) => {
                 self.dirty.insert(id);
@@ -411,11 +454,23 @@ impl Engine {
                 break;
             }
             for id in std::mem::take(&mut self.renegotiate) {
-                if let Some(p) = self.peers.get_mut(&id) {
-                    if let Err(f) = p.negotiate(now) {
-                        self.fail(id, f);
+                let Some(p) = self.peers.get_mut(&id) else {
+                    continue;
+                };
+                self.dirty.insert(id);
+                match p.negotiate(now) {
+                    Ok(None) => {}
+                    Ok(Some(offer)) if p.role == Role::Browser => {
+                        let sent = p.send(PeerEvent::Signal(Signal::Offer {
+                            sdp: offer.sdp,
+                            tracks: offer.tracks,
+                        }));
+                        if let Err(f) = sent {
+                            self.fail(id, f);
+                        }
                     }
-                    self.dirty.insert(id);
+                    Ok(Some(offer)) => self.send_link_offer(id, offer),
+                    Err(f) => self.fail(id, f),
                 }
             }
             let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
@@ -486,6 +541,14 @@ impl Engine {
                 let Some(p) = self.peers.get_mut(&id) else {
                     return;
                 };
+                if matches!(p.role, Role::LinkIn { .. }) {
+                    let kind = match m.kind {
+                        MediaKind::Audio => TrackKind::Audio,
+                        MediaKind::Video => TrackKind::Video,
+                    };
+                    self.link_media_added(id, m.mid, kind, now);
+                    return;
+                }
                 let Some(source) = p.source_of(m.mid) else {
                     tracing::debug!(participant = %id, mid = %m.mid, "media without a declared source ignored");
                     return;
@@ -506,11 +569,10 @@ impl Engine {
                 }
             }
             Event::MediaData(data) => {
-                let Some(track) = self
-                    .peers
-                    .get(&id)
-                    .and_then(|p| p.in_tracks.get(&data.mid).copied())
-                else {
+                let Some(track) = self.peers.get_mut(&id).and_then(|p| {
+                    p.frames_in += 1;
+                    p.in_tracks.get(&data.mid).copied()
+                }) else {
                     return;
                 };
                 if !data.contiguous {
@@ -537,6 +599,7 @@ impl Engine {
                     });
                     match written {
                         Ok(true) => {
+                            peer.frames_out += 1;
                             self.stats.frames_forwarded += 1;
                             self.dirty.insert(sub);
                         }
@@ -558,7 +621,7 @@ impl Engine {
     }
 
     /// Carry out what the core decided.
-    fn apply(&mut self, outputs: Vec<Output>) {
+    pub(crate) fn apply(&mut self, outputs: Vec<Output>) {
         for o in outputs {
             match o {
                 Output::Subscribe {
@@ -586,7 +649,16 @@ impl Engine {
                     }
                 }
                 Output::RequestKeyframe { publisher, track } => {
-                    if let Some(p) = self.peers.get_mut(&publisher) {
+                    // A remote participant's tracks come in on its node's link: ask upstream.
+                    let owner = if self.peers.contains_key(&publisher) {
+                        Some(publisher)
+                    } else {
+                        self.link_in_of(publisher)
+                    };
+                    if let Some(publisher) = owner {
+                        let Some(p) = self.peers.get_mut(&publisher) else {
+                            continue;
+                        };
                         match p.request_keyframe(track) {
                             Ok(()) => {
                                 self.dirty.insert(publisher);
@@ -607,6 +679,7 @@ impl Engine {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.fed_housekeeping(now);
         for (id, p) in &self.peers {
             let failure = if !p.offered && now.duration_since(p.joined_at) > OFFER_DEADLINE {
                 Some(PeerFailure::new(
@@ -622,10 +695,23 @@ impl Engine {
                     ErrorCode::MediaFailed,
                     "the browser did not answer the node's offer",
                 ))
-            } else if p
-                .disconnected_since
-                .is_some_and(|t| now.duration_since(t) > DISCONNECT_GRACE)
+            } else if p.role.is_link()
+                && p.connected
+                && now.duration_since(p.last_input) > LINK_SILENCE
             {
+                // Media, RTCP and checks every second all stopped: the other node is gone.
+                Some(PeerFailure::new(
+                    ErrorCode::MediaFailed,
+                    "the other node went silent",
+                ))
+            } else if p.disconnected_since.is_some_and(|t| {
+                let grace = if p.role.is_link() {
+                    LINK_DISCONNECT_GRACE
+                } else {
+                    DISCONNECT_GRACE
+                };
+                now.duration_since(t) > grace
+            }) {
                 Some(PeerFailure::new(
                     ErrorCode::MediaFailed,
                     "the media connection was lost",
@@ -639,15 +725,16 @@ impl Engine {
         }
     }
 
-    fn fail(&mut self, id: ParticipantId, f: PeerFailure) {
+    pub(crate) fn fail(&mut self, id: ParticipantId, f: PeerFailure) {
         self.failed.push((id, f));
     }
 
     /// Drop a peer, tell it why (if it failed), and tell the meeting it left.
-    fn remove(&mut self, id: ParticipantId, failure: Option<PeerFailure>, now: Instant) {
+    pub(crate) fn remove(&mut self, id: ParticipantId, failure: Option<PeerFailure>, now: Instant) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        let failed = failure.is_some();
         if let Some(f) = failure {
             if f.code == ErrorCode::Internal {
                 self.stats.peers_panicked += 1;
@@ -663,7 +750,48 @@ impl Engine {
         self.by_source.retain(|_, v| *v != id);
         self.dirty.remove(&id);
         self.renegotiate.remove(&id);
+        let local_meeting = (peer.role == Role::Browser)
+            .then(|| self.sfu.meeting_of(id).map(str::to_owned))
+            .flatten();
         let out = self.sfu.leave(id, now);
         self.apply(out);
+        if let Some(meeting) = local_meeting {
+            self.fed_broadcast(&meeting, veche_core::MeetingEvent::Left { id: id.0 });
+        }
+        self.link_removed(&peer.role, failed, now);
     }
+}
+
+/// ICE candidates for sockets bound on `bound`: one host candidate each, and one
+/// server-reflexive candidate per advertised address (reaching the same port through a
+/// forward or a NAT; which base does not matter to ICE-lite, any of the same family will do).
+fn candidates_for(bound: &[(SocketAddr, Arc<UdpSocket>)], advertise: &[IpAddr]) -> Vec<Candidate> {
+    let mut candidates = Vec::new();
+    for (addr, _) in bound {
+        match Candidate::host(*addr, "udp") {
+            Ok(c) => candidates.push(c),
+            Err(e) => tracing::warn!(%addr, error = %e, "address not usable as a candidate"),
+        }
+    }
+    let Some(port) = bound.first().map(|(a, _)| a.port()) else {
+        return candidates;
+    };
+    for ip in advertise {
+        let base = bound
+            .iter()
+            .map(|(a, _)| *a)
+            .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ip.is_ipv4())
+            .or_else(|| {
+                bound
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(|a| a.is_ipv4() == ip.is_ipv4())
+            });
+        let Some(base) = base else { continue };
+        match Candidate::server_reflexive(SocketAddr::new(*ip, port), base, "udp") {
+            Ok(c) => candidates.push(c),
+            Err(e) => tracing::warn!(%ip, error = %e, "advertised address not usable"),
+        }
+    }
+    candidates
 }

@@ -16,9 +16,13 @@
 
 mod api;
 mod engine;
+mod federation;
 mod net;
 mod peer;
 
-pub use api::{Command, EngineHandle, EngineStats, ErrorCode, PeerEvent, Signal, TrackInfo};
+pub use api::{
+    Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo, PeerEvent, Signal,
+    TrackInfo,
+};
 pub use engine::{Engine, EngineConfig, StartError};
 pub use net::local_ipv4_addresses;

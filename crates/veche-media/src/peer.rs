@@ -8,9 +8,9 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
-use veche_core::{ParticipantId, Source, TrackId, TrackKind};
+use veche_core::{LinkTrack, ParticipantId, Source, TrackId, TrackKind};
 
-use crate::api::{ErrorCode, PeerEvent, Signal, TrackInfo};
+use crate::api::{ErrorCode, PeerEvent, TrackInfo};
 
 /// A contained failure: the peer must go, nobody else is affected.
 #[derive(Debug)]
@@ -54,8 +54,40 @@ pub(crate) struct OfferInFlight {
     pub sent_at: Instant,
 }
 
+/// What is at the other end of a peer connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A browser attached to this node.
+    Browser,
+    /// Our media link to another node for one meeting: we offer, it carries our local
+    /// participants' tracks.
+    LinkOut { node: String, meeting: String },
+    /// Another node's media link to us: it offers, we receive its participants' tracks.
+    LinkIn {
+        node: String,
+        meeting: String,
+        /// The other node's id for this link, so a new link replaces an old one.
+        link: u64,
+        /// mid → whose track, from the latest offer.
+        tracks: BTreeMap<String, LinkTrack>,
+    },
+}
+
+impl Role {
+    pub fn is_link(&self) -> bool {
+        !matches!(self, Role::Browser)
+    }
+}
+
+/// An offer the engine made, to deliver to the other side.
+pub(crate) struct MadeOffer {
+    pub sdp: String,
+    pub tracks: BTreeMap<String, TrackInfo>,
+}
+
 pub(crate) struct Peer {
     pub id: ParticipantId,
+    pub role: Role,
     pub rtc: Rtc,
     events: mpsc::Sender<PeerEvent>,
     pub joined_at: Instant,
@@ -64,6 +96,11 @@ pub(crate) struct Peer {
     /// The browser's offer was accepted; from now on only the engine offers.
     pub offered: bool,
     pub connected: bool,
+    /// When the last datagram from it arrived.
+    pub last_input: Instant,
+    /// Media frames received from it and written to it.
+    pub frames_in: u64,
+    pub frames_out: u64,
     /// Since when ICE says disconnected (cleared when it recovers).
     pub disconnected_since: Option<Instant>,
     /// What the browser said each of its mids carries.
@@ -83,15 +120,25 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(id: ParticipantId, rtc: Rtc, events: mpsc::Sender<PeerEvent>, now: Instant) -> Self {
+    pub fn new(
+        id: ParticipantId,
+        role: Role,
+        rtc: Rtc,
+        events: mpsc::Sender<PeerEvent>,
+        now: Instant,
+    ) -> Self {
         Self {
             id,
+            role,
             rtc,
             events,
             joined_at: now,
             timeout: now,
             offered: false,
             connected: false,
+            last_input: now,
+            frames_in: 0,
+            frames_out: 0,
             disconnected_since: None,
             sources: HashMap::new(),
             in_tracks: HashMap::new(),
@@ -123,12 +170,13 @@ impl Peer {
         let _ = self.events.try_send(ev);
     }
 
-    /// Accept the browser's publishing offer and send the answer.
+    /// Accept an offer (the browser's one publishing offer, or a node link's latest) and
+    /// return the answer.
     pub fn accept_offer(
         &mut self,
         sdp: &str,
         sources: HashMap<String, Source>,
-    ) -> Result<(), PeerFailure> {
+    ) -> Result<String, PeerFailure> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
             PeerFailure::new(ErrorCode::BadSdp, format!("cannot parse the offer: {e}"))
         })?;
@@ -137,9 +185,7 @@ impl Peer {
         })?;
         self.sources = sources;
         self.offered = true;
-        self.send(PeerEvent::Signal(Signal::Answer {
-            sdp: answer.to_sdp_string(),
-        }))
+        Ok(answer.to_sdp_string())
     }
 
     /// What the browser said `mid` carries.
@@ -194,14 +240,14 @@ impl Peer {
         self.out_tracks.get(&mid).map(|(t, _)| *t)
     }
 
-    /// Offer the browser the streams added and stopped since the last offer, if any and if
+    /// Make an offer of the streams added and stopped since the last offer, if any and if
     /// no offer is in flight (one at a time, so offers never collide).
-    pub fn negotiate(&mut self, now: Instant) -> Result<(), PeerFailure> {
+    pub fn negotiate(&mut self, now: Instant) -> Result<Option<MadeOffer>, PeerFailure> {
         if !self.offered
             || self.offer.is_some()
             || (self.to_add.is_empty() && self.to_stop.is_empty())
         {
-            return Ok(());
+            return Ok(None);
         }
         let to_add = std::mem::take(&mut self.to_add);
         let to_stop = std::mem::take(&mut self.to_stop);
@@ -229,7 +275,7 @@ impl Peer {
             api.apply().map(|(offer, pending)| (offer, pending, added))
         })?;
         let Some((offer, pending, added)) = applied else {
-            return Ok(());
+            return Ok(None);
         };
         let mut added_tracks = Vec::with_capacity(added.len());
         for (track, mid, info) in added {
@@ -247,10 +293,20 @@ impl Peer {
             .iter()
             .map(|(mid, (_, info))| (mid.to_string(), *info))
             .collect();
-        self.send(PeerEvent::Signal(Signal::Offer {
+        Ok(Some(MadeOffer {
             sdp: offer.to_sdp_string(),
             tracks,
         }))
+    }
+
+    /// Outgoing streams now (negotiating or ready).
+    pub fn out_count(&self) -> usize {
+        self.out_tracks.len()
+    }
+
+    /// Incoming streams now.
+    pub fn in_count(&self) -> usize {
+        self.in_tracks.len()
     }
 
     /// Accept the browser's answer. Returns the tracks that may now be forwarded.

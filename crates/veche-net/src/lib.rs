@@ -14,6 +14,6 @@ pub mod protocol;
 
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
-    relay_limits, start, HelloError, HelloResult, HelloSource, NetConfig, NetError, NetHandle,
-    PeerInfo, IDENTIFY_PROTOCOL, KAD_PROTOCOL,
+    relay_limits, start, AppEvent, HelloError, HelloResult, HelloSource, NetConfig, NetError,
+    NetHandle, PeerInfo, IDENTIFY_PROTOCOL, KAD_PROTOCOL,
 };

@@ -115,11 +115,36 @@ pub enum HelloError {
     Stopped,
 }
 
+/// What the network tells the application.
+#[derive(Debug)]
+pub enum AppEvent {
+    /// Another node asks something about meetings; answer on `reply` (dropping it answers
+    /// `unavailable`).
+    Request {
+        /// Who asks.
+        peer: PeerId,
+        /// What.
+        request: Request,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// The last connection to a node closed.
+    Disconnected {
+        /// Which node.
+        peer: PeerId,
+    },
+}
+
 enum NetCommand {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
-    Hello {
+    Request {
         peer: PeerId,
+        request: Request,
         reply: oneshot::Sender<Result<HelloResult, HelloError>>,
+    },
+    Respond {
+        channel: request_response::ResponseChannel<Response>,
+        response: Response,
     },
     /// Send these bytes as a request, as they are (tests of hostile input).
     Raw {
@@ -152,9 +177,18 @@ impl NetHandle {
         let peer: PeerId = peer
             .parse()
             .map_err(|_| HelloError::BadPeerId(peer.to_owned()))?;
+        self.request(peer, Request::Hello).await
+    }
+
+    /// Send a request to a node (connecting first if needed) and wait for its answer.
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<HelloResult, HelloError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(NetCommand::Hello { peer, reply })
+            .send(NetCommand::Request {
+                peer,
+                request,
+                reply,
+            })
             .await
             .map_err(|_| HelloError::Stopped)?;
         rx.await.map_err(|_| HelloError::Stopped)?
@@ -210,11 +244,13 @@ pub enum NetError {
 /// of public meetings is current.
 pub type HelloSource = Arc<dyn Fn() -> NodeHello + Send + Sync>;
 
-/// Start the swarm and its task.
+/// Start the swarm and its task. Requests about meetings go to `app` (without one they are
+/// answered `unavailable`).
 pub fn start(
     keypair: identity::Keypair,
     config: NetConfig,
     hello: HelloSource,
+    app: Option<mpsc::Sender<AppEvent>>,
     registry: &mut Registry,
 ) -> Result<NetHandle, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
@@ -323,10 +359,12 @@ pub fn start(
     }
     let _ = book.save();
 
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(256);
     let task = Task {
         swarm,
         rx,
+        self_tx: tx.clone(),
+        app,
         hello,
         metrics,
         book,
@@ -372,6 +410,9 @@ struct Pending {
 struct Task {
     swarm: Swarm<Behaviour>,
     rx: mpsc::Receiver<NetCommand>,
+    /// For answers the application computes asynchronously.
+    self_tx: mpsc::Sender<NetCommand>,
+    app: Option<mpsc::Sender<AppEvent>>,
     hello: HelloSource,
     metrics: Metrics,
     book: PeerBook,
@@ -413,8 +454,23 @@ impl Task {
             NetCommand::Peers(reply) => {
                 let _ = reply.send(self.peer_list());
             }
-            NetCommand::Hello { peer, reply } => {
-                self.request(peer, protocol::encode(&Request::Hello), reply);
+            NetCommand::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                self.request(peer, protocol::encode(&request), reply);
+            }
+            NetCommand::Respond { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .node
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!("response not sent: the stream closed");
+                }
             }
             NetCommand::Raw { peer, bytes, reply } => self.request(peer, bytes, reply),
         }
@@ -557,6 +613,9 @@ impl Task {
                         self.hellos.remove(&peer_id);
                         self.relays.remove(&peer_id);
                         tracing::info!(peer = %peer_id, "disconnected");
+                        if let Some(app) = &self.app {
+                            let _ = app.try_send(AppEvent::Disconnected { peer: peer_id });
+                        }
                     }
                 }
             }
@@ -642,6 +701,45 @@ impl Task {
         }
     }
 
+    /// Hand a meetings request to the application; its answer comes back as a command, so
+    /// the swarm never waits for it.
+    fn hand_to_app(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        let unavailable = || Response::Error {
+            code: protocol::ErrorCode::Unavailable,
+            message: "this node does not serve meetings to other nodes now".into(),
+        };
+        let (reply, rx) = oneshot::channel();
+        let queued = self.app.as_ref().is_some_and(|app| {
+            app.try_send(AppEvent::Request {
+                peer,
+                request,
+                reply,
+            })
+            .is_ok()
+        });
+        if !queued {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .node
+                .send_response(channel, unavailable());
+            return;
+        }
+        let back = self.self_tx.clone();
+        tokio::spawn(async move {
+            let response = match tokio::time::timeout(Duration::from_secs(15), rx).await {
+                Ok(Ok(r)) => r,
+                _ => unavailable(),
+            };
+            let _ = back.send(NetCommand::Respond { channel, response }).await;
+        });
+    }
+
     fn reserve_on(&mut self, relay: PeerId) {
         let Some((_, addr)) = self
             .connections
@@ -673,7 +771,13 @@ impl Task {
                     request, channel, ..
                 } => {
                     let me = (self.hello)();
-                    let response = protocol::handle_request(&request, &me);
+                    let response = match protocol::handle_request(&request, &me) {
+                        protocol::Handled::Answer(r) => r,
+                        protocol::Handled::App(request) => {
+                            self.hand_to_app(peer, request, channel);
+                            return;
+                        }
+                    };
                     if let Response::Error { code, message } = &response {
                         tracing::info!(%peer, ?code, %message, "refused a node request");
                     }

@@ -4,18 +4,20 @@
 //! peer that sends garbage gets an error *response* (not a reset stream) and the node logs
 //! it. Every request is answered: with a response or with [`Response::Error`].
 
+use std::collections::BTreeMap;
 use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
+pub use veche_core::{LinkTrack, MeetingEvent};
 
 /// The protocol name. The version is in the name: a node that speaks only a later version
 /// fails negotiation cleanly instead of misreading messages.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/veche/node/1");
 
-/// Largest request a node reads.
-pub const MAX_REQUEST: usize = 64 * 1024;
+/// Largest request a node reads (a media offer for a large meeting fits).
+pub const MAX_REQUEST: usize = 256 * 1024;
 /// Largest response a node reads.
 pub const MAX_RESPONSE: usize = 1024 * 1024;
 
@@ -27,6 +29,30 @@ pub const MAX_RESPONSE: usize = 1024 * 1024;
 pub enum Request {
     /// Who are you and what do you offer?
     Hello,
+    /// What is this meeting? (Asked by a node whose browser opened a link to it.)
+    Meeting {
+        /// Meeting id.
+        id: String,
+    },
+    /// The asker's media offer for a meeting: it sends its participants' tracks on the mids
+    /// listed in `tracks`. Answered with [`Response::Link`].
+    Link {
+        /// Meeting id.
+        meeting: String,
+        /// The asker's id for this link; a new id replaces the old link.
+        link: u64,
+        /// SDP offer.
+        sdp: String,
+        /// mid → whose track it is.
+        tracks: BTreeMap<String, LinkTrack>,
+    },
+    /// What happened in a meeting on the asker's side.
+    Events {
+        /// Meeting id.
+        meeting: String,
+        /// In order.
+        events: Vec<MeetingEvent>,
+    },
 }
 
 /// A public meeting a node hosts.
@@ -62,6 +88,10 @@ pub enum ErrorCode {
     Malformed,
     /// Over [`MAX_REQUEST`].
     TooLarge,
+    /// No such meeting on this node.
+    UnknownMeeting,
+    /// The node cannot serve this now (shutting down, or the request was refused).
+    Unavailable,
 }
 
 /// A response.
@@ -71,6 +101,20 @@ pub enum ErrorCode {
 pub enum Response {
     /// Answer to [`Request::Hello`].
     Hello(NodeHello),
+    /// Answer to [`Request::Meeting`].
+    Meeting {
+        /// Meeting id.
+        id: String,
+        /// Title.
+        title: String,
+    },
+    /// Answer to [`Request::Link`]: the SDP answer.
+    Link {
+        /// SDP answer.
+        sdp: String,
+    },
+    /// Done.
+    Ok,
     /// The request was refused.
     Error {
         /// Machine-readable reason.
@@ -89,23 +133,34 @@ pub enum RawRequest {
     TooLarge,
 }
 
-/// Answer one raw request. Pure: the node's self-description comes in as an argument.
-pub fn handle_request(raw: &RawRequest, me: &NodeHello) -> Response {
+/// What to do with one request.
+#[derive(Debug)]
+pub enum Handled {
+    /// Answer with this.
+    Answer(Response),
+    /// A well-formed request for the node's meetings: the application answers it.
+    App(Request),
+}
+
+/// Answer one raw request where the protocol alone can. Pure: the node's self-description
+/// comes in as an argument.
+pub fn handle_request(raw: &RawRequest, me: &NodeHello) -> Handled {
     let bytes = match raw {
         RawRequest::Bytes(b) => b,
         RawRequest::TooLarge => {
-            return Response::Error {
+            return Handled::Answer(Response::Error {
                 code: ErrorCode::TooLarge,
                 message: format!("requests are limited to {MAX_REQUEST} bytes"),
-            }
+            })
         }
     };
     match serde_json::from_slice::<Request>(bytes) {
-        Ok(Request::Hello) => Response::Hello(me.clone()),
-        Err(e) => Response::Error {
+        Ok(Request::Hello) => Handled::Answer(Response::Hello(me.clone())),
+        Ok(other) => Handled::App(other),
+        Err(e) => Handled::Answer(Response::Error {
             code: ErrorCode::Malformed,
             message: format!("not a veche request: {e}"),
-        },
+        }),
     }
 }
 
@@ -199,25 +254,33 @@ mod tests {
 
     #[test]
     fn hello_is_answered_and_garbage_gets_a_precise_error() {
-        assert_eq!(
+        assert!(matches!(
             handle_request(&encode(&Request::Hello), &me()),
-            Response::Hello(me())
-        );
+            Handled::Answer(Response::Hello(h)) if h == me()
+        ));
         for garbage in [&b"\xff\xfe"[..], b"{}", b"{\"type\":\"launch\"}"] {
             match handle_request(&RawRequest::Bytes(garbage.to_vec()), &me()) {
-                Response::Error {
+                Handled::Answer(Response::Error {
                     code: ErrorCode::Malformed,
                     message,
-                } => assert!(!message.is_empty()),
+                }) => assert!(!message.is_empty()),
                 other => panic!("{garbage:?} gave {other:?}"),
             }
         }
         assert!(matches!(
             handle_request(&RawRequest::TooLarge, &me()),
-            Response::Error {
+            Handled::Answer(Response::Error {
                 code: ErrorCode::TooLarge,
                 ..
-            }
+            })
+        ));
+        let link = encode(&Request::Events {
+            meeting: "m".into(),
+            events: vec![MeetingEvent::Left { id: 7 }],
+        });
+        assert!(matches!(
+            handle_request(&link, &me()),
+            Handled::App(Request::Events { .. })
         ));
     }
 

@@ -36,7 +36,14 @@ fn node(name: &str, port: u16, bootstrap: Vec<Multiaddr>) -> (NetHandle, Keypair
         name: name.into(),
         data_dir: dir,
     };
-    let h = start(key.clone(), config, hello(name), &mut Registry::default()).expect("start");
+    let h = start(
+        key.clone(),
+        config,
+        hello(name),
+        None,
+        &mut Registry::default(),
+    )
+    .expect("start");
     (h, key)
 }
 

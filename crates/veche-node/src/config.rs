@@ -17,6 +17,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// UDP port for all media (default 7301).
     pub media_port: Option<u16>,
+    /// UDP port of the media links this node opens to other nodes.
+    pub link_port: Option<u16>,
     /// Extra addresses to offer browsers for media (a public or forwarded address).
     #[serde(default)]
     pub advertise: Vec<IpAddr>,

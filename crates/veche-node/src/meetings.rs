@@ -29,7 +29,14 @@ pub struct Meeting {
     /// Listed to other nodes (in the node hello). Off unless asked for.
     #[serde(default)]
     pub public: bool,
+    /// For a meeting created on another node: the nodes (peer ids) known to carry it.
+    /// Empty for a meeting created here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
+
+/// Most nodes remembered for one remote meeting.
+pub const MAX_MEETING_NODES: usize = 8;
 
 /// Why a meeting could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +131,7 @@ impl MeetingStore {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             public,
+            nodes: Vec::new(),
         };
         self.meetings.insert(id.clone(), meeting.clone());
         if let Err(e) = self.save() {
@@ -133,9 +141,69 @@ impl MeetingStore {
         Ok(meeting)
     }
 
+    /// Remember a meeting another node carries (learned by asking `node` about it), so a
+    /// browser here can join it; stored durably, like a meeting created here.
+    pub fn add_remote(
+        &mut self,
+        id: &str,
+        title: &str,
+        node: &str,
+    ) -> Result<Meeting, CreateMeetingError> {
+        let title = title.trim();
+        let chars = title.chars().count();
+        if !is_meeting_id(id)
+            || chars == 0
+            || chars > MAX_TITLE_CHARS
+            || title.chars().any(char::is_control)
+        {
+            return Err(CreateMeetingError::BadTitle);
+        }
+        let before = self.meetings.get(id).cloned();
+        let meeting = match self.meetings.get_mut(id) {
+            Some(m) => {
+                if m.nodes.is_empty() || m.nodes.iter().any(|n| n == node) {
+                    // Created here, or already known through this node.
+                    return Ok(m.clone());
+                }
+                if m.nodes.len() >= MAX_MEETING_NODES {
+                    m.nodes.remove(0);
+                }
+                m.nodes.push(node.to_owned());
+                m.clone()
+            }
+            None => {
+                if self.meetings.len() >= MAX_MEETINGS {
+                    return Err(CreateMeetingError::TooMany);
+                }
+                let m = Meeting {
+                    id: id.to_owned(),
+                    title: title.to_owned(),
+                    created_at: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    public: false,
+                    nodes: vec![node.to_owned()],
+                };
+                self.meetings.insert(id.to_owned(), m.clone());
+                m
+            }
+        };
+        if let Err(e) = self.save() {
+            match before {
+                Some(b) => self.meetings.insert(id.to_owned(), b),
+                None => self.meetings.remove(id),
+            };
+            return Err(e.into());
+        }
+        Ok(meeting)
+    }
+
     /// Meetings listed to other nodes.
     pub fn public(&self) -> impl Iterator<Item = &Meeting> {
-        self.meetings.values().filter(|m| m.public)
+        self.meetings
+            .values()
+            .filter(|m| m.public && m.nodes.is_empty())
     }
 
     /// A meeting by id.
@@ -202,8 +270,14 @@ mod tests {
             store.create(&"t".repeat(201), false),
             Err(CreateMeetingError::BadTitle)
         ));
+        let remote = store
+            .add_remote("abc-def-ghk", "Chess club", "12D3KooWnode")
+            .expect("remote");
+        assert_eq!(remote.nodes, vec!["12D3KooWnode".to_owned()]);
+        assert!(store.add_remote("../etc", "x", "n").is_err());
         let again = MeetingStore::open(&dir).expect("reopen");
         assert_eq!(again.get(&m.id), Some(&m));
+        assert_eq!(again.get("abc-def-ghk"), Some(&remote));
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -63,19 +63,24 @@ function cleanName(raw) {
   return [...String(raw || '').trim()].slice(0, 64).join('');
 }
 
-/** Accept "https://host/m/ID?x", "host/m/ID", or a bare "ID". */
+/**
+ * Accept "https://host/m/ID?node=N", "host/m/ID", or a bare "ID". A link made on another
+ * node carries that node's id, so this node can find the meeting there: {id, node}.
+ */
 export function parseMeetingRef(text) {
   const t = String(text || '').trim();
   if (!t) return null;
   const m = t.match(/\/m\/([^/?#\s]+)/);
   if (m) {
-    try { return decodeURIComponent(m[1]); } catch { return null; }
+    const n = t.match(/[?&]node=([A-Za-z0-9]+)/);
+    try { return { id: decodeURIComponent(m[1]), node: n ? n[1] : null }; } catch { return null; }
   }
-  return /^[A-Za-z0-9_-]+$/.test(t) ? t : null;
+  return /^[A-Za-z0-9_-]+$/.test(t) ? { id: t, node: null } : null;
 }
 
-function meetingPath(id) {
-  return `/m/${encodeURIComponent(id)}`;
+function meetingPath(id, node) {
+  const q = node ? `?node=${encodeURIComponent(node)}` : '';
+  return `/m/${encodeURIComponent(id)}${q}`;
 }
 
 function loading(text) {
@@ -133,13 +138,13 @@ function landingPage() {
     codeErr);
   joinForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const id = parseMeetingRef(codeInput.value);
-    if (!id) {
+    const ref = parseMeetingRef(codeInput.value);
+    if (!ref) {
       codeErr.textContent = 'That is not a meeting link or code. A code looks like k3x-9qa-7mf.';
       codeErr.hidden = false;
       return;
     }
-    location.assign(meetingPath(id));
+    location.assign(meetingPath(ref.id, ref.node));
   });
 
   const footer = h('p', { class: 'landing-foot' });
@@ -170,8 +175,16 @@ async function meetingPage(id) {
 
   let meeting;
   try {
-    const r = await api(`/api/meetings/${encodeURIComponent(id)}`);
+    const node = params.get('node');
+    const q = node ? `?node=${encodeURIComponent(node)}` : '';
+    const r = await api(`/api/meetings/${encodeURIComponent(id)}${q}`);
     if (r.status === 404) return notFound();
+    if (r.body && r.body.error === 'node_unreachable') {
+      page.connection = 'failed';
+      page.error = 'node_unreachable';
+      return fatalScreen('Cannot reach the meeting\'s node', r.body.message,
+        [{ label: 'Retry', onClick: () => meetingPage(id) }]);
+    }
     if (!r.ok || !r.body) {
       page.connection = 'failed';
       page.error = (r.body && r.body.error) || 'internal';
@@ -215,6 +228,7 @@ async function startMeeting(meeting, name, prefs, nodeInfo, media) {
   current = new Meeting({
     id: meeting.id,
     title: meeting.title,
+    host: meeting.host,
     name,
     mic: media.mic,
     cam: media.cam,

@@ -110,6 +110,8 @@ export class Meeting {
   constructor(opts) {
     this.opts = opts;
     this.id = opts.id;
+    this.host = opts.host || null;
+    this.nodes = [];               // other nodes carrying the meeting, from the API
     this.title = opts.title || 'Meeting';
     this.name = opts.name;
     this.nodeInfo = opts.nodeInfo || Promise.resolve(null);
@@ -166,6 +168,10 @@ export class Meeting {
     });
     const poll = setInterval(() => this.pollSpeaking(), SPEAKING_POLL_MS);
     this.cleanups.push(() => clearInterval(poll));
+    // The other nodes of the meeting and the media path to each, for the people panel.
+    const nodesPoll = setInterval(() => this.pollNodes(), 3000);
+    this.cleanups.push(() => clearInterval(nodesPoll));
+    this.pollNodes();
     this.render();
     this.connect();
   }
@@ -767,8 +773,19 @@ export class Meeting {
     this.el.stageInner.style.height = `${Math.max(stage.clientHeight, bottom + pad)}px`;
   }
 
+  async pollNodes() {
+    try {
+      const r = await fetch(`/api/meetings/${encodeURIComponent(this.id)}`);
+      if (!r.ok) return;
+      const body = await r.json();
+      this.nodes = Array.isArray(body.nodes) ? body.nodes : [];
+      if (this.el) this.renderPeople();
+    } catch { /* the connection state shows node trouble already */ }
+  }
+
   renderPeople() {
     const el = this.el;
+    if (!el) return;
     const n = this.participants.size + 1;
     el.peopleTitle.textContent = `People (${n})`;
     el.peopleBadge.textContent = String(n);
@@ -788,6 +805,18 @@ export class Meeting {
           stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),
           stateIcon(p.video, 'cam', 'camOff', 'Camera')));
     }));
+    if (this.nodes.length) {
+      // Where the others are: one line per other node, with the media path to it.
+      el.peopleList.append(h('li', { class: 'people-nodes-head', text: 'Other veche nodes in this meeting' }),
+        ...this.nodes.map((n) => {
+          const rtt = typeof n.rtt_ms === 'number' ? ` · ${Math.round(n.rtt_ms)} ms` : '';
+          const path = n.media === 'connected' ? `media ${n.path}${n.media_address ? ` (${n.media_address})` : ''}` : 'media connecting…';
+          return h('li', { class: 'person node-row', dataset: { node: n.id } },
+            h('span', { class: 'person-name' },
+              h('span', { text: `${n.name || String(n.id).slice(-8)} — ${n.participants} here` }),
+              h('span', { class: 'node-path', text: ` ${path}, control ${n.control || '?'}${rtt}` })));
+        }));
+    }
   }
 
   renderControls() {
@@ -894,18 +923,17 @@ export class Meeting {
 
   async invite() {
     const id = encodeURIComponent(this.id);
-    const link = `${location.origin}/m/${id}`;
+    // The node id lets someone with their own veche node open the same link there.
+    const hint = this.host ? `?node=${encodeURIComponent(this.host)}` : '';
+    const link = `${location.origin}/m/${id}${hint}`;
     const copied = await copyText(link);
     let info = null;
     try { info = await this.nodeInfo; } catch { info = null; }
     const lan = (info && Array.isArray(info.lan_urls) ? info.lan_urls : [])
       .map((u) => String(u).replace(/\/+$/, ''))
       .filter((u) => u && u !== location.origin)
-      .map((u) => `${u}/m/${id}`);
-    if (copied && !lan.length) {
-      toast('Meeting link copied');
-      return;
-    }
+      .map((u) => `${u}/m/${id}${hint}`);
+
     const row = (value, label) => {
       const input = h('input', { class: 'copy-input', type: 'text', readonly: true, 'aria-label': label });
       input.value = value;
@@ -921,6 +949,7 @@ export class Meeting {
     const body = [
       h('p', { class: 'dialog-note', text: copied ? 'Meeting link copied to the clipboard.' : 'Copy this link and send it to the people you want to invite:' }),
       main.el,
+      h('p', { class: 'dialog-note', text: 'Someone who runs their own veche node pastes this link on their node\'s start page; it joins this meeting through their node.' }),
     ];
     if (lan.length) {
       body.push(h('h3', { text: 'On this network' }));

@@ -1,6 +1,6 @@
 //! The HTTP API. Errors are JSON: `{"error": code, "message": plain words}`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -197,29 +197,171 @@ pub(crate) async fn metrics(State(ctx): State<Ctx>) -> Response {
         .into_response()
 }
 
-/// `GET /api/meetings/{id}`.
+#[derive(Deserialize)]
+pub(crate) struct MeetingQuery {
+    /// A node that carries the meeting (the `node` hint of a meeting link).
+    node: Option<String>,
+}
+
+/// Ask `node` about meeting `id` and remember it, so browsers here can join it.
+async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
+    use veche_net::protocol::{ErrorCode as NetCode, Request, Response as NetResponse};
+    use veche_net::HelloError;
+    let peer: veche_net::PeerId = node.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_peer_id",
+            format!("{node:?} is not a node id"),
+        )
+    })?;
+    if node == ctx.app.node.id {
+        return Err(ApiError::unknown_meeting());
+    }
+    let asked = ctx
+        .app
+        .net
+        .request(peer, Request::Meeting { id: id.to_owned() })
+        .await;
+    let title = match asked {
+        Ok(r) => match r.response {
+            NetResponse::Meeting { title, .. } => title,
+            NetResponse::Error {
+                code: NetCode::UnknownMeeting,
+                ..
+            } => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_meeting",
+                    "The node in the link does not know this meeting.",
+                ))
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "node_refused",
+                    format!("The node in the link answered: {other:?}"),
+                ))
+            }
+        },
+        Err(e @ (HelloError::Unreachable(_) | HelloError::BadPeerId(_))) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "node_unreachable",
+                format!("Cannot reach the node that hosts this meeting ({e})."),
+            ))
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ))
+        }
+    };
+    let store = ctx.app.meetings.clone();
+    let (id, node) = (id.to_owned(), node.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+        store.add_remote(&id, &title, &node).map(|_| ())
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "store failed",
+        )
+    })?
+    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", e.to_string()))
+}
+
+/// `GET /api/meetings/{id}[?node=PEER]`: the meeting, its participants and, per other node
+/// carrying it, the media path. With `node`, a meeting this node does not know yet is
+/// looked up there first.
 pub(crate) async fn get_meeting(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<MeetingQuery>,
 ) -> Result<Response, ApiError> {
     if !is_meeting_id(&id) {
         return Err(ApiError::unknown_meeting());
     }
-    let title = {
+    let known = |ctx: &Ctx| {
         let store = ctx.app.meetings.lock().unwrap_or_else(|p| p.into_inner());
-        store.get(&id).map(|m| m.title.clone())
+        store.get(&id).cloned()
     };
-    let title = title.ok_or_else(ApiError::unknown_meeting)?;
+    let mut meeting = known(&ctx);
+    if let Some(node) = q.node.as_deref().filter(|n| !n.is_empty()) {
+        let needs = meeting
+            .as_ref()
+            .is_none_or(|m| !m.nodes.is_empty() && !m.nodes.iter().any(|n| n == node));
+        if needs {
+            learn_remote(&ctx, &id, node).await?;
+            meeting = known(&ctx);
+        }
+    }
+    let meeting = meeting.ok_or_else(ApiError::unknown_meeting)?;
     let participants = ctx
         .app
         .engine
         .participants(&id)
         .await
         .map_err(|_| ApiError::engine_gone())?;
+    let links = ctx
+        .app
+        .engine
+        .links(&id)
+        .await
+        .map_err(|_| ApiError::engine_gone())?;
+    let peers = if links.is_empty() {
+        Vec::new()
+    } else {
+        ctx.app.net.peers().await
+    };
+    let nodes: Vec<serde_json::Value> = links
+        .into_iter()
+        .map(|l| {
+            let peer = peers.iter().find(|p| p.id == l.node);
+            let media = if l.out_connected || l.in_connected {
+                "connected"
+            } else {
+                "connecting"
+            };
+            json!({
+                "id": l.node,
+                "name": peer.and_then(|p| p.name.clone()),
+                "participants": l.participants,
+                "media": media,
+                // Media goes straight between the two nodes' media ports.
+                "path": if l.path.is_some() { "direct" } else { "none" },
+                "media_address": l.path,
+                "control": peer.map(|p| if p.direct { "direct" } else { "relayed" }),
+                "rtt_ms": peer.and_then(|p| p.rtt_ms),
+                "tracks_out": l.tracks_out,
+                "tracks_in": l.tracks_in,
+                "frames_out": l.frames_out,
+                "frames_in": l.frames_in,
+            })
+        })
+        .collect();
     let url = meeting_url(&ctx, &headers, &id);
-    Ok(
-        Json(json!({ "id": id, "title": title, "url": url, "participants": participants }))
-            .into_response(),
-    )
+    let mut share = url.clone();
+    // Another node's browser opens this meeting through its own node, which finds this one.
+    let host = meeting
+        .nodes
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ctx.app.node.id.clone());
+    share.push_str(&format!("?node={host}"));
+    Ok(Json(json!({
+        "id": id,
+        "title": meeting.title,
+        "url": url,
+        "link": share,
+        "host": host,
+        "participants": participants,
+        "nodes": nodes,
+    }))
+    .into_response())
 }

@@ -352,11 +352,13 @@ impl Session {
                 .meetings
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            store.get(&meeting).map(|m| m.title.clone())
+            store
+                .get(&meeting)
+                .map(|m| (m.title.clone(), m.nodes.clone()))
         } else {
             None
         };
-        let Some(title) = title else {
+        let Some((title, nodes)) = title else {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -372,6 +374,7 @@ impl Session {
             meeting: meeting.clone(),
             name,
             client: self.client,
+            nodes,
             events,
             reply,
         };

@@ -1,0 +1,73 @@
+//! What nodes tell each other about a meeting they both carry (the wire types; the
+//! node-to-node protocol in `veche-net` sends them, the media engine acts on them).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Source;
+
+/// Whose track a mid of a node link carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkTrack {
+    /// The participant's id on the sending node.
+    pub participant: u64,
+    /// The participant's name.
+    pub name: String,
+    /// What the track carries.
+    pub source: Source,
+}
+
+/// Something that happened to a participant attached to the sending node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MeetingEvent {
+    /// The sender (re)starts carrying the meeting with the receiver: what follows is its
+    /// whole list of participants, and remotes of the sender not in it are gone. With
+    /// `reply`, the receiver answers with its own list.
+    Sync {
+        /// Answer with your list.
+        reply: bool,
+    },
+    /// Joined (or, sent again, is there with this name and state).
+    Joined {
+        /// Id on the sending node.
+        id: u64,
+        /// Name.
+        name: String,
+        /// Mic on.
+        audio: bool,
+        /// Camera on.
+        video: bool,
+        /// Sharing the screen.
+        screen: bool,
+    },
+    /// Left.
+    Left {
+        /// Id on the sending node.
+        id: u64,
+    },
+    /// Changed what it sends.
+    State {
+        /// Id on the sending node.
+        id: u64,
+        /// Mic on.
+        audio: bool,
+        /// Camera on.
+        video: bool,
+        /// Sharing the screen.
+        screen: bool,
+    },
+    /// Said something in the chat.
+    Chat {
+        /// Id on the sending node.
+        id: u64,
+        /// The text.
+        text: String,
+        /// The sending node's clock, ms since the Unix epoch.
+        at: u64,
+    },
+    /// Another node takes part in this meeting: link with it too.
+    Node {
+        /// Its peer id.
+        peer: String,
+    },
+}

@@ -1,0 +1,707 @@
+//! One meeting across many nodes: the engine's side of node-to-node meetings.
+//!
+//! Each node carries its own browsers' tracks to every other node of the meeting over one
+//! WebRTC link per (meeting, other node), which it offers (a `LinkOut`, a
+//! [`veche_core::Kind::Link`] participant that subscribes to local tracks only). The other
+//! node accepts it as a `LinkIn` and publishes what arrives as its remote participants'
+//! tracks, which go to its browsers only. So every track crosses every node link once and
+//! nothing loops. Who is in the meeting travels as [`MeetingEvent`]s; both kinds of message
+//! travel over the authenticated libp2p connection, so the DTLS fingerprint in the SDP binds
+//! the media link to the other node's libp2p identity.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use str0m::Rtc;
+use tokio::sync::{mpsc, oneshot};
+use veche_core::{
+    LinkTrack, MediaState, MeetingEvent, ParticipantId, ParticipantInfo, StateChange,
+};
+
+use crate::api::{FedOut, LinkError, LinkInfo, PeerEvent};
+use crate::engine::Engine;
+use crate::peer::{MadeOffer, Peer, PeerFailure, Role};
+
+/// Most node links (in and out, all meetings) one engine holds.
+pub(crate) const MAX_LINKS: usize = 256;
+/// Most other nodes one meeting may span.
+const MAX_NODES_PER_MEETING: usize = 32;
+/// Remembered departed remote participants (so late media cannot bring them back).
+const MAX_GONE: usize = 4096;
+/// A lost node is asked to sync again this often, for this long.
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+const RESYNC_FOR: Duration = Duration::from_secs(60);
+
+/// Another node carrying a meeting with us.
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    pub link_out: Option<ParticipantId>,
+    pub link_in: Option<ParticipantId>,
+}
+
+/// Federation state of the engine.
+#[derive(Debug, Default)]
+pub(crate) struct Fed {
+    /// meeting → other nodes carrying it.
+    pub nodes: HashMap<String, BTreeMap<String, NodeState>>,
+    /// (node, its participant id) → our remote participant.
+    remotes: HashMap<(String, u64), ParticipantId>,
+    remote_of: HashMap<ParticipantId, (String, u64)>,
+    gone: HashSet<(String, u64)>,
+    /// (meeting, node) lost with local browsers still in the meeting: asked to sync again.
+    lost: HashMap<(String, String), (Instant, Instant)>,
+}
+
+fn event_of(p: &ParticipantInfo) -> MeetingEvent {
+    MeetingEvent::Joined {
+        id: p.id.0,
+        name: p.name.clone(),
+        audio: p.audio,
+        video: p.video,
+        screen: p.screen,
+    }
+}
+
+impl Engine {
+    fn fed_send(&self, node: &str, meeting: &str, events: Vec<MeetingEvent>) {
+        let Some(out) = &self.fed_out else { return };
+        if out
+            .try_send(FedOut::Events {
+                node: node.to_owned(),
+                meeting: meeting.to_owned(),
+                events,
+            })
+            .is_err()
+        {
+            tracing::warn!(%node, %meeting, "federation queue full; events to a node dropped");
+        }
+    }
+
+    /// Tell every other node of the meeting.
+    pub(crate) fn fed_broadcast(&self, meeting: &str, event: MeetingEvent) {
+        let Some(nodes) = self.fed.nodes.get(meeting) else {
+            return;
+        };
+        for node in nodes.keys() {
+            self.fed_send(node, meeting, vec![event.clone()]);
+        }
+    }
+
+    fn snapshot(&self, meeting: &str, to: &str, reply: bool) -> Vec<MeetingEvent> {
+        let mut events = vec![MeetingEvent::Sync { reply }];
+        events.extend(self.sfu.local_participants(meeting).iter().map(event_of));
+        if let Some(nodes) = self.fed.nodes.get(meeting) {
+            for other in nodes.keys().filter(|n| *n != to) {
+                events.push(MeetingEvent::Node {
+                    peer: other.clone(),
+                });
+            }
+        }
+        events
+    }
+
+    /// Start carrying `meeting` with `node`, if not already. Returns whether it is new.
+    fn add_node(&mut self, meeting: &str, node: &str, reply: bool, now: Instant) -> bool {
+        if node == self.node_id || self.fed_out.is_none() {
+            return false;
+        }
+        let nodes = self.fed.nodes.entry(meeting.to_owned()).or_default();
+        if nodes.contains_key(node) || nodes.len() >= MAX_NODES_PER_MEETING {
+            return false;
+        }
+        nodes.insert(
+            node.to_owned(),
+            NodeState {
+                link_out: None,
+                link_in: None,
+            },
+        );
+        self.fed.lost.remove(&(meeting.to_owned(), node.to_owned()));
+        tracing::info!(%node, %meeting, "carrying the meeting with another node");
+        let snap = self.snapshot(meeting, node, reply);
+        self.fed_send(node, meeting, snap);
+        self.ensure_link_out(meeting, node, now);
+        true
+    }
+
+    /// `offering`: our own link (on the link port), else another node's link to us (on the
+    /// media port).
+    fn link_rtc(&self, offering: bool, now: Instant) -> Rtc {
+        let mut config = Rtc::builder()
+            // Full ICE on node links: both ends send checks, so a path opens through NATs
+            // that let a reply in once we sent out.
+            .set_ice_lite(false)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true);
+        // Check a link's path every second and give it up after a few unanswered checks:
+        // a dead node's participants must vanish for everyone within seconds (str0m's
+        // defaults, 3 s and 9 retries, take far longer).
+        config.set_max_stun_rto(Duration::from_secs(1));
+        config.set_max_stun_retransmits(4);
+        let mut rtc = config.build(now);
+        let candidates = if offering {
+            &self.link_candidates
+        } else {
+            &self.candidates
+        };
+        for c in candidates {
+            // Another node's loopback is not ours.
+            if !c.addr().ip().is_loopback() {
+                rtc.add_local_candidate(c.clone());
+            }
+        }
+        rtc
+    }
+
+    fn link_count(&self) -> usize {
+        self.peers.values().filter(|p| p.role.is_link()).count()
+    }
+
+    /// Our media link to `node` for `meeting`, made if missing.
+    fn ensure_link_out(&mut self, meeting: &str, node: &str, now: Instant) {
+        let has = self
+            .fed
+            .nodes
+            .get(meeting)
+            .and_then(|n| n.get(node))
+            .map(|s| s.link_out.is_some());
+        if has != Some(false) || self.link_count() >= MAX_LINKS {
+            return;
+        }
+        let (id, outputs) = self.sfu.attach_link(meeting, now);
+        let rtc = self.link_rtc(true, now);
+        // Nobody reads a link's events: what it needs to say goes through `fed_out`.
+        let (events, _) = mpsc::channel::<PeerEvent>(1);
+        let mut peer = Peer::new(
+            id,
+            Role::LinkOut {
+                node: node.to_owned(),
+                meeting: meeting.to_owned(),
+            },
+            rtc,
+            events,
+            now,
+        );
+        // We make every offer on our own links.
+        peer.offered = true;
+        self.peers.insert(id, peer);
+        if let Some(s) = self
+            .fed
+            .nodes
+            .get_mut(meeting)
+            .and_then(|n| n.get_mut(node))
+        {
+            s.link_out = Some(id);
+        }
+        self.apply(outputs);
+        self.renegotiate.insert(id);
+    }
+
+    /// Send an offer the engine made on a link.
+    pub(crate) fn send_link_offer(&mut self, id: ParticipantId, offer: MadeOffer) {
+        let Some(Role::LinkOut { node, meeting }) = self.peers.get(&id).map(|p| p.role.clone())
+        else {
+            return;
+        };
+        let tracks = offer
+            .tracks
+            .iter()
+            .map(|(mid, info)| {
+                let name = self
+                    .sfu
+                    .info(info.participant)
+                    .map(|i| i.name)
+                    .unwrap_or_default();
+                (
+                    mid.clone(),
+                    LinkTrack {
+                        participant: info.participant.0,
+                        name,
+                        source: info.source,
+                    },
+                )
+            })
+            .collect();
+        let sent = self.fed_out.as_ref().is_some_and(|out| {
+            out.try_send(FedOut::Offer {
+                node,
+                meeting,
+                link: id,
+                sdp: offer.sdp,
+                tracks,
+            })
+            .is_ok()
+        });
+        if !sent {
+            self.fail(
+                id,
+                PeerFailure::new(
+                    crate::api::ErrorCode::Internal,
+                    "federation queue full; link offer not sent",
+                ),
+            );
+        }
+    }
+
+    /// A browser here joined: tell the other nodes, and join the nodes its link named.
+    pub(crate) fn fed_local_joined(
+        &mut self,
+        id: ParticipantId,
+        meeting: &str,
+        hints: &[String],
+        now: Instant,
+    ) {
+        if let Some(info) = self.sfu.info(id) {
+            self.fed_broadcast(meeting, event_of(&info));
+        }
+        for node in hints {
+            // The snapshot sent to a new node already holds the joiner.
+            self.add_node(meeting, node, true, now);
+        }
+    }
+
+    /// A local browser changed its state.
+    pub(crate) fn fed_local_state(&self, id: ParticipantId, state: MediaState) {
+        if let Some(meeting) = self.local_meeting(id) {
+            self.fed_broadcast(
+                &meeting,
+                MeetingEvent::State {
+                    id: id.0,
+                    audio: state.audio,
+                    video: state.video,
+                    screen: state.screen,
+                },
+            );
+        }
+    }
+
+    /// A local browser said something.
+    pub(crate) fn fed_local_chat(&self, id: ParticipantId, text: &str, at: u64) {
+        if let Some(meeting) = self.local_meeting(id) {
+            self.fed_broadcast(
+                &meeting,
+                MeetingEvent::Chat {
+                    id: id.0,
+                    text: text.to_owned(),
+                    at,
+                },
+            );
+        }
+    }
+
+    fn local_meeting(&self, id: ParticipantId) -> Option<String> {
+        (self.sfu.kind(id) == Some(veche_core::Kind::Local))
+            .then(|| self.sfu.meeting_of(id).map(str::to_owned))
+            .flatten()
+    }
+
+    /// Another node's meeting events.
+    pub(crate) fn on_node_events(
+        &mut self,
+        node: String,
+        meeting: String,
+        events: Vec<MeetingEvent>,
+        now: Instant,
+    ) {
+        if node == self.node_id {
+            return;
+        }
+        let reply = matches!(events.first(), Some(MeetingEvent::Sync { reply: true }));
+        let is_sync = matches!(events.first(), Some(MeetingEvent::Sync { .. }));
+        let new = self.add_node(&meeting, &node, false, now);
+        if reply && !new {
+            // It (re)started with us while we already knew it: it needs our list.
+            let snap = self.snapshot(&meeting, &node, false);
+            self.fed_send(&node, &meeting, snap);
+            self.ensure_link_out(&meeting, &node, now);
+        }
+        if !self
+            .fed
+            .nodes
+            .get(&meeting)
+            .is_some_and(|n| n.contains_key(&node))
+        {
+            // Refused (too many nodes): nothing it says applies.
+            return;
+        }
+        let mut listed = HashSet::new();
+        for ev in events {
+            match ev {
+                MeetingEvent::Sync { .. } => {}
+                MeetingEvent::Joined {
+                    id,
+                    name,
+                    audio,
+                    video,
+                    screen,
+                } => {
+                    listed.insert(id);
+                    let state = MediaState {
+                        audio,
+                        video,
+                        screen,
+                    };
+                    self.remote_joined(&node, &meeting, id, &name, state, now);
+                }
+                MeetingEvent::Left { id } => self.remote_left(&node, id, now),
+                MeetingEvent::State {
+                    id,
+                    audio,
+                    video,
+                    screen,
+                } => {
+                    if let Some(&pid) = self.fed.remotes.get(&(node.clone(), id)) {
+                        let out = self.sfu.set_state(
+                            pid,
+                            StateChange(MediaState {
+                                audio,
+                                video,
+                                screen,
+                            }),
+                            now,
+                        );
+                        self.apply(out);
+                    }
+                }
+                MeetingEvent::Chat { id, text, at } => {
+                    if let Some(&pid) = self.fed.remotes.get(&(node.clone(), id)) {
+                        if let Ok(out) = self.sfu.chat(pid, &text, at) {
+                            self.apply(out);
+                        }
+                    }
+                }
+                MeetingEvent::Node { peer } => {
+                    self.add_node(&meeting, &peer, true, now);
+                }
+            }
+        }
+        if is_sync {
+            // Whoever it no longer lists is gone (a missed leave, or it restarted).
+            let stale: Vec<u64> = self
+                .fed
+                .remote_of
+                .iter()
+                .filter(|(pid, (n, id))| {
+                    *n == node
+                        && !listed.contains(id)
+                        && self.sfu.meeting_of(**pid) == Some(meeting.as_str())
+                })
+                .map(|(_, (_, id))| *id)
+                .collect();
+            for id in stale {
+                self.remote_left(&node, id, now);
+            }
+        }
+    }
+
+    fn remote_joined(
+        &mut self,
+        node: &str,
+        meeting: &str,
+        id: u64,
+        name: &str,
+        state: MediaState,
+        now: Instant,
+    ) -> Option<ParticipantId> {
+        let key = (node.to_owned(), id);
+        if let Some(&pid) = self.fed.remotes.get(&key) {
+            if self.sfu.info(pid).is_some_and(|i| {
+                (i.audio, i.video, i.screen) != (state.audio, state.video, state.screen)
+            }) {
+                let out = self.sfu.set_state(pid, StateChange(state), now);
+                self.apply(out);
+            }
+            return Some(pid);
+        }
+        if self.fed.gone.contains(&key) {
+            return None;
+        }
+        match self.sfu.join_remote(meeting, name, state, now) {
+            Ok((pid, out)) => {
+                tracing::info!(%node, %meeting, remote = id, participant = %pid, "remote participant joined");
+                self.fed.remotes.insert(key.clone(), pid);
+                self.fed.remote_of.insert(pid, key);
+                self.apply(out);
+                Some(pid)
+            }
+            Err(e) => {
+                tracing::info!(%node, %meeting, error = %e, "remote participant refused");
+                None
+            }
+        }
+    }
+
+    fn remote_left(&mut self, node: &str, id: u64, now: Instant) {
+        let key = (node.to_owned(), id);
+        if self.fed.gone.len() >= MAX_GONE {
+            self.fed.gone.clear();
+        }
+        self.fed.gone.insert(key.clone());
+        if let Some(pid) = self.fed.remotes.remove(&key) {
+            self.fed.remote_of.remove(&pid);
+            tracing::info!(%node, remote = id, participant = %pid, "remote participant left");
+            let out = self.sfu.leave(pid, now);
+            self.apply(out);
+        }
+    }
+
+    /// Another node offers its link to us (first offer or a renegotiation).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_link_offer(
+        &mut self,
+        node: String,
+        meeting: String,
+        link: u64,
+        sdp: String,
+        tracks: BTreeMap<String, LinkTrack>,
+        reply: oneshot::Sender<Result<String, LinkError>>,
+        now: Instant,
+    ) {
+        // An offer can come before the node's first events; it is in the meeting either way.
+        self.add_node(&meeting, &node, true, now);
+        let Some(state) = self.fed.nodes.get(&meeting).and_then(|n| n.get(&node)) else {
+            let _ = reply.send(Err(LinkError::TooMany));
+            return;
+        };
+        let existing = state.link_in.filter(|id| {
+            matches!(self.peers.get(id).map(|p| &p.role), Some(Role::LinkIn { link: l, .. }) if *l == link)
+        });
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                if let Some(old) = state.link_in {
+                    // The other node replaced its link (after a failure): drop ours for it.
+                    self.remove(old, None, now);
+                }
+                if self.link_count() >= MAX_LINKS {
+                    let _ = reply.send(Err(LinkError::TooMany));
+                    return;
+                }
+                let id = self.sfu.reserve_id();
+                let (events, _) = mpsc::channel::<PeerEvent>(1);
+                let rtc = self.link_rtc(false, now);
+                let peer = Peer::new(
+                    id,
+                    Role::LinkIn {
+                        node: node.clone(),
+                        meeting: meeting.clone(),
+                        link,
+                        tracks: BTreeMap::new(),
+                    },
+                    rtc,
+                    events,
+                    now,
+                );
+                self.peers.insert(id, peer);
+                if let Some(s) = self
+                    .fed
+                    .nodes
+                    .get_mut(&meeting)
+                    .and_then(|n| n.get_mut(&node))
+                {
+                    s.link_in = Some(id);
+                }
+                id
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let sources = tracks
+            .iter()
+            .map(|(mid, t)| (mid.clone(), t.source))
+            .collect();
+        if let Role::LinkIn { tracks: t, .. } = &mut peer.role {
+            *t = tracks;
+        }
+        match peer.accept_offer(&sdp, sources) {
+            Ok(answer) => {
+                let _ = reply.send(Ok(answer));
+                self.dirty.insert(id);
+            }
+            Err(f) => {
+                tracing::info!(%node, %meeting, error = %f.message, "node link offer refused");
+                let _ = reply.send(Err(LinkError::BadSdp(f.message.clone())));
+                self.fail(id, f);
+            }
+        }
+    }
+
+    /// A track arrived on another node's link: publish it as its participant's.
+    pub(crate) fn link_media_added(
+        &mut self,
+        id: ParticipantId,
+        mid: str0m::media::Mid,
+        kind: veche_core::TrackKind,
+        now: Instant,
+    ) {
+        let Some(Role::LinkIn {
+            node,
+            meeting,
+            tracks,
+            ..
+        }) = self.peers.get(&id).map(|p| p.role.clone())
+        else {
+            return;
+        };
+        let Some(lt) = tracks.get(&*mid.to_string()).cloned() else {
+            tracing::debug!(%node, %mid, "link media without a declared track ignored");
+            return;
+        };
+        let Some(pid) = self.remote_joined(
+            &node,
+            &meeting,
+            lt.participant,
+            &lt.name,
+            MediaState::default(),
+            now,
+        ) else {
+            return;
+        };
+        match self.sfu.publish(pid, lt.source, kind, now) {
+            Ok((track, out)) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.add_published(mid, track);
+                }
+                tracing::debug!(%node, participant = %pid, %track, source = ?lt.source, "remote track published");
+                self.apply(out);
+            }
+            Err(e) => {
+                tracing::info!(%node, participant = %pid, error = %e, "remote track not published")
+            }
+        }
+    }
+
+    /// The link peer that receives `publisher`'s tracks, when it is a remote participant.
+    pub(crate) fn link_in_of(&self, publisher: ParticipantId) -> Option<ParticipantId> {
+        let (node, _) = self.fed.remote_of.get(&publisher)?;
+        let meeting = self.sfu.meeting_of(publisher)?;
+        self.fed.nodes.get(meeting)?.get(node)?.link_in
+    }
+
+    /// A link peer was removed; when it failed, the node is lost for that meeting.
+    pub(crate) fn link_removed(&mut self, role: &Role, failed: bool, now: Instant) {
+        let (node, meeting) = match role {
+            Role::Browser => return,
+            Role::LinkOut { node, meeting } | Role::LinkIn { node, meeting, .. } => (node, meeting),
+        };
+        if let Some(s) = self
+            .fed
+            .nodes
+            .get_mut(meeting)
+            .and_then(|n| n.get_mut(node))
+        {
+            if matches!(role, Role::LinkOut { .. }) {
+                s.link_out = None;
+            } else {
+                s.link_in = None;
+            }
+        }
+        if failed {
+            self.node_lost(node, Some(meeting), now);
+        }
+    }
+
+    /// Forget `node` in `meeting` (or every meeting): its participants leave, its links go.
+    /// While local browsers remain, it is asked to sync again for a while (it may be back).
+    pub(crate) fn node_lost(&mut self, node: &str, meeting: Option<&str>, now: Instant) {
+        let meetings: Vec<String> = match meeting {
+            Some(m) => vec![m.to_owned()],
+            None => self
+                .fed
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.contains_key(node))
+                .map(|(m, _)| m.clone())
+                .collect(),
+        };
+        for m in meetings {
+            let Some(state) = self.fed.nodes.get_mut(&m).and_then(|n| n.remove(node)) else {
+                continue;
+            };
+            tracing::info!(%node, meeting = %m, "lost the other node for this meeting");
+            for link in [state.link_out, state.link_in].into_iter().flatten() {
+                self.remove(link, None, now);
+            }
+            let theirs: Vec<u64> = self
+                .fed
+                .remote_of
+                .iter()
+                .filter(|(pid, (n, _))| n == node && self.sfu.meeting_of(**pid) == Some(m.as_str()))
+                .map(|(_, (_, id))| *id)
+                .collect();
+            for id in theirs {
+                self.remote_left(node, id, now);
+                // It may come back with the same participants after a resync.
+                self.fed.gone.remove(&(node.to_owned(), id));
+            }
+            if self.fed.nodes.get(&m).is_some_and(|n| n.is_empty()) {
+                self.fed.nodes.remove(&m);
+            }
+            if !self.sfu.local_participants(&m).is_empty() {
+                self.fed.lost.insert((m, node.to_owned()), (now, now));
+            }
+        }
+    }
+
+    /// Every second: ask lost nodes to sync again. (A meeting stays carried while no browser
+    /// is here: its state is a few entries, and the other nodes link to each other directly.)
+    pub(crate) fn fed_housekeeping(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.fed.lost.retain(|(m, n), (since, last)| {
+            if now.duration_since(*since) > RESYNC_FOR {
+                return false;
+            }
+            if now.duration_since(*last) >= RESYNC_EVERY {
+                *last = now;
+                due.push((m.clone(), n.clone()));
+            }
+            true
+        });
+        for (m, n) in due {
+            if !self.sfu.local_participants(&m).is_empty() {
+                let snap = self.snapshot(&m, &n, true);
+                self.fed_send(&n, &m, snap);
+            }
+        }
+    }
+
+    /// The links of a meeting, per other node.
+    pub(crate) fn links(&self, meeting: &str) -> Vec<LinkInfo> {
+        let Some(nodes) = self.fed.nodes.get(meeting) else {
+            return Vec::new();
+        };
+        nodes
+            .iter()
+            .map(|(node, s)| {
+                let out = s.link_out.and_then(|id| self.peers.get(&id));
+                let inn = s.link_in.and_then(|id| self.peers.get(&id));
+                let path = s.link_out.and_then(|id| {
+                    self.by_source
+                        .iter()
+                        .find(|(_, v)| **v == id)
+                        .map(|(a, _)| a.to_string())
+                });
+                LinkInfo {
+                    node: node.clone(),
+                    participants: self
+                        .fed
+                        .remote_of
+                        .iter()
+                        .filter(|(pid, (n, _))| {
+                            n == node && self.sfu.meeting_of(**pid) == Some(meeting)
+                        })
+                        .count(),
+                    tracks_out: out.map_or(0, |p| p.out_count()),
+                    out_connected: out.is_some_and(|p| p.connected),
+                    tracks_in: inn.map_or(0, |p| p.in_count()),
+                    in_connected: inn.is_some_and(|p| p.connected),
+                    frames_out: out.map_or(0, |p| p.frames_out),
+                    frames_in: inn.map_or(0, |p| p.frames_in),
+                    path,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,209 @@
+//! The bridge between the media engine and the control plane for meetings that span nodes:
+//! requests from other nodes go to the engine (after checking the meeting is known here),
+//! and what the engine has for other nodes goes out over libp2p, in order per node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use veche_media::{Command, EngineHandle, FedOut};
+use veche_net::protocol::{ErrorCode, Request, Response};
+use veche_net::{AppEvent, NetHandle, PeerId};
+use veche_node::MeetingStore;
+
+/// Most events one request may carry (a snapshot of a full meeting fits).
+const MAX_EVENTS: usize = 512;
+/// Messages waiting for one node; beyond this the node is not keeping up and they drop.
+const PER_NODE_QUEUE: usize = 512;
+
+/// Run the bridge until the engine or the network stops.
+pub async fn run(
+    engine: EngineHandle,
+    net: NetHandle,
+    meetings: Arc<Mutex<MeetingStore>>,
+    mut from_engine: mpsc::Receiver<FedOut>,
+    mut from_net: mpsc::Receiver<AppEvent>,
+) {
+    let mut queues: HashMap<String, mpsc::Sender<FedOut>> = HashMap::new();
+    loop {
+        tokio::select! {
+            out = from_engine.recv() => {
+                let Some(out) = out else { break };
+                let node = match &out {
+                    FedOut::Events { node, .. } | FedOut::Offer { node, .. } => node.clone(),
+                };
+                let queue = queues.entry(node.clone()).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(PER_NODE_QUEUE);
+                    tokio::spawn(deliver(node.clone(), rx, net.clone(), engine.clone()));
+                    tx
+                });
+                if queue.try_send(out).is_err() {
+                    tracing::warn!(%node, "messages for a node are piling up; dropped one");
+                }
+            }
+            ev = from_net.recv() => {
+                let Some(ev) = ev else { break };
+                on_net(ev, &engine, &meetings).await;
+            }
+        }
+    }
+}
+
+/// Send what the engine has for `node`, one request at a time so events stay in order.
+async fn deliver(
+    node: String,
+    mut rx: mpsc::Receiver<FedOut>,
+    net: NetHandle,
+    engine: EngineHandle,
+) {
+    let Ok(peer) = node.parse::<PeerId>() else {
+        tracing::warn!(%node, "not a node id; its messages are dropped");
+        return;
+    };
+    while let Some(out) = rx.recv().await {
+        match out {
+            FedOut::Events {
+                meeting, events, ..
+            } => {
+                for chunk in events.chunks(MAX_EVENTS) {
+                    let req = Request::Events {
+                        meeting: meeting.clone(),
+                        events: chunk.to_vec(),
+                    };
+                    match net.request(peer, req).await {
+                        Ok(r) if matches!(r.response, Response::Ok) => {}
+                        Ok(r) => {
+                            tracing::info!(%node, %meeting, response = ?r.response, "meeting events refused")
+                        }
+                        Err(e) => {
+                            tracing::info!(%node, %meeting, error = %e, "meeting events not delivered")
+                        }
+                    }
+                }
+            }
+            FedOut::Offer {
+                meeting,
+                link,
+                sdp,
+                tracks,
+                ..
+            } => {
+                let req = Request::Link {
+                    meeting: meeting.clone(),
+                    link: link.0,
+                    sdp,
+                    tracks,
+                };
+                let cmd = match net.request(peer, req).await {
+                    Ok(r) => match r.response {
+                        Response::Link { sdp } => Command::Answer { id: link, sdp },
+                        other => Command::LinkFailed {
+                            link,
+                            reason: format!("the other node refused the link: {other:?}"),
+                        },
+                    },
+                    Err(e) => Command::LinkFailed {
+                        link,
+                        reason: format!("link offer not delivered: {e}"),
+                    },
+                };
+                if engine.send(cmd).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn on_net(ev: AppEvent, engine: &EngineHandle, meetings: &Arc<Mutex<MeetingStore>>) {
+    let (peer, request, reply) = match ev {
+        AppEvent::Disconnected { peer } => {
+            let _ = engine
+                .send(Command::NodeGone {
+                    node: peer.to_string(),
+                })
+                .await;
+            return;
+        }
+        AppEvent::Request {
+            peer,
+            request,
+            reply,
+        } => (peer, request, reply),
+    };
+    let error = |code, message: &str| Response::Error {
+        code,
+        message: message.to_owned(),
+    };
+    let title_of = |id: &str| {
+        let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
+        store.get(id).map(|m| m.title.clone())
+    };
+    let unknown = || error(ErrorCode::UnknownMeeting, "no such meeting on this node");
+    let node = peer.to_string();
+    let response = match request {
+        Request::Meeting { id } => match title_of(&id) {
+            Some(title) => Response::Meeting { id, title },
+            None => unknown(),
+        },
+        Request::Events { meeting, events } => {
+            if title_of(&meeting).is_none() {
+                unknown()
+            } else if events.len() > MAX_EVENTS {
+                error(ErrorCode::TooLarge, "too many events in one request")
+            } else {
+                match engine
+                    .send(Command::NodeEvents {
+                        node,
+                        meeting,
+                        events,
+                    })
+                    .await
+                {
+                    Ok(()) => Response::Ok,
+                    Err(_) => error(ErrorCode::Unavailable, "shutting down"),
+                }
+            }
+        }
+        Request::Link {
+            meeting,
+            link,
+            sdp,
+            tracks,
+        } => {
+            if title_of(&meeting).is_none() {
+                unknown()
+            } else {
+                // The engine answers through a oneshot; do not hold the bridge while it does.
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = Command::LinkOffer {
+                        node,
+                        meeting,
+                        link,
+                        sdp,
+                        tracks,
+                        reply: tx,
+                    };
+                    let response = if engine.send(cmd).await.is_err() {
+                        error(ErrorCode::Unavailable, "shutting down")
+                    } else {
+                        match rx.await {
+                            Ok(Ok(sdp)) => Response::Link { sdp },
+                            Ok(Err(e)) => error(ErrorCode::Malformed, &e.to_string()),
+                            Err(_) => error(ErrorCode::Unavailable, "the link was dropped"),
+                        }
+                    };
+                    let _ = reply.send(response);
+                });
+                return;
+            }
+        }
+        other => error(
+            ErrorCode::Malformed,
+            &format!("not a meeting request: {other:?}"),
+        ),
+    };
+    let _ = reply.send(response);
+}
