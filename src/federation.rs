@@ -117,6 +117,10 @@ async fn deliver(
 
 async fn on_net(ev: AppEvent, engine: &EngineHandle, meetings: &Arc<Mutex<MeetingStore>>) {
     let (peer, request, reply) = match ev {
+        AppEvent::ObservedIp { ip } => {
+            let _ = engine.send(Command::ObservedIp { ip }).await;
+            return;
+        }
         AppEvent::Disconnected { peer } => {
             let _ = engine
                 .send(Command::NodeGone {

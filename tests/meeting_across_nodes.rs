@@ -337,3 +337,90 @@ async fn a_killed_node_disappears_and_the_rest_goes_on() {
         b.close().await;
     }
 }
+
+const RELAY_QUIC: &str = "/ip4/203.0.113.10/udp/7302/quic-v1";
+
+/// A `--relay` node on the public side and two nodes behind their own NATs that know only
+/// it. Returns (relay, a, b) with their ids.
+async fn relay_and_two_nats(lab: &NatLab) -> Vec<(support::Node, String)> {
+    let relay = lab
+        .node("pub", "relay", &["--relay", "--no-mdns", "--name", "relay"])
+        .await;
+    let relay_id = node_id(&relay);
+    let relay_addr = format!("{RELAY_QUIC}/p2p/{relay_id}");
+    let args = ["--no-mdns", "--bootstrap", &relay_addr];
+    let a = lab
+        .node("lan1a", "a", &[&args[..], &["--name", "home-a"]].concat())
+        .await;
+    let b = lab
+        .node("lan2a", "b", &[&args[..], &["--name", "home-b"]].concat())
+        .await;
+    for host in ["lan1a", "lan2a"] {
+        until(
+            &format!("{host} connected to the relay"),
+            Duration::from_secs(30),
+            || async {
+                lab.peers(host)
+                    .await
+                    .iter()
+                    .any(|p| p["name"] == "relay")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let (a_id, b_id) = (node_id(&a), node_id(&b));
+    vec![(relay, relay_id), (a, a_id), (b, b_id)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cone_nats_carry_media_directly() {
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("mcone", "cone");
+    let nodes = relay_and_two_nats(&lab).await;
+    let (a_id, b_id) = (nodes[1].1.clone(), nodes[2].1.clone());
+    let created = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Two homes"}"#)
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+
+    let mut ada = lab.browser("lan1a", &meeting_link(&id, None, "Ada")).await;
+    let mut bob = lab
+        .browser("lan2a", &meeting_link(&id, Some(&a_id), "Bob"))
+        .await;
+    wait_media(&mut ada, "Ada", &["Bob"]).await;
+    wait_media(&mut bob, "Bob", &["Ada"]).await;
+    assert_growing(
+        &mut [("Ada", &mut ada), ("Bob", &mut bob)],
+        &[("Ada", "Bob"), ("Bob", "Ada")],
+    )
+    .await;
+    // The media path is the other home's NAT, straight: not the relay's address.
+    for (host, other, nat) in [
+        ("lan1a", &b_id, "203.0.113.12:"),
+        ("lan2a", &a_id, "203.0.113.11:"),
+    ] {
+        let n = until(
+            &format!("{host} reports its media link"),
+            Duration::from_secs(10),
+            || async {
+                let m = lab.get(host, &format!("/api/meetings/{id}")).await;
+                let n = m["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["id"] == other.as_str())?
+                    .clone();
+                (n["media"] == "connected").then_some(n)
+            },
+        )
+        .await;
+        println!("{host} sees {n}");
+        assert_eq!(n["path"], "direct", "{n}");
+        assert!(
+            n["media_address"].as_str().unwrap_or("").starts_with(nat),
+            "media should come straight from the other NAT ({nat}): {n}"
+        );
+    }
+    ada.close().await;
+    bob.close().await;
+}

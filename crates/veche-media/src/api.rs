@@ -103,6 +103,13 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+    /// Another node saw this one at `ip` (behind a NAT: the NAT's public address). Node
+    /// links offer it with our ports as a server-reflexive candidate, which is what lets ICE
+    /// open a path through cone NATs.
+    ObservedIp {
+        /// The address.
+        ip: std::net::IpAddr,
+    },
     /// The network lost every connection to a node.
     NodeGone {
         /// Its peer id.

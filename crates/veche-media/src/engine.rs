@@ -95,6 +95,8 @@ pub struct Engine {
     pub(crate) candidates: Vec<Candidate>,
     /// The same on the link port, for links this node offers.
     pub(crate) link_candidates: Vec<Candidate>,
+    /// Candidates learned from other nodes' observations: offered on node links only.
+    pub(crate) link_only: Vec<SocketAddr>,
     cmd_rx: mpsc::Receiver<Command>,
     udp_rx: mpsc::Receiver<Datagram>,
     /// Peers with new input whose output must be drained.
@@ -166,6 +168,7 @@ impl Engine {
             sockets,
             candidates,
             link_candidates,
+            link_only: Vec::new(),
             cmd_rx,
             udp_rx,
             dirty: HashSet::new(),
@@ -254,6 +257,9 @@ impl Engine {
                     .build(now);
                 let local_client = client.is_none_or(|a| a.ip().is_loopback());
                 for c in &self.candidates {
+                    if self.link_only.contains(&c.addr()) {
+                        continue;
+                    }
                     if local_client || !c.addr().ip().is_loopback() {
                         rtc.add_local_candidate(c.clone());
                     }
@@ -368,6 +374,7 @@ impl Engine {
                 }
             }
             Command::NodeGone { node } => self.node_lost(&node, None, now),
+            Command::ObservedIp { ip } => self.observed_ip(ip),
             Command::Links { meeting, reply } => {
                 let _ = reply.send(self.links(&meeting));
             }
@@ -721,6 +728,39 @@ impl Engine {
             };
             if let Some(f) = failure {
                 self.failed.push((*id, f));
+            }
+        }
+    }
+
+    /// Add `ip` with our ports as a server-reflexive candidate for node links made from now
+    /// on (not for browsers: a browser on the LAN reaches the host address).
+    fn observed_ip(&mut self, ip: IpAddr) {
+        const MAX_OBSERVED: usize = 4;
+        for set in [&mut self.link_candidates, &mut self.candidates] {
+            if set.iter().any(|c| c.addr().ip() == ip)
+                || set
+                    .iter()
+                    .filter(|c| c.kind() == str0m::CandidateKind::ServerReflexive)
+                    .count()
+                    >= MAX_OBSERVED
+            {
+                continue;
+            }
+            let Some(base) = set
+                .iter()
+                .filter(|c| c.kind() == str0m::CandidateKind::Host)
+                .map(|c| c.addr())
+                .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ip.is_ipv4())
+            else {
+                continue;
+            };
+            match Candidate::server_reflexive(SocketAddr::new(ip, base.port()), base, "udp") {
+                Ok(c) => {
+                    tracing::info!(candidate = %c.addr(), "observed address offered on node links");
+                    self.link_only.push(c.addr());
+                    set.push(c);
+                }
+                Err(e) => tracing::debug!(%ip, error = %e, "observed address not usable"),
             }
         }
     }

@@ -128,6 +128,12 @@ pub enum AppEvent {
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
     },
+    /// Another node saw us at this IP address (identify's observed address): behind a NAT,
+    /// the NAT's public address. Media links offer it, with the media ports, as a candidate.
+    ObservedIp {
+        /// The address.
+        ip: std::net::IpAddr,
+    },
     /// The last connection to a node closed.
     Disconnected {
         /// Which node.
@@ -365,6 +371,7 @@ pub fn start(
         rx,
         self_tx: tx.clone(),
         app,
+        observed_ips: HashSet::new(),
         hello,
         metrics,
         book,
@@ -413,6 +420,7 @@ struct Task {
     /// For answers the application computes asynchronously.
     self_tx: mpsc::Sender<NetCommand>,
     app: Option<mpsc::Sender<AppEvent>>,
+    observed_ips: HashSet<std::net::IpAddr>,
     hello: HelloSource,
     metrics: Metrics,
     book: PeerBook,
@@ -627,6 +635,25 @@ impl Task {
         }
     }
 
+    /// Tell the application a new address another node observed us at (a few at most).
+    fn observed(&mut self, addr: &Multiaddr) {
+        let ip = addr.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        });
+        let Some(ip) = ip.filter(|ip| !ip.is_loopback() && !ip.is_unspecified()) else {
+            return;
+        };
+        if self.observed_ips.len() >= 8 || !self.observed_ips.insert(ip) {
+            return;
+        }
+        tracing::info!(%ip, "another node observed us at this address");
+        if let Some(app) = &self.app {
+            let _ = app.try_send(AppEvent::ObservedIp { ip });
+        }
+    }
+
     fn on_behaviour(&mut self, ev: BehaviourEvent) {
         match ev {
             BehaviourEvent::Identify(e) => {
@@ -635,6 +662,7 @@ impl Task {
                     if info.protocol_version != IDENTIFY_PROTOCOL {
                         return;
                     }
+                    self.observed(&info.observed_addr);
                     for a in &info.listen_addrs {
                         if !is_relayed(a) {
                             self.swarm
