@@ -21,6 +21,7 @@ pub async fn run(
     engine: EngineHandle,
     net: NetHandle,
     meetings: Arc<Mutex<MeetingStore>>,
+    relay: bool,
     mut from_engine: mpsc::Receiver<FedOut>,
     mut from_net: mpsc::Receiver<AppEvent>,
 ) {
@@ -31,6 +32,15 @@ pub async fn run(
                 let Some(out) = out else { break };
                 let node = match &out {
                     FedOut::Events { node, .. } | FedOut::Offer { node, .. } => node.clone(),
+                    FedOut::NeedRelay { node, meeting } => {
+                        let (node, meeting) = (node.clone(), meeting.clone());
+                        let (net, engine) = (net.clone(), engine.clone());
+                        tokio::spawn(async move {
+                            let via = pick_relay(&net, &node).await;
+                            let _ = engine.send(Command::UseRelay { meeting, node, via }).await;
+                        });
+                        continue;
+                    }
                 };
                 let queue = queues.entry(node.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(PER_NODE_QUEUE);
@@ -43,7 +53,7 @@ pub async fn run(
             }
             ev = from_net.recv() => {
                 let Some(ev) = ev else { break };
-                on_net(ev, &engine, &meetings).await;
+                on_net(ev, &engine, &meetings, relay).await;
             }
         }
     }
@@ -111,11 +121,36 @@ async fn deliver(
                     return;
                 }
             }
+            // Handled by the bridge itself, never queued.
+            FedOut::NeedRelay { .. } => {}
         }
     }
 }
 
-async fn on_net(ev: AppEvent, engine: &EngineHandle, meetings: &Arc<Mutex<MeetingStore>>) {
+/// A relay node for media to `node`: the relay our control connection to it goes through,
+/// else any connected node that relays.
+async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
+    let peers = net.peers().await;
+    let circuit_relay = peers.iter().find(|p| p.id == node).and_then(|p| {
+        p.connections.iter().find_map(|a| {
+            let (before, _) = a.split_once("/p2p-circuit")?;
+            before.rsplit_once("/p2p/").map(|(_, id)| id.to_owned())
+        })
+    });
+    circuit_relay.or_else(|| {
+        peers
+            .iter()
+            .find(|p| p.relay && p.id != node)
+            .map(|p| p.id.clone())
+    })
+}
+
+async fn on_net(
+    ev: AppEvent,
+    engine: &EngineHandle,
+    meetings: &Arc<Mutex<MeetingStore>>,
+    relay: bool,
+) {
     let (peer, request, reply) = match ev {
         AppEvent::ObservedIp { ip } => {
             let _ = engine.send(Command::ObservedIp { ip }).await;
@@ -143,6 +178,8 @@ async fn on_net(ev: AppEvent, engine: &EngineHandle, meetings: &Arc<Mutex<Meetin
         let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
         store.get(id).map(|m| m.title.clone())
     };
+    // A relay carries meetings it has never heard of, for the nodes that ask it to.
+    let carries = |id: &str| title_of(id).is_some() || (relay && veche_node::is_meeting_id(id));
     let unknown = || error(ErrorCode::UnknownMeeting, "no such meeting on this node");
     let node = peer.to_string();
     let response = match request {
@@ -151,7 +188,7 @@ async fn on_net(ev: AppEvent, engine: &EngineHandle, meetings: &Arc<Mutex<Meetin
             None => unknown(),
         },
         Request::Events { meeting, events } => {
-            if title_of(&meeting).is_none() {
+            if !carries(&meeting) {
                 unknown()
             } else if events.len() > MAX_EVENTS {
                 error(ErrorCode::TooLarge, "too many events in one request")
@@ -175,7 +212,7 @@ async fn on_net(ev: AppEvent, engine: &EngineHandle, meetings: &Arc<Mutex<Meetin
             sdp,
             tracks,
         } => {
-            if title_of(&meeting).is_none() {
+            if !carries(&meeting) {
                 unknown()
             } else {
                 // The engine answers through a oneshot; do not hold the bridge while it does.

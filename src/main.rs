@@ -193,6 +193,7 @@ async fn run(a: RunArgs) -> Result<()> {
         advertise,
         node_id: identity.peer_id().to_string(),
         federation: Some(fed_tx),
+        relay: a.relay || config.relay.unwrap_or(false),
         ..EngineConfig::default()
     })
     .await?;
@@ -245,6 +246,7 @@ async fn run(a: RunArgs) -> Result<()> {
         engine.clone(),
         net.clone(),
         meetings.clone(),
+        a_net.relay || config.relay.unwrap_or(false),
         fed_rx,
         app_rx,
     ));

@@ -424,3 +424,58 @@ async fn cone_nats_carry_media_directly() {
     ada.close().await;
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_nats_carry_media_through_the_relay_node() {
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("msym", "symmetric");
+    let nodes = relay_and_two_nats(&lab).await;
+    let (relay_id, a_id, b_id) = (nodes[0].1.clone(), nodes[1].1.clone(), nodes[2].1.clone());
+    let created = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Two offices"}"#)
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+
+    let started = Instant::now();
+    let mut ada = lab.browser("lan1a", &meeting_link(&id, None, "Ada")).await;
+    let mut bob = lab
+        .browser("lan2a", &meeting_link(&id, Some(&a_id), "Bob"))
+        .await;
+    wait_media(&mut ada, "Ada", &["Bob"]).await;
+    wait_media(&mut bob, "Bob", &["Ada"]).await;
+    println!("media both ways after {:?}", started.elapsed());
+    assert_growing(
+        &mut [("Ada", &mut ada), ("Bob", &mut bob)],
+        &[("Ada", "Bob"), ("Bob", "Ada")],
+    )
+    .await;
+    // Both report the other node as reached through the relay node.
+    for (host, other) in [("lan1a", &b_id), ("lan2a", &a_id)] {
+        let n = until(
+            &format!("{host} reports its media path"),
+            Duration::from_secs(10),
+            || async {
+                let m = lab.get(host, &format!("/api/meetings/{id}")).await;
+                let n = m["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["id"] == other.as_str())?
+                    .clone();
+                (n["media"] == "connected").then_some(n)
+            },
+        )
+        .await;
+        println!("{host} sees {n}");
+        assert_eq!(n["path"], "relayed", "{n}");
+        assert_eq!(n["via"], relay_id.as_str(), "{n}");
+        assert!(
+            n["media_address"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("203.0.113.10:"),
+            "media comes from the relay node: {n}"
+        );
+    }
+    ada.close().await;
+    bob.close().await;
+}

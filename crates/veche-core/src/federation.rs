@@ -14,6 +14,10 @@ pub struct LinkTrack {
     pub name: String,
     /// What the track carries.
     pub source: Source,
+    /// The node the participant is attached to, when it is not the sender (a relaying node
+    /// forwards another node's tracks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// Something that happened to a participant attached to the sending node.
@@ -64,6 +68,12 @@ pub enum MeetingEvent {
         text: String,
         /// The sending node's clock, ms since the Unix epoch.
         at: u64,
+    },
+    /// The sender cannot reach `peer` directly for media: the receiver, a relay node,
+    /// forwards the sender's tracks to `peer` (and `peer` asks the same for its own).
+    Relay {
+        /// The node the sender's tracks go to.
+        peer: String,
     },
     /// Another node takes part in this meeting: link with it too.
     Node {

@@ -539,6 +539,65 @@ impl Sfu {
         Ok((track, out))
     }
 
+    /// Carry a remote participant's `track` on node link `link` too: a relaying node
+    /// forwards between two nodes that cannot reach each other. (The usual rule keeps remote
+    /// tracks off links, so that nothing loops; the driver decides the relayed pairs.)
+    pub fn relay_track(&mut self, link: ParticipantId, track: TrackId) -> Vec<Output> {
+        let Some(t) = self.tracks.get(&track) else {
+            return Vec::new();
+        };
+        let (publisher, source) = (t.publisher, t.source);
+        let same_meeting = self.meeting_of(publisher) == self.meeting_of(link);
+        let Some(l) = self.participants.get_mut(&link) else {
+            return Vec::new();
+        };
+        if l.kind != Kind::Link || !same_meeting || l.subscribed.contains(&track) {
+            return Vec::new();
+        }
+        l.subscribed.push(track);
+        vec![Output::Subscribe {
+            subscriber: link,
+            track,
+            publisher,
+            source,
+        }]
+    }
+
+    /// Stop a track (its node link went away; it may be published again on a new one):
+    /// everyone receiving it unsubscribes.
+    pub fn unpublish(&mut self, track: TrackId) -> Vec<Output> {
+        let Some(t) = self.tracks.remove(&track) else {
+            return Vec::new();
+        };
+        if let Some(p) = self.participants.get_mut(&t.publisher) {
+            p.published.retain(|_, tr| *tr != track);
+        }
+        let mut out = Vec::new();
+        for (&id, p) in self.participants.iter_mut() {
+            if let Some(pos) = p.subscribed.iter().position(|x| *x == track) {
+                p.subscribed.swap_remove(pos);
+                out.push(Output::Unsubscribe {
+                    subscriber: id,
+                    track,
+                });
+            }
+        }
+        // Stable order for the driver and for tests.
+        out.sort_by_key(|o| match o {
+            Output::Unsubscribe { subscriber, .. } => *subscriber,
+            _ => ParticipantId(0),
+        });
+        out
+    }
+
+    /// Tracks `id` publishes.
+    pub fn published(&self, id: ParticipantId) -> Vec<TrackId> {
+        self.participants
+            .get(&id)
+            .map(|p| p.published.values().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// The driver negotiated the outgoing stream of `track` to `subscriber`: start forwarding,
     /// and ask the publisher for a keyframe so the new viewer sees a picture at once.
     /// Returns nothing if the track or the subscription went away meanwhile.

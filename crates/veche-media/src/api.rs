@@ -110,6 +110,16 @@ pub enum Command {
         /// The address.
         ip: std::net::IpAddr,
     },
+    /// Where to relay a meeting's media to a node we cannot reach directly (answer to
+    /// [`FedOut::NeedRelay`]); `None`: no relay, try directly again later.
+    UseRelay {
+        /// Meeting id.
+        meeting: String,
+        /// The node we cannot reach.
+        node: String,
+        /// The relay node.
+        via: Option<String>,
+    },
     /// The network lost every connection to a node.
     NodeGone {
         /// Its peer id.
@@ -153,6 +163,14 @@ pub enum FedOut {
         /// What.
         events: Vec<MeetingEvent>,
     },
+    /// Our media link to `node` did not connect: which relay node can carry it? Answered
+    /// with [`Command::UseRelay`].
+    NeedRelay {
+        /// The node.
+        node: String,
+        /// Meeting id.
+        meeting: String,
+    },
     /// Our offer on our media link to it; the answer comes back as [`Command::Answer`] with
     /// `id: link`, a failure as [`Command::LinkFailed`].
     Offer {
@@ -190,6 +208,8 @@ pub struct LinkInfo {
     pub frames_in: u64,
     /// The remote address of the media path in use (our link's), once known.
     pub path: Option<String>,
+    /// The relay node the media goes through, when the direct path failed.
+    pub via: Option<String>,
 }
 
 /// The engine's counters since start.

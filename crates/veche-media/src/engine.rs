@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub node_id: String,
     /// Where messages for other nodes go; without it, meetings stay on this node.
     pub federation: Option<mpsc::Sender<FedOut>>,
+    /// Relay media for pairs of other nodes that cannot reach each other (`--relay`).
+    pub relay: bool,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +52,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             node_id: String::new(),
             federation: None,
+            relay: false,
         }
     }
 }
@@ -80,6 +83,8 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 /// The same for a link to another node: its participants vanish for everyone here, so
 /// decide sooner (a node that is back resyncs).
 const LINK_DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+/// Another node's link to us that has not connected this long is dropped.
+const LINK_IN_GIVE_UP: Duration = Duration::from_secs(30);
 /// A connected link that receives nothing at all this long is dead.
 const LINK_SILENCE: Duration = Duration::from_secs(4);
 /// The loop wakes at least this often for housekeeping.
@@ -179,7 +184,7 @@ impl Engine {
             last_housekeeping: Instant::now(),
             node_id: config.node_id,
             fed_out: config.federation,
-            fed: Fed::default(),
+            fed: Fed::new(config.relay),
         };
         let task = tokio::spawn(engine.run());
         Ok((
@@ -375,6 +380,7 @@ impl Engine {
             }
             Command::NodeGone { node } => self.node_lost(&node, None, now),
             Command::ObservedIp { ip } => self.observed_ip(ip),
+            Command::UseRelay { meeting, node, via } => self.use_relay(&meeting, &node, via, now),
             Command::Links { meeting, reply } => {
                 let _ = reply.send(self.links(&meeting));
             }
@@ -656,11 +662,11 @@ impl Engine {
                     }
                 }
                 Output::RequestKeyframe { publisher, track } => {
-                    // A remote participant's tracks come in on its node's link: ask upstream.
+                    // A remote participant's tracks come in on a node link: ask upstream.
                     let owner = if self.peers.contains_key(&publisher) {
                         Some(publisher)
                     } else {
-                        self.link_in_of(publisher)
+                        self.fed.track_in.get(&track).copied()
                     };
                     if let Some(publisher) = owner {
                         let Some(p) = self.peers.get_mut(&publisher) else {
@@ -711,6 +717,13 @@ impl Engine {
                     ErrorCode::MediaFailed,
                     "the other node went silent",
                 ))
+            } else if p.role.is_link() && !p.connected {
+                // A link that never connected is not a lost node: our own links go to a
+                // relay after their deadline (federation housekeeping); another node's link
+                // to us is dropped once that node must have given up on it too.
+                (now.duration_since(p.joined_at) > LINK_IN_GIVE_UP).then(|| {
+                    PeerFailure::new(ErrorCode::MediaFailed, "the node link never connected")
+                })
             } else if p.disconnected_since.is_some_and(|t| {
                 let grace = if p.role.is_link() {
                     LINK_DISCONNECT_GRACE
@@ -798,7 +811,12 @@ impl Engine {
         if let Some(meeting) = local_meeting {
             self.fed_broadcast(&meeting, veche_core::MeetingEvent::Left { id: id.0 });
         }
-        self.link_removed(&peer.role, failed, now);
+        let in_tracks = if matches!(peer.role, Role::LinkIn { .. }) {
+            peer.in_tracks.values().copied().collect()
+        } else {
+            Vec::new()
+        };
+        self.link_removed(&peer.role, in_tracks, failed, peer.connected, now);
     }
 }
 

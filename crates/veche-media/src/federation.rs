@@ -32,11 +32,22 @@ const MAX_GONE: usize = 4096;
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 const RESYNC_FOR: Duration = Duration::from_secs(60);
 
+/// Our link to a node that has not connected this long is given up for a relay.
+const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// With no relay to use, the direct link is tried again after this long.
+const DIRECT_RETRY: Duration = Duration::from_secs(15);
+/// Most pairs one relay node forwards for, per meeting.
+const MAX_RELAYED: usize = 64;
+
 /// Another node carrying a meeting with us.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct NodeState {
     pub link_out: Option<ParticipantId>,
     pub link_in: Option<ParticipantId>,
+    /// The relay node our media to it goes through (the direct link did not connect).
+    pub via: Option<String>,
+    /// When we gave up the direct link and asked for a relay.
+    pub relay_asked: Option<Instant>,
 }
 
 /// Federation state of the engine.
@@ -50,6 +61,21 @@ pub(crate) struct Fed {
     gone: HashSet<(String, u64)>,
     /// (meeting, node) lost with local browsers still in the meeting: asked to sync again.
     lost: HashMap<(String, String), (Instant, Instant)>,
+    /// Track → the node link it arrives on (keyframe requests go there).
+    pub track_in: HashMap<veche_core::TrackId, ParticipantId>,
+    /// This node relays media for others (`--relay`).
+    pub relay_enabled: bool,
+    /// As a relay: (meeting, from node) → the nodes its tracks are forwarded to.
+    relayed: HashMap<(String, String), HashSet<String>>,
+}
+
+impl Fed {
+    pub fn new(relay_enabled: bool) -> Self {
+        Self {
+            relay_enabled,
+            ..Self::default()
+        }
+    }
 }
 
 fn event_of(p: &ParticipantInfo) -> MeetingEvent {
@@ -109,13 +135,7 @@ impl Engine {
         if nodes.contains_key(node) || nodes.len() >= MAX_NODES_PER_MEETING {
             return false;
         }
-        nodes.insert(
-            node.to_owned(),
-            NodeState {
-                link_out: None,
-                link_in: None,
-            },
-        );
+        nodes.insert(node.to_owned(), NodeState::default());
         self.fed.lost.remove(&(meeting.to_owned(), node.to_owned()));
         tracing::info!(%node, %meeting, "carrying the meeting with another node");
         let snap = self.snapshot(meeting, node, reply);
@@ -160,13 +180,13 @@ impl Engine {
 
     /// Our media link to `node` for `meeting`, made if missing.
     fn ensure_link_out(&mut self, meeting: &str, node: &str, now: Instant) {
-        let has = self
+        let needed = self
             .fed
             .nodes
             .get(meeting)
             .and_then(|n| n.get(node))
-            .map(|s| s.link_out.is_some());
-        if has != Some(false) || self.link_count() >= MAX_LINKS {
+            .is_some_and(|s| s.link_out.is_none() && s.via.is_none() && s.relay_asked.is_none());
+        if !needed || self.link_count() >= MAX_LINKS {
             return;
         }
         let (id, outputs) = self.sfu.attach_link(meeting, now);
@@ -195,7 +215,100 @@ impl Engine {
             s.link_out = Some(id);
         }
         self.apply(outputs);
+        self.relay_existing(meeting, node, id);
         self.renegotiate.insert(id);
+    }
+
+    /// As a relay: put on `link` (ours to `to`) every track of the nodes relayed to `to`.
+    fn relay_existing(&mut self, meeting: &str, to: &str, link: ParticipantId) {
+        let froms: Vec<String> = self
+            .fed
+            .relayed
+            .iter()
+            .filter(|((m, _), tos)| m == meeting && tos.contains(to))
+            .map(|((_, from), _)| from.clone())
+            .collect();
+        for from in froms {
+            let pids: Vec<ParticipantId> = self
+                .fed
+                .remote_of
+                .iter()
+                .filter(|(pid, (n, _))| *n == from && self.sfu.meeting_of(**pid) == Some(meeting))
+                .map(|(pid, _)| *pid)
+                .collect();
+            for pid in pids {
+                for track in self.sfu.published(pid) {
+                    let out = self.sfu.relay_track(link, track);
+                    self.apply(out);
+                }
+            }
+        }
+    }
+
+    /// As a relay: `from` asks us to forward its tracks in `meeting` to `to`.
+    fn relay_for(&mut self, meeting: &str, from: &str, to: &str, now: Instant) {
+        if !self.fed.relay_enabled {
+            tracing::info!(%from, %to, %meeting, "asked to relay media, but this node is not a relay");
+            return;
+        }
+        if to == self.node_id || to == from {
+            return;
+        }
+        let relayed = self.fed.relayed.len();
+        let tos = self
+            .fed
+            .relayed
+            .entry((meeting.to_owned(), from.to_owned()))
+            .or_default();
+        if tos.len() >= MAX_RELAYED || relayed >= MAX_RELAYED * 16 {
+            return;
+        }
+        if !tos.insert(to.to_owned()) {
+            return;
+        }
+        tracing::info!(%from, %to, %meeting, "relaying media between two nodes");
+        self.add_node(meeting, to, true, now);
+        if let Some(link) = self
+            .fed
+            .nodes
+            .get(meeting)
+            .and_then(|n| n.get(to))
+            .and_then(|s| s.link_out)
+        {
+            self.relay_existing(meeting, to, link);
+        }
+    }
+
+    /// The network's answer to our request for a relay towards `node`.
+    pub(crate) fn use_relay(
+        &mut self,
+        meeting: &str,
+        node: &str,
+        via: Option<String>,
+        now: Instant,
+    ) {
+        let Some(state) = self
+            .fed
+            .nodes
+            .get_mut(meeting)
+            .and_then(|n| n.get_mut(node))
+        else {
+            return;
+        };
+        let Some(via) = via.filter(|v| v != node && *v != self.node_id) else {
+            tracing::info!(%node, %meeting, "no relay for a node we cannot reach directly; will retry directly");
+            return;
+        };
+        tracing::info!(%node, relay = %via, %meeting, "media to the node goes through a relay");
+        state.via = Some(via.clone());
+        self.add_node(meeting, &via, true, now);
+        self.fed_send(
+            &via,
+            meeting,
+            vec![MeetingEvent::Relay {
+                peer: node.to_owned(),
+            }],
+        );
     }
 
     /// Send an offer the engine made on a link.
@@ -213,12 +326,18 @@ impl Engine {
                     .info(info.participant)
                     .map(|i| i.name)
                     .unwrap_or_default();
+                // A relayed track names its own node and that node's id for the person.
+                let (participant, origin) = match self.fed.remote_of.get(&info.participant) {
+                    Some((n, id)) => (*id, Some(n.clone())),
+                    None => (info.participant.0, None),
+                };
                 (
                     mid.clone(),
                     LinkTrack {
-                        participant: info.participant.0,
+                        participant,
                         name,
                         source: info.source,
+                        origin,
                     },
                 )
             })
@@ -374,6 +493,7 @@ impl Engine {
                 MeetingEvent::Node { peer } => {
                     self.add_node(&meeting, &peer, true, now);
                 }
+                MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
             }
         }
         if is_sync {
@@ -440,6 +560,9 @@ impl Engine {
         self.fed.gone.insert(key.clone());
         if let Some(pid) = self.fed.remotes.remove(&key) {
             self.fed.remote_of.remove(&pid);
+            for track in self.sfu.published(pid) {
+                self.fed.track_in.remove(&track);
+            }
             tracing::info!(%node, remote = id, participant = %pid, "remote participant left");
             let out = self.sfu.leave(pid, now);
             self.apply(out);
@@ -549,8 +672,10 @@ impl Engine {
             tracing::debug!(%node, %mid, "link media without a declared track ignored");
             return;
         };
+        // A relayed track belongs to a participant of the node it came from first.
+        let origin = lt.origin.clone().unwrap_or_else(|| node.clone());
         let Some(pid) = self.remote_joined(
-            &node,
+            &origin,
             &meeting,
             lt.participant,
             &lt.name,
@@ -564,8 +689,28 @@ impl Engine {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.add_published(mid, track);
                 }
+                self.fed.track_in.insert(track, id);
                 tracing::debug!(%node, participant = %pid, %track, source = ?lt.source, "remote track published");
                 self.apply(out);
+                // As a relay: on to the nodes this one's tracks are relayed to.
+                let tos: Vec<String> = self
+                    .fed
+                    .relayed
+                    .get(&(meeting.clone(), origin.clone()))
+                    .map(|t| t.iter().cloned().collect())
+                    .unwrap_or_default();
+                for to in tos {
+                    if let Some(link) = self
+                        .fed
+                        .nodes
+                        .get(&meeting)
+                        .and_then(|n| n.get(&to))
+                        .and_then(|s| s.link_out)
+                    {
+                        let out = self.sfu.relay_track(link, track);
+                        self.apply(out);
+                    }
+                }
             }
             Err(e) => {
                 tracing::info!(%node, participant = %pid, error = %e, "remote track not published")
@@ -573,15 +718,21 @@ impl Engine {
         }
     }
 
-    /// The link peer that receives `publisher`'s tracks, when it is a remote participant.
-    pub(crate) fn link_in_of(&self, publisher: ParticipantId) -> Option<ParticipantId> {
-        let (node, _) = self.fed.remote_of.get(&publisher)?;
-        let meeting = self.sfu.meeting_of(publisher)?;
-        self.fed.nodes.get(meeting)?.get(node)?.link_in
-    }
-
     /// A link peer was removed; when it failed, the node is lost for that meeting.
-    pub(crate) fn link_removed(&mut self, role: &Role, failed: bool, now: Instant) {
+    pub(crate) fn link_removed(
+        &mut self,
+        role: &Role,
+        in_tracks: Vec<veche_core::TrackId>,
+        failed: bool,
+        connected: bool,
+        now: Instant,
+    ) {
+        // What came in on it stops; a new link publishes it again.
+        for track in in_tracks {
+            self.fed.track_in.remove(&track);
+            let out = self.sfu.unpublish(track);
+            self.apply(out);
+        }
         let (node, meeting) = match role {
             Role::Browser => return,
             Role::LinkOut { node, meeting } | Role::LinkIn { node, meeting, .. } => (node, meeting),
@@ -598,7 +749,7 @@ impl Engine {
                 s.link_in = None;
             }
         }
-        if failed {
+        if failed && connected {
             self.node_lost(node, Some(meeting), now);
         }
     }
@@ -639,6 +790,34 @@ impl Engine {
             if self.fed.nodes.get(&m).is_some_and(|n| n.is_empty()) {
                 self.fed.nodes.remove(&m);
             }
+            self.fed.relayed.retain(|(rm, from), tos| {
+                if *rm != m {
+                    return true;
+                }
+                tos.remove(node);
+                from != node && !tos.is_empty()
+            });
+            // Pairs whose media went through the lost node: try directly again (and, failing
+            // that, another relay).
+            let rerouted: Vec<String> = self
+                .fed
+                .nodes
+                .get_mut(&m)
+                .map(|n| {
+                    n.iter_mut()
+                        .filter(|(_, s)| s.via.as_deref() == Some(node))
+                        .map(|(k, s)| {
+                            s.via = None;
+                            s.relay_asked = None;
+                            k.clone()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for other in rerouted {
+                tracing::info!(node = %other, relay = %node, meeting = %m, "relay lost; re-routing");
+                self.ensure_link_out(&m, &other, now);
+            }
             if !self.sfu.local_participants(&m).is_empty() {
                 self.fed.lost.insert((m, node.to_owned()), (now, now));
             }
@@ -665,6 +844,49 @@ impl Engine {
                 self.fed_send(&n, &m, snap);
             }
         }
+        // Our links that never connected: give up the direct path and ask for a relay.
+        let stuck: Vec<(ParticipantId, String, String)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.connected && now.duration_since(p.joined_at) > LINK_CONNECT_DEADLINE
+            })
+            .filter_map(|(id, p)| match &p.role {
+                Role::LinkOut { node, meeting } => Some((*id, node.clone(), meeting.clone())),
+                _ => None,
+            })
+            .collect();
+        for (id, node, meeting) in stuck {
+            tracing::info!(%node, %meeting, "direct media link did not connect; asking for a relay");
+            if let Some(s) = self
+                .fed
+                .nodes
+                .get_mut(&meeting)
+                .and_then(|n| n.get_mut(&node))
+            {
+                s.relay_asked = Some(now);
+            }
+            self.remove(id, None, now);
+            if let Some(out) = &self.fed_out {
+                let _ = out.try_send(FedOut::NeedRelay { node, meeting });
+            }
+        }
+        // No relay came: try the direct path again.
+        let mut retry = Vec::new();
+        for (m, nodes) in self.fed.nodes.iter_mut() {
+            for (n, s) in nodes.iter_mut() {
+                if s.via.is_none()
+                    && s.relay_asked
+                        .is_some_and(|t| now.duration_since(t) > DIRECT_RETRY)
+                {
+                    s.relay_asked = None;
+                    retry.push((m.clone(), n.clone()));
+                }
+            }
+        }
+        for (m, n) in retry {
+            self.ensure_link_out(&m, &n, now);
+        }
     }
 
     /// The links of a meeting, per other node.
@@ -675,9 +897,11 @@ impl Engine {
         nodes
             .iter()
             .map(|(node, s)| {
-                let out = s.link_out.and_then(|id| self.peers.get(&id));
-                let inn = s.link_in.and_then(|id| self.peers.get(&id));
-                let path = s.link_out.and_then(|id| {
+                // Relayed: the media path is the links with the relay node.
+                let hop = s.via.as_ref().and_then(|v| nodes.get(v)).unwrap_or(s);
+                let out = hop.link_out.and_then(|id| self.peers.get(&id));
+                let inn = hop.link_in.and_then(|id| self.peers.get(&id));
+                let path = hop.link_out.and_then(|id| {
                     self.by_source
                         .iter()
                         .find(|(_, v)| **v == id)
@@ -700,6 +924,7 @@ impl Engine {
                     frames_out: out.map_or(0, |p| p.frames_out),
                     frames_in: inn.map_or(0, |p| p.frames_in),
                     path,
+                    via: s.via.clone(),
                 }
             })
             .collect()

@@ -85,6 +85,8 @@ pub struct PeerInfo {
     pub rtt_ms: Option<f64>,
     /// Public meetings it hosts.
     pub meetings: Vec<protocol::MeetingSummary>,
+    /// It relays (circuits, and media for meetings whose nodes cannot reach each other).
+    pub relay: bool,
 }
 
 /// The result of asking a node who it is.
@@ -557,6 +559,7 @@ impl Task {
                     connections: conns.iter().map(|(_, a)| a.to_string()).collect(),
                     rtt_ms: self.rtt.get(id).map(|d| d.as_secs_f64() * 1000.0),
                     meetings: hello.map(|h| h.meetings.clone()).unwrap_or_default(),
+                    relay: hello.is_some_and(|h| h.relay),
                 }
             })
             .collect();
@@ -637,6 +640,10 @@ impl Task {
 
     /// Tell the application a new address another node observed us at (a few at most).
     fn observed(&mut self, addr: &Multiaddr) {
+        // Seen through a relay circuit, the address is the relay's, not ours.
+        if is_relayed(addr) {
+            return;
+        }
         let ip = addr.iter().find_map(|p| match p {
             Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
             Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),

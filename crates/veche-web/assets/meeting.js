@@ -810,7 +810,8 @@ export class Meeting {
       el.peopleList.append(h('li', { class: 'people-nodes-head', text: 'Other veche nodes in this meeting' }),
         ...this.nodes.map((n) => {
           const rtt = typeof n.rtt_ms === 'number' ? ` · ${Math.round(n.rtt_ms)} ms` : '';
-          const path = n.media === 'connected' ? `media ${n.path}${n.media_address ? ` (${n.media_address})` : ''}` : 'media connecting…';
+          const via = n.via ? ` via ${String(n.via).slice(-8)}` : '';
+          const path = n.media === 'connected' ? `media ${n.path}${via}${n.media_address ? ` (${n.media_address})` : ''}` : 'media connecting…';
           return h('li', { class: 'person node-row', dataset: { node: n.id } },
             h('span', { class: 'person-name' },
               h('span', { text: `${n.name || String(n.id).slice(-8)} — ${n.participants} here` }),

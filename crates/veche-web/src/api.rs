@@ -333,8 +333,13 @@ pub(crate) async fn get_meeting(
                 "name": peer.and_then(|p| p.name.clone()),
                 "participants": l.participants,
                 "media": media,
-                // Media goes straight between the two nodes' media ports.
-                "path": if l.path.is_some() { "direct" } else { "none" },
+                // Straight between the two nodes' media ports, or through a relay node.
+                "path": match (&l.via, &l.path) {
+                    (Some(_), _) => "relayed",
+                    (None, Some(_)) => "direct",
+                    (None, None) => "none",
+                },
+                "via": l.via,
                 "media_address": l.path,
                 "control": peer.map(|p| if p.direct { "direct" } else { "relayed" }),
                 "rtt_ms": peer.and_then(|p| p.rtt_ms),
