@@ -40,6 +40,9 @@ pub struct EngineConfig {
     pub federation: Option<mpsc::Sender<FedOut>>,
     /// Relay media for pairs of other nodes that cannot reach each other (`--relay`).
     pub relay: bool,
+    /// Offer loopback candidates on node links (several nodes on one machine: tests and
+    /// benchmarks). Off: another node's loopback is not ours.
+    pub links_on_loopback: bool,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +56,7 @@ impl Default for EngineConfig {
             node_id: String::new(),
             federation: None,
             relay: false,
+            links_on_loopback: false,
         }
     }
 }
@@ -111,6 +115,7 @@ pub struct Engine {
     pub(crate) node_id: String,
     pub(crate) fed_out: Option<mpsc::Sender<FedOut>>,
     pub(crate) fed: Fed,
+    pub(crate) links_on_loopback: bool,
     /// Peers to remove after the current step, with the error to tell them.
     failed: Vec<(ParticipantId, PeerFailure)>,
     stats: EngineStats,
@@ -185,6 +190,7 @@ impl Engine {
             node_id: config.node_id,
             fed_out: config.federation,
             fed: Fed::new(config.relay),
+            links_on_loopback: config.links_on_loopback,
         };
         let task = tokio::spawn(engine.run());
         Ok((

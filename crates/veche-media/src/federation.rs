@@ -167,7 +167,7 @@ impl Engine {
         };
         for c in candidates {
             // Another node's loopback is not ours.
-            if !c.addr().ip().is_loopback() {
+            if self.links_on_loopback || !c.addr().ip().is_loopback() {
                 rtc.add_local_candidate(c.clone());
             }
         }
