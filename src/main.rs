@@ -242,6 +242,19 @@ async fn run(a: RunArgs) -> Result<()> {
         app_tx,
         &mut registry,
     )?;
+    {
+        // Announce the meetings this node carries, so nodes with only an id find them.
+        let ids: Vec<String> = meetings
+            .lock()
+            .map(|m| m.all().map(|m| m.id.clone()).collect())
+            .unwrap_or_default();
+        let net = net.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                net.provide(&id).await;
+            }
+        });
+    }
     tokio::spawn(federation::run(
         engine.clone(),
         net.clone(),

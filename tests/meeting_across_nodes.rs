@@ -220,6 +220,16 @@ async fn two_nodes_on_a_lan_carry_one_meeting() {
     }
     ada.close().await;
     bob.close().await;
+
+    // A meeting known only by its id (no node in the link) is found through the DHT:
+    // node A announced it as a provider record when it was created.
+    let second = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Go club"}"#)
+        .await;
+    let second = second["id"].as_str().expect("meeting id").to_owned();
+    let found = lab.get("lan1b", &format!("/api/meetings/{second}")).await;
+    assert_eq!(found["title"], "Go club", "{found}");
+    assert_eq!(found["host"], a_id.as_str(), "{found}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -384,7 +384,7 @@ impl Engine {
                     self.fail(link, PeerFailure::new(ErrorCode::MediaFailed, reason));
                 }
             }
-            Command::NodeGone { node } => self.node_lost(&node, None, now),
+            Command::NodeGone { node } => self.control_lost(&node, now),
             Command::ObservedIp { ip } => self.observed_ip(ip),
             Command::UseRelay { meeting, node, via } => self.use_relay(&meeting, &node, via, now),
             Command::Links { meeting, reply } => {

@@ -754,6 +754,28 @@ impl Engine {
         }
     }
 
+    /// The libp2p connections to `node` all closed. Where its media still arrives directly
+    /// the node is alive (the link's own silence check decides); elsewhere (relayed pairs,
+    /// links not up yet) nothing else would notice, so it is lost now.
+    pub(crate) fn control_lost(&mut self, node: &str, now: Instant) {
+        let meetings: Vec<String> = self
+            .fed
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.get(node).is_some_and(|s| {
+                    !s.link_in
+                        .and_then(|id| self.peers.get(&id))
+                        .is_some_and(|p| p.connected)
+                })
+            })
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in meetings {
+            self.node_lost(node, Some(&m), now);
+        }
+    }
+
     /// Forget `node` in `meeting` (or every meeting): its participants leave, its links go.
     /// While local browsers remain, it is asked to sync again for a while (it may be back).
     pub(crate) fn node_lost(&mut self, node: &str, meeting: Option<&str>, now: Instant) {

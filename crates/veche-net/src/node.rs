@@ -24,6 +24,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::peerbook::PeerBook;
 use crate::protocol::{self, Codec, NodeHello, RawRequest, Request, Response};
 
+/// Provider lookups one node runs at once.
+const MAX_PROVIDER_QUERIES: usize = 32;
+
+/// The DHT key under which nodes announce they carry a meeting.
+fn meeting_key(id: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/veche/meeting/{id}"))
+}
+
 /// Kademlia under veche's own protocol name: a separate DHT from IPFS's.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/veche/kad/1.0.0");
 /// Identify's protocol version string.
@@ -154,6 +162,15 @@ enum NetCommand {
         channel: request_response::ResponseChannel<Response>,
         response: Response,
     },
+    /// Announce a provider record.
+    Provide {
+        key: kad::RecordKey,
+    },
+    /// Look providers up.
+    FindProviders {
+        key: kad::RecordKey,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     /// Send these bytes as a request, as they are (tests of hostile input).
     Raw {
         peer: PeerId,
@@ -200,6 +217,38 @@ impl NetHandle {
             .await
             .map_err(|_| HelloError::Stopped)?;
         rx.await.map_err(|_| HelloError::Stopped)?
+    }
+
+    /// Announce in the DHT that this node carries meeting `id` (a provider record), so a node
+    /// that has only the id can find it.
+    pub async fn provide(&self, id: &str) {
+        let _ = self
+            .tx
+            .send(NetCommand::Provide {
+                key: meeting_key(id),
+            })
+            .await;
+    }
+
+    /// Nodes that announced they carry meeting `id` (at most a few, within 15 s).
+    pub async fn find_providers(&self, id: &str) -> Vec<PeerId> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(NetCommand::FindProviders {
+                key: meeting_key(id),
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        tokio::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
     }
 
     /// Send raw bytes as a request (for tests of how nodes treat garbage).
@@ -384,6 +433,7 @@ pub fn start(
         hellos: HashMap::new(),
         relays: HashSet::new(),
         pending: HashMap::new(),
+        provider_queries: HashMap::new(),
     };
     tokio::spawn(task.run());
     Ok(NetHandle {
@@ -436,6 +486,8 @@ struct Task {
     relays: HashSet<PeerId>,
     /// Our outstanding requests, by id: answers are matched to the asker.
     pending: HashMap<request_response::OutboundRequestId, Option<Pending>>,
+    /// Provider lookups in flight.
+    provider_queries: HashMap<kad::QueryId, oneshot::Sender<Vec<PeerId>>>,
 }
 
 impl Task {
@@ -483,6 +535,19 @@ impl Task {
                 }
             }
             NetCommand::Raw { peer, bytes, reply } => self.request(peer, bytes, reply),
+            NetCommand::Provide { key } => {
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    tracing::warn!(error = %e, "cannot announce a meeting in the DHT");
+                }
+            }
+            NetCommand::FindProviders { key, reply } => {
+                if self.provider_queries.len() >= MAX_PROVIDER_QUERIES {
+                    let _ = reply.send(Vec::new());
+                    return;
+                }
+                let q = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.provider_queries.insert(q, reply);
+            }
         }
     }
 
@@ -638,6 +703,35 @@ impl Task {
         }
     }
 
+    /// Answer provider lookups with the first providers found (or none, when done).
+    fn on_kad(&mut self, e: kad::Event) {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = e
+        else {
+            return;
+        };
+        let kad::QueryResult::GetProviders(r) = result else {
+            return;
+        };
+        let me = *self.swarm.local_peer_id();
+        let found: Vec<PeerId> = match r {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                providers.into_iter().filter(|p| *p != me).take(8).collect()
+            }
+            _ => Vec::new(),
+        };
+        if found.is_empty() && !step.last {
+            return;
+        }
+        if let Some(reply) = self.provider_queries.remove(&id) {
+            let _ = reply.send(found);
+        }
+        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+            q.finish();
+        }
+    }
+
     /// Tell the application a new address another node observed us at (a few at most).
     fn observed(&mut self, addr: &Multiaddr) {
         // Seen through a relay circuit, the address is the relay's, not ours.
@@ -712,7 +806,10 @@ impl Task {
                 }
             }
             BehaviourEvent::Mdns(_) => {}
-            BehaviourEvent::Kad(e) => self.metrics.record(&e),
+            BehaviourEvent::Kad(e) => {
+                self.metrics.record(&e);
+                self.on_kad(e);
+            }
             BehaviourEvent::Relay(e) => self.metrics.record(&e),
             BehaviourEvent::RelayClient(e) => {
                 tracing::info!(event = ?e, "relay client");

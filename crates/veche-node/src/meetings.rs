@@ -206,6 +206,11 @@ impl MeetingStore {
             .filter(|m| m.public && m.nodes.is_empty())
     }
 
+    /// Every meeting known here.
+    pub fn all(&self) -> impl Iterator<Item = &Meeting> {
+        self.meetings.values()
+    }
+
     /// A meeting by id.
     pub fn get(&self, id: &str) -> Option<&Meeting> {
         self.meetings.get(id)

@@ -134,6 +134,7 @@ pub(crate) async fn create_meeting(
         }
     })?;
     tracing::info!(meeting = %meeting.id, "meeting created");
+    ctx.app.net.provide(&meeting.id).await;
     let url = meeting_url(&ctx, &headers, &meeting.id);
     Ok((
         StatusCode::CREATED,
@@ -260,6 +261,7 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
     };
     let store = ctx.app.meetings.clone();
     let (id, node) = (id.to_owned(), node.to_owned());
+    let key = id.clone();
     tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
         store.add_remote(&id, &title, &node).map(|_| ())
@@ -272,7 +274,26 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
             "store failed",
         )
     })?
-    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", e.to_string()))
+    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", e.to_string()))?;
+    // This node carries it now too: others with only the id can find it here as well.
+    ctx.app.net.provide(&key).await;
+    Ok(())
+}
+
+/// Find a meeting known only by its id through the DHT's provider records.
+async fn find_remote(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
+    let providers = ctx.app.net.find_providers(id).await;
+    let mut last = ApiError::unknown_meeting();
+    for p in providers.iter().take(3) {
+        match learn_remote(ctx, id, &p.to_string()).await {
+            Ok(()) => {
+                tracing::info!(meeting = %id, node = %p, "found a meeting's node in the DHT");
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// `GET /api/meetings/{id}[?node=PEER]`: the meeting, its participants and, per other node
@@ -300,6 +321,10 @@ pub(crate) async fn get_meeting(
             learn_remote(&ctx, &id, node).await?;
             meeting = known(&ctx);
         }
+    } else if meeting.is_none() {
+        // Only the id: ask the DHT which nodes carry it.
+        find_remote(&ctx, &id).await?;
+        meeting = known(&ctx);
     }
     let meeting = meeting.ok_or_else(ApiError::unknown_meeting)?;
     let participants = ctx
