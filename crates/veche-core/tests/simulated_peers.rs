@@ -513,3 +513,54 @@ fn node_links_carry_local_tracks_once_and_never_loop_remote_ones() {
     assert_eq!(b.notices_of(bob).len(), before);
     assert!(!b.sfu.subscribers(tb[1]).contains(&link_to_a));
 }
+
+#[test]
+fn a_relay_forwards_chosen_remote_tracks_and_a_lost_link_unpublishes_them() {
+    // Node R relays between nodes A and B: it has no browsers of its own.
+    let mut r = Sim::new();
+    let (link_to_b, out) = r.sfu.attach_link("m", r.now);
+    r.apply(out);
+    let (ada, out) = r
+        .sfu
+        .join_remote("m", "Ada", MediaState::default(), r.now)
+        .expect("remote join");
+    r.apply(out);
+    let (ada_mic, out) = r
+        .sfu
+        .publish(ada, Source::Mic, TrackKind::Audio, r.now)
+        .expect("remote publish");
+    r.apply(out);
+    r.advance(Duration::from_millis(50));
+    // By the usual rule a remote track never goes to a link...
+    assert!(r.sfu.subscribers(ada_mic).is_empty());
+    // ...unless the driver relays it, once.
+    let out = r.sfu.relay_track(link_to_b, ada_mic);
+    assert_eq!(out.len(), 1);
+    r.apply(out);
+    assert!(
+        r.sfu.relay_track(link_to_b, ada_mic).is_empty(),
+        "only once"
+    );
+    // Only onto links.
+    assert!(r.sfu.relay_track(ada, ada_mic).is_empty());
+    r.advance(Duration::from_millis(50));
+    assert_eq!(r.sfu.subscribers(ada_mic), &[link_to_b]);
+
+    // The link the mic came in on goes away: the track stops for everyone, and Ada can
+    // publish it again on a new link.
+    let out = r.sfu.unpublish(ada_mic);
+    assert_eq!(
+        out,
+        vec![Output::Unsubscribe {
+            subscriber: link_to_b,
+            track: ada_mic
+        }]
+    );
+    r.apply(out);
+    assert!(r.sfu.subscribers(ada_mic).is_empty());
+    assert!(r.sfu.published(ada).is_empty());
+    assert!(r
+        .sfu
+        .publish(ada, Source::Mic, TrackKind::Audio, r.now)
+        .is_ok());
+}
