@@ -814,7 +814,7 @@ export class Meeting {
           const path = n.media === 'connected' ? `media ${n.path}${via}${n.media_address ? ` (${n.media_address})` : ''}` : 'media connecting…';
           return h('li', { class: 'person node-row', dataset: { node: n.id } },
             h('span', { class: 'person-name' },
-              h('span', { text: `${n.name || String(n.id).slice(-8)} — ${n.participants} here` }),
+              h('span', { text: `${n.name || String(n.id).slice(-8)} · ${n.participants} ${n.participants === 1 ? 'person' : 'people'}` }),
               h('span', { class: 'node-path', text: ` ${path}, control ${n.control || '?'}${rtt}` })));
         }));
     }
