@@ -42,13 +42,26 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Ok(peer) = node.parse::<PeerId>() else {
+                    tracing::warn!(%node, "not a node id; message dropped");
+                    continue;
+                };
                 let queue = queues.entry(node.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(PER_NODE_QUEUE);
-                    tokio::spawn(deliver(node.clone(), rx, net.clone(), engine.clone()));
+                    tokio::spawn(deliver(node.clone(), peer, rx, net.clone(), engine.clone()));
                     tx
                 });
-                if queue.try_send(out).is_err() {
+                if let Err(e) = queue.try_send(out) {
                     tracing::warn!(%node, "messages for a node are piling up; dropped one");
+                    // An offer must not vanish silently: its link would wait for an answer.
+                    if let FedOut::Offer { link, .. } = e.into_inner() {
+                        let _ = engine
+                            .send(Command::LinkFailed {
+                                link,
+                                reason: "too many messages queued for the node".into(),
+                            })
+                            .await;
+                    }
                 }
             }
             ev = from_net.recv() => {
@@ -62,14 +75,11 @@ pub async fn run(
 /// Send what the engine has for `node`, one request at a time so events stay in order.
 async fn deliver(
     node: String,
+    peer: PeerId,
     mut rx: mpsc::Receiver<FedOut>,
     net: NetHandle,
     engine: EngineHandle,
 ) {
-    let Ok(peer) = node.parse::<PeerId>() else {
-        tracing::warn!(%node, "not a node id; its messages are dropped");
-        return;
-    };
     while let Some(out) = rx.recv().await {
         match out {
             FedOut::Events {

@@ -24,6 +24,9 @@ use veche_core::Source;
 use veche_media::{Command, Engine, EngineConfig, EngineHandle, FedOut, PeerEvent, Signal};
 
 const MEETING: &str = "bench-hop";
+/// Node ids have the shape of libp2p peer ids (the engine refuses anything else).
+const NODE_A: &str = "12D3KooWBenchNodeAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const NODE_B: &str = "12D3KooWBenchNodeBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -32,10 +35,10 @@ async fn main() {
     if str0m::crypto::CryptoProvider::get_default().is_none() {
         str0m::crypto::from_feature_flags().install_process_default();
     }
-    let (a, a_fed) = start("A").await;
-    let (b, b_fed) = start("B").await;
-    tokio::spawn(route("A", a_fed, b.clone(), a.clone()));
-    tokio::spawn(route("B", b_fed, a.clone(), b.clone()));
+    let (a, a_fed) = start(NODE_A).await;
+    let (b, b_fed) = start(NODE_B).await;
+    tokio::spawn(route(NODE_A, a_fed, b.clone(), a.clone()));
+    tokio::spawn(route(NODE_B, b_fed, a.clone(), b.clone()));
 
     let base = Instant::now();
     let (stop_tx, stop) = watch::channel(false);
@@ -54,7 +57,7 @@ async fn main() {
     let sub_b = tokio::spawn(client(
         b.clone(),
         "remote viewer",
-        vec!["A".into()],
+        vec![NODE_A.into()],
         None,
         base,
         hop_tx,

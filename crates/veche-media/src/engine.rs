@@ -816,6 +816,9 @@ impl Engine {
         self.apply(out);
         if let Some(meeting) = local_meeting {
             self.fed_broadcast(&meeting, veche_core::MeetingEvent::Left { id: id.0 });
+            if self.sfu.local_participants(&meeting).is_empty() {
+                self.fed_local_emptied(&meeting, now);
+            }
         }
         let in_tracks = if matches!(peer.role, Role::LinkIn { .. }) {
             peer.in_tracks.values().copied().collect()

@@ -26,6 +26,14 @@ use crate::peer::{MadeOffer, Peer, PeerFailure, Role};
 pub(crate) const MAX_LINKS: usize = 256;
 /// Most other nodes one meeting may span.
 const MAX_NODES_PER_MEETING: usize = 32;
+/// Most meetings carried with other nodes at once (a relay carries meetings it is asked to).
+const MAX_FED_MEETINGS: usize = 1024;
+
+/// Whether `s` looks like a node id (a libp2p peer id in base58): anything else is refused
+/// before it costs a queue, a link or a map entry.
+fn is_node_id(s: &str) -> bool {
+    (20..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
 /// Remembered departed remote participants (so late media cannot bring them back).
 const MAX_GONE: usize = 4096;
 /// A lost node is asked to sync again this often, for this long.
@@ -128,7 +136,11 @@ impl Engine {
 
     /// Start carrying `meeting` with `node`, if not already. Returns whether it is new.
     fn add_node(&mut self, meeting: &str, node: &str, reply: bool, now: Instant) -> bool {
-        if node == self.node_id || self.fed_out.is_none() {
+        if node == self.node_id || self.fed_out.is_none() || !is_node_id(node) {
+            return false;
+        }
+        if !self.fed.nodes.contains_key(meeting) && self.fed.nodes.len() >= MAX_FED_MEETINGS {
+            tracing::warn!(%node, %meeting, "carrying too many meetings with other nodes; refused");
             return false;
         }
         let nodes = self.fed.nodes.entry(meeting.to_owned()).or_default();
@@ -186,7 +198,15 @@ impl Engine {
             .get(meeting)
             .and_then(|n| n.get(node))
             .is_some_and(|s| s.link_out.is_none() && s.via.is_none() && s.relay_asked.is_none());
-        if !needed || self.link_count() >= MAX_LINKS {
+        // A link carries our browsers' tracks, or tracks we relay to that node: with neither,
+        // there is nothing to send (it is made when a browser joins here).
+        let relaying_to = self
+            .fed
+            .relayed
+            .iter()
+            .any(|((m, _), tos)| m == meeting && tos.contains(node));
+        let has_local = !self.sfu.local_participants(meeting).is_empty();
+        if !needed || !(has_local || relaying_to) || self.link_count() >= MAX_LINKS {
             return;
         }
         let (id, outputs) = self.sfu.attach_link(meeting, now);
@@ -254,20 +274,23 @@ impl Engine {
         if to == self.node_id || to == from {
             return;
         }
-        let relayed = self.fed.relayed.len();
-        let tos = self
-            .fed
-            .relayed
-            .entry((meeting.to_owned(), from.to_owned()))
-            .or_default();
-        if tos.len() >= MAX_RELAYED || relayed >= MAX_RELAYED * 16 {
+        let key = (meeting.to_owned(), from.to_owned());
+        let full = match self.fed.relayed.get(&key) {
+            Some(tos) => tos.len() >= MAX_RELAYED,
+            None => self.fed.relayed.len() >= MAX_RELAYED * 16,
+        };
+        if full || !is_node_id(to) {
+            tracing::info!(%from, %to, %meeting, "relay request refused (limits)");
             return;
         }
+        let tos = self.fed.relayed.entry(key).or_default();
         if !tos.insert(to.to_owned()) {
             return;
         }
         tracing::info!(%from, %to, %meeting, "relaying media between two nodes");
         self.add_node(meeting, to, true, now);
+        // Now there is something to send to `to` (made with the relayed tracks on it).
+        self.ensure_link_out(meeting, to, now);
         if let Some(link) = self
             .fed
             .nodes
@@ -295,6 +318,10 @@ impl Engine {
         else {
             return;
         };
+        if state.relay_asked.is_none() || state.link_out.is_some() || state.via.is_some() {
+            // The direct link came back, or another answer came first.
+            return;
+        }
         let Some(via) = via.filter(|v| v != node && *v != self.node_id) else {
             tracing::info!(%node, %meeting, "no relay for a node we cannot reach directly; will retry directly");
             return;
@@ -373,6 +400,16 @@ impl Engine {
     ) {
         if let Some(info) = self.sfu.info(id) {
             self.fed_broadcast(meeting, event_of(&info));
+        }
+        // The first browser here: now there is something to send to every other node.
+        let known: Vec<String> = self
+            .fed
+            .nodes
+            .get(meeting)
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default();
+        for node in known {
+            self.ensure_link_out(meeting, &node, now);
         }
         for node in hints {
             // The snapshot sent to a new node already holds the joiner.
@@ -463,14 +500,18 @@ impl Engine {
                     };
                     self.remote_joined(&node, &meeting, id, &name, state, now);
                 }
-                MeetingEvent::Left { id } => self.remote_left(&node, id, now),
+                MeetingEvent::Left { id } => {
+                    if self.remote_in(&node, id, &meeting).is_some() {
+                        self.remote_left(&node, id, now);
+                    }
+                }
                 MeetingEvent::State {
                     id,
                     audio,
                     video,
                     screen,
                 } => {
-                    if let Some(&pid) = self.fed.remotes.get(&(node.clone(), id)) {
+                    if let Some(pid) = self.remote_in(&node, id, &meeting) {
                         let out = self.sfu.set_state(
                             pid,
                             StateChange(MediaState {
@@ -484,7 +525,7 @@ impl Engine {
                     }
                 }
                 MeetingEvent::Chat { id, text, at } => {
-                    if let Some(&pid) = self.fed.remotes.get(&(node.clone(), id)) {
+                    if let Some(pid) = self.remote_in(&node, id, &meeting) {
                         if let Ok(out) = self.sfu.chat(pid, &text, at) {
                             self.apply(out);
                         }
@@ -512,6 +553,41 @@ impl Engine {
             for id in stale {
                 self.remote_left(&node, id, now);
             }
+        }
+    }
+
+    /// Our participant for `node`'s participant `id`, if it is in `meeting`.
+    fn remote_in(&self, node: &str, id: u64, meeting: &str) -> Option<ParticipantId> {
+        self.fed
+            .remotes
+            .get(&(node.to_owned(), id))
+            .copied()
+            .filter(|pid| self.sfu.meeting_of(*pid) == Some(meeting))
+    }
+
+    /// The last browser here left `meeting`: our links in it have nothing left to send
+    /// (except tracks we relay). The other nodes see our people leave by events; they drop
+    /// their side of these links when they go quiet.
+    pub(crate) fn fed_local_emptied(&mut self, meeting: &str, now: Instant) {
+        let links: Vec<ParticipantId> = self
+            .fed
+            .nodes
+            .get(meeting)
+            .map(|n| {
+                n.iter()
+                    .filter(|(node, _)| {
+                        !self
+                            .fed
+                            .relayed
+                            .iter()
+                            .any(|((m, _), tos)| m == meeting && tos.contains(*node))
+                    })
+                    .filter_map(|(_, s)| s.link_out)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for link in links {
+            self.remove(link, None, now);
         }
     }
 
@@ -561,7 +637,11 @@ impl Engine {
         if let Some(pid) = self.fed.remotes.remove(&key) {
             self.fed.remote_of.remove(&pid);
             for track in self.sfu.published(pid) {
-                self.fed.track_in.remove(&track);
+                if let Some(link) = self.fed.track_in.remove(&track) {
+                    if let Some(p) = self.peers.get_mut(&link) {
+                        p.forget_in_track(track);
+                    }
+                }
             }
             tracing::info!(%node, remote = id, participant = %pid, "remote participant left");
             let out = self.sfu.leave(pid, now);
@@ -672,16 +752,33 @@ impl Engine {
             tracing::debug!(%node, %mid, "link media without a declared track ignored");
             return;
         };
-        // A relayed track belongs to a participant of the node it came from first.
+        // A relayed track belongs to a participant of the node it came from first. That
+        // node's own events made the participant; a relay can only attach tracks to it,
+        // never make people up (or pose as us).
+        let pid = match &lt.origin {
+            Some(origin) if *origin != node => {
+                let in_meeting = self
+                    .fed
+                    .nodes
+                    .get(&meeting)
+                    .is_some_and(|n| n.contains_key(origin));
+                if !in_meeting {
+                    tracing::info!(%node, %origin, "relayed track from a node not in the meeting ignored");
+                    return;
+                }
+                self.remote_in(origin, lt.participant, &meeting)
+            }
+            _ => self.remote_joined(
+                &node,
+                &meeting,
+                lt.participant,
+                &lt.name,
+                MediaState::default(),
+                now,
+            ),
+        };
         let origin = lt.origin.clone().unwrap_or_else(|| node.clone());
-        let Some(pid) = self.remote_joined(
-            &origin,
-            &meeting,
-            lt.participant,
-            &lt.name,
-            MediaState::default(),
-            now,
-        ) else {
+        let Some(pid) = pid else {
             return;
         };
         match self.sfu.publish(pid, lt.source, kind, now) {
@@ -871,7 +968,9 @@ impl Engine {
             .peers
             .iter()
             .filter(|(_, p)| {
-                !p.connected && now.duration_since(p.joined_at) > LINK_CONNECT_DEADLINE
+                !p.connected
+                    && p.first_offer_at
+                        .is_some_and(|t| now.duration_since(t) > LINK_CONNECT_DEADLINE)
             })
             .filter_map(|(id, p)| match &p.role {
                 Role::LinkOut { node, meeting } => Some((*id, node.clone(), meeting.clone())),

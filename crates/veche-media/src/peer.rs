@@ -114,6 +114,9 @@ pub(crate) struct Peer {
     to_add: Vec<PendingSub>,
     to_stop: Vec<Mid>,
     pub offer: Option<OfferInFlight>,
+    /// When this connection's first offer was made (for node links: the connect deadline
+    /// counts from it, not from creation, since a link with nothing to send makes none).
+    pub first_offer_at: Option<Instant>,
     /// Negotiated before ICE connected; reported ready once it is, so the keyframe asked for
     /// on subscribe is not dropped on a connection that cannot carry it yet.
     ready_when_connected: Vec<TrackId>,
@@ -148,6 +151,7 @@ impl Peer {
             to_add: Vec::new(),
             to_stop: Vec::new(),
             offer: None,
+            first_offer_at: None,
             ready_when_connected: Vec::new(),
         }
     }
@@ -283,6 +287,7 @@ impl Peer {
             self.out_tracks.insert(mid, (track, info));
             added_tracks.push(track);
         }
+        self.first_offer_at.get_or_insert(now);
         self.offer = Some(OfferInFlight {
             pending,
             added: added_tracks,
@@ -297,6 +302,13 @@ impl Peer {
             sdp: offer.to_sdp_string(),
             tracks,
         }))
+    }
+
+    /// A published track went away (its participant left): forget its incoming mid.
+    pub fn forget_in_track(&mut self, track: TrackId) {
+        if let Some(mid) = self.in_mids.remove(&track) {
+            self.in_tracks.remove(&mid);
+        }
     }
 
     /// Outgoing streams now (negotiating or ready).

@@ -28,8 +28,12 @@ use crate::protocol::{self, Codec, NodeHello, RawRequest, Request, Response};
 const MAX_PROVIDER_QUERIES: usize = 32;
 
 /// The DHT key under which nodes announce they carry a meeting.
+/// A hash, not the id: the id is what lets someone join, and DHT keys are seen by
+/// whichever nodes store them.
 fn meeting_key(id: &str) -> kad::RecordKey {
-    kad::RecordKey::new(&format!("/veche/meeting/{id}"))
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("veche meeting provider v1\0{id}").as_bytes());
+    kad::RecordKey::new(&digest.as_slice())
 }
 
 /// Kademlia under veche's own protocol name: a separate DHT from IPFS's.
@@ -689,8 +693,15 @@ impl Task {
                         self.hellos.remove(&peer_id);
                         self.relays.remove(&peer_id);
                         tracing::info!(peer = %peer_id, "disconnected");
-                        if let Some(app) = &self.app {
-                            let _ = app.try_send(AppEvent::Disconnected { peer: peer_id });
+                        if let Some(app) = self.app.clone() {
+                            // Not try_send: a flood of requests must not crowd this out.
+                            tokio::spawn(async move {
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    app.send(AppEvent::Disconnected { peer: peer_id }),
+                                )
+                                .await;
+                            });
                         }
                     }
                 }
