@@ -212,6 +212,10 @@ async fn two_nodes_on_a_lan_carry_one_meeting() {
         println!("{host} sees {m}");
         assert_eq!(m["path"], "direct", "{m}");
         assert_eq!(m["participants"], 1, "{m}");
+        // A camera and a microphone: well over 50 kbit/s each way on the link.
+        for dir in ["kbps_out", "kbps_in"] {
+            assert!(m[dir].as_f64().unwrap_or(0.0) > 50.0, "{dir}: {m}");
+        }
         // A browser publishes three tracks: mic, camera and its screen-share slot.
         assert_eq!(
             m["tracks_out"], 3,

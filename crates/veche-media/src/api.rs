@@ -206,6 +206,16 @@ pub struct LinkInfo {
     pub frames_out: u64,
     /// Media frames we received on its link to us.
     pub frames_in: u64,
+    /// Bitrate we send on our link to it (or to its relay), kbit/s, over the last second.
+    pub kbps_out: f64,
+    /// Bitrate we receive on its link to us, kbit/s.
+    pub kbps_in: f64,
+    /// Loss the other end reports of what we send (fraction 0..1).
+    pub loss_out: Option<f32>,
+    /// Loss we see on what it sends (fraction 0..1).
+    pub loss_in: Option<f32>,
+    /// Round trip of the media path, from RTCP, milliseconds.
+    pub media_rtt_ms: Option<f64>,
     /// The remote address of the media path in use (our link's), once known.
     pub path: Option<String>,
     /// The relay node the media goes through, when the direct path failed.

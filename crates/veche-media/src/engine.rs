@@ -627,6 +627,11 @@ impl Engine {
                     }
                 }
             }
+            Event::PeerStats(stats) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.link_stats.update(&stats);
+                }
+            }
             Event::KeyframeRequest(req) => {
                 let Some(track) = self.peers.get(&id).and_then(|p| p.out_track(req.mid)) else {
                     return;

@@ -165,7 +165,9 @@ impl Engine {
             .set_ice_lite(false)
             .clear_codecs()
             .enable_opus(true, false)
-            .enable_vp8(true);
+            .enable_vp8(true)
+            // Bitrate, loss and RTT per link, for the path shown in the API and the UI.
+            .set_stats_interval(Some(Duration::from_secs(1)));
         // Check a link's path every second and give it up after a few unanswered checks:
         // a dead node's participants must vanish for everyone within seconds (str0m's
         // defaults, 3 s and 9 retries, take far longer).
@@ -1044,6 +1046,13 @@ impl Engine {
                     in_connected: inn.is_some_and(|p| p.connected),
                     frames_out: out.map_or(0, |p| p.frames_out),
                     frames_in: inn.map_or(0, |p| p.frames_in),
+                    kbps_out: out.map_or(0.0, |p| p.link_stats.kbps_out),
+                    kbps_in: inn.map_or(0.0, |p| p.link_stats.kbps_in),
+                    loss_out: out.and_then(|p| p.link_stats.loss_out),
+                    loss_in: inn.and_then(|p| p.link_stats.loss_in),
+                    media_rtt_ms: out
+                        .and_then(|p| p.link_stats.rtt)
+                        .map(|d| d.as_secs_f64() * 1000.0),
                     path,
                     via: s.via.clone(),
                 }

@@ -79,6 +79,33 @@ impl Role {
     }
 }
 
+/// What a node link's last stats said, and the byte counters to compute rates from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LinkStats {
+    pub kbps_in: f64,
+    pub kbps_out: f64,
+    pub loss_in: Option<f32>,
+    pub loss_out: Option<f32>,
+    pub rtt: Option<std::time::Duration>,
+    last: Option<(Instant, u64, u64)>,
+}
+
+impl LinkStats {
+    pub fn update(&mut self, s: &str0m::stats::PeerStats) {
+        if let Some((t, rx, tx)) = self.last {
+            let dt = s.timestamp.saturating_duration_since(t).as_secs_f64();
+            if dt > 0.0 {
+                self.kbps_in = s.bytes_rx.saturating_sub(rx) as f64 * 8.0 / dt / 1000.0;
+                self.kbps_out = s.bytes_tx.saturating_sub(tx) as f64 * 8.0 / dt / 1000.0;
+            }
+        }
+        self.last = Some((s.timestamp, s.bytes_rx, s.bytes_tx));
+        self.loss_in = s.ingress_loss_fraction;
+        self.loss_out = s.egress_loss_fraction;
+        self.rtt = s.rtt;
+    }
+}
+
 /// An offer the engine made, to deliver to the other side.
 pub(crate) struct MadeOffer {
     pub sdp: String,
@@ -96,6 +123,8 @@ pub(crate) struct Peer {
     /// The browser's offer was accepted; from now on only the engine offers.
     pub offered: bool,
     pub connected: bool,
+    /// Connection figures for node links (str0m's peer stats, once a second).
+    pub link_stats: LinkStats,
     /// When the last datagram from it arrived.
     pub last_input: Instant,
     /// Media frames received from it and written to it.
@@ -139,6 +168,7 @@ impl Peer {
             timeout: now,
             offered: false,
             connected: false,
+            link_stats: LinkStats::default(),
             last_input: now,
             frames_in: 0,
             frames_out: 0,

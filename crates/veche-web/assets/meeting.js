@@ -809,13 +809,17 @@ export class Meeting {
       // Where the others are: one line per other node, with the media path to it.
       el.peopleList.append(h('li', { class: 'people-nodes-head', text: 'Other veche nodes in this meeting' }),
         ...this.nodes.map((n) => {
-          const rtt = typeof n.rtt_ms === 'number' ? ` · ${Math.round(n.rtt_ms)} ms` : '';
+          const ms = typeof n.media_rtt_ms === 'number' ? n.media_rtt_ms : n.rtt_ms;
+          const rtt = typeof ms === 'number' ? ` · ${Math.round(ms)} ms` : '';
+          const rate = n.media === 'connected' ? ` · ↑${Math.round(n.kbps_out || 0)} ↓${Math.round(n.kbps_in || 0)} kbit/s` : '';
+          const lossPct = Math.max(n.loss_in || 0, n.loss_out || 0) * 100;
+          const loss = lossPct >= 0.5 ? ` · ${lossPct.toFixed(1)}% loss` : '';
           const via = n.via ? ` via ${String(n.via).slice(-8)}` : '';
           const path = n.media === 'connected' ? `media ${n.path}${via}${n.media_address ? ` (${n.media_address})` : ''}` : 'media connecting…';
           return h('li', { class: 'person node-row', dataset: { node: n.id } },
             h('span', { class: 'person-name' },
               h('span', { text: `${n.name || String(n.id).slice(-8)} · ${n.participants} ${n.participants === 1 ? 'person' : 'people'}` }),
-              h('span', { class: 'node-path', text: ` ${path}, control ${n.control || '?'}${rtt}` })));
+              h('span', { class: 'node-path', text: ` ${path}, control ${n.control || '?'}${rtt}${rate}${loss}` })));
         }));
     }
   }

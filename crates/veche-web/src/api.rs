@@ -372,6 +372,11 @@ pub(crate) async fn get_meeting(
                 "tracks_in": l.tracks_in,
                 "frames_out": l.frames_out,
                 "frames_in": l.frames_in,
+                "kbps_out": (l.kbps_out * 10.0).round() / 10.0,
+                "kbps_in": (l.kbps_in * 10.0).round() / 10.0,
+                "loss_out": l.loss_out,
+                "loss_in": l.loss_in,
+                "media_rtt_ms": l.media_rtt_ms,
             })
         })
         .collect();
