@@ -53,15 +53,17 @@ pub async fn run(
                 });
                 if let Err(e) = queue.try_send(out) {
                     tracing::warn!(%node, "messages for a node are piling up; dropped one");
-                    // An offer must not vanish silently: its link would wait for an answer.
-                    if let FedOut::Offer { link, .. } = e.into_inner() {
-                        let _ = engine
-                            .send(Command::LinkFailed {
-                                link,
-                                reason: "too many messages queued for the node".into(),
-                            })
-                            .await;
-                    }
+                    // Nothing vanishes silently: an offer's link would wait for an answer,
+                    // lost events would leave the node with a wrong list of our people.
+                    let cmd = match e.into_inner() {
+                        FedOut::Offer { link, .. } => Command::LinkFailed {
+                            link,
+                            reason: "too many messages queued for the node".into(),
+                        },
+                        FedOut::Events { meeting, .. } => Command::Resync { node, meeting },
+                        FedOut::NeedRelay { .. } => continue,
+                    };
+                    let _ = engine.send(cmd).await;
                 }
             }
             ev = from_net.recv() => {
@@ -96,7 +98,14 @@ async fn deliver(
                             tracing::info!(%node, %meeting, response = ?r.response, "meeting events refused")
                         }
                         Err(e) => {
-                            tracing::info!(%node, %meeting, error = %e, "meeting events not delivered")
+                            tracing::info!(%node, %meeting, error = %e, "meeting events not delivered");
+                            let _ = engine
+                                .send(Command::Resync {
+                                    node: node.clone(),
+                                    meeting: meeting.clone(),
+                                })
+                                .await;
+                            break;
                         }
                     }
                 }

@@ -120,6 +120,14 @@ pub enum Command {
         /// The relay node.
         via: Option<String>,
     },
+    /// Meeting events for a node were not delivered (dropped or failed): send it our
+    /// whole list again, soon.
+    Resync {
+        /// The node.
+        node: String,
+        /// Meeting id.
+        meeting: String,
+    },
     /// The network lost every connection to a node.
     NodeGone {
         /// Its peer id.

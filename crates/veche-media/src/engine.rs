@@ -385,6 +385,7 @@ impl Engine {
                 }
             }
             Command::NodeGone { node } => self.control_lost(&node, now),
+            Command::Resync { node, meeting } => self.resync_later(node, meeting),
             Command::ObservedIp { ip } => self.observed_ip(ip),
             Command::UseRelay { meeting, node, via } => self.use_relay(&meeting, &node, via, now),
             Command::Links { meeting, reply } => {

@@ -75,6 +75,10 @@ pub(crate) struct Fed {
     pub relay_enabled: bool,
     /// As a relay: (meeting, from node) → the nodes its tracks are forwarded to.
     relayed: HashMap<(String, String), HashSet<String>>,
+    /// (meeting, node) whose events were lost: our list goes again.
+    resync: HashSet<(String, String)>,
+    /// When our list last went again to (meeting, node), to send it at most every 5 s.
+    resync_sent: HashMap<(String, String), Instant>,
 }
 
 impl Fed {
@@ -945,6 +949,18 @@ impl Engine {
         }
     }
 
+    /// Events for `node` were lost: its view of our people may be wrong until we resend.
+    pub(crate) fn resync_later(&mut self, node: String, meeting: String) {
+        let carried = self
+            .fed
+            .nodes
+            .get(&meeting)
+            .is_some_and(|n| n.contains_key(&node));
+        if carried {
+            self.fed.resync.insert((meeting, node));
+        }
+    }
+
     /// Every second: ask lost nodes to sync again. (A meeting stays carried while no browser
     /// is here: its state is a few entries, and the other nodes link to each other directly.)
     pub(crate) fn fed_housekeeping(&mut self, now: Instant) {
@@ -964,6 +980,31 @@ impl Engine {
                 let snap = self.snapshot(&m, &n, true);
                 self.fed_send(&n, &m, snap);
             }
+        }
+        // Nodes whose events were lost: our whole list again (at most every 5 s each; a
+        // snapshot is idempotent and also tells it whom we no longer have).
+        let mut again = Vec::new();
+        let nodes = &self.fed.nodes;
+        let carried = |(m, n): &(String, String)| nodes.get(m).is_some_and(|x| x.contains_key(n));
+        self.fed.resync_sent.retain(|k, _| carried(k));
+        let sent = &mut self.fed.resync_sent;
+        self.fed.resync.retain(|k| {
+            if !carried(k) {
+                return false;
+            }
+            if sent
+                .get(k)
+                .is_some_and(|t| now.duration_since(*t) < RESYNC_EVERY)
+            {
+                return true;
+            }
+            sent.insert(k.clone(), now);
+            again.push(k.clone());
+            false
+        });
+        for (m, n) in again {
+            let snap = self.snapshot(&m, &n, false);
+            self.fed_send(&n, &m, snap);
         }
         // Our links that never connected: give up the direct path and ask for a relay.
         let stuck: Vec<(ParticipantId, String, String)> = self
