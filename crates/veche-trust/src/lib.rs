@@ -1,0 +1,538 @@
+//! Who may join a meeting and in which role, checked offline from signatures alone.
+//!
+//! veche keeps no accounts: a person is an Ed25519 key, a host's word is a signature, and
+//! every node can check it without asking anybody. This crate is the rules, sans-IO: no
+//! clock (times come in as milliseconds since the Unix epoch), no storage, no randomness
+//! (challenge nonces come in from the caller).
+//!
+//! - A [`MeetingDoc`] is signed by its host key: id, title, access [`Policy`], lobby, times.
+//! - An [`Invite`] is a capability signed by the host, or by a moderator the host delegated
+//!   to (the moderator's own invite is carried inside, as `parent`, at most [`MAX_DEPTH`]
+//!   deep). It names the meeting, a [`Role`], an expiry, optionally a limit on uses and the
+//!   one key it is for.
+//! - A [`Revocation`] of an invite is signed by the host or a delegated moderator.
+//! - Joining proves the key: the node hands out a fresh challenge ([`Challenges`]), the
+//!   client signs it ([`JoinProof`]) and presents its invite; [`check_join`] checks the
+//!   signature, the chain, expiry, revocation, uses and policy, and answers the role.
+//!
+//! Every signature covers a domain tag and the JSON of what is signed, so a signature made
+//! for one kind of document can never be replayed as another. Tokens travel as base64url
+//! JSON ([`encode_token`], [`decode_token`]), bounded in size before anything is parsed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Longest invite chain: host → moderator → moderator → invite.
+pub const MAX_DEPTH: usize = 3;
+/// Largest token accepted, in bytes of text (a chain of 3 fits in well under 4 KiB).
+pub const MAX_TOKEN: usize = 8 * 1024;
+/// A challenge must be answered this soon.
+pub const CHALLENGE_TTL_MS: u64 = 60_000;
+/// Outstanding challenges one node keeps (the oldest go first).
+pub const MAX_CHALLENGES: usize = 10_000;
+
+/// An Ed25519 public key, as base64url text in documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// A short fingerprint to show next to a name (first 8 bytes, base64url).
+    pub fn fingerprint(&self) -> String {
+        URL_SAFE_NO_PAD.encode(&self.0[..8])
+    }
+}
+
+impl Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a key is 32 bytes"))?;
+        Ok(PublicKey(arr))
+    }
+}
+
+/// A signature, as base64url text in documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sig(pub [u8; 64]);
+
+impl Serialize for Sig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Sig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)?;
+        let arr: [u8; 64] = bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a signature is 64 bytes"))?;
+        Ok(Sig(arr))
+    }
+}
+
+/// A signing key (a person's, a host's, a command-line participant's key file).
+pub struct Keypair(SigningKey);
+
+impl Keypair {
+    /// From the 32 secret bytes.
+    pub fn from_secret(secret: &[u8; 32]) -> Self {
+        Keypair(SigningKey::from_bytes(secret))
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Sign `body` as a document of kind `K`.
+    pub fn sign<T: Signable>(&self, body: T) -> Signed<T> {
+        let sig = self.0.sign(&signing_bytes(&body));
+        Signed {
+            body,
+            key: self.public(),
+            sig: Sig(sig.to_bytes()),
+        }
+    }
+
+    /// Sign a join challenge for `meeting`.
+    pub fn sign_challenge(&self, meeting: &str, nonce: &str) -> Sig {
+        Sig(self.0.sign(&challenge_bytes(meeting, nonce)).to_bytes())
+    }
+}
+
+/// Something that can be signed: its domain tag keeps signatures of different kinds apart.
+pub trait Signable: Serialize {
+    /// Domain tag, unique per kind and version.
+    const DOMAIN: &'static str;
+}
+
+fn signing_bytes<T: Signable>(body: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(T::DOMAIN.as_bytes());
+    out.push(0);
+    // serde_json writes struct fields in declaration order: the same body, the same bytes.
+    out.extend_from_slice(&serde_json::to_vec(body).unwrap_or_default());
+    out
+}
+
+fn challenge_bytes(meeting: &str, nonce: &str) -> Vec<u8> {
+    format!("veche/join-challenge/v1\0{meeting}\0{nonce}").into_bytes()
+}
+
+/// A document and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed<T> {
+    /// What is signed.
+    pub body: T,
+    /// Who signed it.
+    pub key: PublicKey,
+    /// The signature over the domain tag and the body.
+    pub sig: Sig,
+}
+
+impl<T: Signable> Signed<T> {
+    /// Whether `key` really signed this body.
+    pub fn verify(&self) -> Result<(), TrustError> {
+        let key = VerifyingKey::from_bytes(&self.key.0).map_err(|_| TrustError::BadSignature)?;
+        key.verify_strict(
+            &signing_bytes(&self.body),
+            &Signature::from_bytes(&self.sig.0),
+        )
+        .map_err(|_| TrustError::BadSignature)
+    }
+}
+
+/// Who may join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Policy {
+    /// Anyone with the link (as a speaker), or with an invite (in its role).
+    Anyone,
+    /// Only with a valid invite.
+    InviteOnly,
+    /// Only these keys (as speakers), or with a valid invite bound to one of them.
+    Keys {
+        /// The allowed keys.
+        keys: Vec<PublicKey>,
+    },
+}
+
+/// A meeting as its host declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeetingDoc {
+    /// The meeting id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// The host's key (must be the signer).
+    pub host: PublicKey,
+    /// Who may join.
+    pub policy: Policy,
+    /// Newcomers wait in a lobby until a moderator admits them.
+    pub lobby: bool,
+    /// Created, ms since the epoch.
+    pub created_ms: u64,
+    /// Ends, ms since the epoch (none: open-ended).
+    pub ends_ms: Option<u64>,
+}
+
+impl Signable for MeetingDoc {
+    const DOMAIN: &'static str = "veche/meeting/v1";
+}
+
+/// What an invite lets its holder do, most powerful first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The host: everything.
+    Host,
+    /// Admit, mute, remove, lock, end; issue invites (not above moderator).
+    Moderator,
+    /// Send audio, video, screen and chat.
+    Speaker,
+    /// Receive only.
+    Listener,
+}
+
+/// A capability to join a meeting in a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invite {
+    /// The meeting.
+    pub meeting: String,
+    /// Unique id (revocations and use counts name it).
+    pub id: String,
+    /// The role it grants.
+    pub role: Role,
+    /// Not valid from this time, ms since the epoch.
+    pub expires_ms: u64,
+    /// How many joins it allows (none: no limit).
+    pub max_uses: Option<u32>,
+    /// Only this key may use it.
+    pub invitee: Option<PublicKey>,
+    /// When the signer is not the host: the signer's own moderator invite, bound to the
+    /// signer's key.
+    pub parent: Option<Box<Signed<Invite>>>,
+}
+
+impl Signable for Invite {
+    const DOMAIN: &'static str = "veche/invite/v1";
+}
+
+/// The end of an invite, before its expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    /// The meeting.
+    pub meeting: String,
+    /// The invite revoked.
+    pub invite: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// When the signer is not the host: the signer's moderator invite.
+    pub parent: Option<Box<Signed<Invite>>>,
+}
+
+impl Signable for Revocation {
+    const DOMAIN: &'static str = "veche/revocation/v1";
+}
+
+/// Why something was refused. Each has plain words for the person it happens to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// Not signed by the key it names, or altered after signing.
+    #[error("the signature does not match: the link was altered or forged")]
+    BadSignature,
+    /// Not for this meeting.
+    #[error("this invite is for another meeting")]
+    WrongMeeting,
+    /// The meeting's own document is not signed by its host.
+    #[error("the meeting is not signed by its host")]
+    NotHost,
+    /// Past its expiry.
+    #[error("this invite has expired")]
+    Expired,
+    /// The meeting is over.
+    #[error("this meeting has ended")]
+    MeetingEnded,
+    /// Revoked by the host or a moderator.
+    #[error("this invite was withdrawn by the host")]
+    Revoked,
+    /// Used as often as it may be.
+    #[error("this invite has been used up")]
+    UsedUp,
+    /// Made for someone else's key.
+    #[error("this invite was made for someone else")]
+    NotForYou,
+    /// Signed by someone who may not invite (not the host, not a moderator).
+    #[error("this invite was signed by someone who may not invite")]
+    NotDelegated,
+    /// Grants more than its signer holds.
+    #[error("this invite grants more than its signer may")]
+    RoleTooHigh,
+    /// Too many levels of delegation.
+    #[error("this invite is delegated too many times")]
+    ChainTooDeep,
+    /// The meeting needs an invite (or a listed key) and none came.
+    #[error("this meeting is by invitation only")]
+    NotInvited,
+    /// No such challenge, or it expired.
+    #[error("the sign-in challenge is unknown or expired; try again")]
+    UnknownChallenge,
+    /// The challenge was already used.
+    #[error("this sign-in was already used")]
+    Replayed,
+    /// Not a token at all.
+    #[error("not a valid token: {0}")]
+    Malformed(String),
+}
+
+/// Check an invite (and its chain) for `meeting` at `now_ms`, ignoring uses and revocation;
+/// returns the role it grants. The signer of the top invite must be the host; each level's
+/// signer must hold a moderator invite bound to its key, signed by the level above.
+pub fn check_invite(
+    meeting: &MeetingDoc,
+    invite: &Signed<Invite>,
+    now_ms: u64,
+) -> Result<Role, TrustError> {
+    check_chain(meeting, invite, now_ms, 0, &mut |_| Ok(()))
+}
+
+fn check_chain(
+    meeting: &MeetingDoc,
+    invite: &Signed<Invite>,
+    now_ms: u64,
+    depth: usize,
+    each: &mut dyn FnMut(&Invite) -> Result<(), TrustError>,
+) -> Result<Role, TrustError> {
+    if depth >= MAX_DEPTH {
+        return Err(TrustError::ChainTooDeep);
+    }
+    invite.verify()?;
+    let body = &invite.body;
+    if body.meeting != meeting.id {
+        return Err(TrustError::WrongMeeting);
+    }
+    if now_ms >= body.expires_ms {
+        return Err(TrustError::Expired);
+    }
+    each(body)?;
+    let signer_role = match &body.parent {
+        None if invite.key == meeting.host => Role::Host,
+        None => return Err(TrustError::NotDelegated),
+        Some(parent) => {
+            // The parent must be a moderator invite made for exactly this signer.
+            if parent.body.invitee != Some(invite.key) {
+                return Err(TrustError::NotDelegated);
+            }
+            let role = check_chain(meeting, parent, now_ms, depth + 1, each)?;
+            if role > Role::Moderator {
+                return Err(TrustError::NotDelegated);
+            }
+            Role::Moderator
+        }
+    };
+    // Nobody grants host; a moderator grants at most moderator.
+    if body.role == Role::Host || body.role < signer_role.max(Role::Moderator) {
+        return Err(TrustError::RoleTooHigh);
+    }
+    Ok(body.role)
+}
+
+/// Check a revocation: signed by the host, or by a moderator whose chain holds.
+pub fn check_revocation(
+    meeting: &MeetingDoc,
+    rev: &Signed<Revocation>,
+    now_ms: u64,
+) -> Result<(), TrustError> {
+    rev.verify()?;
+    if rev.body.meeting != meeting.id {
+        return Err(TrustError::WrongMeeting);
+    }
+    match &rev.body.parent {
+        None if rev.key == meeting.host => Ok(()),
+        None => Err(TrustError::NotDelegated),
+        Some(parent) => {
+            if parent.body.invitee != Some(rev.key)
+                || check_invite(meeting, parent, now_ms)? != Role::Moderator
+            {
+                return Err(TrustError::NotDelegated);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Check a meeting document: signed, and signed by the host it names.
+pub fn check_meeting(doc: &Signed<MeetingDoc>) -> Result<(), TrustError> {
+    doc.verify()?;
+    if doc.key != doc.body.host {
+        return Err(TrustError::NotHost);
+    }
+    Ok(())
+}
+
+/// What a joining client presents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinProof {
+    /// The person's key.
+    pub key: PublicKey,
+    /// The challenge the node handed out.
+    pub nonce: String,
+    /// The key's signature over the meeting id and the nonce.
+    pub sig: Sig,
+    /// The invite, if any.
+    pub invite: Option<Signed<Invite>>,
+}
+
+/// A node's state for joins: outstanding challenges, revoked invites, uses. Sans-IO: the
+/// caller persists `revoked` and `uses` (before acknowledging) and passes the time.
+#[derive(Debug, Default)]
+pub struct Gate {
+    /// Nonce → when it was handed out; `None` once spent (kept, so it is never reused).
+    challenges: HashMap<String, Option<u64>>,
+    order: VecDeque<String>,
+    /// Revoked invite ids.
+    pub revoked: HashSet<String>,
+    /// Joins per invite id.
+    pub uses: HashMap<String, u32>,
+}
+
+impl Gate {
+    /// A gate with nothing outstanding.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hand out a challenge. `nonce` is fresh randomness from the caller (at least 16 bytes
+    /// of it, encoded); a nonce seen before is refused.
+    pub fn challenge(&mut self, nonce: String, now_ms: u64) -> Option<String> {
+        if nonce.len() < 16 || self.challenges.contains_key(&nonce) {
+            return None;
+        }
+        while self.order.len() >= MAX_CHALLENGES {
+            if let Some(old) = self.order.pop_front() {
+                self.challenges.remove(&old);
+            }
+        }
+        self.challenges.insert(nonce.clone(), Some(now_ms));
+        self.order.push_back(nonce.clone());
+        Some(nonce)
+    }
+
+    /// Apply a checked revocation.
+    pub fn revoke(
+        &mut self,
+        meeting: &MeetingDoc,
+        rev: &Signed<Revocation>,
+        now_ms: u64,
+    ) -> Result<(), TrustError> {
+        check_revocation(meeting, rev, now_ms)?;
+        self.revoked.insert(rev.body.invite.clone());
+        Ok(())
+    }
+
+    /// Check a join: the challenge (once only), the key's signature over it, the meeting's
+    /// time, the invite chain (expiry, revocation at every level, uses, invitee) and the
+    /// policy. On success the invite's use is counted and the role returned.
+    pub fn check_join(
+        &mut self,
+        meeting: &Signed<MeetingDoc>,
+        proof: &JoinProof,
+        now_ms: u64,
+    ) -> Result<Role, TrustError> {
+        check_meeting(meeting)?;
+        let doc = &meeting.body;
+        // The challenge is spent whatever happens next: a captured proof never works twice.
+        let issued = match self.challenges.get_mut(&proof.nonce) {
+            Some(slot @ Some(_)) => slot.take().unwrap_or(0),
+            Some(None) => return Err(TrustError::Replayed),
+            None => return Err(TrustError::UnknownChallenge),
+        };
+        if now_ms.saturating_sub(issued) > CHALLENGE_TTL_MS {
+            return Err(TrustError::UnknownChallenge);
+        }
+        let key = VerifyingKey::from_bytes(&proof.key.0).map_err(|_| TrustError::BadSignature)?;
+        key.verify_strict(
+            &challenge_bytes(&doc.id, &proof.nonce),
+            &Signature::from_bytes(&proof.sig.0),
+        )
+        .map_err(|_| TrustError::BadSignature)?;
+        if doc.ends_ms.is_some_and(|end| now_ms >= end) {
+            return Err(TrustError::MeetingEnded);
+        }
+        if proof.key == doc.host {
+            return Ok(Role::Host);
+        }
+        let Some(invite) = &proof.invite else {
+            return match &doc.policy {
+                Policy::Anyone => Ok(Role::Speaker),
+                Policy::Keys { keys } if keys.contains(&proof.key) => Ok(Role::Speaker),
+                _ => Err(TrustError::NotInvited),
+            };
+        };
+        if invite.body.invitee.is_some_and(|k| k != proof.key) {
+            return Err(TrustError::NotForYou);
+        }
+        if let Policy::Keys { keys } = &doc.policy {
+            if !keys.contains(&proof.key) {
+                return Err(TrustError::NotInvited);
+            }
+        }
+        let revoked = &self.revoked;
+        let role = check_chain(doc, invite, now_ms, 0, &mut |i| {
+            if revoked.contains(&i.id) {
+                Err(TrustError::Revoked)
+            } else {
+                Ok(())
+            }
+        })?;
+        let used = self.uses.get(&invite.body.id).copied().unwrap_or(0);
+        if invite.body.max_uses.is_some_and(|max| used >= max) {
+            return Err(TrustError::UsedUp);
+        }
+        self.uses.insert(invite.body.id.clone(), used + 1);
+        Ok(role)
+    }
+}
+
+/// A token for a link's fragment: base64url of the JSON.
+pub fn encode_token<T: Serialize>(value: &T) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Read a token, refusing anything over [`MAX_TOKEN`] before decoding it.
+pub fn decode_token<T: DeserializeOwned>(token: &str) -> Result<T, TrustError> {
+    if token.len() > MAX_TOKEN {
+        return Err(TrustError::Malformed(format!(
+            "over {MAX_TOKEN} characters"
+        )));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token.trim().as_bytes())
+        .map_err(|e| TrustError::Malformed(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| TrustError::Malformed(e.to_string()))
+}

@@ -1,0 +1,371 @@
+//! The signing and checking rules: forgery, tampering, expiry, revocation, delegation depth,
+//! uses, binding to a key, policy and replay.
+
+use veche_trust::{
+    check_invite, decode_token, encode_token, Gate, Invite, JoinProof, Keypair, MeetingDoc, Policy,
+    Revocation, Role, Signed, TrustError,
+};
+
+const NOW: u64 = 1_800_000_000_000;
+const HOUR: u64 = 3_600_000;
+
+fn key(n: u8) -> Keypair {
+    Keypair::from_secret(&[n; 32])
+}
+
+fn meeting(host: &Keypair, policy: Policy) -> Signed<MeetingDoc> {
+    host.sign(MeetingDoc {
+        id: "k3x-9qa-7mf".into(),
+        title: "Physics 7B".into(),
+        host: host.public(),
+        policy,
+        lobby: false,
+        created_ms: NOW - HOUR,
+        ends_ms: Some(NOW + 2 * HOUR),
+    })
+}
+
+fn invite(
+    signer: &Keypair,
+    id: &str,
+    role: Role,
+    invitee: Option<&Keypair>,
+    parent: Option<Signed<Invite>>,
+) -> Signed<Invite> {
+    signer.sign(Invite {
+        meeting: "k3x-9qa-7mf".into(),
+        id: id.into(),
+        role,
+        expires_ms: NOW + HOUR,
+        max_uses: None,
+        invitee: invitee.map(Keypair::public),
+        parent: parent.map(Box::new),
+    })
+}
+
+/// A fresh challenge, signed by `who`, with `invite`.
+fn proof(gate: &mut Gate, who: &Keypair, n: u32, invite: Option<Signed<Invite>>) -> JoinProof {
+    let nonce = gate
+        .challenge(format!("nonce-{n:016}"), NOW)
+        .expect("challenge");
+    JoinProof {
+        key: who.public(),
+        sig: who.sign_challenge("k3x-9qa-7mf", &nonce),
+        nonce,
+        invite,
+    }
+}
+
+#[test]
+fn host_invites_and_the_holder_joins_in_that_role() {
+    let host = key(1);
+    let ada = key(2);
+    let m = meeting(&host, Policy::InviteOnly);
+    let mut gate = Gate::new();
+    let inv = invite(&host, "i1", Role::Listener, None, None);
+    let p = proof(&mut gate, &ada, 1, Some(inv));
+    assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Listener));
+    // The host is the host without any invite.
+    let p = proof(&mut gate, &host, 2, None);
+    assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Host));
+    // Without an invite, an invite-only meeting refuses.
+    let p = proof(&mut gate, &ada, 3, None);
+    assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::NotInvited));
+}
+
+#[test]
+fn forged_and_tampered_documents_are_refused() {
+    let host = key(1);
+    let mallory = key(9);
+    let m = meeting(&host, Policy::InviteOnly);
+    // Signed by someone who is not the host, claiming to be a top-level invite.
+    let forged = invite(&mallory, "f1", Role::Moderator, None, None);
+    assert_eq!(
+        check_invite(&m.body, &forged, NOW),
+        Err(TrustError::NotDelegated)
+    );
+    // Signed by mallory but labelled with the host's key.
+    let mut relabelled = forged.clone();
+    relabelled.key = host.public();
+    assert_eq!(
+        check_invite(&m.body, &relabelled, NOW),
+        Err(TrustError::BadSignature)
+    );
+    // A real listener invite edited into a moderator one.
+    let mut tampered = invite(&host, "t1", Role::Listener, None, None);
+    tampered.body.role = Role::Moderator;
+    assert_eq!(
+        check_invite(&m.body, &tampered, NOW),
+        Err(TrustError::BadSignature)
+    );
+    // Its expiry pushed back.
+    let mut later = invite(&host, "t2", Role::Listener, None, None);
+    later.body.expires_ms += 100 * HOUR;
+    assert_eq!(
+        check_invite(&m.body, &later, NOW),
+        Err(TrustError::BadSignature)
+    );
+    // A meeting document whose policy was loosened after signing.
+    let mut loose = m.clone();
+    loose.body.policy = Policy::Anyone;
+    let mut gate = Gate::new();
+    let p = proof(&mut gate, &key(2), 1, None);
+    assert_eq!(
+        gate.check_join(&loose, &p, NOW),
+        Err(TrustError::BadSignature)
+    );
+    // A meeting signed by someone other than the host it names.
+    let usurped = mallory.sign(m.body.clone());
+    let p = proof(&mut gate, &key(2), 2, None);
+    assert_eq!(gate.check_join(&usurped, &p, NOW), Err(TrustError::NotHost));
+    // A signature of one kind of document is not valid for another.
+    let rev = host.sign(Revocation {
+        meeting: "k3x-9qa-7mf".into(),
+        invite: "x".into(),
+        at_ms: NOW,
+        parent: None,
+    });
+    let as_invite: Signed<Invite> = Signed {
+        body: invite(&host, "x", Role::Moderator, None, None).body,
+        key: rev.key,
+        sig: rev.sig,
+    };
+    assert_eq!(
+        check_invite(&m.body, &as_invite, NOW),
+        Err(TrustError::BadSignature)
+    );
+}
+
+#[test]
+fn expiry_meeting_end_and_wrong_meeting() {
+    let host = key(1);
+    let m = meeting(&host, Policy::InviteOnly);
+    let inv = invite(&host, "e1", Role::Speaker, None, None);
+    assert_eq!(
+        check_invite(&m.body, &inv, NOW + HOUR - 1),
+        Ok(Role::Speaker)
+    );
+    assert_eq!(
+        check_invite(&m.body, &inv, NOW + HOUR),
+        Err(TrustError::Expired)
+    );
+    let other = host.sign(Invite {
+        meeting: "zzz-zzz-zzz".into(),
+        ..inv.body.clone()
+    });
+    assert_eq!(
+        check_invite(&m.body, &other, NOW),
+        Err(TrustError::WrongMeeting)
+    );
+    let mut gate = Gate::new();
+    let late = NOW + 3 * HOUR;
+    let nonce = gate
+        .challenge("nonce-late-000000000".into(), late)
+        .expect("challenge");
+    let p = JoinProof {
+        key: key(2).public(),
+        sig: key(2).sign_challenge("k3x-9qa-7mf", &nonce),
+        nonce,
+        invite: Some(inv),
+    };
+    assert_eq!(gate.check_join(&m, &p, late), Err(TrustError::MeetingEnded));
+}
+
+#[test]
+fn moderators_delegate_within_depth_and_not_above_their_role() {
+    let host = key(1);
+    let (m1, m2, m3, ada) = (key(2), key(3), key(4), key(5));
+    let m = meeting(&host, Policy::InviteOnly);
+    let mod1 = invite(&host, "m1", Role::Moderator, Some(&m1), None);
+    let mod2 = invite(&m1, "m2", Role::Moderator, Some(&m2), Some(mod1.clone()));
+    // Depth 2: host → m1 → speaker invite.
+    let by_m1 = invite(&m1, "s1", Role::Speaker, None, Some(mod1.clone()));
+    assert_eq!(check_invite(&m.body, &by_m1, NOW), Ok(Role::Speaker));
+    // Depth 3: host → m1 → m2 → speaker invite.
+    let by_m2 = invite(&m2, "s2", Role::Speaker, None, Some(mod2.clone()));
+    assert_eq!(check_invite(&m.body, &by_m2, NOW), Ok(Role::Speaker));
+    // Depth 4 is too deep.
+    let mod3 = invite(&m2, "m3", Role::Moderator, Some(&m3), Some(mod2));
+    let by_m3 = invite(&m3, "s3", Role::Speaker, None, Some(mod3));
+    assert_eq!(
+        check_invite(&m.body, &by_m3, NOW),
+        Err(TrustError::ChainTooDeep)
+    );
+    // Nobody grants host.
+    let usurp = invite(&m1, "h", Role::Host, None, Some(mod1.clone()));
+    assert_eq!(
+        check_invite(&m.body, &usurp, NOW),
+        Err(TrustError::RoleTooHigh)
+    );
+    // A speaker may not invite.
+    let spk = invite(&host, "sp", Role::Speaker, Some(&ada), None);
+    let by_speaker = invite(&ada, "x", Role::Listener, None, Some(spk));
+    assert_eq!(
+        check_invite(&m.body, &by_speaker, NOW),
+        Err(TrustError::NotDelegated)
+    );
+    // Someone else's moderator invite does not make you a moderator.
+    let stolen = invite(&ada, "y", Role::Listener, None, Some(mod1));
+    assert_eq!(
+        check_invite(&m.body, &stolen, NOW),
+        Err(TrustError::NotDelegated)
+    );
+}
+
+#[test]
+fn revocation_uses_and_binding() {
+    let host = key(1);
+    let (mod1, ada, bob) = (key(2), key(3), key(4));
+    let m = meeting(&host, Policy::InviteOnly);
+    let mut gate = Gate::new();
+
+    // Bound to Ada: Bob cannot use it.
+    let for_ada = invite(&host, "a1", Role::Speaker, Some(&ada), None);
+    let p = proof(&mut gate, &bob, 1, Some(for_ada.clone()));
+    assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::NotForYou));
+    let p = proof(&mut gate, &ada, 2, Some(for_ada));
+    assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Speaker));
+
+    // Two uses, then used up.
+    let twice = host.sign(Invite {
+        max_uses: Some(2),
+        ..invite(&host, "u2", Role::Listener, None, None).body
+    });
+    for n in 3..5 {
+        let p = proof(&mut gate, &key(n as u8 + 10), n, Some(twice.clone()));
+        assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Listener));
+    }
+    let p = proof(&mut gate, &key(20), 5, Some(twice));
+    assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::UsedUp));
+
+    // A moderator's invite revoked by the host: invites it signed stop working too.
+    let moderator = invite(&host, "mod", Role::Moderator, Some(&mod1), None);
+    let by_mod = invite(&mod1, "bm", Role::Speaker, None, Some(moderator.clone()));
+    let p = proof(&mut gate, &bob, 6, Some(by_mod.clone()));
+    assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Speaker));
+    // Only the host or a moderator may revoke.
+    let bogus = bob.sign(Revocation {
+        meeting: "k3x-9qa-7mf".into(),
+        invite: "mod".into(),
+        at_ms: NOW,
+        parent: None,
+    });
+    assert_eq!(
+        gate.revoke(&m.body, &bogus, NOW),
+        Err(TrustError::NotDelegated)
+    );
+    let rev = host.sign(Revocation {
+        meeting: "k3x-9qa-7mf".into(),
+        invite: "mod".into(),
+        at_ms: NOW,
+        parent: None,
+    });
+    gate.revoke(&m.body, &rev, NOW).expect("host revokes");
+    let p = proof(&mut gate, &bob, 7, Some(by_mod));
+    assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::Revoked));
+    // A moderator (still valid) revokes an invite it did not sign.
+    let mod2 = key(6);
+    let moderator2 = invite(&host, "mod2", Role::Moderator, Some(&mod2), None);
+    let rev2 = mod2.sign(Revocation {
+        meeting: "k3x-9qa-7mf".into(),
+        invite: "a1".into(),
+        at_ms: NOW,
+        parent: Some(Box::new(moderator2)),
+    });
+    gate.revoke(&m.body, &rev2, NOW).expect("moderator revokes");
+    assert!(gate.revoked.contains("a1"));
+}
+
+#[test]
+fn challenges_are_single_use_fresh_and_bound_to_the_meeting() {
+    let host = key(1);
+    let ada = key(2);
+    let m = meeting(&host, Policy::Anyone);
+    let mut gate = Gate::new();
+    let p = proof(&mut gate, &ada, 1, None);
+    assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Speaker));
+    // The same proof again: replay.
+    assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::Replayed));
+    // A nonce handed out once is never handed out again.
+    assert!(gate.challenge(p.nonce.clone(), NOW).is_none());
+    // Too old.
+    let p = proof(&mut gate, &ada, 2, None);
+    assert_eq!(
+        gate.check_join(&m, &p, NOW + 61_000),
+        Err(TrustError::UnknownChallenge)
+    );
+    // Signed for another meeting (or by another key): refused, and the challenge is spent.
+    let nonce = gate
+        .challenge("nonce-0000000000000003".into(), NOW)
+        .expect("c");
+    let wrong = JoinProof {
+        key: ada.public(),
+        sig: ada.sign_challenge("zzz-zzz-zzz", &nonce),
+        nonce: nonce.clone(),
+        invite: None,
+    };
+    assert_eq!(
+        gate.check_join(&m, &wrong, NOW),
+        Err(TrustError::BadSignature)
+    );
+    let retry = JoinProof {
+        sig: ada.sign_challenge("k3x-9qa-7mf", &nonce),
+        ..wrong
+    };
+    assert_eq!(gate.check_join(&m, &retry, NOW), Err(TrustError::Replayed));
+    // Short nonces are refused: they could be guessed.
+    assert!(gate.challenge("short".into(), NOW).is_none());
+}
+
+#[test]
+fn allowed_keys_policy() {
+    let host = key(1);
+    let (ada, bob) = (key(2), key(3));
+    let m = meeting(
+        &host,
+        Policy::Keys {
+            keys: vec![ada.public()],
+        },
+    );
+    let mut gate = Gate::new();
+    let p = proof(&mut gate, &ada, 1, None);
+    assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Speaker));
+    let p = proof(&mut gate, &bob, 2, None);
+    assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::NotInvited));
+    // Even an invite does not let an unlisted key in.
+    let inv = invite(&host, "i", Role::Listener, None, None);
+    let p = proof(&mut gate, &bob, 3, Some(inv));
+    assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::NotInvited));
+}
+
+#[test]
+fn tokens_round_trip_and_garbage_is_a_clear_error() {
+    let host = key(1);
+    let inv = invite(&host, "t", Role::Speaker, None, None);
+    let token = encode_token(&inv);
+    assert!(token.len() < 1024, "fits in a link: {}", token.len());
+    let back: Signed<Invite> = decode_token(&token).expect("decode");
+    assert_eq!(back, inv);
+    for garbage in ["", "!!!", "e30", &"A".repeat(9000)] {
+        assert!(matches!(
+            decode_token::<Signed<Invite>>(garbage),
+            Err(TrustError::Malformed(_))
+        ));
+    }
+    // A key of the wrong length inside an otherwise good token.
+    let mut json: serde_json::Value = serde_json::from_slice(&base64_decode(&token)).expect("json");
+    json["key"] = serde_json::Value::String("AAAA".into());
+    let bad = encode_token(&json);
+    assert!(matches!(
+        decode_token::<Signed<Invite>>(&bad),
+        Err(TrustError::Malformed(_))
+    ));
+    assert_eq!(host.public().fingerprint().len(), 11);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .expect("base64")
+}
