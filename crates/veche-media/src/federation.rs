@@ -1035,6 +1035,23 @@ impl Engine {
                 let _ = out.try_send(FedOut::NeedRelay { node, meeting });
             }
         }
+        // Links that could not be made (the link limit) or went away: make them again
+        // while there are browsers here to send for.
+        let missing: Vec<(String, String)> = self
+            .fed
+            .nodes
+            .iter()
+            .flat_map(|(m, n)| {
+                n.iter()
+                    .filter(|(_, s)| {
+                        s.link_out.is_none() && s.via.is_none() && s.relay_asked.is_none()
+                    })
+                    .map(move |(node, _)| (m.clone(), node.clone()))
+            })
+            .collect();
+        for (m, n) in missing {
+            self.ensure_link_out(&m, &n, now);
+        }
         // No relay came: try the direct path again.
         let mut retry = Vec::new();
         for (m, nodes) in self.fed.nodes.iter_mut() {

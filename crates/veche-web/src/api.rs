@@ -218,11 +218,22 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
     if node == ctx.app.node.id {
         return Err(ApiError::unknown_meeting());
     }
-    let asked = ctx
-        .app
-        .net
-        .request(peer, Request::Meeting { id: id.to_owned() })
-        .await;
+    // A node met moments ago may not be dialable yet (its relay reservation or DHT record
+    // still propagating): a few tries, a second apart, before telling the person.
+    let mut asked = Err(HelloError::Stopped);
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        asked = ctx
+            .app
+            .net
+            .request(peer, Request::Meeting { id: id.to_owned() })
+            .await;
+        if !matches!(asked, Err(HelloError::Unreachable(_))) {
+            break;
+        }
+    }
     let title = match asked {
         Ok(r) => match r.response {
             NetResponse::Meeting { title, .. } => title,
