@@ -10,7 +10,8 @@
 //!   to (the moderator's own invite is carried inside, as `parent`, at most [`MAX_DEPTH`]
 //!   deep). It names the meeting, a [`Role`], an expiry, optionally a limit on uses and the
 //!   one key it is for.
-//! - A [`Revocation`] of an invite is signed by the host or a delegated moderator.
+//! - A [`Revocation`] of an invite is signed by the host (only the host: a moderator it
+//!   removed must not be able to strike back).
 //! - Joining proves the key: the node hands out a fresh challenge ([`Challenges`]), the
 //!   client signs it ([`JoinProof`]) and presents its invite; [`check_join`] checks the
 //!   signature, the chain, expiry, revocation, uses and policy, and answers the role.
@@ -113,9 +114,12 @@ impl Keypair {
         }
     }
 
-    /// Sign a join challenge for `meeting`.
-    pub fn sign_challenge(&self, meeting: &str, nonce: &str) -> Sig {
-        Sig(self.0.sign(&challenge_bytes(meeting, nonce)).to_bytes())
+    /// Sign a join challenge that node `node` handed out for `meeting`.
+    pub fn sign_challenge(&self, node: &str, meeting: &str, nonce: &str) -> Sig {
+        Sig(self
+            .0
+            .sign(&challenge_bytes(node, meeting, nonce))
+            .to_bytes())
     }
 }
 
@@ -134,8 +138,10 @@ fn signing_bytes<T: Signable>(body: &T) -> Vec<u8> {
     out
 }
 
-fn challenge_bytes(meeting: &str, nonce: &str) -> Vec<u8> {
-    format!("veche/join-challenge/v1\0{meeting}\0{nonce}").into_bytes()
+/// The node's id is in what is signed: a proof made for one node is worthless at another
+/// (a malicious node cannot relay another node's challenge to its own user).
+fn challenge_bytes(node: &str, meeting: &str, nonce: &str) -> Vec<u8> {
+    format!("veche/join-challenge/v1\0{node}\0{meeting}\0{nonce}").into_bytes()
 }
 
 /// A document and its signature.
@@ -166,11 +172,12 @@ impl<T: Signable> Signed<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Policy {
-    /// Anyone with the link (as a speaker), or with an invite (in its role).
+    /// Anyone with the link (as a speaker), or with an invite (in its role). (An invite
+    /// with a lesser role does not bind here: its holder can join without it.)
     Anyone,
     /// Only with a valid invite.
     InviteOnly,
-    /// Only these keys (as speakers), or with a valid invite bound to one of them.
+    /// Only these keys: as speakers, or in the role of a valid invite they present.
     Keys {
         /// The allowed keys.
         keys: Vec<PublicKey>,
@@ -240,18 +247,17 @@ impl Signable for Invite {
     const DOMAIN: &'static str = "veche/invite/v1";
 }
 
-/// The end of an invite, before its expiry.
+/// The end of an invite, before its expiry. Signed by the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {
     /// The meeting.
     pub meeting: String,
-    /// The invite revoked.
+    /// The invite revoked (every invite of this meeting with this id, and every invite
+    /// signed under it).
     pub invite: String,
     /// When, ms since the epoch.
     pub at_ms: u64,
-    /// When the signer is not the host: the signer's moderator invite.
-    pub parent: Option<Box<Signed<Invite>>>,
 }
 
 impl Signable for Revocation {
@@ -361,28 +367,16 @@ fn check_chain(
     Ok(body.role)
 }
 
-/// Check a revocation: signed by the host, or by a moderator whose chain holds.
-pub fn check_revocation(
-    meeting: &MeetingDoc,
-    rev: &Signed<Revocation>,
-    now_ms: u64,
-) -> Result<(), TrustError> {
+/// Check a revocation: signed by the host of this meeting.
+pub fn check_revocation(meeting: &MeetingDoc, rev: &Signed<Revocation>) -> Result<(), TrustError> {
     rev.verify()?;
     if rev.body.meeting != meeting.id {
         return Err(TrustError::WrongMeeting);
     }
-    match &rev.body.parent {
-        None if rev.key == meeting.host => Ok(()),
-        None => Err(TrustError::NotDelegated),
-        Some(parent) => {
-            if parent.body.invitee != Some(rev.key)
-                || check_invite(meeting, parent, now_ms)? != Role::Moderator
-            {
-                return Err(TrustError::NotDelegated);
-            }
-            Ok(())
-        }
+    if rev.key != meeting.host {
+        return Err(TrustError::NotDelegated);
     }
+    Ok(())
 }
 
 /// Check a meeting document: signed, and signed by the host it names.
@@ -408,23 +402,33 @@ pub struct JoinProof {
     pub invite: Option<Signed<Invite>>,
 }
 
-/// A node's state for joins: outstanding challenges, revoked invites, uses. Sans-IO: the
-/// caller persists `revoked` and `uses` (before acknowledging) and passes the time.
-#[derive(Debug, Default)]
+/// One node's state for joins to one meeting: outstanding challenges, revoked invites,
+/// uses. Sans-IO: the caller persists `revoked` and `uses` (before acknowledging) and
+/// passes the time.
+#[derive(Debug)]
 pub struct Gate {
+    node: String,
+    meeting: String,
     /// Nonce → when it was handed out; `None` once spent (kept, so it is never reused).
     challenges: HashMap<String, Option<u64>>,
     order: VecDeque<String>,
     /// Revoked invite ids.
     pub revoked: HashSet<String>,
-    /// Joins per invite id.
-    pub uses: HashMap<String, u32>,
+    /// Joins per invite (its signer and id: two signers may pick the same id).
+    pub uses: HashMap<(PublicKey, String), u32>,
 }
 
 impl Gate {
-    /// A gate with nothing outstanding.
-    pub fn new() -> Self {
-        Self::default()
+    /// The gate of node `node` for meeting `meeting`, with nothing outstanding.
+    pub fn new(node: &str, meeting: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            meeting: meeting.to_owned(),
+            challenges: HashMap::new(),
+            order: VecDeque::new(),
+            revoked: HashSet::new(),
+            uses: HashMap::new(),
+        }
     }
 
     /// Hand out a challenge. `nonce` is fresh randomness from the caller (at least 16 bytes
@@ -443,14 +447,16 @@ impl Gate {
         Some(nonce)
     }
 
-    /// Apply a checked revocation.
+    /// Apply a revocation, once checked.
     pub fn revoke(
         &mut self,
         meeting: &MeetingDoc,
         rev: &Signed<Revocation>,
-        now_ms: u64,
     ) -> Result<(), TrustError> {
-        check_revocation(meeting, rev, now_ms)?;
+        if meeting.id != self.meeting {
+            return Err(TrustError::WrongMeeting);
+        }
+        check_revocation(meeting, rev)?;
         self.revoked.insert(rev.body.invite.clone());
         Ok(())
     }
@@ -466,6 +472,9 @@ impl Gate {
     ) -> Result<Role, TrustError> {
         check_meeting(meeting)?;
         let doc = &meeting.body;
+        if doc.id != self.meeting {
+            return Err(TrustError::WrongMeeting);
+        }
         // The challenge is spent whatever happens next: a captured proof never works twice.
         let issued = match self.challenges.get_mut(&proof.nonce) {
             Some(slot @ Some(_)) => slot.take().unwrap_or(0),
@@ -477,7 +486,7 @@ impl Gate {
         }
         let key = VerifyingKey::from_bytes(&proof.key.0).map_err(|_| TrustError::BadSignature)?;
         key.verify_strict(
-            &challenge_bytes(&doc.id, &proof.nonce),
+            &challenge_bytes(&self.node, &doc.id, &proof.nonce),
             &Signature::from_bytes(&proof.sig.0),
         )
         .map_err(|_| TrustError::BadSignature)?;
@@ -510,11 +519,12 @@ impl Gate {
                 Ok(())
             }
         })?;
-        let used = self.uses.get(&invite.body.id).copied().unwrap_or(0);
+        let counter = (invite.key, invite.body.id.clone());
+        let used = self.uses.get(&counter).copied().unwrap_or(0);
         if invite.body.max_uses.is_some_and(|max| used >= max) {
             return Err(TrustError::UsedUp);
         }
-        self.uses.insert(invite.body.id.clone(), used + 1);
+        self.uses.insert(counter, used + 1);
         Ok(role)
     }
 }

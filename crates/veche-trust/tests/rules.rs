@@ -8,6 +8,7 @@ use veche_trust::{
 
 const NOW: u64 = 1_800_000_000_000;
 const HOUR: u64 = 3_600_000;
+const NODE: &str = "12D3KooWnodeOfTheSchool";
 
 fn key(n: u8) -> Keypair {
     Keypair::from_secret(&[n; 32])
@@ -50,7 +51,7 @@ fn proof(gate: &mut Gate, who: &Keypair, n: u32, invite: Option<Signed<Invite>>)
         .expect("challenge");
     JoinProof {
         key: who.public(),
-        sig: who.sign_challenge("k3x-9qa-7mf", &nonce),
+        sig: who.sign_challenge(NODE, "k3x-9qa-7mf", &nonce),
         nonce,
         invite,
     }
@@ -61,7 +62,7 @@ fn host_invites_and_the_holder_joins_in_that_role() {
     let host = key(1);
     let ada = key(2);
     let m = meeting(&host, Policy::InviteOnly);
-    let mut gate = Gate::new();
+    let mut gate = Gate::new(NODE, "k3x-9qa-7mf");
     let inv = invite(&host, "i1", Role::Listener, None, None);
     let p = proof(&mut gate, &ada, 1, Some(inv));
     assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Listener));
@@ -108,7 +109,7 @@ fn forged_and_tampered_documents_are_refused() {
     // A meeting document whose policy was loosened after signing.
     let mut loose = m.clone();
     loose.body.policy = Policy::Anyone;
-    let mut gate = Gate::new();
+    let mut gate = Gate::new(NODE, "k3x-9qa-7mf");
     let p = proof(&mut gate, &key(2), 1, None);
     assert_eq!(
         gate.check_join(&loose, &p, NOW),
@@ -123,7 +124,6 @@ fn forged_and_tampered_documents_are_refused() {
         meeting: "k3x-9qa-7mf".into(),
         invite: "x".into(),
         at_ms: NOW,
-        parent: None,
     });
     let as_invite: Signed<Invite> = Signed {
         body: invite(&host, "x", Role::Moderator, None, None).body,
@@ -157,14 +157,14 @@ fn expiry_meeting_end_and_wrong_meeting() {
         check_invite(&m.body, &other, NOW),
         Err(TrustError::WrongMeeting)
     );
-    let mut gate = Gate::new();
+    let mut gate = Gate::new(NODE, "k3x-9qa-7mf");
     let late = NOW + 3 * HOUR;
     let nonce = gate
         .challenge("nonce-late-000000000".into(), late)
         .expect("challenge");
     let p = JoinProof {
         key: key(2).public(),
-        sig: key(2).sign_challenge("k3x-9qa-7mf", &nonce),
+        sig: key(2).sign_challenge(NODE, "k3x-9qa-7mf", &nonce),
         nonce,
         invite: Some(inv),
     };
@@ -217,7 +217,7 @@ fn revocation_uses_and_binding() {
     let host = key(1);
     let (mod1, ada, bob) = (key(2), key(3), key(4));
     let m = meeting(&host, Policy::InviteOnly);
-    let mut gate = Gate::new();
+    let mut gate = Gate::new(NODE, "k3x-9qa-7mf");
 
     // Bound to Ada: Bob cannot use it.
     let for_ada = invite(&host, "a1", Role::Speaker, Some(&ada), None);
@@ -243,37 +243,74 @@ fn revocation_uses_and_binding() {
     let by_mod = invite(&mod1, "bm", Role::Speaker, None, Some(moderator.clone()));
     let p = proof(&mut gate, &bob, 6, Some(by_mod.clone()));
     assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Speaker));
-    // Only the host or a moderator may revoke.
+    // Only the host may revoke: not a stranger, not a moderator (one the host removed
+    // must not be able to strike back at the others).
     let bogus = bob.sign(Revocation {
         meeting: "k3x-9qa-7mf".into(),
         invite: "mod".into(),
         at_ms: NOW,
-        parent: None,
+    });
+    assert_eq!(gate.revoke(&m.body, &bogus), Err(TrustError::NotDelegated));
+    let by_moderator = mod1.sign(Revocation {
+        meeting: "k3x-9qa-7mf".into(),
+        invite: "a1".into(),
+        at_ms: NOW,
     });
     assert_eq!(
-        gate.revoke(&m.body, &bogus, NOW),
+        gate.revoke(&m.body, &by_moderator),
         Err(TrustError::NotDelegated)
     );
     let rev = host.sign(Revocation {
         meeting: "k3x-9qa-7mf".into(),
         invite: "mod".into(),
         at_ms: NOW,
-        parent: None,
     });
-    gate.revoke(&m.body, &rev, NOW).expect("host revokes");
+    gate.revoke(&m.body, &rev).expect("host revokes");
     let p = proof(&mut gate, &bob, 7, Some(by_mod));
     assert_eq!(gate.check_join(&m, &p, NOW), Err(TrustError::Revoked));
-    // A moderator (still valid) revokes an invite it did not sign.
-    let mod2 = key(6);
-    let moderator2 = invite(&host, "mod2", Role::Moderator, Some(&mod2), None);
-    let rev2 = mod2.sign(Revocation {
-        meeting: "k3x-9qa-7mf".into(),
+
+    // A host of another meeting cannot revoke here, and this gate keeps to its meeting.
+    let other_host = key(7);
+    let other = meeting_with_id(&other_host, "zzz-zzz-zzz");
+    let foreign = other_host.sign(Revocation {
+        meeting: "zzz-zzz-zzz".into(),
         invite: "a1".into(),
         at_ms: NOW,
-        parent: Some(Box::new(moderator2)),
     });
-    gate.revoke(&m.body, &rev2, NOW).expect("moderator revokes");
-    assert!(gate.revoked.contains("a1"));
+    assert_eq!(
+        gate.revoke(&other.body, &foreign),
+        Err(TrustError::WrongMeeting)
+    );
+    assert!(!gate.revoked.contains("a1"));
+}
+
+fn meeting_with_id(host: &Keypair, id: &str) -> Signed<MeetingDoc> {
+    host.sign(MeetingDoc {
+        id: id.into(),
+        ..meeting(host, Policy::Anyone).body
+    })
+}
+
+#[test]
+fn a_proof_made_for_one_node_is_worthless_at_another() {
+    let host = key(1);
+    let ada = key(2);
+    let m = meeting(&host, Policy::Anyone);
+    let mut elsewhere = Gate::new("12D3KooWsomeOtherNode", "k3x-9qa-7mf");
+    let nonce = elsewhere
+        .challenge("nonce-relayed-000000".into(), NOW)
+        .expect("challenge");
+    // Ada signed it for our node; a node that passed her its own challenge cannot use it.
+    let p = JoinProof {
+        key: ada.public(),
+        sig: ada.sign_challenge(NODE, "k3x-9qa-7mf", &nonce),
+        nonce,
+        invite: None,
+    };
+    assert_eq!(
+        elsewhere.check_join(&m, &p, NOW),
+        Err(TrustError::BadSignature)
+    );
 }
 
 #[test]
@@ -281,7 +318,7 @@ fn challenges_are_single_use_fresh_and_bound_to_the_meeting() {
     let host = key(1);
     let ada = key(2);
     let m = meeting(&host, Policy::Anyone);
-    let mut gate = Gate::new();
+    let mut gate = Gate::new(NODE, "k3x-9qa-7mf");
     let p = proof(&mut gate, &ada, 1, None);
     assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Speaker));
     // The same proof again: replay.
@@ -300,7 +337,7 @@ fn challenges_are_single_use_fresh_and_bound_to_the_meeting() {
         .expect("c");
     let wrong = JoinProof {
         key: ada.public(),
-        sig: ada.sign_challenge("zzz-zzz-zzz", &nonce),
+        sig: ada.sign_challenge(NODE, "zzz-zzz-zzz", &nonce),
         nonce: nonce.clone(),
         invite: None,
     };
@@ -309,7 +346,7 @@ fn challenges_are_single_use_fresh_and_bound_to_the_meeting() {
         Err(TrustError::BadSignature)
     );
     let retry = JoinProof {
-        sig: ada.sign_challenge("k3x-9qa-7mf", &nonce),
+        sig: ada.sign_challenge(NODE, "k3x-9qa-7mf", &nonce),
         ..wrong
     };
     assert_eq!(gate.check_join(&m, &retry, NOW), Err(TrustError::Replayed));
@@ -327,7 +364,7 @@ fn allowed_keys_policy() {
             keys: vec![ada.public()],
         },
     );
-    let mut gate = Gate::new();
+    let mut gate = Gate::new(NODE, "k3x-9qa-7mf");
     let p = proof(&mut gate, &ada, 1, None);
     assert_eq!(gate.check_join(&m, &p, NOW), Ok(Role::Speaker));
     let p = proof(&mut gate, &bob, 2, None);
