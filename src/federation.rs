@@ -13,6 +13,8 @@ use veche_node::MeetingStore;
 
 /// Most events one request may carry (a snapshot of a full meeting fits).
 const MAX_EVENTS: usize = 512;
+/// Failed deliveries in a row (resyncs come every 5 s) before a node counts as gone.
+const GIVE_UP_AFTER: u32 = 12;
 /// Messages waiting for one node; beyond this the node is not keeping up and they drop.
 const PER_NODE_QUEUE: usize = 512;
 
@@ -82,6 +84,9 @@ async fn deliver(
     net: NetHandle,
     engine: EngineHandle,
 ) {
+    // Requests in a row that reached nobody: past a minute's worth of retries the node is
+    // treated as gone (its people leave; it resyncs if it comes back).
+    let mut failures = 0u32;
     while let Some(out) = rx.recv().await {
         match out {
             FedOut::Events {
@@ -93,18 +98,25 @@ async fn deliver(
                         events: chunk.to_vec(),
                     };
                     match net.request(peer, req).await {
-                        Ok(r) if matches!(r.response, Response::Ok) => {}
                         Ok(r) => {
-                            tracing::info!(%node, %meeting, response = ?r.response, "meeting events refused")
+                            failures = 0;
+                            if !matches!(r.response, Response::Ok) {
+                                tracing::info!(%node, %meeting, response = ?r.response, "meeting events refused");
+                            }
                         }
                         Err(e) => {
                             tracing::info!(%node, %meeting, error = %e, "meeting events not delivered");
-                            let _ = engine
-                                .send(Command::Resync {
+                            failures += 1;
+                            let cmd = if failures >= GIVE_UP_AFTER {
+                                failures = 0;
+                                Command::NodeGone { node: node.clone() }
+                            } else {
+                                Command::Resync {
                                     node: node.clone(),
                                     meeting: meeting.clone(),
-                                })
-                                .await;
+                                }
+                            };
+                            let _ = engine.send(cmd).await;
                             break;
                         }
                     }

@@ -733,9 +733,11 @@ impl Engine {
                 // A link that never connected is not a lost node: our own links go to a
                 // relay after their deadline (federation housekeeping); another node's link
                 // to us is dropped once that node must have given up on it too.
-                (now.duration_since(p.joined_at) > LINK_IN_GIVE_UP).then(|| {
-                    PeerFailure::new(ErrorCode::MediaFailed, "the node link never connected")
-                })
+                (matches!(p.role, Role::LinkIn { .. })
+                    && now.duration_since(p.joined_at) > LINK_IN_GIVE_UP)
+                    .then(|| {
+                        PeerFailure::new(ErrorCode::MediaFailed, "the node link never connected")
+                    })
             } else if p.disconnected_since.is_some_and(|t| {
                 let grace = if p.role.is_link() {
                     LINK_DISCONNECT_GRACE
@@ -822,9 +824,6 @@ impl Engine {
         self.apply(out);
         if let Some(meeting) = local_meeting {
             self.fed_broadcast(&meeting, veche_core::MeetingEvent::Left { id: id.0 });
-            if self.sfu.local_participants(&meeting).is_empty() {
-                self.fed_local_emptied(&meeting, now);
-            }
         }
         let in_tracks = if matches!(peer.role, Role::LinkIn { .. }) {
             peer.in_tracks.values().copied().collect()

@@ -101,7 +101,7 @@ fn event_of(p: &ParticipantInfo) -> MeetingEvent {
 }
 
 impl Engine {
-    fn fed_send(&self, node: &str, meeting: &str, events: Vec<MeetingEvent>) {
+    fn fed_send(&mut self, node: &str, meeting: &str, events: Vec<MeetingEvent>) {
         let Some(out) = &self.fed_out else { return };
         if out
             .try_send(FedOut::Events {
@@ -112,16 +112,23 @@ impl Engine {
             .is_err()
         {
             tracing::warn!(%node, %meeting, "federation queue full; events to a node dropped");
+            // Its view of our people is now wrong: the whole list goes again later.
+            self.fed
+                .resync
+                .insert((meeting.to_owned(), node.to_owned()));
         }
     }
 
     /// Tell every other node of the meeting.
-    pub(crate) fn fed_broadcast(&self, meeting: &str, event: MeetingEvent) {
-        let Some(nodes) = self.fed.nodes.get(meeting) else {
-            return;
-        };
-        for node in nodes.keys() {
-            self.fed_send(node, meeting, vec![event.clone()]);
+    pub(crate) fn fed_broadcast(&mut self, meeting: &str, event: MeetingEvent) {
+        let nodes: Vec<String> = self
+            .fed
+            .nodes
+            .get(meeting)
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default();
+        for node in nodes {
+            self.fed_send(&node, meeting, vec![event.clone()]);
         }
     }
 
@@ -424,7 +431,7 @@ impl Engine {
     }
 
     /// A local browser changed its state.
-    pub(crate) fn fed_local_state(&self, id: ParticipantId, state: MediaState) {
+    pub(crate) fn fed_local_state(&mut self, id: ParticipantId, state: MediaState) {
         if let Some(meeting) = self.local_meeting(id) {
             self.fed_broadcast(
                 &meeting,
@@ -439,7 +446,7 @@ impl Engine {
     }
 
     /// A local browser said something.
-    pub(crate) fn fed_local_chat(&self, id: ParticipantId, text: &str, at: u64) {
+    pub(crate) fn fed_local_chat(&mut self, id: ParticipantId, text: &str, at: u64) {
         if let Some(meeting) = self.local_meeting(id) {
             self.fed_broadcast(
                 &meeting,
@@ -569,32 +576,6 @@ impl Engine {
             .get(&(node.to_owned(), id))
             .copied()
             .filter(|pid| self.sfu.meeting_of(*pid) == Some(meeting))
-    }
-
-    /// The last browser here left `meeting`: our links in it have nothing left to send
-    /// (except tracks we relay). The other nodes see our people leave by events; they drop
-    /// their side of these links when they go quiet.
-    pub(crate) fn fed_local_emptied(&mut self, meeting: &str, now: Instant) {
-        let links: Vec<ParticipantId> = self
-            .fed
-            .nodes
-            .get(meeting)
-            .map(|n| {
-                n.iter()
-                    .filter(|(node, _)| {
-                        !self
-                            .fed
-                            .relayed
-                            .iter()
-                            .any(|((m, _), tos)| m == meeting && tos.contains(*node))
-                    })
-                    .filter_map(|(_, s)| s.link_out)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for link in links {
-            self.remove(link, None, now);
-        }
     }
 
     fn remote_joined(
@@ -1034,6 +1015,31 @@ impl Engine {
             if let Some(out) = &self.fed_out {
                 let _ = out.try_send(FedOut::NeedRelay { node, meeting });
             }
+        }
+        // Idle pairs: no browser here and none of theirs here either means nothing flows
+        // either way; close our link (they do the same on their side). While either side
+        // has people, links stay up, so a reload of the only browser drops nothing.
+        let mut idle = Vec::new();
+        for (m, nodes) in &self.fed.nodes {
+            if !self.sfu.local_participants(m).is_empty() {
+                continue;
+            }
+            for (node, state) in nodes {
+                let theirs_here = self.fed.remote_of.iter().any(|(pid, (rn, _))| {
+                    rn == node && self.sfu.meeting_of(*pid) == Some(m.as_str())
+                });
+                let relaying = self
+                    .fed
+                    .relayed
+                    .iter()
+                    .any(|((rm, from), tos)| rm == m && (from == node || tos.contains(node)));
+                if !theirs_here && !relaying {
+                    idle.extend(state.link_out);
+                }
+            }
+        }
+        for link in idle {
+            self.remove(link, None, now);
         }
         // Links that could not be made (the link limit) or went away: make them again
         // while there are browsers here to send for.
