@@ -221,7 +221,10 @@ impl Node {
         };
         c.kill_on_drop(true);
         c.arg("run").arg("--data-dir").arg(data_dir).args(args);
-        c.env("RUST_LOG", "info,str0m=warn,is=warn");
+        // VECHE_TEST_LOG overrides the nodes' log filter when debugging a test.
+        let filter =
+            std::env::var("VECHE_TEST_LOG").unwrap_or_else(|_| "info,str0m=warn,is=warn".into());
+        c.env("RUST_LOG", filter);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn veche");
         let stdout = child.stdout.take().expect("stdout");
