@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use veche_media::{Command, EngineHandle, FedOut};
+use veche_media::{Command, EngineHandle, FedOut, LinkOffer};
 use veche_net::protocol::{ErrorCode, Request, Response};
 use veche_net::{AppEvent, NetHandle, PeerId};
 use veche_node::MeetingStore;
@@ -250,14 +250,14 @@ async fn on_net(
                 let engine = engine.clone();
                 tokio::spawn(async move {
                     let (tx, rx) = oneshot::channel();
-                    let cmd = Command::LinkOffer {
+                    let cmd = Command::LinkOffer(LinkOffer {
                         node,
                         meeting,
                         link,
                         sdp,
                         tracks,
                         reply: tx,
-                    };
+                    });
                     let response = if engine.send(cmd).await.is_err() {
                         error(ErrorCode::Unavailable, "shutting down")
                     } else {

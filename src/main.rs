@@ -243,10 +243,19 @@ async fn run(a: RunArgs) -> Result<()> {
         &mut registry,
     )?;
     {
-        // Announce the meetings this node carries, so nodes with only an id find them.
+        // Announce the meetings this node carries, so nodes with only an id find them: the
+        // most recent few hundred, not every meeting ever made (each is a DHT query).
+        const ANNOUNCED_AT_START: usize = 256;
         let ids: Vec<String> = meetings
             .lock()
-            .map(|m| m.all().map(|m| m.id.clone()).collect())
+            .map(|m| {
+                let mut all: Vec<_> = m.all().map(|m| (m.created_at, m.id.clone())).collect();
+                all.sort_unstable_by_key(|m| std::cmp::Reverse(m.0));
+                all.into_iter()
+                    .take(ANNOUNCED_AT_START)
+                    .map(|(_, id)| id)
+                    .collect()
+            })
             .unwrap_or_default();
         let net = net.clone();
         tokio::spawn(async move {

@@ -21,7 +21,9 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use veche_core::Source;
-use veche_media::{Command, Engine, EngineConfig, EngineHandle, FedOut, PeerEvent, Signal};
+use veche_media::{
+    Command, Engine, EngineConfig, EngineHandle, FedOut, LinkOffer, PeerEvent, Signal,
+};
 
 const MEETING: &str = "bench-hop";
 /// Node ids have the shape of libp2p peer ids (the engine refuses anything else).
@@ -171,14 +173,14 @@ async fn route(from: &str, mut rx: mpsc::Receiver<FedOut>, to: EngineHandle, bac
             } => {
                 let (reply, answer) = oneshot::channel();
                 let _ = to
-                    .send(Command::LinkOffer {
+                    .send(Command::LinkOffer(LinkOffer {
                         node: from.into(),
                         meeting,
                         link: link.0,
                         sdp,
                         tracks,
                         reply,
-                    })
+                    }))
                     .await;
                 if let Ok(Ok(sdp)) = answer.await {
                     let _ = back.send(Command::Answer { id: link, sdp }).await;

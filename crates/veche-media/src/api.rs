@@ -82,20 +82,7 @@ pub enum Command {
         events: Vec<MeetingEvent>,
     },
     /// Another node offers (or renegotiates) its media link to us for a meeting.
-    LinkOffer {
-        /// Its peer id.
-        node: String,
-        /// Meeting id (the caller checked this node knows it).
-        meeting: String,
-        /// Its id for the link: a different one replaces the link we have.
-        link: u64,
-        /// SDP offer.
-        sdp: String,
-        /// mid → whose track.
-        tracks: BTreeMap<String, LinkTrack>,
-        /// The SDP answer, or why not.
-        reply: oneshot::Sender<Result<String, LinkError>>,
-    },
+    LinkOffer(LinkOffer),
     /// Our offer on a node link could not be delivered or was refused.
     LinkFailed {
         /// The link.
@@ -145,6 +132,23 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<EngineStats>,
     },
+}
+
+/// Another node's offer of its media link to us, for one meeting.
+#[derive(Debug)]
+pub struct LinkOffer {
+    /// Its peer id.
+    pub node: String,
+    /// Meeting id (the caller checked this node carries it).
+    pub meeting: String,
+    /// Its id for the link: a different one replaces the link we have.
+    pub link: u64,
+    /// SDP offer.
+    pub sdp: String,
+    /// mid → whose track.
+    pub tracks: BTreeMap<String, LinkTrack>,
+    /// The SDP answer, or why not.
+    pub reply: oneshot::Sender<Result<String, LinkError>>,
 }
 
 /// Why a node's link offer was refused.

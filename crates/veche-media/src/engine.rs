@@ -371,14 +371,7 @@ impl Engine {
                 meeting,
                 events,
             } => self.on_node_events(node, meeting, events, now),
-            Command::LinkOffer {
-                node,
-                meeting,
-                link,
-                sdp,
-                tracks,
-                reply,
-            } => self.on_link_offer(node, meeting, link, sdp, tracks, reply, now),
+            Command::LinkOffer(offer) => self.on_link_offer(offer, now),
             Command::LinkFailed { link, reason } => {
                 if self.peers.get(&link).is_some_and(|p| p.role.is_link()) {
                     self.fail(link, PeerFailure::new(ErrorCode::MediaFailed, reason));

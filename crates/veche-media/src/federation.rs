@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use str0m::Rtc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use veche_core::{
     LinkTrack, MediaState, MeetingEvent, ParticipantId, ParticipantInfo, StateChange,
 };
 
-use crate::api::{FedOut, LinkError, LinkInfo, PeerEvent};
+use crate::api::{FedOut, LinkError, LinkInfo, LinkOffer, PeerEvent};
 use crate::engine::Engine;
 use crate::peer::{MadeOffer, Peer, PeerFailure, Role};
 
@@ -637,17 +637,15 @@ impl Engine {
     }
 
     /// Another node offers its link to us (first offer or a renegotiation).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_link_offer(
-        &mut self,
-        node: String,
-        meeting: String,
-        link: u64,
-        sdp: String,
-        tracks: BTreeMap<String, LinkTrack>,
-        reply: oneshot::Sender<Result<String, LinkError>>,
-        now: Instant,
-    ) {
+    pub(crate) fn on_link_offer(&mut self, offer: LinkOffer, now: Instant) {
+        let LinkOffer {
+            node,
+            meeting,
+            link,
+            sdp,
+            tracks,
+            reply,
+        } = offer;
         // An offer can come before the node's first events; it is in the meeting either way.
         self.add_node(&meeting, &node, true, now);
         let Some(state) = self.fed.nodes.get(&meeting).and_then(|n| n.get(&node)) else {

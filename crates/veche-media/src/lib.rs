@@ -21,8 +21,8 @@ mod net;
 mod peer;
 
 pub use api::{
-    Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo, PeerEvent, Signal,
-    TrackInfo,
+    Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo, LinkOffer,
+    PeerEvent, Signal, TrackInfo,
 };
 pub use engine::{Engine, EngineConfig, StartError};
 pub use net::local_ipv4_addresses;

@@ -527,17 +527,7 @@ impl Task {
             } => {
                 self.request(peer, protocol::encode(&request), reply);
             }
-            NetCommand::Respond { channel, response } => {
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .node
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::debug!("response not sent: the stream closed");
-                }
-            }
+            NetCommand::Respond { channel, response } => self.respond(channel, response),
             NetCommand::Raw { peer, bytes, reply } => self.request(peer, bytes, reply),
             NetCommand::Provide { key } => {
                 if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
@@ -844,6 +834,23 @@ impl Task {
         }
     }
 
+    /// Answer a request; the asker may have given up meanwhile, which is not our error.
+    fn respond(
+        &mut self,
+        channel: request_response::ResponseChannel<Response>,
+        response: Response,
+    ) {
+        if self
+            .swarm
+            .behaviour_mut()
+            .node
+            .send_response(channel, response)
+            .is_err()
+        {
+            tracing::debug!("response not sent: the stream closed");
+        }
+    }
+
     /// Hand a meetings request to the application; its answer comes back as a command, so
     /// the swarm never waits for it.
     fn hand_to_app(
@@ -866,11 +873,7 @@ impl Task {
             .is_ok()
         });
         if !queued {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .node
-                .send_response(channel, unavailable());
+            self.respond(channel, unavailable());
             return;
         }
         let back = self.self_tx.clone();
@@ -924,15 +927,7 @@ impl Task {
                     if let Response::Error { code, message } = &response {
                         tracing::info!(%peer, ?code, %message, "refused a node request");
                     }
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .node
-                        .send_response(channel, response)
-                        .is_err()
-                    {
-                        tracing::debug!(%peer, "response not sent: the stream closed");
-                    }
+                    self.respond(channel, response);
                 }
                 Message::Response {
                     request_id,

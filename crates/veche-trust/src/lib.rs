@@ -56,15 +56,22 @@ impl Serialize for PublicKey {
 
 impl<'de> Deserialize<'de> for PublicKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(s.as_bytes())
-            .map_err(serde::de::Error::custom)?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("a key is 32 bytes"))?;
-        Ok(PublicKey(arr))
+        b64_array(d, "a key is 32 bytes").map(PublicKey)
     }
+}
+
+/// Fixed-size bytes from base64url text.
+fn b64_array<'de, D: serde::Deserializer<'de>, const N: usize>(
+    d: D,
+    wrong_length: &'static str,
+) -> Result<[u8; N], D::Error> {
+    let s = String::deserialize(d)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(s.as_bytes())
+        .map_err(serde::de::Error::custom)?;
+    bytes
+        .try_into()
+        .map_err(|_| serde::de::Error::custom(wrong_length))
 }
 
 /// A signature, as base64url text in documents.
@@ -79,14 +86,7 @@ impl Serialize for Sig {
 
 impl<'de> Deserialize<'de> for Sig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(s.as_bytes())
-            .map_err(serde::de::Error::custom)?;
-        let arr: [u8; 64] = bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("a signature is 64 bytes"))?;
-        Ok(Sig(arr))
+        b64_array(d, "a signature is 64 bytes").map(Sig)
     }
 }
 
