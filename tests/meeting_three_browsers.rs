@@ -9,13 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{inbound, num, Browser, Lab};
-
-const STATS: &str = "window.veche ? veche.stats() : null";
-
-async fn stats(b: &mut Browser) -> Value {
-    b.eval(STATS).await.expect("stats")
-}
+use support::{assert_growing, inbound, num, Browser, Lab};
 
 /// Wait until `b` decodes video (source `camera` or `screen`) from every name in `from`.
 async fn wait_decoding(b: &mut Browser, who: &str, from: &[&str], source: &str) -> Value {
@@ -83,45 +77,18 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
         .await;
     }
     // The numbers keep growing: media flows, it did not just start and stall.
-    let first: Vec<Value> = vec![
-        stats(&mut ada).await,
-        stats(&mut bob).await,
-        stats(&mut cy).await,
-    ];
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let second: Vec<Value> = vec![
-        stats(&mut ada).await,
-        stats(&mut bob).await,
-        stats(&mut cy).await,
-    ];
-    for (i, (me, others)) in [
-        ("Ada", ["Bob", "Cy"]),
-        ("Bob", ["Ada", "Cy"]),
-        ("Cy", ["Ada", "Bob"]),
-    ]
-    .iter()
-    .enumerate()
-    {
-        for other in others {
-            let v0 = inbound(&first[i], other, "camera").expect("video before");
-            let v1 = inbound(&second[i], other, "camera").expect("video after");
-            let a0 = inbound(&first[i], other, "mic").expect("audio before");
-            let a1 = inbound(&second[i], other, "mic").expect("audio after");
-            let frames = num(&v1, "framesDecoded") - num(&v0, "framesDecoded");
-            let packets = num(&a1, "packetsReceived") - num(&a0, "packetsReceived");
-            println!(
-                "{me} from {other}: +{frames} frames decoded, +{packets} audio packets in 3 s"
-            );
-            assert!(
-                frames >= 10,
-                "{me} decoded only {frames} new frames from {other} in 3 s"
-            );
-            assert!(
-                packets >= 50,
-                "{me} received only {packets} audio packets from {other} in 3 s"
-            );
-        }
-    }
+    assert_growing(
+        &mut [("Ada", &mut ada), ("Bob", &mut bob), ("Cy", &mut cy)],
+        &[
+            ("Ada", "Bob"),
+            ("Ada", "Cy"),
+            ("Bob", "Ada"),
+            ("Bob", "Cy"),
+            ("Cy", "Ada"),
+            ("Cy", "Bob"),
+        ],
+    )
+    .await;
 
     // Chat: Ada types and sends; Bob and Cy see it with her name.
     ada.eval(
@@ -147,7 +114,7 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
     let s_cy = wait_decoding(&mut cy, "Cy", &["Bob"], "screen").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (b, before, me) in [(&mut ada, s_ada, "Ada"), (&mut cy, s_cy, "Cy")] {
-        let after = stats(b).await;
+        let after = b.stats().await;
         let f0 = num(
             &inbound(&before, "Bob", "screen").expect("screen"),
             "framesDecoded",

@@ -6,31 +6,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{node_id, NatLab};
+use support::{node_id, until, NatLab};
 
 /// One lab at a time: each holds several nodes and the suite runs on two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const RELAY_QUIC: &str = "/ip4/203.0.113.10/udp/7302/quic-v1";
-
-/// Poll `check` every 250 ms until it returns Some, for at most `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn peer<'a>(peers: &'a [Value], id: &str) -> Option<&'a Value> {
     peers.iter().find(|p| p["id"] == id)
@@ -80,37 +59,15 @@ async fn three_nodes_on_a_lan_find_each_other_by_mdns() {
     drop(outsider);
 }
 
-/// A relay on the public side and one node behind each NAT; returns (relay, a, b, a_id, b_id).
+/// The lab's relay and two NATed nodes (see `NatLab::relay_and_two_nats`); returns
+/// (relay, a, b, a_id, b_id).
 async fn relay_and_two_nats(
     lab: &NatLab,
 ) -> (support::Node, support::Node, support::Node, String, String) {
-    let relay = lab
-        .node("pub", "relay", &["--relay", "--no-mdns", "--name", "relay"])
-        .await;
-    let relay_addr = format!("{RELAY_QUIC}/p2p/{}", node_id(&relay));
-    let args = ["--no-mdns", "--bootstrap", &relay_addr];
-    let a = lab
-        .node("lan1a", "a", &[&args[..], &["--name", "home-a"]].concat())
-        .await;
-    let b = lab
-        .node("lan2a", "b", &[&args[..], &["--name", "home-b"]].concat())
-        .await;
+    let (relay, a, b) = lab.relay_and_two_nats().await;
     let (a_id, b_id) = (node_id(&a), node_id(&b));
-    // Both hold a reservation on the relay before anyone dials through it.
-    for host in ["lan1a", "lan2a"] {
-        until(
-            &format!("{host} connected to the relay"),
-            Duration::from_secs(30),
-            || async {
-                lab.peers(host)
-                    .await
-                    .iter()
-                    .any(|p| p["name"] == "relay")
-                    .then_some(())
-            },
-        )
-        .await;
-    }
+    // Connected to the relay is not yet holding a reservation there, and nothing reports
+    // the other node's reservation: give both a moment before anyone dials through it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     (relay, a, b, a_id, b_id)
 }

@@ -430,6 +430,13 @@ impl Browser {
     }
 
     /// Evaluate `js` in the page (promises awaited) and return its JSON value.
+    /// The page's `veche.stats()` (inbound and outbound media numbers), or null.
+    pub async fn stats(&mut self) -> Value {
+        self.eval("window.veche ? veche.stats() : null")
+            .await
+            .expect("stats")
+    }
+
     pub async fn eval(&mut self, js: &str) -> Result<Value> {
         let session = self.session.clone();
         let r = self
@@ -593,6 +600,21 @@ impl NatLab {
 
     /// `GET path` from the node on `host` (its HTTP API on the default loopback port).
     pub async fn get(&self, host: &str, path: &str) -> Value {
+        self.curl(host, path, &[]).await
+    }
+
+    /// `POST path` with a JSON body to the node on `host`.
+    pub async fn post(&self, host: &str, path: &str, body: &str) -> Value {
+        self.curl(
+            host,
+            path,
+            &["-H", "content-type: application/json", "-d", body],
+        )
+        .await
+    }
+
+    /// curl the node's HTTP API from inside `host`'s namespace; JSON, or null.
+    async fn curl(&self, host: &str, path: &str, extra: &[&str]) -> Value {
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -603,6 +625,7 @@ impl NatLab {
                 "--max-time",
                 "10",
             ])
+            .args(extra)
             .arg(format!("http://127.0.0.1:7300{path}"))
             .kill_on_drop(true)
             .output()
@@ -611,25 +634,36 @@ impl NatLab {
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
-    /// `POST path` with a JSON body to the node on `host`.
-    pub async fn post(&self, host: &str, path: &str, body: &str) -> Value {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(host),
-                "curl",
-                "-s",
-                "--max-time",
-                "10",
-            ])
-            .args(["-H", "content-type: application/json", "-d", body])
-            .arg(format!("http://127.0.0.1:7300{path}"))
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("curl (install curl)");
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    /// A `--relay` node on `pub` (named "relay") and one node behind each NAT ("home-a" on
+    /// lan1a, "home-b" on lan2a) that know only it; waits until both are connected to it.
+    /// Returns (relay, a, b).
+    pub async fn relay_and_two_nats(&self) -> (Node, Node, Node) {
+        let relay = self
+            .node("pub", "relay", &["--relay", "--no-mdns", "--name", "relay"])
+            .await;
+        let relay_addr = format!("{RELAY_QUIC}/p2p/{}", node_id(&relay));
+        let args = ["--no-mdns", "--bootstrap", &relay_addr];
+        let a = self
+            .node("lan1a", "a", &[&args[..], &["--name", "home-a"]].concat())
+            .await;
+        let b = self
+            .node("lan2a", "b", &[&args[..], &["--name", "home-b"]].concat())
+            .await;
+        for host in ["lan1a", "lan2a"] {
+            until(
+                &format!("{host} connected to the relay"),
+                Duration::from_secs(30),
+                || async {
+                    self.peers(host)
+                        .await
+                        .iter()
+                        .any(|p| p["name"] == "relay")
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+        (relay, a, b)
     }
 
     /// Run `veche ARGS` on `host` (talking to the node there) and return its stdout.
@@ -666,6 +700,63 @@ impl Drop for NatLab {
             .env("NL_PREFIX", &self.prefix)
             .env("NL_STATE", &self.state)
             .output();
+    }
+}
+
+/// The relay node's QUIC address in the NAT lab.
+pub const RELAY_QUIC: &str = "/ip4/203.0.113.10/udp/7302/quic-v1";
+
+/// Poll `check` every 250 ms until it gives Some, for at most `limit`.
+pub async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Each browser's video frames decoded and audio packets received from each of its `pairs`
+/// (me, other) grow over 3 s: at least 10 frames and 50 packets. Prints the figures.
+pub async fn assert_growing(browsers: &mut [(&str, &mut Browser)], pairs: &[(&str, &str)]) {
+    let mut first = Vec::new();
+    for (_, b) in browsers.iter_mut() {
+        first.push(b.stats().await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, (me, b)) in browsers.iter_mut().enumerate() {
+        let second = b.stats().await;
+        for (who, other) in pairs {
+            if who != me {
+                continue;
+            }
+            let v0 = inbound(&first[i], other, "camera").expect("video before");
+            let v1 = inbound(&second, other, "camera").expect("video after");
+            let a0 = inbound(&first[i], other, "mic").expect("audio before");
+            let a1 = inbound(&second, other, "mic").expect("audio after");
+            let frames = num(&v1, "framesDecoded") - num(&v0, "framesDecoded");
+            let packets = num(&a1, "packetsReceived") - num(&a0, "packetsReceived");
+            println!(
+                "{me} from {other}: +{frames} frames decoded, +{packets} audio packets in 3 s"
+            );
+            assert!(
+                frames >= 10,
+                "{me} decoded only {frames} new frames from {other} in 3 s"
+            );
+            assert!(
+                packets >= 50,
+                "{me} received only {packets} audio packets from {other} in 3 s"
+            );
+        }
     }
 }
 
