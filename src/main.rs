@@ -88,6 +88,13 @@ struct RunArgs {
     /// media port is forwarded to this machine. Repeatable.
     #[arg(long, value_name = "IP")]
     advertise: Vec<IpAddr>,
+    /// Bind the media ports on this local IPv4 address only (repeatable), e.g. 127.0.0.1
+    /// for a node that serves this machine alone [default: loopback and every interface].
+    #[arg(long, value_name = "IP")]
+    media_bind: Vec<Ipv4Addr>,
+    /// Most participants in one meeting on this node [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+    max_participants: Option<u16>,
     /// Also serve HTTPS on every network interface, so other devices on the LAN (students'
     /// laptops and tablets) can join with camera and microphone.
     #[arg(long)]
@@ -183,6 +190,15 @@ async fn run(a: RunArgs) -> Result<()> {
         .link_port
         .or(config.link_port)
         .unwrap_or(DEFAULT_LINK_PORT);
+    let mut media_bind = config.media_bind.clone();
+    media_bind.extend(a.media_bind);
+    if media_bind.is_empty() {
+        media_bind = veche_media::local_ipv4_addresses();
+    }
+    let mut limits = veche_core::Limits::default();
+    if let Some(n) = a.max_participants.or(config.max_participants) {
+        limits.participants_per_meeting = usize::from(n.max(2));
+    }
 
     // Meetings that span nodes: the engine and the network talk through the bridge.
     let (fed_tx, fed_rx) = tokio::sync::mpsc::channel(1024);
@@ -190,7 +206,9 @@ async fn run(a: RunArgs) -> Result<()> {
     let (engine, media_addrs, engine_task) = Engine::start(EngineConfig {
         port: media_port,
         link_port,
+        bind: media_bind,
         advertise,
+        limits,
         node_id: identity.peer_id().to_string(),
         federation: Some(fed_tx),
         relay: a.relay || config.relay.unwrap_or(false),

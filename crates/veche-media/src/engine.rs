@@ -612,6 +612,7 @@ impl Engine {
                     });
                     match written {
                         Ok(true) => {
+                            peer.written = true;
                             peer.frames_out += 1;
                             self.stats.frames_forwarded += 1;
                             self.dirty.insert(sub);

@@ -120,6 +120,10 @@ pub(crate) struct Peer {
     pub joined_at: Instant,
     /// The next time str0m wants a timeout input.
     pub timeout: Instant,
+    /// Media was written since the last poll: str0m sends it only once time moves, so the
+    /// next poll moves time even before the timeout (else forwarding waits for it: ~1.4 ms
+    /// on average, measured by veche-bench).
+    pub written: bool,
     /// The browser's offer was accepted; from now on only the engine offers.
     pub offered: bool,
     pub connected: bool,
@@ -166,6 +170,7 @@ impl Peer {
             events,
             joined_at: now,
             timeout: now,
+            written: false,
             offered: false,
             connected: false,
             link_stats: LinkStats::default(),
@@ -395,7 +400,7 @@ impl Peer {
         events: &mut Vec<Event>,
     ) -> Result<(), PeerFailure> {
         contained(|| -> Result<(), PeerFailure> {
-            if now >= self.timeout {
+            if now >= self.timeout || std::mem::take(&mut self.written) {
                 self.rtc
                     .handle_input(Input::Timeout(now))
                     .map_err(|e| PeerFailure::new(ErrorCode::MediaFailed, e.to_string()))?;

@@ -22,6 +22,12 @@ pub struct Config {
     /// Extra addresses to offer browsers for media (a public or forwarded address).
     #[serde(default)]
     pub advertise: Vec<IpAddr>,
+    /// Local IPv4 addresses to bind the media ports on (default: loopback and every
+    /// interface address).
+    #[serde(default)]
+    pub media_bind: Vec<std::net::Ipv4Addr>,
+    /// Most participants in one meeting (default 100).
+    pub max_participants: Option<u16>,
     /// Serve HTTPS on the LAN.
     pub lan: Option<bool>,
     /// HTTPS listen address when `lan` is on (default 0.0.0.0:7443).

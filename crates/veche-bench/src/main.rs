@@ -1,0 +1,431 @@
+//! `veche-bench`: veche's forwarding measured against the machine's ceiling and against
+//! Janus, in one run, with one load generator. See docs/benchmarks.md.
+//!
+//! Every figure is printed, none asserted: this machine is shared and noisy, so the report
+//! compares things measured side by side in the same run (veche / Janus, veche / ceiling).
+
+mod ceiling;
+mod http;
+mod janus;
+mod media;
+mod peer;
+mod procfs;
+mod scenario;
+mod server;
+mod veche;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::media::Load;
+use crate::scenario::{Figures, Target};
+
+#[derive(Parser, Debug)]
+#[command(about = "veche against the machine's ceiling and Janus, side by side")]
+struct Args {
+    /// A few subscribers for a few seconds: checks the harness, not the numbers.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds each step measures.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Subscriber counts of the fan-out, in order; it stops early at 0.5 % loss or a
+    /// saturated core.
+    #[arg(long, value_delimiter = ',')]
+    steps: Option<Vec<usize>>,
+    /// Participants of the all-to-all meeting.
+    #[arg(long)]
+    mesh: Option<usize>,
+    /// Joiners of the join storm, and joins per second.
+    #[arg(long)]
+    storm: Option<usize>,
+    #[arg(long)]
+    storm_rate: Option<f64>,
+    /// Video bitrate per publisher, bits per second.
+    #[arg(long, default_value_t = 600_000)]
+    video_bps: u32,
+    /// Leave Janus out (it is in by default; the harness installs it as root).
+    #[arg(long)]
+    no_janus: bool,
+    /// The veche binary [default: `veche` next to this one].
+    #[arg(long)]
+    veche: Option<PathBuf>,
+    /// Janus' configuration folder [default: bench/janus of the repository].
+    #[arg(long)]
+    janus_config: Option<PathBuf>,
+    /// Also write the report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Servers on core 0, the generator on the last core, when there are two.
+    let (server_cpu, gen_cpu) = if cores >= 2 {
+        (Some(0), Some(cores - 1))
+    } else {
+        (None, None)
+    };
+    if let Some(c) = gen_cpu {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(c).context("cpu set")?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .context("pin the generator")?;
+    }
+    if str0m::crypto::CryptoProvider::get_default().is_none() {
+        str0m::crypto::from_feature_flags().install_process_default();
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args, cores, server_cpu))
+}
+
+async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> {
+    let quick = args.quick;
+    let secs = args.seconds.unwrap_or(if quick { 2.0 } else { 8.0 });
+    let steps = args.steps.clone().unwrap_or_else(|| {
+        if quick {
+            vec![1, 3]
+        } else {
+            vec![1, 10, 50, 100, 200, 400, 800]
+        }
+    });
+    let mesh_n = args.mesh.unwrap_or(if quick { 3 } else { 10 });
+    let storm_n = args.storm.unwrap_or(if quick { 5 } else { 50 });
+    let storm_rate = args.storm_rate.unwrap_or(if quick { 10.0 } else { 25.0 });
+    let load = Load {
+        video_bps: args.video_bps,
+        keyframe_every: Duration::from_secs(3),
+    };
+
+    let mut report = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = writeln!(
+        report,
+        "machine: {} ({} cores), Linux {}; servers pinned to core {}, generator to core {}",
+        procfs::cpu_model(),
+        cores,
+        kernel.trim(),
+        server_cpu.map_or("-".into(), |c| c.to_string()),
+        if cores >= 2 {
+            (cores - 1).to_string()
+        } else {
+            "-".into()
+        },
+    );
+    let _ = writeln!(
+        report,
+        "load: video {} kbit/s VP8 at {} fps, keyframe every 3 s; audio {} packets/s of ~{} bytes; {secs} s per step",
+        load.video_bps / 1000,
+        media::FPS,
+        media::AUDIO_RATE,
+        media::AUDIO_BYTES
+    );
+    print!("{report}");
+
+    // The ceiling: packets of the average forwarded size to 100 destinations.
+    let avg_packet = {
+        let key = load.frame_bytes(true);
+        let delta = load.frame_bytes(false);
+        let frames = 90.0;
+        let video_bytes = key as f64 + delta as f64 * (frames - 1.0);
+        let video_packets: f64 = media::vp8_packets(key, true, 0, 0).len() as f64
+            + media::vp8_packets(delta, false, 0, 0).len() as f64 * (frames - 1.0);
+        let audio_packets = 150.0;
+        let bytes =
+            video_bytes + video_packets * 16.0 + audio_packets * (media::AUDIO_BYTES as f64 + 12.0);
+        (bytes / (video_packets + audio_packets)) as usize + 12 + 16
+    };
+    let ceiling = ceiling::measure(avg_packet, 100, Duration::from_secs_f64(secs.min(3.0)))?;
+    let line = format!(
+        "ceiling: {:.0} packets per CPU-second (AES-128-GCM + sendmmsg, {} byte packets, {} destinations, one core)\n",
+        ceiling.packets_per_cpu_s, ceiling.packet_bytes, ceiling.destinations
+    );
+    print!("{line}");
+    report.push_str(&line);
+
+    let veche_bin = match &args.veche {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no folder")?
+            .join("veche"),
+    };
+    let mut targets = vec![Target::Veche(
+        veche::Veche::start(&veche_bin, server_cpu)
+            .await
+            .with_context(|| format!("start {}", veche_bin.display()))?,
+    )];
+    if !args.no_janus {
+        let config = args
+            .janus_config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/janus"));
+        let bin = janus::find(&config)?;
+        targets.push(Target::Janus(
+            janus::Janus::start(&bin, &config, server_cpu).await?,
+        ));
+    }
+
+    let mut rows: Vec<Figures> = Vec::new();
+    let direct = scenario::direct(secs, load).await?;
+    eprintln!("{}", row(&direct));
+    let line = format!(
+        "direct, no server (generator and loopback alone): one-way delay p50 {} / p99 {} / p99.9 {} ms; the servers' added delay below is theirs minus this\n",
+        num(direct.p50_ms, 3),
+        num(direct.p99_ms, 3),
+        num(direct.p999_ms, 3)
+    );
+    print!("{line}");
+    report.push_str(&line);
+    // Fan-out steps, alternating servers at every step; a server that lost more than
+    // 0.5 % or saturated its core stops climbing.
+    let mut climbing = vec![true; targets.len()];
+    for &n in &steps {
+        for (i, t) in targets.iter().enumerate() {
+            if !climbing[i] {
+                continue;
+            }
+            let f = scenario::fanout(t, n, secs, load).await?;
+            eprintln!("{}", row(&f));
+            if f.loss > 0.005 || f.cpu > 0.9 || f.ready < n {
+                climbing[i] = false;
+            }
+            rows.push(f);
+        }
+        if !climbing.iter().any(|c| *c) {
+            break;
+        }
+    }
+    for t in &targets {
+        let f = scenario::mesh(t, mesh_n, secs, load).await?;
+        eprintln!("{}", row(&f));
+        rows.push(f);
+    }
+    for t in &targets {
+        let f = scenario::storm(t, storm_n, storm_rate, load).await?;
+        eprintln!("{}", row(&f));
+        rows.push(f);
+    }
+
+    report.push_str(&table(&rows));
+    report.push_str(&comparisons(&rows, ceiling.packets_per_cpu_s));
+    print!("{}", &report[report.find("\n|").unwrap_or(0)..]);
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("{}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn row(f: &Figures) -> String {
+    let fails = if f.failures.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} failures: {})", f.failures.len(), f.failures[0])
+    };
+    format!(
+        "{} {}: {}/{} ready, {:.0} pkt/s in, {:.0} pkt/s out, {:.2} cores, {:.0} pkt/CPU-s, loss {:.3} %, delay p50 {:.2} p99 {:.2} p99.9 {:.2} ms, {:.1} KiB/sub, join p50 {:.1} p95 {:.1} ms{fails}",
+        f.server,
+        f.scenario,
+        f.ready,
+        f.n,
+        f.sent_pps,
+        f.recv_pps,
+        f.cpu,
+        f.pkts_per_cpu_s,
+        f.loss * 100.0,
+        f.p50_ms,
+        f.p99_ms,
+        f.p999_ms,
+        f.rss_kib_per_sub,
+        f.join_p50_ms,
+        f.join_p95_ms
+    )
+}
+
+fn num(v: f64, prec: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.prec$}")
+    } else {
+        "–".into()
+    }
+}
+
+fn table(rows: &[Figures]) -> String {
+    let mut s = String::from(
+        "\n| scenario | server | ready | forwarded pkt/s | server CPU (cores) | pkt per CPU-s | Mbit per CPU-s | loss % | delay p50 / p99 / p99.9 ms | RSS KiB per sub | join → 1st packet p50 / p95 ms | join → 1st video p50 / p95 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for f in rows {
+        let storm = f.scenario.starts_with("join storm");
+        let _ = writeln!(
+            s,
+            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            f.scenario,
+            f.server,
+            f.ready,
+            f.n,
+            if storm {
+                "–".into()
+            } else {
+                num(f.recv_pps, 0)
+            },
+            num(f.cpu, 2),
+            if storm {
+                "–".into()
+            } else {
+                num(f.pkts_per_cpu_s, 0)
+            },
+            if storm {
+                "–".into()
+            } else {
+                num(f.mbits_per_cpu_s, 1)
+            },
+            if storm {
+                "–".into()
+            } else {
+                num(f.loss * 100.0, 3)
+            },
+            if storm {
+                "–".into()
+            } else {
+                format!(
+                    "{} / {} / {}",
+                    num(f.p50_ms, 2),
+                    num(f.p99_ms, 2),
+                    num(f.p999_ms, 2)
+                )
+            },
+            num(f.rss_kib_per_sub, 1),
+            if storm {
+                format!("{} / {}", num(f.join_p50_ms, 1), num(f.join_p95_ms, 1))
+            } else {
+                "–".into()
+            },
+            if storm {
+                format!("{} / {}", num(f.video_p50_ms, 1), num(f.video_p95_ms, 1))
+            } else {
+                "–".into()
+            },
+        );
+    }
+    s
+}
+
+/// veche / Janus per scenario, veche against the ceiling, and the goals.
+fn comparisons(rows: &[Figures], ceiling: f64) -> String {
+    let mut s = String::from("\nveche / Janus, same scenario, same run:\n");
+    let pairs: Vec<(&Figures, &Figures)> = rows
+        .iter()
+        .filter(|f| f.server == "veche")
+        .filter_map(|v| {
+            rows.iter()
+                .find(|j| j.server == "janus" && j.scenario == v.scenario)
+                .map(|j| (v, j))
+        })
+        .collect();
+    for (v, j) in &pairs {
+        if v.scenario.starts_with("join storm") {
+            let _ = writeln!(
+                s,
+                "  {}: join → first packet p50 ×{} p95 ×{}; → first video p50 ×{}",
+                v.scenario,
+                num(v.join_p50_ms / j.join_p50_ms, 2),
+                num(v.join_p95_ms / j.join_p95_ms, 2),
+                num(v.video_p50_ms / j.video_p50_ms, 2),
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  {}: packets per CPU-second ×{}, delay p50 ×{} p99 ×{}, memory per subscriber ×{}",
+                v.scenario,
+                num(v.pkts_per_cpu_s / j.pkts_per_cpu_s, 2),
+                num(v.p50_ms / j.p50_ms, 2),
+                num(v.p99_ms / j.p99_ms, 2),
+                num(v.rss_kib_per_sub / j.rss_kib_per_sub, 2),
+            );
+        }
+    }
+    if pairs.is_empty() {
+        s.push_str("  (no Janus rows in this run)\n");
+    }
+
+    // Goals against the busiest fan-out step both servers ran.
+    let fan: Vec<&Figures> = rows
+        .iter()
+        .filter(|f| f.server == "veche" && f.scenario.starts_with("1 → "))
+        .collect();
+    let mark = |ok: bool| if ok { "pass" } else { "short" };
+    s.push_str("\ngoals:\n");
+    if let Some(best) = fan.iter().max_by_key(|f| f.n) {
+        let janus = rows
+            .iter()
+            .find(|j| j.server == "janus" && j.scenario == best.scenario);
+        if let Some(j) = janus {
+            let r = best.pkts_per_cpu_s / j.pkts_per_cpu_s;
+            let _ = writeln!(
+                s,
+                "  forwarded packets per CPU-second ≥ 1.5 × Janus ({}): ×{} — {}",
+                best.scenario,
+                num(r, 2),
+                mark(r >= 1.5)
+            );
+        }
+        let c = best.pkts_per_cpu_s / ceiling;
+        let _ = writeln!(
+            s,
+            "  forwarded packets per CPU-second ≥ 0.5 × ceiling ({}): ×{} — {}",
+            best.scenario,
+            num(c, 3),
+            mark(c >= 0.5)
+        );
+        // Capacity: what one core would forward at this step's efficiency; half of it is
+        // the step whose forwarding rate is nearest to half that.
+        let capacity = best.pkts_per_cpu_s;
+        let half = fan
+            .iter()
+            .min_by(|a, b| {
+                let da = (a.recv_pps - capacity / 2.0).abs();
+                let db = (b.recv_pps - capacity / 2.0).abs();
+                da.total_cmp(&db)
+            })
+            .copied()
+            .unwrap_or(best);
+        let _ = writeln!(
+            s,
+            "  added delay p99 < 1 ms at half of capacity ({} forwards {:.0} pkt/s of a {:.0} pkt/s core): {} ms — {}",
+            half.scenario,
+            half.recv_pps,
+            capacity,
+            num(half.p99_ms, 2),
+            mark(half.p99_ms < 1.0)
+        );
+        let _ = writeln!(
+            s,
+            "  memory < 64 KiB per subscriber ({}): {} KiB — {}",
+            best.scenario,
+            num(best.rss_kib_per_sub, 1),
+            mark(best.rss_kib_per_sub < 64.0)
+        );
+    }
+    if let Some(st) = rows
+        .iter()
+        .find(|f| f.server == "veche" && f.scenario.starts_with("join storm"))
+    {
+        // Loopback round trips are tens of microseconds: the frame interval dominates.
+        let rtt_ms = 0.1;
+        let goal = 4.0 * rtt_ms + 1000.0 / media::FPS as f64;
+        let _ = writeln!(
+            s,
+            "  join to first packet < 4 round trips + one frame interval ({goal:.1} ms): p50 {} ms — {}",
+            num(st.join_p50_ms, 1),
+            mark(st.join_p50_ms < goal)
+        );
+    }
+    s
+}

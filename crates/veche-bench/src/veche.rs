@@ -1,0 +1,185 @@
+//! veche under test: a `veche run` process on loopback, joined over the same WebSocket
+//! signaling a browser uses (docs/protocol.md).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::http;
+use crate::media::Load;
+use crate::peer::{self, Clock, Opening, SigIn, SigOut};
+use crate::server::{free_port, spawn_pinned, wait_listening, Participant, Scratch};
+
+pub struct Veche {
+    pub pid: u32,
+    http: SocketAddr,
+    _child: Child,
+    _dir: Scratch,
+}
+
+impl Veche {
+    pub async fn start(bin: &Path, cpu: Option<usize>) -> Result<Self> {
+        let dir = Scratch::new("veche")?;
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let args: Vec<String> = [
+            "run",
+            "--data-dir",
+            &dir.0.join("data").to_string_lossy(),
+            "--http",
+            &http.to_string(),
+            "--media-port",
+            "0",
+            "--link-port",
+            "0",
+            "--media-bind",
+            "127.0.0.1",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--no-mdns",
+            "--max-participants",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = dir.0.join("veche.log");
+        let filter = std::env::var("VECHE_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+        let mut child = spawn_pinned(bin, &args, cpu, &log, &[("RUST_LOG", &filter)])?;
+        let pid = child.id().context("no pid")?;
+        if let Err(e) = wait_listening(http, Duration::from_secs(30), &mut child).await {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("veche did not start: {e}\n{log}");
+        }
+        Ok(Self {
+            pid,
+            http,
+            _child: child,
+            _dir: dir,
+        })
+    }
+
+    /// A new meeting.
+    pub async fn room(&self) -> Result<String> {
+        let (status, v) = http::json(
+            self.http,
+            "POST",
+            "/api/meetings",
+            Some(&json!({"title": "benchmark"})),
+        )
+        .await?;
+        if status != 201 {
+            bail!("create meeting: {status} {v}");
+        }
+        Ok(v["id"].as_str().context("no meeting id")?.to_string())
+    }
+
+    /// Join like a browser: WebSocket, `join`, then the peer's offer.
+    pub async fn join(
+        &self,
+        meeting: &str,
+        name: &str,
+        publish: bool,
+        load: Load,
+        clock: &Arc<Clock>,
+    ) -> Result<Participant> {
+        let started = Instant::now();
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.http))
+            .await
+            .context("signaling connect")?;
+        ws.send(Message::text(
+            json!({"type": "join", "meeting": meeting, "name": name}).to_string(),
+        ))
+        .await?;
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = tokio::time::timeout_at(end, ws.next())
+                .await
+                .context("no welcome in 10 s")?;
+            match m {
+                Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => break,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => bail!("join refused: {other:?}"),
+            }
+        }
+        let (mut p, stop) = Participant::new(started);
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        let counters = p.counters.clone();
+        let opening = if publish {
+            Opening::Publish
+        } else {
+            Opening::Channel
+        };
+        p.tasks.push(tokio::spawn(peer::run(
+            name.to_string(),
+            opening,
+            load,
+            clock.clone(),
+            counters.clone(),
+            in_rx,
+            out_tx,
+            stop,
+        )));
+        p.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = ws.next() => {
+                        let t = match m {
+                            Some(Ok(Message::Text(t))) => t,
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                            _ => return,
+                        };
+                        let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+                        if std::env::var_os("VECHE_BENCH_DEBUG").is_some() {
+                            eprintln!("veche → bench: {t}");
+                        }
+                        let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
+                        let sig = match v["type"].as_str() {
+                            Some("offer") => SigIn::Offer(sdp),
+                            Some("answer") => SigIn::Answer(sdp),
+                            Some("error") => {
+                                if v["fatal"].as_bool() == Some(true) {
+                                    let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
+                                    c.failed = Some(format!("veche: {}", v["code"]));
+                                }
+                                continue;
+                            }
+                            _ => continue,
+                        };
+                        if in_tx.send(sig).await.is_err() {
+                            return;
+                        }
+                    }
+                    out = out_rx.recv() => {
+                        let msg = match out {
+                            Some(SigOut::Offer { sdp, sources }) => {
+                                let sources: serde_json::Map<String, Value> = sources
+                                    .into_iter()
+                                    .map(|(m, s)| (m, Value::from(s)))
+                                    .collect();
+                                json!({"type": "offer", "sdp": sdp, "sources": sources})
+                            }
+                            Some(SigOut::Answer(sdp)) => json!({"type": "answer", "sdp": sdp}),
+                            None => return,
+                        };
+                        if std::env::var_os("VECHE_BENCH_DEBUG").is_some() {
+                            eprintln!("bench → veche: {msg}");
+                        }
+                        if ws.send(Message::text(msg.to_string())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+        Ok(p)
+    }
+}
