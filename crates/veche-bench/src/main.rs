@@ -230,7 +230,7 @@ fn row(f: &Figures) -> String {
         format!(" ({} failures: {})", f.failures.len(), f.failures[0])
     };
     format!(
-        "{} {}: {}/{} ready, {:.0} pkt/s in, {:.0} pkt/s out, {:.2} cores, {:.0} pkt/CPU-s, loss {:.3} %, delay p50 {:.2} p99 {:.2} p99.9 {:.2} ms, {:.1} KiB/sub, join p50 {:.1} p95 {:.1} ms{fails}",
+        "{} {}: {}/{} ready, {:.0} pkt/s in, {:.0} pkt/s out, {:.2} cores (generator {:.2}), {:.0} pkt/CPU-s, loss {:.3} %, delay p50 {:.2} p99 {:.2} p99.9 {:.2} ms, {:.1} KiB/sub, join p50 {:.1} p95 {:.1} ms{fails}",
         f.server,
         f.scenario,
         f.ready,
@@ -238,6 +238,7 @@ fn row(f: &Figures) -> String {
         f.sent_pps,
         f.recv_pps,
         f.cpu,
+        f.gen_cpu,
         f.pkts_per_cpu_s,
         f.loss * 100.0,
         f.p50_ms,

@@ -85,8 +85,12 @@ pub(crate) async fn upgrade(
 ) -> Response {
     // Absent when the router is served without connect info (tests with `oneshot`).
     let client = client.map(|Extension(ConnectInfo(a))| a);
+    // Signaling messages are small; tungstenite's 128 KiB read and write buffers per socket
+    // were most of a viewer's memory on the node (veche-bench, memory per subscriber).
     ws.max_message_size(HARD_LIMIT)
         .max_frame_size(HARD_LIMIT)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| Session::new(ctx, client).run(socket))
 }
 
