@@ -27,6 +27,9 @@ type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Value>>>>;
 
 pub struct Janus {
     pub pid: u32,
+    /// The address Janus offers ICE candidates on; our peers bind there too (str0m pairs
+    /// a loopback candidate only with loopback).
+    ice_ip: std::net::IpAddr,
     addr: SocketAddr,
     session: u64,
     routes: Routes,
@@ -52,7 +55,12 @@ pub fn find(config: &Path) -> Result<PathBuf> {
 }
 
 impl Janus {
-    pub async fn start(bin: &Path, config: &Path, cpu: Option<usize>) -> Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        config: &Path,
+        cpu: Option<usize>,
+        ice_ip: std::net::IpAddr,
+    ) -> Result<Self> {
         let dir = Scratch::new("janus")?;
         let args = vec![
             "-F".to_string(),
@@ -82,6 +90,7 @@ impl Janus {
         let poller = tokio::spawn(poll(addr, session, routes.clone()));
         Ok(Self {
             pid,
+            ice_ip,
             addr,
             session,
             routes,
@@ -100,6 +109,12 @@ impl Janus {
 
     async fn post(&self, path: &str, mut body: Value) -> Result<Value> {
         body["transaction"] = Value::from(self.tx());
+        if crate::server::debug() {
+            eprintln!(
+                "bench → janus {path}: {}",
+                body.to_string().chars().take(300).collect::<String>()
+            );
+        }
         let (status, v) = http::json(self.addr, "POST", path, Some(&body)).await?;
         if status != 200 || v["janus"] == "error" {
             bail!("Janus {path}: {status} {v}");
@@ -207,6 +222,7 @@ impl Janus {
             p.sent = sent.clone();
             p.tasks.push(tokio::spawn(peer::run(
                 format!("{name}/pub"),
+                self.ice_ip,
                 Opening::Publish,
                 load,
                 clock.clone(),
@@ -251,6 +267,7 @@ impl Janus {
             let (out_tx, mut out_rx) = mpsc::channel(4);
             p.tasks.push(tokio::spawn(peer::run(
                 format!("{name}/sub"),
+                self.ice_ip,
                 Opening::Wait,
                 load,
                 clock.clone(),
@@ -313,6 +330,9 @@ async fn poll(addr: SocketAddr, session: u64, routes: Routes) {
                     other => vec![other],
                 };
                 for ev in events {
+                    if crate::server::debug() {
+                        eprintln!("janus → bench: {ev}");
+                    }
                     if let Some(h) = ev["sender"].as_u64() {
                         if let Some(tx) = lock(&routes).get(&h) {
                             let _ = tx.send(ev);

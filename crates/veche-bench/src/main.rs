@@ -60,10 +60,64 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Set by the harness itself when it re-runs inside its own network namespace.
+    #[arg(long, hide = true)]
+    inside_netns: bool,
+}
+
+/// The private network the run happens in: loopback plus one veth pair (both ends inside),
+/// because
+/// Janus (libnice) never offers loopback candidates. Nothing leaves the namespace.
+const NETNS_IF: &str = "vbd0";
+const NETNS_ADDR: &str = "10.77.0.1/24";
+const NETNS_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 0, 1);
+
+fn ip(args: &[&str]) -> Result<()> {
+    let st = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .with_context(|| format!("ip {}", args.join(" ")))?;
+    anyhow::ensure!(st.success(), "ip {} failed ({st})", args.join(" "));
+    Ok(())
+}
+
+/// Re-run this command inside a fresh network namespace and remove it after.
+fn run_in_netns() -> Result<()> {
+    let ns = format!("vbench{}", std::process::id());
+    ip(&["netns", "add", &ns])?;
+    let result = (|| -> Result<std::process::ExitStatus> {
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n", &ns, "link", "add", NETNS_IF, "type", "veth", "peer", "name", "vbd1",
+        ])?;
+        ip(&["-n", &ns, "addr", "add", NETNS_ADDR, "dev", NETNS_IF])?;
+        ip(&["-n", &ns, "link", "set", NETNS_IF, "up"])?;
+        ip(&["-n", &ns, "link", "set", "vbd1", "up"])?;
+        let exe = std::env::current_exe()?;
+        Ok(std::process::Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args(std::env::args_os().skip(1))
+            .arg("--inside-netns")
+            .status()?)
+    })();
+    let _ = ip(&["netns", "del", &ns]);
+    let status = result?;
+    anyhow::ensure!(status.success(), "the benchmark failed ({status})");
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if !args.no_janus && !args.inside_netns {
+        anyhow::ensure!(
+            nix::unistd::Uid::effective().is_root(),
+            "the run with Janus needs root: it makes its own network namespace, because Janus \
+             offers no loopback candidates and the benchmark sends nothing outside this \
+             machine's loopback (or run with --no-janus)"
+        );
+        return run_in_netns();
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Servers on core 0, the generator on the last core, when there are two.
     let (server_cpu, gen_cpu) = if cores >= 2 {
@@ -169,7 +223,7 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/janus"));
         let bin = janus::find(&config)?;
         targets.push(Target::Janus(
-            janus::Janus::start(&bin, &config, server_cpu).await?,
+            janus::Janus::start(&bin, &config, server_cpu, NETNS_IP.into()).await?,
         ));
     }
 
@@ -187,29 +241,51 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
     // Fan-out steps, alternating servers at every step; a server that lost more than
     // 0.5 % or saturated its core stops climbing.
     let mut climbing = vec![true; targets.len()];
+    let mut generator_bound = false;
     for &n in &steps {
         for (i, t) in targets.iter().enumerate() {
             if !climbing[i] {
                 continue;
             }
-            let f = scenario::fanout(t, n, secs, load).await?;
+            let f = scenario::fanout(t, n, secs, load)
+                .await
+                .unwrap_or_else(|e| failed(t, &format!("1 → {n}"), n, e));
             eprintln!("{}", row(&f));
             if f.loss > 0.005 || f.cpu > 0.9 || f.ready < n {
                 climbing[i] = false;
             }
+            // Past this the generator, not the server, would set the figures.
+            if f.gen_cpu > 0.85 {
+                eprintln!(
+                    "the generator used {:.2} of its core: stopping the fan-out here",
+                    f.gen_cpu
+                );
+                generator_bound = true;
+            }
             rows.push(f);
         }
-        if !climbing.iter().any(|c| *c) {
+        if generator_bound || !climbing.iter().any(|c| *c) {
             break;
         }
     }
     for t in &targets {
-        let f = scenario::mesh(t, mesh_n, secs, load).await?;
+        let f = scenario::mesh(t, mesh_n, secs, load)
+            .await
+            .unwrap_or_else(|e| failed(t, &format!("{mesh_n} all-to-all"), mesh_n, e));
         eprintln!("{}", row(&f));
         rows.push(f);
     }
     for t in &targets {
-        let f = scenario::storm(t, storm_n, storm_rate, load).await?;
+        let f = scenario::storm(t, storm_n, storm_rate, load)
+            .await
+            .unwrap_or_else(|e| {
+                failed(
+                    t,
+                    &format!("join storm {storm_n} at {storm_rate:.0}/s"),
+                    storm_n,
+                    e,
+                )
+            });
         eprintln!("{}", row(&f));
         rows.push(f);
     }
@@ -221,6 +297,21 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
         std::fs::write(out, &report).with_context(|| format!("{}", out.display()))?;
     }
     Ok(())
+}
+
+/// A scenario that could not run: a row that says so (and stops nothing else).
+fn failed(t: &Target, scenario: &str, n: usize, e: anyhow::Error) -> Figures {
+    Figures {
+        server: t.name(),
+        scenario: scenario.into(),
+        n,
+        loss: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        p999_ms: f64::NAN,
+        failures: vec![format!("{e:#}")],
+        ..Figures::default()
+    }
 }
 
 fn row(f: &Figures) -> String {

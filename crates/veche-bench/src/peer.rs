@@ -4,7 +4,7 @@
 //! Signaling is someone else's job: SDP comes and goes on two channels.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,6 +105,7 @@ fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Counters> {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     name: String,
+    bind: IpAddr,
     opening: Opening,
     load: Load,
     clock: Arc<Clock>,
@@ -115,6 +116,7 @@ pub async fn run(
 ) {
     if let Err(e) = drive(
         &name,
+        bind,
         opening,
         load,
         &clock,
@@ -132,6 +134,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     name: &str,
+    bind: IpAddr,
     opening: Opening,
     load: Load,
     clock: &Clock,
@@ -140,7 +143,7 @@ async fn drive(
     sig_out: &mpsc::Sender<SigOut>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let sock = UdpSocket::bind("127.0.0.1:0")
+    let sock = UdpSocket::bind(SocketAddr::new(bind, 0))
         .await
         .map_err(|e| format!("bind: {e}"))?;
     let local: SocketAddr = sock.local_addr().map_err(|e| e.to_string())?;

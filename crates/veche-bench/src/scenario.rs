@@ -299,6 +299,12 @@ pub async fn mesh(t: &Target, m: usize, secs: f64, load: Load) -> Result<Figures
                         .await?,
                 );
             }
+            // A feed can be subscribed to once its publisher is connected.
+            for p in &pubs {
+                if !wait_connected(p, Duration::from_secs(10)).await {
+                    anyhow::bail!("janus: a publisher did not connect");
+                }
+            }
             let feeds: Vec<u64> = pubs.iter().filter_map(|p| p.feed).collect();
             for (i, p) in pubs.iter().enumerate() {
                 let others: Vec<u64> = feeds
@@ -314,7 +320,7 @@ pub async fn mesh(t: &Target, m: usize, secs: f64, load: Load) -> Result<Figures
             // Receivers count on the subscriber halves, senders on the publisher halves.
             for (s, p) in people.iter_mut().zip(pubs) {
                 s.sent = p.sent.clone();
-                s.tasks.extend(p.tasks);
+                s.merged.push(p);
             }
         }
     }
@@ -429,6 +435,7 @@ pub async fn direct(secs: f64, load: Load) -> Result<Figures> {
     let (r_out, mut r_out_rx) = mpsc::channel(4);
     sender.tasks.push(tokio::spawn(peer::run(
         "direct sender".into(),
+        std::net::Ipv4Addr::LOCALHOST.into(),
         Opening::Publish,
         load,
         clock.clone(),
@@ -439,6 +446,7 @@ pub async fn direct(secs: f64, load: Load) -> Result<Figures> {
     )));
     receiver.tasks.push(tokio::spawn(peer::run(
         "direct receiver".into(),
+        std::net::Ipv4Addr::LOCALHOST.into(),
         Opening::Wait,
         load,
         clock.clone(),

@@ -26,6 +26,8 @@ pub struct Participant {
     pub started: Instant,
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) tasks: Vec<JoinHandle<()>>,
+    /// Participants merged into this one (Janus: the publisher half of a mesh member).
+    pub(crate) merged: Vec<Participant>,
 }
 
 impl Participant {
@@ -40,6 +42,7 @@ impl Participant {
                 started,
                 stop,
                 tasks: Vec::new(),
+                merged: Vec::new(),
             },
             rx,
         )
@@ -47,6 +50,9 @@ impl Participant {
 
     /// Hang up: stop the peer, close the signaling.
     pub fn leave(self) {
+        for m in self.merged {
+            m.leave();
+        }
         let _ = self.stop.send(true);
         for t in self.tasks {
             t.abort();
@@ -119,6 +125,15 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if debug() {
+            eprintln!("kept {} (VECHE_BENCH_DEBUG)", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// VECHE_BENCH_DEBUG: print signaling and keep the servers' logs.
+pub fn debug() -> bool {
+    std::env::var_os("VECHE_BENCH_DEBUG").is_some()
 }

@@ -120,6 +120,7 @@ impl Veche {
         };
         p.tasks.push(tokio::spawn(peer::run(
             name.to_string(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
             opening,
             load,
             clock.clone(),
@@ -138,7 +139,7 @@ impl Veche {
                             _ => return,
                         };
                         let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
-                        if std::env::var_os("VECHE_BENCH_DEBUG").is_some() {
+                        if crate::server::debug() {
                             eprintln!("veche → bench: {t}");
                         }
                         let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
@@ -170,7 +171,7 @@ impl Veche {
                             Some(SigOut::Answer(sdp)) => json!({"type": "answer", "sdp": sdp}),
                             None => return,
                         };
-                        if std::env::var_os("VECHE_BENCH_DEBUG").is_some() {
+                        if crate::server::debug() {
                             eprintln!("bench → veche: {msg}");
                         }
                         if ws.send(Message::text(msg.to_string())).await.is_err() {
