@@ -98,3 +98,25 @@ pub fn measure(packet_bytes: usize, destinations: usize, run: Duration) -> Resul
         destinations,
     })
 }
+
+/// The median UDP round trip on loopback (a 100-byte ping and its echo, 200 times): the
+/// "network round trip" of the join goal.
+pub fn loopback_rtt() -> Result<Duration> {
+    let a = UdpSocket::bind("127.0.0.1:0")?;
+    let b = UdpSocket::bind("127.0.0.1:0")?;
+    a.set_read_timeout(Some(Duration::from_secs(1)))?;
+    b.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let (aa, ba) = (a.local_addr()?, b.local_addr()?);
+    let mut buf = [0u8; 128];
+    let mut v = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        a.send_to(&[1u8; 100], ba)?;
+        let (n, _) = b.recv_from(&mut buf)?;
+        b.send_to(&buf[..n], aa)?;
+        a.recv_from(&mut buf)?;
+        v.push(t.elapsed());
+    }
+    v.sort();
+    Ok(v[v.len() / 2])
+}

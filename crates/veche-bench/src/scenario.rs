@@ -235,13 +235,15 @@ pub async fn fanout(t: &Target, n: usize, secs: f64, load: Load) -> Result<Figur
     };
     let clock = Clock::new();
     let room = t.room().await?;
-    let rss_before = procfs::rss_kib(t.pid());
     let publisher = t.join(&room, "publisher", true, &[], load, &clock).await?;
     if !wait_connected(&publisher, Duration::from_secs(10)).await {
         t.close(&room).await;
         let why = get(&publisher.sent).failed.clone().unwrap_or_default();
         anyhow::bail!("{}: the publisher did not connect {why}", t.name());
     }
+    // Memory per subscriber: growth from here (the publisher already in) to the end of
+    // the window, when every viewer's buffers are as full as they get.
+    let rss_before = procfs::rss_kib(t.pid());
     let feeds: Vec<u64> = publisher.feed.into_iter().collect();
     let mut subs = Vec::with_capacity(n);
     for i in 0..n {

@@ -330,6 +330,8 @@ async fn client(
                     if w.write(pt, now, time, data).is_ok() {
                         seq += 1;
                         let _ = out.send(Duration::ZERO);
+                        // str0m sends what was written once time moves: move it now.
+                        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
                     }
                 }
             }
