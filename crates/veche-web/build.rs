@@ -7,9 +7,14 @@ use std::path::Path;
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     println!("cargo:rerun-if-changed={}", dir.display());
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    // A node without its UI must not build: fail loudly rather than embed nothing.
+    let mut entries: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect(),
+        Err(e) => panic!("cannot read the UI assets in {}: {e}", dir.display()),
+    };
+    if !entries.iter().any(|p| p.ends_with("index.html")) {
+        panic!("{} has no index.html", dir.display());
+    }
     entries.sort();
     let mut out = String::from("/// (file name, content type, bytes) of every UI asset.\npub static ASSETS: &[(&str, &str, &[u8])] = &[\n");
     for path in entries {
