@@ -297,6 +297,7 @@ async fn run(a: RunArgs) -> Result<()> {
         net,
         registry: Arc::new(Mutex::new(registry)),
         node_metrics,
+        gates: Arc::default(),
     };
 
     let listener = tokio::net::TcpListener::bind(http).await.with_context(|| {

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 use support::Node;
+use veche_trust::Keypair;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -78,6 +79,26 @@ async fn send(ws: &mut Ws, v: Value) {
         .expect("send");
 }
 
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The node's challenge on a fresh socket: (node id, nonce).
+async fn challenge(ws: &mut Ws) -> (String, String) {
+    let v = next_of(ws, "challenge").await;
+    let node = v["node"].as_str().expect("node").to_owned();
+    let nonce = v["nonce"].as_str().expect("nonce").to_owned();
+    assert!(nonce.len() >= 16, "{v}");
+    (node, nonce)
+}
+
+/// A join that signs the socket's challenge with `me`.
+fn join(me: &Keypair, ch: &(String, String), meeting: &str, name: &str) -> Value {
+    json!({"type": "join", "meeting": meeting, "name": name,
+           "key": b64(&me.public().0), "sig": b64(&me.sign_challenge(&ch.0, meeting, &ch.1).0)})
+}
+
 async fn expect_error(ws: &mut Ws, code: &str, fatal: bool) {
     let v = next_of(ws, "error").await;
     assert_eq!(v["code"], code, "{v}");
@@ -135,9 +156,10 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
 
     // A well-behaved participant in the meeting.
     let mut good = ws(port).await;
+    let ch = challenge(&mut good).await;
     send(
         &mut good,
-        json!({"type": "join", "meeting": id, "name": "Good"}),
+        join(&Keypair::from_secret(&[1; 32]), &ch, &id, "Good"),
     )
     .await;
     let welcome = next_of(&mut good, "welcome").await;
@@ -145,6 +167,8 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
 
     // Before joining.
     let mut bad = ws(port).await;
+    let mallory = Keypair::from_secret(&[2; 32]);
+    let bad_ch = challenge(&mut bad).await;
     send(&mut bad, json!({"type": "chat", "text": "hi"})).await;
     expect_error(&mut bad, "not_joined", false).await;
     bad.send(Message::Text("{not json".into()))
@@ -159,27 +183,17 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
         .await
         .expect("send");
     expect_error(&mut bad, "binary_unsupported", false).await;
-    send(
-        &mut bad,
-        json!({"type": "join", "meeting": id, "name": "   "}),
-    )
-    .await;
+    send(&mut bad, join(&mallory, &bad_ch, &id, "   ")).await;
     expect_error(&mut bad, "bad_name", false).await;
 
     // Joined, then garbage.
-    send(
-        &mut bad,
-        json!({"type": "join", "meeting": id, "name": "Mallory"}),
-    )
-    .await;
+    send(&mut bad, join(&mallory, &bad_ch, &id, "Mallory")).await;
     next_of(&mut bad, "welcome").await;
     let joined = next_of(&mut good, "participant_joined").await;
     assert_eq!(joined["participant"]["name"], "Mallory");
-    send(
-        &mut bad,
-        json!({"type": "join", "meeting": id, "name": "Again"}),
-    )
-    .await;
+    // The others see the key the node checked.
+    assert_eq!(joined["participant"]["key"], b64(&mallory.public().0));
+    send(&mut bad, join(&mallory, &bad_ch, &id, "Again")).await;
     expect_error(&mut bad, "already_joined", false).await;
     send(&mut bad, json!({"type": "chat", "text": "x".repeat(2001)})).await;
     expect_error(&mut bad, "bad_chat", false).await;
@@ -211,12 +225,39 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
 
     // Unknown meeting.
     let mut lost = ws(port).await;
+    let lost_ch = challenge(&mut lost).await;
+    send(&mut lost, join(&mallory, &lost_ch, "abc-def-ghj", "Lost")).await;
+    expect_error(&mut lost, "unknown_meeting", true).await;
+
+    // A forged proof: signed by one key, presented with another.
+    let mut forger = ws(port).await;
+    let forger_ch = challenge(&mut forger).await;
+    let mut forged = join(&mallory, &forger_ch, &id, "Eve");
+    forged["key"] = json!(b64(&Keypair::from_secret(&[1; 32]).public().0));
+    send(&mut forger, forged).await;
+    expect_error(&mut forger, "bad_signature", true).await;
+    // A proof captured from another socket (its nonce): worthless here.
+    let mut replay = ws(port).await;
+    let _ = challenge(&mut replay).await;
+    send(&mut replay, join(&mallory, &bad_ch, &id, "Replay")).await;
+    expect_error(&mut replay, "bad_signature", true).await;
+    // Garbage where the key and signature go.
+    let mut junk = ws(port).await;
+    let _ = challenge(&mut junk).await;
     send(
-        &mut lost,
-        json!({"type": "join", "meeting": "abc-def-ghj", "name": "Lost"}),
+        &mut junk,
+        json!({"type": "join", "meeting": id, "name": "Junk", "key": "%%%", "sig": "x"}),
     )
     .await;
-    expect_error(&mut lost, "unknown_meeting", true).await;
+    expect_error(&mut junk, "bad_signature", true).await;
+    // None of it reached the participant already in the meeting.
+    send(
+        &mut good,
+        json!({"type": "chat", "text": "after the forgeries"}),
+    )
+    .await;
+    let chat = next_of(&mut good, "chat").await;
+    assert_eq!(chat["message"]["text"], "after the forgeries");
 
     // A flood is rate limited, not served.
     let mut flood = ws(port).await;

@@ -94,11 +94,36 @@ impl Veche {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.http))
             .await
             .context("signaling connect")?;
+        // Like a browser: the node's challenge first, signed with this participant's key.
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        let challenge = loop {
+            let m = tokio::time::timeout_at(end, ws.next())
+                .await
+                .context("no challenge in 10 s")?;
+            match m {
+                Some(Ok(Message::Text(t))) if t.contains("\"challenge\"") => {
+                    break serde_json::from_str::<Value>(&t)?;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => bail!("no challenge: {other:?}"),
+            }
+        };
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let me = veche_trust::Keypair::from_secret(&secret);
+        let nonce = challenge["nonce"].as_str().unwrap_or_default();
+        let node = challenge["node"].as_str().unwrap_or_default();
+        let b64 = |b: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        };
+        let key = b64(&me.public().0);
+        let sig = b64(&me.sign_challenge(node, meeting, nonce).0);
         ws.send(Message::text(
-            json!({"type": "join", "meeting": meeting, "name": name}).to_string(),
+            json!({"type": "join", "meeting": meeting, "name": name, "key": key, "sig": sig})
+                .to_string(),
         ))
         .await?;
-        let end = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let m = tokio::time::timeout_at(end, ws.next())
                 .await

@@ -18,16 +18,21 @@ pub struct ParticipantInfo {
     pub video: bool,
     /// Sharing the screen.
     pub screen: bool,
+    /// The person's key (base64url Ed25519 public key) that their node checked when they
+    /// joined; `None` for participants whose node did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl ParticipantInfo {
-    pub(crate) fn new(id: ParticipantId, name: &str, state: MediaState) -> Self {
+    pub(crate) fn new(id: ParticipantId, name: &str, state: MediaState, key: Option<&str>) -> Self {
         Self {
             id,
             name: name.to_owned(),
             audio: state.audio,
             video: state.video,
             screen: state.screen,
+            key: key.map(str::to_owned),
         }
     }
 }

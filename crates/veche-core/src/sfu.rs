@@ -103,6 +103,9 @@ pub enum PublishError {
     /// The source's kind does not match the media kind.
     #[error("source and media kind disagree")]
     KindMismatch,
+    /// The participant joined as a listener: what they send reaches nobody.
+    #[error("listeners may not publish")]
+    Listener,
 }
 
 /// Why a chat message was refused.
@@ -159,6 +162,10 @@ struct Participant {
     meeting: String,
     name: String,
     state: MediaState,
+    /// The person's key, as their node checked it.
+    key: Option<String>,
+    /// Joined as a listener (an invite's role): nothing they send is published.
+    listener: bool,
     /// Tracks this participant publishes, by source.
     published: BTreeMap<SourceKey, TrackId>,
     /// Tracks this participant receives (negotiating or ready).
@@ -243,7 +250,18 @@ impl Sfu {
         name: &str,
         now: Instant,
     ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
-        self.add(meeting, name, Kind::Local, MediaState::default(), now)
+        self.add(meeting, name, Kind::Local, MediaState::default(), None, now)
+    }
+
+    /// `join` for someone whose key the driver checked (the key is shown to the others).
+    pub fn join_keyed(
+        &mut self,
+        meeting: &str,
+        name: &str,
+        key: Option<String>,
+        now: Instant,
+    ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
+        self.add(meeting, name, Kind::Local, MediaState::default(), key, now)
     }
 
     /// Add someone who is attached to another node. Local browsers are told and will
@@ -253,15 +271,23 @@ impl Sfu {
         meeting: &str,
         name: &str,
         state: MediaState,
+        key: Option<String>,
         now: Instant,
     ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
-        self.add(meeting, name, Kind::Remote, state, now)
+        self.add(meeting, name, Kind::Remote, state, key, now)
     }
 
     /// Add the outgoing media link to another node: it subscribes to every local
     /// participant's track, now and later.
     pub fn attach_link(&mut self, meeting: &str, now: Instant) -> (ParticipantId, Vec<Output>) {
-        match self.add(meeting, "node link", Kind::Link, MediaState::default(), now) {
+        match self.add(
+            meeting,
+            "node link",
+            Kind::Link,
+            MediaState::default(),
+            None,
+            now,
+        ) {
             Ok(ok) => ok,
             // Links are not counted against the meeting's size and always have a name.
             Err(_) => (ParticipantId(self.next_id()), Vec::new()),
@@ -279,7 +305,7 @@ impl Sfu {
         self.participants
             .get(&id)
             .filter(|p| p.kind != Kind::Link)
-            .map(|p| ParticipantInfo::new(id, &p.name, p.state))
+            .map(|p| ParticipantInfo::new(id, &p.name, p.state, p.key.as_deref()))
     }
 
     /// The browsers attached to this node in `meeting`, in join order.
@@ -291,7 +317,7 @@ impl Sfu {
                     self.participants
                         .get(id)
                         .filter(|p| p.kind == Kind::Local)
-                        .map(|p| ParticipantInfo::new(*id, &p.name, p.state))
+                        .map(|p| ParticipantInfo::new(*id, &p.name, p.state, p.key.as_deref()))
                 })
                 .collect()
         })
@@ -308,6 +334,7 @@ impl Sfu {
         name: &str,
         kind: Kind,
         state: MediaState,
+        key: Option<String>,
         _now: Instant,
     ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
         let name = name.trim();
@@ -323,7 +350,7 @@ impl Sfu {
         }
 
         let id = ParticipantId(self.next_id());
-        let me = ParticipantInfo::new(id, name, state);
+        let me = ParticipantInfo::new(id, name, state, key.as_deref());
         let room = self.meetings.entry(meeting.to_owned()).or_default();
         let mut out = Vec::new();
 
@@ -333,7 +360,12 @@ impl Sfu {
                 continue;
             };
             if p.kind != Kind::Link {
-                others.push(ParticipantInfo::new(other, &p.name, p.state));
+                others.push(ParticipantInfo::new(
+                    other,
+                    &p.name,
+                    p.state,
+                    p.key.as_deref(),
+                ));
             }
             if p.kind == Kind::Local && kind != Kind::Link {
                 out.push(Output::Notify {
@@ -389,6 +421,8 @@ impl Sfu {
                 meeting: meeting.to_owned(),
                 name: name.to_owned(),
                 state,
+                key,
+                listener: false,
                 published: BTreeMap::new(),
                 subscribed,
             },
@@ -494,6 +528,9 @@ impl Sfu {
         if p.kind == Kind::Link {
             return Err(PublishError::UnknownParticipant);
         }
+        if p.listener {
+            return Err(PublishError::Listener);
+        }
         if p.published.contains_key(&source.into()) {
             return Err(PublishError::Duplicate);
         }
@@ -591,6 +628,14 @@ impl Sfu {
     }
 
     /// Tracks `id` publishes.
+    /// Make `id` a listener (or not): from now on its tracks are refused. Call it right
+    /// after the join, before the participant's media arrives.
+    pub fn set_listener(&mut self, id: ParticipantId, listener: bool) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.listener = listener;
+        }
+    }
+
     pub fn published(&self, id: ParticipantId) -> Vec<TrackId> {
         self.participants
             .get(&id)
@@ -766,7 +811,7 @@ impl Sfu {
                         self.participants
                             .get(id)
                             .filter(|p| p.kind != Kind::Link)
-                            .map(|p| ParticipantInfo::new(*id, &p.name, p.state))
+                            .map(|p| ParticipantInfo::new(*id, &p.name, p.state, p.key.as_deref()))
                     })
                     .collect()
             })

@@ -410,6 +410,27 @@ fn publishing_twice_or_with_the_wrong_kind_is_refused() {
 }
 
 #[test]
+fn a_listeners_tracks_are_refused_and_reach_nobody() {
+    let mut sim = Sim::new();
+    let (_ada, ada_tracks) = sim.join_publishing("m", "Ada");
+    let lee = sim.join("m", "Lee");
+    sim.sfu.set_listener(lee, true);
+    let now = sim.now;
+    assert_eq!(
+        sim.sfu.publish(lee, Source::Camera, TrackKind::Video, now),
+        Err(veche_core::PublishError::Listener)
+    );
+    assert_eq!(
+        sim.sfu.publish(lee, Source::Mic, TrackKind::Audio, now),
+        Err(veche_core::PublishError::Listener)
+    );
+    assert!(sim.sfu.published(lee).is_empty());
+    // A listener still receives.
+    sim.advance(Duration::from_millis(100));
+    assert!(sim.sfu.subscribers(ada_tracks[1]).contains(&lee));
+}
+
+#[test]
 fn thirty_peers_churn_without_leaking_subscriptions() {
     let mut sim = Sim::new();
     let mut peers = Vec::new();
@@ -455,7 +476,7 @@ fn node_links_carry_local_tracks_once_and_never_loop_remote_ones() {
     b.apply(out);
     let (ada, out) = b
         .sfu
-        .join_remote("m", "Ada", MediaState::default(), b.now)
+        .join_remote("m", "Ada", MediaState::default(), None, b.now)
         .expect("remote join");
     b.apply(out);
     let (ada_cam, out) = b
@@ -522,7 +543,7 @@ fn a_relay_forwards_chosen_remote_tracks_and_a_lost_link_unpublishes_them() {
     r.apply(out);
     let (ada, out) = r
         .sfu
-        .join_remote("m", "Ada", MediaState::default(), r.now)
+        .join_remote("m", "Ada", MediaState::default(), None, r.now)
         .expect("remote join");
     r.apply(out);
     let (ada_mic, out) = r

@@ -218,6 +218,8 @@ async fn client(
         .send(Command::Join {
             meeting: MEETING.into(),
             name: name.into(),
+            key: None,
+            listener: false,
             client: None,
             nodes,
             events: events_tx,

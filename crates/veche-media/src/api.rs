@@ -19,6 +19,10 @@ pub enum Command {
         meeting: String,
         /// Display name.
         name: String,
+        /// The person's key (base64url), checked by the caller against a fresh challenge.
+        key: Option<String>,
+        /// Joined as a listener (an invite's role): nothing they send is forwarded.
+        listener: bool,
         /// The address the browser's signaling connection came from. A browser that reached
         /// the node over loopback is offered the loopback candidate; others are not, since
         /// 127.0.0.1 would be their own machine.
@@ -334,6 +338,10 @@ pub enum ErrorCode {
     MediaFailed,
     /// A bug in the node, contained to this participant.
     Internal,
+    /// The join's key proof is missing, malformed or does not verify.
+    BadSignature,
+    /// The meeting's host does not let this key in (no invite, expired, revoked, ...).
+    InviteRefused,
 }
 
 impl Signal {

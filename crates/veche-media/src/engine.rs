@@ -248,18 +248,21 @@ impl Engine {
             Command::Join {
                 meeting,
                 name,
+                key,
+                listener,
                 client,
                 nodes,
                 events,
                 reply,
             } => {
-                let (id, outputs) = match self.sfu.join(&meeting, &name, now) {
+                let (id, outputs) = match self.sfu.join_keyed(&meeting, &name, key, now) {
                     Ok(ok) => ok,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                         return;
                     }
                 };
+                self.sfu.set_listener(id, listener);
                 let mut rtc = Rtc::builder()
                     .set_ice_lite(true)
                     .clear_codecs()

@@ -90,6 +90,14 @@ impl Fed {
     }
 }
 
+/// A participant another node announced: its id there, name, state and checked key.
+struct Announced<'a> {
+    id: u64,
+    name: &'a str,
+    state: MediaState,
+    key: Option<String>,
+}
+
 fn event_of(p: &ParticipantInfo) -> MeetingEvent {
     MeetingEvent::Joined {
         id: p.id.0,
@@ -97,6 +105,7 @@ fn event_of(p: &ParticipantInfo) -> MeetingEvent {
         audio: p.audio,
         video: p.video,
         screen: p.screen,
+        key: p.key.clone(),
     }
 }
 
@@ -505,6 +514,7 @@ impl Engine {
                     audio,
                     video,
                     screen,
+                    key,
                 } => {
                     listed.insert(id);
                     let state = MediaState {
@@ -512,7 +522,13 @@ impl Engine {
                         video,
                         screen,
                     };
-                    self.remote_joined(&node, &meeting, id, &name, state, now);
+                    let who = Announced {
+                        id,
+                        name: &name,
+                        state,
+                        key,
+                    };
+                    self.remote_joined(&node, &meeting, who, now);
                 }
                 MeetingEvent::Left { id } => {
                     if self.remote_in(&node, id, &meeting).is_some() {
@@ -583,11 +599,15 @@ impl Engine {
         &mut self,
         node: &str,
         meeting: &str,
-        id: u64,
-        name: &str,
-        state: MediaState,
+        who: Announced<'_>,
         now: Instant,
     ) -> Option<ParticipantId> {
+        let Announced {
+            id,
+            name,
+            state,
+            key: person_key,
+        } = who;
         let key = (node.to_owned(), id);
         if let Some(&pid) = self.fed.remotes.get(&key) {
             if self.sfu.info(pid).is_some_and(|i| {
@@ -601,7 +621,7 @@ impl Engine {
         if self.fed.gone.contains(&key) {
             return None;
         }
-        match self.sfu.join_remote(meeting, name, state, now) {
+        match self.sfu.join_remote(meeting, name, state, person_key, now) {
             Ok((pid, out)) => {
                 tracing::info!(%node, %meeting, remote = id, participant = %pid, "remote participant joined");
                 self.fed.remotes.insert(key.clone(), pid);
@@ -757,9 +777,12 @@ impl Engine {
             _ => self.remote_joined(
                 &node,
                 &meeting,
-                lt.participant,
-                &lt.name,
-                MediaState::default(),
+                Announced {
+                    id: lt.participant,
+                    name: &lt.name,
+                    state: MediaState::default(),
+                    key: None,
+                },
                 now,
             ),
         };

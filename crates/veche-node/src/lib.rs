@@ -12,7 +12,9 @@ mod tls;
 
 pub use config::{Config, ConfigError};
 pub use identity::{IdentityError, NodeIdentity};
-pub use meetings::{is_meeting_id, CreateMeetingError, Meeting, MeetingStore, StoreError};
+pub use meetings::{
+    is_meeting_id, CreateMeetingError, Meeting, MeetingStore, SetDocError, StoreError,
+};
 pub use tls::{TlsError, TlsMaterial};
 
 use std::path::PathBuf;

@@ -33,6 +33,29 @@ pub struct Meeting {
     /// Empty for a meeting created here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
+    /// The host's signed meeting document (a veche-trust token), once the host signed it:
+    /// from then on joins are checked against its policy. The caller checks it before
+    /// storing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+}
+
+/// Why a meeting's signed document was not stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetDocError {
+    /// No such meeting here.
+    #[error("there is no meeting with this id on this node")]
+    Unknown,
+    /// It is signed already (the first host's signature stands).
+    #[error("this meeting already has a host")]
+    AlreadySigned,
+    /// It was created on another node, which keeps its document.
+    #[error("this meeting belongs to another node")]
+    Remote,
+    /// The store could not be written; nothing changed.
+    #[error("cannot save the meeting: {0}")]
+    Io(#[from] io::Error),
 }
 
 /// Most nodes remembered for one remote meeting.
@@ -132,6 +155,7 @@ impl MeetingStore {
                 .unwrap_or(0),
             public,
             nodes: Vec::new(),
+            doc: None,
         };
         self.meetings.insert(id.clone(), meeting.clone());
         if let Err(e) = self.save() {
@@ -184,6 +208,7 @@ impl MeetingStore {
                         .unwrap_or(0),
                     public: false,
                     nodes: vec![node.to_owned()],
+                    doc: None,
                 };
                 self.meetings.insert(id.to_owned(), m.clone());
                 m
@@ -197,6 +222,26 @@ impl MeetingStore {
             return Err(e.into());
         }
         Ok(meeting)
+    }
+
+    /// Store the host's signed document of meeting `id` durably (written before this
+    /// returns, so an acknowledged document survives a kill -9).
+    pub fn set_doc(&mut self, id: &str, token: &str) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        if !m.nodes.is_empty() {
+            return Err(SetDocError::Remote);
+        }
+        if m.doc.is_some() {
+            return Err(SetDocError::AlreadySigned);
+        }
+        m.doc = Some(token.to_owned());
+        if let Err(e) = self.save() {
+            if let Some(m) = self.meetings.get_mut(id) {
+                m.doc = None;
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Meetings listed to other nodes.

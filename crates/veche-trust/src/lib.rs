@@ -529,6 +529,40 @@ impl Gate {
     }
 }
 
+/// Check a key's proof for one join on one socket: `sig` (base64url, 64 bytes) must be the
+/// signature by `key` (base64url, 32 bytes) of the challenge `nonce` that node `node` handed
+/// out for `meeting`. The caller makes sure each nonce is fresh and used once (a socket gets
+/// one nonce and joins once). Returns the key.
+pub fn verify_challenge(
+    node: &str,
+    meeting: &str,
+    nonce: &str,
+    key: &str,
+    sig: &str,
+) -> Result<PublicKey, TrustError> {
+    let decode = |text: &str, what: &str| -> Result<Vec<u8>, TrustError> {
+        if text.len() > 128 {
+            return Err(TrustError::Malformed(format!("{what} too long")));
+        }
+        URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .map_err(|e| TrustError::Malformed(format!("{what}: {e}")))
+    };
+    let key: [u8; 32] = decode(key, "key")?
+        .try_into()
+        .map_err(|_| TrustError::Malformed("a key is 32 bytes".into()))?;
+    let sig: [u8; 64] = decode(sig, "signature")?
+        .try_into()
+        .map_err(|_| TrustError::Malformed("a signature is 64 bytes".into()))?;
+    let vk = VerifyingKey::from_bytes(&key).map_err(|_| TrustError::BadSignature)?;
+    vk.verify_strict(
+        &challenge_bytes(node, meeting, nonce),
+        &Signature::from_bytes(&sig),
+    )
+    .map_err(|_| TrustError::BadSignature)?;
+    Ok(PublicKey(key))
+}
+
 /// A token for a link's fragment: base64url of the JSON.
 pub fn encode_token<T: Serialize>(value: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default())

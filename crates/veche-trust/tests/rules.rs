@@ -406,3 +406,58 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .decode(s)
         .expect("base64")
 }
+
+#[test]
+fn a_join_proof_checks_key_node_meeting_and_nonce() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let me = veche_trust::Keypair::from_secret(&[9u8; 32]);
+    let key = URL_SAFE_NO_PAD.encode(me.public().0);
+    let sig = URL_SAFE_NO_PAD.encode(
+        me.sign_challenge("node-a", "abc-def-ghi", "nonce-0123456789abcdef")
+            .0,
+    );
+    let ok = veche_trust::verify_challenge(
+        "node-a",
+        "abc-def-ghi",
+        "nonce-0123456789abcdef",
+        &key,
+        &sig,
+    );
+    assert_eq!(ok, Ok(me.public()));
+    // Another node, meeting or nonce: the same proof is worthless.
+    for (node, meeting, nonce) in [
+        ("node-b", "abc-def-ghi", "nonce-0123456789abcdef"),
+        ("node-a", "xyz-def-ghi", "nonce-0123456789abcdef"),
+        ("node-a", "abc-def-ghi", "nonce-0123456789abcdeF"),
+    ] {
+        assert_eq!(
+            veche_trust::verify_challenge(node, meeting, nonce, &key, &sig),
+            Err(veche_trust::TrustError::BadSignature)
+        );
+    }
+    // Someone else's key with this signature: forged.
+    let other = URL_SAFE_NO_PAD.encode(veche_trust::Keypair::from_secret(&[7u8; 32]).public().0);
+    assert_eq!(
+        veche_trust::verify_challenge(
+            "node-a",
+            "abc-def-ghi",
+            "nonce-0123456789abcdef",
+            &other,
+            &sig
+        ),
+        Err(veche_trust::TrustError::BadSignature)
+    );
+    // Garbage: a precise error, no panic.
+    for (k, s) in [
+        ("", ""),
+        ("!!!", &sig[..]),
+        (&key[..], "AAAA"),
+        (&key[..10], &sig[..]),
+    ] {
+        assert!(matches!(
+            veche_trust::verify_challenge("node-a", "abc-def-ghi", "n", k, s),
+            Err(veche_trust::TrustError::Malformed(_))
+        ));
+    }
+}

@@ -8,6 +8,7 @@ import {
 } from './ui.js';
 import { getLocalMedia, getScreen, screenShareAvailable, MSG } from './media.js';
 import { Session } from './session.js';
+import { personKey, fingerprint, notePerson } from './keys.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
 const SPEAKING_POLL_MS = 400;
@@ -182,6 +183,9 @@ export class Meeting {
   }
 
   connect() {
+    if (!this.myFp) {
+      personKey().then((k) => { this.myFp = fingerprint(k.publicKey); this.renderPeople(); }).catch(() => {});
+    }
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     if (this.ended) return;
@@ -296,6 +300,10 @@ export class Meeting {
       if (String(p.id) !== String(this.you)) this.participants.set(String(p.id), this.cleanParticipant(p));
     }
     this.mergeChat(msg.chat || [], true);
+    this.role = msg.role || null;
+    if (this.role === 'listener' && !wasReconnect) {
+      toast('You joined as a listener: the others see and hear the speakers, not you.', { timeout: 8000 });
+    }
     // join carries no media state; tell everyone if we start muted or sharing.
     this.sendState();
     if (wasReconnect) toast('Reconnected');
@@ -303,7 +311,12 @@ export class Meeting {
   }
 
   cleanParticipant(p) {
-    return { id: p.id, name: String(p.name ?? ''), audio: !!p.audio, video: !!p.video, screen: !!p.screen };
+    const name = String(p.name ?? '');
+    const key = typeof p.key === 'string' ? p.key : '';
+    return {
+      id: p.id, name, audio: !!p.audio, video: !!p.video, screen: !!p.screen,
+      fp: fingerprint(key), newKey: notePerson(name, key),
+    };
   }
 
   onJoined(p) {
@@ -364,6 +377,13 @@ export class Meeting {
     if (code === 'unknown_meeting') {
       this.fail(code, 'Meeting not found', 'This meeting does not exist on this veche node. The link may be mistyped, or the node was restarted.',
         [{ label: 'Start a meeting', href: '/' }]);
+    } else if (code === 'invite_refused') {
+      const why = msg.message ? `${msg.message[0].toUpperCase()}${msg.message.slice(1)}.` : 'The host has not let you in.';
+      this.fail(code, "You can't join this meeting", `${why} Ask the host for a new invite link.`,
+        [{ label: 'Start a meeting', href: '/' }]);
+    } else if (code === 'bad_signature' || code === 'no_key') {
+      this.fail(code, 'Could not prove who you are', msg.message || 'Your key could not sign in to this meeting.',
+        [{ ...again, label: 'Try again' }, fresh]);
     } else if (code === 'meeting_full') {
       this.fail(code, 'This meeting is full', 'A meeting holds at most 100 people. Try again when someone leaves.',
         [{ ...again, label: 'Try again' }, fresh]);
@@ -790,7 +810,7 @@ export class Meeting {
     el.peopleTitle.textContent = `People (${n})`;
     el.peopleBadge.textContent = String(n);
     const me = this.localState();
-    const rows = [{ name: this.name, you: true, ...me }, ...this.participants.values()];
+    const rows = [{ name: this.name, you: true, fp: this.myFp, ...me }, ...this.participants.values()];
     el.peopleList.replaceChildren(...rows.map((p) => {
       const stateIcon = (on, onName, offName, what) => h('span', {
         class: `state-icon ${on ? '' : 'off'}`, role: 'img', 'aria-label': `${what} ${on ? 'on' : 'off'}`,
@@ -799,7 +819,9 @@ export class Meeting {
       avatar.style.setProperty('--hue', hueFor(p.name));
       return h('li', { class: 'person', dataset: p.you ? { you: '1' } : { participant: String(p.id) } },
         avatar,
-        h('span', { class: 'person-name' }, h('span', { text: p.name }), p.you ? h('span', { class: 'person-you', text: ' (You)' }) : null),
+        h('span', { class: 'person-name' }, h('span', { text: p.name }), p.you ? h('span', { class: 'person-you', text: ' (You)' }) : null,
+          p.fp ? h('span', { class: 'person-key', title: 'Key fingerprint: the same person shows the same one every time', text: ` · ${p.fp}` }) : null,
+          p.newKey ? h('span', { class: 'person-newkey', title: 'This browser saw this name before with a different key: another person, or a new device', text: ' · new key' }) : null),
         h('span', { class: 'person-icons' },
           p.screen ? h('span', { class: 'state-icon on', role: 'img', 'aria-label': 'Sharing screen' }, icon('screen')) : null,
           stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),

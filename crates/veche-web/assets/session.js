@@ -2,6 +2,8 @@
 // RTCPeerConnection it negotiates (see docs/protocol.md). A Session never
 // reconnects by itself; it reports `lost` and the meeting makes a new one.
 
+import { signChallenge } from './keys.js';
+
 // No iceServers: the node hands out its own host candidates.
 const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 const ICE_GATHER_CAP_MS = 2000;  // the node does not take trickled candidates
@@ -59,7 +61,7 @@ export class Session {
     }
     this.ws = ws;
     this.welcomeTimer = setTimeout(() => this.fail('timeout'), WELCOME_TIMEOUT_MS);
-    ws.onopen = () => this.send({ type: 'join', meeting: this.meetingId, name: this.name });
+    // The node speaks first: a challenge, which the join signs with this browser's key.
     ws.onmessage = (ev) => this.receive(ev);
     ws.onerror = () => { /* a close event always follows; handled there */ };
     ws.onclose = () => {
@@ -109,6 +111,26 @@ export class Session {
     try { msg = JSON.parse(ev.data); } catch { return; }
     if (!msg || typeof msg.type !== 'string') return;
     switch (msg.type) {
+      case 'challenge':
+        if (this.challenged) break;
+        this.challenged = true;
+        signChallenge(String(msg.node ?? ''), this.meetingId, String(msg.nonce ?? ''))
+          .then(({ key, sig }) => {
+            if (this.closed) return;
+            const join = { type: 'join', meeting: this.meetingId, name: this.name, key, sig };
+            // An invite travels in the link's fragment: never in a request line or a log.
+            const invite = new URLSearchParams(location.hash.slice(1)).get('invite');
+            if (invite) join.invite = invite;
+            this.send(join);
+          })
+          .catch((err) => {
+            if (this.closed) return;
+            this.fatal = true;
+            clearTimeout(this.welcomeTimer);
+            this.on.error({ type: 'error', code: 'no_key', fatal: true, message: String(err && err.message || err) });
+            this.close();
+          });
+        break;
       case 'welcome':
         clearTimeout(this.welcomeTimer);
         this.welcomed = true;

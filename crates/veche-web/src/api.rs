@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use veche_node::{is_meeting_id, CreateMeetingError};
+use veche_node::{is_meeting_id, CreateMeetingError, SetDocError};
 
 use crate::{Ctx, Scheme};
 
@@ -93,6 +93,66 @@ fn meeting_url(ctx: &Ctx, headers: &HeaderMap, id: &str) -> String {
 }
 
 /// `POST /api/meetings` `{"title": ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutDoc {
+    doc: String,
+}
+
+/// `PUT /api/meetings/{id}/doc`: the host's signed meeting document. Checked (signature,
+/// id) before it is stored, and stored durably before the answer; the first one stands.
+pub(crate) async fn put_doc(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    body: Result<Json<PutDoc>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !is_meeting_id(&id) {
+        return Err(ApiError::unknown_meeting());
+    }
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("Expected {{\"doc\": \"<token>\"}}: {}", e.body_text()),
+        )
+    })?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_doc", m);
+    let doc: veche_trust::Signed<veche_trust::MeetingDoc> =
+        veche_trust::decode_token(&req.doc).map_err(|e| bad(e.to_string()))?;
+    veche_trust::check_meeting(&doc).map_err(|e| bad(e.to_string()))?;
+    if doc.body.id != id {
+        return Err(bad("the document is for another meeting".into()));
+    }
+    let store = ctx.app.meetings.clone();
+    let token = req.doc.clone();
+    let id2 = id.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+        store.set_doc(&id2, &token)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "storing failed",
+        )
+    })?;
+    stored.map_err(|e| match e {
+        SetDocError::Unknown => ApiError::unknown_meeting(),
+        SetDocError::AlreadySigned | SetDocError::Remote => {
+            ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
+        }
+        _ => {
+            tracing::error!(error = %e, "cannot save a meeting document");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+        }
+    })?;
+    tracing::info!(meeting = %id, host = %doc.body.host.fingerprint(), "meeting signed by its host");
+    Ok(Json(json!({ "id": id, "host": doc.body.host, "policy": doc.body.policy, "lobby": doc.body.lobby }))
+        .into_response())
+}
+
 pub(crate) async fn create_meeting(
     State(ctx): State<Ctx>,
     headers: HeaderMap,

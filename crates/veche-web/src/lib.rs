@@ -49,6 +49,8 @@ pub struct AppState {
     pub registry: Arc<Mutex<prometheus_client::registry::Registry>>,
     /// The node's own metrics, registered in `registry`.
     pub node_metrics: NodeMetrics,
+    /// Join checks per signed meeting (challenges, invite uses).
+    pub gates: Arc<Mutex<std::collections::HashMap<String, veche_trust::Gate>>>,
 }
 
 /// Which scheme a listener serves, for the absolute links the API returns.
@@ -76,6 +78,7 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         .route("/api/node", get(api::node))
         .route("/api/meetings", post(api::create_meeting))
         .route("/api/meetings/{id}", get(api::get_meeting))
+        .route("/api/meetings/{id}/doc", axum::routing::put(api::put_doc))
         .route("/ws", get(ws::upgrade))
         .route("/peers", get(assets::peers_page))
         .route("/api/peers", get(api::peers))

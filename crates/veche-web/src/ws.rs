@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use veche_core::{JoinError, MediaState, ParticipantId, Source};
 use veche_media::{Command, ErrorCode, PeerEvent, Signal};
 use veche_node::is_meeting_id;
+use veche_trust::{
+    decode_token, Gate, Invite, JoinProof, MeetingDoc, PublicKey, Role, Sig, Signed, TrustError,
+};
 
 use crate::Ctx;
 
@@ -50,6 +53,13 @@ enum ClientMsg {
     Join {
         meeting: String,
         name: String,
+        /// The person's Ed25519 public key, base64url.
+        key: String,
+        /// The key's signature of the challenge this socket was handed, base64url.
+        sig: String,
+        /// An invite token (from the link's fragment), for meetings signed by a host.
+        #[serde(default)]
+        invite: Option<String>,
     },
     Offer {
         sdp: String,
@@ -133,6 +143,11 @@ struct Session {
     bucket: Bucket,
     broadcast: Bucket,
     last_heard: Instant,
+    /// The challenge this socket was handed: a join signs it with the person's key. One per
+    /// socket and a socket joins once, so a proof never works twice.
+    nonce: String,
+    /// The role this socket's key was admitted in (checked once per socket).
+    admitted: Option<Role>,
 }
 
 /// What to do after handling one message.
@@ -151,6 +166,11 @@ impl Session {
             bucket: Bucket::new(RATE, BURST),
             broadcast: Bucket::new(BROADCAST_RATE, BROADCAST_BURST),
             last_heard: Instant::now(),
+            admitted: None,
+            nonce: {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
+            },
         }
     }
 
@@ -160,6 +180,11 @@ impl Session {
         self.events_tx = Some(events_tx);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let challenge =
+            json!({"type": "challenge", "nonce": self.nonce, "node": self.ctx.app.node.id});
+        if !send(&mut sink, Message::Text(challenge.to_string().into())).await {
+            return;
+        }
         let close_reason = loop {
             tokio::select! {
                 msg = stream.next() => {
@@ -223,6 +248,40 @@ impl Session {
         }
     }
 
+    /// Check a join against the host's signed document: the challenge, the invite chain,
+    /// expiry, uses and policy (veche-trust's `Gate`).
+    fn admit(
+        &self,
+        doc: &str,
+        meeting: &str,
+        key: PublicKey,
+        sig: &str,
+        invite: Option<String>,
+    ) -> Result<Role, TrustError> {
+        let doc: Signed<MeetingDoc> = decode_token(doc)?;
+        let invite = invite
+            .map(|t| decode_token::<Signed<Invite>>(&t))
+            .transpose()?;
+        let sig: Sig = serde_json::from_value(Value::String(sig.to_owned()))
+            .map_err(|e| TrustError::Malformed(e.to_string()))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut gates = self.ctx.app.gates.lock().unwrap_or_else(|p| p.into_inner());
+        let gate = gates
+            .entry(meeting.to_owned())
+            .or_insert_with(|| Gate::new(&self.ctx.app.node.id, meeting));
+        // This socket's nonce, handed out when it opened.
+        let _ = gate.challenge(self.nonce.clone(), now_ms);
+        let proof = JoinProof {
+            key,
+            nonce: self.nonce.clone(),
+            sig,
+            invite,
+        };
+        gate.check_join(&doc, &proof, now_ms)
+    }
+
     fn pid(&self) -> Option<ParticipantId> {
         self.joined.as_ref().map(|(id, _, _)| *id)
     }
@@ -233,6 +292,7 @@ impl Session {
         if let (Some(obj), Some((_, meeting, title))) = (v.as_object_mut(), &self.joined) {
             if obj.get("type").and_then(Value::as_str) == Some("welcome") {
                 obj.insert("meeting".into(), json!({ "id": meeting, "title": title }));
+                obj.insert("role".into(), json!(self.admitted));
             }
         }
         v.to_string()
@@ -300,11 +360,18 @@ impl Session {
         }
         let engine = self.ctx.app.engine.clone();
         let Some(id) = self.pid() else {
-            let ClientMsg::Join { meeting, name } = msg else {
+            let ClientMsg::Join {
+                meeting,
+                name,
+                key,
+                sig,
+                invite,
+            } = msg
+            else {
                 replies.push(self.error(ErrorCode::NotJoined, "send join first", false));
                 return Next::Continue;
             };
-            return self.join(meeting, name, replies).await;
+            return self.join(meeting, name, (key, sig, invite), replies).await;
         };
         let cmd = match msg {
             ClientMsg::Join { .. } => {
@@ -348,7 +415,13 @@ impl Session {
         Next::Continue
     }
 
-    async fn join(&mut self, meeting: String, name: String, replies: &mut Vec<Value>) -> Next {
+    async fn join(
+        &mut self,
+        meeting: String,
+        name: String,
+        (key, sig, invite): (String, String, Option<String>),
+        replies: &mut Vec<Value>,
+    ) -> Next {
         let title = if is_meeting_id(&meeting) {
             let store = self
                 .ctx
@@ -358,11 +431,11 @@ impl Session {
                 .unwrap_or_else(|p| p.into_inner());
             store
                 .get(&meeting)
-                .map(|m| (m.title.clone(), m.nodes.clone()))
+                .map(|m| (m.title.clone(), m.nodes.clone(), m.doc.clone()))
         } else {
             None
         };
-        let Some((title, nodes)) = title else {
+        let Some((title, nodes, doc)) = title else {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -370,6 +443,39 @@ impl Session {
             ));
             return Next::Close;
         };
+        // The key proves itself before anything else happens: a forged or malformed proof
+        // ends the socket, with the reason.
+        let person = match veche_trust::verify_challenge(
+            &self.ctx.app.node.id,
+            &meeting,
+            &self.nonce,
+            &key,
+            &sig,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                replies.push(self.error(
+                    ErrorCode::BadSignature,
+                    format!("your key's proof was refused: {e}"),
+                    true,
+                ));
+                return Next::Close;
+            }
+        };
+        // A meeting its host signed admits whom its policy and invites admit, in their role.
+        let role = match (self.admitted, &doc) {
+            (Some(r), _) => r,
+            (None, None) => Role::Speaker,
+            (None, Some(doc)) => match self.admit(doc, &meeting, person, &sig, invite) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::info!(%meeting, key = %person.fingerprint(), error = %e, "join refused by the meeting's policy");
+                    replies.push(self.error(ErrorCode::InviteRefused, e.to_string(), true));
+                    return Next::Close;
+                }
+            },
+        };
+        self.admitted = Some(role);
         let Some(events) = self.events_tx.clone() else {
             return Next::Close;
         };
@@ -377,6 +483,8 @@ impl Session {
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
+            key: Some(key),
+            listener: role == Role::Listener,
             client: self.client,
             nodes,
             events,

@@ -1,0 +1,100 @@
+// The person's key: an Ed25519 key made by WebCrypto, its private half not extractable,
+// kept in IndexedDB, so this browser proves it is the same person at every join without
+// any account. The node hands each connection a fresh challenge; we sign it (see
+// docs/trust.md and docs/protocol.md).
+
+const DB = 'veche';
+const STORE = 'keys';
+const ID = 'person';
+const SEEN_KEY = 'veche.seen'; // name → fingerprint of the key last seen under that name
+
+function idb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(DB, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+function tx(db, mode, fn) {
+  return new Promise((resolve, reject) => {
+    const t = db.transaction(STORE, mode);
+    const req = fn(t.objectStore(STORE));
+    t.oncomplete = () => resolve(req && req.result);
+    t.onerror = () => reject(t.error);
+  });
+}
+
+export function b64url(bytes) {
+  let s = '';
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function fromB64url(text) {
+  const s = atob(String(text).replace(/-/g, '+').replace(/_/g, '/'));
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+
+/** The short fingerprint shown next to a name: the key's first 8 bytes, base64url. */
+export function fingerprint(keyText) {
+  try { return b64url(fromB64url(keyText).slice(0, 8)); } catch { return ''; }
+}
+
+let cached = null;
+
+/** This browser's key: {privateKey, publicKey: base64url}. Made once, then loaded. */
+export function personKey() {
+  if (!cached) {
+    cached = (async () => {
+      if (!globalThis.crypto || !crypto.subtle) {
+        throw new Error('This page needs a secure connection (https or localhost) to make your key.');
+      }
+      const db = await idb();
+      let rec = await tx(db, 'readonly', (s) => s.get(ID));
+      if (!rec) {
+        let pair;
+        try {
+          pair = await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']);
+        } catch {
+          throw new Error('This browser cannot make an Ed25519 key (WebCrypto). Please update it.');
+        }
+        const pub = b64url(await crypto.subtle.exportKey('raw', pair.publicKey));
+        rec = { privateKey: pair.privateKey, publicKey: pub };
+        await tx(db, 'readwrite', (s) => s.put(rec, ID));
+      }
+      return rec;
+    })();
+    cached.catch(() => { cached = null; });
+  }
+  return cached;
+}
+
+/** Sign node `node`'s challenge `nonce` for `meeting`; returns {key, sig} for `join`. */
+export async function signChallenge(node, meeting, nonce) {
+  const k = await personKey();
+  const bytes = new TextEncoder().encode(`veche/join-challenge/v1\0${node}\0${meeting}\0${nonce}`);
+  const sig = await crypto.subtle.sign({ name: 'Ed25519' }, k.privateKey, bytes);
+  return { key: k.publicKey, sig: b64url(sig) };
+}
+
+/**
+ * Remember which key a name came with; true when this browser saw the same name before
+ * with a different key (someone else using the name, or the person on a new device).
+ */
+export function notePerson(name, keyText) {
+  const fp = fingerprint(keyText);
+  if (!name || !fp) return false;
+  let seen = {};
+  try { seen = JSON.parse(localStorage.getItem(SEEN_KEY) || '{}') || {}; } catch { seen = {}; }
+  const before = seen[name];
+  if (!before) {
+    seen[name] = fp;
+    const names = Object.keys(seen);
+    if (names.length > 500) delete seen[names[0]]; // bounded
+    try { localStorage.setItem(SEEN_KEY, JSON.stringify(seen)); } catch { /* full: forget */ }
+    return false;
+  }
+  return before !== fp;
+}

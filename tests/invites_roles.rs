@@ -1,0 +1,221 @@
+//! A meeting signed by its host, invite-only, in real browsers: invites in the link's
+//! fragment admit people in their role; a listener's camera and microphone reach nobody
+//! while they see and hear the speaker; an expired invite, a forged one and no invite are
+//! refused with their reason on the page; the signed meeting survives a kill -9.
+//!
+//! The host here holds a key file (a command-line host, veche-trust's `Keypair`); browsers
+//! are the invitees. Runs as root (the browsers live in a network namespace).
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::{Browser, Lab};
+use veche_trust::{encode_token, Invite, Keypair, MeetingDoc, Policy, Role};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn invite(signer: &Keypair, meeting: &str, id: &str, role: Role, expires_ms: u64) -> String {
+    encode_token(&signer.sign(Invite {
+        meeting: meeting.into(),
+        id: id.into(),
+        role,
+        expires_ms,
+        max_uses: None,
+        invitee: None,
+        parent: None,
+    }))
+}
+
+/// Sum of bytes `b` received from `name`'s tracks.
+async fn bytes_from(b: &mut Browser, name: &str) -> u64 {
+    let v = b
+        .eval(&format!(
+            "veche.stats().then(s => s.inbound.filter(i => i.name === {name:?}).reduce((a, i) => a + i.bytesReceived, 0))"
+        ))
+        .await
+        .expect("stats");
+    v.as_u64().unwrap_or(0)
+}
+
+async fn refused(b: &mut Browser, who: &str, words: &str) {
+    b.wait_for(
+        &format!("{who} refused with '{words}'"),
+        &format!(
+            "(document.body.innerText.includes(\"You can't join this meeting\") && document.body.innerText.includes({words:?})) || null"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_admit_in_their_role_and_everything_else_is_refused() {
+    let lab = Lab::new("invite");
+    let data = lab.dir().join("data");
+    let args = ["--http", "127.0.0.1:7300", "--media-port", "7301"];
+    let node = lab.node(&data, &args).await;
+    let base = node.base();
+
+    // The host creates the meeting and signs it: invite only.
+    let host = Keypair::from_secret(&[5; 32]);
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    ada.wait_for(
+        "landing page",
+        "location.href.startsWith('http:') && document.readyState === 'complete'",
+        Duration::from_secs(20),
+    )
+    .await;
+    let created: Value = ada
+        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Physics'})}).then(r => r.json())")
+        .await
+        .expect("create meeting");
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let doc = encode_token(&host.sign(MeetingDoc {
+        id: id.clone(),
+        title: "Physics".into(),
+        host: host.public(),
+        policy: Policy::InviteOnly,
+        lobby: false,
+        created_ms: now_ms(),
+        ends_ms: None,
+    }));
+    let put = |token: &str| {
+        format!(
+            "fetch('/api/meetings/{id}/doc', {{method: 'PUT', headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{doc: {token:?}}})}}).then(async r => [r.status, await r.json()])"
+        )
+    };
+    let stored = ada.eval(&put(&doc)).await.expect("put doc");
+    assert_eq!(stored[0], 200, "{stored}");
+    // The first host's signature stands.
+    let other_host = Keypair::from_secret(&[6; 32]);
+    let grab = encode_token(&other_host.sign(MeetingDoc {
+        id: id.clone(),
+        title: "Mine now".into(),
+        host: other_host.public(),
+        policy: Policy::Anyone,
+        lobby: false,
+        created_ms: now_ms(),
+        ends_ms: None,
+    }));
+    let again = ada.eval(&put(&grab)).await.expect("put doc again");
+    assert_eq!(again[0], 409, "{again}");
+
+    let hour = now_ms() + 3_600_000;
+    let link =
+        |name: &str, token: &str| format!("{base}/m/{id}?name={name}&autojoin=1#invite={token}");
+    ada.eval(&format!(
+        "location.href = {:?}",
+        link("Ada", &invite(&host, &id, "speaker-1", Role::Speaker, hour))
+    ))
+    .await
+    .expect("navigate");
+    let mut lee = lab
+        .browser(
+            &link("Lee", &invite(&host, &id, "listen-1", Role::Listener, hour)),
+            &[],
+        )
+        .await;
+
+    // Lee sees and hears Ada.
+    lee.wait_for(
+        "Lee decoding Ada's camera",
+        "veche.stats().then(s => s.inbound.some(i => i.name === 'Ada' && i.source === 'camera' && i.framesDecoded > 0) || null)",
+        Duration::from_secs(45),
+    )
+    .await;
+    lee.wait_for(
+        "Lee told it is a listener",
+        "document.body.innerText.includes('You joined as a listener') || null",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Lee's browser sends its camera and microphone to the node...
+    lee.wait_for(
+        "Lee's browser sending",
+        "veche.stats().then(s => s.outbound.some(o => o.bytesSent > 10000) || null)",
+        Duration::from_secs(30),
+    )
+    .await;
+    // ...and none of it reaches Ada: her inbound bytes from Lee stay flat (at zero).
+    ada.wait_for(
+        "Ada sees Lee in the meeting",
+        "veche.state().participants.some(p => p.name === 'Lee') || null",
+        Duration::from_secs(20),
+    )
+    .await;
+    let before = bytes_from(&mut ada, "Lee").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = bytes_from(&mut ada, "Lee").await;
+    assert_eq!(
+        (before, after),
+        (0, 0),
+        "a listener's media must reach nobody"
+    );
+
+    // An expired invite, a forged one, and none at all: refused, the reason on the page.
+    let mut old = lab
+        .browser(
+            &link(
+                "Old",
+                &invite(&host, &id, "old-1", Role::Speaker, now_ms() - 60_000),
+            ),
+            &[],
+        )
+        .await;
+    refused(&mut old, "an expired invite", "This invite has expired").await;
+    let forger = Keypair::from_secret(&[7; 32]);
+    let mut eve = lab
+        .browser(
+            &link(
+                "Eve",
+                &invite(&forger, &id, "forged-1", Role::Moderator, hour),
+            ),
+            &[],
+        )
+        .await;
+    refused(&mut eve, "a forged invite", "may not invite").await;
+    let mut nobody = lab
+        .browser(&format!("{base}/m/{id}?name=Nobody&autojoin=1"), &[])
+        .await;
+    refused(&mut nobody, "no invite", "by invitation only").await;
+    // Ada was not disturbed by any of it.
+    assert!(ada
+        .eval("veche.state().joined")
+        .await
+        .expect("state")
+        .as_bool()
+        .unwrap_or(false));
+
+    // kill -9 and restart: the signed meeting is still invite only.
+    for b in [old, eve, nobody, lee] {
+        b.close().await;
+    }
+    ada.close().await;
+    node.kill().await;
+    let _node = lab.node(&data, &args).await;
+    let mut late = lab
+        .browser(&format!("{base}/m/{id}?name=Late&autojoin=1"), &[])
+        .await;
+    refused(&mut late, "no invite after a restart", "by invitation only").await;
+    let mut back = lab
+        .browser(
+            &link(
+                "Back",
+                &invite(&host, &id, "speaker-2", Role::Speaker, hour),
+            ),
+            &[],
+        )
+        .await;
+    back.wait_for(
+        "a speaker admitted after the restart",
+        "(window.veche && veche.state().joined) || null",
+        Duration::from_secs(30),
+    )
+    .await;
+}
