@@ -166,6 +166,8 @@ struct Participant {
     key: Option<String>,
     /// Joined as a listener (an invite's role): nothing they send is published.
     listener: bool,
+    /// Muted by a moderator: their microphone is not forwarded until a moderator allows it.
+    silenced: bool,
     /// Tracks this participant publishes, by source.
     published: BTreeMap<SourceKey, TrackId>,
     /// Tracks this participant receives (negotiating or ready).
@@ -423,6 +425,7 @@ impl Sfu {
                 state,
                 key,
                 listener: false,
+                silenced: false,
                 published: BTreeMap::new(),
                 subscribed,
             },
@@ -832,6 +835,40 @@ impl Sfu {
     /// The meeting a participant is in.
     pub fn meeting_of(&self, id: ParticipantId) -> Option<&str> {
         self.participants.get(&id).map(|p| p.meeting.as_str())
+    }
+
+    /// Mute (or allow) `id` by a moderator's decision: while silenced, its microphone
+    /// reaches nobody, whatever its own mute button says.
+    pub fn set_silenced(&mut self, id: ParticipantId, silenced: bool) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.silenced = silenced;
+        }
+    }
+
+    /// Whether `track` must not be forwarded now (a silenced participant's microphone).
+    pub fn withheld(&self, track: TrackId) -> bool {
+        self.tracks.get(&track).is_some_and(|t| {
+            t.source == Source::Mic
+                && self
+                    .participants
+                    .get(&t.publisher)
+                    .is_some_and(|p| p.silenced)
+        })
+    }
+
+    /// Local participants of `meeting` whose checked key is `key`.
+    pub fn with_key(&self, meeting: &str, key: &str) -> Vec<ParticipantId> {
+        self.meetings.get(meeting).map_or_else(Vec::new, |m| {
+            m.participants
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.participants
+                        .get(id)
+                        .is_some_and(|p| p.kind == Kind::Local && p.key.as_deref() == Some(key))
+                })
+                .collect()
+        })
     }
 
     /// Whose track it is and what it carries.

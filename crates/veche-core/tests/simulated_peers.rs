@@ -431,6 +431,19 @@ fn a_listeners_tracks_are_refused_and_reach_nobody() {
 }
 
 #[test]
+fn a_silenced_microphone_is_withheld_until_allowed() {
+    let mut sim = Sim::new();
+    let (bob, bob_tracks) = sim.join_publishing("m", "Bob");
+    // tracks[0] is the microphone, tracks[1] the camera.
+    assert!(!sim.sfu.withheld(bob_tracks[0]));
+    sim.sfu.set_silenced(bob, true);
+    assert!(sim.sfu.withheld(bob_tracks[0]), "the mic is withheld");
+    assert!(!sim.sfu.withheld(bob_tracks[1]), "the camera is not");
+    sim.sfu.set_silenced(bob, false);
+    assert!(!sim.sfu.withheld(bob_tracks[0]));
+}
+
+#[test]
 fn thirty_peers_churn_without_leaking_subscriptions() {
     let mut sim = Sim::new();
     let mut peers = Vec::new();

@@ -34,6 +34,18 @@ pub enum Command {
         /// The new participant's id, or why it cannot join.
         reply: oneshot::Sender<Result<ParticipantId, JoinError>>,
     },
+    /// Act on every local participant of `meeting` whose checked key is `key`; replies
+    /// how many there were.
+    Moderate {
+        /// Meeting id.
+        meeting: String,
+        /// The target's key (base64url).
+        key: String,
+        /// What to do.
+        action: Moderation,
+        /// How many participants it reached.
+        reply: oneshot::Sender<usize>,
+    },
     /// The browser's one publishing offer; `sources` maps its mids to what they carry.
     Offer {
         /// Who.
@@ -281,6 +293,11 @@ pub enum Signal {
         /// Every mid the engine sends on → whose track it is.
         tracks: BTreeMap<String, TrackInfo>,
     },
+    /// A moderator acted on this participant (`mute`, `allow`).
+    Moderated {
+        /// What they did.
+        action: Moderation,
+    },
     /// Something the participant sent was refused, or its connection failed.
     Error {
         /// Machine-readable code (see `docs/protocol.md`).
@@ -290,6 +307,18 @@ pub enum Signal {
         /// The engine dropped the participant.
         fatal: bool,
     },
+}
+
+/// A moderator's decision about one person (the caller checked its signature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Moderation {
+    /// Withhold their microphone.
+    Mute,
+    /// Forward their microphone again (they unmute themselves).
+    Allow,
+    /// Drop them from the meeting.
+    Remove,
 }
 
 /// Whose track a mid carries.
@@ -342,6 +371,10 @@ pub enum ErrorCode {
     BadSignature,
     /// The meeting's host does not let this key in (no invite, expired, revoked, ...).
     InviteRefused,
+    /// A moderation action the node refused (not signed by the host or a moderator, ...).
+    NotAllowed,
+    /// A moderator removed this participant from the meeting.
+    Removed,
 }
 
 impl Signal {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use veche_core::{ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
 
 use crate::api::{
-    Command, EngineHandle, EngineStats, ErrorCode, FedOut, PeerEvent, Signal, TrackInfo,
+    Command, EngineHandle, EngineStats, ErrorCode, FedOut, Moderation, PeerEvent, Signal, TrackInfo,
 };
 use crate::federation::Fed;
 use crate::net::{bind_all, read_loop, Datagram};
@@ -374,6 +374,37 @@ impl Engine {
                 }
             }
             Command::Leave { id } => self.remove(id, None, now),
+            Command::Moderate {
+                meeting,
+                key,
+                action,
+                reply,
+            } => {
+                let targets = self.sfu.with_key(&meeting, &key);
+                for &id in &targets {
+                    match action {
+                        Moderation::Mute | Moderation::Allow => {
+                            self.sfu.set_silenced(id, action == Moderation::Mute);
+                            if let Some(p) = self.peers.get(&id) {
+                                if let Err(f) =
+                                    p.send(PeerEvent::Signal(Signal::Moderated { action }))
+                                {
+                                    self.fail(id, f);
+                                }
+                            }
+                        }
+                        Moderation::Remove => self.fail(
+                            id,
+                            PeerFailure::new(
+                                ErrorCode::Removed,
+                                "the host removed you from this meeting",
+                            ),
+                        ),
+                    }
+                    tracing::info!(participant = %id, %meeting, ?action, "moderated");
+                }
+                let _ = reply.send(targets.len());
+            }
             Command::Participants { meeting, reply } => {
                 let _ = reply.send(self.sfu.participants(&meeting));
             }
@@ -599,6 +630,10 @@ impl Engine {
                 }) else {
                     return;
                 };
+                // A moderator muted its publisher: nobody gets it.
+                if self.sfu.withheld(track) {
+                    return;
+                }
                 if !data.contiguous {
                     if let Some(o) = self.sfu.keyframe_needed(track, now) {
                         self.apply(vec![o]);

@@ -22,7 +22,7 @@ mod peer;
 
 pub use api::{
     Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo, LinkOffer,
-    PeerEvent, Signal, TrackInfo,
+    Moderation, PeerEvent, Signal, TrackInfo,
 };
 pub use engine::{Engine, EngineConfig, StartError};
 pub use net::local_ipv4_addresses;

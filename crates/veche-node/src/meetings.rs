@@ -38,7 +38,13 @@ pub struct Meeting {
     /// storing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<String>,
+    /// Keys (base64url) a moderator removed: they cannot join this meeting again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
+
+/// Most keys removed from one meeting.
+pub const MAX_REMOVED: usize = 10_000;
 
 /// Why a meeting's signed document was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +162,7 @@ impl MeetingStore {
             public,
             nodes: Vec::new(),
             doc: None,
+            removed: Vec::new(),
         };
         self.meetings.insert(id.clone(), meeting.clone());
         if let Err(e) = self.save() {
@@ -209,6 +216,7 @@ impl MeetingStore {
                     public: false,
                     nodes: vec![node.to_owned()],
                     doc: None,
+                    removed: Vec::new(),
                 };
                 self.meetings.insert(id.to_owned(), m.clone());
                 m
@@ -242,6 +250,20 @@ impl MeetingStore {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Remember durably that `key` was removed from meeting `id` (written before this
+    /// returns: a removal survives a kill -9).
+    pub fn add_removed(&mut self, id: &str, key: &str) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        if m.removed.iter().any(|k| k == key) {
+            return Ok(());
+        }
+        if m.removed.len() >= MAX_REMOVED {
+            m.removed.remove(0);
+        }
+        m.removed.push(key.to_owned());
+        self.save().map_err(SetDocError::from)
     }
 
     /// Meetings listed to other nodes.

@@ -264,6 +264,76 @@ impl Signable for Revocation {
     const DOMAIN: &'static str = "veche/revocation/v1";
 }
 
+/// What a moderation action does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Stop forwarding the target's microphone until a moderator allows it again.
+    Mute,
+    /// Lift a mute: the target may unmute themselves.
+    Allow,
+    /// Put the target out of the meeting; their key cannot join it again.
+    Remove,
+}
+
+/// A moderation action, signed by the host or by a moderator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// The meeting.
+    pub meeting: String,
+    /// What.
+    pub kind: ActionKind,
+    /// Whom: the participant's key.
+    pub target: PublicKey,
+    /// When, ms since the epoch: an action is valid within [`ACTION_TTL_MS`] of it, so a
+    /// captured one cannot be replayed later.
+    pub at_ms: u64,
+    /// A moderator's own invite, made for the moderator's key (none: the host signs).
+    pub authority: Option<Box<Signed<Invite>>>,
+}
+
+impl Signable for Action {
+    const DOMAIN: &'static str = "veche/action/v1";
+}
+
+/// How far an action's time may be from the checking node's clock.
+pub const ACTION_TTL_MS: u64 = 60_000;
+
+/// Check a moderation action: signed by the host, or by a moderator whose own moderator
+/// invite (bound to their key) it carries; recent; for this meeting; never against the host.
+pub fn check_action(
+    meeting: &MeetingDoc,
+    action: &Signed<Action>,
+    now_ms: u64,
+) -> Result<(), TrustError> {
+    action.verify()?;
+    let body = &action.body;
+    if body.meeting != meeting.id {
+        return Err(TrustError::WrongMeeting);
+    }
+    if now_ms.abs_diff(body.at_ms) > ACTION_TTL_MS {
+        return Err(TrustError::Stale);
+    }
+    if action.key == meeting.host {
+        return Ok(());
+    }
+    if body.target == meeting.host {
+        return Err(TrustError::NotModerator);
+    }
+    let Some(authority) = &body.authority else {
+        return Err(TrustError::NotModerator);
+    };
+    if authority.body.invitee != Some(action.key) {
+        return Err(TrustError::NotModerator);
+    }
+    match check_invite(meeting, authority, now_ms) {
+        Ok(role) if role <= Role::Moderator => Ok(()),
+        Ok(_) => Err(TrustError::NotModerator),
+        Err(e) => Err(e),
+    }
+}
+
 /// Why something was refused. Each has plain words for the person it happens to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -313,6 +383,12 @@ pub enum TrustError {
     /// Not a token at all.
     #[error("not a valid token: {0}")]
     Malformed(String),
+    /// A moderation action by someone who is neither host nor moderator.
+    #[error("only the host or a moderator may do this")]
+    NotModerator,
+    /// A moderation action too far from now (replayed, or a wrong clock).
+    #[error("this action is too old (or the clock is wrong)")]
+    Stale,
 }
 
 /// Check an invite (and its chain) for `meeting` at `now_ms`, ignoring uses and revocation;
@@ -561,6 +637,11 @@ pub fn verify_challenge(
     )
     .map_err(|_| TrustError::BadSignature)?;
     Ok(PublicKey(key))
+}
+
+/// A key as the base64url text the signaling protocol carries.
+pub fn encode_key(key: &PublicKey) -> String {
+    URL_SAFE_NO_PAD.encode(key.0)
 }
 
 /// A token for a link's fragment: base64url of the JSON.

@@ -461,3 +461,100 @@ fn a_join_proof_checks_key_node_meeting_and_nonce() {
         ));
     }
 }
+
+#[test]
+fn moderation_actions_need_the_host_or_a_bound_moderator_invite() {
+    use veche_trust::{check_action, Action, ActionKind, TrustError, ACTION_TTL_MS};
+    let host = key(1);
+    let doc = meeting(&host, Policy::Anyone);
+    let now = 1_000_000;
+    let victim = key(9).public();
+    let act = |by: &Keypair, target, at_ms, authority: Option<Signed<Invite>>| {
+        by.sign(Action {
+            meeting: doc.body.id.clone(),
+            kind: ActionKind::Mute,
+            target,
+            at_ms,
+            authority: authority.map(Box::new),
+        })
+    };
+    assert_eq!(
+        check_action(&doc.body, &act(&host, victim, now, None), now),
+        Ok(())
+    );
+    // Anyone else, with no authority: refused.
+    let mallory = key(3);
+    assert_eq!(
+        check_action(&doc.body, &act(&mallory, victim, now, None), now),
+        Err(TrustError::NotModerator)
+    );
+    // A moderator with the host's moderator invite made for their key: allowed.
+    let moderator = key(4);
+    let mod_invite = host.sign(Invite {
+        meeting: doc.body.id.clone(),
+        id: "mod".into(),
+        role: Role::Moderator,
+        expires_ms: now + 3_600_000,
+        max_uses: None,
+        invitee: Some(moderator.public()),
+        parent: None,
+    });
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(&moderator, victim, now, Some(mod_invite.clone())),
+            now
+        ),
+        Ok(())
+    );
+    // Someone who stole that invite cannot use it (it names the moderator's key).
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(&mallory, victim, now, Some(mod_invite.clone())),
+            now
+        ),
+        Err(TrustError::NotModerator)
+    );
+    // A moderator cannot act on the host; a speaker invite gives no authority.
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(&moderator, host.public(), now, Some(mod_invite)),
+            now
+        ),
+        Err(TrustError::NotModerator)
+    );
+    let speaker_invite = host.sign(Invite {
+        meeting: doc.body.id.clone(),
+        id: "spk".into(),
+        role: Role::Speaker,
+        expires_ms: now + 3_600_000,
+        max_uses: None,
+        invitee: Some(moderator.public()),
+        parent: None,
+    });
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(&moderator, victim, now, Some(speaker_invite)),
+            now
+        ),
+        Err(TrustError::NotModerator)
+    );
+    // Old or tampered actions.
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(&host, victim, now - ACTION_TTL_MS - 1, None),
+            now
+        ),
+        Err(TrustError::Stale)
+    );
+    let mut tampered = act(&host, victim, now, None);
+    tampered.body.kind = ActionKind::Remove;
+    assert_eq!(
+        check_action(&doc.body, &tampered, now),
+        Err(TrustError::BadSignature)
+    );
+}

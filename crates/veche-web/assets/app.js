@@ -4,6 +4,7 @@
 import { h, icon, mount, toast, fatalScreen, brand, initials, hueFor } from './ui.js';
 import { getLocalMedia, mediaAvailable } from './media.js';
 import { Meeting } from './meeting.js';
+import { personKey, signToken } from './keys.js';
 
 const NAME_KEY = 'veche.name';
 const NODE_INFO_TIMEOUT_MS = 4000;
@@ -23,6 +24,10 @@ window.veche = {
   },
   get pc() {
     return current ? current.pc : null;
+  },
+  /** Send one signaling message on the current session (tests). */
+  send(msg) {
+    return !!(current && current.session && current.session.send(msg));
   },
 };
 
@@ -99,9 +104,12 @@ function landingPage() {
   });
   const startBtn = h('button', { id: 'start-btn', class: 'btn btn-primary', type: 'submit', text: 'Start meeting' });
   const startErr = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const inviteOnly = h('input', { id: 'new-invite-only', type: 'checkbox' });
   const startForm = h('form', { class: 'stack' },
     h('label', { class: 'label', for: 'new-title', text: 'Start a meeting' }),
     h('div', { class: 'row' }, titleInput, startBtn),
+    h('label', { class: 'check', for: 'new-invite-only' }, inviteOnly,
+      ' Invite only: people join with an invite link you make (as speaker, listener or moderator)'),
     startErr);
   startForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -117,6 +125,25 @@ function landingPage() {
       });
       if (!r.ok || !r.body || !r.body.id) {
         throw new Error((r.body && r.body.message) || `The node could not create the meeting (HTTP ${r.status}).`);
+      }
+      // This browser's key signs the meeting: it is the host, and the node checks every
+      // join against what the host signed (docs/trust.md).
+      const doc = await signToken('veche/meeting/v1', {
+        id: r.body.id,
+        title: String(r.body.title || title),
+        host: (await personKey()).publicKey,
+        policy: { type: inviteOnly.checked ? 'invite_only' : 'anyone' },
+        lobby: false,
+        created_ms: Date.now(),
+        ends_ms: null,
+      });
+      const put = await api(`/api/meetings/${encodeURIComponent(r.body.id)}/doc`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ doc }),
+      });
+      if (!put.ok) {
+        throw new Error((put.body && put.body.message) || `The node did not accept the signed meeting (HTTP ${put.status}).`);
       }
       location.assign(meetingPath(r.body.id));
     } catch (err) {

@@ -98,3 +98,26 @@ export function notePerson(name, keyText) {
   }
   return before !== fp;
 }
+
+/**
+ * Sign `body` as a veche-trust document of kind `domain` ("veche/meeting/v1",
+ * "veche/invite/v1") with this browser's key; returns the token (base64url JSON of
+ * {body, key, sig}). The signed bytes are the domain, a zero byte and the body's JSON with
+ * its fields in the order the node's types declare them: build `body` in that order.
+ */
+export async function signToken(domain, body) {
+  const k = await personKey();
+  const enc = new TextEncoder();
+  const d = enc.encode(domain);
+  const j = enc.encode(JSON.stringify(body));
+  const bytes = new Uint8Array(d.length + 1 + j.length);
+  bytes.set(d, 0);
+  bytes.set(j, d.length + 1);
+  const sig = await crypto.subtle.sign({ name: 'Ed25519' }, k.privateKey, bytes);
+  return b64url(new TextEncoder().encode(JSON.stringify({ body, key: k.publicKey, sig: b64url(sig) })));
+}
+
+/** A random id for an invite (revocations and use counts name it). */
+export function randomId() {
+  return b64url(crypto.getRandomValues(new Uint8Array(9)));
+}

@@ -8,7 +8,7 @@ import {
 } from './ui.js';
 import { getLocalMedia, getScreen, screenShareAvailable, MSG } from './media.js';
 import { Session } from './session.js';
-import { personKey, fingerprint, notePerson } from './keys.js';
+import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
 const SPEAKING_POLL_MS = 400;
@@ -143,6 +143,8 @@ export class Meeting {
     this.chat = [];
     this.chatKeys = new Set();
     this.unread = 0;
+    this.silenced = false;         // a moderator withholds our microphone
+    this.silencedKeys = new Set(); // host: keys we muted
     this.panel = null;             // null | "people" | "chat"
     this.tiles = new Map();        // key → tile record
     this.tileOrder = [];
@@ -213,7 +215,43 @@ export class Meeting {
       track: guard(this.onTrack),
       tracksChanged: guard(this.syncTracks),
       lost: guard(this.onLost),
+      moderated: guard(this.onModerated),
     };
+  }
+
+  /** A moderator muted us (our microphone is withheld by the node) or allows us again. */
+  onModerated(action) {
+    if (action === 'mute') {
+      this.silenced = true;
+      const L = this.local;
+      if (L.mic && L.audio) {
+        L.audio = false;
+        L.mic.enabled = false;
+        this.sendState();
+      }
+      toast('The host muted you. You can unmute once the host allows it.', { timeout: 8000 });
+    } else if (action === 'allow') {
+      this.silenced = false;
+      toast('The host allows you to unmute.', { timeout: 5000 });
+    }
+    this.render();
+  }
+
+  /** Host: sign a moderation action about `p` and send it (the node checks the signature). */
+  async moderate(kind, p) {
+    if (!p || !p.key || !this.session) return;
+    try {
+      const action = await signToken('veche/action/v1', {
+        meeting: this.id, kind, target: p.key, at_ms: Date.now(), authority: null,
+      });
+      if (!this.session.send({ type: 'moderate', action })) throw new Error('not connected');
+      if (kind === 'mute') this.silencedKeys.add(p.key);
+      if (kind === 'allow') this.silencedKeys.delete(p.key);
+      toast(kind === 'remove' ? `${p.name} removed` : kind === 'mute' ? `${p.name} muted` : `${p.name} may unmute`, { timeout: 3000 });
+      this.renderPeople();
+    } catch (err) {
+      toast(`Could not ${kind}: ${err && err.message || err}`, { kind: 'error' });
+    }
   }
 
   /** Connection broke: drop remote state and try again with backoff. */
@@ -315,7 +353,7 @@ export class Meeting {
     const key = typeof p.key === 'string' ? p.key : '';
     return {
       id: p.id, name, audio: !!p.audio, video: !!p.video, screen: !!p.screen,
-      fp: fingerprint(key), newKey: notePerson(name, key),
+      key, fp: fingerprint(key), newKey: notePerson(name, key),
     };
   }
 
@@ -376,6 +414,9 @@ export class Meeting {
     const fresh = { label: 'Start a new meeting', onClick: () => location.assign('/') };
     if (code === 'unknown_meeting') {
       this.fail(code, 'Meeting not found', 'This meeting does not exist on this veche node. The link may be mistyped, or the node was restarted.',
+        [{ label: 'Start a meeting', href: '/' }]);
+    } else if (code === 'removed') {
+      this.fail(code, 'You were removed from this meeting', 'The host removed you. You cannot join this meeting again.',
         [{ label: 'Start a meeting', href: '/' }]);
     } else if (code === 'invite_refused') {
       const why = msg.message ? `${msg.message[0].toUpperCase()}${msg.message.slice(1)}.` : 'The host has not let you in.';
@@ -477,6 +518,10 @@ export class Meeting {
   /** Toggle mic or camera: track.enabled, no renegotiation. With no track yet, ask for one. */
   async toggleDevice(source) {
     const L = this.local;
+    if (source === 'mic' && this.silenced && !(L.mic && L.audio)) {
+      toast('The host muted you. You can unmute once the host allows it.', { timeout: 5000 });
+      return;
+    }
     const slot = source === 'mic' ? 'mic' : 'cam';
     const flag = source === 'mic' ? 'audio' : 'video';
     if (this.busy[source] || this.ended) return;
@@ -822,6 +867,12 @@ export class Meeting {
         h('span', { class: 'person-name' }, h('span', { text: p.name }), p.you ? h('span', { class: 'person-you', text: ' (You)' }) : null,
           p.fp ? h('span', { class: 'person-key', title: 'Key fingerprint: the same person shows the same one every time', text: ` · ${p.fp}` }) : null,
           p.newKey ? h('span', { class: 'person-newkey', title: 'This browser saw this name before with a different key: another person, or a new device', text: ' · new key' }) : null),
+        (!p.you && this.role === 'host' && p.key) ? h('span', { class: 'person-actions' },
+          h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: this.silencedKeys.has(p.key) ? 'allow' : 'mute' },
+            text: this.silencedKeys.has(p.key) ? 'Allow' : 'Mute',
+            onclick: () => this.moderate(this.silencedKeys.has(p.key) ? 'allow' : 'mute', p) }),
+          h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'remove' }, text: 'Remove',
+            onclick: () => this.moderate('remove', p) })) : null,
         h('span', { class: 'person-icons' },
           p.screen ? h('span', { class: 'state-icon on', role: 'img', 'aria-label': 'Sharing screen' }, icon('screen')) : null,
           stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),
@@ -978,6 +1029,7 @@ export class Meeting {
       main.el,
       h('p', { class: 'dialog-note', text: 'Someone who runs their own veche node pastes this link on their node\'s start page; it joins this meeting through their node.' }),
     ];
+    if (this.role === 'host') body.push(...this.inviteMaker(link));
     if (lan.length) {
       body.push(h('h3', { text: 'On this network' }));
       for (const url of lan) body.push(row(url, 'Meeting link on this network').el);
@@ -989,6 +1041,51 @@ export class Meeting {
     }
     openDialog('Invite people', body);
     if (!copied) { main.input.focus(); main.input.select(); }
+  }
+
+  /** The host's part of the invite dialog: signed invite links with a role and an expiry. */
+  inviteMaker(link) {
+    const role = h('select', { id: 'invite-role', 'aria-label': 'Role' },
+      h('option', { value: 'speaker', text: 'Speaker: talks, shows video, chats' }),
+      h('option', { value: 'listener', text: 'Listener: sees and hears, is not seen or heard' }),
+      h('option', { value: 'moderator', text: 'Moderator' }));
+    const expiry = h('select', { id: 'invite-expiry', 'aria-label': 'Valid for' },
+      h('option', { value: String(3600e3), text: 'valid 1 hour' }),
+      h('option', { value: String(86400e3), text: 'valid 1 day', selected: true }),
+      h('option', { value: String(7 * 86400e3), text: 'valid 7 days' }));
+    const single = h('input', { id: 'invite-single', type: 'checkbox' });
+    const out = h('div', { class: 'stack' });
+    const make = h('button', { id: 'invite-create', class: 'btn btn-primary btn-small', type: 'button', text: 'Create invite link' });
+    make.addEventListener('click', async () => {
+      make.disabled = true;
+      try {
+        const token = await signToken('veche/invite/v1', {
+          meeting: this.id,
+          id: randomId(),
+          role: role.value,
+          expires_ms: Date.now() + Number(expiry.value),
+          max_uses: single.checked ? 1 : null,
+          invitee: null,
+          parent: null,
+        });
+        const url = `${link}#invite=${token}`;
+        const input = h('input', { id: 'invite-link', class: 'copy-input', type: 'text', readonly: true, 'aria-label': 'Invite link' });
+        input.value = url;
+        out.replaceChildren(h('p', { class: 'dialog-note', text: `A ${role.value} invite, ${expiry.selectedOptions[0].text}${single.checked ? ', for one person' : ''}. The part after # never reaches any server.` }), input);
+        toast((await copyText(url)) ? 'Invite link copied' : 'Select the link and copy it', { timeout: 2500 });
+      } catch (err) {
+        toast(`Could not sign the invite: ${err && err.message || err}`, { kind: 'error' });
+      } finally {
+        make.disabled = false;
+      }
+    });
+    return [
+      h('h3', { text: 'Invite with a role (you are the host)' }),
+      h('div', { class: 'row' }, role, expiry),
+      h('label', { class: 'check', for: 'invite-single' }, single, ' one use only'),
+      make,
+      out,
+    ];
   }
 
   // ---- speaking indicator ---------------------------------------------------
@@ -1027,6 +1124,7 @@ export class Meeting {
       chat: this.chat.map((m) => ({ ...m })),
       connection: this.connection,
       error: this.error,
+      role: this.role || null,
     };
   }
 

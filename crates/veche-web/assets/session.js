@@ -147,6 +147,7 @@ export class Session {
       case 'participant_left': this.on.participantLeft(msg.id); break;
       case 'state': this.on.state(msg); break;
       case 'chat': this.on.chat(msg.message); break;
+      case 'moderated': if (this.on.moderated) this.on.moderated(String(msg.action ?? '')); break;
       case 'error':
         if (msg.fatal) {
           this.fatal = true;

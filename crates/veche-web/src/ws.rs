@@ -18,10 +18,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use veche_core::{JoinError, MediaState, ParticipantId, Source};
+use veche_media::Moderation;
 use veche_media::{Command, ErrorCode, PeerEvent, Signal};
 use veche_node::is_meeting_id;
 use veche_trust::{
-    decode_token, Gate, Invite, JoinProof, MeetingDoc, PublicKey, Role, Sig, Signed, TrustError,
+    check_action, decode_token, Action, ActionKind, Gate, Invite, JoinProof, MeetingDoc, PublicKey,
+    Role, Sig, Signed, TrustError,
 };
 
 use crate::Ctx;
@@ -75,6 +77,10 @@ enum ClientMsg {
     },
     Chat {
         text: String,
+    },
+    /// A moderation action token (veche-trust `Action`, signed by the host or a moderator).
+    Moderate {
+        action: String,
     },
     Leave,
 }
@@ -282,6 +288,75 @@ impl Session {
         gate.check_join(&doc, &proof, now_ms)
     }
 
+    /// Check a moderation action against the meeting's signed document and carry it out;
+    /// `Some(reason)` when refused.
+    async fn moderate(&self, token: &str) -> Option<String> {
+        let (_, meeting, _) = self.joined.as_ref()?;
+        let meeting = meeting.clone();
+        let doc = {
+            let store = self
+                .ctx
+                .app
+                .meetings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            store.get(&meeting).and_then(|m| m.doc.clone())
+        };
+        let Some(doc) = doc else {
+            return Some("this meeting has no host: nobody can moderate it".into());
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let checked = (|| -> Result<Signed<Action>, TrustError> {
+            let doc: Signed<MeetingDoc> = decode_token(&doc)?;
+            let action: Signed<Action> = decode_token(token)?;
+            check_action(&doc.body, &action, now_ms)?;
+            Ok(action)
+        })();
+        let action = match checked {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(participant = ?self.pid(), %meeting, error = %e, "moderation refused");
+                return Some(e.to_string());
+            }
+        };
+        let target = veche_trust::encode_key(&action.body.target);
+        let what = match action.body.kind {
+            ActionKind::Mute => Moderation::Mute,
+            ActionKind::Allow => Moderation::Allow,
+            ActionKind::Remove => {
+                // Durable before anyone is told: the removed key stays out after a restart.
+                let store = self.ctx.app.meetings.clone();
+                let (m, k) = (meeting.clone(), target.clone());
+                let saved = tokio::task::spawn_blocking(move || {
+                    store
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add_removed(&m, &k)
+                })
+                .await;
+                if !matches!(saved, Ok(Ok(()))) {
+                    return Some("the node could not save the removal; nothing was done".into());
+                }
+                Moderation::Remove
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Moderate {
+            meeting: meeting.clone(),
+            key: target,
+            action: what,
+            reply,
+        };
+        if self.ctx.app.engine.send(cmd).await.is_err() {
+            return Some("the node is shutting down".into());
+        }
+        let reached = rx.await.unwrap_or(0);
+        tracing::info!(%meeting, action = ?what, reached, by = %action.key.fingerprint(), "moderation carried out");
+        None
+    }
+
     fn pid(&self) -> Option<ParticipantId> {
         self.joined.as_ref().map(|(id, _, _)| *id)
     }
@@ -407,6 +482,12 @@ impl Session {
                 },
             },
             ClientMsg::Chat { text } => Command::Chat { id, text },
+            ClientMsg::Moderate { action } => {
+                if let Some(e) = self.moderate(&action).await {
+                    replies.push(self.error(ErrorCode::NotAllowed, e, false));
+                }
+                return Next::Continue;
+            }
             ClientMsg::Leave => return Next::Close,
         };
         if engine.send(cmd).await.is_err() {
@@ -429,13 +510,18 @@ impl Session {
                 .meetings
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            store
-                .get(&meeting)
-                .map(|m| (m.title.clone(), m.nodes.clone(), m.doc.clone()))
+            store.get(&meeting).map(|m| {
+                (
+                    m.title.clone(),
+                    m.nodes.clone(),
+                    m.doc.clone(),
+                    m.removed.clone(),
+                )
+            })
         } else {
             None
         };
-        let Some((title, nodes, doc)) = title else {
+        let Some((title, nodes, doc, removed)) = title else {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -462,6 +548,14 @@ impl Session {
                 return Next::Close;
             }
         };
+        if removed.contains(&key) {
+            replies.push(self.error(
+                ErrorCode::InviteRefused,
+                "the host removed you from this meeting",
+                true,
+            ));
+            return Next::Close;
+        }
         // A meeting its host signed admits whom its policy and invites admit, in their role.
         let role = match (self.admitted, &doc) {
             (Some(r), _) => r,

@@ -1,0 +1,117 @@
+//! A teacher's flow in real browsers, with nothing but the UI: start an invite-only meeting
+//! (the browser's key signs it, so that browser is the host), make a listener invite link in
+//! the invite dialog, and see the link admit a student as a listener while the plain link
+//! admits nobody.
+//!
+//! Runs as root (the browsers live in a network namespace).
+
+mod support;
+
+use std::time::Duration;
+
+use support::Lab;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
+    let lab = Lab::new("hostui");
+    let data = lab.dir().join("data");
+    let node = lab
+        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
+        .await;
+    let base = node.base();
+
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    ada.wait_for(
+        "start page",
+        "(document.readyState === 'complete' && document.getElementById('start-btn')) ? true : null",
+        Duration::from_secs(20),
+    )
+    .await;
+    ada.eval(
+        "document.getElementById('new-title').value = 'Lab 3';
+         document.getElementById('new-invite-only').click();
+         document.getElementById('start-btn').click(); true",
+    )
+    .await
+    .expect("start");
+    let path = ada
+        .wait_for(
+            "the new meeting's page",
+            "location.pathname.startsWith('/m/') ? location.pathname : null",
+            Duration::from_secs(20),
+        )
+        .await;
+    let path = path.as_str().expect("path").to_owned();
+    ada.eval(&format!("location.href = '{path}?name=Ada&autojoin=1'"))
+        .await
+        .expect("join");
+    ada.wait_for(
+        "Ada in, as the host",
+        "(window.veche && veche.state().joined && veche.state().role === 'host') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // The invite dialog makes a listener link.
+    ada.eval("document.getElementById('btn-copy').click(); true")
+        .await
+        .expect("open invite dialog");
+    ada.wait_for(
+        "the host's invite maker",
+        "document.getElementById('invite-create') ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    ada.eval(
+        "document.getElementById('invite-role').value = 'listener';
+         document.getElementById('invite-create').click(); true",
+    )
+    .await
+    .expect("create invite");
+    let link = ada
+        .wait_for(
+            "the invite link",
+            "document.getElementById('invite-link')?.value || null",
+            Duration::from_secs(10),
+        )
+        .await;
+    let link = link.as_str().expect("link").to_owned();
+    let (page, fragment) = link.split_once('#').expect("the invite is in the fragment");
+    assert!(fragment.starts_with("invite="), "{link}");
+    assert!(
+        !page.contains("invite"),
+        "the token must not be in the request: {link}"
+    );
+
+    let mut lee = lab
+        .browser(&format!("{page}?name=Lee&autojoin=1#{fragment}"), &[])
+        .await;
+    lee.wait_for(
+        "Lee in, as a listener",
+        "(window.veche && veche.state().joined && veche.state().role === 'listener') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    lee.wait_for(
+        "Lee decoding Ada's camera",
+        "veche.stats().then(s => s.inbound.some(i => i.name === 'Ada' && i.source === 'camera' && i.framesDecoded > 0) || null)",
+        Duration::from_secs(45),
+    )
+    .await;
+
+    // The plain link admits nobody.
+    let mut cy = lab
+        .browser(&format!("{page}?name=Cy&autojoin=1"), &[])
+        .await;
+    cy.wait_for(
+        "Cy refused",
+        "(document.body.innerText.includes(\"You can't join this meeting\") && document.body.innerText.includes('by invitation only')) || null",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    cy.close().await;
+    lee.close().await;
+    ada.close().await;
+    node.kill().await;
+}
