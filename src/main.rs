@@ -298,6 +298,7 @@ async fn run(a: RunArgs) -> Result<()> {
         registry: Arc::new(Mutex::new(registry)),
         node_metrics,
         gates: Arc::default(),
+        lobby: Arc::default(),
     };
 
     let listener = tokio::net::TcpListener::bind(http).await.with_context(|| {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use support::{Browser, Lab};
-use veche_trust::{encode_token, Invite, Keypair, MeetingDoc, Policy, Role};
+use veche_trust::{encode_token, Invite, Keypair, MeetingDoc, Policy, Revocation, Role};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -198,7 +198,7 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
     }
     ada.close().await;
     node.kill().await;
-    let _node = lab.node(&data, &args).await;
+    let node = lab.node(&data, &args).await;
     let mut late = lab
         .browser(&format!("{base}/m/{id}?name=Late&autojoin=1"), &[])
         .await;
@@ -216,6 +216,46 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
         "a speaker admitted after the restart",
         "(window.veche && veche.state().joined) || null",
         Duration::from_secs(30),
+    )
+    .await;
+
+    // The host withdraws an invite: whoever holds it is refused, also after a kill -9.
+    let withdrawn = invite(&host, &id, "speaker-3", Role::Speaker, hour);
+    let revocation = encode_token(&host.sign(Revocation {
+        meeting: id.clone(),
+        invite: "speaker-3".into(),
+        at_ms: now_ms(),
+    }));
+    let post = |token: &str| {
+        format!(
+            "fetch('/api/meetings/{id}/revocations', {{method: 'POST', headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{revocation: {token:?}}})}}).then(r => r.status)"
+        )
+    };
+    // Only the host may revoke.
+    let not_host = encode_token(&forger.sign(Revocation {
+        meeting: id.clone(),
+        invite: "speaker-1".into(),
+        at_ms: now_ms(),
+    }));
+    assert_eq!(back.eval(&post(&not_host)).await.expect("post"), 400);
+    assert_eq!(back.eval(&post(&revocation)).await.expect("post"), 200);
+    let mut gone = lab.browser(&link("Gone", &withdrawn), &[]).await;
+    refused(
+        &mut gone,
+        "a withdrawn invite",
+        "This invite was withdrawn by the host",
+    )
+    .await;
+    gone.close().await;
+    back.close().await;
+    late.close().await;
+    node.kill().await;
+    let _node = lab.node(&data, &args).await;
+    let mut gone = lab.browser(&link("Gone again", &withdrawn), &[]).await;
+    refused(
+        &mut gone,
+        "a withdrawn invite after a restart",
+        "This invite was withdrawn by the host",
     )
     .await;
 }

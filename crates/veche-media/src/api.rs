@@ -34,6 +34,15 @@ pub enum Command {
         /// The new participant's id, or why it cannot join.
         reply: oneshot::Sender<Result<ParticipantId, JoinError>>,
     },
+    /// Send `signal` to every local participant of `meeting` whose key is in `keys`.
+    Notify {
+        /// Meeting id.
+        meeting: String,
+        /// Keys (base64url).
+        keys: Vec<String>,
+        /// What to tell them.
+        signal: Signal,
+    },
     /// Act on every local participant of `meeting` whose checked key is `key`; replies
     /// how many there were.
     Moderate {
@@ -293,6 +302,15 @@ pub enum Signal {
         /// Every mid the engine sends on → whose track it is.
         tracks: BTreeMap<String, TrackInfo>,
     },
+    /// Someone waits in the lobby (`waiting: true`) or no longer does (for moderators).
+    Knock {
+        /// Their key (base64url).
+        key: String,
+        /// Their display name.
+        name: String,
+        /// Still waiting.
+        waiting: bool,
+    },
     /// A moderator acted on this participant (`mute`, `allow`).
     Moderated {
         /// What they did.
@@ -375,6 +393,8 @@ pub enum ErrorCode {
     NotAllowed,
     /// A moderator removed this participant from the meeting.
     Removed,
+    /// A moderator turned this participant away from the lobby.
+    Denied,
 }
 
 impl Signal {

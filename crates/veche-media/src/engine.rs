@@ -374,6 +374,21 @@ impl Engine {
                 }
             }
             Command::Leave { id } => self.remove(id, None, now),
+            Command::Notify {
+                meeting,
+                keys,
+                signal,
+            } => {
+                for key in &keys {
+                    for id in self.sfu.with_key(&meeting, key) {
+                        if let Some(p) = self.peers.get(&id) {
+                            if let Err(f) = p.send(PeerEvent::Signal(signal.clone())) {
+                                self.fail(id, f);
+                            }
+                        }
+                    }
+                }
+            }
             Command::Moderate {
                 meeting,
                 key,

@@ -41,6 +41,9 @@ pub struct Meeting {
     /// Keys (base64url) a moderator removed: they cannot join this meeting again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// The host's signed revocations of invites (veche-trust tokens; checked by the caller).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocations: Vec<String>,
 }
 
 /// Most keys removed from one meeting.
@@ -163,6 +166,7 @@ impl MeetingStore {
             nodes: Vec::new(),
             doc: None,
             removed: Vec::new(),
+            revocations: Vec::new(),
         };
         self.meetings.insert(id.clone(), meeting.clone());
         if let Err(e) = self.save() {
@@ -217,6 +221,7 @@ impl MeetingStore {
                     nodes: vec![node.to_owned()],
                     doc: None,
                     removed: Vec::new(),
+                    revocations: Vec::new(),
                 };
                 self.meetings.insert(id.to_owned(), m.clone());
                 m
@@ -263,6 +268,19 @@ impl MeetingStore {
             m.removed.remove(0);
         }
         m.removed.push(key.to_owned());
+        self.save().map_err(SetDocError::from)
+    }
+
+    /// Store a checked revocation of meeting `id` durably (before the caller acknowledges).
+    pub fn add_revocation(&mut self, id: &str, token: &str) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        if m.revocations.iter().any(|t| t == token) {
+            return Ok(());
+        }
+        if m.revocations.len() >= MAX_REMOVED {
+            m.revocations.remove(0);
+        }
+        m.revocations.push(token.to_owned());
         self.save().map_err(SetDocError::from)
     }
 

@@ -274,6 +274,10 @@ pub enum ActionKind {
     Allow,
     /// Put the target out of the meeting; their key cannot join it again.
     Remove,
+    /// Let the target in from the lobby.
+    Admit,
+    /// Turn the target away from the lobby.
+    Deny,
 }
 
 /// A moderation action, signed by the host or by a moderator.

@@ -105,11 +105,14 @@ function landingPage() {
   const startBtn = h('button', { id: 'start-btn', class: 'btn btn-primary', type: 'submit', text: 'Start meeting' });
   const startErr = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const inviteOnly = h('input', { id: 'new-invite-only', type: 'checkbox' });
+  const lobby = h('input', { id: 'new-lobby', type: 'checkbox' });
   const startForm = h('form', { class: 'stack' },
     h('label', { class: 'label', for: 'new-title', text: 'Start a meeting' }),
     h('div', { class: 'row' }, titleInput, startBtn),
     h('label', { class: 'check', for: 'new-invite-only' }, inviteOnly,
       ' Invite only: people join with an invite link you make (as speaker, listener or moderator)'),
+    h('label', { class: 'check', for: 'new-lobby' }, lobby,
+      ' Waiting room: you let each person in'),
     startErr);
   startForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -133,7 +136,7 @@ function landingPage() {
         title: String(r.body.title || title),
         host: (await personKey()).publicKey,
         policy: { type: inviteOnly.checked ? 'invite_only' : 'anyone' },
-        lobby: false,
+        lobby: lobby.checked,
         created_ms: Date.now(),
         ends_ms: null,
       });

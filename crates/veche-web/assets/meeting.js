@@ -145,6 +145,7 @@ export class Meeting {
     this.unread = 0;
     this.silenced = false;         // a moderator withholds our microphone
     this.silencedKeys = new Set(); // host: keys we muted
+    this.waitingRoom = new Map();  // host: key → {key, name, fp} waiting in the lobby
     this.panel = null;             // null | "people" | "chat"
     this.tiles = new Map();        // key → tile record
     this.tileOrder = [];
@@ -216,7 +217,30 @@ export class Meeting {
       tracksChanged: guard(this.syncTracks),
       lost: guard(this.onLost),
       moderated: guard(this.onModerated),
+      lobby: guard(this.onLobby),
+      knock: guard(this.onKnock),
     };
+  }
+
+  /** We wait in the lobby until a moderator lets us in. */
+  onLobby() {
+    this.connection = 'waiting';
+    showBanner('Waiting for the host to let you in…');
+    this.render();
+  }
+
+  /** Host or moderator: someone waits (or no longer does). */
+  onKnock(msg) {
+    const key = String(msg.key ?? '');
+    if (!key) return;
+    if (msg.waiting) {
+      const name = String(msg.name ?? '');
+      if (!this.waitingRoom.has(key)) toast(`${name} is waiting to join`, { timeout: 5000 });
+      this.waitingRoom.set(key, { key, name, fp: fingerprint(key) });
+    } else {
+      this.waitingRoom.delete(key);
+    }
+    this.renderPeople();
   }
 
   /** A moderator muted us (our microphone is withheld by the node) or allows us again. */
@@ -247,7 +271,8 @@ export class Meeting {
       if (!this.session.send({ type: 'moderate', action })) throw new Error('not connected');
       if (kind === 'mute') this.silencedKeys.add(p.key);
       if (kind === 'allow') this.silencedKeys.delete(p.key);
-      toast(kind === 'remove' ? `${p.name} removed` : kind === 'mute' ? `${p.name} muted` : `${p.name} may unmute`, { timeout: 3000 });
+      const done = { remove: 'removed', mute: 'muted', allow: 'may unmute', admit: 'let in', deny: 'turned away' };
+      toast(`${p.name} ${done[kind] || kind}`, { timeout: 3000 });
       this.renderPeople();
     } catch (err) {
       toast(`Could not ${kind}: ${err && err.message || err}`, { kind: 'error' });
@@ -414,6 +439,9 @@ export class Meeting {
     const fresh = { label: 'Start a new meeting', onClick: () => location.assign('/') };
     if (code === 'unknown_meeting') {
       this.fail(code, 'Meeting not found', 'This meeting does not exist on this veche node. The link may be mistyped, or the node was restarted.',
+        [{ label: 'Start a meeting', href: '/' }]);
+    } else if (code === 'denied') {
+      this.fail(code, 'The host did not let you in', 'You waited in this meeting\'s waiting room and the host turned you away.',
         [{ label: 'Start a meeting', href: '/' }]);
     } else if (code === 'removed') {
       this.fail(code, 'You were removed from this meeting', 'The host removed you. You cannot join this meeting again.',
@@ -878,6 +906,16 @@ export class Meeting {
           stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),
           stateIcon(p.video, 'cam', 'camOff', 'Camera')));
     }));
+    if (this.waitingRoom.size) {
+      el.peopleList.prepend(h('li', { class: 'people-nodes-head', text: `Waiting to join (${this.waitingRoom.size})` }),
+        ...[...this.waitingRoom.values()].map((w) => h('li', { class: 'person waiting', dataset: { waiting: w.key } },
+          h('span', { class: 'person-name' }, h('span', { text: w.name }), h('span', { class: 'person-key', text: ` · ${w.fp}` })),
+          h('span', { class: 'person-actions' },
+            h('button', { class: 'btn btn-primary btn-small', type: 'button', dataset: { action: 'admit' }, text: 'Admit',
+              onclick: () => { this.waitingRoom.delete(w.key); this.moderate('admit', w); } }),
+            h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'deny' }, text: 'Deny',
+              onclick: () => { this.waitingRoom.delete(w.key); this.moderate('deny', w); } })))));
+    }
     if (this.nodes.length) {
       // Where the others are: one line per other node, with the media path to it.
       el.peopleList.append(h('li', { class: 'people-nodes-head', text: 'Other veche nodes in this meeting' }),

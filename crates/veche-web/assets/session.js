@@ -148,6 +148,12 @@ export class Session {
       case 'state': this.on.state(msg); break;
       case 'chat': this.on.chat(msg.message); break;
       case 'moderated': if (this.on.moderated) this.on.moderated(String(msg.action ?? '')); break;
+      case 'lobby':
+        // Waiting for a moderator: no welcome until they decide.
+        clearTimeout(this.welcomeTimer);
+        if (this.on.lobby) this.on.lobby();
+        break;
+      case 'knock': if (this.on.knock) this.on.knock(msg); break;
       case 'error':
         if (msg.fatal) {
           this.fatal = true;

@@ -153,6 +153,67 @@ pub(crate) async fn put_doc(
         .into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostRevocation {
+    revocation: String,
+}
+
+/// `POST /api/meetings/{id}/revocations`: the host withdraws an invite. Checked against the
+/// meeting's signed document and stored durably before the answer; joins with that invite
+/// (or any invite signed under it) are refused from then on.
+pub(crate) async fn post_revocation(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    body: Result<Json<PostRevocation>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !is_meeting_id(&id) {
+        return Err(ApiError::unknown_meeting());
+    }
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "Expected {{\"revocation\": \"<token>\"}}: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let doc = {
+        let store = ctx.app.meetings.lock().unwrap_or_else(|p| p.into_inner());
+        let m = store.get(&id).ok_or_else(ApiError::unknown_meeting)?;
+        m.doc.clone()
+    };
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_revocation", m);
+    let doc = doc.ok_or_else(|| bad("this meeting has no host to revoke anything".into()))?;
+    let doc: veche_trust::Signed<veche_trust::MeetingDoc> =
+        veche_trust::decode_token(&doc).map_err(|e| bad(e.to_string()))?;
+    let rev: veche_trust::Signed<veche_trust::Revocation> =
+        veche_trust::decode_token(&req.revocation).map_err(|e| bad(e.to_string()))?;
+    veche_trust::check_revocation(&doc.body, &rev).map_err(|e| bad(e.to_string()))?;
+    let store = ctx.app.meetings.clone();
+    let (id2, token) = (id.clone(), req.revocation.clone());
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+        store.add_revocation(&id2, &token)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "storing failed",
+        )
+    })?;
+    stored.map_err(|e| {
+        tracing::error!(error = %e, "cannot save a revocation");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+    })?;
+    tracing::info!(meeting = %id, invite = %rev.body.invite, "invite revoked");
+    Ok(Json(json!({ "id": id, "revoked": rev.body.invite })).into_response())
+}
+
 pub(crate) async fn create_meeting(
     State(ctx): State<Ctx>,
     headers: HeaderMap,

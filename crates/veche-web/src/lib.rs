@@ -9,6 +9,7 @@ mod api;
 mod assets;
 mod metrics;
 mod ws;
+pub use ws::Lobby;
 
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub node_metrics: NodeMetrics,
     /// Join checks per signed meeting (challenges, invite uses).
     pub gates: Arc<Mutex<std::collections::HashMap<String, veche_trust::Gate>>>,
+    /// Who waits in each meeting's lobby, and who may let them in.
+    pub lobby: Arc<Mutex<ws::Lobby>>,
 }
 
 /// Which scheme a listener serves, for the absolute links the API returns.
@@ -79,6 +82,7 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         .route("/api/meetings", post(api::create_meeting))
         .route("/api/meetings/{id}", get(api::get_meeting))
         .route("/api/meetings/{id}/doc", axum::routing::put(api::put_doc))
+        .route("/api/meetings/{id}/revocations", post(api::post_revocation))
         .route("/ws", get(ws::upgrade))
         .route("/peers", get(assets::peers_page))
         .route("/api/peers", get(api::peers))

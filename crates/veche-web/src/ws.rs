@@ -23,7 +23,7 @@ use veche_media::{Command, ErrorCode, PeerEvent, Signal};
 use veche_node::is_meeting_id;
 use veche_trust::{
     check_action, decode_token, Action, ActionKind, Gate, Invite, JoinProof, MeetingDoc, PublicKey,
-    Role, Sig, Signed, TrustError,
+    Revocation, Role, Sig, Signed, TrustError,
 };
 
 use crate::Ctx;
@@ -83,6 +83,57 @@ enum ClientMsg {
         action: String,
     },
     Leave,
+}
+
+/// Most people waiting in one meeting's lobby.
+const MAX_WAITING: usize = 500;
+
+/// Who waits in each meeting's lobby, and which keys may let them in.
+#[derive(Default)]
+pub struct Lobby {
+    waiting: HashMap<String, Vec<Waiting>>,
+    /// Keys admitted as moderators, per meeting (with the host's, they hear the knocks).
+    moderators: HashMap<String, std::collections::HashSet<String>>,
+}
+
+struct Waiting {
+    key: String,
+    name: String,
+    tx: oneshot::Sender<bool>,
+}
+
+impl Lobby {
+    /// Who waits in `meeting` (dropping those who left).
+    fn list(&mut self, meeting: &str) -> Vec<(String, String)> {
+        let Some(w) = self.waiting.get_mut(meeting) else {
+            return Vec::new();
+        };
+        w.retain(|x| !x.tx.is_closed());
+        w.iter().map(|x| (x.key.clone(), x.name.clone())).collect()
+    }
+
+    /// Let in (or turn away) everyone waiting in `meeting` with `key`; how many.
+    fn decide(&mut self, meeting: &str, key: &str, admit: bool) -> usize {
+        let Some(w) = self.waiting.get_mut(meeting) else {
+            return 0;
+        };
+        let (hit, keep): (Vec<Waiting>, Vec<Waiting>) = w.drain(..).partition(|x| x.key == key);
+        *w = keep;
+        hit.into_iter()
+            .map(|x| x.tx.send(admit).is_ok())
+            .filter(|ok| *ok)
+            .count()
+    }
+}
+
+/// A join admitted by the meeting's policy, waiting (in the lobby) to enter.
+struct PendingJoin {
+    meeting: String,
+    name: String,
+    key: String,
+    role: Role,
+    title: String,
+    nodes: Vec<String>,
 }
 
 /// Send one message; false if the socket failed or the browser stopped reading.
@@ -154,6 +205,9 @@ struct Session {
     nonce: String,
     /// The role this socket's key was admitted in (checked once per socket).
     admitted: Option<Role>,
+    /// Waiting in the lobby: the join to finish once a moderator decides, and the decision.
+    pending: Option<PendingJoin>,
+    waiting: Option<oneshot::Receiver<bool>>,
 }
 
 /// What to do after handling one message.
@@ -173,6 +227,8 @@ impl Session {
             broadcast: Bucket::new(BROADCAST_RATE, BROADCAST_BURST),
             last_heard: Instant::now(),
             admitted: None,
+            pending: None,
+            waiting: None,
             nonce: {
                 use base64::Engine as _;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
@@ -191,8 +247,35 @@ impl Session {
         if !send(&mut sink, Message::Text(challenge.to_string().into())).await {
             return;
         }
+        let mut decision: Option<oneshot::Receiver<bool>> = None;
         let close_reason = loop {
+            if let Some(rx) = self.waiting.take() {
+                decision = Some(rx);
+            }
             tokio::select! {
+                d = async { decision.as_mut().expect("guarded").await }, if decision.is_some() => {
+                    decision = None;
+                    let mut replies = Vec::new();
+                    let next = match (d, self.pending.take()) {
+                        (Ok(true), Some(p)) => self.enter(p, &mut replies).await,
+                        _ => {
+                            replies.push(self.error(
+                                ErrorCode::Denied,
+                                "the host did not let you in",
+                                true,
+                            ));
+                            Next::Close
+                        }
+                    };
+                    for r in replies {
+                        if !send(&mut sink, Message::Text(r.to_string().into())).await {
+                            break;
+                        }
+                    }
+                    if let Next::Close = next {
+                        break Some("refused");
+                    }
+                }
                 msg = stream.next() => {
                     let Some(msg) = msg else { break None };
                     let msg = match msg {
@@ -263,6 +346,7 @@ impl Session {
         key: PublicKey,
         sig: &str,
         invite: Option<String>,
+        revocations: &[String],
     ) -> Result<Role, TrustError> {
         let doc: Signed<MeetingDoc> = decode_token(doc)?;
         let invite = invite
@@ -277,6 +361,12 @@ impl Session {
         let gate = gates
             .entry(meeting.to_owned())
             .or_insert_with(|| Gate::new(&self.ctx.app.node.id, meeting));
+        // The host's withdrawals, as stored (each was checked when it arrived).
+        for token in revocations {
+            if let Ok(rev) = decode_token::<Signed<Revocation>>(token) {
+                let _ = gate.revoke(&doc.body, &rev);
+            }
+        }
         // This socket's nonce, handed out when it opened.
         let _ = gate.challenge(self.nonce.clone(), now_ms);
         let proof = JoinProof {
@@ -322,6 +412,18 @@ impl Session {
             }
         };
         let target = veche_trust::encode_key(&action.body.target);
+        if let kind @ (ActionKind::Admit | ActionKind::Deny) = action.body.kind {
+            let admit = kind == ActionKind::Admit;
+            let n = {
+                let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+                lobby.decide(&meeting, &target, admit)
+            };
+            tracing::info!(%meeting, admit, reached = n, by = %action.key.fingerprint(), "lobby decision");
+            if let Ok(doc) = decode_token::<Signed<MeetingDoc>>(&doc) {
+                self.knock(&doc.body, &target, "", false).await;
+            }
+            return None;
+        }
         let what = match action.body.kind {
             ActionKind::Mute => Moderation::Mute,
             ActionKind::Allow => Moderation::Allow,
@@ -341,6 +443,7 @@ impl Session {
                 }
                 Moderation::Remove
             }
+            ActionKind::Admit | ActionKind::Deny => return None,
         };
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Moderate {
@@ -515,13 +618,13 @@ impl Session {
                     m.title.clone(),
                     m.nodes.clone(),
                     m.doc.clone(),
-                    m.removed.clone(),
+                    (m.removed.clone(), m.revocations.clone()),
                 )
             })
         } else {
             None
         };
-        let Some((title, nodes, doc, removed)) = title else {
+        let Some((title, nodes, doc, (removed, revocations))) = title else {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -560,20 +663,109 @@ impl Session {
         let role = match (self.admitted, &doc) {
             (Some(r), _) => r,
             (None, None) => Role::Speaker,
-            (None, Some(doc)) => match self.admit(doc, &meeting, person, &sig, invite) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::info!(%meeting, key = %person.fingerprint(), error = %e, "join refused by the meeting's policy");
-                    replies.push(self.error(ErrorCode::InviteRefused, e.to_string(), true));
-                    return Next::Close;
+            (None, Some(doc)) => {
+                match self.admit(doc, &meeting, person, &sig, invite, &revocations) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::info!(%meeting, key = %person.fingerprint(), error = %e, "join refused by the meeting's policy");
+                        replies.push(self.error(ErrorCode::InviteRefused, e.to_string(), true));
+                        return Next::Close;
+                    }
                 }
-            },
+            }
         };
         self.admitted = Some(role);
+        let doc: Option<Signed<MeetingDoc>> = doc.as_deref().and_then(|d| decode_token(d).ok());
+        let pending = PendingJoin {
+            meeting,
+            name,
+            key,
+            role,
+            title,
+            nodes,
+        };
+        // With the lobby on, everyone but the host and moderators waits to be let in.
+        if let Some(doc) = doc.filter(|d| d.body.lobby && role > Role::Moderator) {
+            if self.pending.is_some() {
+                return Next::Continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = lobby.list(&pending.meeting);
+                let w = lobby.waiting.entry(pending.meeting.clone()).or_default();
+                if w.len() >= MAX_WAITING {
+                    replies.push(self.error(
+                        ErrorCode::MeetingFull,
+                        "too many people are waiting to enter this meeting",
+                        true,
+                    ));
+                    return Next::Close;
+                }
+                w.push(Waiting {
+                    key: pending.key.clone(),
+                    name: pending.name.clone(),
+                    tx,
+                });
+            }
+            tracing::info!(meeting = %pending.meeting, key = %person.fingerprint(), "waiting in the lobby");
+            self.knock(&doc.body, &pending.key, &pending.name, true)
+                .await;
+            replies.push(json!({"type": "lobby"}));
+            self.pending = Some(pending);
+            self.waiting = Some(rx);
+            return Next::Continue;
+        }
+        self.enter(pending, replies).await
+    }
+
+    /// Tell the meeting's host and moderators on this node that `key` waits (or not).
+    async fn knock(&self, doc: &MeetingDoc, key: &str, name: &str, waiting: bool) {
+        let mut keys = vec![veche_trust::encode_key(&doc.host)];
+        {
+            let lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(m) = lobby.moderators.get(&doc.id) {
+                keys.extend(m.iter().cloned());
+            }
+        }
+        let _ = self
+            .ctx
+            .app
+            .engine
+            .send(Command::Notify {
+                meeting: doc.id.clone(),
+                keys,
+                signal: Signal::Knock {
+                    key: key.to_owned(),
+                    name: name.to_owned(),
+                    waiting,
+                },
+            })
+            .await;
+    }
+
+    /// Enter the meeting (the engine join), once admitted and, with a lobby, let in.
+    async fn enter(&mut self, p: PendingJoin, replies: &mut Vec<Value>) -> Next {
+        let PendingJoin {
+            meeting,
+            name,
+            key,
+            role,
+            title,
+            nodes,
+        } = p;
         let Some(events) = self.events_tx.clone() else {
             return Next::Close;
         };
         let (reply, rx) = oneshot::channel();
+        let privileged = role <= Role::Moderator;
+        if role == Role::Moderator {
+            let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+            let m = lobby.moderators.entry(meeting.clone()).or_default();
+            if m.len() < MAX_WAITING {
+                m.insert(key.clone());
+            }
+        }
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
@@ -592,6 +784,19 @@ impl Session {
                 // From now on only the engine holds a sender: when it drops the peer, our
                 // receiver ends and we close the socket.
                 self.events_tx = None;
+                if privileged {
+                    // Who already waits: the host or moderator sees them at once.
+                    let waiting = {
+                        let mut lobby =
+                            self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+                        lobby.list(&meeting)
+                    };
+                    for (key, name) in waiting {
+                        replies.push(
+                            json!({"type": "knock", "key": key, "name": name, "waiting": true}),
+                        );
+                    }
+                }
                 self.joined = Some((id, meeting, title));
                 Next::Continue
             }
