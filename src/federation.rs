@@ -209,15 +209,35 @@ async fn on_net(
         let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
         store.get(id).map(|m| m.title.clone())
     };
+    let doc_of = |id: &str| {
+        let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
+        store.get(id).and_then(|m| m.doc.clone())
+    };
     // A relay carries meetings it has never heard of, for the nodes that ask it to.
     let carries = |id: &str| title_of(id).is_some() || (relay && veche_node::is_meeting_id(id));
     let unknown = || error(ErrorCode::UnknownMeeting, "no such meeting on this node");
     let node = peer.to_string();
     let response = match request {
         Request::Meeting { id } => match title_of(&id) {
-            Some(title) => Response::Meeting { id, title },
+            Some(title) => {
+                let doc = doc_of(&id);
+                Response::Meeting { id, title, doc }
+            }
             None => unknown(),
         },
+        Request::Action { meeting, action } => {
+            if title_of(&meeting).is_none() {
+                unknown()
+            } else {
+                match moderate(engine, meetings, &meeting, doc_of(&meeting), &action).await {
+                    Ok(()) => Response::Ok,
+                    Err(message) => {
+                        tracing::info!(%node, %meeting, %message, "moderation from another node refused");
+                        error(ErrorCode::Refused, &message)
+                    }
+                }
+            }
+        }
         Request::Events { meeting, events } => {
             if !carries(&meeting) {
                 unknown()
@@ -278,4 +298,60 @@ async fn on_net(
         ),
     };
     let _ = reply.send(response);
+}
+
+/// A moderation action another node passed on: checked here, against this node's copy of
+/// the host's document, before this node acts on its own participants.
+async fn moderate(
+    engine: &EngineHandle,
+    meetings: &Arc<Mutex<MeetingStore>>,
+    meeting: &str,
+    doc: Option<String>,
+    token: &str,
+) -> Result<(), String> {
+    use veche_trust::{
+        check_action, decode_token, encode_key, Action, ActionKind, MeetingDoc, Signed,
+    };
+    let doc = doc.ok_or("this node has no host document for the meeting")?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let doc: Signed<MeetingDoc> = decode_token(&doc).map_err(|e| e.to_string())?;
+    let action: Signed<Action> = decode_token(token).map_err(|e| e.to_string())?;
+    check_action(&doc.body, &action, now_ms).map_err(|e| e.to_string())?;
+    let key = encode_key(&action.body.target);
+    let what = match action.body.kind {
+        ActionKind::Mute => veche_media::Moderation::Mute,
+        ActionKind::Allow => veche_media::Moderation::Allow,
+        ActionKind::Remove => {
+            let store = meetings.clone();
+            let (m, k) = (meeting.to_owned(), key.clone());
+            let saved = tokio::task::spawn_blocking(move || {
+                store
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add_removed(&m, &k)
+            })
+            .await;
+            if !matches!(saved, Ok(Ok(()))) {
+                return Err("could not save the removal".into());
+            }
+            veche_media::Moderation::Remove
+        }
+        // The waiting room is each node's own: its moderators decide there.
+        ActionKind::Admit | ActionKind::Deny => return Ok(()),
+    };
+    let (reply, rx) = oneshot::channel();
+    engine
+        .send(Command::Moderate {
+            meeting: meeting.to_owned(),
+            key,
+            action: what,
+            reply,
+        })
+        .await
+        .map_err(|_| "shutting down".to_string())?;
+    let reached = rx.await.unwrap_or(0);
+    tracing::info!(%meeting, action = ?what, reached, "moderation from another node carried out");
+    Ok(())
 }

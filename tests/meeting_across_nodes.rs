@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{assert_growing, inbound, node_id, num, until, Browser, NatLab};
+use support::{assert_growing, inbound, lan_nodes, node_id, num, until, Browser, NatLab};
 
 /// One lab at a time: each holds several nodes and browsers and the suite has two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -51,37 +51,6 @@ async fn wait_chat(b: &mut Browser, me: &str, text: &str, from: &str) {
         Duration::from_secs(15),
     )
     .await;
-}
-
-/// Start nodes on `hosts` and wait until each is connected to all the others (mDNS).
-async fn lan_nodes(lab: &NatLab, hosts: &[&str]) -> Vec<(support::Node, String)> {
-    let mut nodes = Vec::new();
-    for host in hosts {
-        let n = lab.node(host, host, &[]).await;
-        let id = node_id(&n);
-        nodes.push((n, id));
-    }
-    for (i, host) in hosts.iter().enumerate() {
-        let others: Vec<String> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, (_, id))| id.clone())
-            .collect();
-        until(
-            &format!("{host} connected to the other nodes"),
-            Duration::from_secs(30),
-            || async {
-                let peers = lab.peers(host).await;
-                others
-                    .iter()
-                    .all(|o| peers.iter().any(|p| p["id"] == o.as_str()))
-                    .then_some(())
-            },
-        )
-        .await;
-    }
-    nodes
 }
 
 fn meeting_link(id: &str, host_node: Option<&str>, name: &str) -> String {

@@ -767,3 +767,34 @@ pub fn node_id(node: &Node) -> String {
         .expect("first line names the node")
         .to_owned()
 }
+
+/// Start nodes on `hosts` and wait until each is connected to all the others (mDNS).
+pub async fn lan_nodes(lab: &NatLab, hosts: &[&str]) -> Vec<(Node, String)> {
+    let mut nodes = Vec::new();
+    for host in hosts {
+        let n = lab.node(host, host, &[]).await;
+        let id = node_id(&n);
+        nodes.push((n, id));
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        let others: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, (_, id))| id.clone())
+            .collect();
+        until(
+            &format!("{host} connected to the other nodes"),
+            Duration::from_secs(30),
+            || async {
+                let peers = lab.peers(host).await;
+                others
+                    .iter()
+                    .all(|o| peers.iter().any(|p| p["id"] == o.as_str()))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    nodes
+}

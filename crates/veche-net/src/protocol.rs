@@ -46,6 +46,14 @@ pub enum Request {
         /// mid → whose track it is.
         tracks: BTreeMap<String, LinkTrack>,
     },
+    /// A moderation action (a veche-trust `Action` token) for a meeting both nodes carry:
+    /// the receiver checks it against its copy of the host's document before it acts.
+    Action {
+        /// Meeting id.
+        meeting: String,
+        /// The signed action.
+        action: String,
+    },
     /// What happened in a meeting on the asker's side.
     Events {
         /// Meeting id.
@@ -92,6 +100,8 @@ pub enum ErrorCode {
     UnknownMeeting,
     /// The node cannot serve this now (shutting down, or the request was refused).
     Unavailable,
+    /// Checked and refused (a moderation action without authority, ...).
+    Refused,
 }
 
 /// A response.
@@ -107,6 +117,10 @@ pub enum Response {
         id: String,
         /// Title.
         title: String,
+        /// The host's signed meeting document, if the host signed it (a veche-trust token):
+        /// the asking node enforces the same policy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        doc: Option<String>,
     },
     /// Answer to [`Request::Link`]: the SDP answer.
     Link {

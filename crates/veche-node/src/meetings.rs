@@ -257,6 +257,23 @@ impl MeetingStore {
         Ok(())
     }
 
+    /// Store the signed document of a meeting created on another node, as that node gave
+    /// it (the caller checks it); kept once set.
+    pub fn set_remote_doc(&mut self, id: &str, token: &str) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        if m.doc.is_some() {
+            return Err(SetDocError::AlreadySigned);
+        }
+        m.doc = Some(token.to_owned());
+        if let Err(e) = self.save() {
+            if let Some(m) = self.meetings.get_mut(id) {
+                m.doc = None;
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Remember durably that `key` was removed from meeting `id` (written before this
     /// returns: a removal survives a kill -9).
     pub fn add_removed(&mut self, id: &str, key: &str) -> Result<(), SetDocError> {

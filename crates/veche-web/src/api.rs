@@ -355,9 +355,9 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
             break;
         }
     }
-    let title = match asked {
+    let (title, doc) = match asked {
         Ok(r) => match r.response {
-            NetResponse::Meeting { title, .. } => title,
+            NetResponse::Meeting { title, doc, .. } => (title, doc),
             NetResponse::Error {
                 code: NetCode::UnknownMeeting,
                 ..
@@ -396,7 +396,20 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
     let key = id.clone();
     tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        store.add_remote(&id, &title, &node).map(|_| ())
+        store.add_remote(&id, &title, &node)?;
+        // The host's document travels with the meeting: this node then admits and
+        // moderates by the same signed rules. Kept only if it checks out for this id.
+        if let Some(doc) = doc {
+            let checked = veche_trust::decode_token::<veche_trust::Signed<veche_trust::MeetingDoc>>(&doc)
+                .and_then(|d| veche_trust::check_meeting(&d).map(|()| d));
+            match checked {
+                Ok(d) if d.body.id == id => {
+                    let _ = store.set_remote_doc(&id, &doc);
+                }
+                _ => tracing::warn!(meeting = %id, %node, "a node sent a meeting document that does not check out; ignored"),
+            }
+        }
+        Ok::<(), veche_node::CreateMeetingError>(())
     })
     .await
     .map_err(|_| {
@@ -529,6 +542,8 @@ pub(crate) async fn get_meeting(
         "host": host,
         "participants": participants,
         "nodes": nodes,
+        // Signed by its host: joins and moderation follow the host's document.
+        "signed": meeting.doc.is_some(),
     }))
     .into_response())
 }
