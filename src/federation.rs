@@ -229,7 +229,7 @@ async fn on_net(
             if title_of(&meeting).is_none() {
                 unknown()
             } else {
-                match moderate(engine, meetings, &meeting, doc_of(&meeting), &action).await {
+                match moderate(engine, meetings, &meeting, &action).await {
                     Ok(()) => Response::Ok,
                     Err(message) => {
                         tracing::info!(%node, %meeting, %message, "moderation from another node refused");
@@ -301,57 +301,16 @@ async fn on_net(
 }
 
 /// A moderation action another node passed on: checked here, against this node's copy of
-/// the host's document, before this node acts on its own participants.
+/// the host's document, before this node acts on its own participants. The waiting room is
+/// each node's own, so admit and deny concern only the node where they were made.
 async fn moderate(
     engine: &EngineHandle,
     meetings: &Arc<Mutex<MeetingStore>>,
     meeting: &str,
-    doc: Option<String>,
     token: &str,
 ) -> Result<(), String> {
-    use veche_trust::{
-        check_action, decode_token, encode_key, Action, ActionKind, MeetingDoc, Signed,
-    };
-    let doc = doc.ok_or("this node has no host document for the meeting")?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let doc: Signed<MeetingDoc> = decode_token(&doc).map_err(|e| e.to_string())?;
-    let action: Signed<Action> = decode_token(token).map_err(|e| e.to_string())?;
-    check_action(&doc.body, &action, now_ms).map_err(|e| e.to_string())?;
-    let key = encode_key(&action.body.target);
-    let what = match action.body.kind {
-        ActionKind::Mute => veche_media::Moderation::Mute,
-        ActionKind::Allow => veche_media::Moderation::Allow,
-        ActionKind::Remove => {
-            let store = meetings.clone();
-            let (m, k) = (meeting.to_owned(), key.clone());
-            let saved = tokio::task::spawn_blocking(move || {
-                store
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .add_removed(&m, &k)
-            })
-            .await;
-            if !matches!(saved, Ok(Ok(()))) {
-                return Err("could not save the removal".into());
-            }
-            veche_media::Moderation::Remove
-        }
-        // The waiting room is each node's own: its moderators decide there.
-        ActionKind::Admit | ActionKind::Deny => return Ok(()),
-    };
-    let (reply, rx) = oneshot::channel();
-    engine
-        .send(Command::Moderate {
-            meeting: meeting.to_owned(),
-            key,
-            action: what,
-            reply,
-        })
+    let checked = veche_web::moderation::check(meetings, meeting, token)?;
+    veche_web::moderation::apply(engine, meetings, meeting, &checked.action)
         .await
-        .map_err(|_| "shutting down".to_string())?;
-    let reached = rx.await.unwrap_or(0);
-    tracing::info!(%meeting, action = ?what, reached, "moderation from another node carried out");
-    Ok(())
+        .map(|_| ())
 }

@@ -1,7 +1,8 @@
 //! Moderation in real browsers, through the UI: the host (the browser that started the
 //! meeting, whose key signed it) mutes a speaker from the People panel and the node stops
 //! forwarding that speaker's microphone; a participant who is not the host cannot; the host
-//! removes the speaker, who cannot come back with the same key.
+//! removes the speaker, who cannot come back with the same key; the host locks the meeting
+//! (nobody new gets in) and ends it for everyone (and nobody joins again).
 //!
 //! Runs as root (the browsers live in a network namespace).
 
@@ -163,6 +164,45 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
         .as_bool()
         .unwrap_or(false));
 
+    // Locked: nobody new gets in.
+    ada.wait_for(
+        "the lock button",
+        "(() => { const b = document.querySelector('.people-list button[data-action=\"lock\"]'); if (!b) return null; b.click(); return true; })()",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut dee = lab.browser(&link("Dee"), &[]).await;
+    dee.wait_for(
+        "Dee refused: locked",
+        "document.body.innerText.includes('This meeting is locked') || null",
+        Duration::from_secs(20),
+    )
+    .await;
+    // Ended: everyone is out, and nobody joins again.
+    ada.wait_for(
+        "the end button",
+        "(() => { const b = document.querySelector('.people-list button[data-action=\"end\"]'); if (!b) return null; b.click(); return true; })()",
+        Duration::from_secs(10),
+    )
+    .await;
+    cy.wait_for(
+        "Cy told the meeting ended",
+        "document.body.innerText.includes('The host ended the meeting') || null",
+        Duration::from_secs(15),
+    )
+    .await;
+    dee.eval(&format!("location.href = {:?}", link("Dee again")))
+        .await
+        .expect("rejoin");
+    dee.wait_for(
+        "Dee refused: ended",
+        "document.body.innerText.includes('This meeting has ended') || null",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    dee.close().await;
     cy.close().await;
     bob.close().await;
     ada.close().await;

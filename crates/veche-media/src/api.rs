@@ -337,6 +337,8 @@ pub enum Moderation {
     Allow,
     /// Drop them from the meeting.
     Remove,
+    /// End the meeting: drop everyone in it (the key is ignored).
+    End,
 }
 
 /// Whose track a mid carries.
@@ -395,6 +397,8 @@ pub enum ErrorCode {
     Removed,
     /// A moderator turned this participant away from the lobby.
     Denied,
+    /// A moderator ended the meeting for everyone.
+    Ended,
 }
 
 impl Signal {

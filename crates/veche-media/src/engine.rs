@@ -395,7 +395,15 @@ impl Engine {
                 action,
                 reply,
             } => {
-                let targets = self.sfu.with_key(&meeting, &key);
+                let targets = if action == Moderation::End {
+                    self.sfu
+                        .local_participants(&meeting)
+                        .into_iter()
+                        .map(|p| p.id)
+                        .collect()
+                } else {
+                    self.sfu.with_key(&meeting, &key)
+                };
                 for &id in &targets {
                     match action {
                         Moderation::Mute | Moderation::Allow => {
@@ -414,6 +422,10 @@ impl Engine {
                                 ErrorCode::Removed,
                                 "the host removed you from this meeting",
                             ),
+                        ),
+                        Moderation::End => self.fail(
+                            id,
+                            PeerFailure::new(ErrorCode::Ended, "the host ended the meeting"),
                         ),
                     }
                     tracing::info!(participant = %id, %meeting, ?action, "moderated");

@@ -44,6 +44,12 @@ pub struct Meeting {
     /// The host's signed revocations of invites (veche-trust tokens; checked by the caller).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revocations: Vec<String>,
+    /// A moderator locked it: nobody new joins but the host and moderators.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
+    /// A moderator ended it for everyone: nobody joins again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 /// Most keys removed from one meeting.
@@ -167,6 +173,8 @@ impl MeetingStore {
             doc: None,
             removed: Vec::new(),
             revocations: Vec::new(),
+            locked: false,
+            ended: false,
         };
         self.meetings.insert(id.clone(), meeting.clone());
         if let Err(e) = self.save() {
@@ -222,6 +230,8 @@ impl MeetingStore {
                     doc: None,
                     removed: Vec::new(),
                     revocations: Vec::new(),
+                    locked: false,
+                    ended: false,
                 };
                 self.meetings.insert(id.to_owned(), m.clone());
                 m
@@ -272,6 +282,21 @@ impl MeetingStore {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Lock or unlock meeting `id`, or end it (for good), durably.
+    pub fn set_flags(
+        &mut self,
+        id: &str,
+        locked: Option<bool>,
+        ended: bool,
+    ) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        if let Some(l) = locked {
+            m.locked = l;
+        }
+        m.ended |= ended;
+        self.save().map_err(SetDocError::from)
     }
 
     /// Remember durably that `key` was removed from meeting `id` (written before this

@@ -278,6 +278,12 @@ pub enum ActionKind {
     Admit,
     /// Turn the target away from the lobby.
     Deny,
+    /// Let nobody new in (but the host and moderators); `target` is the signer.
+    Lock,
+    /// Open the meeting again.
+    Unlock,
+    /// End the meeting for everyone, for good; `target` is the signer.
+    End,
 }
 
 /// A moderation action, signed by the host or by a moderator.

@@ -263,16 +263,22 @@ export class Meeting {
 
   /** Host: sign a moderation action about `p` and send it (the node checks the signature). */
   async moderate(kind, p) {
-    if (!p || !p.key || !this.session) return;
+    if (!this.session) return;
     try {
+      // Lock, unlock and end concern the meeting: the target is the signer.
+      const target = p ? p.key : (await personKey()).publicKey;
+      if (!target) return;
       const action = await signToken('veche/action/v1', {
-        meeting: this.id, kind, target: p.key, at_ms: Date.now(), authority: null,
+        meeting: this.id, kind, target, at_ms: Date.now(), authority: null,
       });
       if (!this.session.send({ type: 'moderate', action })) throw new Error('not connected');
       if (kind === 'mute') this.silencedKeys.add(p.key);
       if (kind === 'allow') this.silencedKeys.delete(p.key);
       const done = { remove: 'removed', mute: 'muted', allow: 'may unmute', admit: 'let in', deny: 'turned away' };
-      toast(`${p.name} ${done[kind] || kind}`, { timeout: 3000 });
+      const whole = { lock: 'Meeting locked: nobody new can join', unlock: 'Meeting open again', end: 'Meeting ended for everyone' };
+      if (kind === 'lock') this.locked = true;
+      if (kind === 'unlock') this.locked = false;
+      toast(p ? `${p.name} ${done[kind] || kind}` : whole[kind] || kind, { timeout: 3000 });
       this.renderPeople();
     } catch (err) {
       toast(`Could not ${kind}: ${err && err.message || err}`, { kind: 'error' });
@@ -440,6 +446,8 @@ export class Meeting {
     if (code === 'unknown_meeting') {
       this.fail(code, 'Meeting not found', 'This meeting does not exist on this veche node. The link may be mistyped, or the node was restarted.',
         [{ label: 'Start a meeting', href: '/' }]);
+    } else if (code === 'ended') {
+      this.fail(code, 'The host ended the meeting', 'This meeting is over.', [{ label: 'Start a meeting', href: '/' }]);
     } else if (code === 'denied') {
       this.fail(code, 'The host did not let you in', 'You waited in this meeting\'s waiting room and the host turned you away.',
         [{ label: 'Start a meeting', href: '/' }]);
@@ -906,6 +914,14 @@ export class Meeting {
           stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),
           stateIcon(p.video, 'cam', 'camOff', 'Camera')));
     }));
+    if (this.role === 'host') {
+      el.peopleList.prepend(h('li', { class: 'person host-actions' },
+        h('span', { class: 'person-actions' },
+          h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: this.locked ? 'unlock' : 'lock' },
+            text: this.locked ? 'Unlock meeting' : 'Lock meeting', onclick: () => this.moderate(this.locked ? 'unlock' : 'lock', null) }),
+          h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'end' },
+            text: 'End for everyone', onclick: () => this.moderate('end', null) }))));
+    }
     if (this.waitingRoom.size) {
       el.peopleList.prepend(h('li', { class: 'people-nodes-head', text: `Waiting to join (${this.waitingRoom.size})` }),
         ...[...this.waitingRoom.values()].map((w) => h('li', { class: 'person waiting', dataset: { waiting: w.key } },

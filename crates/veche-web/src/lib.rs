@@ -8,6 +8,7 @@
 mod api;
 mod assets;
 mod metrics;
+pub mod moderation;
 mod ws;
 pub use ws::Lobby;
 

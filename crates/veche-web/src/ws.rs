@@ -18,12 +18,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use veche_core::{JoinError, MediaState, ParticipantId, Source};
-use veche_media::Moderation;
 use veche_media::{Command, ErrorCode, PeerEvent, Signal};
 use veche_node::is_meeting_id;
 use veche_trust::{
-    check_action, decode_token, Action, ActionKind, Gate, Invite, JoinProof, MeetingDoc, PublicKey,
-    Revocation, Role, Sig, Signed, TrustError,
+    decode_token, ActionKind, Gate, Invite, JoinProof, MeetingDoc, PublicKey, Revocation, Role,
+    Sig, Signed, TrustError,
 };
 
 use crate::Ctx;
@@ -383,80 +382,35 @@ impl Session {
     async fn moderate(&self, token: &str) -> Option<String> {
         let (_, meeting, _) = self.joined.as_ref()?;
         let meeting = meeting.clone();
-        let doc = {
-            let store = self
-                .ctx
-                .app
-                .meetings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            store.get(&meeting).and_then(|m| m.doc.clone())
-        };
-        let Some(doc) = doc else {
-            return Some("this meeting has no host: nobody can moderate it".into());
-        };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let checked = (|| -> Result<Signed<Action>, TrustError> {
-            let doc: Signed<MeetingDoc> = decode_token(&doc)?;
-            let action: Signed<Action> = decode_token(token)?;
-            check_action(&doc.body, &action, now_ms)?;
-            Ok(action)
-        })();
-        let action = match checked {
-            Ok(a) => a,
+        let checked = match crate::moderation::check(&self.ctx.app.meetings, &meeting, token) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::info!(participant = ?self.pid(), %meeting, error = %e, "moderation refused");
-                return Some(e.to_string());
+                return Some(e);
             }
         };
-        let target = veche_trust::encode_key(&action.body.target);
+        let action = &checked.action;
         if let kind @ (ActionKind::Admit | ActionKind::Deny) = action.body.kind {
+            let target = veche_trust::encode_key(&action.body.target);
             let admit = kind == ActionKind::Admit;
             let n = {
                 let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
                 lobby.decide(&meeting, &target, admit)
             };
             tracing::info!(%meeting, admit, reached = n, by = %action.key.fingerprint(), "lobby decision");
-            if let Ok(doc) = decode_token::<Signed<MeetingDoc>>(&doc) {
-                self.knock(&doc.body, &target, "", false).await;
-            }
+            self.knock(&checked.doc.body, &target, "", false).await;
             return None;
         }
-        let what = match action.body.kind {
-            ActionKind::Mute => Moderation::Mute,
-            ActionKind::Allow => Moderation::Allow,
-            ActionKind::Remove => {
-                // Durable before anyone is told: the removed key stays out after a restart.
-                let store = self.ctx.app.meetings.clone();
-                let (m, k) = (meeting.clone(), target.clone());
-                let saved = tokio::task::spawn_blocking(move || {
-                    store
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .add_removed(&m, &k)
-                })
-                .await;
-                if !matches!(saved, Ok(Ok(()))) {
-                    return Some("the node could not save the removal; nothing was done".into());
-                }
-                Moderation::Remove
-            }
-            ActionKind::Admit | ActionKind::Deny => return None,
-        };
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Moderate {
-            meeting: meeting.clone(),
-            key: target,
-            action: what,
-            reply,
-        };
-        if self.ctx.app.engine.send(cmd).await.is_err() {
-            return Some("the node is shutting down".into());
+        if let Err(e) = crate::moderation::apply(
+            &self.ctx.app.engine,
+            &self.ctx.app.meetings,
+            &meeting,
+            action,
+        )
+        .await
+        {
+            return Some(e);
         }
-        let reached = rx.await.unwrap_or(0);
-        tracing::info!(%meeting, action = ?what, reached, by = %action.key.fingerprint(), "moderation carried out");
         // The other nodes of the meeting check it for themselves and act on their people.
         let mut nodes: Vec<String> = {
             let store = self
@@ -652,13 +606,13 @@ impl Session {
                     m.title.clone(),
                     m.nodes.clone(),
                     m.doc.clone(),
-                    (m.removed.clone(), m.revocations.clone()),
+                    (m.removed.clone(), m.revocations.clone(), m.locked, m.ended),
                 )
             })
         } else {
             None
         };
-        let Some((title, nodes, doc, (removed, revocations))) = title else {
+        let Some((title, nodes, doc, (removed, revocations, locked, ended))) = title else {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -709,6 +663,15 @@ impl Session {
             }
         };
         self.admitted = Some(role);
+        if ended || (locked && role > Role::Moderator) {
+            let why = if ended {
+                "this meeting has ended"
+            } else {
+                "this meeting is locked: nobody new can join"
+            };
+            replies.push(self.error(ErrorCode::InviteRefused, why, true));
+            return Next::Close;
+        }
         let doc: Option<Signed<MeetingDoc>> = doc.as_deref().and_then(|d| decode_token(d).ok());
         let pending = PendingJoin {
             meeting,
