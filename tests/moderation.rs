@@ -140,6 +140,58 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(audio_from(&mut ada, "Cy").await > cy0, "Cy is still heard");
 
+    // A moderator (invited as one from the host's Invite dialog) mutes Cy: Ada stops
+    // hearing her.
+    ada.eval("document.getElementById('btn-copy').click(); true")
+        .await
+        .expect("invite dialog");
+    ada.wait_for(
+        "the invite maker",
+        "document.getElementById('invite-create') ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    ada.eval("document.getElementById('invite-role').value = 'moderator'; document.getElementById('invite-create').click(); true")
+        .await
+        .expect("moderator invite");
+    let mod_link = ada
+        .wait_for(
+            "the moderator link",
+            "document.getElementById('invite-link')?.value || null",
+            Duration::from_secs(10),
+        )
+        .await;
+    let mod_link = mod_link.as_str().expect("link").to_owned();
+    ada.eval("document.querySelector('dialog[open] button[aria-label=\"Close\"]')?.click(); document.querySelector('.dialog-backdrop button[aria-label=\"Close\"]')?.click(); true")
+        .await
+        .expect("close dialog");
+    let (page, fragment) = mod_link.split_once('#').expect("fragment");
+    let mut mo = lab
+        .browser(&format!("{page}?name=Mo&autojoin=1#{fragment}"), &[])
+        .await;
+    mo.wait_for(
+        "Mo in as a moderator",
+        "(window.veche && veche.state().joined && veche.state().role === 'moderator') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    click(&mut mo, "Cy", "mute").await;
+    cy.wait_for(
+        "Cy told she is muted",
+        "document.body.innerText.includes('The host muted you') || null",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c0 = audio_from(&mut ada, "Cy").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        audio_from(&mut ada, "Cy").await,
+        c0,
+        "Cy's microphone withheld"
+    );
+    mo.close().await;
+
     // Removed: Bob's page says so, and the same browser (same key) cannot come back.
     click(&mut ada, "Bob", "remove").await;
     bob.wait_for(

@@ -299,7 +299,9 @@ pub struct Action {
     /// When, ms since the epoch: an action is valid within [`ACTION_TTL_MS`] of it, so a
     /// captured one cannot be replayed later.
     pub at_ms: u64,
-    /// A moderator's own invite, made for the moderator's key (none: the host signs).
+    /// The moderator invite the signer holds (none: the host signs). One made for a key
+    /// works for that key only; one made for nobody in particular is a bearer capability,
+    /// like the link it came in: whoever holds it may join as moderator and act as one.
     pub authority: Option<Box<Signed<Invite>>>,
 }
 
@@ -310,8 +312,9 @@ impl Signable for Action {
 /// How far an action's time may be from the checking node's clock.
 pub const ACTION_TTL_MS: u64 = 60_000;
 
-/// Check a moderation action: signed by the host, or by a moderator whose own moderator
-/// invite (bound to their key) it carries; recent; for this meeting; never against the host.
+/// Check a moderation action: signed by the host, or by a moderator whose moderator invite
+/// it carries (made for the signer's key, or for nobody in particular); recent; for this
+/// meeting; never against the host.
 pub fn check_action(
     meeting: &MeetingDoc,
     action: &Signed<Action>,
@@ -334,7 +337,7 @@ pub fn check_action(
     let Some(authority) = &body.authority else {
         return Err(TrustError::NotModerator);
     };
-    if authority.body.invitee != Some(action.key) {
+    if authority.body.invitee.is_some_and(|k| k != action.key) {
         return Err(TrustError::NotModerator);
     }
     match check_invite(meeting, authority, now_ms) {

@@ -516,6 +516,24 @@ fn moderation_actions_need_the_host_or_a_bound_moderator_invite() {
         ),
         Err(TrustError::NotModerator)
     );
+    // A moderator invite made for nobody in particular is a bearer capability.
+    let open_invite = host.sign(Invite {
+        meeting: doc.body.id.clone(),
+        id: "mod-open".into(),
+        role: Role::Moderator,
+        expires_ms: now + 3_600_000,
+        max_uses: None,
+        invitee: None,
+        parent: None,
+    });
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(&mallory, victim, now, Some(open_invite)),
+            now
+        ),
+        Ok(())
+    );
     // A moderator cannot act on the host; a speaker invite gives no authority.
     assert_eq!(
         check_action(

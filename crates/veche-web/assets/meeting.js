@@ -261,7 +261,20 @@ export class Meeting {
     this.render();
   }
 
-  /** Host: sign a moderation action about `p` and send it (the node checks the signature). */
+  /** Host or moderator: may mute, remove, admit, lock and end. */
+  get moderates() { return this.role === 'host' || this.role === 'moderator'; }
+
+  /** A moderator's authority: the moderator invite this page was opened with. */
+  authority() {
+    if (this.role !== 'moderator') return null;
+    try {
+      const token = new URLSearchParams(location.hash.slice(1)).get('invite') || '';
+      const text = atob(token.replace(/-/g, '+').replace(/_/g, '/'));
+      return JSON.parse(new TextDecoder().decode(Uint8Array.from(text, (c) => c.charCodeAt(0))));
+    } catch { return null; }
+  }
+
+  /** Host or moderator: sign a moderation action about `p` and send it (the node checks the signature). */
   async moderate(kind, p) {
     if (!this.session) return;
     try {
@@ -269,7 +282,7 @@ export class Meeting {
       const target = p ? p.key : (await personKey()).publicKey;
       if (!target) return;
       const action = await signToken('veche/action/v1', {
-        meeting: this.id, kind, target, at_ms: Date.now(), authority: null,
+        meeting: this.id, kind, target, at_ms: Date.now(), authority: this.authority(),
       });
       if (!this.session.send({ type: 'moderate', action })) throw new Error('not connected');
       if (kind === 'mute') this.silencedKeys.add(p.key);
@@ -903,7 +916,7 @@ export class Meeting {
         h('span', { class: 'person-name' }, h('span', { text: p.name }), p.you ? h('span', { class: 'person-you', text: ' (You)' }) : null,
           p.fp ? h('span', { class: 'person-key', title: 'Key fingerprint: the same person shows the same one every time', text: ` · ${p.fp}` }) : null,
           p.newKey ? h('span', { class: 'person-newkey', title: 'This browser saw this name before with a different key: another person, or a new device', text: ' · new key' }) : null),
-        (!p.you && this.role === 'host' && p.key) ? h('span', { class: 'person-actions' },
+        (!p.you && this.moderates && p.key) ? h('span', { class: 'person-actions' },
           h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: this.silencedKeys.has(p.key) ? 'allow' : 'mute' },
             text: this.silencedKeys.has(p.key) ? 'Allow' : 'Mute',
             onclick: () => this.moderate(this.silencedKeys.has(p.key) ? 'allow' : 'mute', p) }),
@@ -914,7 +927,7 @@ export class Meeting {
           stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),
           stateIcon(p.video, 'cam', 'camOff', 'Camera')));
     }));
-    if (this.role === 'host') {
+    if (this.moderates) {
       el.peopleList.prepend(h('li', { class: 'person host-actions' },
         h('span', { class: 'person-actions' },
           h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: this.locked ? 'unlock' : 'lock' },
