@@ -1,4 +1,4 @@
-//! Moderation in real browsers, through the UI: the host (the browser that started the
+//! Moderation in real browsers, through the UI: a raised hand shows at the host; the host (the browser that started the
 //! meeting, whose key signed it) mutes a speaker from the People panel and the node stops
 //! forwarding that speaker's microphone; a participant who is not the host cannot; the host
 //! removes the speaker, who cannot come back with the same key; the host locks the meeting
@@ -86,6 +86,30 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
             Duration::from_secs(45),
         )
         .await;
+    }
+
+    // Cy raises her hand: the host sees it next to her name.
+    cy.eval("document.getElementById('btn-hand').click(); true")
+        .await
+        .expect("raise hand");
+    ada.wait_for(
+        "Ada sees Cy's raised hand",
+        "(() => { const li = [...document.querySelectorAll('.people-list li.person[data-participant]')]
+            .find(l => l.querySelector('.person-name span')?.textContent === 'Cy');
+          return (li && li.querySelector('.hand-up')) ? true : null; })()",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // VECHE_SCREENSHOTS=DIR keeps a picture of the host's view, to look at by hand.
+    if let Ok(dir) = std::env::var("VECHE_SCREENSHOTS") {
+        ada.eval("document.getElementById('btn-people').click(); true")
+            .await
+            .expect("people panel");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = ada
+            .screenshot(&std::path::Path::new(&dir).join("host-people-panel.png"))
+            .await;
     }
 
     // Cy is a speaker, not a moderator: her signed "mute Ada" is refused with a reason.

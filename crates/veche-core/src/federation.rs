@@ -43,6 +43,9 @@ pub enum MeetingEvent {
         video: bool,
         /// Sharing the screen.
         screen: bool,
+        /// Hand raised.
+        #[serde(default)]
+        hand: bool,
         /// The person's key as the sending node checked it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
@@ -62,6 +65,9 @@ pub enum MeetingEvent {
         video: bool,
         /// Sharing the screen.
         screen: bool,
+        /// Hand raised.
+        #[serde(default)]
+        hand: bool,
     },
     /// Said something in the chat.
     Chat {

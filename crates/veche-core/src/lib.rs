@@ -94,7 +94,8 @@ impl Source {
     }
 }
 
-/// What a participant currently sends: microphone on, camera on, screen shared.
+/// What a participant currently sends (microphone, camera, screen) and whether their hand
+/// is raised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaState {
     /// Microphone on (not muted).
@@ -103,6 +104,9 @@ pub struct MediaState {
     pub video: bool,
     /// Sharing the screen.
     pub screen: bool,
+    /// Hand raised (asking to speak).
+    #[serde(default)]
+    pub hand: bool,
 }
 
 impl Default for MediaState {
@@ -111,6 +115,7 @@ impl Default for MediaState {
             audio: true,
             video: true,
             screen: false,
+            hand: false,
         }
     }
 }

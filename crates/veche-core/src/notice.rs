@@ -18,6 +18,8 @@ pub struct ParticipantInfo {
     pub video: bool,
     /// Sharing the screen.
     pub screen: bool,
+    /// Hand raised.
+    pub hand: bool,
     /// The person's key (base64url Ed25519 public key) that their node checked when they
     /// joined; `None` for participants whose node did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +34,7 @@ impl ParticipantInfo {
             audio: state.audio,
             video: state.video,
             screen: state.screen,
+            hand: state.hand,
             key: key.map(str::to_owned),
         }
     }
@@ -83,6 +86,8 @@ pub enum Notice {
         video: bool,
         /// Sharing the screen.
         screen: bool,
+        /// Hand raised.
+        hand: bool,
     },
     /// A chat message.
     Chat {

@@ -750,6 +750,7 @@ impl Sfu {
                 audio: state.audio,
                 video: state.video,
                 screen: state.screen,
+                hand: state.hand,
             },
             &mut out,
         );

@@ -286,6 +286,7 @@ fn mute_and_camera_off_are_shown_to_others_and_screen_start_asks_for_a_keyframe(
         audio: false,
         video: false,
         screen: false,
+        hand: false,
     };
     let out = sim.sfu.set_state(a, StateChange(muted), sim.now);
     sim.apply(out);
@@ -293,7 +294,8 @@ fn mute_and_camera_off_are_shown_to_others_and_screen_start_asks_for_a_keyframe(
         id: a,
         audio: false,
         video: false,
-        screen: false
+        screen: false,
+        hand: false,
     }));
     assert!(
         sim.notices_of(a)

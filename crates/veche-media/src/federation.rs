@@ -105,6 +105,7 @@ fn event_of(p: &ParticipantInfo) -> MeetingEvent {
         audio: p.audio,
         video: p.video,
         screen: p.screen,
+        hand: p.hand,
         key: p.key.clone(),
     }
 }
@@ -450,6 +451,7 @@ impl Engine {
                     audio: state.audio,
                     video: state.video,
                     screen: state.screen,
+                    hand: state.hand,
                 },
             );
         }
@@ -514,6 +516,7 @@ impl Engine {
                     audio,
                     video,
                     screen,
+                    hand,
                     key,
                 } => {
                     listed.insert(id);
@@ -521,6 +524,7 @@ impl Engine {
                         audio,
                         video,
                         screen,
+                        hand,
                     };
                     let who = Announced {
                         id,
@@ -540,6 +544,7 @@ impl Engine {
                     audio,
                     video,
                     screen,
+                    hand,
                 } => {
                     if let Some(pid) = self.remote_in(&node, id, &meeting) {
                         let out = self.sfu.set_state(
@@ -548,6 +553,7 @@ impl Engine {
                                 audio,
                                 video,
                                 screen,
+                                hand,
                             }),
                             now,
                         );
@@ -611,7 +617,8 @@ impl Engine {
         let key = (node.to_owned(), id);
         if let Some(&pid) = self.fed.remotes.get(&key) {
             if self.sfu.info(pid).is_some_and(|i| {
-                (i.audio, i.video, i.screen) != (state.audio, state.video, state.screen)
+                (i.audio, i.video, i.screen, i.hand)
+                    != (state.audio, state.video, state.screen, state.hand)
             }) {
                 let out = self.sfu.set_state(pid, StateChange(state), now);
                 self.apply(out);

@@ -397,7 +397,7 @@ export class Meeting {
     const key = typeof p.key === 'string' ? p.key : '';
     return {
       id: p.id, name, audio: !!p.audio, video: !!p.video, screen: !!p.screen,
-      key, fp: fingerprint(key), newKey: notePerson(name, key),
+      hand: !!p.hand, key, fp: fingerprint(key), newKey: notePerson(name, key),
     };
   }
 
@@ -424,6 +424,9 @@ export class Meeting {
     p.audio = !!msg.audio;
     p.video = !!msg.video;
     p.screen = !!msg.screen;
+    const raised = !!msg.hand && !p.hand;
+    p.hand = !!msg.hand;
+    if (raised && this.moderates) toast(`${p.name} raised a hand`, { timeout: 5000 });
     this.render();
   }
 
@@ -542,7 +545,15 @@ export class Meeting {
       audio: !!(L.mic && L.audio && L.mic.readyState === 'live'),
       video: !!(L.cam && L.video && L.cam.readyState === 'live'),
       screen: !!L.screen,
+      hand: !!this.hand,
     };
+  }
+
+  /** Raise or lower our hand: everyone sees it; the host and moderators get a note. */
+  toggleHand() {
+    this.hand = !this.hand;
+    this.sendState();
+    this.render();
   }
 
   sendState() {
@@ -653,6 +664,7 @@ export class Meeting {
     el.btnMic = ctl('btn-mic', () => this.toggleDevice('mic'));
     el.btnCam = ctl('btn-cam', () => this.toggleDevice('camera'));
     el.btnScreen = ctl('btn-screen', () => this.toggleScreen());
+    el.btnHand = ctl('btn-hand', () => this.toggleHand());
     el.btnPeople = ctl('btn-people', () => this.togglePanel('people'));
     el.btnChat = ctl('btn-chat', () => this.togglePanel('chat'));
     el.btnCopy = ctl('btn-copy', () => this.invite());
@@ -705,7 +717,7 @@ export class Meeting {
     el.count = h('span', { class: 'meeting-count' });
     const topbar = h('header', { class: 'topbar' }, brand(false), el.title, el.count);
     const controls = h('footer', { class: 'controls', role: 'toolbar', 'aria-label': 'Meeting controls' },
-      h('div', { class: 'ctl-group' }, el.btnMic, el.btnCam, el.btnScreen),
+      h('div', { class: 'ctl-group' }, el.btnMic, el.btnCam, el.btnScreen, el.btnHand),
       h('div', { class: 'ctl-group' }, el.btnPeople, el.btnChat, el.btnCopy),
       h('div', { class: 'ctl-group' }, el.btnLeave));
 
@@ -923,6 +935,7 @@ export class Meeting {
           h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'remove' }, text: 'Remove',
             onclick: () => this.moderate('remove', p) })) : null,
         h('span', { class: 'person-icons' },
+          p.hand ? h('span', { class: 'state-icon on hand-up', role: 'img', 'aria-label': 'Hand raised' }, icon('hand')) : null,
           p.screen ? h('span', { class: 'state-icon on', role: 'img', 'aria-label': 'Sharing screen' }, icon('screen')) : null,
           stateIcon(p.audio, 'mic', 'micOff', 'Microphone'),
           stateIcon(p.video, 'cam', 'camOff', 'Camera')));
@@ -986,6 +999,8 @@ export class Meeting {
       me.video ? 'Turn off camera' : 'Turn on camera', { off: !me.video, busy: this.busy.camera });
     set(el.btnScreen, 'screen', L.screen ? 'Stop sharing' : 'Share screen',
       L.screen ? 'Stop sharing your screen' : 'Share your screen', { active: !!L.screen });
+    set(el.btnHand, 'hand', this.hand ? 'Lower hand' : 'Raise hand',
+      this.hand ? 'Lower your hand' : 'Raise your hand to speak', { active: !!this.hand });
     set(el.btnPeople, 'people', 'People', 'Show participants', { active: this.panel === 'people' });
     const unread = this.unread ? ` (${this.unread} unread)` : '';
     set(el.btnChat, 'chat', 'Chat', `Show chat${unread}`, { active: this.panel === 'chat' });

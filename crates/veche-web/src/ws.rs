@@ -73,6 +73,8 @@ enum ClientMsg {
         audio: bool,
         video: bool,
         screen: bool,
+        #[serde(default)]
+        hand: bool,
     },
     Chat {
         text: String,
@@ -564,12 +566,14 @@ impl Session {
                 audio,
                 video,
                 screen,
+                hand,
             } => Command::State {
                 id,
                 state: MediaState {
                     audio,
                     video,
                     screen,
+                    hand,
                 },
             },
             ClientMsg::Chat { text } => Command::Chat { id, text },
