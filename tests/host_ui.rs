@@ -1,7 +1,7 @@
 //! A teacher's flow in real browsers, with nothing but the UI: start an invite-only meeting
 //! (the browser's key signs it, so that browser is the host), make a listener invite link in
 //! the invite dialog, and see the link admit a student as a listener while the plain link
-//! admits nobody.
+//! admits nobody; withdrawn from the same dialog, the invite link admits nobody either.
 //!
 //! Runs as root (the browsers live in a network namespace).
 
@@ -110,6 +110,30 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     )
     .await;
 
+    // The host withdraws the listener invite from the same dialog: the link stops working.
+    ada.wait_for(
+        "the withdraw button",
+        "(() => { const b = document.querySelector('button[data-withdraw]'); if (!b) return null; b.click(); return true; })()",
+        Duration::from_secs(10),
+    )
+    .await;
+    ada.wait_for(
+        "the invite withdrawn",
+        "(document.querySelector('button[data-withdraw]')?.textContent === 'Withdrawn') || null",
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut late = lab
+        .browser(&format!("{page}?name=Late&autojoin=1#{fragment}"), &[])
+        .await;
+    late.wait_for(
+        "the withdrawn link refused",
+        "document.body.innerText.includes('This invite was withdrawn by the host') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    late.close().await;
     cy.close().await;
     lee.close().await;
     ada.close().await;

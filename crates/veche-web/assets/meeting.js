@@ -1141,9 +1141,10 @@ export class Meeting {
     make.addEventListener('click', async () => {
       make.disabled = true;
       try {
+        const inviteId = randomId();
         const token = await signToken('veche/invite/v1', {
           meeting: this.id,
-          id: randomId(),
+          id: inviteId,
           role: role.value,
           expires_ms: Date.now() + Number(expiry.value),
           max_uses: single.checked ? 1 : null,
@@ -1153,7 +1154,10 @@ export class Meeting {
         const url = `${link}#invite=${token}`;
         const input = h('input', { id: 'invite-link', class: 'copy-input', type: 'text', readonly: true, 'aria-label': 'Invite link' });
         input.value = url;
+        const label = `${role.value}, ${expiry.selectedOptions[0].text}${single.checked ? ', one use' : ''}`;
+        this.rememberInvite({ id: inviteId, label, made: Date.now() });
         out.replaceChildren(h('p', { class: 'dialog-note', text: `A ${role.value} invite, ${expiry.selectedOptions[0].text}${single.checked ? ', for one person' : ''}. The part after # never reaches any server.` }), input);
+        list.replaceChildren(...this.inviteRows());
         toast((await copyText(url)) ? 'Invite link copied' : 'Select the link and copy it', { timeout: 2500 });
       } catch (err) {
         toast(`Could not sign the invite: ${err && err.message || err}`, { kind: 'error' });
@@ -1161,13 +1165,51 @@ export class Meeting {
         make.disabled = false;
       }
     });
+    const list = h('ul', { class: 'invite-list' }, ...this.inviteRows());
     return [
       h('h3', { text: 'Invite with a role (you are the host)' }),
       h('div', { class: 'row' }, role, expiry),
       h('label', { class: 'check', for: 'invite-single' }, single, ' one use only'),
       make,
       out,
+      list,
     ];
+  }
+
+  /** Invites this browser made for this meeting (their ids, to withdraw them). */
+  madeInvites() {
+    try { return JSON.parse(localStorage.getItem(`veche.invites.${this.id}`) || '[]') || []; } catch { return []; }
+  }
+
+  rememberInvite(inv) {
+    const all = [inv, ...this.madeInvites()].slice(0, 50);
+    try { localStorage.setItem(`veche.invites.${this.id}`, JSON.stringify(all)); } catch { /* full */ }
+  }
+
+  /** One row per invite made here, with a Withdraw button (a host-signed revocation). */
+  inviteRows() {
+    return this.madeInvites().map((inv) => {
+      const btn = h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { withdraw: inv.id },
+        text: inv.withdrawn ? 'Withdrawn' : 'Withdraw', disabled: !!inv.withdrawn });
+      btn.addEventListener('click', async () => {
+        btn.disabled = true;
+        try {
+          const revocation = await signToken('veche/revocation/v1', { meeting: this.id, invite: inv.id, at_ms: Date.now() });
+          const res = await fetch(`/api/meetings/${encodeURIComponent(this.id)}/revocations`, {
+            method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ revocation }),
+          });
+          if (!res.ok) throw new Error(`HTTP ${res.status}`);
+          const all = this.madeInvites().map((x) => (x.id === inv.id ? { ...x, withdrawn: true } : x));
+          try { localStorage.setItem(`veche.invites.${this.id}`, JSON.stringify(all)); } catch { /* full */ }
+          btn.textContent = 'Withdrawn';
+          toast('Invite withdrawn: its link no longer lets anyone in', { timeout: 4000 });
+        } catch (err) {
+          btn.disabled = false;
+          toast(`Could not withdraw the invite: ${err && err.message || err}`, { kind: 'error' });
+        }
+      });
+      return h('li', { class: 'invite-row' }, h('span', { text: `Invite (${inv.label})` }), btn);
+    });
   }
 
   // ---- speaking indicator ---------------------------------------------------
