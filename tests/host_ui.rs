@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::Lab;
+use support::{click, host_starts, make_invite, wait_text, Lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
@@ -21,61 +21,10 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     let base = node.base();
 
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for(
-        "start page",
-        "(document.readyState === 'complete' && document.getElementById('start-btn')) ? true : null",
-        Duration::from_secs(20),
-    )
-    .await;
-    ada.eval(
-        "document.getElementById('new-title').value = 'Lab 3';
-         document.getElementById('new-invite-only').click();
-         document.getElementById('start-btn').click(); true",
-    )
-    .await
-    .expect("start");
-    let path = ada
-        .wait_for(
-            "the new meeting's page",
-            "location.pathname.startsWith('/m/') ? location.pathname : null",
-            Duration::from_secs(20),
-        )
-        .await;
-    let path = path.as_str().expect("path").to_owned();
-    ada.eval(&format!("location.href = '{path}?name=Ada&autojoin=1'"))
-        .await
-        .expect("join");
-    ada.wait_for(
-        "Ada in, as the host",
-        "(window.veche && veche.state().joined && veche.state().role === 'host') || null",
-        Duration::from_secs(30),
-    )
-    .await;
+    host_starts(&mut ada, "Lab 3", &["new-invite-only"], "Ada").await;
 
     // The invite dialog makes a listener link.
-    ada.eval("document.getElementById('btn-copy').click(); true")
-        .await
-        .expect("open invite dialog");
-    ada.wait_for(
-        "the host's invite maker",
-        "document.getElementById('invite-create') ? true : null",
-        Duration::from_secs(10),
-    )
-    .await;
-    ada.eval(
-        "document.getElementById('invite-role').value = 'listener';
-         document.getElementById('invite-create').click(); true",
-    )
-    .await
-    .expect("create invite");
-    let link = ada
-        .wait_for(
-            "the invite link",
-            "document.getElementById('invite-link')?.value || null",
-            Duration::from_secs(10),
-        )
-        .await;
-    let link = link.as_str().expect("link").to_owned();
+    let link = make_invite(&mut ada, "listener").await;
     let (page, fragment) = link.split_once('#').expect("the invite is in the fragment");
     assert!(fragment.starts_with("invite="), "{link}");
     assert!(
@@ -111,12 +60,7 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     .await;
 
     // The host withdraws the listener invite from the same dialog: the link stops working.
-    ada.wait_for(
-        "the withdraw button",
-        "(() => { const b = document.querySelector('button[data-withdraw]'); if (!b) return null; b.click(); return true; })()",
-        Duration::from_secs(10),
-    )
-    .await;
+    click(&mut ada, "the withdraw button", "button[data-withdraw]").await;
     ada.wait_for(
         "the invite withdrawn",
         "(document.querySelector('button[data-withdraw]')?.textContent === 'Withdrawn') || null",
@@ -126,10 +70,10 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     let mut late = lab
         .browser(&format!("{page}?name=Late&autojoin=1#{fragment}"), &[])
         .await;
-    late.wait_for(
+    wait_text(
+        &mut late,
         "the withdrawn link refused",
-        "document.body.innerText.includes('This invite was withdrawn by the host') || null",
-        Duration::from_secs(30),
+        "This invite was withdrawn by the host",
     )
     .await;
 

@@ -10,8 +10,7 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-use support::{Browser, Lab};
+use support::{create_meeting, wait_text, Browser, Lab};
 use veche_trust::{encode_token, Invite, Keypair, MeetingDoc, Policy, Revocation, Role};
 
 fn now_ms() -> u64 {
@@ -65,17 +64,7 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
     // The host creates the meeting and signs it: invite only.
     let host = Keypair::from_secret(&[5; 32]);
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for(
-        "landing page",
-        "location.href.startsWith('http:') && document.readyState === 'complete'",
-        Duration::from_secs(20),
-    )
-    .await;
-    let created: Value = ada
-        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Physics'})}).then(r => r.json())")
-        .await
-        .expect("create meeting");
-    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let id = create_meeting(&mut ada, "Physics").await;
     let doc = encode_token(&host.sign(MeetingDoc {
         id: id.clone(),
         title: "Physics".into(),
@@ -129,10 +118,10 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
         Duration::from_secs(45),
     )
     .await;
-    lee.wait_for(
+    wait_text(
+        &mut lee,
         "Lee told it is a listener",
-        "document.body.innerText.includes('You joined as a listener') || null",
-        Duration::from_secs(10),
+        "You joined as a listener",
     )
     .await;
     // Lee's browser sends its camera and microphone to the node...

@@ -8,22 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Browser, Lab};
-
-async fn decide(host: &mut Browser, name: &str, action: &str) {
-    let js = format!(
-        "(() => {{ const li = [...document.querySelectorAll('.people-list li.waiting')]
-             .find(l => l.querySelector('.person-name span')?.textContent === {name:?});
-           const b = li && li.querySelector('button[data-action={action:?}]');
-           if (!b) return null; b.click(); return true; }})()"
-    );
-    host.wait_for(
-        &format!("{name} waiting, to {action}"),
-        &js,
-        Duration::from_secs(20),
-    )
-    .await;
-}
+use support::{click_row, host_starts, wait_text, Lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_lobby_on_newcomers_wait_until_the_host_admits_them() {
@@ -35,45 +20,16 @@ async fn with_the_lobby_on_newcomers_wait_until_the_host_admits_them() {
     let base = node.base();
 
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for(
-        "start page",
-        "(document.readyState === 'complete' && document.getElementById('start-btn')) ? true : null",
-        Duration::from_secs(20),
-    )
-    .await;
-    ada.eval(
-        "document.getElementById('new-title').value = 'Office hours';
-         document.getElementById('new-lobby').click();
-         document.getElementById('start-btn').click(); true",
-    )
-    .await
-    .expect("start");
-    let path = ada
-        .wait_for(
-            "the meeting page",
-            "location.pathname.startsWith('/m/') ? location.pathname : null",
-            Duration::from_secs(20),
-        )
-        .await;
-    let path = path.as_str().expect("path").to_owned();
-    let link = |name: &str| format!("{base}{path}?name={name}&autojoin=1");
-    ada.eval(&format!("location.href = {:?}", link("Ada")))
-        .await
-        .expect("join");
     // The host does not wait.
-    ada.wait_for(
-        "Ada in as the host",
-        "(window.veche && veche.state().joined && veche.state().role === 'host') || null",
-        Duration::from_secs(30),
-    )
-    .await;
+    let path = host_starts(&mut ada, "Office hours", &["new-lobby"], "Ada").await;
+    let link = |name: &str| format!("{base}{path}?name={name}&autojoin=1");
 
     // Bob waits: told so, not in the meeting, and nobody sees him as a participant.
     let mut bob = lab.browser(&link("Bob"), &[]).await;
-    bob.wait_for(
+    wait_text(
+        &mut bob,
         "Bob waiting",
-        "document.body.innerText.includes('Waiting for the host to let you in') || null",
-        Duration::from_secs(20),
+        "Waiting for the host to let you in",
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -90,7 +46,7 @@ async fn with_the_lobby_on_newcomers_wait_until_the_host_admits_them() {
     );
 
     // Admitted: Bob is in and sees Ada.
-    decide(&mut ada, "Bob", "admit").await;
+    click_row(&mut ada, "Bob", "admit", true).await;
     bob.wait_for(
         "Bob decoding Ada's camera",
         "veche.state().joined ? veche.stats().then(s => s.inbound.some(i => i.name === 'Ada' && i.source === 'camera' && i.framesDecoded > 0) || null) : null",
@@ -100,13 +56,8 @@ async fn with_the_lobby_on_newcomers_wait_until_the_host_admits_them() {
 
     // Turned away: Cy is told, and never joined.
     let mut cy = lab.browser(&link("Cy"), &[]).await;
-    decide(&mut ada, "Cy", "deny").await;
-    cy.wait_for(
-        "Cy turned away",
-        "document.body.innerText.includes('The host did not let you in') || null",
-        Duration::from_secs(20),
-    )
-    .await;
+    click_row(&mut ada, "Cy", "deny", true).await;
+    wait_text(&mut cy, "Cy turned away", "The host did not let you in").await;
 
     cy.close().await;
     bob.close().await;

@@ -10,34 +10,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Browser, Lab};
-
-/// Audio bytes `b` has received from `name`.
-async fn audio_from(b: &mut Browser, name: &str) -> u64 {
-    b.eval(&format!(
-        "veche.stats().then(s => s.inbound.filter(i => i.name === {name:?} && i.source === 'mic').reduce((a, i) => a + i.bytesReceived, 0))"
-    ))
-    .await
-    .expect("stats")
-    .as_u64()
-    .unwrap_or(0)
-}
-
-/// Click the host's moderation button `action` on `name`'s row of the People panel.
-async fn click(host: &mut Browser, name: &str, action: &str) {
-    let js = format!(
-        "(() => {{ const li = [...document.querySelectorAll('.people-list li.person[data-participant]')]
-             .find(l => l.querySelector('.person-name span')?.textContent === {name:?});
-           const b = li && li.querySelector('button[data-action={action:?}]');
-           if (!b) return null; b.click(); return true; }})()"
-    );
-    host.wait_for(
-        &format!("the {action} button for {name}"),
-        &js,
-        Duration::from_secs(20),
-    )
-    .await;
-}
+use support::{
+    audio_from, click, click_row, forged_mute, host_starts, make_invite, wait_text, Lab,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_mutes_and_removes_and_nobody_else_can() {
@@ -50,33 +25,8 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
 
     // Ada starts the meeting from the start page: her browser's key is the host.
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for(
-        "start page",
-        "(document.readyState === 'complete' && document.getElementById('start-btn')) ? true : null",
-        Duration::from_secs(20),
-    )
-    .await;
-    ada.eval("document.getElementById('new-title').value = 'Club'; document.getElementById('start-btn').click(); true")
-        .await
-        .expect("start");
-    let path = ada
-        .wait_for(
-            "the meeting page",
-            "location.pathname.startsWith('/m/') ? location.pathname : null",
-            Duration::from_secs(20),
-        )
-        .await;
-    let path = path.as_str().expect("path").to_owned();
+    let path = host_starts(&mut ada, "Club", &[], "Ada").await;
     let link = |name: &str| format!("{base}{path}?name={name}&autojoin=1");
-    ada.eval(&format!("location.href = {:?}", link("Ada")))
-        .await
-        .expect("join");
-    ada.wait_for(
-        "Ada in as the host",
-        "(window.veche && veche.state().joined && veche.state().role === 'host') || null",
-        Duration::from_secs(30),
-    )
-    .await;
     let mut bob = lab.browser(&link("Bob"), &[]).await;
     let mut cy = lab.browser(&link("Cy"), &[]).await;
     for (b, who) in [(&mut ada, "Ada"), (&mut cy, "Cy")] {
@@ -113,31 +63,11 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
     }
 
     // Cy is a speaker, not a moderator: her signed "mute Ada" is refused with a reason.
-    cy.eval(
-        "import('/assets/keys.js').then(async (k) => {
-           const ada = veche.state().participants.find(p => p.name === 'Ada');
-           const action = await k.signToken('veche/action/v1', {meeting: location.pathname.split('/')[2],
-             kind: 'mute', target: ada.key, at_ms: Date.now(), authority: null});
-           return veche.send({type: 'moderate', action});
-         })",
-    )
-    .await
-    .expect("forged mute");
-    cy.wait_for(
-        "Cy told she may not",
-        "document.body.innerText.includes('only the host or a moderator may do this') || null",
-        Duration::from_secs(10),
-    )
-    .await;
+    forged_mute(&mut cy, "Cy", "Ada").await;
 
     // The host mutes Bob: within 2 s the others' audio bytes from Bob stop growing.
-    click(&mut ada, "Bob", "mute").await;
-    bob.wait_for(
-        "Bob told he is muted",
-        "document.body.innerText.includes('The host muted you') || null",
-        Duration::from_secs(10),
-    )
-    .await;
+    click_row(&mut ada, "Bob", "mute", false).await;
+    wait_text(&mut bob, "Bob told he is muted", "The host muted you").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (a0, c0) = (
         audio_from(&mut ada, "Bob").await,
@@ -166,26 +96,7 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
 
     // A moderator (invited as one from the host's Invite dialog) mutes Cy: Ada stops
     // hearing her.
-    ada.eval("document.getElementById('btn-copy').click(); true")
-        .await
-        .expect("invite dialog");
-    ada.wait_for(
-        "the invite maker",
-        "document.getElementById('invite-create') ? true : null",
-        Duration::from_secs(10),
-    )
-    .await;
-    ada.eval("document.getElementById('invite-role').value = 'moderator'; document.getElementById('invite-create').click(); true")
-        .await
-        .expect("moderator invite");
-    let mod_link = ada
-        .wait_for(
-            "the moderator link",
-            "document.getElementById('invite-link')?.value || null",
-            Duration::from_secs(10),
-        )
-        .await;
-    let mod_link = mod_link.as_str().expect("link").to_owned();
+    let mod_link = make_invite(&mut ada, "moderator").await;
     ada.eval("document.querySelector('dialog[open] button[aria-label=\"Close\"]')?.click(); document.querySelector('.dialog-backdrop button[aria-label=\"Close\"]')?.click(); true")
         .await
         .expect("close dialog");
@@ -199,13 +110,8 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
         Duration::from_secs(30),
     )
     .await;
-    click(&mut mo, "Cy", "mute").await;
-    cy.wait_for(
-        "Cy told she is muted",
-        "document.body.innerText.includes('The host muted you') || null",
-        Duration::from_secs(10),
-    )
-    .await;
+    click_row(&mut mo, "Cy", "mute", false).await;
+    wait_text(&mut cy, "Cy told she is muted", "The host muted you").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let c0 = audio_from(&mut ada, "Cy").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -217,11 +123,11 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
     mo.close().await;
 
     // Removed: Bob's page says so, and the same browser (same key) cannot come back.
-    click(&mut ada, "Bob", "remove").await;
-    bob.wait_for(
+    click_row(&mut ada, "Bob", "remove", false).await;
+    wait_text(
+        &mut bob,
         "Bob removed",
-        "document.body.innerText.includes('You were removed from this meeting') || null",
-        Duration::from_secs(15),
+        "You were removed from this meeting",
     )
     .await;
     bob.eval(&format!("location.href = {:?}", link("Bob again")))
@@ -241,42 +147,32 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
         .unwrap_or(false));
 
     // Locked: nobody new gets in.
-    ada.wait_for(
+    click(
+        &mut ada,
         "the lock button",
-        "(() => { const b = document.querySelector('.people-list button[data-action=\"lock\"]'); if (!b) return null; b.click(); return true; })()",
-        Duration::from_secs(10),
+        ".people-list button[data-action=\"lock\"]",
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut dee = lab.browser(&link("Dee"), &[]).await;
-    dee.wait_for(
-        "Dee refused: locked",
-        "document.body.innerText.includes('This meeting is locked') || null",
-        Duration::from_secs(20),
-    )
-    .await;
+    wait_text(&mut dee, "Dee refused: locked", "This meeting is locked").await;
     // Ended: everyone is out, and nobody joins again.
-    ada.wait_for(
+    click(
+        &mut ada,
         "the end button",
-        "(() => { const b = document.querySelector('.people-list button[data-action=\"end\"]'); if (!b) return null; b.click(); return true; })()",
-        Duration::from_secs(10),
+        ".people-list button[data-action=\"end\"]",
     )
     .await;
-    cy.wait_for(
+    wait_text(
+        &mut cy,
         "Cy told the meeting ended",
-        "document.body.innerText.includes('The host ended the meeting') || null",
-        Duration::from_secs(15),
+        "The host ended the meeting",
     )
     .await;
     dee.eval(&format!("location.href = {:?}", link("Dee again")))
         .await
         .expect("rejoin");
-    dee.wait_for(
-        "Dee refused: ended",
-        "document.body.innerText.includes('This meeting has ended') || null",
-        Duration::from_secs(20),
-    )
-    .await;
+    wait_text(&mut dee, "Dee refused: ended", "This meeting has ended").await;
 
     dee.close().await;
     cy.close().await;

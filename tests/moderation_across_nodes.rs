@@ -10,40 +10,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{lan_nodes, Browser, NatLab};
+use support::{audio_from, click_row, forged_mute, host_starts, lan_nodes, wait_text, NatLab};
 
 const BASE: &str = "http://localhost:7300";
-
-async fn audio_from(b: &mut Browser, name: &str) -> u64 {
-    b.eval(&format!(
-        "veche.stats().then(s => s.inbound.filter(i => i.name === {name:?} && i.source === 'mic').reduce((a, i) => a + i.bytesReceived, 0))"
-    ))
-    .await
-    .expect("stats")
-    .as_u64()
-    .unwrap_or(0)
-}
-
-/// `b` signs a mute of `target` with its own key and sends it; the page must show the
-/// node's refusal.
-async fn forged_mute(b: &mut Browser, who: &str, target: &str) {
-    b.eval(&format!(
-        "import('/assets/keys.js').then(async (k) => {{
-           const t = veche.state().participants.find(p => p.name === {target:?});
-           const action = await k.signToken('veche/action/v1', {{meeting: location.pathname.split('/')[2],
-             kind: 'mute', target: t.key, at_ms: Date.now(), authority: null}});
-           return veche.send({{type: 'moderate', action}});
-         }})"
-    ))
-    .await
-    .expect("forged mute");
-    b.wait_for(
-        &format!("{who}'s node refusing a mute signed by {who}"),
-        "document.body.innerText.includes('only the host or a moderator may do this') || null",
-        Duration::from_secs(10),
-    )
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_nodes_check_moderation_and_the_hosts_mute_holds_across() {
@@ -52,34 +21,7 @@ async fn both_nodes_check_moderation_and_the_hosts_mute_holds_across() {
     let a_id = nodes[0].1.clone();
 
     let mut ada = lab.browser("lan1a", &format!("{BASE}/")).await;
-    ada.wait_for(
-        "start page",
-        "(document.readyState === 'complete' && document.getElementById('start-btn')) ? true : null",
-        Duration::from_secs(20),
-    )
-    .await;
-    ada.eval("document.getElementById('new-title').value = 'Two schools'; document.getElementById('start-btn').click(); true")
-        .await
-        .expect("start");
-    let path = ada
-        .wait_for(
-            "the meeting page",
-            "location.pathname.startsWith('/m/') ? location.pathname : null",
-            Duration::from_secs(20),
-        )
-        .await;
-    let path = path.as_str().expect("path").to_owned();
-    ada.eval(&format!(
-        "location.href = '{BASE}{path}?name=Ada&autojoin=1'"
-    ))
-    .await
-    .expect("join");
-    ada.wait_for(
-        "Ada in as the host",
-        "(window.veche && veche.state().joined && veche.state().role === 'host') || null",
-        Duration::from_secs(30),
-    )
-    .await;
+    let path = host_starts(&mut ada, "Two schools", &[], "Ada").await;
     let mut bob = lab
         .browser(
             "lan1b",
@@ -106,16 +48,11 @@ async fn both_nodes_check_moderation_and_the_hosts_mute_holds_across() {
     forged_mute(&mut cy, "Cy", "Bob").await;
 
     // The host mutes Bob, who is on the other node: B checks the signature and withholds.
-    let js = "(() => { const li = [...document.querySelectorAll('.people-list li.person[data-participant]')]
-        .find(l => l.querySelector('.person-name span')?.textContent === 'Bob');
-      const b = li && li.querySelector('button[data-action=\"mute\"]');
-      if (!b) return null; b.click(); return true; })()";
-    ada.wait_for("the mute button for Bob", js, Duration::from_secs(20))
-        .await;
-    bob.wait_for(
+    click_row(&mut ada, "Bob", "mute", false).await;
+    wait_text(
+        &mut bob,
         "Bob told he is muted (by node B)",
-        "document.body.innerText.includes('The host muted you') || null",
-        Duration::from_secs(15),
+        "The host muted you",
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -9,8 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{Browser, Lab};
+use support::{create_meeting, Browser, Lab};
 
 /// The fingerprints `b` shows next to other people called `name`, and whether each is
 /// marked as a new key: [[fingerprint, marked], ...].
@@ -69,17 +68,7 @@ async fn browsers_prove_their_keys_and_show_fingerprints() {
     let base = node.base();
 
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for(
-        "landing page",
-        "location.href.startsWith('http:') && document.readyState === 'complete'",
-        Duration::from_secs(20),
-    )
-    .await;
-    let created: Value = ada
-        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Keys'})}).then(r => r.json())")
-        .await
-        .expect("create meeting");
-    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let id = create_meeting(&mut ada, "Keys").await;
     let link = |name: &str| format!("{base}/m/{id}?name={name}&autojoin=1");
     ada.eval(&format!("location.href = {:?}", link("Ada")))
         .await

@@ -798,3 +798,157 @@ pub async fn lan_nodes(lab: &NatLab, hosts: &[&str]) -> Vec<(Node, String)> {
     }
     nodes
 }
+
+/// The teacher's way in: on the start page `b` shows, tick the options (checkbox ids such as
+/// `new-invite-only`, `new-lobby`), start a meeting titled `title`, then join it as `name`.
+/// The browser's key signed the meeting, so it is the host. Returns the meeting's path.
+pub async fn host_starts(b: &mut Browser, title: &str, options: &[&str], name: &str) -> String {
+    b.wait_for(
+        "start page",
+        "(document.readyState === 'complete' && document.getElementById('start-btn')) ? true : null",
+        Duration::from_secs(20),
+    )
+    .await;
+    let ticks: String = options
+        .iter()
+        .map(|id| format!("document.getElementById({id:?}).click();"))
+        .collect();
+    b.eval(&format!(
+        "document.getElementById('new-title').value = {title:?}; {ticks} document.getElementById('start-btn').click(); true"
+    ))
+    .await
+    .expect("start a meeting");
+    let path = b
+        .wait_for(
+            "the new meeting's page",
+            "location.pathname.startsWith('/m/') ? location.pathname : null",
+            Duration::from_secs(20),
+        )
+        .await;
+    let path = path.as_str().expect("path").to_owned();
+    b.eval(&format!("location.href = '{path}?name={name}&autojoin=1'"))
+        .await
+        .expect("join");
+    b.wait_for(
+        &format!("{name} in as the host"),
+        "(window.veche && veche.state().joined && veche.state().role === 'host') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    path
+}
+
+/// Create a meeting through the API from the page `b` shows; returns its id.
+pub async fn create_meeting(b: &mut Browser, title: &str) -> String {
+    b.wait_for(
+        "a page of the node",
+        "location.href.startsWith('http') && document.readyState === 'complete'",
+        Duration::from_secs(20),
+    )
+    .await;
+    let created = b
+        .eval(&format!(
+            "fetch('/api/meetings', {{method: 'POST', headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{title: {title:?}}})}}).then(r => r.json())"
+        ))
+        .await
+        .expect("create meeting");
+    created["id"].as_str().expect("meeting id").to_owned()
+}
+
+/// Audio bytes `b` has received from `name`'s microphone.
+pub async fn audio_from(b: &mut Browser, name: &str) -> u64 {
+    b.eval(&format!(
+        "veche.stats().then(s => s.inbound.filter(i => i.name === {name:?} && i.source === 'mic').reduce((a, i) => a + i.bytesReceived, 0))"
+    ))
+    .await
+    .expect("stats")
+    .as_u64()
+    .unwrap_or(0)
+}
+
+/// Click the People panel button `action` (`mute`, `remove`, `admit`, ...) on the row of
+/// `name` (rows of participants, or of people waiting with `waiting`).
+pub async fn click_row(b: &mut Browser, name: &str, action: &str, waiting: bool) {
+    let rows = if waiting {
+        ".people-list li.waiting"
+    } else {
+        ".people-list li.person[data-participant]"
+    };
+    let js = format!(
+        "(() => {{ const li = [...document.querySelectorAll({rows:?})]
+             .find(l => l.querySelector('.person-name span')?.textContent === {name:?});
+           const b = li && li.querySelector('button[data-action={action:?}]');
+           if (!b) return null; b.click(); return true; }})()"
+    );
+    b.wait_for(
+        &format!("the {action} button for {name}"),
+        &js,
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+/// Wait (up to 30 s) until the page `b` shows says `text`.
+pub async fn wait_text(b: &mut Browser, what: &str, text: &str) {
+    b.wait_for(
+        what,
+        &format!("document.body.innerText.includes({text:?}) || null"),
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// Click the element `css` selects, once it is there (up to 20 s).
+pub async fn click(b: &mut Browser, what: &str, css: &str) {
+    b.wait_for(
+        what,
+        &format!("(() => {{ const e = document.querySelector({css:?}); if (!e) return null; e.click(); return true; }})()"),
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+/// The host's Invite dialog: make an invite link for `role`; returns the link.
+pub async fn make_invite(b: &mut Browser, role: &str) -> String {
+    click(b, "the Invite button", "#btn-copy").await;
+    b.wait_for(
+        "the host's invite maker",
+        "document.getElementById('invite-create') ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.eval(&format!(
+        "document.getElementById('invite-role').value = {role:?}; document.getElementById('invite-create').click(); true"
+    ))
+    .await
+    .expect("create invite");
+    let link = b
+        .wait_for(
+            "the invite link",
+            "document.getElementById('invite-link')?.value || null",
+            Duration::from_secs(10),
+        )
+        .await;
+    link.as_str().expect("link").to_owned()
+}
+
+/// `b` signs a mute of `target` with its own key and sends it; the page must show the
+/// node's refusal.
+pub async fn forged_mute(b: &mut Browser, who: &str, target: &str) {
+    b.eval(&format!(
+        "import('/assets/keys.js').then(async (k) => {{
+           const t = veche.state().participants.find(p => p.name === {target:?});
+           const action = await k.signToken('veche/action/v1', {{meeting: location.pathname.split('/')[2],
+             kind: 'mute', target: t.key, at_ms: Date.now(), authority: null}});
+           return veche.send({{type: 'moderate', action}});
+         }})"
+    ))
+    .await
+    .expect("forged mute");
+    wait_text(
+        b,
+        &format!("{who}'s node refusing a mute signed by {who}"),
+        "only the host or a moderator may do this",
+    )
+    .await;
+}
