@@ -15,22 +15,60 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const BASE: &str = "http://localhost:7300";
 
-/// Wait until `b` decodes camera video and receives audio from every name in `from`.
-async fn wait_media(b: &mut Browser, who: &str, from: &[&str]) {
-    let names: Vec<String> = from.iter().map(|n| format!("{n:?}")).collect();
-    let js = format!(
-        "(async () => {{ if (!window.veche) return null; const s = await veche.stats();
-           const ok = [{}].every(n => s.inbound.some(i => i.name === n && i.source === 'camera' && i.framesDecoded > 0)
-             && s.inbound.some(i => i.name === n && i.source === 'mic' && i.packetsReceived > 0));
-           return ok ? true : null; }})()",
-        names.join(",")
+/// Wait until `b` decodes camera video and receives audio from every name in `from`. On
+/// timeout the panic says which streams were missing and what the nodes logged, since a
+/// failure here is otherwise hard to place (link, subscription or keyframe).
+async fn wait_media(b: &mut Browser, who: &str, from: &[&str], nodes: &[(support::Node, String)]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut missing = Vec::new();
+    while Instant::now() < deadline {
+        let s = b.stats().await;
+        // Every inbound entry of a name counts (a stream can show up under a second SSRC).
+        let all = |n: &str, source: &str, field: &str| -> Vec<u64> {
+            s["inbound"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|i| i["name"] == n && i["source"] == source)
+                        .map(|i| num(i, field))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        missing = from
+            .iter()
+            .filter_map(|n| {
+                let frames = all(n, "camera", "framesDecoded");
+                let packets = all(n, "mic", "packetsReceived");
+                if frames.iter().any(|&f| f > 0) && packets.iter().any(|&p| p > 0) {
+                    None
+                } else {
+                    Some(format!(
+                        "{n}: camera frames {frames:?}, mic packets {packets:?}"
+                    ))
+                }
+            })
+            .collect::<Vec<_>>();
+        if missing.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs: Vec<String> = nodes
+        .iter()
+        .map(|(n, id)| {
+            let text = n.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("--- node {id} (last lines) ---\n{}", tail.join("\n"))
+        })
+        .collect();
+    let page = b.describe().await;
+    panic!(
+        "timed out after 60 s waiting for {who} decoding video and receiving audio from {from:?}; \
+         missing: {missing:?}\npage: {page}\n{}",
+        logs.join("\n")
     );
-    b.wait_for(
-        &format!("{who} decoding video and receiving audio from {from:?}"),
-        &js,
-        Duration::from_secs(60),
-    )
-    .await;
 }
 
 async fn send_chat(b: &mut Browser, text: &str) {
@@ -79,8 +117,8 @@ async fn two_nodes_on_a_lan_carry_one_meeting() {
     let mut bob = lab
         .browser("lan1b", &meeting_link(&id, Some(&a_id), "Bob"))
         .await;
-    wait_media(&mut ada, "Ada", &["Bob"]).await;
-    wait_media(&mut bob, "Bob", &["Ada"]).await;
+    wait_media(&mut ada, "Ada", &["Bob"], &nodes).await;
+    wait_media(&mut bob, "Bob", &["Ada"], &nodes).await;
     assert_growing(
         &mut [("Ada", &mut ada), ("Bob", &mut bob)],
         &[("Ada", "Bob"), ("Bob", "Ada")],
@@ -157,7 +195,7 @@ async fn a_link_between_nodes_carries_each_track_once() {
         );
     }
     for (b, me) in on_b.iter_mut().zip(["Ben", "Bea"]) {
-        wait_media(b, me, &["Ann", "Art", "Ava"]).await;
+        wait_media(b, me, &["Ann", "Art", "Ava"], &nodes).await;
     }
 
     // Node A's own counters: its link to B carries 3 people x 3 tracks (mic, camera, screen
@@ -217,9 +255,9 @@ async fn a_killed_node_disappears_and_the_rest_goes_on() {
     let mut cy = lab
         .browser("lan1c", &meeting_link(&id, Some(&a_id), "Cy"))
         .await;
-    wait_media(&mut ada, "Ada", &["Bob", "Cy"]).await;
-    wait_media(&mut bob, "Bob", &["Ada", "Cy"]).await;
-    wait_media(&mut cy, "Cy", &["Ada", "Bob"]).await;
+    wait_media(&mut ada, "Ada", &["Bob", "Cy"], &nodes).await;
+    wait_media(&mut bob, "Bob", &["Ada", "Cy"], &nodes).await;
+    wait_media(&mut cy, "Cy", &["Ada", "Bob"], &nodes).await;
 
     // kill -9 node C (its browser stays, cut off).
     let (c, _) = nodes.pop().expect("node c");
@@ -297,8 +335,8 @@ async fn cone_nats_carry_media_directly() {
     let mut bob = lab
         .browser("lan2a", &meeting_link(&id, Some(&a_id), "Bob"))
         .await;
-    wait_media(&mut ada, "Ada", &["Bob"]).await;
-    wait_media(&mut bob, "Bob", &["Ada"]).await;
+    wait_media(&mut ada, "Ada", &["Bob"], &nodes).await;
+    wait_media(&mut bob, "Bob", &["Ada"], &nodes).await;
     assert_growing(
         &mut [("Ada", &mut ada), ("Bob", &mut bob)],
         &[("Ada", "Bob"), ("Bob", "Ada")],
@@ -337,8 +375,8 @@ async fn symmetric_nats_carry_media_through_the_relay_node() {
     let mut bob = lab
         .browser("lan2a", &meeting_link(&id, Some(&a_id), "Bob"))
         .await;
-    wait_media(&mut ada, "Ada", &["Bob"]).await;
-    wait_media(&mut bob, "Bob", &["Ada"]).await;
+    wait_media(&mut ada, "Ada", &["Bob"], &nodes).await;
+    wait_media(&mut bob, "Bob", &["Ada"], &nodes).await;
     println!("media both ways after {:?}", started.elapsed());
     assert_growing(
         &mut [("Ada", &mut ada), ("Bob", &mut bob)],

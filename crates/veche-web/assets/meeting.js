@@ -9,6 +9,7 @@ import {
 import { getLocalMedia, getScreen, screenShareAvailable, MSG } from './media.js';
 import { Session } from './session.js';
 import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.js';
+import { qrCanvas } from './qr.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
 const SPEAKING_POLL_MS = 400;
@@ -1094,8 +1095,9 @@ export class Meeting {
       .filter((u) => u && u !== location.origin)
       .map((u) => `${u}/m/${id}${hint}`);
 
-    const row = (value, label) => {
+    const row = (value, label, id) => {
       const input = h('input', { class: 'copy-input', type: 'text', readonly: true, 'aria-label': label });
+      if (id) input.id = id;
       input.value = value;
       input.addEventListener('focus', () => input.select());
       const btn = h('button', { class: 'btn btn-secondary btn-small', type: 'button' }, icon('copy'), ' Copy');
@@ -1103,7 +1105,25 @@ export class Meeting {
         input.select();
         toast((await copyText(value)) ? 'Copied' : 'Select the text and copy it', { timeout: 2500 });
       });
-      return { input, el: h('div', { class: 'copy-row' }, input, btn) };
+      // A QR code for phones and tablets in the room (a projected one for a whole class).
+      const qrBtn = h('button', { class: 'btn btn-secondary btn-small qr-toggle', type: 'button', 'aria-expanded': 'false', text: 'QR code' });
+      const qrBox = h('div', { class: 'qr-box', hidden: true });
+      qrBtn.addEventListener('click', () => {
+        if (!qrBox.firstChild) {
+          try {
+            const canvas = qrCanvas(value, 5);
+            canvas.className = 'qr';
+            canvas.setAttribute('role', 'img');
+            canvas.setAttribute('aria-label', `QR code of the ${label.toLowerCase()}`);
+            qrBox.append(canvas);
+          } catch (err) {
+            qrBox.append(h('p', { class: 'dialog-note', text: `No QR code: ${err && err.message || err}` }));
+          }
+        }
+        qrBox.hidden = !qrBox.hidden;
+        qrBtn.setAttribute('aria-expanded', String(!qrBox.hidden));
+      });
+      return { input, el: h('div', { class: 'copy-block' }, h('div', { class: 'copy-row' }, input, btn, qrBtn), qrBox) };
     };
     const main = row(link, 'Meeting link');
     const body = [
@@ -1111,7 +1131,7 @@ export class Meeting {
       main.el,
       h('p', { class: 'dialog-note', text: 'Someone who runs their own veche node pastes this link on their node\'s start page; it joins this meeting through their node.' }),
     ];
-    if (this.role === 'host') body.push(...this.inviteMaker(link));
+    if (this.role === 'host') body.push(...this.inviteMaker(link, lan, row));
     if (lan.length) {
       body.push(h('h3', { text: 'On this network' }));
       for (const url of lan) body.push(row(url, 'Meeting link on this network').el);
@@ -1126,7 +1146,7 @@ export class Meeting {
   }
 
   /** The host's part of the invite dialog: signed invite links with a role and an expiry. */
-  inviteMaker(link) {
+  inviteMaker(link, lan, row) {
     const role = h('select', { id: 'invite-role', 'aria-label': 'Role' },
       h('option', { value: 'speaker', text: 'Speaker: talks, shows video, chats' }),
       h('option', { value: 'listener', text: 'Listener: sees and hears, is not seen or heard' }),
@@ -1152,11 +1172,14 @@ export class Meeting {
           parent: null,
         });
         const url = `${link}#invite=${token}`;
-        const input = h('input', { id: 'invite-link', class: 'copy-input', type: 'text', readonly: true, 'aria-label': 'Invite link' });
-        input.value = url;
         const label = `${role.value}, ${expiry.selectedOptions[0].text}${single.checked ? ', one use' : ''}`;
         this.rememberInvite({ id: inviteId, label, made: Date.now() });
-        out.replaceChildren(h('p', { class: 'dialog-note', text: `A ${role.value} invite, ${expiry.selectedOptions[0].text}${single.checked ? ', for one person' : ''}. The part after # never reaches any server.` }), input);
+        // The same invite on this network's addresses, for devices in the room.
+        const onLan = lan.map((u, i) => row(`${u}#invite=${token}`, 'Invite link on this network', `invite-link-lan-${i}`).el);
+        out.replaceChildren(
+          h('p', { class: 'dialog-note', text: `A ${role.value} invite, ${expiry.selectedOptions[0].text}${single.checked ? ', for one person' : ''}. The part after # never reaches any server.` }),
+          row(url, 'Invite link', 'invite-link').el,
+          ...onLan);
         list.replaceChildren(...this.inviteRows());
         toast((await copyText(url)) ? 'Invite link copied' : 'Select the link and copy it', { timeout: 2500 });
       } catch (err) {
