@@ -221,7 +221,13 @@ async fn on_net(
         Request::Meeting { id } => match title_of(&id) {
             Some(title) => {
                 let doc = doc_of(&id);
-                Response::Meeting { id, title, doc }
+                let revocations = veche_web::revocation::shared(meetings, &id);
+                Response::Meeting {
+                    id,
+                    title,
+                    doc,
+                    revocations,
+                }
             }
             None => unknown(),
         },
@@ -236,6 +242,29 @@ async fn on_net(
                         error(ErrorCode::Refused, &message)
                     }
                 }
+            }
+        }
+        Request::Revocation {
+            meeting,
+            revocation,
+        } => {
+            let store = meetings.clone();
+            let m = meeting.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                veche_web::revocation::store(&store, &m, &revocation)
+            })
+            .await;
+            match stored {
+                Ok(Ok((invite, _))) => {
+                    tracing::info!(%node, %meeting, %invite, "invite revoked (passed on by another node)");
+                    Response::Ok
+                }
+                Ok(Err(veche_web::revocation::RevocationError::UnknownMeeting)) => unknown(),
+                Ok(Err(e)) => {
+                    tracing::info!(%node, %meeting, error = %e, "revocation from another node refused");
+                    error(ErrorCode::Refused, &e.to_string())
+                }
+                Err(_) => error(ErrorCode::Unavailable, "shutting down"),
             }
         }
         Request::Events { meeting, events } => {

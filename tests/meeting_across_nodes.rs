@@ -60,7 +60,11 @@ async fn wait_media(b: &mut Browser, who: &str, from: &[&str], nodes: &[(support
             let text = n.log_text();
             let tail: Vec<&str> = text.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            format!("--- node {id} (last lines) ---\n{}", tail.join("\n"))
+            format!(
+                "--- node {id} ({}, last lines) ---\n{}",
+                n.log.display(),
+                tail.join("\n")
+            )
         })
         .collect();
     let page = b.describe().await;

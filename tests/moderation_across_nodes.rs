@@ -2,7 +2,9 @@
 //! node A starts the meeting (its key signs it), Bob joins through node B, which gets the
 //! host's document with the meeting. Actions signed by someone who is neither host nor
 //! moderator are refused by the node they reach, on both nodes; the host's mute of Bob is
-//! checked by node B itself, which then withholds Bob's microphone from everyone.
+//! checked by node B itself, which then withholds Bob's microphone from everyone. An invite the
+//! host withdraws on node A admits nobody at node B (told at once) nor at node C (which learns
+//! the meeting, with its revocations, only afterwards).
 //!
 //! Runs as root (namespaces, veth, mDNS inside the lab).
 
@@ -10,12 +12,19 @@ mod support;
 
 use std::time::Duration;
 
-use support::{audio_from, click_row, forged_mute, host_starts, lan_nodes, wait_text, NatLab};
+use support::{
+    audio_from, click, click_row, forged_mute, host_starts, lan_nodes, make_invite, wait_text,
+    NatLab,
+};
 
 const BASE: &str = "http://localhost:7300";
 
+/// One lab at a time: each holds several nodes and browsers and the suite has two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_nodes_check_moderation_and_the_hosts_mute_holds_across() {
+    let _serial = SERIAL.lock().await;
     let lab = NatLab::up("modx", "cone");
     let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
     let a_id = nodes[0].1.clone();
@@ -74,4 +83,82 @@ async fn both_nodes_check_moderation_and_the_hosts_mute_holds_across() {
     let cy0 = audio_from(&mut ada, "Cy").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(audio_from(&mut ada, "Cy").await > cy0);
+}
+
+/// A link with `query` added to its query string, keeping its fragment.
+fn with_query(link: &str, query: &str) -> String {
+    let (page, fragment) = link.split_once('#').unwrap_or((link, ""));
+    let sep = if page.contains('?') { '&' } else { '?' };
+    format!("{page}{sep}{query}#{fragment}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_withdrawn_at_the_host_node_admits_nobody_at_the_other_nodes() {
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("revx", "cone");
+    let nodes = lan_nodes(&lab, &["lan1a", "lan1b", "lan1c"]).await;
+    let b_id = nodes[1].1.clone();
+
+    let mut ada = lab.browser("lan1a", &format!("{BASE}/")).await;
+    host_starts(&mut ada, "Invited only", &["new-invite-only"], "Ada").await;
+    let link = make_invite(&mut ada, "speaker").await;
+    assert!(
+        link.contains("?node="),
+        "the link names the host node: {link}"
+    );
+
+    // Bob comes in through node B with the invite: B learned the meeting from A.
+    let mut bob = lab
+        .browser("lan1b", &with_query(&link, "name=Bob&autojoin=1"))
+        .await;
+    bob.wait_for(
+        "Bob in through node B, as a speaker",
+        "(window.veche && veche.state().joined && veche.state().role === 'speaker') || null",
+        Duration::from_secs(45),
+    )
+    .await;
+    // Node A has a media link to B by now (Bob's tracks come over it): B is one of the
+    // meeting's nodes the revocation goes to.
+    ada.wait_for(
+        "Ada hearing Bob across the nodes",
+        "veche.stats().then(s => s.inbound.some(i => i.name === 'Bob' && i.source === 'mic' && i.packetsReceived > 0) || null)",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The host withdraws the invite on node A.
+    click(&mut ada, "the withdraw button", "button[data-withdraw]").await;
+    ada.wait_for(
+        "the invite withdrawn",
+        "(document.querySelector('button[data-withdraw]')?.textContent === 'Withdrawn') || null",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Node B heard of it: the same link no longer admits anyone there.
+    let mut late = lab
+        .browser("lan1b", &with_query(&link, "name=Late&autojoin=1"))
+        .await;
+    wait_text(
+        &mut late,
+        "the withdrawn link refused at node B",
+        "This invite was withdrawn by the host",
+    )
+    .await;
+    // Node C learns the meeting only now: the revocation comes with it.
+    let mut cyd = lab
+        .browser("lan1c", &with_query(&link, "name=Cyd&autojoin=1"))
+        .await;
+    wait_text(
+        &mut cyd,
+        "the withdrawn link refused at node C",
+        "This invite was withdrawn by the host",
+    )
+    .await;
+    // Bob, admitted before, is still in: withdrawing a link does not throw anyone out.
+    let state = bob.eval("veche.state().joined").await.expect("Bob's state");
+    assert_eq!(state, true, "Bob stays in the meeting (node {b_id})");
+    for b in [ada, bob, late, cyd] {
+        b.close().await;
+    }
 }

@@ -54,6 +54,14 @@ pub enum Request {
         /// The signed action.
         action: String,
     },
+    /// The host withdrew an invite (a veche-trust `Revocation` token) of a meeting both nodes
+    /// carry: the receiver checks it against its copy of the host's document and stores it.
+    Revocation {
+        /// Meeting id.
+        meeting: String,
+        /// The signed revocation.
+        revocation: String,
+    },
     /// What happened in a meeting on the asker's side.
     Events {
         /// Meeting id.
@@ -121,6 +129,9 @@ pub enum Response {
         /// the asking node enforces the same policy.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         doc: Option<String>,
+        /// The host's signed revocations of invites known here; the asker checks each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        revocations: Vec<String>,
     },
     /// Answer to [`Request::Link`]: the SDP answer.
     Link {

@@ -180,38 +180,38 @@ pub(crate) async fn post_revocation(
             ),
         )
     })?;
-    let doc = {
-        let store = ctx.app.meetings.lock().unwrap_or_else(|p| p.into_inner());
-        let m = store.get(&id).ok_or_else(ApiError::unknown_meeting)?;
-        m.doc.clone()
-    };
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_revocation", m);
-    let doc = doc.ok_or_else(|| bad("this meeting has no host to revoke anything".into()))?;
-    let doc: veche_trust::Signed<veche_trust::MeetingDoc> =
-        veche_trust::decode_token(&doc).map_err(|e| bad(e.to_string()))?;
-    let rev: veche_trust::Signed<veche_trust::Revocation> =
-        veche_trust::decode_token(&req.revocation).map_err(|e| bad(e.to_string()))?;
-    veche_trust::check_revocation(&doc.body, &rev).map_err(|e| bad(e.to_string()))?;
+    use crate::revocation::{self, RevocationError};
     let store = ctx.app.meetings.clone();
     let (id2, token) = (id.clone(), req.revocation.clone());
-    let stored = tokio::task::spawn_blocking(move || {
-        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        store.add_revocation(&id2, &token)
-    })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "storing failed",
-        )
+    let stored = tokio::task::spawn_blocking(move || revocation::store(&store, &id2, &token))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "storing failed",
+            )
+        })?;
+    let (invite, new) = stored.map_err(|e| match e {
+        RevocationError::UnknownMeeting => ApiError::unknown_meeting(),
+        RevocationError::NoHost | RevocationError::Bad(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_revocation", e.to_string())
+        }
+        RevocationError::Storage(_) => {
+            tracing::error!(error = %e, "cannot save a revocation");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+        }
     })?;
-    stored.map_err(|e| {
-        tracing::error!(error = %e, "cannot save a revocation");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-    })?;
-    tracing::info!(meeting = %id, invite = %rev.body.invite, "invite revoked");
-    Ok(Json(json!({ "id": id, "revoked": rev.body.invite })).into_response())
+    tracing::info!(meeting = %id, %invite, "invite revoked");
+    if new {
+        // The other nodes of the meeting must refuse the invite too.
+        let request = veche_net::protocol::Request::Revocation {
+            meeting: id.clone(),
+            revocation: req.revocation.clone(),
+        };
+        revocation::tell_nodes(&ctx, &id, request).await;
+    }
+    Ok(Json(json!({ "id": id, "revoked": invite })).into_response())
 }
 
 pub(crate) async fn create_meeting(
@@ -355,9 +355,14 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
             break;
         }
     }
-    let (title, doc) = match asked {
+    let (title, doc, revocations) = match asked {
         Ok(r) => match r.response {
-            NetResponse::Meeting { title, doc, .. } => (title, doc),
+            NetResponse::Meeting {
+                title,
+                doc,
+                revocations,
+                ..
+            } => (title, doc, revocations),
             NetResponse::Error {
                 code: NetCode::UnknownMeeting,
                 ..
@@ -405,6 +410,16 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
             match checked {
                 Ok(d) if d.body.id == id => {
                     let _ = store.set_remote_doc(&id, &doc);
+                    // And the invites the host withdrew, each checked against that document.
+                    for token in revocations.iter().take(crate::revocation::MAX_SHARED) {
+                        let rev = veche_trust::decode_token::<veche_trust::Signed<veche_trust::Revocation>>(token);
+                        match rev.and_then(|r| veche_trust::check_revocation(&d.body, &r)) {
+                            Ok(()) => {
+                                let _ = store.add_revocation(&id, token);
+                            }
+                            Err(e) => tracing::warn!(meeting = %id, %node, error = %e, "a node sent a revocation that does not check out; ignored"),
+                        }
+                    }
                 }
                 _ => tracing::warn!(meeting = %id, %node, "a node sent a meeting document that does not check out; ignored"),
             }

@@ -414,39 +414,11 @@ impl Session {
             return Some(e);
         }
         // The other nodes of the meeting check it for themselves and act on their people.
-        let mut nodes: Vec<String> = {
-            let store = self
-                .ctx
-                .app
-                .meetings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            store
-                .get(&meeting)
-                .map(|m| m.nodes.clone())
-                .unwrap_or_default()
+        let request = veche_net::protocol::Request::Action {
+            meeting: meeting.clone(),
+            action: token.to_owned(),
         };
-        if let Ok(links) = self.ctx.app.engine.links(&meeting).await {
-            nodes.extend(links.into_iter().map(|l| l.node));
-        }
-        nodes.sort();
-        nodes.dedup();
-        for node in nodes {
-            let Ok(peer) = node.parse() else { continue };
-            let net = self.ctx.app.net.clone();
-            let request = veche_net::protocol::Request::Action {
-                meeting: meeting.clone(),
-                action: token.to_owned(),
-            };
-            tokio::spawn(async move {
-                match net.request(peer, request).await {
-                    Ok(r) if matches!(r.response, veche_net::protocol::Response::Ok) => {}
-                    other => {
-                        tracing::info!(%node, result = ?other.map(|r| r.response), "another node did not take a moderation action")
-                    }
-                }
-            });
-        }
+        crate::revocation::tell_nodes(&self.ctx, &meeting, request).await;
         None
     }
 
