@@ -222,11 +222,13 @@ async fn on_net(
             Some(title) => {
                 let doc = doc_of(&id);
                 let revocations = veche_web::revocation::shared(meetings, &id);
+                let actions = veche_web::moderation::shared(meetings, &id);
                 Response::Meeting {
                     id,
                     title,
                     doc,
                     revocations,
+                    actions,
                 }
             }
             None => unknown(),

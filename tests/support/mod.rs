@@ -910,6 +910,10 @@ pub async fn click(b: &mut Browser, what: &str, css: &str) {
 
 /// The host's Invite dialog: make an invite link for `role`; returns the link.
 pub async fn make_invite(b: &mut Browser, role: &str) -> String {
+    // A fresh dialog: an open one still holds the last invite's link.
+    b.eval("document.querySelectorAll('dialog.dialog').forEach(d => { if (d.open) d.close(); d.remove(); }); true")
+        .await
+        .expect("close dialogs");
     click(b, "the Invite button", "#btn-copy").await;
     b.wait_for(
         "the host's invite maker",

@@ -132,6 +132,10 @@ pub enum Response {
         /// The host's signed revocations of invites known here; the asker checks each.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         revocations: Vec<String>,
+        /// The signed removals, locks and ends of the meeting (oldest first); the asker
+        /// checks each as of its time and stores its effect.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        actions: Vec<String>,
     },
     /// Answer to [`Request::Link`]: the SDP answer.
     Link {

@@ -13,7 +13,7 @@ mod tls;
 pub use config::{Config, ConfigError};
 pub use identity::{IdentityError, NodeIdentity};
 pub use meetings::{
-    is_meeting_id, CreateMeetingError, Meeting, MeetingStore, SetDocError, StoreError,
+    is_meeting_id, CreateMeetingError, Meeting, MeetingStore, SetDocError, StoreError, MAX_ACTIONS,
 };
 pub use tls::{TlsError, TlsMaterial};
 

@@ -44,6 +44,11 @@ pub struct Meeting {
     /// The host's signed revocations of invites (veche-trust tokens; checked by the caller).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revocations: Vec<String>,
+    /// The signed actions behind `removed`, `locked` and `ended` (veche-trust `Action`
+    /// tokens, oldest first), so they can travel with the meeting to a node that learns it
+    /// later, which checks each itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
     /// A moderator locked it: nobody new joins but the host and moderators.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked: bool,
@@ -54,6 +59,18 @@ pub struct Meeting {
 
 /// Most keys removed from one meeting.
 pub const MAX_REMOVED: usize = 10_000;
+/// Most signed actions kept per meeting (the oldest go first).
+pub const MAX_ACTIONS: usize = 1024;
+
+fn push_action(m: &mut Meeting, token: &str) {
+    if m.actions.iter().any(|t| t == token) {
+        return;
+    }
+    if m.actions.len() >= MAX_ACTIONS {
+        m.actions.remove(0);
+    }
+    m.actions.push(token.to_owned());
+}
 
 /// Why a meeting's signed document was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +190,7 @@ impl MeetingStore {
             doc: None,
             removed: Vec::new(),
             revocations: Vec::new(),
+            actions: Vec::new(),
             locked: false,
             ended: false,
         };
@@ -230,6 +248,7 @@ impl MeetingStore {
                     doc: None,
                     removed: Vec::new(),
                     revocations: Vec::new(),
+                    actions: Vec::new(),
                     locked: false,
                     ended: false,
                 };
@@ -290,21 +309,33 @@ impl MeetingStore {
         id: &str,
         locked: Option<bool>,
         ended: bool,
+        action: Option<&str>,
     ) -> Result<(), SetDocError> {
         let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
         if let Some(l) = locked {
             m.locked = l;
         }
         m.ended |= ended;
+        if let Some(a) = action {
+            push_action(m, a);
+        }
         self.save().map_err(SetDocError::from)
     }
 
     /// Remember durably that `key` was removed from meeting `id` (written before this
     /// returns: a removal survives a kill -9).
-    pub fn add_removed(&mut self, id: &str, key: &str) -> Result<(), SetDocError> {
+    pub fn add_removed(
+        &mut self,
+        id: &str,
+        key: &str,
+        action: Option<&str>,
+    ) -> Result<(), SetDocError> {
         let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
         if m.removed.iter().any(|k| k == key) {
             return Ok(());
+        }
+        if let Some(a) = action {
+            push_action(m, a);
         }
         if m.removed.len() >= MAX_REMOVED {
             m.removed.remove(0);

@@ -355,14 +355,15 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
             break;
         }
     }
-    let (title, doc, revocations) = match asked {
+    let (title, doc, revocations, actions) = match asked {
         Ok(r) => match r.response {
             NetResponse::Meeting {
                 title,
                 doc,
                 revocations,
+                actions,
                 ..
-            } => (title, doc, revocations),
+            } => (title, doc, revocations, actions),
             NetResponse::Error {
                 code: NetCode::UnknownMeeting,
                 ..
@@ -420,6 +421,9 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
                             Err(e) => tracing::warn!(meeting = %id, %node, error = %e, "a node sent a revocation that does not check out; ignored"),
                         }
                     }
+                    // And who was removed, whether it is locked or over.
+                    let tokens = &actions[actions.len().saturating_sub(veche_node::MAX_ACTIONS)..];
+                    crate::moderation::take_past(&mut store, &id, &d.body, tokens);
                 }
                 _ => tracing::warn!(meeting = %id, %node, "a node sent a meeting document that does not check out; ignored"),
             }

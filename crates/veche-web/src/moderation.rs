@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use veche_media::{Command, EngineHandle, Moderation};
 use veche_node::MeetingStore;
-use veche_trust::{check_action, decode_token, encode_key, Action, ActionKind, MeetingDoc, Signed};
+use veche_trust::{
+    check_action, decode_token, encode_key, encode_token, Action, ActionKind, MeetingDoc, Signed,
+};
 
 /// A checked action and the meeting document it was checked against.
 pub struct Checked {
@@ -58,11 +60,13 @@ pub async fn apply(
     if let Some((removed, locked, ended)) = durable {
         let store = meetings.clone();
         let m = meeting.to_owned();
+        // The signed action is kept too, so it can travel with the meeting.
+        let token = encode_token(action);
         let saved = tokio::task::spawn_blocking(move || {
             let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
             match removed {
-                Some(k) => store.add_removed(&m, &k),
-                None => store.set_flags(&m, locked, ended),
+                Some(k) => store.add_removed(&m, &k, Some(&token)),
+                None => store.set_flags(&m, locked, ended, Some(&token)),
             }
         })
         .await;
@@ -93,4 +97,51 @@ pub async fn apply(
     let reached = rx.await.unwrap_or(0);
     tracing::info!(%meeting, action = ?what, reached, by = %action.key.fingerprint(), "moderation carried out");
     Ok(reached)
+}
+
+/// The durable actions (remove, lock, unlock, end) another node handed out with a meeting
+/// this node just learned, oldest first: each is checked against `doc` as of the time it was
+/// made (it was valid then; it is not fresh now) and its effect stored. People do not need
+/// telling: nobody here is in the meeting yet. Returns how many were taken.
+pub fn take_past(
+    store: &mut MeetingStore,
+    meeting: &str,
+    doc: &MeetingDoc,
+    tokens: &[String],
+) -> usize {
+    let mut taken = 0;
+    for token in tokens {
+        let checked = decode_token::<Signed<Action>>(token)
+            .and_then(|a| check_action(doc, &a, a.body.at_ms).map(|()| a));
+        let action = match checked {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(%meeting, error = %e, "a past action from another node does not check out; ignored");
+                continue;
+            }
+        };
+        let saved = match action.body.kind {
+            ActionKind::Remove => {
+                store.add_removed(meeting, &encode_key(&action.body.target), Some(token))
+            }
+            ActionKind::Lock => store.set_flags(meeting, Some(true), false, Some(token)),
+            ActionKind::Unlock => store.set_flags(meeting, Some(false), false, Some(token)),
+            ActionKind::End => store.set_flags(meeting, None, true, Some(token)),
+            _ => continue,
+        };
+        match saved {
+            Ok(()) => taken += 1,
+            Err(e) => tracing::error!(%meeting, error = %e, "cannot save a past action"),
+        }
+    }
+    taken
+}
+
+/// The durable actions to hand out with `meeting` (oldest first).
+pub fn shared(meetings: &Mutex<MeetingStore>, meeting: &str) -> Vec<String> {
+    let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
+    store
+        .get(meeting)
+        .map(|m| m.actions.clone())
+        .unwrap_or_default()
 }
