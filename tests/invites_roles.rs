@@ -1,7 +1,8 @@
 //! A meeting signed by its host, invite-only, in real browsers: invites in the link's
 //! fragment admit people in their role; a listener's camera and microphone reach nobody
 //! while they see and hear the speaker; an expired invite, a forged one and no invite are
-//! refused with their reason on the page; the signed meeting survives a kill -9.
+//! refused with their reason on the page; the signed meeting, a one-use invite's use and the
+//! host's revocations survive a kill -9.
 //!
 //! The host here holds a key file (a command-line host, veche-trust's `Keypair`); browsers
 //! are the invitees. Runs as root (the browsers live in a network namespace).
@@ -181,6 +182,25 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
         .as_bool()
         .unwrap_or(false));
 
+    // A one-use invite admits one person; its use is on disk before she is in.
+    let once = encode_token(&host.sign(Invite {
+        meeting: id.clone(),
+        id: "once-1".into(),
+        role: Role::Speaker,
+        expires_ms: hour,
+        max_uses: Some(1),
+        invitee: None,
+        parent: None,
+    }));
+    let mut uno = lab.browser(&link("Uno", &once), &[]).await;
+    uno.wait_for(
+        "the one-use invite admits Uno",
+        "(window.veche && veche.state().joined) || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    uno.close().await;
+
     // kill -9 and restart: the signed meeting is still invite only.
     for b in [old, eve, nobody, lee] {
         b.close().await;
@@ -207,6 +227,15 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
         Duration::from_secs(30),
     )
     .await;
+    // The one-use invite stays used after the kill -9.
+    let mut dos = lab.browser(&link("Dos", &once), &[]).await;
+    refused(
+        &mut dos,
+        "a used one-use invite after a restart",
+        "has been used up",
+    )
+    .await;
+    dos.close().await;
 
     // The host withdraws an invite: whoever holds it is refused, also after a kill -9.
     let withdrawn = invite(&host, &id, "speaker-3", Role::Speaker, hour);

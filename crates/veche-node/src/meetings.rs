@@ -49,6 +49,10 @@ pub struct Meeting {
     /// later, which checks each itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<String>,
+    /// Joins counted per invite with a use limit, as `signer key/invite id` → joins here
+    /// (each node counts the joins it admits).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uses: BTreeMap<String, u32>,
     /// A moderator locked it: nobody new joins but the host and moderators.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked: bool,
@@ -85,6 +89,9 @@ pub enum SetDocError {
     /// It was created on another node, which keeps its document.
     #[error("this meeting belongs to another node")]
     Remote,
+    /// Past the limit of what one meeting keeps.
+    #[error("too many invites counted for this meeting")]
+    TooMany,
     /// The store could not be written; nothing changed.
     #[error("cannot save the meeting: {0}")]
     Io(#[from] io::Error),
@@ -191,6 +198,7 @@ impl MeetingStore {
             removed: Vec::new(),
             revocations: Vec::new(),
             actions: Vec::new(),
+            uses: BTreeMap::new(),
             locked: false,
             ended: false,
         };
@@ -249,6 +257,7 @@ impl MeetingStore {
                     removed: Vec::new(),
                     revocations: Vec::new(),
                     actions: Vec::new(),
+                    uses: BTreeMap::new(),
                     locked: false,
                     ended: false,
                 };
@@ -341,6 +350,18 @@ impl MeetingStore {
             m.removed.remove(0);
         }
         m.removed.push(key.to_owned());
+        self.save().map_err(SetDocError::from)
+    }
+
+    /// Count durably that an invite with a use limit admitted someone: `counter` is
+    /// `signer key/invite id`, `joins` the count now (written before the join is answered,
+    /// so a one-use invite stays used after a restart).
+    pub fn set_uses(&mut self, id: &str, counter: &str, joins: u32) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        if m.uses.len() >= MAX_REMOVED && !m.uses.contains_key(counter) {
+            return Err(SetDocError::TooMany);
+        }
+        m.uses.insert(counter.to_owned(), joins);
         self.save().map_err(SetDocError::from)
     }
 

@@ -347,8 +347,8 @@ impl Session {
         key: PublicKey,
         sig: &str,
         invite: Option<String>,
-        revocations: &[String],
-    ) -> Result<Role, TrustError> {
+        (revocations, uses): (&[String], &std::collections::BTreeMap<String, u32>),
+    ) -> Result<(Role, Option<(String, u32)>), TrustError> {
         let doc: Signed<MeetingDoc> = decode_token(doc)?;
         let invite = invite
             .map(|t| decode_token::<Signed<Invite>>(&t))
@@ -370,13 +370,32 @@ impl Session {
         }
         // This socket's nonce, handed out when it opened.
         let _ = gate.challenge(self.nonce.clone(), now_ms);
+        // Joins counted before a restart (the gate itself lives in memory).
+        let counter = invite.as_ref().map(|i| {
+            (
+                (i.key, i.body.id.clone()),
+                format!("{}/{}", veche_trust::encode_key(&i.key), i.body.id),
+                i.body.max_uses.is_some(),
+            )
+        });
+        if let Some((k, stored, _)) = &counter {
+            if let Some(&n) = uses.get(stored) {
+                let e = gate.uses.entry(k.clone()).or_insert(0);
+                *e = (*e).max(n);
+            }
+        }
         let proof = JoinProof {
             key,
             nonce: self.nonce.clone(),
             sig,
             invite,
         };
-        gate.check_join(&doc, &proof, now_ms)
+        let role = gate.check_join(&doc, &proof, now_ms)?;
+        // Only a limited invite's count must survive a restart.
+        let used = counter
+            .filter(|(_, _, limited)| *limited)
+            .map(|(k, stored, _)| (stored, gate.uses.get(&k).copied().unwrap_or(0)));
+        Ok((role, used))
     }
 
     /// Check a moderation action against the meeting's signed document and carry it out;
@@ -583,12 +602,13 @@ impl Session {
                     m.nodes.clone(),
                     m.doc.clone(),
                     (m.removed.clone(), m.revocations.clone(), m.locked, m.ended),
+                    m.uses.clone(),
                 )
             })
         } else {
             None
         };
-        let Some((title, nodes, doc, (removed, revocations, locked, ended))) = title else {
+        let Some((title, nodes, doc, (removed, revocations, locked, ended), uses)) = title else {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -628,8 +648,28 @@ impl Session {
             (Some(r), _) => r,
             (None, None) => Role::Speaker,
             (None, Some(doc)) => {
-                match self.admit(doc, &meeting, person, &sig, invite, &revocations) {
-                    Ok(r) => r,
+                match self.admit(doc, &meeting, person, &sig, invite, (&revocations, &uses)) {
+                    Ok((r, None)) => r,
+                    Ok((r, Some((counter, joins)))) => {
+                        // A limited invite's use is on disk before the join is answered.
+                        let store = self.ctx.app.meetings.clone();
+                        let m = meeting.clone();
+                        let saved = tokio::task::spawn_blocking(move || {
+                            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                            store.set_uses(&m, &counter, joins)
+                        })
+                        .await;
+                        if !matches!(saved, Ok(Ok(()))) {
+                            tracing::error!(%meeting, "cannot save an invite's use; join refused");
+                            replies.push(self.error(
+                                ErrorCode::Internal,
+                                "the node could not record your invite's use; try again",
+                                true,
+                            ));
+                            return Next::Close;
+                        }
+                        r
+                    }
                     Err(e) => {
                         tracing::info!(%meeting, key = %person.fingerprint(), error = %e, "join refused by the meeting's policy");
                         replies.push(self.error(ErrorCode::InviteRefused, e.to_string(), true));
