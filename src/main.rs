@@ -13,6 +13,7 @@ use veche_node::{Config, MeetingStore, NodeIdentity, TlsMaterial};
 use veche_web::{AppState, NodeInfo, NodeMetrics, Scheme};
 
 mod federation;
+mod participant;
 
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7300);
 const DEFAULT_HTTPS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7443);
@@ -40,6 +41,30 @@ enum Cmd {
     Peers(PeersArgs),
     /// Ask a node who it is, through the running node (connecting to it if needed).
     Hello(HelloArgs),
+    /// Join a meeting from the terminal, as a person whose key is a file: report the media
+    /// that arrives, who comes and goes, and the chat. Publishes no media.
+    Join(JoinArgs),
+}
+
+#[derive(Args, Debug)]
+struct JoinArgs {
+    /// The meeting link, as the host gave it (http://HOST:PORT/m/ID, with its #invite=...).
+    link: String,
+    /// The name the others see.
+    #[arg(long, default_value = "Terminal")]
+    name: String,
+    /// The person's key file (made on first use, mode 0600); the same file is the same
+    /// person to every meeting [default: person.key in the data directory].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Leave after this many seconds [default: stay until Ctrl-C].
+    #[arg(long = "for", value_name = "SECONDS")]
+    seconds: Option<u64>,
+    /// Say this in the chat once joined.
+    #[arg(long, value_name = "TEXT")]
+    say: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +179,27 @@ fn main() -> Result<()> {
             let body = http_request(a.http, "POST", &format!("/api/peers/{}/hello", a.peer))?;
             println!("{body}");
             Ok(())
+        }
+        Cmd::Join(a) => {
+            let key_file = a.key.unwrap_or_else(|| {
+                a.data
+                    .data_dir
+                    .unwrap_or_else(veche_node::default_data_dir)
+                    .join(veche_node::PERSON_KEY_FILE)
+            });
+            let opts = participant::JoinOptions {
+                link: a.link,
+                name: a.name,
+                key_file,
+                seconds: a.seconds,
+                say: a.say,
+            };
+            let status = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(participant::join(opts))?;
+            std::process::exit(status)
         }
         Cmd::Run(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

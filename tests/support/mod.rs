@@ -157,6 +157,17 @@ impl Lab {
         Node::start(Some(&self.name), &self.dir, data_dir, args).await
     }
 
+    /// `veche ARGS` on the node's machine (in its namespace), output piped, killed on drop.
+    pub fn veche(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_veche")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
     /// Launch headless Chromium on the node's machine at `url`.
     pub async fn browser(&self, url: &str, extra: &[&str]) -> Browser {
         Browser::launch(self, &self.name, url, extra).await

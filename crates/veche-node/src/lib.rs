@@ -8,6 +8,7 @@ mod config;
 mod fsutil;
 mod identity;
 mod meetings;
+mod person;
 mod tls;
 
 pub use config::{Config, ConfigError};
@@ -15,6 +16,7 @@ pub use identity::{IdentityError, NodeIdentity};
 pub use meetings::{
     is_meeting_id, CreateMeetingError, Meeting, MeetingStore, SetDocError, StoreError, MAX_ACTIONS,
 };
+pub use person::{load_or_create_person_key, PersonKeyError, PERSON_KEY_FILE};
 pub use tls::{TlsError, TlsMaterial};
 
 use std::path::PathBuf;

@@ -1,0 +1,360 @@
+//! `veche join`: a participant on the command line, with its key in a file. It joins over
+//! the browser's signaling (the node's challenge signed with the file's key, the link's
+//! invite presented), receives everyone's media over WebRTC (str0m) and reports what
+//! arrives, prints who comes and goes and the chat, and can say something in the chat. It
+//! publishes no media. For a room's IT person: is the meeting alive, from a terminal; for
+//! scripts: a participant whose key, and so whose role and removal, is a file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
+use veche_trust::{encode_key, Keypair};
+
+/// Exit status when the node refused the join or ended our part in the meeting.
+pub const REFUSED: i32 = 2;
+
+/// What a meeting link says.
+#[derive(Debug, PartialEq, Eq)]
+struct Link {
+    /// `host:port` of the node's HTTP address.
+    authority: String,
+    meeting: String,
+    invite: Option<String>,
+}
+
+/// Parse `http://host:port/m/<id>[?...][#invite=<token>]`.
+fn parse_link(link: &str) -> Result<Link> {
+    let rest = link.strip_prefix("http://").ok_or_else(|| {
+        anyhow!(
+            "give the node's http:// link (the command-line participant does not speak https yet)"
+        )
+    })?;
+    let (rest, fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| anyhow!("no meeting in the link"))?;
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let meeting = path
+        .strip_prefix("m/")
+        .filter(|m| veche_node::is_meeting_id(m))
+        .ok_or_else(|| anyhow!("not a meeting link: expected http://HOST:PORT/m/abc-def-ghk"))?;
+    let invite = fragment
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("invite="))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    Ok(Link {
+        authority: authority.to_owned(),
+        meeting: meeting.to_owned(),
+        invite,
+    })
+}
+
+/// The options of `veche join`.
+pub struct JoinOptions {
+    pub link: String,
+    pub name: String,
+    pub key_file: PathBuf,
+    pub seconds: Option<u64>,
+    pub say: Option<String>,
+}
+
+/// What one of the others' tracks brought us.
+#[derive(Default)]
+struct Track {
+    who: String,
+    source: String,
+    frames: u64,
+    bytes: u64,
+}
+
+/// Join, report until the time is up (or the node ends it), and return the exit status.
+pub async fn join(opts: JoinOptions) -> Result<i32> {
+    let link = parse_link(&opts.link)?;
+    let (secret, made) = veche_node::load_or_create_person_key(&opts.key_file)?;
+    let me = Keypair::from_secret(&secret);
+    let key = encode_key(&me.public());
+    println!(
+        "key {} ({}), fingerprint {}",
+        opts.key_file.display(),
+        if made { "made now" } else { "loaded" },
+        me.public().fingerprint()
+    );
+
+    let url = format!("ws://{}/ws", link.authority);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await
+    .map_err(|_| anyhow!("{url}: no answer in 10 s"))?
+    .with_context(|| format!("cannot reach the node at {url}"))?;
+    // Media goes out the way the signaling does: the local address of this connection.
+    let local_ip = match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => s.local_addr()?.ip(),
+        _ => bail!("unexpected TLS stream"),
+    };
+
+    let challenge = next_json(&mut ws, Duration::from_secs(10)).await?;
+    if challenge["type"] != "challenge" {
+        bail!("the node did not send a challenge: {challenge}");
+    }
+    let nonce = challenge["nonce"].as_str().unwrap_or_default();
+    let node = challenge["node"].as_str().unwrap_or_default();
+    let sig = me.sign_challenge(node, &link.meeting, nonce);
+    let mut join = json!({
+        "type": "join",
+        "meeting": link.meeting,
+        "name": opts.name,
+        "key": key,
+        "sig": serde_json::to_value(sig)?,
+    });
+    if let Some(invite) = &link.invite {
+        join["invite"] = json!(invite);
+    }
+    ws.send(Message::text(join.to_string())).await?;
+
+    let mut names: HashMap<u64, String> = HashMap::new();
+    let welcome = loop {
+        let v = next_json(&mut ws, Duration::from_secs(120)).await?;
+        match v["type"].as_str() {
+            Some("welcome") => break v,
+            Some("lobby") => println!("waiting in the lobby for the host to let you in"),
+            Some("error") => {
+                println!(
+                    "refused: {} ({})",
+                    v["message"].as_str().unwrap_or("?"),
+                    v["code"].as_str().unwrap_or("?")
+                );
+                return Ok(REFUSED);
+            }
+            _ => {}
+        }
+    };
+    let you = welcome["you"].as_u64().unwrap_or(0);
+    println!(
+        "joined \"{}\" as {}",
+        welcome["meeting"]["title"].as_str().unwrap_or("?"),
+        welcome["role"].as_str().unwrap_or("?")
+    );
+    for p in welcome["participants"].as_array().into_iter().flatten() {
+        note_participant(&mut names, p, "here");
+    }
+
+    // Receive-only media: a data channel is all we offer; the node then offers the others'
+    // tracks and we answer.
+    let sock = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    let local = sock.local_addr()?;
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| anyhow!("{e}"))?);
+    let mut api = rtc.sdp_api();
+    api.add_channel("veche".into());
+    let (offer, mut pending) = api
+        .apply()
+        .map(|(o, p)| (o, Some(p)))
+        .ok_or_else(|| anyhow!("nothing to offer"))?;
+    ws.send(Message::text(
+        json!({"type": "offer", "sdp": offer.to_sdp_string(), "sources": {}}).to_string(),
+    ))
+    .await?;
+    if let Some(text) = &opts.say {
+        ws.send(Message::text(
+            json!({"type": "chat", "text": text}).to_string(),
+        ))
+        .await?;
+    }
+
+    let mut tracks: HashMap<String, Track> = HashMap::new();
+    let until = opts
+        .seconds
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut report = tokio::time::interval(Duration::from_secs(2));
+    let mut buf = vec![0u8; 2000];
+    let status = loop {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = sock.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => println!("media connected"),
+                    Event::MediaData(d) => {
+                        let t = tracks.entry(d.mid.to_string()).or_default();
+                        t.frames += 1;
+                        t.bytes += d.data.len() as u64;
+                    }
+                    _ => {}
+                },
+                Err(e) => bail!("media: {e}"),
+            }
+        };
+        let deadline =
+            until.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, source) = r?;
+                if let Ok(contents) = buf[..n].try_into() {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: local,
+                        contents,
+                    }));
+                }
+            }
+            m = ws.next() => {
+                let t = match m {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    _ => {
+                        println!("the node closed the connection");
+                        break REFUSED;
+                    }
+                };
+                let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+                match v["type"].as_str() {
+                    Some("answer") => {
+                        let a = SdpAnswer::from_sdp_string(v["sdp"].as_str().unwrap_or_default())?;
+                        if let Some(p) = pending.take() {
+                            rtc.sdp_api().accept_answer(p, a)?;
+                        }
+                    }
+                    Some("offer") => {
+                        let o = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or_default())?;
+                        let a = rtc.sdp_api().accept_offer(o)?;
+                        ws.send(Message::text(json!({"type": "answer", "sdp": a.to_sdp_string()}).to_string())).await?;
+                        for (mid, info) in v["tracks"].as_object().into_iter().flatten() {
+                            let who = info["participant"].as_u64().and_then(|p| names.get(&p).cloned()).unwrap_or_else(|| "?".into());
+                            let t = tracks.entry(mid.clone()).or_default();
+                            t.who = who;
+                            t.source = info["source"].as_str().unwrap_or("?").to_owned();
+                        }
+                    }
+                    Some("participant_joined") => note_participant(&mut names, &v["participant"], "joined"),
+                    Some("participant_left") => {
+                        if let Some(name) = v["id"].as_u64().and_then(|id| names.remove(&id)) {
+                            println!("{name} left");
+                        }
+                    }
+                    Some("chat") => {
+                        let m = &v["message"];
+                        if m["from"].as_u64() != Some(you) {
+                            println!("chat {}: {}", m["name"].as_str().unwrap_or("?"), m["text"].as_str().unwrap_or(""));
+                        } else {
+                            println!("chat sent: {}", m["text"].as_str().unwrap_or(""));
+                        }
+                    }
+                    Some("moderated") => println!("a moderator: {}", v["action"].as_str().unwrap_or("?")),
+                    Some("error") => {
+                        println!("{} ({})", v["message"].as_str().unwrap_or("?"), v["code"].as_str().unwrap_or("?"));
+                        if v["fatal"].as_bool() == Some(true) {
+                            break REFUSED;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = report.tick() => print_tracks(&tracks, "receiving"),
+            _ = tokio::time::sleep_until(deadline) => break 0,
+            _ = tokio::signal::ctrl_c() => break 0,
+            _ = tokio::time::sleep_until(timeout.into()) => {}
+        }
+        rtc.handle_input(Input::Timeout(Instant::now()))?;
+    };
+    print_tracks(&tracks, "received in all");
+    let _ = ws
+        .send(Message::text(json!({"type": "leave"}).to_string()))
+        .await;
+    let _ = ws.close(None).await;
+    Ok(status)
+}
+
+fn note_participant(names: &mut HashMap<u64, String>, p: &Value, what: &str) {
+    let (Some(id), Some(name)) = (p["id"].as_u64(), p["name"].as_str()) else {
+        return;
+    };
+    let fp = p["key"]
+        .as_str()
+        .and_then(|k| serde_json::from_value::<veche_trust::PublicKey>(json!(k)).ok())
+        .map(|k| k.fingerprint())
+        .unwrap_or_else(|| "no key".into());
+    println!("{what}: {name} ({fp})");
+    names.insert(id, name.to_owned());
+}
+
+fn print_tracks(tracks: &HashMap<String, Track>, what: &str) {
+    let mut lines: Vec<String> = tracks
+        .values()
+        .filter(|t| !t.who.is_empty())
+        .map(|t| {
+            format!(
+                "{} {} {} frames {} KiB",
+                t.who,
+                t.source,
+                t.frames,
+                t.bytes / 1024
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    lines.sort();
+    println!("{what}: {}", lines.join("; "));
+}
+
+async fn next_json<S>(ws: &mut S, limit: Duration) -> Result<Value>
+where
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(end, ws.next()).await {
+            Err(_) => bail!("the node said nothing for {} s", limit.as_secs()),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t)?),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => bail!("signaling: {e}"),
+            Ok(None) => bail!("the node closed the connection"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_parse_with_node_hint_and_invite() {
+        let l = parse_link("http://127.0.0.1:7300/m/abc-def-ghk?node=12D3KooW#invite=tok.en")
+            .expect("link");
+        assert_eq!(
+            l,
+            Link {
+                authority: "127.0.0.1:7300".into(),
+                meeting: "abc-def-ghk".into(),
+                invite: Some("tok.en".into()),
+            }
+        );
+        assert_eq!(
+            parse_link("http://h:1/m/abc-def-ghk")
+                .expect("plain")
+                .invite,
+            None
+        );
+        assert!(parse_link("https://h/m/abc-def-ghk").is_err());
+        assert!(parse_link("http://h:1/x/abc").is_err());
+        assert!(parse_link("http://h:1/m/../../etc").is_err());
+    }
+}
