@@ -78,10 +78,7 @@ fn frames(l: &str, who: &str, source: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_participant_joins_receives_media_and_its_key_file_is_who_it_is() {
     let lab = Lab::new("cli");
-    let data = lab.dir().join("data");
-    let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
-        .await;
+    let node = lab.local_node().await;
     let base = node.base();
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
     let path = host_starts(&mut ada, "Terminal class", &[], "Ada").await;

@@ -9,15 +9,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::{click, host_starts, make_invite, wait_text, Lab};
+use support::{host_starts, make_invite, wait_text, withdraw_invite, Lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     let lab = Lab::new("hostui");
-    let data = lab.dir().join("data");
-    let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
-        .await;
+    let node = lab.local_node().await;
     let base = node.base();
 
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
@@ -60,13 +57,7 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     .await;
 
     // The host withdraws the listener invite from the same dialog: the link stops working.
-    click(&mut ada, "the withdraw button", "button[data-withdraw]").await;
-    ada.wait_for(
-        "the invite withdrawn",
-        "(document.querySelector('button[data-withdraw]')?.textContent === 'Withdrawn') || null",
-        Duration::from_secs(10),
-    )
-    .await;
+    withdraw_invite(&mut ada).await;
     let mut late = lab
         .browser(&format!("{page}?name=Late&autojoin=1#{fragment}"), &[])
         .await;

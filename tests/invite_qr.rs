@@ -70,10 +70,7 @@ async fn canvas_pixels(b: &mut support::Browser, css: &str) -> (usize, usize, Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qr_codes_of_links_decode_to_the_links() {
     let lab = Lab::new("qr");
-    let data = lab.dir().join("data");
-    let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
-        .await;
+    let node = lab.local_node().await;
     let base = node.base();
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
     host_starts(&mut ada, "Lab 4", &[], "Ada").await;

@@ -13,10 +13,7 @@ use support::{click_row, host_starts, wait_text, Lab};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_lobby_on_newcomers_wait_until_the_host_admits_them() {
     let lab = Lab::new("lobby");
-    let data = lab.dir().join("data");
-    let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
-        .await;
+    let node = lab.local_node().await;
     let base = node.base();
 
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;

@@ -31,10 +31,7 @@ async fn wait_decoding(b: &mut Browser, who: &str, from: &[&str], source: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_browsers_see_hear_chat_share_and_leave() {
     let lab = Lab::new("three");
-    let data = lab.dir().join("data");
-    let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
-        .await;
+    let node = lab.local_node().await;
     let base = node.base();
 
     // Ada creates the meeting from the landing page, as a teacher would.

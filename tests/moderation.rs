@@ -17,10 +17,7 @@ use support::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_mutes_and_removes_and_nobody_else_can() {
     let lab = Lab::new("moderate");
-    let data = lab.dir().join("data");
-    let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
-        .await;
+    let node = lab.local_node().await;
     let base = node.base();
 
     // Ada starts the meeting from the start page: her browser's key is the host.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use support::{
     audio_from, click, click_row, forged_mute, host_starts, lan_nodes, make_invite, wait_text,
-    NatLab,
+    withdraw_invite, NatLab,
 };
 
 const BASE: &str = "http://localhost:7300";
@@ -128,13 +128,7 @@ async fn an_invite_withdrawn_at_the_host_node_admits_nobody_at_the_other_nodes()
     .await;
 
     // The host withdraws the invite on node A.
-    click(&mut ada, "the withdraw button", "button[data-withdraw]").await;
-    ada.wait_for(
-        "the invite withdrawn",
-        "(document.querySelector('button[data-withdraw]')?.textContent === 'Withdrawn') || null",
-        Duration::from_secs(10),
-    )
-    .await;
+    withdraw_invite(&mut ada).await;
 
     // Node B heard of it: the same link no longer admits anyone there.
     let mut late = lab

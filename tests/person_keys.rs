@@ -61,10 +61,7 @@ async fn rows(b: &mut Browser, name: &str, count: usize) -> Vec<(String, bool)> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_prove_their_keys_and_show_fingerprints() {
     let lab = Lab::new("keys");
-    let data = lab.dir().join("data");
-    let node = lab
-        .node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
-        .await;
+    let node = lab.local_node().await;
     let base = node.base();
 
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;

@@ -152,6 +152,14 @@ impl Lab {
         &self.dir
     }
 
+    /// A node at http://127.0.0.1:7300 in the namespace (media on UDP 7301), its data in
+    /// the lab's folder.
+    pub async fn local_node(&self) -> Node {
+        let data = self.dir.join("data");
+        self.node(&data, &["--http", "127.0.0.1:7300", "--media-port", "7301"])
+            .await
+    }
+
     /// Start `veche run` in the namespace with `args`; waits for its web address.
     pub async fn node(&self, data_dir: &Path, args: &[&str]) -> Node {
         Node::start(Some(&self.name), &self.dir, data_dir, args).await
@@ -915,6 +923,18 @@ pub async fn click(b: &mut Browser, what: &str, css: &str) {
         what,
         &format!("(() => {{ const e = document.querySelector({css:?}); if (!e) return null; e.click(); return true; }})()"),
         Duration::from_secs(20),
+    )
+    .await;
+}
+
+/// In the host's open Invite dialog: withdraw the invite listed first (the newest) and wait
+/// until the dialog says it is withdrawn.
+pub async fn withdraw_invite(b: &mut Browser) {
+    click(b, "the withdraw button", "button[data-withdraw]").await;
+    b.wait_for(
+        "the invite withdrawn",
+        "(document.querySelector('button[data-withdraw]')?.textContent === 'Withdrawn') || null",
+        Duration::from_secs(10),
     )
     .await;
 }

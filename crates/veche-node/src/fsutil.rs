@@ -59,3 +59,17 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The file's permission bits if users other than its owner may read or write it (a secret
+/// then is not one any more), else `None`.
+#[cfg(unix)]
+pub(crate) fn open_to_others(path: &Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn open_to_others(_path: &Path) -> io::Result<Option<u32>> {
+    Ok(None)
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use libp2p_identity::{Keypair, PeerId};
 
-use crate::fsutil::{ensure_private_dir, write_atomic};
+use crate::fsutil::{ensure_private_dir, open_to_others, write_atomic};
 
 /// The file in the data directory that holds the node's secret key (32 raw bytes).
 pub const KEY_FILE: &str = "node.key";
@@ -104,29 +104,18 @@ impl NodeIdentity {
     }
 }
 
-#[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), IdentityError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path)
-        .map_err(|source| IdentityError::Io {
-            path: path.to_owned(),
-            source,
-        })?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(IdentityError::Permissions {
+    match open_to_others(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(IdentityError::Permissions {
             path: path.to_owned(),
             mode,
-        });
+        }),
+        Err(source) => Err(IdentityError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), IdentityError> {
-    Ok(())
 }
 
 #[cfg(test)]

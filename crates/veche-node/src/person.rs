@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{ensure_private_dir, write_atomic};
+use crate::fsutil::{ensure_private_dir, open_to_others, write_atomic};
 
 /// The default key file's name in the data directory.
 pub const PERSON_KEY_FILE: &str = "person.key";
@@ -73,28 +73,18 @@ pub fn load_or_create_person_key(path: &Path) -> Result<([u8; 32], bool), Person
     }
 }
 
-#[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), PersonKeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path)
-        .map_err(|source| PersonKeyError::Io {
+    match open_to_others(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(PersonKeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        }),
+        Err(source) => Err(PersonKeyError::Io {
             path: path.to_owned(),
             source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(PersonKeyError::Permissions {
-            path: path.to_owned(),
-            mode: mode & 0o777,
-        });
+        }),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), PersonKeyError> {
-    Ok(())
 }
 
 #[cfg(test)]
