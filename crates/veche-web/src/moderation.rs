@@ -137,11 +137,19 @@ pub fn take_past(
     taken
 }
 
-/// The durable actions to hand out with `meeting` (oldest first).
+/// The durable actions to hand out with `meeting` (oldest first): the newest that fit one
+/// response ([`crate::revocation::SHARED_BYTES`]); older ones stay with the nodes that
+/// already have them.
 pub fn shared(meetings: &Mutex<MeetingStore>, meeting: &str) -> Vec<String> {
     let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
     store
         .get(meeting)
-        .map(|m| m.actions.clone())
+        .map(|m| {
+            crate::revocation::newest_within(
+                &m.actions,
+                veche_node::MAX_ACTIONS,
+                crate::revocation::SHARED_BYTES,
+            )
+        })
         .unwrap_or_default()
 }

@@ -10,8 +10,25 @@ use veche_trust::{check_revocation, decode_token, MeetingDoc, Revocation, Signed
 
 use crate::Ctx;
 
-/// Most revocations handed out with a meeting (the newest; they fit in one response).
+/// Most revocations handed out with a meeting (the newest).
 pub const MAX_SHARED: usize = 1024;
+/// Bytes of tokens handed out with a meeting, per kind (revocations, actions): together
+/// with the document they stay well inside one node-protocol response (1 MiB).
+pub const SHARED_BYTES: usize = 384 * 1024;
+
+/// The newest of `tokens` (kept in order, oldest first) that fit in `count` and `bytes`.
+pub fn newest_within(tokens: &[String], count: usize, bytes: usize) -> Vec<String> {
+    let mut total = 0;
+    let mut n = 0;
+    for t in tokens.iter().rev().take(count) {
+        if total + t.len() > bytes {
+            break;
+        }
+        total += t.len();
+        n += 1;
+    }
+    tokens[tokens.len() - n..].to_vec()
+}
 
 /// Why a revocation was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +69,13 @@ pub fn store(
     Ok((rev.body.invite, true))
 }
 
-/// The revocations to hand out with `meeting` (the newest [`MAX_SHARED`]).
+/// The revocations to hand out with `meeting`: the newest that fit [`MAX_SHARED`] and
+/// [`SHARED_BYTES`].
 pub fn shared(meetings: &Mutex<MeetingStore>, meeting: &str) -> Vec<String> {
     let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
     store
         .get(meeting)
-        .map(|m| {
-            let skip = m.revocations.len().saturating_sub(MAX_SHARED);
-            m.revocations[skip..].to_vec()
-        })
+        .map(|m| newest_within(&m.revocations, MAX_SHARED, SHARED_BYTES))
         .unwrap_or_default()
 }
 
@@ -96,5 +111,20 @@ pub(crate) async fn tell_nodes(ctx: &Ctx, meeting: &str, request: veche_net::pro
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_within;
+
+    #[test]
+    fn the_newest_tokens_that_fit_in_count_and_bytes_in_order() {
+        let t: Vec<String> = ["aaaa", "bb", "cccccc", "d"].map(String::from).to_vec();
+        assert_eq!(newest_within(&t, 10, 100), t);
+        assert_eq!(newest_within(&t, 2, 100), ["cccccc", "d"]);
+        assert_eq!(newest_within(&t, 10, 9), ["bb", "cccccc", "d"]);
+        assert_eq!(newest_within(&t, 10, 0), Vec::<String>::new());
+        assert_eq!(newest_within(&[], 10, 10), Vec::<String>::new());
     }
 }
