@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{host_starts, make_invite, wait_text, withdraw_invite, Lab};
+use support::{click_row, host_starts, make_invite, wait_text, withdraw_invite, Lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
@@ -30,7 +30,10 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     );
 
     let mut lee = lab
-        .browser(&format!("{page}?name=Lee&autojoin=1#{fragment}"), &[])
+        .browser(
+            &format!("{page}{}name=Lee&autojoin=1#{fragment}", sep(page)),
+            &[],
+        )
         .await;
     lee.wait_for(
         "Lee in, as a listener",
@@ -47,7 +50,7 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
 
     // The plain link admits nobody.
     let mut cy = lab
-        .browser(&format!("{page}?name=Cy&autojoin=1"), &[])
+        .browser(&format!("{page}{}name=Cy&autojoin=1", sep(page)), &[])
         .await;
     cy.wait_for(
         "Cy refused",
@@ -59,7 +62,10 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     // The host withdraws the listener invite from the same dialog: the link stops working.
     withdraw_invite(&mut ada).await;
     let mut late = lab
-        .browser(&format!("{page}?name=Late&autojoin=1#{fragment}"), &[])
+        .browser(
+            &format!("{page}{}name=Late&autojoin=1#{fragment}", sep(page)),
+            &[],
+        )
         .await;
     wait_text(
         &mut late,
@@ -73,4 +79,66 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
     lee.close().await;
     ada.close().await;
     node.kill().await;
+}
+
+/// What joins one more parameter to `page`'s query.
+fn sep(page: &str) -> char {
+    if page.contains('?') {
+        '&'
+    } else {
+        '?'
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_makes_a_moderator_who_invites_a_listener() {
+    let lab = Lab::new("hostmod");
+    let node = lab.local_node().await;
+    let base = node.base();
+
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    host_starts(&mut ada, "Lab 5", &["new-invite-only"], "Ada").await;
+    let link = make_invite(&mut ada, "speaker").await;
+    let (page, fragment) = link.split_once('#').expect("the invite is in the fragment");
+    let mut bob = lab
+        .browser(
+            &format!("{page}{}name=Bob&autojoin=1#{fragment}", sep(page)),
+            &[],
+        )
+        .await;
+    bob.wait_for(
+        "Bob in as a speaker",
+        "(window.veche && veche.state().joined && veche.state().role === 'speaker') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // The host makes Bob a moderator from the People panel: an invite bound to his key,
+    // checked by the node and handed to him.
+    click_row(&mut ada, "Bob", "promote", false).await;
+    bob.wait_for(
+        "Bob a moderator",
+        "(veche.state().role === 'moderator') || null",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Bob invites a listener under his own moderator invite; the node checks the chain.
+    let link = make_invite(&mut bob, "listener").await;
+    let (page, fragment) = link.split_once('#').expect("the invite is in the fragment");
+    let mut cy = lab
+        .browser(
+            &format!("{page}{}name=Cy&autojoin=1#{fragment}", sep(page)),
+            &[],
+        )
+        .await;
+    cy.wait_for(
+        "Cy in, as a listener, on Bob's invite",
+        "(window.veche && veche.state().joined && veche.state().role === 'listener') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    for b in [cy, bob, ada] {
+        b.close().await;
+    }
 }

@@ -311,6 +311,12 @@ pub enum Signal {
         /// Still waiting.
         waiting: bool,
     },
+    /// The host (or a moderator) made this participant a moderator: the invite, bound to
+    /// their key, is their authority from now on (for actions and for invites they make).
+    Granted {
+        /// The moderator invite token (veche-trust `Invite`, checked by the node).
+        invite: String,
+    },
     /// A moderator acted on this participant (`mute`, `allow`).
     Moderated {
         /// What they did.

@@ -33,6 +33,14 @@ const TRANSIENT_FATAL = new Set(['media_failed', 'slow_consumer']);
 
 function chatKey(m) { return `${m.from}|${m.at}|${m.text}`; }
 
+/** A signed token (base64url JSON) as its object, or null. */
+function decodeToken(token) {
+  try {
+    const text = atob(String(token).replace(/-/g, '+').replace(/_/g, '/'));
+    return JSON.parse(new TextDecoder().decode(Uint8Array.from(text, (c) => c.charCodeAt(0))));
+  } catch { return null; }
+}
+
 /** Split text into text nodes and http(s) links (built as elements, never HTML). */
 function linkify(text) {
   const out = [];
@@ -146,6 +154,8 @@ export class Meeting {
     this.unread = 0;
     this.silenced = false;         // a moderator withholds our microphone
     this.silencedKeys = new Set(); // host: keys we muted
+    this.promoted = new Set(); // host: keys we made moderators
+    this.granted = null; // a moderator invite handed to us in the meeting
     this.waitingRoom = new Map();  // host: key → {key, name, fp} waiting in the lobby
     this.panel = null;             // null | "people" | "chat"
     this.tiles = new Map();        // key → tile record
@@ -218,6 +228,7 @@ export class Meeting {
       tracksChanged: guard(this.syncTracks),
       lost: guard(this.onLost),
       moderated: guard(this.onModerated),
+      granted: guard(this.onGranted),
       lobby: guard(this.onLobby),
       knock: guard(this.onKnock),
     };
@@ -245,6 +256,17 @@ export class Meeting {
   }
 
   /** A moderator muted us (our microphone is withheld by the node) or allows us again. */
+  /** The host made us a moderator: their invite, bound to our key, is our authority now. */
+  onGranted(token) {
+    const invite = decodeToken(token);
+    if (!invite) return;
+    this.granted = invite;
+    if (this.role !== 'host') this.role = 'moderator';
+    toast('The host made you a moderator: you can mute, remove, let people in and invite.', { timeout: 6000 });
+    this.render();
+    this.renderPeople();
+  }
+
   onModerated(action) {
     if (action === 'mute') {
       this.silenced = true;
@@ -265,14 +287,30 @@ export class Meeting {
   /** Host or moderator: may mute, remove, admit, lock and end. */
   get moderates() { return this.role === 'host' || this.role === 'moderator'; }
 
-  /** A moderator's authority: the moderator invite this page was opened with. */
+  /** A moderator's authority: the moderator invite handed to us in the meeting, else the
+   * one this page was opened with. */
   authority() {
     if (this.role !== 'moderator') return null;
+    if (this.granted) return this.granted;
+    return decodeToken(new URLSearchParams(location.hash.slice(1)).get('invite') || '');
+  }
+
+  /** Host: make `p` a moderator with an invite bound to their key (the node checks it and
+   * hands it to them; they sign their actions and invites with it). */
+  async promote(p) {
+    if (!this.session || !p.key) return;
     try {
-      const token = new URLSearchParams(location.hash.slice(1)).get('invite') || '';
-      const text = atob(token.replace(/-/g, '+').replace(/_/g, '/'));
-      return JSON.parse(new TextDecoder().decode(Uint8Array.from(text, (c) => c.charCodeAt(0))));
-    } catch { return null; }
+      const invite = await signToken('veche/invite/v1', {
+        meeting: this.id, id: randomId(), role: 'moderator', expires_ms: Date.now() + 86400e3,
+        max_uses: null, invitee: p.key, parent: null,
+      });
+      if (!this.session.send({ type: 'grant', invite })) throw new Error('not connected');
+      this.promoted.add(p.key);
+      toast(`${p.name} is a moderator now`, { timeout: 3000 });
+      this.renderPeople();
+    } catch (err) {
+      toast(`Could not make ${p.name} a moderator: ${err && err.message || err}`, { kind: 'error' });
+    }
   }
 
   /** Host or moderator: sign a moderation action about `p` and send it (the node checks the signature). */
@@ -934,7 +972,10 @@ export class Meeting {
             text: this.silencedKeys.has(p.key) ? 'Allow' : 'Mute',
             onclick: () => this.moderate(this.silencedKeys.has(p.key) ? 'allow' : 'mute', p) }),
           h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'remove' }, text: 'Remove',
-            onclick: () => this.moderate('remove', p) })) : null,
+            onclick: () => this.moderate('remove', p) }),
+          this.role === 'host' ? h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'promote' },
+            text: this.promoted.has(p.key) ? 'Moderator' : 'Make moderator', disabled: this.promoted.has(p.key),
+            onclick: () => this.promote(p) }) : null) : null,
         h('span', { class: 'person-icons' },
           p.hand ? h('span', { class: 'state-icon on hand-up', role: 'img', 'aria-label': 'Hand raised' }, icon('hand')) : null,
           p.screen ? h('span', { class: 'state-icon on', role: 'img', 'aria-label': 'Sharing screen' }, icon('screen')) : null,
@@ -1131,7 +1172,9 @@ export class Meeting {
       main.el,
       h('p', { class: 'dialog-note', text: 'Someone who runs their own veche node pastes this link on their node\'s start page; it joins this meeting through their node.' }),
     ];
-    if (this.role === 'host') body.push(...this.inviteMaker(link, lan, row));
+    // A moderator invites under their own moderator invite, which must name their key.
+    const delegates = this.role === 'moderator' && this.authority()?.body?.invitee;
+    if (this.role === 'host' || delegates) body.push(...this.inviteMaker(link, lan, row));
     if (lan.length) {
       body.push(h('h3', { text: 'On this network' }));
       for (const url of lan) body.push(row(url, 'Meeting link on this network').el);
@@ -1169,7 +1212,7 @@ export class Meeting {
           expires_ms: Date.now() + Number(expiry.value),
           max_uses: single.checked ? 1 : null,
           invitee: null,
-          parent: null,
+          parent: this.role === 'host' ? null : this.authority(),
         });
         const url = `${link}#invite=${token}`;
         const label = `${role.value}, ${expiry.selectedOptions[0].text}${single.checked ? ', one use' : ''}`;
@@ -1180,7 +1223,7 @@ export class Meeting {
           h('p', { class: 'dialog-note', text: `A ${role.value} invite, ${expiry.selectedOptions[0].text}${single.checked ? ', for one person' : ''}. The part after # never reaches any server.` }),
           row(url, 'Invite link', 'invite-link').el,
           ...onLan);
-        list.replaceChildren(...this.inviteRows());
+        if (this.role === 'host') list.replaceChildren(...this.inviteRows());
         toast((await copyText(url)) ? 'Invite link copied' : 'Select the link and copy it', { timeout: 2500 });
       } catch (err) {
         toast(`Could not sign the invite: ${err && err.message || err}`, { kind: 'error' });
@@ -1188,9 +1231,10 @@ export class Meeting {
         make.disabled = false;
       }
     });
-    const list = h('ul', { class: 'invite-list' }, ...this.inviteRows());
+    // Only the host withdraws invites (revocations are the host's), so only the host lists them.
+    const list = h('ul', { class: 'invite-list' }, ...(this.role === 'host' ? this.inviteRows() : []));
     return [
-      h('h3', { text: 'Invite with a role (you are the host)' }),
+      h('h3', { text: `Invite with a role (you are ${this.role === 'host' ? 'the host' : 'a moderator'})` }),
       h('div', { class: 'row' }, role, expiry),
       h('label', { class: 'check', for: 'invite-single' }, single, ' one use only'),
       make,

@@ -148,6 +148,7 @@ export class Session {
       case 'state': this.on.state(msg); break;
       case 'chat': this.on.chat(msg.message); break;
       case 'moderated': if (this.on.moderated) this.on.moderated(String(msg.action ?? '')); break;
+      case 'granted': if (this.on.granted) this.on.granted(String(msg.invite ?? '')); break;
       case 'lobby':
         // Waiting for a moderator: no welcome until they decide.
         clearTimeout(this.welcomeTimer);

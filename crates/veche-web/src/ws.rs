@@ -83,6 +83,11 @@ enum ClientMsg {
     Moderate {
         action: String,
     },
+    /// Make someone a moderator: a moderator invite (veche-trust `Invite`) bound to their
+    /// key, signed by the host or a moderator; the node checks it and hands it to them.
+    Grant {
+        invite: String,
+    },
     Leave,
 }
 
@@ -574,6 +579,12 @@ impl Session {
                 }
                 return Next::Continue;
             }
+            ClientMsg::Grant { invite } => {
+                if let Some(e) = self.grant(&invite).await {
+                    replies.push(self.error(ErrorCode::NotAllowed, e, false));
+                }
+                return Next::Continue;
+            }
             ClientMsg::Leave => return Next::Close,
         };
         if engine.send(cmd).await.is_err() {
@@ -730,6 +741,64 @@ impl Session {
             return Next::Continue;
         }
         self.enter(pending, replies).await
+    }
+
+    /// Hand a moderator invite to the person it is bound to (on this node), once it checks
+    /// out against the meeting's document; `Some(reason)` when refused. From then on that
+    /// person hears the lobby's knocks and their page signs with the invite as authority.
+    async fn grant(&self, token: &str) -> Option<String> {
+        let (_, meeting, _) = self.joined.as_ref()?;
+        let meeting = meeting.clone();
+        let doc = {
+            let store = self
+                .ctx
+                .app
+                .meetings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            store.get(&meeting).and_then(|m| m.doc.clone())
+        };
+        let Some(doc) = doc else {
+            return Some("this meeting has no host: nobody can make moderators".into());
+        };
+        let checked = decode_token::<Signed<MeetingDoc>>(&doc).and_then(|doc| {
+            let invite = decode_token::<Signed<Invite>>(token)?;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let role = veche_trust::check_invite(&doc.body, &invite, now_ms)?;
+            Ok((role, invite))
+        });
+        let invite = match checked {
+            Ok((Role::Moderator, invite)) => invite,
+            Ok(_) => return Some("only a moderator invite makes a moderator".into()),
+            Err(e) => return Some(e.to_string()),
+        };
+        let Some(invitee) = invite.body.invitee else {
+            return Some("a moderator invite handed to someone must name their key".into());
+        };
+        let target = veche_trust::encode_key(&invitee);
+        {
+            let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+            let m = lobby.moderators.entry(meeting.clone()).or_default();
+            if m.len() < MAX_WAITING {
+                m.insert(target.clone());
+            }
+        }
+        tracing::info!(%meeting, to = %invitee.fingerprint(), by = %invite.key.fingerprint(), "moderator granted");
+        let _ = self
+            .ctx
+            .app
+            .engine
+            .send(Command::Notify {
+                meeting,
+                keys: vec![target],
+                signal: Signal::Granted {
+                    invite: token.to_owned(),
+                },
+            })
+            .await;
+        None
     }
 
     /// Tell the meeting's host and moderators on this node that `key` waits (or not).
