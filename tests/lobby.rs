@@ -1,6 +1,7 @@
 //! The waiting room in real browsers: with the lobby on, a newcomer waits (no media, not in
 //! the meeting) until the host admits them from the People panel; a turned-away newcomer
-//! is told so.
+//! is told so. The decisions survive a kill -9: the admitted come back without waiting, the
+//! turned-away stay out.
 //!
 //! Runs as root (the browsers live in a network namespace).
 
@@ -55,6 +56,27 @@ async fn with_the_lobby_on_newcomers_wait_until_the_host_admits_them() {
     let mut cy = lab.browser(&link("Cy"), &[]).await;
     click_row(&mut ada, "Cy", "deny", true).await;
     wait_text(&mut cy, "Cy turned away", "The host did not let you in").await;
+
+    // The decisions are on disk: after a kill -9 and a restart, Bob (same browser, same key)
+    // comes straight in, and Cy is turned away without anyone deciding again.
+    node.kill().await;
+    let node = lab.local_node().await;
+    // A mark on the old page tells its answers from the reloaded page's.
+    let reload = "window.beforeReload = true; location.reload(); true";
+    bob.eval(reload).await.expect("reload");
+    bob.wait_for(
+        "Bob back in without waiting",
+        "(!window.beforeReload && window.veche && veche.state().joined) || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    cy.eval(reload).await.expect("reload");
+    cy.wait_for(
+        "Cy still turned away",
+        "(!window.beforeReload && document.body.innerText.includes('The host did not let you in')) || null",
+        Duration::from_secs(30),
+    )
+    .await;
 
     cy.close().await;
     bob.close().await;

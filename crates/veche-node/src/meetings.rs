@@ -53,6 +53,10 @@ pub struct Meeting {
     /// (each node counts the joins it admits).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub uses: BTreeMap<String, u32>,
+    /// The waiting room's decisions on this node: key → let in (`true`) or turned away.
+    /// Someone let in comes back without waiting; someone turned away stays out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lobby: BTreeMap<String, bool>,
     /// A moderator locked it: nobody new joins but the host and moderators.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked: bool,
@@ -199,6 +203,7 @@ impl MeetingStore {
             revocations: Vec::new(),
             actions: Vec::new(),
             uses: BTreeMap::new(),
+            lobby: BTreeMap::new(),
             locked: false,
             ended: false,
         };
@@ -258,6 +263,7 @@ impl MeetingStore {
                     revocations: Vec::new(),
                     actions: Vec::new(),
                     uses: BTreeMap::new(),
+                    lobby: BTreeMap::new(),
                     locked: false,
                     ended: false,
                 };
@@ -362,6 +368,21 @@ impl MeetingStore {
             return Err(SetDocError::TooMany);
         }
         m.uses.insert(counter.to_owned(), joins);
+        self.save().map_err(SetDocError::from)
+    }
+
+    /// Remember durably that the waiting room let `key` in (`admit`) or turned it away.
+    pub fn set_lobby_decision(
+        &mut self,
+        id: &str,
+        key: &str,
+        admit: bool,
+    ) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        if m.lobby.len() >= MAX_REMOVED && !m.lobby.contains_key(key) {
+            return Err(SetDocError::TooMany);
+        }
+        m.lobby.insert(key.to_owned(), admit);
         self.save().map_err(SetDocError::from)
     }
 

@@ -419,6 +419,17 @@ impl Session {
         if let kind @ (ActionKind::Admit | ActionKind::Deny) = action.body.kind {
             let target = veche_trust::encode_key(&action.body.target);
             let admit = kind == ActionKind::Admit;
+            // On disk first: the decision holds when they come back, also after a restart.
+            let store = self.ctx.app.meetings.clone();
+            let (m, k) = (meeting.clone(), target.clone());
+            let saved = tokio::task::spawn_blocking(move || {
+                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                store.set_lobby_decision(&m, &k, admit)
+            })
+            .await;
+            if !matches!(saved, Ok(Ok(()))) {
+                return Some("the node could not save the decision; nothing was done".into());
+            }
             let n = {
                 let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
                 lobby.decide(&meeting, &target, admit)
@@ -613,13 +624,15 @@ impl Session {
                     m.nodes.clone(),
                     m.doc.clone(),
                     (m.removed.clone(), m.revocations.clone(), m.locked, m.ended),
-                    m.uses.clone(),
+                    (m.uses.clone(), m.lobby.clone()),
                 )
             })
         } else {
             None
         };
-        let Some((title, nodes, doc, (removed, revocations, locked, ended), uses)) = title else {
+        let Some((title, nodes, doc, (removed, revocations, locked, ended), (uses, decided))) =
+            title
+        else {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -708,8 +721,17 @@ impl Session {
             title,
             nodes,
         };
-        // With the lobby on, everyone but the host and moderators waits to be let in.
-        if let Some(doc) = doc.filter(|d| d.body.lobby && role > Role::Moderator) {
+        // With the lobby on, everyone but the host and moderators waits to be let in, unless
+        // the waiting room decided about this key already.
+        let lobby_on = doc.as_ref().is_some_and(|d| d.body.lobby) && role > Role::Moderator;
+        if lobby_on && decided.get(&pending.key) == Some(&false) {
+            replies.push(self.error(ErrorCode::Denied, "the host did not let you in", true));
+            return Next::Close;
+        }
+        let admitted_before = decided.get(&pending.key) == Some(&true);
+        if let Some(doc) =
+            doc.filter(|d| d.body.lobby && role > Role::Moderator && !admitted_before)
+        {
             if self.pending.is_some() {
                 return Next::Continue;
             }
