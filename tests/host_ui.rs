@@ -142,3 +142,64 @@ async fn the_host_makes_a_moderator_who_invites_a_listener() {
         b.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_lets_in_only_the_keys_she_lists() {
+    let lab = Lab::new("hostkeys");
+    let node = lab.local_node().await;
+    let base = node.base();
+
+    // Bob copies his key from the start page.
+    let mut bob = lab.browser(&format!("{base}/"), &[]).await;
+    let key = bob
+        .wait_for(
+            "Bob's key on the start page",
+            "(document.getElementById('my-key')?.textContent || '').length === 43 ? document.getElementById('my-key').textContent : null",
+            Duration::from_secs(20),
+        )
+        .await;
+    let key = key.as_str().expect("key").to_owned();
+
+    // A typo is caught on the page, before any meeting is made.
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    ada.wait_for(
+        "start page",
+        "document.getElementById('new-keys') ? true : null",
+        Duration::from_secs(20),
+    )
+    .await;
+    ada.eval("document.getElementById('new-keys').value = 'not-a-key'; document.getElementById('start-btn').click(); true")
+        .await
+        .expect("start");
+    wait_text(&mut ada, "the typo refused", "is not a person's key").await;
+    ada.eval("document.getElementById('new-keys').value = ''; document.getElementById('new-ends').value = '2001-01-01T09:00'; document.getElementById('start-btn').click(); true")
+        .await
+        .expect("start");
+    wait_text(&mut ada, "a past end refused", "The end time has passed").await;
+
+    // Only Bob's key.
+    ada.eval(&format!(
+        "document.getElementById('new-ends').value = ''; document.getElementById('new-keys').value = {key:?}; true"
+    ))
+    .await
+    .expect("keys");
+    let path = host_starts(&mut ada, "Tutoring", &[], "Ada").await;
+    bob.eval(&format!(
+        "location.href = '{path}?name=Bob&autojoin=1'; true"
+    ))
+    .await
+    .expect("join");
+    bob.wait_for(
+        "Bob in, as a speaker, by his key",
+        "(window.veche && veche.state().joined && veche.state().role === 'speaker') || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut cy = lab
+        .browser(&format!("{base}{path}?name=Cy&autojoin=1"), &[])
+        .await;
+    wait_text(&mut cy, "Cy refused", "by invitation only").await;
+    for b in [cy, bob, ada] {
+        b.close().await;
+    }
+}

@@ -4,7 +4,7 @@
 import { h, icon, mount, toast, fatalScreen, brand, initials, hueFor } from './ui.js';
 import { getLocalMedia, mediaAvailable } from './media.js';
 import { Meeting } from './meeting.js';
-import { personKey, signToken } from './keys.js';
+import { personKey, signToken, fingerprint } from './keys.js';
 
 const NAME_KEY = 'veche.name';
 const NODE_INFO_TIMEOUT_MS = 4000;
@@ -106,6 +106,13 @@ function landingPage() {
   const startErr = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const inviteOnly = h('input', { id: 'new-invite-only', type: 'checkbox' });
   const lobby = h('input', { id: 'new-lobby', type: 'checkbox' });
+  // Only these people: their full keys (each person copies theirs from this page).
+  const allowed = h('textarea', {
+    id: 'new-keys', rows: '3', spellcheck: 'false', autocomplete: 'off',
+    placeholder: 'Only these people: paste each person\'s key, one per line (empty: anyone with the link)',
+    'aria-label': 'Only these people (their keys, one per line)',
+  });
+  const ends = h('input', { id: 'new-ends', type: 'datetime-local', 'aria-label': 'Ends at (optional)' });
   const startForm = h('form', { class: 'stack' },
     h('label', { class: 'label', for: 'new-title', text: 'Start a meeting' }),
     h('div', { class: 'row' }, titleInput, startBtn),
@@ -113,11 +120,23 @@ function landingPage() {
       ' Invite only: people join with an invite link you make (as speaker, listener or moderator)'),
     h('label', { class: 'check', for: 'new-lobby' }, lobby,
       ' Waiting room: you let each person in'),
+    allowed,
+    h('label', { class: 'check', for: 'new-ends' }, 'Ends at (optional): ', ends),
     startErr);
   startForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     startErr.hidden = true;
     const title = titleInput.value.trim() || 'Meeting'; // an empty title should not block a quick start
+    // Checked before the node is asked for anything, so a typo costs no meeting.
+    const keys = allowed.value.split(/\s+/).map((k) => k.trim()).filter(Boolean);
+    const bad = keys.find((k) => !/^[A-Za-z0-9_-]{43}$/.test(k));
+    const endsMs = ends.value ? new Date(ends.value).getTime() : null;
+    const refuse = (text) => {
+      startErr.textContent = text;
+      startErr.hidden = false;
+    };
+    if (bad) return refuse(`"${bad.slice(0, 20)}" is not a person's key: a key is 43 letters, digits, - and _.`);
+    if (endsMs !== null && !(endsMs > Date.now())) return refuse('The end time has passed: pick a later one, or none.');
     startBtn.disabled = true;
     startBtn.textContent = 'Starting…';
     try {
@@ -135,10 +154,10 @@ function landingPage() {
         id: r.body.id,
         title: String(r.body.title || title),
         host: (await personKey()).publicKey,
-        policy: { type: inviteOnly.checked ? 'invite_only' : 'anyone' },
+        policy: keys.length ? { type: 'keys', keys } : { type: inviteOnly.checked ? 'invite_only' : 'anyone' },
         lobby: lobby.checked,
         created_ms: Date.now(),
-        ends_ms: null,
+        ends_ms: endsMs,
       });
       const put = await api(`/api/meetings/${encodeURIComponent(r.body.id)}/doc`, {
         method: 'PUT',
@@ -177,6 +196,21 @@ function landingPage() {
     location.assign(meetingPath(ref.id, ref.node));
   });
 
+  // This browser's key, whole: what a host pastes into "Only these people".
+  const myKey = h('code', { id: 'my-key', class: 'fingerprint' });
+  const keyCopy = h('button', { class: 'btn btn-secondary btn-small', type: 'button', text: 'Copy' });
+  keyCopy.addEventListener('click', () => {
+    if (navigator.clipboard) navigator.clipboard.writeText(myKey.textContent).catch(() => {});
+  });
+  const keyRow = h('details', { class: 'my-key' },
+    h('summary', { text: 'Your key (for hosts who invite by key)' }),
+    h('p', { class: 'dialog-note', text: 'Send this to a host who lets in only the people they list. Others see its short form next to your name.' }),
+    h('div', { class: 'copy-row' }, myKey, keyCopy));
+  personKey().then((k) => {
+    myKey.textContent = k.publicKey;
+    keyRow.querySelector('summary').textContent = `Your key: ${fingerprint(k.publicKey)}… (for hosts who invite by key)`;
+  }).catch(() => { keyRow.hidden = true; });
+
   const footer = h('p', { class: 'landing-foot' });
   mount(h('main', { class: 'center-screen landing' },
     h('div', { class: 'card landing-card' },
@@ -184,7 +218,8 @@ function landingPage() {
         h('p', { class: 'tagline', text: 'Video meetings served from your own machine — no cloud, no accounts, works without internet.' })),
       startForm,
       h('div', { class: 'divider', 'aria-hidden': 'true' }, h('span', { text: 'or' })),
-      joinForm),
+      joinForm,
+      keyRow),
     footer));
   // Focus only with a mouse/keyboard: on a tablet it would throw up the on-screen keyboard.
   if (window.matchMedia && window.matchMedia('(pointer: fine)').matches) titleInput.focus();
