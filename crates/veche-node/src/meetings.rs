@@ -70,6 +70,42 @@ pub const MAX_REMOVED: usize = 10_000;
 /// Most signed actions kept per meeting (the oldest go first).
 pub const MAX_ACTIONS: usize = 1024;
 
+/// What a node learns with a meeting from the node it asked (each piece checked by the
+/// caller): stored in one write.
+#[derive(Debug, Default)]
+pub struct History {
+    /// The host's revocations (tokens).
+    pub revocations: Vec<String>,
+    /// The signed actions kept (tokens, oldest first).
+    pub actions: Vec<String>,
+    /// Keys those actions removed.
+    pub removed: Vec<String>,
+    /// The lock state the last lock or unlock left, if any.
+    pub locked: Option<bool>,
+    /// An end among them.
+    pub ended: bool,
+}
+
+fn push_revocation(m: &mut Meeting, token: &str) {
+    if m.revocations.iter().any(|t| t == token) {
+        return;
+    }
+    if m.revocations.len() >= MAX_REMOVED {
+        m.revocations.remove(0);
+    }
+    m.revocations.push(token.to_owned());
+}
+
+fn push_removed(m: &mut Meeting, key: &str) {
+    if m.removed.iter().any(|k| k == key) {
+        return;
+    }
+    if m.removed.len() >= MAX_REMOVED {
+        m.removed.remove(0);
+    }
+    m.removed.push(key.to_owned());
+}
+
 fn push_action(m: &mut Meeting, token: &str) {
     if m.actions.iter().any(|t| t == token) {
         return;
@@ -352,10 +388,7 @@ impl MeetingStore {
         if let Some(a) = action {
             push_action(m, a);
         }
-        if m.removed.len() >= MAX_REMOVED {
-            m.removed.remove(0);
-        }
-        m.removed.push(key.to_owned());
+        push_removed(m, key);
         self.save().map_err(SetDocError::from)
     }
 
@@ -392,10 +425,27 @@ impl MeetingStore {
         if m.revocations.iter().any(|t| t == token) {
             return Ok(());
         }
-        if m.revocations.len() >= MAX_REMOVED {
-            m.revocations.remove(0);
+        push_revocation(m, token);
+        self.save().map_err(SetDocError::from)
+    }
+
+    /// Store what came with a meeting learned from another node (checked by the caller) in
+    /// one durable write.
+    pub fn add_history(&mut self, id: &str, h: &History) -> Result<(), SetDocError> {
+        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+        for t in &h.revocations {
+            push_revocation(m, t);
         }
-        m.revocations.push(token.to_owned());
+        for k in &h.removed {
+            push_removed(m, k);
+        }
+        for a in &h.actions {
+            push_action(m, a);
+        }
+        if let Some(l) = h.locked {
+            m.locked = l;
+        }
+        m.ended |= h.ended;
         self.save().map_err(SetDocError::from)
     }
 
@@ -495,6 +545,36 @@ mod tests {
             MeetingStore::open(&dir),
             Err(StoreError::Corrupt { .. })
         ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn history_from_another_node_is_stored_once_and_survives_reopening() {
+        let dir = std::env::temp_dir().join(format!("veche-meet-hist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = MeetingStore::open(&dir).expect("open");
+        store
+            .add_remote("abc-def-ghk", "Chess club", "12D3KooWnode")
+            .expect("remote");
+        let h = History {
+            revocations: vec!["rev1".into(), "rev1".into()],
+            actions: vec!["act1".into(), "act2".into()],
+            removed: vec!["keyA".into()],
+            locked: Some(true),
+            ended: false,
+        };
+        store.add_history("abc-def-ghk", &h).expect("history");
+        assert!(matches!(
+            store.add_history("nop-nop-nop", &h),
+            Err(SetDocError::Unknown)
+        ));
+        drop(store);
+        let store = MeetingStore::open(&dir).expect("reopen");
+        let m = store.get("abc-def-ghk").expect("meeting");
+        assert_eq!(m.revocations, ["rev1"]);
+        assert_eq!(m.actions, ["act1", "act2"]);
+        assert_eq!(m.removed, ["keyA"]);
+        assert!(m.locked && !m.ended);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

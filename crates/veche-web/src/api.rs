@@ -209,7 +209,7 @@ pub(crate) async fn post_revocation(
             meeting: id.clone(),
             revocation: req.revocation.clone(),
         };
-        revocation::tell_nodes(&ctx, &id, request).await;
+        crate::nodes::tell(&ctx, &id, request).await;
     }
     Ok(Json(json!({ "id": id, "revoked": invite })).into_response())
 }
@@ -411,19 +411,23 @@ async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
             match checked {
                 Ok(d) if d.body.id == id => {
                     let _ = store.set_remote_doc(&id, &doc);
-                    // And the invites the host withdrew, each checked against that document.
+                    // With it: the invites the host withdrew, who was removed, whether it is
+                    // locked or over; each checked against that document, stored in one write.
+                    let mut history = veche_node::History::default();
                     for token in revocations.iter().take(crate::revocation::MAX_SHARED) {
-                        let rev = veche_trust::decode_token::<veche_trust::Signed<veche_trust::Revocation>>(token);
-                        match rev.and_then(|r| veche_trust::check_revocation(&d.body, &r)) {
-                            Ok(()) => {
-                                let _ = store.add_revocation(&id, token);
-                            }
+                        match crate::revocation::check(&d.body, token) {
+                            Ok(_) => history.revocations.push(token.clone()),
                             Err(e) => tracing::warn!(meeting = %id, %node, error = %e, "a node sent a revocation that does not check out; ignored"),
                         }
                     }
-                    // And who was removed, whether it is locked or over.
                     let tokens = &actions[actions.len().saturating_sub(veche_node::MAX_ACTIONS)..];
-                    crate::moderation::take_past(&mut store, &id, &d.body, tokens);
+                    crate::moderation::take_past(&id, &d.body, tokens, &mut history);
+                    // Without its revocations and removals the meeting would admit whom the
+                    // host shut out: not learned at all then.
+                    if let Err(e) = store.add_history(&id, &history) {
+                        tracing::error!(meeting = %id, error = %e, "cannot save what came with the meeting");
+                        return Err(veche_node::CreateMeetingError::Io(std::io::Error::other(e.to_string())));
+                    }
                 }
                 _ => tracing::warn!(meeting = %id, %node, "a node sent a meeting document that does not check out; ignored"),
             }

@@ -9,6 +9,7 @@ mod api;
 mod assets;
 mod metrics;
 pub mod moderation;
+mod nodes;
 pub mod revocation;
 mod ws;
 pub use ws::Lobby;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 use veche_media::{Command, EngineHandle, Moderation};
-use veche_node::MeetingStore;
+use veche_node::{History, MeetingStore};
 use veche_trust::{
     check_action, decode_token, encode_key, encode_token, Action, ActionKind, MeetingDoc, Signed,
 };
@@ -100,16 +100,10 @@ pub async fn apply(
 }
 
 /// The durable actions (remove, lock, unlock, end) another node handed out with a meeting
-/// this node just learned, oldest first: each is checked against `doc` as of the time it was
-/// made (it was valid then; it is not fresh now) and its effect stored. People do not need
-/// telling: nobody here is in the meeting yet. Returns how many were taken.
-pub fn take_past(
-    store: &mut MeetingStore,
-    meeting: &str,
-    doc: &MeetingDoc,
-    tokens: &[String],
-) -> usize {
-    let mut taken = 0;
+/// this node just learned, oldest first, added to `history`: each is checked against `doc`
+/// as of the time it was made (it was valid then; it is not fresh now). People need no
+/// telling: nobody here is in the meeting yet.
+pub fn take_past(meeting: &str, doc: &MeetingDoc, tokens: &[String], history: &mut History) {
     for token in tokens {
         let checked = decode_token::<Signed<Action>>(token)
             .and_then(|a| check_action(doc, &a, a.body.at_ms).map(|()| a));
@@ -120,21 +114,15 @@ pub fn take_past(
                 continue;
             }
         };
-        let saved = match action.body.kind {
-            ActionKind::Remove => {
-                store.add_removed(meeting, &encode_key(&action.body.target), Some(token))
-            }
-            ActionKind::Lock => store.set_flags(meeting, Some(true), false, Some(token)),
-            ActionKind::Unlock => store.set_flags(meeting, Some(false), false, Some(token)),
-            ActionKind::End => store.set_flags(meeting, None, true, Some(token)),
+        match action.body.kind {
+            ActionKind::Remove => history.removed.push(encode_key(&action.body.target)),
+            ActionKind::Lock => history.locked = Some(true),
+            ActionKind::Unlock => history.locked = Some(false),
+            ActionKind::End => history.ended = true,
             _ => continue,
-        };
-        match saved {
-            Ok(()) => taken += 1,
-            Err(e) => tracing::error!(%meeting, error = %e, "cannot save a past action"),
         }
+        history.actions.push(token.clone());
     }
-    taken
 }
 
 /// The durable actions to hand out with `meeting` (oldest first): the newest that fit one

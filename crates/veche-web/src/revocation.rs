@@ -1,14 +1,13 @@
 //! Withdrawn invites: a host-signed revocation is checked against the meeting's signed
 //! document, stored durably, and passed to every other node of the meeting, which checks and
 //! stores it in turn; a node that learns a meeting later gets the revocations with it. So a
-//! withdrawn link admits nobody at any node that heard of the withdrawal.
+//! withdrawn link admits nobody at any node that heard of the withdrawal. (Passing it on:
+//! [`crate::nodes::tell`].)
 
 use std::sync::Mutex;
 
 use veche_node::MeetingStore;
 use veche_trust::{check_revocation, decode_token, MeetingDoc, Revocation, Signed};
-
-use crate::Ctx;
 
 /// Most revocations handed out with a meeting (the newest).
 pub const MAX_SHARED: usize = 1024;
@@ -43,6 +42,13 @@ pub enum RevocationError {
     Storage(String),
 }
 
+/// Check a revocation token against the meeting's document.
+pub fn check(doc: &MeetingDoc, token: &str) -> Result<Signed<Revocation>, veche_trust::TrustError> {
+    let rev: Signed<Revocation> = decode_token(token)?;
+    check_revocation(doc, &rev)?;
+    Ok(rev)
+}
+
 /// Check `token` against this node's copy of `meeting`'s document and store it (before
 /// returning: write before acknowledging). Returns the revoked invite's id and whether it
 /// was new here.
@@ -57,9 +63,7 @@ pub fn store(
     let known = m.revocations.iter().any(|t| t == token);
     let doc: Signed<MeetingDoc> =
         decode_token(&doc).map_err(|e| RevocationError::Bad(e.to_string()))?;
-    let rev: Signed<Revocation> =
-        decode_token(token).map_err(|e| RevocationError::Bad(e.to_string()))?;
-    check_revocation(&doc.body, &rev).map_err(|e| RevocationError::Bad(e.to_string()))?;
+    let rev = check(&doc.body, token).map_err(|e| RevocationError::Bad(e.to_string()))?;
     if known {
         return Ok((rev.body.invite, false));
     }
@@ -77,41 +81,6 @@ pub fn shared(meetings: &Mutex<MeetingStore>, meeting: &str) -> Vec<String> {
         .get(meeting)
         .map(|m| newest_within(&m.revocations, MAX_SHARED, SHARED_BYTES))
         .unwrap_or_default()
-}
-
-/// The other nodes of `meeting` this node knows: those it learned the meeting from and
-/// those it has media links with.
-pub(crate) async fn meeting_nodes(ctx: &Ctx, meeting: &str) -> Vec<String> {
-    let mut nodes: Vec<String> = {
-        let store = ctx.app.meetings.lock().unwrap_or_else(|p| p.into_inner());
-        store
-            .get(meeting)
-            .map(|m| m.nodes.clone())
-            .unwrap_or_default()
-    };
-    if let Ok(links) = ctx.app.engine.links(meeting).await {
-        nodes.extend(links.into_iter().map(|l| l.node));
-    }
-    nodes.sort();
-    nodes.dedup();
-    nodes.retain(|n| *n != ctx.app.node.id);
-    nodes
-}
-
-/// Send `request` to every other node of `meeting`, without waiting; refusals are logged.
-pub(crate) async fn tell_nodes(ctx: &Ctx, meeting: &str, request: veche_net::protocol::Request) {
-    for node in meeting_nodes(ctx, meeting).await {
-        let Ok(peer) = node.parse() else { continue };
-        let (net, request) = (ctx.app.net.clone(), request.clone());
-        tokio::spawn(async move {
-            match net.request(peer, request).await {
-                Ok(r) if matches!(r.response, veche_net::protocol::Response::Ok) => {}
-                other => {
-                    tracing::info!(%node, result = ?other.map(|r| r.response), "another node did not take a meeting update")
-                }
-            }
-        });
-    }
 }
 
 #[cfg(test)]

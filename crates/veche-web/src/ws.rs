@@ -453,7 +453,7 @@ impl Session {
             meeting: meeting.clone(),
             action: token.to_owned(),
         };
-        crate::revocation::tell_nodes(&self.ctx, &meeting, request).await;
+        crate::nodes::tell(&self.ctx, &meeting, request).await;
         None
     }
 
@@ -729,9 +729,7 @@ impl Session {
             return Next::Close;
         }
         let admitted_before = decided.get(&pending.key) == Some(&true);
-        if let Some(doc) =
-            doc.filter(|d| d.body.lobby && role > Role::Moderator && !admitted_before)
-        {
+        if let Some(doc) = doc.filter(|_| lobby_on && !admitted_before) {
             if self.pending.is_some() {
                 return Next::Continue;
             }
