@@ -1,15 +1,23 @@
 //! The bridge between the media engine and the control plane for meetings that span nodes:
-//! requests from other nodes go to the engine (after checking the meeting is known here),
-//! and what the engine has for other nodes goes out over libp2p, in order per node.
+//! requests from other nodes go to the engine, and what the engine has for other nodes goes
+//! out over libp2p, in order per node.
+//!
+//! Nodes take part in a meeting only on behalf of people who were really let in: every
+//! person another node announces comes with the proof they made for that node, and the
+//! meeting's rules (veche-meeting) admit them here or the announcement is dropped. A node
+//! with nobody admitted gets refused (no events, no link) and is told nothing (see
+//! [`Members`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use veche_media::{Command, EngineHandle, FedOut, LinkOffer};
+use veche_meeting::Presence;
 use veche_net::protocol::{ErrorCode, Request, Response};
 use veche_net::{AppEvent, NetHandle, PeerId};
 use veche_node::MeetingStore;
+use veche_web::rules;
 
 /// Most events one request may carry (a snapshot of a full meeting fits).
 const MAX_EVENTS: usize = 512;
@@ -17,6 +25,86 @@ const MAX_EVENTS: usize = 512;
 const GIVE_UP_AFTER: u32 = 12;
 /// Messages waiting for one node; beyond this the node is not keeping up and they drop.
 const PER_NODE_QUEUE: usize = 512;
+/// People one node may have admitted in one meeting (a meeting holds 100).
+const MAX_ADMITTED: usize = 512;
+/// Nodes introduced per meeting.
+const MAX_VOUCHED: usize = 64;
+
+/// Which other nodes take part in which meeting here, and on whose behalf. Freed when the
+/// node goes.
+#[derive(Default)]
+struct Members {
+    /// (meeting, node) → that node's people whom the meeting's rules admitted here (their
+    /// ids on that node). A node is a member while it has one.
+    admitted: HashMap<(String, String), std::collections::HashSet<u64>>,
+    /// (meeting, node) a member introduced: told our people so that it can show its own
+    /// (and be admitted in turn).
+    vouched: HashMap<String, std::collections::HashSet<String>>,
+    /// (meeting, relay node) this node chose to relay its media (set by the task that picks).
+    relays: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+impl Members {
+    fn is_member(&self, meeting: &str, node: &str) -> bool {
+        self.admitted
+            .get(&(meeting.to_owned(), node.to_owned()))
+            .is_some_and(|a| !a.is_empty())
+    }
+
+    fn vouch(&mut self, meeting: &str, node: &str) {
+        let v = self.vouched.entry(meeting.to_owned()).or_default();
+        if v.len() < MAX_VOUCHED {
+            v.insert(node.to_owned());
+        }
+    }
+
+    /// Whether this node may tell `node` about `meeting` (our people, our media): a member,
+    /// a node introduced by one or asked to relay, or a node the meeting was learned from.
+    fn may_tell(&self, meeting: &str, node: &str, homes: &[String]) -> bool {
+        self.is_member(meeting, node)
+            || self.is_vouched(meeting, node)
+            || homes.iter().any(|h| h == node)
+    }
+
+    /// Whether `node` may offer a media link for `meeting`: a member, a node vouched for, or
+    /// a relay forwarding members' people (its tracks attach only to them).
+    fn may_link(
+        &self,
+        meeting: &str,
+        node: &str,
+        tracks: &std::collections::BTreeMap<String, veche_net::protocol::LinkTrack>,
+    ) -> bool {
+        let relaying_members = !tracks.is_empty()
+            && tracks.values().all(|t| {
+                t.origin
+                    .as_deref()
+                    .is_some_and(|o| self.is_member(meeting, o))
+            });
+        self.is_member(meeting, node) || self.is_vouched(meeting, node) || relaying_members
+    }
+
+    /// Introduced by a member, or chosen by this node as its relay.
+    fn is_vouched(&self, meeting: &str, node: &str) -> bool {
+        self.vouched.get(meeting).is_some_and(|v| v.contains(node))
+            || self
+                .relays
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&(meeting.to_owned(), node.to_owned()))
+    }
+
+    fn forget_node(&mut self, node: &str) {
+        self.admitted.retain(|(_, n), _| n != node);
+        self.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, n)| n != node);
+        for v in self.vouched.values_mut() {
+            v.remove(node);
+        }
+        self.vouched.retain(|_, v| !v.is_empty());
+    }
+}
 
 /// Run the bridge until the engine or the network stops.
 pub async fn run(
@@ -28,22 +116,47 @@ pub async fn run(
     mut from_net: mpsc::Receiver<AppEvent>,
 ) {
     let mut queues: HashMap<String, mpsc::Sender<FedOut>> = HashMap::new();
+    let mut members = Members::default();
     loop {
         tokio::select! {
             out = from_engine.recv() => {
                 let Some(out) = out else { break };
-                let node = match &out {
-                    FedOut::Events { node, .. } | FedOut::Offer { node, .. } => node.clone(),
+                let (node, meeting) = match &out {
+                    FedOut::Events { node, meeting, .. } | FedOut::Offer { node, meeting, .. } => {
+                        (node.clone(), meeting.clone())
+                    }
                     FedOut::NeedRelay { node, meeting } => {
                         let (node, meeting) = (node.clone(), meeting.clone());
                         let (net, engine) = (net.clone(), engine.clone());
+                        let relays = members.relays.clone();
                         tokio::spawn(async move {
                             let via = pick_relay(&net, &node).await;
+                            // A relay this node chose hears our people (it forwards them),
+                            // vouched for before the engine sends it anything.
+                            if let Some(v) = &via {
+                                let mut r = relays.lock().unwrap_or_else(|p| p.into_inner());
+                                if r.len() < MAX_VOUCHED * 16 {
+                                    r.insert((meeting.clone(), v.clone()));
+                                }
+                            }
                             let _ = engine.send(Command::UseRelay { meeting, node, via }).await;
                         });
                         continue;
                     }
                 };
+                // A meeting this node carries under its rules: only members hear of it. (A
+                // relay carrying other nodes' meeting forwards what those nodes asked for.)
+                let homes = rules::read(&meetings, &meeting, |m| m.nodes.clone());
+                if let Some(homes) = homes {
+                    if !members.may_tell(&meeting, &node, &homes) {
+                        tracing::debug!(%node, %meeting, "not a member of the meeting here; nothing sent");
+                        if let FedOut::Offer { link, .. } = out {
+                            let reason = "the node has nobody let into the meeting".into();
+                            let _ = engine.send(Command::LinkFailed { link, reason }).await;
+                        }
+                        continue;
+                    }
+                }
                 let Ok(peer) = node.parse::<PeerId>() else {
                     tracing::warn!(%node, "not a node id; message dropped");
                     continue;
@@ -70,7 +183,12 @@ pub async fn run(
             }
             ev = from_net.recv() => {
                 let Some(ev) = ev else { break };
-                on_net(ev, &engine, &meetings, relay).await;
+                if let AppEvent::Disconnected { peer } = &ev {
+                    let node = peer.to_string();
+                    members.forget_node(&node);
+                    queues.remove(&node);
+                }
+                on_net(ev, &engine, &meetings, relay, &mut members).await;
             }
         }
     }
@@ -181,6 +299,7 @@ async fn on_net(
     engine: &EngineHandle,
     meetings: &Arc<Mutex<MeetingStore>>,
     relay: bool,
+    members: &mut Members,
 ) {
     let (peer, request, reply) = match ev {
         AppEvent::ObservedIp { ip } => {
@@ -209,36 +328,23 @@ async fn on_net(
         let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
         store.get(id).map(|m| m.title.clone())
     };
-    let doc_of = |id: &str| {
-        let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
-        store.get(id).and_then(|m| m.doc.clone())
-    };
     // A relay carries meetings it has never heard of, for the nodes that ask it to.
     let carries = |id: &str| title_of(id).is_some() || (relay && veche_node::is_meeting_id(id));
     let unknown = || error(ErrorCode::UnknownMeeting, "no such meeting on this node");
     let node = peer.to_string();
     let response = match request {
-        Request::Meeting { id } => match title_of(&id) {
-            Some(title) => {
-                let doc = doc_of(&id);
-                let revocations = veche_web::revocation::shared(meetings, &id);
-                let actions = veche_web::moderation::shared(meetings, &id);
-                Response::Meeting {
-                    id,
-                    title,
-                    doc,
-                    revocations,
-                    actions,
-                }
-            }
+        Request::Meeting { id, presence } => match title_of(&id) {
+            Some(title) => answer_meeting(meetings, &node, id, title, presence.as_deref()),
             None => unknown(),
         },
         Request::Action { meeting, action } => {
             if title_of(&meeting).is_none() {
                 unknown()
             } else {
-                match moderate(engine, meetings, &meeting, &action).await {
-                    Ok(()) => Response::Ok,
+                // Signed by the host or a moderator, checked here by the meeting's rules,
+                // whoever delivers it.
+                match veche_web::moderation::take(engine, meetings, &meeting, &action).await {
+                    Ok(_) => Response::Ok,
                     Err(message) => {
                         tracing::info!(%node, %meeting, %message, "moderation from another node refused");
                         error(ErrorCode::Refused, &message)
@@ -249,32 +355,32 @@ async fn on_net(
         Request::Revocation {
             meeting,
             revocation,
-        } => {
-            let store = meetings.clone();
-            let m = meeting.clone();
-            let stored = tokio::task::spawn_blocking(move || {
-                veche_web::revocation::store(&store, &m, &revocation)
-            })
-            .await;
-            match stored {
-                Ok(Ok((invite, _))) => {
-                    tracing::info!(%node, %meeting, %invite, "invite revoked (passed on by another node)");
-                    Response::Ok
-                }
-                Ok(Err(veche_web::revocation::RevocationError::UnknownMeeting)) => unknown(),
-                Ok(Err(e)) => {
-                    tracing::info!(%node, %meeting, error = %e, "revocation from another node refused");
-                    error(ErrorCode::Refused, &e.to_string())
-                }
-                Err(_) => error(ErrorCode::Unavailable, "shutting down"),
+        } => match veche_web::revocation::take(meetings, &meeting, &revocation).await {
+            Ok((invite, _)) => {
+                tracing::info!(%node, %meeting, %invite, "invite revoked (passed on by another node)");
+                Response::Ok
             }
-        }
+            Err(rules::Undecided::Unknown) => unknown(),
+            Err(e) => {
+                tracing::info!(%node, %meeting, error = %e, "revocation from another node refused");
+                error(ErrorCode::Refused, &e.to_string())
+            }
+        },
         Request::Events { meeting, events } => {
             if !carries(&meeting) {
                 unknown()
             } else if events.len() > MAX_EVENTS {
                 error(ErrorCode::TooLarge, "too many events in one request")
+            } else if let Err(why) = admit_events(meetings, members, &node, &meeting, &events) {
+                tracing::info!(%node, %meeting, why, "events from a node with nobody let in refused");
+                error(ErrorCode::Refused, why)
             } else {
+                // A relay carrying other nodes' meeting has no rules for it: it forwards.
+                let events = if title_of(&meeting).is_some() {
+                    members_filter(members, &node, &meeting, events)
+                } else {
+                    events
+                };
                 match engine
                     .send(Command::NodeEvents {
                         node,
@@ -296,6 +402,13 @@ async fn on_net(
         } => {
             if !carries(&meeting) {
                 unknown()
+            } else if title_of(&meeting).is_some() && !members.may_link(&meeting, &node, &tracks) {
+                // Media only from a member (or a relay this node asked to forward to it).
+                tracing::info!(%node, %meeting, "link offer from a node with nobody let in refused");
+                error(
+                    ErrorCode::Refused,
+                    "nobody you carry is let into this meeting",
+                )
             } else {
                 // The engine answers through a oneshot; do not hold the bridge while it does.
                 let engine = engine.clone();
@@ -331,17 +444,162 @@ async fn on_net(
     let _ = reply.send(response);
 }
 
-/// A moderation action another node passed on: checked here, against this node's copy of
-/// the host's document, before this node acts on its own participants. The waiting room is
-/// each node's own, so admit and deny concern only the node where they were made.
-async fn moderate(
-    engine: &EngineHandle,
+/// Answer `Request::Meeting`: the title to anyone; the host's document and what was decided
+/// under it only for a person of the asking node whom the meeting's rules admit (their
+/// proof names the asking node).
+fn answer_meeting(
     meetings: &Arc<Mutex<MeetingStore>>,
+    node: &str,
+    id: String,
+    title: String,
+    presence: Option<&str>,
+) -> Response {
+    let stranger = |title: String, id: String| Response::Meeting {
+        id,
+        title,
+        doc: None,
+        revocations: Vec::new(),
+        actions: Vec::new(),
+    };
+    let Some(token) = presence else {
+        return stranger(title, id);
+    };
+    let checked = rules::read(meetings, &id, |m| {
+        let presence: Presence = veche_trust::decode_token(token).map_err(|e| e.to_string())?;
+        m.rules
+            .admit_remote(&id, node, &presence, rules::now_ms(), false)
+            .map_err(|e| e.to_string())?;
+        let (revocations, actions) = m.rules.history(veche_web::revocation::SHARED_BYTES);
+        Ok::<_, String>((m.rules.doc_token().map(str::to_owned), revocations, actions))
+    });
+    match checked {
+        Some(Ok((doc, revocations, actions))) => Response::Meeting {
+            id,
+            title,
+            doc,
+            revocations,
+            actions,
+        },
+        Some(Err(message)) => {
+            tracing::info!(%node, meeting = %id, %message, "a node asked for a meeting for a person not let in");
+            Response::Error {
+                code: ErrorCode::Refused,
+                message,
+            }
+        }
+        None => stranger(title, id),
+    }
+}
+
+/// Admit the people a node announces in `events`, by the proof each carries, with the
+/// meeting's rules here. A full list (`sync`) replaces what was admitted for that node.
+/// Refused when the node would have nobody admitted and had nobody before.
+fn admit_events(
+    meetings: &Arc<Mutex<MeetingStore>>,
+    members: &mut Members,
+    node: &str,
     meeting: &str,
-    token: &str,
-) -> Result<(), String> {
-    let checked = veche_web::moderation::check(meetings, meeting, token)?;
-    veche_web::moderation::apply(engine, meetings, meeting, &checked.action)
-        .await
-        .map(|_| ())
+    events: &[veche_net::protocol::MeetingEvent],
+) -> Result<(), &'static str> {
+    use veche_net::protocol::MeetingEvent as Ev;
+    // A relay carrying other nodes' meeting has no rules for it: it only forwards.
+    let Some(()) = rules::read(meetings, meeting, |_| ()) else {
+        return Ok(());
+    };
+    let was = members.is_member(meeting, node);
+    let key = (meeting.to_owned(), node.to_owned());
+    let mut admitted = if matches!(events.first(), Some(Ev::Sync { .. })) {
+        std::collections::HashSet::new()
+    } else {
+        members.admitted.get(&key).cloned().unwrap_or_default()
+    };
+    let now = rules::now_ms();
+    for ev in events {
+        match ev {
+            Ev::Joined {
+                id,
+                key: person,
+                presence,
+                ..
+            } => {
+                let verdict = presence
+                    .as_deref()
+                    .ok_or_else(|| "no proof".to_owned())
+                    .and_then(|t| {
+                        veche_trust::decode_token::<Presence>(t).map_err(|e| e.to_string())
+                    })
+                    .and_then(|p| {
+                        if person.as_deref() != Some(p.key.as_str()) {
+                            return Err("the proof is for another key".to_owned());
+                        }
+                        rules::read(meetings, meeting, |m| {
+                            m.rules
+                                .admit_remote(meeting, node, &p, now, true)
+                                .map_err(|e| e.to_string())
+                        })
+                        .unwrap_or_else(|| Err("unknown meeting".into()))
+                    });
+                match verdict {
+                    Ok(_) if admitted.len() < MAX_ADMITTED => {
+                        admitted.insert(*id);
+                    }
+                    Ok(_) => tracing::warn!(%node, %meeting, "too many people from one node"),
+                    Err(why) => {
+                        admitted.remove(id);
+                        tracing::info!(%node, %meeting, remote = id, %why, "a person another node announced is not let in here");
+                    }
+                }
+            }
+            Ev::Left { id } => {
+                admitted.remove(id);
+            }
+            _ => {}
+        }
+    }
+    if admitted.is_empty() && !was {
+        return Err("nobody the node carries is let into this meeting");
+    }
+    if admitted.is_empty() {
+        members.admitted.remove(&key);
+    } else {
+        members.admitted.insert(key, admitted);
+    }
+    Ok(())
+}
+
+/// What of a member's events reaches the engine: the people admitted (and their leaving),
+/// their state and chat, and the nodes it introduces. Nothing for a person not admitted.
+fn members_filter(
+    members: &mut Members,
+    node: &str,
+    meeting: &str,
+    events: Vec<veche_net::protocol::MeetingEvent>,
+) -> Vec<veche_net::protocol::MeetingEvent> {
+    use veche_net::protocol::MeetingEvent as Ev;
+    let key = (meeting.to_owned(), node.to_owned());
+    let Some(admitted) = members.admitted.get(&key).cloned() else {
+        // Not a member (any more): only its leavings and an empty list pass.
+        return events
+            .into_iter()
+            .filter(|e| matches!(e, Ev::Sync { .. } | Ev::Left { .. }))
+            .collect();
+    };
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        let pass = match &ev {
+            Ev::Sync { .. } | Ev::Left { .. } => true,
+            Ev::Joined { id, .. } | Ev::State { id, .. } | Ev::Chat { id, .. } => {
+                admitted.contains(id)
+            }
+            Ev::Node { peer } => {
+                members.vouch(meeting, peer);
+                true
+            }
+            Ev::Relay { .. } => true,
+        };
+        if pass {
+            out.push(ev);
+        }
+    }
+    out
 }

@@ -65,6 +65,10 @@ struct JoinArgs {
     /// Say this in the chat once joined.
     #[arg(long, value_name = "TEXT")]
     say: Option<String>,
+    /// The id of the node the link's address reaches, when that node is not on this
+    /// machine and the link does not name it: the key signs a challenge for no other node.
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +158,10 @@ struct RunArgs {
     /// An address other nodes can reach this node at (a public server's address). Repeatable.
     #[arg(long, value_name = "MULTIADDR")]
     external_address: Vec<Multiaddr>,
+    /// Days an ended meeting (or one past its host's end time) is kept before it is deleted
+    /// with everything decided in it [default: 30].
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u32>,
 }
 
 fn main() -> Result<()> {
@@ -193,6 +201,7 @@ fn main() -> Result<()> {
                 key_file,
                 seconds: a.seconds,
                 say: a.say,
+                node: a.node,
             };
             let status = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -209,6 +218,18 @@ fn main() -> Result<()> {
     }
 }
 
+/// Delete the meetings past their retention (logged, never fatal: the next sweep retries).
+fn sweep(meetings: &mut MeetingStore, retention_ms: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match meetings.sweep(now, retention_ms) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "meetings past their retention deleted"),
+        Err(e) => tracing::error!(error = %e, "cannot delete meetings past their retention"),
+    }
+}
+
 async fn run(a: RunArgs) -> Result<()> {
     let a_net = NetArgs {
         name: a.name.clone(),
@@ -221,7 +242,10 @@ async fn run(a: RunArgs) -> Result<()> {
     let dir = a.data.data_dir.unwrap_or_else(veche_node::default_data_dir);
     let config = Config::load(&dir)?;
     let identity = NodeIdentity::load_or_create(&dir)?;
-    let meetings = MeetingStore::open(&dir)?;
+    let mut meetings = MeetingStore::open(&dir)?;
+    let retention_ms =
+        u64::from(a.retention_days.or(config.retention_days).unwrap_or(30)) * 86_400_000;
+    sweep(&mut meetings, retention_ms);
 
     let http = a.http.or(config.http).unwrap_or(DEFAULT_HTTP);
     let lan = a.lan || config.lan.unwrap_or(false);
@@ -295,6 +319,25 @@ async fn run(a: RunArgs) -> Result<()> {
         fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
     };
     let meetings = Arc::new(Mutex::new(meetings));
+    {
+        // Ended meetings go once their retention passed: checked every hour.
+        let meetings = meetings.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let m = meetings.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    sweep(
+                        &mut m.lock().unwrap_or_else(|p| p.into_inner()),
+                        retention_ms,
+                    )
+                })
+                .await;
+            }
+        });
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     let node_metrics = NodeMetrics::register(&mut registry);
     let net = start_net(
@@ -343,8 +386,8 @@ async fn run(a: RunArgs) -> Result<()> {
         net,
         registry: Arc::new(Mutex::new(registry)),
         node_metrics,
-        gates: Arc::default(),
         lobby: Arc::default(),
+        creations: Arc::default(),
     };
 
     let listener = tokio::net::TcpListener::bind(http).await.with_context(|| {
@@ -553,9 +596,12 @@ fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .with_context(|| format!("cannot reach a running veche node at {addr} (start one with `veche run`, or give --http)"))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    // A JSON body on a POST: the node takes no other (a cross-site form cannot send one).
+    let body = if method == "POST" { "{}" } else { "" };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;

@@ -30,6 +30,8 @@ struct Link {
     /// `host:port` of the node's HTTP address.
     authority: String,
     meeting: String,
+    /// The `node` the link names (the node id of the meeting's home).
+    node: Option<String>,
     invite: Option<String>,
 }
 
@@ -44,7 +46,12 @@ fn parse_link(link: &str) -> Result<Link> {
     let (authority, path) = rest
         .split_once('/')
         .ok_or_else(|| anyhow!("no meeting in the link"))?;
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let node = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("node="))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_owned);
     let meeting = path
         .strip_prefix("m/")
         .filter(|m| veche_node::is_meeting_id(m))
@@ -57,8 +64,49 @@ fn parse_link(link: &str) -> Result<Link> {
     Ok(Link {
         authority: authority.to_owned(),
         meeting: meeting.to_owned(),
+        node,
         invite,
     })
+}
+
+/// Why the key will not sign a node's challenge.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum NodeMismatch {
+    #[error("the node at {authority} says it is {said}, but {expected} was expected: refusing to sign for it (another node could use that proof as you)")]
+    Other {
+        authority: String,
+        said: String,
+        expected: String,
+    },
+    #[error("the node at {authority} is not on this machine and neither the link nor --node names it: give --node ID (its id from `veche id` there)")]
+    Unknown { authority: String },
+}
+
+/// The node id a challenge may name: the one `--node` or the link names; a node on this
+/// machine (loopback) is the operator's own and signs for itself.
+fn expected_node(link: &Link, given: Option<&str>, said: &str) -> Result<(), NodeMismatch> {
+    let host = link
+        .authority
+        .rsplit_once(':')
+        .map_or(link.authority.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let expected = given.or(if loopback { None } else { link.node.as_deref() });
+    match expected {
+        Some(e) if e == said => Ok(()),
+        Some(e) => Err(NodeMismatch::Other {
+            authority: link.authority.clone(),
+            said: said.to_owned(),
+            expected: e.to_owned(),
+        }),
+        None if loopback => Ok(()),
+        None => Err(NodeMismatch::Unknown {
+            authority: link.authority.clone(),
+        }),
+    }
 }
 
 /// The options of `veche join`.
@@ -68,6 +116,9 @@ pub struct JoinOptions {
     pub key_file: PathBuf,
     pub seconds: Option<u64>,
     pub say: Option<String>,
+    /// The id of the node the link's address reaches, when it is not on this machine and
+    /// the link does not name it.
+    pub node: Option<String>,
 }
 
 /// What one of the others' tracks brought us.
@@ -112,6 +163,7 @@ pub async fn join(opts: JoinOptions) -> Result<i32> {
     }
     let nonce = challenge["nonce"].as_str().unwrap_or_default();
     let node = challenge["node"].as_str().unwrap_or_default();
+    expected_node(&link, opts.node.as_deref(), node)?;
     let sig = me.sign_challenge(node, &link.meeting, nonce);
     let mut join = json!({
         "type": "join",
@@ -344,6 +396,7 @@ mod tests {
             Link {
                 authority: "127.0.0.1:7300".into(),
                 meeting: "abc-def-ghk".into(),
+                node: Some("12D3KooW".into()),
                 invite: Some("tok.en".into()),
             }
         );
@@ -356,5 +409,31 @@ mod tests {
         assert!(parse_link("https://h/m/abc-def-ghk").is_err());
         assert!(parse_link("http://h:1/x/abc").is_err());
         assert!(parse_link("http://h:1/m/../../etc").is_err());
+    }
+
+    #[test]
+    fn signs_only_for_the_node_it_meant_to_reach() {
+        let remote = parse_link("http://10.1.2.3:7300/m/abc-def-ghk?node=12D3KooWA").expect("link");
+        assert_eq!(expected_node(&remote, None, "12D3KooWA"), Ok(()));
+        assert!(matches!(
+            expected_node(&remote, None, "12D3KooWEvil"),
+            Err(NodeMismatch::Other { .. })
+        ));
+        assert_eq!(
+            expected_node(&remote, Some("12D3KooWB"), "12D3KooWB"),
+            Ok(())
+        );
+        let bare = parse_link("http://10.1.2.3:7300/m/abc-def-ghk").expect("link");
+        assert!(matches!(
+            expected_node(&bare, None, "12D3KooWA"),
+            Err(NodeMismatch::Unknown { .. })
+        ));
+        // The operator's own node, through another node's link: it signs for itself.
+        let own = parse_link("http://127.0.0.1:7300/m/abc-def-ghk?node=12D3KooWA").expect("link");
+        assert_eq!(expected_node(&own, None, "12D3KooWB"), Ok(()));
+        assert!(matches!(
+            expected_node(&own, Some("12D3KooWB"), "12D3KooWC"),
+            Err(NodeMismatch::Other { .. })
+        ));
     }
 }

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{create_meeting, wait_text, Browser, Lab};
+use support::{create_meeting_claimed, wait_text, Browser, Lab};
 use veche_trust::{encode_token, Invite, Keypair, MeetingDoc, Policy, Revocation, Role};
 
 fn now_ms() -> u64 {
@@ -65,7 +65,7 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
     // The host creates the meeting and signs it: invite only.
     let host = Keypair::from_secret(&[5; 32]);
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    let id = create_meeting(&mut ada, "Physics").await;
+    let (id, claim) = create_meeting_claimed(&mut ada, "Physics").await;
     let doc = encode_token(&host.sign(MeetingDoc {
         id: id.clone(),
         title: "Physics".into(),
@@ -75,14 +75,12 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
         created_ms: now_ms(),
         ends_ms: None,
     }));
-    let put = |token: &str| {
+    let put = |token: &str, claim: &str| {
         format!(
-            "fetch('/api/meetings/{id}/doc', {{method: 'PUT', headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{doc: {token:?}}})}}).then(async r => [r.status, await r.json()])"
+            "fetch('/api/meetings/{id}/doc', {{method: 'PUT', headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{doc: {token:?}, claim: {claim:?}}})}}).then(async r => [r.status, await r.json()])"
         )
     };
-    let stored = ada.eval(&put(&doc)).await.expect("put doc");
-    assert_eq!(stored[0], 200, "{stored}");
-    // The first host's signature stands.
+    // Whoever did not create the meeting cannot make themselves its host, not even first.
     let other_host = Keypair::from_secret(&[6; 32]);
     let grab = encode_token(&other_host.sign(MeetingDoc {
         id: id.clone(),
@@ -93,7 +91,16 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
         created_ms: now_ms(),
         ends_ms: None,
     }));
-    let again = ada.eval(&put(&grab)).await.expect("put doc again");
+    let early = ada.eval(&put(&grab, "a guess")).await.expect("put doc");
+    assert_eq!(
+        (&early[0], &early[1]["error"]),
+        (&403.into(), &"not_creator".into()),
+        "{early}"
+    );
+    let stored = ada.eval(&put(&doc, &claim)).await.expect("put doc");
+    assert_eq!(stored[0], 200, "{stored}");
+    // The first host's signature stands, even with the creator's secret.
+    let again = ada.eval(&put(&grab, &claim)).await.expect("put doc again");
     assert_eq!(again[0], 409, "{again}");
 
     let hour = now_ms() + 3_600_000;
@@ -108,6 +115,16 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
     let mut lee = lab
         .browser(
             &link("Lee", &invite(&host, &id, "listen-1", Role::Listener, hour)),
+            &[],
+        )
+        .await;
+    // A second speaker: her media reaching Ada shows the window in which Lee's does not.
+    let sam = lab
+        .browser(
+            &link(
+                "Sam",
+                &invite(&host, &id, "speaker-sam", Role::Speaker, hour),
+            ),
             &[],
         )
         .await;
@@ -139,14 +156,31 @@ async fn invites_admit_in_their_role_and_everything_else_is_refused() {
         Duration::from_secs(20),
     )
     .await;
-    let before = bytes_from(&mut ada, "Lee").await;
+    ada.wait_for(
+        "Ada receiving Sam's media",
+        "veche.stats().then(s => s.inbound.some(i => i.name === 'Sam' && i.bytesReceived > 0) || null)",
+        Duration::from_secs(30),
+    )
+    .await;
+    let before = (
+        bytes_from(&mut ada, "Lee").await,
+        bytes_from(&mut ada, "Sam").await,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = bytes_from(&mut ada, "Lee").await;
+    let after = (
+        bytes_from(&mut ada, "Lee").await,
+        bytes_from(&mut ada, "Sam").await,
+    );
+    assert!(
+        after.1 > before.1 + 10_000,
+        "a speaker's media keeps reaching Ada in the same window: {before:?} → {after:?}"
+    );
     assert_eq!(
-        (before, after),
+        (before.0, after.0),
         (0, 0),
         "a listener's media must reach nobody"
     );
+    sam.close().await;
 
     // An expired invite, a forged one, and none at all: refused, the reason on the page.
     let mut old = lab

@@ -312,7 +312,8 @@ async fn link_to(
         &format!("{host} reports its media link to {other}"),
         Duration::from_secs(10),
         || async {
-            let m = lab.get(host, &format!("/api/meetings/{id}")).await;
+            // The operator's view, on the node's own machine (loopback).
+            let m = lab.get(host, &format!("/api/meetings/{id}/people")).await;
             let n = m["nodes"]
                 .as_array()?
                 .iter()

@@ -80,11 +80,26 @@ async fn the_host_mutes_and_removes_and_nobody_else_can() {
         (a0, c0),
         "Bob's microphone must reach nobody while muted"
     );
-    // Bob's own unmute is refused until the host allows it.
-    bob.eval("document.getElementById('btn-mic').click(); true")
+    // Bob unmutes anyway, past his page: his microphone track on again and `state` with
+    // audio on straight over the socket. The node's refusal is what keeps him silent.
+    bob.eval("(() => { for (const s of veche.pc.getSenders()) if (s.track && s.track.kind === 'audio') s.track.enabled = true; return veche.send({type: 'state', audio: true, video: true, screen: false, hand: false}); })()")
         .await
-        .expect("unmute");
+        .expect("unmute over the socket");
+    let bob_sent = "veche.stats().then(s => s.outbound.filter(o => o.kind === 'audio').reduce((a, o) => a + o.bytesSent, 0))";
+    let s0 = bob
+        .eval(bob_sent)
+        .await
+        .expect("stats")
+        .as_u64()
+        .unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let s1 = bob
+        .eval(bob_sent)
+        .await
+        .expect("stats")
+        .as_u64()
+        .unwrap_or(0);
+    assert!(s1 > s0 + 2_000, "Bob's browser sends audio: {s0} → {s1}");
     assert_eq!(audio_from(&mut cy, "Bob").await, c1, "still withheld");
     // Cy's own audio still reaches Ada: the mute concerned Bob only.
     let cy0 = audio_from(&mut ada, "Cy").await;

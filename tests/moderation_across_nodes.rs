@@ -4,8 +4,10 @@
 //! moderator are refused by the node they reach, on both nodes; the host's mute of Bob is
 //! checked by node B itself, which then withholds Bob's microphone from everyone. An invite the
 //! host withdraws on node A admits nobody at node B (told at once) nor at node C, which learns
-//! the meeting only after the host withdrew the invite and ended the meeting: both come with
-//! it, signed, and C checks them itself.
+//! the meeting after the withdrawal: the withdrawn link's holder is refused by A's rules (C
+//! learns nothing for her), and once a validly invited person is let in through C the
+//! revocation comes with the host's document and C refuses the link itself; the host's end
+//! then reaches B and C.
 //!
 //! Runs as root (namespaces, veth, mDNS inside the lab).
 
@@ -140,9 +142,43 @@ async fn an_invite_withdrawn_at_the_host_node_admits_nobody_at_the_other_nodes()
         "This invite was withdrawn by the host",
     )
     .await;
-    // A second invite, still valid; then the host ends the meeting (B acts on it: Bob out).
+    // A second invite, still valid.
     let link2 = make_invite(&mut ada, "speaker").await;
     assert_ne!(link2, link);
+
+    // Node C knows nothing of the meeting. The withdrawn link's holder is its first person:
+    // C asks A for the meeting with her proof, and A's rules refuse her (C learns nothing).
+    let mut cyd = lab
+        .browser("lan1c", &with_query(&link, "name=Cyd&autojoin=1"))
+        .await;
+    wait_text(
+        &mut cyd,
+        "the withdrawn link refused for node C",
+        "This invite was withdrawn by the host",
+    )
+    .await;
+    // Dee, with the valid link, is let in: C gets the host's document and its history.
+    let mut dee = lab
+        .browser("lan1c", &with_query(&link2, "name=Dee&autojoin=1"))
+        .await;
+    dee.wait_for(
+        "Dee in through node C",
+        "(window.veche && veche.state().joined) || null",
+        Duration::from_secs(45),
+    )
+    .await;
+    // Now C refuses the withdrawn link by its own copy: the revocation came with the meeting.
+    let mut cy2 = lab
+        .browser("lan1c", &with_query(&link, "name=Cy2&autojoin=1"))
+        .await;
+    wait_text(
+        &mut cy2,
+        "the withdrawn link refused at node C",
+        "This invite was withdrawn by the host",
+    )
+    .await;
+
+    // The host ends the meeting: B and C act on it.
     click(
         &mut ada,
         "the end button",
@@ -155,29 +191,23 @@ async fn an_invite_withdrawn_at_the_host_node_admits_nobody_at_the_other_nodes()
         "The host ended the meeting",
     )
     .await;
-
-    // Node C learns the meeting only now: the revocation and the end come with it, and C
-    // checks both signatures itself.
-    let mut cyd = lab
-        .browser("lan1c", &with_query(&link, "name=Cyd&autojoin=1"))
-        .await;
-    wait_text(
-        &mut cyd,
-        "the withdrawn link refused at node C",
-        "This invite was withdrawn by the host",
-    )
-    .await;
-    let mut dee = lab
-        .browser("lan1c", &with_query(&link2, "name=Dee&autojoin=1"))
-        .await;
     wait_text(
         &mut dee,
+        "Dee at node C told the meeting ended",
+        "The host ended the meeting",
+    )
+    .await;
+    let mut eve = lab
+        .browser("lan1c", &with_query(&link2, "name=Eve&autojoin=1"))
+        .await;
+    wait_text(
+        &mut eve,
         "the ended meeting refused at node C",
         "This meeting has ended",
     )
     .await;
     println!("node B ({b_id}) and node C refuse the withdrawn invite and the ended meeting");
-    for b in [ada, bob, late, cyd, dee] {
+    for b in [ada, bob, late, cyd, dee, cy2, eve] {
         b.close().await;
     }
 }

@@ -87,8 +87,20 @@ async fn browsers_prove_their_keys_and_show_fingerprints() {
     );
 
     // Ada reloads: the same key from IndexedDB, the same fingerprint, nothing marked.
+    let before = ada
+        .eval("window.__beforeReload = true; veche.state().you")
+        .await
+        .expect("participant id");
     ada.eval("location.reload()").await.expect("reload");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The new page (the marker gone), joined again as a new participant.
+    ada.wait_for(
+        "Ada's reloaded page joined again",
+        &format!(
+            "(!window.__beforeReload && window.veche && veche.state().joined && veche.state().you !== {before}) || null"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(own_fingerprint(&mut ada, "Ada").await, ada_fp);
     assert_eq!(
         rows(&mut bob, "Ada", 1).await,

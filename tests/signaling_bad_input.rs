@@ -286,7 +286,7 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
         next_of(&mut good, "chat").await["message"]["text"],
         "after all that"
     );
-    let (status, body) = http(port, "GET", &format!("/api/meetings/{id}"), None).await;
+    let (status, body) = http(port, "GET", &format!("/api/meetings/{id}/people"), None).await;
     assert_eq!(status, 200);
     let info: Value = serde_json::from_str(&body).expect("json");
     let names: Vec<&str> = info["participants"]

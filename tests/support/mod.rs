@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -859,6 +861,12 @@ pub async fn host_starts(b: &mut Browser, title: &str, options: &[&str], name: &
 
 /// Create a meeting through the API from the page `b` shows; returns its id.
 pub async fn create_meeting(b: &mut Browser, title: &str) -> String {
+    create_meeting_claimed(b, title).await.0
+}
+
+/// Create a meeting from the page in `b` (unsigned); its id and the secret that lets its
+/// creator sign it as host (`PUT /api/meetings/{id}/doc` with `claim`).
+pub async fn create_meeting_claimed(b: &mut Browser, title: &str) -> (String, String) {
     b.wait_for(
         "a page of the node",
         "location.href.startsWith('http') && document.readyState === 'complete'",
@@ -871,7 +879,10 @@ pub async fn create_meeting(b: &mut Browser, title: &str) -> String {
         ))
         .await
         .expect("create meeting");
-    created["id"].as_str().expect("meeting id").to_owned()
+    (
+        created["id"].as_str().expect("meeting id").to_owned(),
+        created["claim"].as_str().expect("claim").to_owned(),
+    )
 }
 
 /// Audio bytes `b` has received from `name`'s microphone.

@@ -49,6 +49,10 @@ pub enum MeetingEvent {
         /// The person's key as the sending node checked it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// What the person travels with (a veche-meeting `Presence` token: their proof for
+        /// the sending node, their invite): the receiver admits them by it, or ignores them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<String>,
     },
     /// Left.
     Left {

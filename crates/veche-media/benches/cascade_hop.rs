@@ -219,6 +219,7 @@ async fn client(
             meeting: MEETING.into(),
             name: name.into(),
             key: None,
+            presence: None,
             listener: false,
             client: None,
             nodes,

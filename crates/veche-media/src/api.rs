@@ -21,6 +21,9 @@ pub enum Command {
         name: String,
         /// The person's key (base64url), checked by the caller against a fresh challenge.
         key: Option<String>,
+        /// What the person travels with to the meeting's other nodes (a veche-meeting
+        /// `Presence` token; opaque to the engine).
+        presence: Option<String>,
         /// Joined as a listener (an invite's role): nothing they send is forwarded.
         listener: bool,
         /// The address the browser's signaling connection came from. A browser that reached
@@ -405,6 +408,90 @@ pub enum ErrorCode {
     Denied,
     /// A moderator ended the meeting for everyone.
     Ended,
+    /// The node the meeting was learned from cannot be reached to check this join.
+    NodeUnreachable,
+}
+
+impl ErrorCode {
+    /// Every code, in declaration order (docs/protocol.md documents each: a test checks).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadMessage,
+        ErrorCode::TooLarge,
+        ErrorCode::BinaryUnsupported,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::UnknownMeeting,
+        ErrorCode::MeetingFull,
+        ErrorCode::BadName,
+        ErrorCode::BadChat,
+        ErrorCode::BadSdp,
+        ErrorCode::UnexpectedSdp,
+        ErrorCode::RateLimited,
+        ErrorCode::SlowConsumer,
+        ErrorCode::MediaFailed,
+        ErrorCode::Internal,
+        ErrorCode::BadSignature,
+        ErrorCode::InviteRefused,
+        ErrorCode::NotAllowed,
+        ErrorCode::Removed,
+        ErrorCode::Denied,
+        ErrorCode::Ended,
+        ErrorCode::NodeUnreachable,
+    ];
+
+    /// Its place in [`ErrorCode::ALL`]. A new code does not compile until it has one.
+    pub fn index(self) -> usize {
+        match self {
+            ErrorCode::BadMessage => 0,
+            ErrorCode::TooLarge => 1,
+            ErrorCode::BinaryUnsupported => 2,
+            ErrorCode::NotJoined => 3,
+            ErrorCode::AlreadyJoined => 4,
+            ErrorCode::UnknownMeeting => 5,
+            ErrorCode::MeetingFull => 6,
+            ErrorCode::BadName => 7,
+            ErrorCode::BadChat => 8,
+            ErrorCode::BadSdp => 9,
+            ErrorCode::UnexpectedSdp => 10,
+            ErrorCode::RateLimited => 11,
+            ErrorCode::SlowConsumer => 12,
+            ErrorCode::MediaFailed => 13,
+            ErrorCode::Internal => 14,
+            ErrorCode::BadSignature => 15,
+            ErrorCode::InviteRefused => 16,
+            ErrorCode::NotAllowed => 17,
+            ErrorCode::Removed => 18,
+            ErrorCode::Denied => 19,
+            ErrorCode::Ended => 20,
+            ErrorCode::NodeUnreachable => 21,
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_error_code_is_listed_and_documented() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?} out of place in ALL");
+        }
+        assert!(ErrorCode::ALL.len() >= 20);
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/protocol.md"
+        ))
+        .expect("docs/protocol.md");
+        for c in ErrorCode::ALL {
+            let name = serde_json::to_value(c).expect("code");
+            let row = format!("| `{}` |", name.as_str().expect("text"));
+            assert!(
+                doc.contains(&row),
+                "{row} is not documented in docs/protocol.md"
+            );
+        }
+    }
 }
 
 impl Signal {

@@ -249,6 +249,7 @@ impl Engine {
                 meeting,
                 name,
                 key,
+                presence,
                 listener,
                 client,
                 nodes,
@@ -262,6 +263,9 @@ impl Engine {
                         return;
                     }
                 };
+                if let Some(p) = presence {
+                    self.fed.presence.insert(id, p);
+                }
                 self.sfu.set_listener(id, listener);
                 let mut rtc = Rtc::builder()
                     .set_ice_lite(true)
@@ -884,6 +888,7 @@ impl Engine {
         self.by_source.retain(|_, v| *v != id);
         self.dirty.remove(&id);
         self.renegotiate.remove(&id);
+        self.fed.presence.remove(&id);
         let local_meeting = (peer.role == Role::Browser)
             .then(|| self.sfu.meeting_of(id).map(str::to_owned))
             .flatten();

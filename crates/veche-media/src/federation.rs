@@ -79,6 +79,8 @@ pub(crate) struct Fed {
     resync: HashSet<(String, String)>,
     /// When our list last went again to (meeting, node), to send it at most every 5 s.
     resync_sent: HashMap<(String, String), Instant>,
+    /// Local participant → what they travel with to other nodes (their proof, opaque here).
+    pub presence: HashMap<ParticipantId, String>,
 }
 
 impl Fed {
@@ -98,7 +100,7 @@ struct Announced<'a> {
     key: Option<String>,
 }
 
-fn event_of(p: &ParticipantInfo) -> MeetingEvent {
+fn event_of(p: &ParticipantInfo, presence: Option<&String>) -> MeetingEvent {
     MeetingEvent::Joined {
         id: p.id.0,
         name: p.name.clone(),
@@ -107,6 +109,7 @@ fn event_of(p: &ParticipantInfo) -> MeetingEvent {
         screen: p.screen,
         hand: p.hand,
         key: p.key.clone(),
+        presence: presence.cloned(),
     }
 }
 
@@ -144,7 +147,12 @@ impl Engine {
 
     fn snapshot(&self, meeting: &str, to: &str, reply: bool) -> Vec<MeetingEvent> {
         let mut events = vec![MeetingEvent::Sync { reply }];
-        events.extend(self.sfu.local_participants(meeting).iter().map(event_of));
+        events.extend(
+            self.sfu
+                .local_participants(meeting)
+                .iter()
+                .map(|p| event_of(p, self.fed.presence.get(&p.id))),
+        );
         if let Some(nodes) = self.fed.nodes.get(meeting) {
             for other in nodes.keys().filter(|n| *n != to) {
                 events.push(MeetingEvent::Node {
@@ -423,7 +431,8 @@ impl Engine {
         now: Instant,
     ) {
         if let Some(info) = self.sfu.info(id) {
-            self.fed_broadcast(meeting, event_of(&info));
+            let ev = event_of(&info, self.fed.presence.get(&id));
+            self.fed_broadcast(meeting, ev);
         }
         // The first browser here: now there is something to send to every other node.
         let known: Vec<String> = self
@@ -518,7 +527,9 @@ impl Engine {
                     screen,
                     hand,
                     key,
+                    presence: _,
                 } => {
+                    // The bridge admitted this person by their presence before it got here.
                     listed.insert(id);
                     let state = MediaState {
                         audio,
@@ -781,17 +792,9 @@ impl Engine {
                 }
                 self.remote_in(origin, lt.participant, &meeting)
             }
-            _ => self.remote_joined(
-                &node,
-                &meeting,
-                Announced {
-                    id: lt.participant,
-                    name: &lt.name,
-                    state: MediaState::default(),
-                    key: None,
-                },
-                now,
-            ),
+            // Only a person the node's events announced (and the bridge admitted) has
+            // tracks here: a link cannot make people up.
+            _ => self.remote_in(&node, lt.participant, &meeting),
         };
         let origin = lt.origin.clone().unwrap_or_else(|| node.clone());
         let Some(pid) = pid else {

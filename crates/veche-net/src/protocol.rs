@@ -33,6 +33,11 @@ pub enum Request {
     Meeting {
         /// Meeting id.
         id: String,
+        /// A person the asker carries, with the proof they made for the asker (a
+        /// veche-meeting `Presence` token). Without one, or with one the answering node's
+        /// rules refuse, the answer is what a stranger may learn: the title.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<String>,
     },
     /// The asker's media offer for a meeting: it sends its participants' tracks on the mids
     /// listed in `tracks`. Answered with [`Response::Link`].
@@ -125,8 +130,8 @@ pub enum Response {
         id: String,
         /// Title.
         title: String,
-        /// The host's signed meeting document, if the host signed it (a veche-trust token):
-        /// the asking node enforces the same policy.
+        /// The host's signed meeting document, if the host signed it (a veche-trust token),
+        /// for an asker that showed a person let in: it enforces the same rules.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         doc: Option<String>,
         /// The host's signed revocations of invites known here; the asker checks each.

@@ -28,6 +28,8 @@ pub struct Config {
     pub media_bind: Vec<std::net::Ipv4Addr>,
     /// Most participants in one meeting (default 100).
     pub max_participants: Option<u16>,
+    /// Days an ended meeting is kept before it is deleted.
+    pub retention_days: Option<u32>,
     /// Serve HTTPS on the LAN.
     pub lan: Option<bool>,
     /// HTTPS listen address when `lan` is on (default 0.0.0.0:7443).

@@ -14,8 +14,7 @@ mod tls;
 pub use config::{Config, ConfigError};
 pub use identity::{IdentityError, NodeIdentity};
 pub use meetings::{
-    is_meeting_id, CreateMeetingError, History, Meeting, MeetingStore, SetDocError, StoreError,
-    MAX_ACTIONS,
+    claim_digest, is_meeting_id, CreateMeetingError, Meeting, MeetingStore, SetDocError, StoreError,
 };
 pub use person::{load_or_create_person_key, PersonKeyError, PERSON_KEY_FILE};
 pub use tls::{TlsError, TlsMaterial};

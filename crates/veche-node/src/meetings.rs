@@ -1,4 +1,10 @@
-//! Meetings created on this node, kept in `meetings.json` so links survive restarts.
+//! The meetings this node carries, kept in an embedded database (`meetings.redb`, redb) so
+//! links, hosts and every decision under them survive restarts and a kill -9.
+//!
+//! One record per meeting (its JSON), written in its own transaction: a change is committed
+//! (redb fsyncs on commit) before it is applied in memory, and a failed write leaves both as
+//! they were. Meetings are deleted once they ended and the retention period passed, and the
+//! file is compacted then, so it does not grow for ever.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -8,12 +14,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{ensure_private_dir, write_atomic};
+use veche_meeting::{Change, Governance};
+
+use crate::fsutil::ensure_private_dir;
 
 /// The store's file in the data directory.
-pub const MEETINGS_FILE: &str = "meetings.json";
+pub const MEETINGS_FILE: &str = "meetings.redb";
+/// The store of earlier versions (one JSON file), moved into the database on first open.
+pub const LEGACY_FILE: &str = "meetings.json";
+const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meetings");
 /// Longest meeting title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
+const DAY_MS: u64 = 86_400_000;
 /// Most meetings one node keeps.
 pub const MAX_MEETINGS: usize = 10_000;
 
@@ -33,87 +45,29 @@ pub struct Meeting {
     /// Empty for a meeting created here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
-    /// The host's signed meeting document (a veche-trust token), once the host signed it:
-    /// from then on joins are checked against its policy. The caller checks it before
-    /// storing it.
+    /// Who may be in it and what they may do: the host's signed document and everything
+    /// decided under it (veche-meeting). Changed only through [`MeetingStore::commit`].
+    #[serde(flatten)]
+    pub rules: Governance,
+    /// For a meeting created here and not signed yet: the SHA-256 (base64url) of the secret
+    /// its creator got back, which must come with the host's document. Nobody else can make
+    /// themselves its host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub doc: Option<String>,
-    /// Keys (base64url) a moderator removed: they cannot join this meeting again.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed: Vec<String>,
-    /// The host's signed revocations of invites (veche-trust tokens; checked by the caller).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub revocations: Vec<String>,
-    /// The signed actions behind `removed`, `locked` and `ended` (veche-trust `Action`
-    /// tokens, oldest first), so they can travel with the meeting to a node that learns it
-    /// later, which checks each itself.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<String>,
-    /// Joins counted per invite with a use limit, as `signer key/invite id` → joins here
-    /// (each node counts the joins it admits).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub uses: BTreeMap<String, u32>,
-    /// The waiting room's decisions on this node: key → let in (`true`) or turned away.
-    /// Someone let in comes back without waiting; someone turned away stays out.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub lobby: BTreeMap<String, bool>,
-    /// A moderator locked it: nobody new joins but the host and moderators.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub locked: bool,
-    /// A moderator ended it for everyone: nobody joins again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ended: bool,
+    pub claim: Option<String>,
+    /// For a meeting learned from another node: the host key's fingerprint the link named.
+    /// A document signed by anyone else is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// When it was ended (ms since the epoch): deleted once the retention period passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
 }
 
-/// Most keys removed from one meeting.
-pub const MAX_REMOVED: usize = 10_000;
-/// Most signed actions kept per meeting (the oldest go first).
-pub const MAX_ACTIONS: usize = 1024;
-
-/// What a node learns with a meeting from the node it asked (each piece checked by the
-/// caller): stored in one write.
-#[derive(Debug, Default)]
-pub struct History {
-    /// The host's revocations (tokens).
-    pub revocations: Vec<String>,
-    /// The signed actions kept (tokens, oldest first).
-    pub actions: Vec<String>,
-    /// Keys those actions removed.
-    pub removed: Vec<String>,
-    /// The lock state the last lock or unlock left, if any.
-    pub locked: Option<bool>,
-    /// An end among them.
-    pub ended: bool,
-}
-
-fn push_revocation(m: &mut Meeting, token: &str) {
-    if m.revocations.iter().any(|t| t == token) {
-        return;
-    }
-    if m.revocations.len() >= MAX_REMOVED {
-        m.revocations.remove(0);
-    }
-    m.revocations.push(token.to_owned());
-}
-
-fn push_removed(m: &mut Meeting, key: &str) {
-    if m.removed.iter().any(|k| k == key) {
-        return;
-    }
-    if m.removed.len() >= MAX_REMOVED {
-        m.removed.remove(0);
-    }
-    m.removed.push(key.to_owned());
-}
-
-fn push_action(m: &mut Meeting, token: &str) {
-    if m.actions.iter().any(|t| t == token) {
-        return;
-    }
-    if m.actions.len() >= MAX_ACTIONS {
-        m.actions.remove(0);
-    }
-    m.actions.push(token.to_owned());
+/// The secret's digest, as kept in [`Meeting::claim`].
+pub fn claim_digest(secret: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 /// Why a meeting's signed document was not stored.
@@ -129,9 +83,9 @@ pub enum SetDocError {
     /// It was created on another node, which keeps its document.
     #[error("this meeting belongs to another node")]
     Remote,
-    /// Past the limit of what one meeting keeps.
-    #[error("too many invites counted for this meeting")]
-    TooMany,
+    /// The secret its creator got back did not come with the document.
+    #[error("only the browser that created this meeting can sign it as its host")]
+    NotCreator,
     /// The store could not be written; nothing changed.
     #[error("cannot save the meeting: {0}")]
     Io(#[from] io::Error),
@@ -167,6 +121,14 @@ pub enum StoreError {
         /// What the OS said.
         source: io::Error,
     },
+    /// Another process (another veche) has the store open.
+    #[error(
+        "{path} is in use by another process: is another veche running on this data directory?"
+    )]
+    InUse {
+        /// The store's file.
+        path: PathBuf,
+    },
     /// The file is not a meeting store.
     #[error("{path} is damaged: {message}")]
     Corrupt {
@@ -182,37 +144,139 @@ struct OnDisk {
     meetings: Vec<Meeting>,
 }
 
+fn db_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
 /// The meetings of this node. A meeting is on disk before `create` returns.
-#[derive(Debug)]
 pub struct MeetingStore {
     path: PathBuf,
+    db: redb::Database,
     meetings: BTreeMap<String, Meeting>,
+    /// Tests: the next write fails, as a full disk would.
+    #[cfg(test)]
+    fail_next: bool,
+}
+
+impl std::fmt::Debug for MeetingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeetingStore")
+            .field("path", &self.path)
+            .field("meetings", &self.meetings.len())
+            .finish()
+    }
 }
 
 impl MeetingStore {
-    /// Open (or start) the store in `dir`.
+    /// Open (or start) the store in `dir`; a store of an earlier version (`meetings.json`)
+    /// is moved into it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(MEETINGS_FILE);
-        let meetings = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let disk: OnDisk =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                disk.meetings
-                    .into_iter()
-                    .map(|m| (m.id.clone(), m))
-                    .collect()
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(StoreError::Io { path, source }),
+        let io_err = |source: io::Error| StoreError::Io {
+            path: path.clone(),
+            source,
         };
-        Ok(Self { path, meetings })
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: path.clone(),
+            message,
+        };
+        ensure_private_dir(dir).map_err(io_err)?;
+        let db = redb::Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            e => corrupt(e.to_string()),
+        })?;
+        set_private(&path).map_err(io_err)?;
+        let mut meetings = BTreeMap::new();
+        {
+            use redb::{ReadableDatabase as _, ReadableTable as _};
+            let txn = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
+            match txn.open_table(TABLE) {
+                Ok(table) => {
+                    for entry in table.iter().map_err(|e| corrupt(e.to_string()))? {
+                        let (k, v) = entry.map_err(|e| corrupt(e.to_string()))?;
+                        let m: Meeting = serde_json::from_slice(v.value())
+                            .map_err(|e| corrupt(format!("meeting {}: {e}", k.value())))?;
+                        meetings.insert(m.id.clone(), m);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(corrupt(e.to_string())),
+            }
+        }
+        let mut store = Self {
+            path,
+            db,
+            meetings,
+            #[cfg(test)]
+            fail_next: false,
+        };
+        store.migrate(&dir.join(LEGACY_FILE))?;
+        Ok(store)
     }
 
-    /// Create a meeting and store it durably.
-    pub fn create(&mut self, title: &str, public: bool) -> Result<Meeting, CreateMeetingError> {
+    /// Move the meetings of `meetings.json` into the database (once, in one transaction),
+    /// then keep the old file aside.
+    fn migrate(&mut self, legacy: &Path) -> Result<(), StoreError> {
+        let bytes = match std::fs::read(legacy) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: legacy.to_owned(),
+                    source,
+                })
+            }
+        };
+        let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path: legacy.to_owned(),
+            message: e.to_string(),
+        })?;
+        let io_err = |source: io::Error| StoreError::Io {
+            path: legacy.to_owned(),
+            source,
+        };
+        let fresh: Vec<Meeting> = disk
+            .meetings
+            .into_iter()
+            .filter(|m| !self.meetings.contains_key(&m.id))
+            .collect();
+        self.write(&fresh, &[]).map_err(io_err)?;
+        for m in fresh {
+            self.meetings.insert(m.id.clone(), m);
+        }
+        std::fs::rename(legacy, legacy.with_extension("json.migrated")).map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Write `put` and delete `delete` in one committed transaction.
+    fn write(&mut self, put: &[Meeting], delete: &[String]) -> io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next) {
+            return Err(io::Error::other("no space left on device (test)"));
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(db_err)?;
+            for m in put {
+                let bytes = serde_json::to_vec(m).map_err(io::Error::other)?;
+                table
+                    .insert(m.id.as_str(), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+            for id in delete {
+                table.remove(id.as_str()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Create a meeting and store it durably. Returns it and the secret that lets its
+    /// creator sign it as its host ([`MeetingStore::set_doc`]).
+    pub fn create(
+        &mut self,
+        title: &str,
+        public: bool,
+    ) -> Result<(Meeting, String), CreateMeetingError> {
         let title = title.trim();
         let chars = title.chars().count();
         if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
@@ -221,6 +285,10 @@ impl MeetingStore {
         if self.meetings.len() >= MAX_MEETINGS {
             return Err(CreateMeetingError::TooMany);
         }
+        let secret = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
+        };
         let mut id = new_id();
         while self.meetings.contains_key(&id) {
             id = new_id();
@@ -234,21 +302,14 @@ impl MeetingStore {
                 .unwrap_or(0),
             public,
             nodes: Vec::new(),
-            doc: None,
-            removed: Vec::new(),
-            revocations: Vec::new(),
-            actions: Vec::new(),
-            uses: BTreeMap::new(),
-            lobby: BTreeMap::new(),
-            locked: false,
-            ended: false,
+            rules: Governance::default(),
+            claim: Some(claim_digest(&secret)),
+            pin: None,
+            ended_at: None,
         };
-        self.meetings.insert(id.clone(), meeting.clone());
-        if let Err(e) = self.save() {
-            self.meetings.remove(&id);
-            return Err(e.into());
-        }
-        Ok(meeting)
+        self.write(std::slice::from_ref(&meeting), &[])?;
+        self.meetings.insert(id, meeting.clone());
+        Ok((meeting, secret))
     }
 
     /// Remember a meeting another node carries (learned by asking `node` about it), so a
@@ -258,6 +319,7 @@ impl MeetingStore {
         id: &str,
         title: &str,
         node: &str,
+        pin: Option<&str>,
     ) -> Result<Meeting, CreateMeetingError> {
         let title = title.trim();
         let chars = title.chars().count();
@@ -268,24 +330,29 @@ impl MeetingStore {
         {
             return Err(CreateMeetingError::BadTitle);
         }
-        let before = self.meetings.get(id).cloned();
-        let meeting = match self.meetings.get_mut(id) {
+        let next = match self.meetings.get(id) {
+            Some(m) if m.nodes.is_empty() => return Ok(m.clone()), // created here
             Some(m) => {
-                if m.nodes.is_empty() || m.nodes.iter().any(|n| n == node) {
-                    // Created here, or already known through this node.
-                    return Ok(m.clone());
+                let mut next = m.clone();
+                if next.pin.is_none() && next.rules.doc().is_none() {
+                    next.pin = pin.map(str::to_owned);
                 }
-                if m.nodes.len() >= MAX_MEETING_NODES {
-                    m.nodes.remove(0);
+                if !next.nodes.iter().any(|n| n == node) {
+                    if next.nodes.len() >= MAX_MEETING_NODES {
+                        next.nodes.remove(0);
+                    }
+                    next.nodes.push(node.to_owned());
                 }
-                m.nodes.push(node.to_owned());
-                m.clone()
+                if next == *m {
+                    return Ok(next);
+                }
+                next
             }
             None => {
                 if self.meetings.len() >= MAX_MEETINGS {
                     return Err(CreateMeetingError::TooMany);
                 }
-                let m = Meeting {
+                Meeting {
                     id: id.to_owned(),
                     title: title.to_owned(),
                     created_at: SystemTime::now()
@@ -294,159 +361,97 @@ impl MeetingStore {
                         .unwrap_or(0),
                     public: false,
                     nodes: vec![node.to_owned()],
-                    doc: None,
-                    removed: Vec::new(),
-                    revocations: Vec::new(),
-                    actions: Vec::new(),
-                    uses: BTreeMap::new(),
-                    lobby: BTreeMap::new(),
-                    locked: false,
-                    ended: false,
-                };
-                self.meetings.insert(id.to_owned(), m.clone());
-                m
+                    rules: Governance::default(),
+                    claim: None,
+                    pin: pin.map(str::to_owned),
+                    ended_at: None,
+                }
             }
         };
-        if let Err(e) = self.save() {
-            match before {
-                Some(b) => self.meetings.insert(id.to_owned(), b),
-                None => self.meetings.remove(id),
-            };
-            return Err(e.into());
-        }
-        Ok(meeting)
+        self.replace(next.clone()).map_err(|e| match e {
+            SetDocError::Io(e) => CreateMeetingError::Io(e),
+            e => CreateMeetingError::Io(io::Error::other(e.to_string())),
+        })?;
+        Ok(next)
     }
 
-    /// Store the host's signed document of meeting `id` durably (written before this
-    /// returns, so an acknowledged document survives a kill -9).
-    pub fn set_doc(&mut self, id: &str, token: &str) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
+    /// Store the host's signed document of a meeting created here, from its creator (who
+    /// shows the secret [`MeetingStore::create`] gave back), once `rules.check_doc` passed:
+    /// written before this returns, so an acknowledged document survives a kill -9.
+    pub fn set_doc(&mut self, id: &str, secret: &str, change: &Change) -> Result<(), SetDocError> {
+        let m = self.meetings.get(id).ok_or(SetDocError::Unknown)?;
         if !m.nodes.is_empty() {
             return Err(SetDocError::Remote);
         }
-        if m.doc.is_some() {
+        if m.rules.doc().is_some() {
             return Err(SetDocError::AlreadySigned);
         }
-        m.doc = Some(token.to_owned());
-        if let Err(e) = self.save() {
-            if let Some(m) = self.meetings.get_mut(id) {
-                m.doc = None;
-            }
-            return Err(e.into());
+        if m.claim.as_deref() != Some(claim_digest(secret).as_str()) {
+            return Err(SetDocError::NotCreator);
         }
+        let mut next = m.clone();
+        next.rules.apply(change);
+        next.claim = None;
+        self.replace(next)
+    }
+
+    /// Commit a change of meeting `id`'s governance: written first, applied in memory only
+    /// once it is on disk (a failed write leaves the meeting as it was).
+    pub fn commit(&mut self, id: &str, change: &Change) -> Result<(), SetDocError> {
+        let mut next = self.meetings.get(id).ok_or(SetDocError::Unknown)?.clone();
+        next.rules.apply(change);
+        if next.rules.ended() && next.ended_at.is_none() {
+            next.ended_at = Some(now_ms());
+        }
+        self.replace(next)
+    }
+
+    fn replace(&mut self, next: Meeting) -> Result<(), SetDocError> {
+        self.write(std::slice::from_ref(&next), &[])?;
+        self.meetings.insert(next.id.clone(), next);
         Ok(())
     }
 
-    /// Store the signed document of a meeting created on another node, as that node gave
-    /// it (the caller checks it); kept once set.
-    pub fn set_remote_doc(&mut self, id: &str, token: &str) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
-        if m.doc.is_some() {
-            return Err(SetDocError::AlreadySigned);
+    /// Delete the meetings that ended more than `retention_ms` before `now_ms`, those whose
+    /// host's end time passed that long ago, and those created here that their creator did
+    /// not sign within a day; then give the space back (compaction).
+    /// Returns how many went.
+    pub fn sweep(&mut self, now_ms: u64, retention_ms: u64) -> io::Result<usize> {
+        let cutoff = now_ms.saturating_sub(retention_ms);
+        let gone: Vec<String> = self
+            .meetings
+            .values()
+            .filter(|m| {
+                // Created here and never signed by its creator within a day: nobody's.
+                let unclaimed = m.claim.is_some() && m.created_at.saturating_add(DAY_MS) <= now_ms;
+                unclaimed
+                    || m.ended_at.is_some_and(|t| t <= cutoff)
+                    || m.rules
+                        .doc()
+                        .and_then(|d| d.body.ends_ms)
+                        .is_some_and(|t| t <= cutoff)
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
         }
-        m.doc = Some(token.to_owned());
-        if let Err(e) = self.save() {
-            if let Some(m) = self.meetings.get_mut(id) {
-                m.doc = None;
-            }
-            return Err(e.into());
+        self.write(&[], &gone)?;
+        for id in &gone {
+            self.meetings.remove(id);
         }
-        Ok(())
+        self.db.compact().map_err(db_err)?;
+        Ok(gone.len())
     }
 
-    /// Lock or unlock meeting `id`, or end it (for good), durably.
-    pub fn set_flags(
-        &mut self,
-        id: &str,
-        locked: Option<bool>,
-        ended: bool,
-        action: Option<&str>,
-    ) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
-        if let Some(l) = locked {
-            m.locked = l;
-        }
-        m.ended |= ended;
-        if let Some(a) = action {
-            push_action(m, a);
-        }
-        self.save().map_err(SetDocError::from)
+    /// Whether another meeting fits.
+    pub fn create_allowed(&self) -> bool {
+        self.meetings.len() < MAX_MEETINGS
     }
 
-    /// Remember durably that `key` was removed from meeting `id` (written before this
-    /// returns: a removal survives a kill -9).
-    pub fn add_removed(
-        &mut self,
-        id: &str,
-        key: &str,
-        action: Option<&str>,
-    ) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
-        if m.removed.iter().any(|k| k == key) {
-            return Ok(());
-        }
-        if let Some(a) = action {
-            push_action(m, a);
-        }
-        push_removed(m, key);
-        self.save().map_err(SetDocError::from)
-    }
-
-    /// Count durably that an invite with a use limit admitted someone: `counter` is
-    /// `signer key/invite id`, `joins` the count now (written before the join is answered,
-    /// so a one-use invite stays used after a restart).
-    pub fn set_uses(&mut self, id: &str, counter: &str, joins: u32) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
-        if m.uses.len() >= MAX_REMOVED && !m.uses.contains_key(counter) {
-            return Err(SetDocError::TooMany);
-        }
-        m.uses.insert(counter.to_owned(), joins);
-        self.save().map_err(SetDocError::from)
-    }
-
-    /// Remember durably that the waiting room let `key` in (`admit`) or turned it away.
-    pub fn set_lobby_decision(
-        &mut self,
-        id: &str,
-        key: &str,
-        admit: bool,
-    ) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
-        if m.lobby.len() >= MAX_REMOVED && !m.lobby.contains_key(key) {
-            return Err(SetDocError::TooMany);
-        }
-        m.lobby.insert(key.to_owned(), admit);
-        self.save().map_err(SetDocError::from)
-    }
-
-    /// Store a checked revocation of meeting `id` durably (before the caller acknowledges).
-    pub fn add_revocation(&mut self, id: &str, token: &str) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
-        if m.revocations.iter().any(|t| t == token) {
-            return Ok(());
-        }
-        push_revocation(m, token);
-        self.save().map_err(SetDocError::from)
-    }
-
-    /// Store what came with a meeting learned from another node (checked by the caller) in
-    /// one durable write.
-    pub fn add_history(&mut self, id: &str, h: &History) -> Result<(), SetDocError> {
-        let m = self.meetings.get_mut(id).ok_or(SetDocError::Unknown)?;
-        for t in &h.revocations {
-            push_revocation(m, t);
-        }
-        for k in &h.removed {
-            push_removed(m, k);
-        }
-        for a in &h.actions {
-            push_action(m, a);
-        }
-        if let Some(l) = h.locked {
-            m.locked = l;
-        }
-        m.ended |= h.ended;
-        self.save().map_err(SetDocError::from)
+    /// Bytes the store takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
     /// Meetings listed to other nodes.
@@ -465,17 +470,18 @@ impl MeetingStore {
     pub fn get(&self, id: &str) -> Option<&Meeting> {
         self.meetings.get(id)
     }
+}
 
-    fn save(&self) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            ensure_private_dir(dir)?;
-        }
-        let disk = OnDisk {
-            meetings: self.meetings.values().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&disk).map_err(io::Error::other)?;
-        write_atomic(&self.path, &bytes, 0o600)
-    }
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The database holds secrets' digests and people's keys: owner only.
+fn set_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// `xxx-xxx-xxx` from an alphabet without look-alikes (no 0/o, 1/l/i): easy to read aloud
@@ -514,7 +520,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("veche-meet-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut store = MeetingStore::open(&dir).expect("open");
-        let m = store.create("  Physics 7B ", false).expect("create");
+        let (m, _) = store.create("  Physics 7B ", false).expect("create");
         assert_eq!(m.title, "Physics 7B");
         assert!(is_meeting_id(&m.id), "{}", m.id);
         assert!(matches!(
@@ -526,10 +532,15 @@ mod tests {
             Err(CreateMeetingError::BadTitle)
         ));
         let remote = store
-            .add_remote("abc-def-ghk", "Chess club", "12D3KooWnode")
+            .add_remote("abc-def-ghk", "Chess club", "12D3KooWnode", None)
             .expect("remote");
         assert_eq!(remote.nodes, vec!["12D3KooWnode".to_owned()]);
-        assert!(store.add_remote("../etc", "x", "n").is_err());
+        assert!(store.add_remote("../etc", "x", "n", None).is_err());
+        assert!(
+            matches!(MeetingStore::open(&dir), Err(StoreError::InUse { .. })),
+            "one node per data directory"
+        );
+        drop(store);
         let again = MeetingStore::open(&dir).expect("reopen");
         assert_eq!(again.get(&m.id), Some(&m));
         assert_eq!(again.get("abc-def-ghk"), Some(&remote));
@@ -540,7 +551,7 @@ mod tests {
     fn damaged_store_is_reported_not_overwritten() {
         let dir = std::env::temp_dir().join(format!("veche-meet-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join(MEETINGS_FILE), b"{not json").expect("write");
+        std::fs::write(dir.join(MEETINGS_FILE), b"{not a database").expect("write");
         assert!(matches!(
             MeetingStore::open(&dir),
             Err(StoreError::Corrupt { .. })
@@ -549,32 +560,93 @@ mod tests {
     }
 
     #[test]
-    fn history_from_another_node_is_stored_once_and_survives_reopening() {
-        let dir = std::env::temp_dir().join(format!("veche-meet-hist-{}", std::process::id()));
+    fn only_the_creator_signs_a_meeting_and_a_failed_write_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("veche-meet-claim-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut store = MeetingStore::open(&dir).expect("open");
-        store
-            .add_remote("abc-def-ghk", "Chess club", "12D3KooWnode")
-            .expect("remote");
-        let h = History {
-            revocations: vec!["rev1".into(), "rev1".into()],
-            actions: vec!["act1".into(), "act2".into()],
-            removed: vec!["keyA".into()],
-            locked: Some(true),
-            ended: false,
-        };
-        store.add_history("abc-def-ghk", &h).expect("history");
+        let (m, secret) = store.create("Choir", false).expect("create");
+        let change = Change::Doc("token".into());
         assert!(matches!(
-            store.add_history("nop-nop-nop", &h),
-            Err(SetDocError::Unknown)
+            store.set_doc(&m.id, "someone else's guess", &change),
+            Err(SetDocError::NotCreator)
         ));
+        assert_eq!(store.get(&m.id).expect("meeting").claim, m.claim);
+        // A store whose directory became unwritable: the change is refused and not applied.
+        let used = Change::Used {
+            counter: "k/i".into(),
+            joins: 1,
+        };
+        store.fail_next = true;
+        assert!(matches!(
+            store.commit(&m.id, &used),
+            Err(SetDocError::Io(_))
+        ));
+        assert_eq!(store.get(&m.id), Some(&m));
         drop(store);
         let store = MeetingStore::open(&dir).expect("reopen");
-        let m = store.get("abc-def-ghk").expect("meeting");
-        assert_eq!(m.revocations, ["rev1"]);
-        assert_eq!(m.actions, ["act1", "act2"]);
-        assert_eq!(m.removed, ["keyA"]);
-        assert!(m.locked && !m.ended);
+        assert_eq!(store.get(&m.id), Some(&m), "nor on disk");
+        assert!(!secret.is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn ten_thousand_meetings_created_and_ended_leave_the_store_small_again() {
+        let dir = std::env::temp_dir().join(format!("veche-meet-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = MeetingStore::open(&dir).expect("open");
+        let empty = store.disk_bytes();
+        let made: Vec<(String, String)> = (0..MAX_MEETINGS)
+            .map(|i| {
+                let (m, secret) = store.create(&format!("Lesson {i}"), false).expect("create");
+                (m.id, secret)
+            })
+            .collect();
+        let ids: Vec<String> = made.iter().map(|(id, _)| id.clone()).collect();
+        assert!(matches!(
+            store.create("one too many", false),
+            Err(CreateMeetingError::TooMany)
+        ));
+        let full = store.disk_bytes();
+        let end = |n: usize| Change::Acted {
+            kind: veche_meeting::veche_trust::ActionKind::End,
+            target: veche_meeting::veche_trust::PublicKey([7; 32]),
+            token: format!("end-{n}"),
+        };
+        // Half ended now; the other half signed by their creators and kept.
+        for (n, id) in ids.iter().enumerate().take(MAX_MEETINGS / 2) {
+            store.commit(id, &end(n)).expect("end");
+        }
+        for (id, secret) in made.iter().skip(MAX_MEETINGS / 2) {
+            store
+                .set_doc(id, secret, &Change::Doc("signed".into()))
+                .expect("claimed");
+        }
+        let retention = 30 * 86_400_000;
+        assert_eq!(
+            store.sweep(now_ms(), retention).expect("sweep"),
+            0,
+            "kept while retained"
+        );
+        let later = now_ms() + retention + 1;
+        assert_eq!(
+            store.sweep(later, retention).expect("sweep"),
+            MAX_MEETINGS / 2
+        );
+        for (n, id) in ids.iter().enumerate().skip(MAX_MEETINGS / 2) {
+            store.commit(id, &end(n)).expect("end");
+        }
+        let later = now_ms() + retention + 1;
+        assert_eq!(
+            store.sweep(later, retention).expect("sweep"),
+            MAX_MEETINGS / 2
+        );
+        let small = store.disk_bytes();
+        println!("store: {empty} bytes empty, {full} with {MAX_MEETINGS} meetings, {small} after");
+        assert!(small * 10 < full, "{small} bytes after, {full} full");
+        drop(store);
+        let again = MeetingStore::open(&dir).expect("reopen");
+        assert_eq!(again.all().count(), 0);
+        assert!(again.create_allowed());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

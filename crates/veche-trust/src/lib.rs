@@ -314,11 +314,23 @@ pub const ACTION_TTL_MS: u64 = 60_000;
 
 /// Check a moderation action: signed by the host, or by a moderator whose moderator invite
 /// it carries (made for the signer's key, or for nobody in particular); recent; for this
-/// meeting; never against the host.
+/// meeting; never against the host. Revocations and removals are the caller's: see
+/// [`check_action_with`].
 pub fn check_action(
     meeting: &MeetingDoc,
     action: &Signed<Action>,
     now_ms: u64,
+) -> Result<(), TrustError> {
+    check_action_with(meeting, action, now_ms, &mut |_| Ok(()))
+}
+
+/// [`check_action`], with `each` called on every invite of the signer's authority chain
+/// (the caller refuses withdrawn invites and removed signers there).
+pub fn check_action_with(
+    meeting: &MeetingDoc,
+    action: &Signed<Action>,
+    now_ms: u64,
+    each: &mut dyn FnMut(&Signed<Invite>) -> Result<(), TrustError>,
 ) -> Result<(), TrustError> {
     action.verify()?;
     let body = &action.body;
@@ -334,13 +346,35 @@ pub fn check_action(
     if body.target == meeting.host {
         return Err(TrustError::NotModerator);
     }
-    let Some(authority) = &body.authority else {
+    check_authority(
+        meeting,
+        &action.key,
+        body.authority.as_deref(),
+        now_ms,
+        each,
+    )
+}
+
+/// Whether `signer` may moderate `meeting` at `now_ms`: the host, or the holder of a
+/// moderator invite (made for `signer`, or for nobody in particular) whose chain checks out,
+/// with `each` called on every invite of the chain.
+pub fn check_authority(
+    meeting: &MeetingDoc,
+    signer: &PublicKey,
+    authority: Option<&Signed<Invite>>,
+    now_ms: u64,
+    each: &mut dyn FnMut(&Signed<Invite>) -> Result<(), TrustError>,
+) -> Result<(), TrustError> {
+    if *signer == meeting.host {
+        return Ok(());
+    }
+    let Some(authority) = authority else {
         return Err(TrustError::NotModerator);
     };
-    if authority.body.invitee.is_some_and(|k| k != action.key) {
+    if authority.body.invitee.is_some_and(|k| k != *signer) {
         return Err(TrustError::NotModerator);
     }
-    match check_invite(meeting, authority, now_ms) {
+    match check_chain(meeting, authority, now_ms, 0, each) {
         Ok(role) if role <= Role::Moderator => Ok(()),
         Ok(_) => Err(TrustError::NotModerator),
         Err(e) => Err(e),
@@ -415,12 +449,23 @@ pub fn check_invite(
     check_chain(meeting, invite, now_ms, 0, &mut |_| Ok(()))
 }
 
+/// [`check_invite`], with `each` called on every invite of the chain (the caller refuses
+/// withdrawn invites and removed signers there).
+pub fn check_invite_with(
+    meeting: &MeetingDoc,
+    invite: &Signed<Invite>,
+    now_ms: u64,
+    each: &mut dyn FnMut(&Signed<Invite>) -> Result<(), TrustError>,
+) -> Result<Role, TrustError> {
+    check_chain(meeting, invite, now_ms, 0, each)
+}
+
 fn check_chain(
     meeting: &MeetingDoc,
     invite: &Signed<Invite>,
     now_ms: u64,
     depth: usize,
-    each: &mut dyn FnMut(&Invite) -> Result<(), TrustError>,
+    each: &mut dyn FnMut(&Signed<Invite>) -> Result<(), TrustError>,
 ) -> Result<Role, TrustError> {
     if depth >= MAX_DEPTH {
         return Err(TrustError::ChainTooDeep);
@@ -433,7 +478,7 @@ fn check_chain(
     if now_ms >= body.expires_ms {
         return Err(TrustError::Expired);
     }
-    each(body)?;
+    each(invite)?;
     let signer_role = match &body.parent {
         None if invite.key == meeting.host => Role::Host,
         None => return Err(TrustError::NotDelegated),
@@ -579,35 +624,17 @@ impl Gate {
             &Signature::from_bytes(&proof.sig.0),
         )
         .map_err(|_| TrustError::BadSignature)?;
-        if doc.ends_ms.is_some_and(|end| now_ms >= end) {
-            return Err(TrustError::MeetingEnded);
-        }
-        if proof.key == doc.host {
-            return Ok(Role::Host);
-        }
-        let Some(invite) = &proof.invite else {
-            return match &doc.policy {
-                Policy::Anyone => Ok(Role::Speaker),
-                Policy::Keys { keys } if keys.contains(&proof.key) => Ok(Role::Speaker),
-                _ => Err(TrustError::NotInvited),
-            };
-        };
-        if invite.body.invitee.is_some_and(|k| k != proof.key) {
-            return Err(TrustError::NotForYou);
-        }
-        if let Policy::Keys { keys } = &doc.policy {
-            if !keys.contains(&proof.key) {
-                return Err(TrustError::NotInvited);
-            }
-        }
         let revoked = &self.revoked;
-        let role = check_chain(doc, invite, now_ms, 0, &mut |i| {
-            if revoked.contains(&i.id) {
+        let role = check_admission(doc, &proof.key, proof.invite.as_ref(), now_ms, &mut |i| {
+            if revoked.contains(&i.body.id) {
                 Err(TrustError::Revoked)
             } else {
                 Ok(())
             }
         })?;
+        let Some(invite) = proof.invite.as_ref().filter(|_| role != Role::Host) else {
+            return Ok(role);
+        };
         let counter = (invite.key, invite.body.id.clone());
         let used = self.uses.get(&counter).copied().unwrap_or(0);
         if invite.body.max_uses.is_some_and(|max| used >= max) {
@@ -616,6 +643,41 @@ impl Gate {
         self.uses.insert(counter, used + 1);
         Ok(role)
     }
+}
+
+/// Who `key` is in `doc` at `now_ms`, with `invite` if it brought one: the meeting's time,
+/// the host, the policy, the invite's chain (signatures, expiry, invitee), with `each` called
+/// on every invite of the chain (the caller refuses withdrawn ones there). Uses are the
+/// caller's to count.
+pub fn check_admission(
+    doc: &MeetingDoc,
+    key: &PublicKey,
+    invite: Option<&Signed<Invite>>,
+    now_ms: u64,
+    each: &mut dyn FnMut(&Signed<Invite>) -> Result<(), TrustError>,
+) -> Result<Role, TrustError> {
+    if doc.ends_ms.is_some_and(|end| now_ms >= end) {
+        return Err(TrustError::MeetingEnded);
+    }
+    if *key == doc.host {
+        return Ok(Role::Host);
+    }
+    let Some(invite) = invite else {
+        return match &doc.policy {
+            Policy::Anyone => Ok(Role::Speaker),
+            Policy::Keys { keys } if keys.contains(key) => Ok(Role::Speaker),
+            _ => Err(TrustError::NotInvited),
+        };
+    };
+    if invite.body.invitee.is_some_and(|k| k != *key) {
+        return Err(TrustError::NotForYou);
+    }
+    if let Policy::Keys { keys } = &doc.policy {
+        if !keys.contains(key) {
+            return Err(TrustError::NotInvited);
+        }
+    }
+    check_chain(doc, invite, now_ms, 0, each)
 }
 
 /// Check a key's proof for one join on one socket: `sig` (base64url, 64 bytes) must be the
@@ -650,6 +712,19 @@ pub fn verify_challenge(
     )
     .map_err(|_| TrustError::BadSignature)?;
     Ok(PublicKey(key))
+}
+
+/// A key from the base64url text the signaling protocol carries.
+pub fn decode_key(text: &str) -> Result<PublicKey, TrustError> {
+    if text.len() > 128 {
+        return Err(TrustError::Malformed("key too long".into()));
+    }
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(text.as_bytes())
+        .map_err(|e| TrustError::Malformed(format!("key: {e}")))?
+        .try_into()
+        .map_err(|_| TrustError::Malformed("a key is 32 bytes".into()))?;
+    Ok(PublicKey(bytes))
 }
 
 /// A key as the base64url text the signaling protocol carries.

@@ -162,7 +162,7 @@ function landingPage() {
       const put = await api(`/api/meetings/${encodeURIComponent(r.body.id)}/doc`, {
         method: 'PUT',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ doc }),
+        body: JSON.stringify({ doc, claim: r.body.claim }),
       });
       if (!put.ok) {
         throw new Error((put.body && put.body.message) || `The node did not accept the signed meeting (HTTP ${put.status}).`);
@@ -241,7 +241,8 @@ async function meetingPage(id) {
   let meeting;
   try {
     const node = params.get('node');
-    const q = node ? `?node=${encodeURIComponent(node)}` : '';
+    const pin = params.get('host');
+    const q = node ? `?node=${encodeURIComponent(node)}${pin ? `&host=${encodeURIComponent(pin)}` : ''}` : '';
     const r = await api(`/api/meetings/${encodeURIComponent(id)}${q}`);
     if (r.status === 404) return notFound();
     if (r.body && r.body.error === 'node_unreachable') {
@@ -294,6 +295,7 @@ async function startMeeting(meeting, name, prefs, nodeInfo, media) {
     id: meeting.id,
     title: meeting.title,
     host: meeting.host,
+    hostKey: meeting.host_key,
     name,
     mic: media.mic,
     cam: media.cam,
@@ -335,12 +337,10 @@ function joinScreen(meeting, nameParam, nodeInfo) {
   const nameErr = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const joinBtn = h('button', { id: 'join-btn', class: 'btn btn-primary btn-large', type: 'submit', text: 'Join' });
 
-  const others = (meeting.participants || []).map((p) => String(p.name ?? ''));
-  const who = others.length === 0
-    ? 'No one else is here yet.'
-    : others.length <= 3
-      ? `${others.join(', ')} ${others.length === 1 ? 'is' : 'are'} in the meeting.`
-      : `${others.slice(0, 2).join(', ')} and ${others.length - 2} others are in the meeting.`;
+  // Who is in it is for those let in: the page learns it after joining.
+  const who = meeting.invite_only
+    ? 'This meeting is by invitation: your invite link lets you in.'
+    : meeting.waiting_room ? 'The host lets people in from a waiting room.' : 'Type your name to join.';
 
   const form = h('form', { class: 'join-form stack' },
     h('p', { class: 'eyebrow', text: 'Ready to join?' }),

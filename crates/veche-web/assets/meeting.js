@@ -121,6 +121,7 @@ export class Meeting {
     this.opts = opts;
     this.id = opts.id;
     this.host = opts.host || null;
+    this.hostKey = opts.hostKey || null; // the host key's fingerprint: links pin it
     this.nodes = [];               // other nodes carrying the meeting, from the API
     this.title = opts.title || 'Meeting';
     this.name = opts.name;
@@ -940,7 +941,8 @@ export class Meeting {
 
   async pollNodes() {
     try {
-      const r = await fetch(`/api/meetings/${encodeURIComponent(this.id)}`);
+      // The operator's view (on the node's own machine only); elsewhere it answers 403.
+      const r = await fetch(`/api/meetings/${encodeURIComponent(this.id)}/people`);
       if (!r.ok) return;
       const body = await r.json();
       this.nodes = Array.isArray(body.nodes) ? body.nodes : [];
@@ -1126,7 +1128,8 @@ export class Meeting {
   async invite() {
     const id = encodeURIComponent(this.id);
     // The node id lets someone with their own veche node open the same link there.
-    const hint = this.host ? `?node=${encodeURIComponent(this.host)}` : '';
+    const pin = this.hostKey ? `&host=${encodeURIComponent(this.hostKey)}` : '';
+    const hint = this.host ? `?node=${encodeURIComponent(this.host)}${pin}` : '';
     const link = `${location.origin}/m/${id}${hint}`;
     const copied = await copyText(link);
     let info = null;

@@ -19,7 +19,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -27,7 +27,7 @@ impl ApiError {
         }
     }
 
-    fn unknown_meeting() -> Self {
+    pub(crate) fn unknown_meeting() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "unknown_meeting",
@@ -92,15 +92,17 @@ fn meeting_url(ctx: &Ctx, headers: &HeaderMap, id: &str) -> String {
     }
 }
 
-/// `POST /api/meetings` `{"title": ...}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PutDoc {
     doc: String,
+    /// The secret `POST /api/meetings` gave the meeting's creator.
+    claim: String,
 }
 
-/// `PUT /api/meetings/{id}/doc`: the host's signed meeting document. Checked (signature,
-/// id) before it is stored, and stored durably before the answer; the first one stands.
+/// `PUT /api/meetings/{id}/doc`: the host's signed meeting document, from the meeting's
+/// creator (with the secret its creation answered). Checked by the meeting's rules
+/// (signature, id) and stored durably before the answer; the first one stands.
 pub(crate) async fn put_doc(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
@@ -113,22 +115,28 @@ pub(crate) async fn put_doc(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("Expected {{\"doc\": \"<token>\"}}: {}", e.body_text()),
+            format!(
+                "Expected {{\"doc\": \"<token>\", \"claim\": \"<secret>\"}}: {}",
+                e.body_text()
+            ),
         )
     })?;
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_doc", m);
-    let doc: veche_trust::Signed<veche_trust::MeetingDoc> =
-        veche_trust::decode_token(&req.doc).map_err(|e| bad(e.to_string()))?;
-    veche_trust::check_meeting(&doc).map_err(|e| bad(e.to_string()))?;
-    if doc.body.id != id {
-        return Err(bad("the document is for another meeting".into()));
-    }
     let store = ctx.app.meetings.clone();
-    let token = req.doc.clone();
     let id2 = id.clone();
     let stored = tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        store.set_doc(&id2, &token)
+        let m = store
+            .get(&id2)
+            .ok_or(PutDocError::Store(SetDocError::Unknown))?;
+        let change = m
+            .rules
+            .check_doc(&id2, &req.doc, None)
+            .map_err(PutDocError::Bad)?
+            .ok_or(PutDocError::Store(SetDocError::AlreadySigned))?;
+        store
+            .set_doc(&id2, &req.claim, &change)
+            .map_err(PutDocError::Store)?;
+        Ok::<_, PutDocError>(store.get(&id2).and_then(|m| m.rules.doc().cloned()))
     })
     .await
     .map_err(|_| {
@@ -138,19 +146,33 @@ pub(crate) async fn put_doc(
             "storing failed",
         )
     })?;
-    stored.map_err(|e| match e {
-        SetDocError::Unknown => ApiError::unknown_meeting(),
-        SetDocError::AlreadySigned | SetDocError::Remote => {
-            ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
-        }
-        _ => {
-            tracing::error!(error = %e, "cannot save a meeting document");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-        }
-    })?;
+    let doc = stored
+        .map_err(|e| match e {
+            PutDocError::Bad(e @ veche_meeting::Refused::Conflict) => {
+                ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
+            }
+            PutDocError::Bad(e) => ApiError::new(StatusCode::BAD_REQUEST, "bad_doc", e.to_string()),
+            PutDocError::Store(SetDocError::Unknown) => ApiError::unknown_meeting(),
+            PutDocError::Store(e @ (SetDocError::AlreadySigned | SetDocError::Remote)) => {
+                ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
+            }
+            PutDocError::Store(e @ SetDocError::NotCreator) => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_creator", e.to_string())
+            }
+            PutDocError::Store(e) => {
+                tracing::error!(error = %e, "cannot save a meeting document");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+            }
+        })?
+        .ok_or_else(ApiError::unknown_meeting)?;
     tracing::info!(meeting = %id, host = %doc.body.host.fingerprint(), "meeting signed by its host");
     Ok(Json(json!({ "id": id, "host": doc.body.host, "policy": doc.body.policy, "lobby": doc.body.lobby }))
         .into_response())
+}
+
+enum PutDocError {
+    Bad(veche_meeting::Refused),
+    Store(SetDocError),
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,28 +202,18 @@ pub(crate) async fn post_revocation(
             ),
         )
     })?;
-    use crate::revocation::{self, RevocationError};
-    let store = ctx.app.meetings.clone();
-    let (id2, token) = (id.clone(), req.revocation.clone());
-    let stored = tokio::task::spawn_blocking(move || revocation::store(&store, &id2, &token))
+    use crate::rules::Undecided;
+    let (invite, new) = crate::revocation::take(&ctx.app.meetings, &id, &req.revocation)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "storing failed",
-            )
+        .map_err(|e| match e {
+            Undecided::Unknown => ApiError::unknown_meeting(),
+            Undecided::Refused(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_revocation", e.to_string())
+            }
+            Undecided::Storage(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+            }
         })?;
-    let (invite, new) = stored.map_err(|e| match e {
-        RevocationError::UnknownMeeting => ApiError::unknown_meeting(),
-        RevocationError::NoHost | RevocationError::Bad(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_revocation", e.to_string())
-        }
-        RevocationError::Storage(_) => {
-            tracing::error!(error = %e, "cannot save a revocation");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-        }
-    })?;
     tracing::info!(meeting = %id, %invite, "invite revoked");
     if new {
         // The other nodes of the meeting must refuse the invite too.
@@ -216,9 +228,24 @@ pub(crate) async fn post_revocation(
 
 pub(crate) async fn create_meeting(
     State(ctx): State<Ctx>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Json<CreateMeeting>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    // Every meeting is kept on disk: a client gets a budget of them.
+    let ip = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0.ip());
+    let allowed = {
+        let mut c = ctx.app.creations.lock().unwrap_or_else(|p| p.into_inner());
+        c.take(ip, std::time::Instant::now())
+    };
+    if !allowed {
+        tracing::info!(client = %ip, "meeting creation rate limited");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many meetings created from this address; wait a minute.",
+        ));
+    }
     let Json(req) = body.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -240,7 +267,7 @@ pub(crate) async fn create_meeting(
             "meeting creation failed",
         )
     })?;
-    let meeting = created.map_err(|e| match e {
+    let (meeting, claim) = created.map_err(|e| match e {
         CreateMeetingError::BadTitle => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_title", e.to_string())
         }
@@ -259,7 +286,8 @@ pub(crate) async fn create_meeting(
     let url = meeting_url(&ctx, &headers, &meeting.id);
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": meeting.id, "title": meeting.title, "url": url })),
+        // `claim` lets this creator, and nobody else, sign the meeting as its host.
+        Json(json!({ "id": meeting.id, "title": meeting.title, "url": url, "claim": claim })),
     )
         .into_response())
 }
@@ -273,7 +301,16 @@ pub(crate) async fn peers(State(ctx): State<Ctx>) -> Response {
 pub(crate) async fn hello(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
+    // A JSON body (`{}`): a cross-site form cannot send one.
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let _ = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("Expected a JSON body ({{}}): {}", e.body_text()),
+        )
+    })?;
     use veche_net::HelloError;
     match ctx.app.net.hello(&id).await {
         Ok(r) => Ok(Json(r).into_response()),
@@ -323,150 +360,14 @@ pub(crate) async fn metrics(State(ctx): State<Ctx>) -> Response {
 pub(crate) struct MeetingQuery {
     /// A node that carries the meeting (the `node` hint of a meeting link).
     node: Option<String>,
+    /// The host key's fingerprint the link pins (the `host` of a meeting link).
+    host: Option<String>,
 }
 
-/// Ask `node` about meeting `id` and remember it, so browsers here can join it.
-async fn learn_remote(ctx: &Ctx, id: &str, node: &str) -> Result<(), ApiError> {
-    use veche_net::protocol::{ErrorCode as NetCode, Request, Response as NetResponse};
-    use veche_net::HelloError;
-    let peer: veche_net::PeerId = node.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_peer_id",
-            format!("{node:?} is not a node id"),
-        )
-    })?;
-    if node == ctx.app.node.id {
-        return Err(ApiError::unknown_meeting());
-    }
-    // A node met moments ago may not be dialable yet (its relay reservation or DHT record
-    // still propagating): a few tries, a second apart, before telling the person.
-    let mut asked = Err(HelloError::Stopped);
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        asked = ctx
-            .app
-            .net
-            .request(peer, Request::Meeting { id: id.to_owned() })
-            .await;
-        if !matches!(asked, Err(HelloError::Unreachable(_))) {
-            break;
-        }
-    }
-    let (title, doc, revocations, actions) = match asked {
-        Ok(r) => match r.response {
-            NetResponse::Meeting {
-                title,
-                doc,
-                revocations,
-                actions,
-                ..
-            } => (title, doc, revocations, actions),
-            NetResponse::Error {
-                code: NetCode::UnknownMeeting,
-                ..
-            } => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_meeting",
-                    "The node in the link does not know this meeting.",
-                ))
-            }
-            other => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "node_refused",
-                    format!("The node in the link answered: {other:?}"),
-                ))
-            }
-        },
-        Err(e @ (HelloError::Unreachable(_) | HelloError::BadPeerId(_))) => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "node_unreachable",
-                format!("Cannot reach the node that hosts this meeting ({e})."),
-            ))
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            ))
-        }
-    };
-    let store = ctx.app.meetings.clone();
-    let (id, node) = (id.to_owned(), node.to_owned());
-    let key = id.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        store.add_remote(&id, &title, &node)?;
-        // The host's document travels with the meeting: this node then admits and
-        // moderates by the same signed rules. Kept only if it checks out for this id.
-        if let Some(doc) = doc {
-            let checked = veche_trust::decode_token::<veche_trust::Signed<veche_trust::MeetingDoc>>(&doc)
-                .and_then(|d| veche_trust::check_meeting(&d).map(|()| d));
-            match checked {
-                Ok(d) if d.body.id == id => {
-                    let _ = store.set_remote_doc(&id, &doc);
-                    // With it: the invites the host withdrew, who was removed, whether it is
-                    // locked or over; each checked against that document, stored in one write.
-                    let mut history = veche_node::History::default();
-                    for token in revocations.iter().take(crate::revocation::MAX_SHARED) {
-                        match crate::revocation::check(&d.body, token) {
-                            Ok(_) => history.revocations.push(token.clone()),
-                            Err(e) => tracing::warn!(meeting = %id, %node, error = %e, "a node sent a revocation that does not check out; ignored"),
-                        }
-                    }
-                    let tokens = &actions[actions.len().saturating_sub(veche_node::MAX_ACTIONS)..];
-                    crate::moderation::take_past(&id, &d.body, tokens, &mut history);
-                    // Without its revocations and removals the meeting would admit whom the
-                    // host shut out: not learned at all then.
-                    if let Err(e) = store.add_history(&id, &history) {
-                        tracing::error!(meeting = %id, error = %e, "cannot save what came with the meeting");
-                        return Err(veche_node::CreateMeetingError::Io(std::io::Error::other(e.to_string())));
-                    }
-                }
-                _ => tracing::warn!(meeting = %id, %node, "a node sent a meeting document that does not check out; ignored"),
-            }
-        }
-        Ok::<(), veche_node::CreateMeetingError>(())
-    })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "store failed",
-        )
-    })?
-    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", e.to_string()))?;
-    // This node carries it now too: others with only the id can find it here as well.
-    ctx.app.net.provide(&key).await;
-    Ok(())
-}
-
-/// Find a meeting known only by its id through the DHT's provider records.
-async fn find_remote(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
-    let providers = ctx.app.net.find_providers(id).await;
-    let mut last = ApiError::unknown_meeting();
-    for p in providers.iter().take(3) {
-        match learn_remote(ctx, id, &p.to_string()).await {
-            Ok(()) => {
-                tracing::info!(meeting = %id, node = %p, "found a meeting's node in the DHT");
-                return Ok(());
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// `GET /api/meetings/{id}[?node=PEER]`: the meeting, its participants and, per other node
-/// carrying it, the media path. With `node`, a meeting this node does not know yet is
-/// looked up there first.
+/// `GET /api/meetings/{id}[?node=PEER&host=FP]`: what anyone may learn of a meeting (that
+/// it exists, its title, how one gets in) and the link to share. With `node`, a meeting
+/// this node does not know yet is looked up there first. Who is in it is not here: people
+/// get that over their socket once let in (and the operator at `/people` on loopback).
 pub(crate) async fn get_meeting(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
@@ -476,25 +377,75 @@ pub(crate) async fn get_meeting(
     if !is_meeting_id(&id) {
         return Err(ApiError::unknown_meeting());
     }
-    let known = |ctx: &Ctx| {
-        let store = ctx.app.meetings.lock().unwrap_or_else(|p| p.into_inner());
-        store.get(&id).cloned()
-    };
+    let pin = q.host.as_deref().filter(|h| {
+        h.len() == 11
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    let known = |ctx: &Ctx| crate::rules::read(&ctx.app.meetings, &id, Clone::clone);
     let mut meeting = known(&ctx);
     if let Some(node) = q.node.as_deref().filter(|n| !n.is_empty()) {
-        let needs = meeting
-            .as_ref()
-            .is_none_or(|m| !m.nodes.is_empty() && !m.nodes.iter().any(|n| n == node));
+        let needs = meeting.as_ref().is_none_or(|m| {
+            !m.nodes.is_empty() && (!m.nodes.iter().any(|n| n == node) || m.pin.is_none())
+        });
         if needs {
-            learn_remote(&ctx, &id, node).await?;
+            crate::learn::learn_remote(&ctx, &id, node, pin).await?;
             meeting = known(&ctx);
         }
     } else if meeting.is_none() {
         // Only the id: ask the DHT which nodes carry it.
-        find_remote(&ctx, &id).await?;
+        crate::learn::find_remote(&ctx, &id).await?;
         meeting = known(&ctx);
     }
     let meeting = meeting.ok_or_else(ApiError::unknown_meeting)?;
+    let url = meeting_url(&ctx, &headers, &id);
+    // Another node's browser opens this meeting through its own node, which finds this one
+    // and refuses a document signed by any host but this one.
+    let home = meeting
+        .nodes
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ctx.app.node.id.clone());
+    let outline = meeting.rules.outline();
+    let mut share = format!("{url}?node={home}");
+    if let Some(fp) = outline.host.as_deref().or(meeting.pin.as_deref()) {
+        share.push_str(&format!("&host={fp}"));
+    }
+    Ok(Json(json!({
+        "id": id,
+        "title": meeting.title,
+        "url": url,
+        "link": share,
+        "host": home,
+        "host_key": outline.host,
+        "signed": outline.signed,
+        "invite_only": outline.invite_only,
+        "waiting_room": outline.waiting_room,
+        "ended": outline.ended,
+    }))
+    .into_response())
+}
+
+/// `GET /api/meetings/{id}/people`: who is in the meeting on this node and, per other node
+/// carrying it, the media path. For the operator: answered on loopback only (the page on
+/// the node's own machine shows it in the People panel; others get people over their
+/// socket).
+pub(crate) async fn get_people(
+    State(ctx): State<Ctx>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let loopback = client.is_some_and(|c| c.0 .0.ip().is_loopback());
+    if !loopback || ctx.scheme != Scheme::Http {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "operator_only",
+            "Who is in a meeting is shown only to the node's operator, on the node's own machine.",
+        ));
+    }
+    if !is_meeting_id(&id) || crate::rules::read(&ctx.app.meetings, &id, |_| ()).is_none() {
+        return Err(ApiError::unknown_meeting());
+    }
     let participants = ctx
         .app
         .engine
@@ -548,25 +499,5 @@ pub(crate) async fn get_meeting(
             })
         })
         .collect();
-    let url = meeting_url(&ctx, &headers, &id);
-    let mut share = url.clone();
-    // Another node's browser opens this meeting through its own node, which finds this one.
-    let host = meeting
-        .nodes
-        .first()
-        .cloned()
-        .unwrap_or_else(|| ctx.app.node.id.clone());
-    share.push_str(&format!("?node={host}"));
-    Ok(Json(json!({
-        "id": id,
-        "title": meeting.title,
-        "url": url,
-        "link": share,
-        "host": host,
-        "participants": participants,
-        "nodes": nodes,
-        // Signed by its host: joins and moderation follow the host's document.
-        "signed": meeting.doc.is_some(),
-    }))
-    .into_response())
+    Ok(Json(json!({ "id": id, "participants": participants, "nodes": nodes })).into_response())
 }

@@ -7,10 +7,14 @@
 
 mod api;
 mod assets;
+pub mod guard;
+mod learn;
+mod limits;
 mod metrics;
 pub mod moderation;
 mod nodes;
 pub mod revocation;
+pub mod rules;
 mod ws;
 pub use ws::Lobby;
 
@@ -53,10 +57,10 @@ pub struct AppState {
     pub registry: Arc<Mutex<prometheus_client::registry::Registry>>,
     /// The node's own metrics, registered in `registry`.
     pub node_metrics: NodeMetrics,
-    /// Join checks per signed meeting (challenges, invite uses).
-    pub gates: Arc<Mutex<std::collections::HashMap<String, veche_trust::Gate>>>,
     /// Who waits in each meeting's lobby, and who may let them in.
     pub lobby: Arc<Mutex<ws::Lobby>>,
+    /// Meetings each client may still create.
+    pub creations: Arc<Mutex<limits::PerClient>>,
 }
 
 /// Which scheme a listener serves, for the absolute links the API returns.
@@ -84,6 +88,7 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         .route("/api/node", get(api::node))
         .route("/api/meetings", post(api::create_meeting))
         .route("/api/meetings/{id}", get(api::get_meeting))
+        .route("/api/meetings/{id}/people", get(api::get_people))
         .route("/api/meetings/{id}/doc", axum::routing::put(api::put_doc))
         .route("/api/meetings/{id}/revocations", post(api::post_revocation))
         .route("/ws", get(ws::upgrade))
@@ -92,5 +97,6 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         .route("/api/peers/{id}/hello", post(api::hello))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn(guard::check))
         .with_state(Ctx { app, scheme })
 }

@@ -19,12 +19,11 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use veche_core::{JoinError, MediaState, ParticipantId, Source};
 use veche_media::{Command, ErrorCode, PeerEvent, Signal};
+use veche_meeting::{Change, JoinRefused, Person, Presence};
 use veche_node::is_meeting_id;
-use veche_trust::{
-    decode_token, ActionKind, Gate, Invite, JoinProof, MeetingDoc, PublicKey, Revocation, Role,
-    Sig, Signed, TrustError,
-};
+use veche_trust::{decode_token, ActionKind, Invite, Role, Signed};
 
+use crate::rules::{self, Undecided};
 use crate::Ctx;
 
 /// Largest message we read and answer (bigger ones get `too_large` and a close).
@@ -98,8 +97,9 @@ const MAX_WAITING: usize = 500;
 #[derive(Default)]
 pub struct Lobby {
     waiting: HashMap<String, Vec<Waiting>>,
-    /// Keys admitted as moderators, per meeting (with the host's, they hear the knocks).
-    moderators: HashMap<String, std::collections::HashSet<String>>,
+    /// Keys here as moderators, per meeting, with the invite they came with (with the
+    /// host's, they hear the knocks while that invite holds).
+    moderators: HashMap<String, HashMap<String, Option<String>>>,
 }
 
 struct Waiting {
@@ -132,11 +132,13 @@ impl Lobby {
     }
 }
 
-/// A join admitted by the meeting's policy, waiting (in the lobby) to enter.
+/// A join admitted by the meeting's rules, about to enter (or waiting in the lobby).
 struct PendingJoin {
     meeting: String,
     name: String,
     key: String,
+    sig: String,
+    invite: Option<String>,
     role: Role,
     title: String,
     nodes: Vec<String>,
@@ -209,8 +211,9 @@ struct Session {
     /// The challenge this socket was handed: a join signs it with the person's key. One per
     /// socket and a socket joins once, so a proof never works twice.
     nonce: String,
-    /// The role this socket's key was admitted in (checked once per socket).
-    admitted: Option<Role>,
+    /// The role this socket's person holds in the meeting it entered (decided by the
+    /// meeting's rules at that join; none before).
+    role: Option<Role>,
     /// Waiting in the lobby: the join to finish once a moderator decides, and the decision.
     pending: Option<PendingJoin>,
     waiting: Option<oneshot::Receiver<bool>>,
@@ -232,7 +235,7 @@ impl Session {
             bucket: Bucket::new(RATE, BURST),
             broadcast: Bucket::new(BROADCAST_RATE, BROADCAST_BURST),
             last_heard: Instant::now(),
-            admitted: None,
+            role: None,
             pending: None,
             waiting: None,
             nonce: {
@@ -343,110 +346,36 @@ impl Session {
         }
     }
 
-    /// Check a join against the host's signed document: the challenge, the invite chain,
-    /// expiry, uses and policy (veche-trust's `Gate`).
-    fn admit(
-        &self,
-        doc: &str,
-        meeting: &str,
-        key: PublicKey,
-        sig: &str,
-        invite: Option<String>,
-        (revocations, uses): (&[String], &std::collections::BTreeMap<String, u32>),
-    ) -> Result<(Role, Option<(String, u32)>), TrustError> {
-        let doc: Signed<MeetingDoc> = decode_token(doc)?;
-        let invite = invite
-            .map(|t| decode_token::<Signed<Invite>>(&t))
-            .transpose()?;
-        let sig: Sig = serde_json::from_value(Value::String(sig.to_owned()))
-            .map_err(|e| TrustError::Malformed(e.to_string()))?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut gates = self.ctx.app.gates.lock().unwrap_or_else(|p| p.into_inner());
-        let gate = gates
-            .entry(meeting.to_owned())
-            .or_insert_with(|| Gate::new(&self.ctx.app.node.id, meeting));
-        // The host's withdrawals, as stored (each was checked when it arrived).
-        for token in revocations {
-            if let Ok(rev) = decode_token::<Signed<Revocation>>(token) {
-                let _ = gate.revoke(&doc.body, &rev);
-            }
-        }
-        // This socket's nonce, handed out when it opened.
-        let _ = gate.challenge(self.nonce.clone(), now_ms);
-        // Joins counted before a restart (the gate itself lives in memory).
-        let counter = invite.as_ref().map(|i| {
-            (
-                (i.key, i.body.id.clone()),
-                format!("{}/{}", veche_trust::encode_key(&i.key), i.body.id),
-                i.body.max_uses.is_some(),
-            )
-        });
-        if let Some((k, stored, _)) = &counter {
-            if let Some(&n) = uses.get(stored) {
-                let e = gate.uses.entry(k.clone()).or_insert(0);
-                *e = (*e).max(n);
-            }
-        }
-        let proof = JoinProof {
-            key,
-            nonce: self.nonce.clone(),
-            sig,
-            invite,
-        };
-        let role = gate.check_join(&doc, &proof, now_ms)?;
-        // Only a limited invite's count must survive a restart.
-        let used = counter
-            .filter(|(_, _, limited)| *limited)
-            .map(|(k, stored, _)| (stored, gate.uses.get(&k).copied().unwrap_or(0)));
-        Ok((role, used))
-    }
-
-    /// Check a moderation action against the meeting's signed document and carry it out;
-    /// `Some(reason)` when refused.
+    /// Check a moderation action with the meeting's rules, commit what it changes, and carry
+    /// it out; `Some(reason)` when refused.
     async fn moderate(&self, token: &str) -> Option<String> {
         let (_, meeting, _) = self.joined.as_ref()?;
         let meeting = meeting.clone();
-        let checked = match crate::moderation::check(&self.ctx.app.meetings, &meeting, token) {
-            Ok(c) => c,
+        let action = match crate::moderation::take(
+            &self.ctx.app.engine,
+            &self.ctx.app.meetings,
+            &meeting,
+            token,
+        )
+        .await
+        {
+            Ok(a) => a,
             Err(e) => {
                 tracing::info!(participant = ?self.pid(), %meeting, error = %e, "moderation refused");
                 return Some(e);
             }
         };
-        let action = &checked.action;
         if let kind @ (ActionKind::Admit | ActionKind::Deny) = action.body.kind {
+            // The waiting room is this node's: the decision is on disk, now let them know.
             let target = veche_trust::encode_key(&action.body.target);
             let admit = kind == ActionKind::Admit;
-            // On disk first: the decision holds when they come back, also after a restart.
-            let store = self.ctx.app.meetings.clone();
-            let (m, k) = (meeting.clone(), target.clone());
-            let saved = tokio::task::spawn_blocking(move || {
-                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                store.set_lobby_decision(&m, &k, admit)
-            })
-            .await;
-            if !matches!(saved, Ok(Ok(()))) {
-                return Some("the node could not save the decision; nothing was done".into());
-            }
             let n = {
                 let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
                 lobby.decide(&meeting, &target, admit)
             };
             tracing::info!(%meeting, admit, reached = n, by = %action.key.fingerprint(), "lobby decision");
-            self.knock(&checked.doc.body, &target, "", false).await;
+            self.knock(&meeting, &target, "", false).await;
             return None;
-        }
-        if let Err(e) = crate::moderation::apply(
-            &self.ctx.app.engine,
-            &self.ctx.app.meetings,
-            &meeting,
-            action,
-        )
-        .await
-        {
-            return Some(e);
         }
         // The other nodes of the meeting check it for themselves and act on their people.
         let request = veche_net::protocol::Request::Action {
@@ -467,7 +396,7 @@ impl Session {
         if let (Some(obj), Some((_, meeting, title))) = (v.as_object_mut(), &self.joined) {
             if obj.get("type").and_then(Value::as_str) == Some("welcome") {
                 obj.insert("meeting".into(), json!({ "id": meeting, "title": title }));
-                obj.insert("role".into(), json!(self.admitted));
+                obj.insert("role".into(), json!(self.role));
             }
         }
         v.to_string()
@@ -611,125 +540,85 @@ impl Session {
         (key, sig, invite): (String, String, Option<String>),
         replies: &mut Vec<Value>,
     ) -> Next {
-        let title = if is_meeting_id(&meeting) {
-            let store = self
-                .ctx
-                .app
-                .meetings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            store.get(&meeting).map(|m| {
-                (
-                    m.title.clone(),
-                    m.nodes.clone(),
-                    m.doc.clone(),
-                    (m.removed.clone(), m.revocations.clone(), m.locked, m.ended),
-                    (m.uses.clone(), m.lobby.clone()),
-                )
-            })
-        } else {
-            None
-        };
-        let Some((title, nodes, doc, (removed, revocations, locked, ended), (uses, decided))) =
-            title
-        else {
+        let store = self.ctx.app.meetings.clone();
+        if !is_meeting_id(&meeting) || rules::read(&store, &meeting, |_| ()).is_none() {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
                 true,
             ));
             return Next::Close;
+        }
+        let presence = Presence {
+            key: key.clone(),
+            nonce: self.nonce.clone(),
+            sig: sig.clone(),
+            invite: invite.clone(),
+            admit: None,
         };
-        // The key proves itself before anything else happens: a forged or malformed proof
-        // ends the socket, with the reason.
-        let person = match veche_trust::verify_challenge(
-            &self.ctx.app.node.id,
-            &meeting,
-            &self.nonce,
-            &key,
-            &sig,
-        ) {
-            Ok(k) => k,
-            Err(e) => {
+        // A meeting learned from another node: its host's document comes from there, given
+        // for this person's proof (a node with nobody let in learns nothing more).
+        if let Err(e) = crate::learn::fetch_doc(&self.ctx, &meeting, &presence).await {
+            replies.push(self.error(e.code(), e.to_string(), true));
+            return Next::Close;
+        }
+        // The meeting's rules decide, for this meeting and this join: a role never comes
+        // from an earlier join on this socket.
+        let node = self.ctx.app.node.id.clone();
+        let m = meeting.clone();
+        let decided = rules::decide(&store, &meeting, move |rec| {
+            let person = Person {
+                node: &node,
+                key: &presence.key,
+                nonce: &presence.nonce,
+                sig: &presence.sig,
+                invite: presence.invite.as_deref(),
+            };
+            let a = rec.rules.admit(&m, &person, rules::now_ms())?;
+            let change = a.change.clone();
+            Ok(((a, rec.title.clone(), rec.nodes.clone()), change))
+        })
+        .await;
+        let (admitted, title, nodes) = match decided {
+            Ok(d) => d,
+            Err(Undecided::Unknown) => {
                 replies.push(self.error(
-                    ErrorCode::BadSignature,
-                    format!("your key's proof was refused: {e}"),
+                    ErrorCode::UnknownMeeting,
+                    "there is no meeting with this id on this node",
+                    true,
+                ));
+                return Next::Close;
+            }
+            Err(Undecided::Refused(e)) => {
+                tracing::info!(%meeting, error = %e, "join refused by the meeting's rules");
+                let code = match e {
+                    JoinRefused::BadProof(_) => ErrorCode::BadSignature,
+                    JoinRefused::Denied => ErrorCode::Denied,
+                    _ => ErrorCode::InviteRefused,
+                };
+                replies.push(self.error(code, e.to_string(), true));
+                return Next::Close;
+            }
+            Err(Undecided::Storage(_)) => {
+                replies.push(self.error(
+                    ErrorCode::Internal,
+                    "the node could not record your join; try again",
                     true,
                 ));
                 return Next::Close;
             }
         };
-        if removed.contains(&key) {
-            replies.push(self.error(
-                ErrorCode::InviteRefused,
-                "the host removed you from this meeting",
-                true,
-            ));
-            return Next::Close;
-        }
-        // A meeting its host signed admits whom its policy and invites admit, in their role.
-        let role = match (self.admitted, &doc) {
-            (Some(r), _) => r,
-            (None, None) => Role::Speaker,
-            (None, Some(doc)) => {
-                match self.admit(doc, &meeting, person, &sig, invite, (&revocations, &uses)) {
-                    Ok((r, None)) => r,
-                    Ok((r, Some((counter, joins)))) => {
-                        // A limited invite's use is on disk before the join is answered.
-                        let store = self.ctx.app.meetings.clone();
-                        let m = meeting.clone();
-                        let saved = tokio::task::spawn_blocking(move || {
-                            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                            store.set_uses(&m, &counter, joins)
-                        })
-                        .await;
-                        if !matches!(saved, Ok(Ok(()))) {
-                            tracing::error!(%meeting, "cannot save an invite's use; join refused");
-                            replies.push(self.error(
-                                ErrorCode::Internal,
-                                "the node could not record your invite's use; try again",
-                                true,
-                            ));
-                            return Next::Close;
-                        }
-                        r
-                    }
-                    Err(e) => {
-                        tracing::info!(%meeting, key = %person.fingerprint(), error = %e, "join refused by the meeting's policy");
-                        replies.push(self.error(ErrorCode::InviteRefused, e.to_string(), true));
-                        return Next::Close;
-                    }
-                }
-            }
-        };
-        self.admitted = Some(role);
-        if ended || (locked && role > Role::Moderator) {
-            let why = if ended {
-                "this meeting has ended"
-            } else {
-                "this meeting is locked: nobody new can join"
-            };
-            replies.push(self.error(ErrorCode::InviteRefused, why, true));
-            return Next::Close;
-        }
-        let doc: Option<Signed<MeetingDoc>> = doc.as_deref().and_then(|d| decode_token(d).ok());
         let pending = PendingJoin {
             meeting,
             name,
             key,
-            role,
+            sig,
+            invite,
+            role: admitted.role,
             title,
             nodes,
         };
-        // With the lobby on, everyone but the host and moderators waits to be let in, unless
-        // the waiting room decided about this key already.
-        let lobby_on = doc.as_ref().is_some_and(|d| d.body.lobby) && role > Role::Moderator;
-        if lobby_on && decided.get(&pending.key) == Some(&false) {
-            replies.push(self.error(ErrorCode::Denied, "the host did not let you in", true));
-            return Next::Close;
-        }
-        let admitted_before = decided.get(&pending.key) == Some(&true);
-        if let Some(doc) = doc.filter(|_| lobby_on && !admitted_before) {
+        if admitted.wait {
             if self.pending.is_some() {
                 return Next::Continue;
             }
@@ -752,8 +641,8 @@ impl Session {
                     tx,
                 });
             }
-            tracing::info!(meeting = %pending.meeting, key = %person.fingerprint(), "waiting in the lobby");
-            self.knock(&doc.body, &pending.key, &pending.name, true)
+            tracing::info!(meeting = %pending.meeting, key = %admitted.key.fingerprint(), "waiting in the lobby");
+            self.knock(&pending.meeting, &pending.key, &pending.name, true)
                 .await;
             replies.push(json!({"type": "lobby"}));
             self.pending = Some(pending);
@@ -763,56 +652,33 @@ impl Session {
         self.enter(pending, replies).await
     }
 
-    /// Hand a moderator invite to the person it is bound to (on this node), once it checks
-    /// out against the meeting's document; `Some(reason)` when refused. From then on that
-    /// person hears the lobby's knocks and their page signs with the invite as authority.
+    /// Hand a moderator invite to the person it is bound to (on this node), once the
+    /// meeting's rules take it; `Some(reason)` when refused. From then on that person hears
+    /// the lobby's knocks and their page signs with the invite as authority.
     async fn grant(&self, token: &str) -> Option<String> {
         let (_, meeting, _) = self.joined.as_ref()?;
         let meeting = meeting.clone();
-        let doc = {
-            let store = self
-                .ctx
-                .app
-                .meetings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            store.get(&meeting).and_then(|m| m.doc.clone())
-        };
-        let Some(doc) = doc else {
-            return Some("this meeting has no host: nobody can make moderators".into());
-        };
-        let checked = decode_token::<Signed<MeetingDoc>>(&doc).and_then(|doc| {
-            let invite = decode_token::<Signed<Invite>>(token)?;
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let role = veche_trust::check_invite(&doc.body, &invite, now_ms)?;
-            Ok((role, invite))
-        });
-        let invite = match checked {
-            Ok((Role::Moderator, invite)) => invite,
-            Ok(_) => return Some("only a moderator invite makes a moderator".into()),
+        let (m, t) = (meeting.clone(), token.to_owned());
+        let decided = rules::decide(&self.ctx.app.meetings, &meeting, move |rec| {
+            let change = rec.rules.check_grant(&m, &t, rules::now_ms())?;
+            let Change::Granted { key, .. } = &change else {
+                return Err(veche_meeting::Refused::NotAGrant("not a grant"));
+            };
+            Ok((*key, Some(change)))
+        })
+        .await;
+        let invitee = match decided {
+            Ok(k) => k,
             Err(e) => return Some(e.to_string()),
         };
-        let Some(invitee) = invite.body.invitee else {
-            return Some("a moderator invite handed to someone must name their key".into());
-        };
-        let target = veche_trust::encode_key(&invitee);
-        {
-            let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
-            let m = lobby.moderators.entry(meeting.clone()).or_default();
-            if m.len() < MAX_WAITING {
-                m.insert(target.clone());
-            }
-        }
-        tracing::info!(%meeting, to = %invitee.fingerprint(), by = %invite.key.fingerprint(), "moderator granted");
+        tracing::info!(%meeting, to = %invitee.fingerprint(), "moderator granted");
         let _ = self
             .ctx
             .app
             .engine
             .send(Command::Notify {
                 meeting,
-                keys: vec![target],
+                keys: vec![veche_trust::encode_key(&invitee)],
                 signal: Signal::Granted {
                     invite: token.to_owned(),
                 },
@@ -821,21 +687,16 @@ impl Session {
         None
     }
 
-    /// Tell the meeting's host and moderators on this node that `key` waits (or not).
-    async fn knock(&self, doc: &MeetingDoc, key: &str, name: &str, waiting: bool) {
-        let mut keys = vec![veche_trust::encode_key(&doc.host)];
-        {
-            let lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(m) = lobby.moderators.get(&doc.id) {
-                keys.extend(m.iter().cloned());
-            }
-        }
+    /// Tell the people on this node who may let others in now (the host, the moderators
+    /// whose authority still holds) that `key` waits (or not).
+    async fn knock(&self, meeting: &str, key: &str, name: &str, waiting: bool) {
+        let keys = self.gatekeepers(meeting);
         let _ = self
             .ctx
             .app
             .engine
             .send(Command::Notify {
-                meeting: doc.id.clone(),
+                meeting: meeting.to_owned(),
                 keys,
                 signal: Signal::Knock {
                     key: key.to_owned(),
@@ -846,12 +707,47 @@ impl Session {
             .await;
     }
 
+    /// Who may let people in, by the meeting's rules now: the host, moderators granted, and
+    /// moderators present here by their own invite, each of whose authority still holds.
+    fn gatekeepers(&self, meeting: &str) -> Vec<String> {
+        let present: Vec<(String, Option<String>)> = {
+            let lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+            lobby
+                .moderators
+                .get(meeting)
+                .map(|m| m.iter().map(|(k, i)| (k.clone(), i.clone())).collect())
+                .unwrap_or_default()
+        };
+        rules::read(&self.ctx.app.meetings, meeting, |rec| {
+            let now = rules::now_ms();
+            let mut keys: Vec<String> = rec
+                .rules
+                .moderators(now)
+                .iter()
+                .map(veche_trust::encode_key)
+                .collect();
+            for (key, invite) in present {
+                let Ok(k) = veche_trust::decode_key(&key) else {
+                    continue;
+                };
+                let invite = invite.and_then(|t| decode_token::<Signed<Invite>>(&t).ok());
+                if rec.rules.may_moderate(&k, invite.as_ref(), now) && !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            keys
+        })
+        .unwrap_or_default()
+    }
+
     /// Enter the meeting (the engine join), once admitted and, with a lobby, let in.
     async fn enter(&mut self, p: PendingJoin, replies: &mut Vec<Value>) -> Next {
         let PendingJoin {
             meeting,
             name,
             key,
+            sig,
+            invite,
             role,
             title,
             nodes,
@@ -865,13 +761,28 @@ impl Session {
             let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
             let m = lobby.moderators.entry(meeting.clone()).or_default();
             if m.len() < MAX_WAITING {
-                m.insert(key.clone());
+                m.insert(key.clone(), invite.clone());
             }
         }
+        // What this person travels with to the meeting's other nodes, which check it.
+        let admit = veche_trust::decode_key(&key).ok().and_then(|k| {
+            rules::read(&self.ctx.app.meetings, &meeting, |rec| {
+                rec.rules.admit_of(&k).map(str::to_owned)
+            })
+            .flatten()
+        });
+        let presence = Presence {
+            key: key.clone(),
+            nonce: self.nonce.clone(),
+            sig,
+            invite,
+            admit,
+        };
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
             key: Some(key),
+            presence: Some(veche_trust::encode_token(&presence)),
             listener: role == Role::Listener,
             client: self.client,
             nodes,
@@ -886,6 +797,7 @@ impl Session {
                 // From now on only the engine holds a sender: when it drops the peer, our
                 // receiver ends and we close the socket.
                 self.events_tx = None;
+                self.role = Some(role);
                 if privileged {
                     // Who already waits: the host or moderator sees them at once.
                     let waiting = {

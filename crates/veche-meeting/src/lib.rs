@@ -1,0 +1,857 @@
+//! The rules of one meeting: who is in it, in which role, and what they may do.
+//!
+//! One [`Governance`] per meeting owns everything these decisions need: the host's signed
+//! document, the host's revocations, removals, lock and end, the waiting room's decisions,
+//! the moderators granted, and how often each limited invite was used. Every path that
+//! carries authority asks it (the browser's socket, the HTTP API, the node protocol), and
+//! nothing else decides:
+//!
+//! - [`Governance::admit`]: a person joining through this node (their key's proof, invite,
+//!   policy, removals, lock, end, waiting room);
+//! - [`Governance::admit_remote`]: a person another node says it carries, with the proof
+//!   they made for that node: nodes take part in a meeting only on behalf of people who were
+//!   really let in;
+//! - [`Governance::check_action`], [`Governance::check_grant`],
+//!   [`Governance::check_revocation`]: moderation, making moderators, withdrawing invites,
+//!   with withdrawn invites and removed keys consulted at every level of an authority chain,
+//!   at the checking node's own time;
+//! - [`Governance::check_doc`], [`Governance::check_history`]: learning a meeting from
+//!   another node: the first signed document for an id stands, a link's pinned host key is
+//!   enforced, and what comes with it is checked against the stored document.
+//!
+//! Sans-IO: times come in as milliseconds since the Unix epoch, and a decision that must be
+//! durable returns a [`Change`]. The caller commits the change to disk and only then
+//! [`Governance::apply`]s it, so what was refused, or could not be stored, leaves no trace.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use veche_trust::{
+    check_action_with, check_admission, check_authority, check_invite_with, check_meeting,
+    check_revocation, decode_key, decode_token, encode_key, Action, ActionKind, Invite, MeetingDoc,
+    Policy, PublicKey, Revocation, Role, Signed, TrustError,
+};
+
+pub use veche_trust;
+
+/// Most keys removed from one meeting, revocations and counted invites kept (the oldest
+/// go first).
+pub const MAX_ENTRIES: usize = 10_000;
+/// Most signed actions kept per meeting (the oldest go first).
+pub const MAX_ACTIONS: usize = 1024;
+/// Most moderators granted in one meeting.
+pub const MAX_MODERATORS: usize = 500;
+
+/// A person asking to be in the meeting through node `node`: their key, the node's
+/// challenge and their signature of it, and the invite they came with.
+#[derive(Debug, Clone, Copy)]
+pub struct Person<'a> {
+    /// The node the person joins through (its id is in what they signed).
+    pub node: &'a str,
+    /// Their key, base64url.
+    pub key: &'a str,
+    /// The challenge that node handed them.
+    pub nonce: &'a str,
+    /// Their key's signature of it, base64url.
+    pub sig: &'a str,
+    /// The invite token from their link, if any.
+    pub invite: Option<&'a str>,
+}
+
+/// What a person travels with to the meeting's other nodes: the proof they made for the
+/// node that carries them, their invite, and (with a waiting room) the signed decision that
+/// let them in. Every node checks it before it shows the person or carries their media.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    /// Their key, base64url.
+    pub key: String,
+    /// The challenge the carrying node handed them.
+    pub nonce: String,
+    /// Their signature of it (node, meeting, nonce), base64url.
+    pub sig: String,
+    /// Their invite token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+    /// The host's or a moderator's signed `admit`, in a meeting with a waiting room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admit: Option<String>,
+}
+
+/// A person let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Their key (proven).
+    pub key: PublicKey,
+    /// Their role in this meeting (and in no other).
+    pub role: Role,
+    /// They wait in the waiting room until the host or a moderator decides.
+    pub wait: bool,
+    /// To commit before the join is answered (a limited invite's use).
+    pub change: Option<Change>,
+}
+
+/// Why a person is not let in. Each has plain words for them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinRefused {
+    /// Their key's proof is malformed or forged.
+    #[error("your key's proof was refused: {0}")]
+    BadProof(TrustError),
+    /// The host or a moderator removed them.
+    #[error("the host removed you from this meeting")]
+    Removed,
+    /// The meeting was ended for everyone.
+    #[error("this meeting has ended")]
+    Ended,
+    /// Locked: nobody new but the host and moderators.
+    #[error("this meeting is locked: nobody new can join")]
+    Locked,
+    /// The waiting room turned them away.
+    #[error("the host did not let you in")]
+    Denied,
+    /// A remote person in a meeting with a waiting room, with no signed decision letting
+    /// them in.
+    #[error("nobody let this person in from the waiting room")]
+    NotLetIn,
+    /// The meeting's policy or their invite refuses them.
+    #[error("{0}")]
+    Policy(TrustError),
+}
+
+/// Why a moderation action, a grant, a revocation or a document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The meeting has no signed document, so nobody has authority in it.
+    #[error("this meeting has no host: nobody can moderate it")]
+    NoHost,
+    /// The token does not check out (signature, meeting, time, authority).
+    #[error("{0}")]
+    Trust(#[from] TrustError),
+    /// The signer's authority was withdrawn (an invite of its chain revoked).
+    #[error("this moderator's invite was withdrawn by the host")]
+    Withdrawn,
+    /// The signer (or a signer of its chain) was removed from the meeting.
+    #[error("a removed person has no authority in this meeting")]
+    SignerRemoved,
+    /// Not an invite that makes a moderator of a named person.
+    #[error("{0}")]
+    NotAGrant(&'static str),
+    /// Another document for this meeting is known already.
+    #[error("this meeting already has another host's document")]
+    Conflict,
+    /// The link names another host.
+    #[error("this meeting is not signed by the host the link names")]
+    WrongHost,
+    /// The document is for another meeting.
+    #[error("the document is for another meeting")]
+    WrongMeeting,
+    /// Past the limits of one meeting.
+    #[error("this meeting keeps no more of these")]
+    Full,
+}
+
+/// A checked moderation action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedAction {
+    /// The action.
+    pub action: Signed<Action>,
+    /// To commit before it is carried out (removals, locks, ends, lobby decisions).
+    pub change: Option<Change>,
+}
+
+/// A durable change of a meeting's governance, decided by a check; the caller writes it
+/// and then applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// The host's signed document.
+    Doc(String),
+    /// A limited invite admitted one more person: `signer key/invite id` → joins here.
+    Used {
+        /// The invite's counter.
+        counter: String,
+        /// Joins counted now.
+        joins: u32,
+    },
+    /// The host withdrew an invite.
+    Revoked {
+        /// The invite id.
+        invite: String,
+        /// The signed revocation.
+        token: String,
+    },
+    /// A durable moderation action (remove, lock, unlock, end, admit, deny).
+    Acted {
+        /// What.
+        kind: ActionKind,
+        /// Whom.
+        target: PublicKey,
+        /// The signed action.
+        token: String,
+    },
+    /// Someone was made a moderator.
+    Granted {
+        /// Their key.
+        key: PublicKey,
+        /// Their moderator invite.
+        token: String,
+    },
+    /// What came with a meeting learned from another node, each piece checked.
+    History(Vec<Change>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Doc {
+    signed: Signed<MeetingDoc>,
+    token: String,
+}
+
+/// The governance of one meeting: its rules and the state they need. Serialized with the
+/// meeting (its tokens as they were signed; each was checked before it was stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Stored", into = "Stored")]
+pub struct Governance {
+    doc: Option<Doc>,
+    revocations: Vec<String>,
+    revoked: HashSet<String>,
+    removed: Vec<PublicKey>,
+    actions: Vec<String>,
+    uses: BTreeMap<String, u32>,
+    lobby: BTreeMap<PublicKey, bool>,
+    /// The signed `admit` behind each key let in (a remote person's proof carries it).
+    admits: BTreeMap<PublicKey, String>,
+    moderators: BTreeMap<PublicKey, (Signed<Invite>, String)>,
+    locked: bool,
+    ended: bool,
+}
+
+/// On disk: the tokens as they were signed (field names as the store always had them).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    doc: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    removed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    revocations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    uses: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    lobby: BTreeMap<String, bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    admits: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    moderators: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    locked: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ended: bool,
+}
+
+impl TryFrom<Stored> for Governance {
+    type Error = String;
+
+    fn try_from(s: Stored) -> Result<Self, String> {
+        let bad = |what: &str, e: TrustError| format!("a stored {what} does not decode: {e}");
+        let doc = s
+            .doc
+            .map(|token| {
+                decode_token::<Signed<MeetingDoc>>(&token)
+                    .map(|signed| Doc { signed, token })
+                    .map_err(|e| bad("document", e))
+            })
+            .transpose()?;
+        let mut revoked = HashSet::new();
+        for t in &s.revocations {
+            let r: Signed<Revocation> = decode_token(t).map_err(|e| bad("revocation", e))?;
+            revoked.insert(r.body.invite);
+        }
+        let key = |k: &str| decode_key(k).map_err(|e| bad("key", e));
+        let mut moderators = BTreeMap::new();
+        for (k, t) in s.moderators {
+            let invite: Signed<Invite> = decode_token(&t).map_err(|e| bad("grant", e))?;
+            moderators.insert(key(&k)?, (invite, t));
+        }
+        Ok(Governance {
+            doc,
+            revocations: s.revocations,
+            revoked,
+            removed: s.removed.iter().map(|k| key(k)).collect::<Result<_, _>>()?,
+            actions: s.actions,
+            uses: s.uses,
+            lobby: s
+                .lobby
+                .iter()
+                .map(|(k, v)| Ok((key(k)?, *v)))
+                .collect::<Result<_, String>>()?,
+            admits: s
+                .admits
+                .into_iter()
+                .map(|(k, v)| Ok((key(&k)?, v)))
+                .collect::<Result<_, String>>()?,
+            moderators,
+            locked: s.locked,
+            ended: s.ended,
+        })
+    }
+}
+
+impl From<Governance> for Stored {
+    fn from(g: Governance) -> Self {
+        Stored {
+            doc: g.doc.map(|d| d.token),
+            removed: g.removed.iter().map(encode_key).collect(),
+            revocations: g.revocations,
+            actions: g.actions,
+            uses: g.uses,
+            lobby: g.lobby.iter().map(|(k, v)| (encode_key(k), *v)).collect(),
+            admits: g
+                .admits
+                .iter()
+                .map(|(k, v)| (encode_key(k), v.clone()))
+                .collect(),
+            moderators: g
+                .moderators
+                .into_iter()
+                .map(|(k, (_, t))| (encode_key(&k), t))
+                .collect(),
+            locked: g.locked,
+            ended: g.ended,
+        }
+    }
+}
+
+/// What anyone may learn of a meeting: that it exists, its title and how one gets in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outline {
+    /// Signed by a host.
+    pub signed: bool,
+    /// The host's key fingerprint (links pin it).
+    pub host: Option<String>,
+    /// An invite (or a listed key) is needed.
+    pub invite_only: bool,
+    /// Newcomers wait to be let in.
+    pub waiting_room: bool,
+    /// Ended for everyone.
+    pub ended: bool,
+}
+
+fn push_bounded(list: &mut Vec<String>, token: &str, max: usize) {
+    if list.iter().any(|t| t == token) {
+        return;
+    }
+    if list.len() >= max {
+        list.remove(0);
+    }
+    list.push(token.to_owned());
+}
+
+impl Governance {
+    /// The host's signed document, if the host signed the meeting.
+    pub fn doc(&self) -> Option<&Signed<MeetingDoc>> {
+        self.doc.as_ref().map(|d| &d.signed)
+    }
+
+    /// The document's token, as the host signed it.
+    pub fn doc_token(&self) -> Option<&str> {
+        self.doc.as_ref().map(|d| d.token.as_str())
+    }
+
+    /// The host's key.
+    pub fn host(&self) -> Option<PublicKey> {
+        self.doc().map(|d| d.body.host)
+    }
+
+    /// Whether the meeting was ended for everyone.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Whether the meeting is locked.
+    pub fn locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Whether the host withdrew invite `id`.
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.revoked.contains(id)
+    }
+
+    /// Whether `key` was removed.
+    pub fn is_removed(&self, key: &PublicKey) -> bool {
+        self.removed.contains(key)
+    }
+
+    /// What a stranger may learn.
+    pub fn outline(&self) -> Outline {
+        let doc = self.doc();
+        Outline {
+            signed: doc.is_some(),
+            host: doc.map(|d| d.body.host.fingerprint()),
+            invite_only: doc.is_some_and(|d| !matches!(d.body.policy, Policy::Anyone)),
+            waiting_room: doc.is_some_and(|d| d.body.lobby),
+            ended: self.ended,
+        }
+    }
+
+    /// The host's revocations and the durable actions, to hand to a node that has shown an
+    /// admitted person (newest that fit `bytes` per kind, oldest first).
+    pub fn history(&self, bytes: usize) -> (Vec<String>, Vec<String>) {
+        (
+            newest_within(&self.revocations, MAX_ENTRIES, bytes),
+            newest_within(&self.actions, MAX_ACTIONS, bytes),
+        )
+    }
+
+    /// The signed `admit` that let `key` in from the waiting room, if any.
+    pub fn admit_of(&self, key: &PublicKey) -> Option<&str> {
+        self.admits.get(key).map(String::as_str)
+    }
+
+    /// Refuses withdrawn invites and removed signers, at every level of a chain.
+    fn chain_check(&self) -> impl FnMut(&Signed<Invite>) -> Result<(), TrustError> + '_ {
+        |i: &Signed<Invite>| {
+            if self.revoked.contains(&i.body.id) {
+                Err(TrustError::Revoked)
+            } else if self.removed.contains(&i.key) {
+                Err(TrustError::NotDelegated)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// Check a person joining through this node (`person.node`) at `now_ms`. The caller
+    /// hands each socket one fresh nonce; the role is decided here, for this meeting, on
+    /// every join.
+    pub fn admit(
+        &self,
+        meeting: &str,
+        person: &Person<'_>,
+        now_ms: u64,
+    ) -> Result<Admitted, JoinRefused> {
+        let (key, invite) = self.proof(meeting, person)?;
+        let role = self.role_of(&key, invite.as_ref(), now_ms)?;
+        if self.locked && role > Role::Moderator {
+            return Err(JoinRefused::Locked);
+        }
+        let lobby = self.doc().is_some_and(|d| d.body.lobby) && role > Role::Moderator;
+        let wait = match (lobby, self.lobby.get(&key)) {
+            (false, _) | (true, Some(true)) => false,
+            (true, Some(false)) => return Err(JoinRefused::Denied),
+            (true, None) => true,
+        };
+        let change = match invite.filter(|i| i.body.max_uses.is_some() && role != Role::Host) {
+            Some(i) => {
+                let counter = format!("{}/{}", encode_key(&i.key), i.body.id);
+                let used = self.uses.get(&counter).copied().unwrap_or(0);
+                if i.body.max_uses.is_some_and(|max| used >= max) {
+                    return Err(JoinRefused::Policy(TrustError::UsedUp));
+                }
+                if used == 0 && self.uses.len() >= MAX_ENTRIES {
+                    return Err(JoinRefused::Policy(TrustError::UsedUp));
+                }
+                Some(Change::Used {
+                    counter,
+                    joins: used + 1,
+                })
+            }
+            None => None,
+        };
+        Ok(Admitted {
+            key,
+            role,
+            wait,
+            change,
+        })
+    }
+
+    /// Check a person that node `carrier` says it carries, by the proof they made for it.
+    /// Policy, invite chain, revocations, removals and end are checked as for a join here;
+    /// with a waiting room and `in_meeting`, a signed `admit` for their key must come with
+    /// them (without: they may be waiting at their node). Use limits and the lock are the
+    /// carrying node's: it counts and locks its own joins.
+    pub fn admit_remote(
+        &self,
+        meeting: &str,
+        carrier: &str,
+        presence: &Presence,
+        now_ms: u64,
+        in_meeting: bool,
+    ) -> Result<(PublicKey, Role), JoinRefused> {
+        let person = Person {
+            node: carrier,
+            key: &presence.key,
+            nonce: &presence.nonce,
+            sig: &presence.sig,
+            invite: presence.invite.as_deref(),
+        };
+        let (key, invite) = self.proof(meeting, &person)?;
+        let role = self.role_of(&key, invite.as_ref(), now_ms)?;
+        let lobby = self.doc().is_some_and(|d| d.body.lobby) && role > Role::Moderator;
+        if lobby && in_meeting && self.lobby.get(&key) != Some(&true) {
+            if self.lobby.get(&key) == Some(&false) {
+                return Err(JoinRefused::Denied);
+            }
+            let token = presence.admit.as_deref().ok_or(JoinRefused::NotLetIn)?;
+            let checked = self
+                .check_past(meeting, token, now_ms)
+                .map_err(|_| JoinRefused::NotLetIn)?;
+            let a = &checked.action.body;
+            if a.kind != ActionKind::Admit || a.target != key {
+                return Err(JoinRefused::NotLetIn);
+            }
+        }
+        Ok((key, role))
+    }
+
+    /// The key's proof for this meeting through `person.node`, and the invite decoded.
+    fn proof(
+        &self,
+        meeting: &str,
+        person: &Person<'_>,
+    ) -> Result<(PublicKey, Option<Signed<Invite>>), JoinRefused> {
+        if let Some(d) = self.doc() {
+            if d.body.id != meeting {
+                return Err(JoinRefused::Policy(TrustError::WrongMeeting));
+            }
+        }
+        let key = veche_trust::verify_challenge(
+            person.node,
+            meeting,
+            person.nonce,
+            person.key,
+            person.sig,
+        )
+        .map_err(JoinRefused::BadProof)?;
+        let invite = person
+            .invite
+            .map(decode_token::<Signed<Invite>>)
+            .transpose()
+            .map_err(JoinRefused::Policy)?;
+        Ok((key, invite))
+    }
+
+    /// The role `key` holds in this meeting now: removals and the end first, then the host's
+    /// document (policy, invite chain with revocations and removed signers).
+    fn role_of(
+        &self,
+        key: &PublicKey,
+        invite: Option<&Signed<Invite>>,
+        now_ms: u64,
+    ) -> Result<Role, JoinRefused> {
+        if self.ended {
+            return Err(JoinRefused::Ended);
+        }
+        if self.removed.contains(key) {
+            return Err(JoinRefused::Removed);
+        }
+        let Some(doc) = self.doc() else {
+            // Unsigned: anyone with the link, as a speaker; nobody moderates.
+            return Ok(Role::Speaker);
+        };
+        check_admission(&doc.body, key, invite, now_ms, &mut self.chain_check()).map_err(
+            |e| match e {
+                TrustError::MeetingEnded => JoinRefused::Ended,
+                e => JoinRefused::Policy(e),
+            },
+        )
+    }
+
+    /// Whether `key` may moderate now, holding `authority` (none: only the host may).
+    pub fn may_moderate(
+        &self,
+        key: &PublicKey,
+        authority: Option<&Signed<Invite>>,
+        now_ms: u64,
+    ) -> bool {
+        let Some(doc) = self.doc() else {
+            return false;
+        };
+        !self.removed.contains(key)
+            && check_authority(&doc.body, key, authority, now_ms, &mut self.chain_check()).is_ok()
+    }
+
+    /// The keys that may let people in now: the host and the moderators granted whose
+    /// invites still hold.
+    pub fn moderators(&self, now_ms: u64) -> Vec<PublicKey> {
+        let Some(host) = self.host() else {
+            return Vec::new();
+        };
+        let mut keys = vec![host];
+        keys.extend(
+            self.moderators
+                .iter()
+                .filter(|(k, (invite, _))| self.may_moderate(k, Some(invite), now_ms))
+                .map(|(k, _)| *k),
+        );
+        keys
+    }
+
+    /// Check a moderation action at `now_ms`: fresh, by the host or by a moderator whose
+    /// whole chain still holds here and now (not withdrawn, not removed).
+    pub fn check_action(
+        &self,
+        meeting: &str,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<CheckedAction, Refused> {
+        let doc = self.doc().ok_or(Refused::NoHost)?;
+        if doc.body.id != meeting {
+            return Err(Refused::WrongMeeting);
+        }
+        let action: Signed<Action> = decode_token(token)?;
+        if self.removed.contains(&action.key) {
+            return Err(Refused::SignerRemoved);
+        }
+        check_action_with(&doc.body, &action, now_ms, &mut self.chain_check()).map_err(refusal)?;
+        Ok(self.checked(action, token))
+    }
+
+    /// An action made earlier (history from another node, a remote person's `admit`):
+    /// checked as of its own time, which may not be in the future here; but withdrawals and
+    /// removals count whenever they were made, so no action can be backdated past them.
+    fn check_past(
+        &self,
+        meeting: &str,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<CheckedAction, Refused> {
+        let doc = self.doc().ok_or(Refused::NoHost)?;
+        if doc.body.id != meeting {
+            return Err(Refused::WrongMeeting);
+        }
+        let action: Signed<Action> = decode_token(token)?;
+        if action.body.at_ms > now_ms.saturating_add(veche_trust::ACTION_TTL_MS) {
+            return Err(Refused::Trust(TrustError::Stale));
+        }
+        if self.removed.contains(&action.key) {
+            return Err(Refused::SignerRemoved);
+        }
+        check_action_with(
+            &doc.body,
+            &action,
+            action.body.at_ms,
+            &mut self.chain_check(),
+        )
+        .map_err(refusal)?;
+        Ok(self.checked(action, token))
+    }
+
+    fn checked(&self, action: Signed<Action>, token: &str) -> CheckedAction {
+        let kind = action.body.kind;
+        let change = match kind {
+            ActionKind::Mute | ActionKind::Allow => None,
+            _ => Some(Change::Acted {
+                kind,
+                target: action.body.target,
+                token: token.to_owned(),
+            }),
+        };
+        CheckedAction { action, change }
+    }
+
+    /// Check a grant: a moderator invite bound to a person's key, made by someone who may
+    /// make moderators now, for someone not removed.
+    pub fn check_grant(&self, meeting: &str, token: &str, now_ms: u64) -> Result<Change, Refused> {
+        let doc = self.doc().ok_or(Refused::NoHost)?;
+        if doc.body.id != meeting {
+            return Err(Refused::WrongMeeting);
+        }
+        let invite: Signed<Invite> = decode_token(token)?;
+        let role = check_invite_with(&doc.body, &invite, now_ms, &mut self.chain_check())
+            .map_err(refusal)?;
+        if role != Role::Moderator {
+            return Err(Refused::NotAGrant(
+                "only a moderator invite makes a moderator",
+            ));
+        }
+        let key = invite.body.invitee.ok_or(Refused::NotAGrant(
+            "a moderator invite handed to someone must name their key",
+        ))?;
+        if self.removed.contains(&key) {
+            return Err(Refused::NotAGrant(
+                "a removed person cannot be made a moderator",
+            ));
+        }
+        if !self.moderators.contains_key(&key) && self.moderators.len() >= MAX_MODERATORS {
+            return Err(Refused::Full);
+        }
+        Ok(Change::Granted {
+            key,
+            token: token.to_owned(),
+        })
+    }
+
+    /// Check the host's revocation of an invite.
+    pub fn check_revocation(&self, meeting: &str, token: &str) -> Result<Change, Refused> {
+        let doc = self.doc().ok_or(Refused::NoHost)?;
+        if doc.body.id != meeting {
+            return Err(Refused::WrongMeeting);
+        }
+        let rev: Signed<Revocation> = decode_token(token)?;
+        check_revocation(&doc.body, &rev)?;
+        Ok(Change::Revoked {
+            invite: rev.body.invite,
+            token: token.to_owned(),
+        })
+    }
+
+    /// Check a document for this meeting: signed by the host it names, for this id, by the
+    /// host a link pinned (`pin`: the host key's fingerprint), and the same as any document
+    /// known already (the first one stands). `None` when it is the stored one already.
+    pub fn check_doc(
+        &self,
+        meeting: &str,
+        token: &str,
+        pin: Option<&str>,
+    ) -> Result<Option<Change>, Refused> {
+        let doc: Signed<MeetingDoc> = decode_token(token)?;
+        check_meeting(&doc)?;
+        if doc.body.id != meeting {
+            return Err(Refused::WrongMeeting);
+        }
+        if pin.is_some_and(|p| p != doc.body.host.fingerprint()) {
+            return Err(Refused::WrongHost);
+        }
+        match self.doc() {
+            Some(known) if *known == doc => Ok(None),
+            Some(_) => Err(Refused::Conflict),
+            None => Ok(Some(Change::Doc(token.to_owned()))),
+        }
+    }
+
+    /// What another node handed out with the meeting, checked against the document stored
+    /// here (never one that came with it): revocations signed by the host, and actions as of
+    /// their time with withdrawals and removals counted. What does not check out is left out
+    /// (returned with the reason, for the log).
+    pub fn check_history(
+        &self,
+        meeting: &str,
+        revocations: &[String],
+        actions: &[String],
+        now_ms: u64,
+    ) -> (Change, Vec<Refused>) {
+        let mut changes = Vec::new();
+        let mut refused = Vec::new();
+        // Revocations first: an action by a withdrawn moderator is then refused below.
+        let mut scratch = self.clone();
+        for t in revocations.iter().take(MAX_ENTRIES) {
+            match scratch.check_revocation(meeting, t) {
+                Ok(c) => {
+                    scratch.apply(&c);
+                    changes.push(c);
+                }
+                Err(e) => refused.push(e),
+            }
+        }
+        for t in actions.iter().rev().take(MAX_ACTIONS).rev() {
+            match scratch.check_past(meeting, t, now_ms) {
+                Ok(CheckedAction {
+                    change: Some(c),
+                    action,
+                }) if !matches!(action.body.kind, ActionKind::Admit | ActionKind::Deny) => {
+                    scratch.apply(&c);
+                    changes.push(c);
+                }
+                Ok(_) => {}
+                Err(e) => refused.push(e),
+            }
+        }
+        (Change::History(changes), refused)
+    }
+
+    /// Apply a change once it is committed (or to a copy, to see what would follow).
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Doc(token) => {
+                if self.doc.is_none() {
+                    if let Ok(signed) = decode_token(token) {
+                        self.doc = Some(Doc {
+                            signed,
+                            token: token.clone(),
+                        });
+                    }
+                }
+            }
+            Change::Used { counter, joins } => {
+                self.uses.insert(counter.clone(), *joins);
+            }
+            Change::Revoked { invite, token } => {
+                push_bounded(&mut self.revocations, token, MAX_ENTRIES);
+                self.revoked.insert(invite.clone());
+            }
+            Change::Acted {
+                kind,
+                target,
+                token,
+            } => {
+                match kind {
+                    ActionKind::Remove => {
+                        if !self.removed.contains(target) {
+                            if self.removed.len() >= MAX_ENTRIES {
+                                self.removed.remove(0);
+                            }
+                            self.removed.push(*target);
+                        }
+                        self.moderators.remove(target);
+                    }
+                    ActionKind::Lock => self.locked = true,
+                    ActionKind::Unlock => self.locked = false,
+                    ActionKind::End => self.ended = true,
+                    ActionKind::Admit | ActionKind::Deny => {
+                        if self.lobby.len() >= MAX_ENTRIES && !self.lobby.contains_key(target) {
+                            return;
+                        }
+                        let admit = *kind == ActionKind::Admit;
+                        self.lobby.insert(*target, admit);
+                        if admit {
+                            self.admits.insert(*target, token.clone());
+                        } else {
+                            self.admits.remove(target);
+                        }
+                        return;
+                    }
+                    ActionKind::Mute | ActionKind::Allow => return,
+                }
+                push_bounded(&mut self.actions, token, MAX_ACTIONS);
+            }
+            Change::Granted { key, token } => {
+                if let Ok(invite) = decode_token(token) {
+                    self.moderators.insert(*key, (invite, token.clone()));
+                }
+            }
+            Change::History(changes) => {
+                for c in changes {
+                    self.apply(c);
+                }
+            }
+        }
+    }
+}
+
+/// Withdrawn and removed get their own words.
+fn refusal(e: TrustError) -> Refused {
+    match e {
+        TrustError::Revoked => Refused::Withdrawn,
+        e => Refused::Trust(e),
+    }
+}
+
+/// The newest of `tokens` (kept in order, oldest first) that fit in `count` and `bytes`.
+pub fn newest_within(tokens: &[String], count: usize, bytes: usize) -> Vec<String> {
+    let mut total = 0;
+    let mut n = 0;
+    for t in tokens.iter().rev().take(count) {
+        if total + t.len() > bytes {
+            break;
+        }
+        total += t.len();
+        n += 1;
+    }
+    tokens[tokens.len() - n..].to_vec()
+}

@@ -1,0 +1,644 @@
+//! One test per rule of a meeting's governance, with the attacks of the issue "One gate
+//! decides who is in a meeting" as cases that are refused. No sockets, no clock: times are
+//! arguments.
+
+use veche_meeting::{Change, CheckedAction, Governance, JoinRefused, Person, Presence, Refused};
+use veche_trust::{
+    encode_key, encode_token, Action, ActionKind, Invite, Keypair, MeetingDoc, Policy, Revocation,
+    Role, Sig, Signed, TrustError,
+};
+
+const NOW: u64 = 1_800_000_000_000;
+const HOUR: u64 = 3_600_000;
+const ID: &str = "k3x-9qa-7mf";
+const NODE: &str = "12D3KooWnodeOfTheSchool";
+const OTHER_NODE: &str = "12D3KooWnodeOfTheClub";
+
+fn key(n: u8) -> Keypair {
+    Keypair::from_secret(&[n; 32])
+}
+
+fn doc(host: &Keypair, id: &str, policy: Policy, lobby: bool) -> String {
+    encode_token(&host.sign(MeetingDoc {
+        id: id.into(),
+        title: "Physics 7B".into(),
+        host: host.public(),
+        policy,
+        lobby,
+        created_ms: NOW - HOUR,
+        ends_ms: None,
+    }))
+}
+
+/// A meeting signed by `host`, as a node that created it holds it.
+fn meeting(host: &Keypair, policy: Policy, lobby: bool) -> Governance {
+    let mut g = Governance::default();
+    let change = g
+        .check_doc(ID, &doc(host, ID, policy, lobby), None)
+        .expect("doc")
+        .expect("new");
+    g.apply(&change);
+    g
+}
+
+fn invite(
+    signer: &Keypair,
+    id: &str,
+    role: Role,
+    invitee: Option<&Keypair>,
+    parent: Option<Signed<Invite>>,
+) -> Signed<Invite> {
+    signer.sign(Invite {
+        meeting: ID.into(),
+        id: id.into(),
+        role,
+        expires_ms: NOW + HOUR,
+        max_uses: None,
+        invitee: invitee.map(Keypair::public),
+        parent: parent.map(Box::new),
+    })
+}
+
+fn sig_text(sig: Sig) -> String {
+    serde_json::to_value(sig)
+        .expect("sig")
+        .as_str()
+        .expect("text")
+        .to_owned()
+}
+
+/// What `who` presents to `node` for `meeting`, with `invite`.
+fn presence(who: &Keypair, node: &str, meeting: &str, invite: Option<&Signed<Invite>>) -> Presence {
+    let nonce = "nonce-0123456789abcdef".to_owned();
+    Presence {
+        key: encode_key(&who.public()),
+        sig: sig_text(who.sign_challenge(node, meeting, &nonce)),
+        nonce,
+        invite: invite.map(encode_token),
+        admit: None,
+    }
+}
+
+fn join(g: &Governance, p: &Presence) -> Result<veche_meeting::Admitted, JoinRefused> {
+    g.admit(
+        ID,
+        &Person {
+            node: NODE,
+            key: &p.key,
+            nonce: &p.nonce,
+            sig: &p.sig,
+            invite: p.invite.as_deref(),
+        },
+        NOW,
+    )
+}
+
+fn act(
+    signer: &Keypair,
+    kind: ActionKind,
+    target: &Keypair,
+    at_ms: u64,
+    authority: Option<&Signed<Invite>>,
+) -> String {
+    encode_token(&signer.sign(Action {
+        meeting: ID.into(),
+        kind,
+        target: target.public(),
+        at_ms,
+        authority: authority.cloned().map(Box::new),
+    }))
+}
+
+fn revoke(host: &Keypair, invite: &str) -> String {
+    encode_token(&host.sign(Revocation {
+        meeting: ID.into(),
+        invite: invite.into(),
+        at_ms: NOW,
+    }))
+}
+
+/// Check `token` and commit what it changes.
+fn take(g: &mut Governance, token: &str, now: u64) -> Result<CheckedAction, Refused> {
+    let c = g.check_action(ID, token, now)?;
+    if let Some(change) = &c.change {
+        g.apply(change);
+    }
+    Ok(c)
+}
+
+#[test]
+fn a_role_is_earned_in_one_meeting_and_decided_there() {
+    let attacker = key(9);
+    // Host of a meeting of his own...
+    let mine = {
+        let mut g = Governance::default();
+        let c = g
+            .check_doc(
+                "aaa-bbb-ccc",
+                &doc(&attacker, "aaa-bbb-ccc", Policy::Anyone, false),
+                None,
+            )
+            .expect("doc")
+            .expect("new");
+        g.apply(&c);
+        g
+    };
+    let p = presence(&attacker, NODE, "aaa-bbb-ccc", None);
+    let in_mine = mine
+        .admit(
+            "aaa-bbb-ccc",
+            &Person {
+                node: NODE,
+                key: &p.key,
+                nonce: &p.nonce,
+                sig: &p.sig,
+                invite: None,
+            },
+            NOW,
+        )
+        .expect("his own");
+    assert_eq!(in_mine.role, Role::Host);
+    // ...is nobody in another host's invite-only meeting: the role comes from its document.
+    let theirs = meeting(&key(1), Policy::InviteOnly, false);
+    let p = presence(&attacker, NODE, ID, None);
+    assert_eq!(
+        join(&theirs, &p),
+        Err(JoinRefused::Policy(TrustError::NotInvited))
+    );
+    // And his proof for his own meeting is no proof for theirs.
+    let reused = Presence {
+        ..presence(&attacker, NODE, "aaa-bbb-ccc", None)
+    };
+    assert!(matches!(
+        join(&theirs, &reused),
+        Err(JoinRefused::BadProof(_))
+    ));
+}
+
+#[test]
+fn roles_follow_the_document_and_the_invite() {
+    let host = key(1);
+    let g = meeting(&host, Policy::InviteOnly, false);
+    assert_eq!(
+        join(&g, &presence(&host, NODE, ID, None))
+            .expect("host")
+            .role,
+        Role::Host
+    );
+    let ada = key(2);
+    let listen = invite(&host, "i-listen", Role::Listener, None, None);
+    let a = join(&g, &presence(&ada, NODE, ID, Some(&listen))).expect("listener");
+    assert_eq!((a.role, a.wait, a.change), (Role::Listener, false, None));
+    let open = meeting(&host, Policy::Anyone, false);
+    assert_eq!(
+        join(&open, &presence(&ada, NODE, ID, None))
+            .expect("anyone")
+            .role,
+        Role::Speaker
+    );
+    // Unsigned: anyone, as a speaker, and nobody has authority.
+    let unsigned = Governance::default();
+    assert_eq!(
+        join(&unsigned, &presence(&ada, NODE, ID, None))
+            .expect("open")
+            .role,
+        Role::Speaker
+    );
+    assert_eq!(
+        unsigned.check_action(ID, &act(&ada, ActionKind::End, &ada, NOW, None), NOW),
+        Err(Refused::NoHost)
+    );
+}
+
+#[test]
+fn a_withdrawn_moderator_has_no_power_left() {
+    let host = key(1);
+    let (mo, ada) = (key(2), key(3));
+    let mut g = meeting(&host, Policy::Anyone, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    // While it holds, the moderator mutes, and may be handed the role.
+    take(
+        &mut g,
+        &act(&mo, ActionKind::Mute, &ada, NOW, Some(&mod_invite)),
+        NOW,
+    )
+    .expect("mute");
+    let grant = encode_token(&mod_invite);
+    let c = g.check_grant(ID, &grant, NOW).expect("grant");
+    g.apply(&c);
+    assert!(g.moderators(NOW).contains(&mo.public()));
+    // The host withdraws it.
+    let c = g
+        .check_revocation(ID, &revoke(&host, "i-mod"))
+        .expect("revocation");
+    g.apply(&c);
+    for kind in [
+        ActionKind::Mute,
+        ActionKind::Remove,
+        ActionKind::Lock,
+        ActionKind::End,
+        ActionKind::Admit,
+    ] {
+        let target = if matches!(kind, ActionKind::Lock | ActionKind::End) {
+            &mo
+        } else {
+            &ada
+        };
+        assert_eq!(
+            g.check_action(ID, &act(&mo, kind, target, NOW, Some(&mod_invite)), NOW),
+            Err(Refused::Withdrawn),
+            "{kind:?}"
+        );
+    }
+    assert_eq!(g.check_grant(ID, &grant, NOW), Err(Refused::Withdrawn));
+    // Nor may they make a moderator of someone else with an invite signed under theirs.
+    let sub = invite(
+        &mo,
+        "i-sub",
+        Role::Moderator,
+        Some(&ada),
+        Some(mod_invite.clone()),
+    );
+    assert_eq!(
+        g.check_grant(ID, &encode_token(&sub), NOW),
+        Err(Refused::Withdrawn)
+    );
+    assert!(!g.moderators(NOW).contains(&mo.public()));
+    assert!(!g.may_moderate(&mo.public(), Some(&mod_invite), NOW));
+    assert!(!g.ended() && !g.locked());
+    // And their link no longer admits them as a moderator.
+    assert_eq!(
+        join(&g, &presence(&mo, NODE, ID, Some(&mod_invite))),
+        Err(JoinRefused::Policy(TrustError::Revoked))
+    );
+}
+
+#[test]
+fn a_removed_moderator_acts_as_nobody_and_their_invites_end() {
+    let host = key(1);
+    let (mo, ada, bob) = (key(2), key(3), key(4));
+    let mut g = meeting(&host, Policy::InviteOnly, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    let theirs = invite(
+        &mo,
+        "i-by-mod",
+        Role::Speaker,
+        None,
+        Some(mod_invite.clone()),
+    );
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, Some(&theirs)))
+            .expect("bob")
+            .role,
+        Role::Speaker
+    );
+    take(&mut g, &act(&host, ActionKind::Remove, &mo, NOW, None), NOW).expect("remove");
+    assert!(g.is_removed(&mo.public()));
+    assert_eq!(
+        g.check_action(
+            ID,
+            &act(&mo, ActionKind::Remove, &ada, NOW, Some(&mod_invite)),
+            NOW
+        ),
+        Err(Refused::SignerRemoved)
+    );
+    assert_eq!(
+        join(&g, &presence(&mo, NODE, ID, Some(&mod_invite))),
+        Err(JoinRefused::Removed)
+    );
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, Some(&theirs))),
+        Err(JoinRefused::Policy(TrustError::NotDelegated))
+    );
+}
+
+#[test]
+fn an_action_is_checked_at_the_checking_nodes_time() {
+    let host = key(1);
+    let (mo, ada) = (key(2), key(3));
+    let g = meeting(&host, Policy::Anyone, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    // Backdated (or replayed) a minute and more: refused, whoever signed it.
+    for signer in [&host, &mo] {
+        let authority = (signer.public() != host.public()).then_some(&mod_invite);
+        let old = act(
+            signer,
+            ActionKind::Remove,
+            &ada,
+            NOW - 10 * 60_000,
+            authority,
+        );
+        assert_eq!(
+            g.check_action(ID, &old, NOW),
+            Err(Refused::Trust(TrustError::Stale))
+        );
+    }
+    // A moderator's invite past its expiry moderates nothing, whatever the action says.
+    let later = NOW + 2 * HOUR;
+    assert_eq!(
+        g.check_action(
+            ID,
+            &act(&mo, ActionKind::Mute, &ada, later, Some(&mod_invite)),
+            later
+        ),
+        Err(Refused::Trust(TrustError::Expired))
+    );
+    // Nobody acts against the host; a speaker acts as nobody.
+    assert_eq!(
+        g.check_action(
+            ID,
+            &act(&mo, ActionKind::Remove, &host, NOW, Some(&mod_invite)),
+            NOW
+        ),
+        Err(Refused::Trust(TrustError::NotModerator))
+    );
+    let speaker = invite(&host, "i-sp", Role::Speaker, Some(&ada), None);
+    assert_eq!(
+        g.check_action(
+            ID,
+            &act(&ada, ActionKind::End, &ada, NOW, Some(&speaker)),
+            NOW
+        ),
+        Err(Refused::Trust(TrustError::NotModerator))
+    );
+}
+
+#[test]
+fn a_meetings_identity_cannot_be_claimed() {
+    let host = key(1);
+    let stranger = key(9);
+    let g = meeting(&host, Policy::InviteOnly, false);
+    // Another document for a known id.
+    let theirs = doc(&stranger, ID, Policy::Anyone, false);
+    assert_eq!(g.check_doc(ID, &theirs, None), Err(Refused::Conflict));
+    // The stored one again: nothing to change.
+    assert_eq!(
+        g.check_doc(ID, &doc(&host, ID, Policy::InviteOnly, false), None),
+        Ok(None)
+    );
+    // A node learning it: the link pins the host.
+    let fresh = Governance::default();
+    let pin = host.public().fingerprint();
+    assert_eq!(
+        fresh.check_doc(ID, &theirs, Some(&pin)),
+        Err(Refused::WrongHost)
+    );
+    assert!(matches!(
+        fresh.check_doc(ID, &doc(&host, ID, Policy::InviteOnly, false), Some(&pin)),
+        Ok(Some(Change::Doc(_)))
+    ));
+    // A document for another id, or signed by a key it does not name.
+    assert_eq!(
+        fresh.check_doc(ID, &doc(&host, "zzz-zzz-zzz", Policy::Anyone, false), None),
+        Err(Refused::WrongMeeting)
+    );
+    let usurped = encode_token(&stranger.sign(MeetingDoc {
+        id: ID.into(),
+        title: "x".into(),
+        host: host.public(),
+        policy: Policy::Anyone,
+        lobby: false,
+        created_ms: NOW,
+        ends_ms: None,
+    }));
+    assert_eq!(
+        fresh.check_doc(ID, &usurped, None),
+        Err(Refused::Trust(TrustError::NotHost))
+    );
+}
+
+#[test]
+fn history_from_another_node_is_checked_against_the_stored_document() {
+    let host = key(1);
+    let forger = key(9);
+    let (mo, ada) = (key(2), key(3));
+    let g = meeting(&host, Policy::Anyone, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    let revocations = vec![
+        revoke(&host, "i-mod"),
+        // Signed by the host of the document a hostile node sent, not the stored one.
+        revoke(&forger, "i-other"),
+    ];
+    let actions = vec![
+        // The forger's end: refused.
+        act(&forger, ActionKind::End, &forger, NOW - 60_000, None),
+        // The withdrawn moderator's removal, backdated to before the withdrawal: refused.
+        act(
+            &mo,
+            ActionKind::Remove,
+            &ada,
+            NOW - HOUR / 2,
+            Some(&mod_invite),
+        ),
+        // The host's lock an hour ago: kept (valid as of its time).
+        act(&host, ActionKind::Lock, &host, NOW - HOUR, None),
+        // Dated in the future: refused.
+        act(&host, ActionKind::End, &host, NOW + HOUR, None),
+    ];
+    let (change, refused) = g.check_history(ID, &revocations, &actions, NOW);
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    let mut learned = g.clone();
+    learned.apply(&change);
+    assert!(learned.is_revoked("i-mod") && !learned.is_revoked("i-other"));
+    assert!(learned.locked());
+    assert!(!learned.ended());
+    assert!(!learned.is_removed(&ada.public()));
+}
+
+#[test]
+fn a_remote_person_counts_only_with_their_own_proof_for_their_node() {
+    let host = key(1);
+    let ada = key(2);
+    let g = meeting(&host, Policy::InviteOnly, false);
+    let inv = invite(&host, "i-ada", Role::Speaker, Some(&ada), None);
+    let good = presence(&ada, OTHER_NODE, ID, Some(&inv));
+    assert_eq!(
+        g.admit_remote(ID, OTHER_NODE, &good, NOW, true),
+        Ok((ada.public(), Role::Speaker))
+    );
+    // No invite in an invite-only meeting.
+    let bare = presence(&ada, OTHER_NODE, ID, None);
+    assert_eq!(
+        g.admit_remote(ID, OTHER_NODE, &bare, NOW, true),
+        Err(JoinRefused::Policy(TrustError::NotInvited))
+    );
+    // A proof made for another node (a node replaying what it saw elsewhere).
+    assert!(matches!(
+        g.admit_remote(ID, "12D3KooWhostileNode", &good, NOW, true),
+        Err(JoinRefused::BadProof(TrustError::BadSignature))
+    ));
+    // For another meeting.
+    let elsewhere = presence(&ada, OTHER_NODE, "aaa-bbb-ccc", Some(&inv));
+    assert!(matches!(
+        g.admit_remote(ID, OTHER_NODE, &elsewhere, NOW, true),
+        Err(JoinRefused::BadProof(_))
+    ));
+    // Forged: the host's key with someone else's signature.
+    let forged = Presence {
+        key: encode_key(&host.public()),
+        ..good.clone()
+    };
+    assert!(matches!(
+        g.admit_remote(ID, OTHER_NODE, &forged, NOW, true),
+        Err(JoinRefused::BadProof(TrustError::BadSignature))
+    ));
+    // Junk.
+    let junk = Presence {
+        sig: "AAAA".into(),
+        ..good.clone()
+    };
+    assert!(matches!(
+        g.admit_remote(ID, OTHER_NODE, &junk, NOW, true),
+        Err(JoinRefused::BadProof(TrustError::Malformed(_)))
+    ));
+    // A removed key, whatever it carries.
+    let mut removed = g.clone();
+    take(
+        &mut removed,
+        &act(&host, ActionKind::Remove, &ada, NOW, None),
+        NOW,
+    )
+    .expect("remove");
+    assert_eq!(
+        removed.admit_remote(ID, OTHER_NODE, &good, NOW, true),
+        Err(JoinRefused::Removed)
+    );
+    // An ended meeting has nobody.
+    let mut ended = g.clone();
+    take(
+        &mut ended,
+        &act(&host, ActionKind::End, &host, NOW, None),
+        NOW,
+    )
+    .expect("end");
+    assert_eq!(
+        ended.admit_remote(ID, OTHER_NODE, &good, NOW, true),
+        Err(JoinRefused::Ended)
+    );
+}
+
+#[test]
+fn with_a_waiting_room_a_remote_person_needs_the_signed_decision_that_let_them_in() {
+    let host = key(1);
+    let (ada, eve) = (key(2), key(9));
+    let g = meeting(&host, Policy::Anyone, true);
+    let mut p = presence(&ada, OTHER_NODE, ID, None);
+    assert_eq!(
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        Err(JoinRefused::NotLetIn)
+    );
+    // Waiting at their node: their node may learn the meeting's rules to let them in.
+    assert!(g.admit_remote(ID, OTHER_NODE, &p, NOW, false).is_ok());
+    // Let in by someone with no authority.
+    p.admit = Some(act(&eve, ActionKind::Admit, &ada, NOW, None));
+    assert_eq!(
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        Err(JoinRefused::NotLetIn)
+    );
+    // The host's admit for someone else.
+    p.admit = Some(act(&host, ActionKind::Admit, &eve, NOW, None));
+    assert_eq!(
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        Err(JoinRefused::NotLetIn)
+    );
+    // The host's admit for them (made earlier: it holds as of its time).
+    p.admit = Some(act(&host, ActionKind::Admit, &ada, NOW - HOUR, None));
+    assert_eq!(
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        Ok((ada.public(), Role::Speaker))
+    );
+}
+
+#[test]
+fn the_waiting_room_lock_end_and_use_limits() {
+    let host = key(1);
+    let (ada, bob, mo) = (key(2), key(3), key(4));
+    let mut g = meeting(&host, Policy::Anyone, true);
+    let a = join(&g, &presence(&ada, NODE, ID, None)).expect("ada");
+    assert!(a.wait);
+    take(&mut g, &act(&host, ActionKind::Admit, &ada, NOW, None), NOW).expect("admit");
+    assert!(
+        !join(&g, &presence(&ada, NODE, ID, None))
+            .expect("ada again")
+            .wait
+    );
+    assert!(g.admit_of(&ada.public()).is_some());
+    take(&mut g, &act(&host, ActionKind::Deny, &bob, NOW, None), NOW).expect("deny");
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, None)),
+        Err(JoinRefused::Denied)
+    );
+    // The host and moderators never wait; a lock keeps everyone else out.
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    assert!(
+        !join(&g, &presence(&mo, NODE, ID, Some(&mod_invite)))
+            .expect("mo")
+            .wait
+    );
+    take(&mut g, &act(&host, ActionKind::Lock, &host, NOW, None), NOW).expect("lock");
+    assert_eq!(
+        join(&g, &presence(&ada, NODE, ID, None)),
+        Err(JoinRefused::Locked)
+    );
+    assert_eq!(
+        join(&g, &presence(&mo, NODE, ID, Some(&mod_invite)))
+            .expect("mo")
+            .role,
+        Role::Moderator
+    );
+    take(
+        &mut g,
+        &act(&host, ActionKind::Unlock, &host, NOW, None),
+        NOW,
+    )
+    .expect("unlock");
+    // A one-use invite: the use is a change to commit; once applied it is used up.
+    let mut once = meeting(&host, Policy::InviteOnly, false);
+    let one = host.sign(Invite {
+        max_uses: Some(1),
+        ..invite(&host, "i-once", Role::Speaker, None, None).body
+    });
+    let first = join(&once, &presence(&ada, NODE, ID, Some(&one))).expect("first");
+    let change = first.change.expect("a use to commit");
+    // Not committed (the write failed): nothing changed, it still admits.
+    assert!(join(&once, &presence(&bob, NODE, ID, Some(&one))).is_ok());
+    once.apply(&change);
+    assert_eq!(
+        join(&once, &presence(&bob, NODE, ID, Some(&one))),
+        Err(JoinRefused::Policy(TrustError::UsedUp))
+    );
+    take(&mut g, &act(&host, ActionKind::End, &host, NOW, None), NOW).expect("end");
+    assert_eq!(
+        join(&g, &presence(&host, NODE, ID, None)),
+        Err(JoinRefused::Ended)
+    );
+}
+
+#[test]
+fn governance_survives_its_stored_form() {
+    let host = key(1);
+    let (ada, mo) = (key(2), key(4));
+    let mut g = meeting(&host, Policy::Anyone, true);
+    take(&mut g, &act(&host, ActionKind::Admit, &ada, NOW, None), NOW).expect("admit");
+    take(&mut g, &act(&host, ActionKind::Lock, &host, NOW, None), NOW).expect("lock");
+    let c = g
+        .check_revocation(ID, &revoke(&host, "i-gone"))
+        .expect("revocation");
+    g.apply(&c);
+    let c = g
+        .check_grant(
+            ID,
+            &encode_token(&invite(&host, "i-mod", Role::Moderator, Some(&mo), None)),
+            NOW,
+        )
+        .expect("grant");
+    g.apply(&c);
+    let text = serde_json::to_string(&g).expect("serialize");
+    let back: Governance = serde_json::from_str(&text).expect("deserialize");
+    assert_eq!(back, g);
+    assert!(back.is_revoked("i-gone") && back.locked());
+    assert!(back.moderators(NOW).contains(&mo.public()));
+    // A damaged token is an error, not a silently forgotten revocation.
+    let damaged = text.replace("\"revocations\":[\"", "\"revocations\":[\"x");
+    assert!(serde_json::from_str::<Governance>(&damaged).is_err());
+}

@@ -1,0 +1,225 @@
+//! kill -9 in the middle of a burst of invite uses, waiting-room decisions and removals:
+//! after the restart every change a client saw acknowledged is there, and what the node
+//! refused left no trace. Loopback only; no root.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::raw::*;
+use support::Node;
+use veche_trust::{encode_token, Action, ActionKind, Invite, Keypair, Policy, Role, Signed};
+
+fn one_use(host: &Keypair, meeting: &str, id: &str, invitee: Option<&Keypair>) -> String {
+    encode_token(&host.sign(Invite {
+        meeting: meeting.into(),
+        id: id.into(),
+        role: Role::Speaker,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: Some(1),
+        invitee: invitee.map(Keypair::public),
+        parent: None,
+    }))
+}
+
+fn act(host: &Keypair, meeting: &str, kind: ActionKind, target: &Keypair) -> String {
+    encode_token(&host.sign(Action {
+        meeting: meeting.into(),
+        kind,
+        target: target.public(),
+        at_ms: now_ms(),
+        authority: None::<Box<Signed<Invite>>>,
+    }))
+}
+
+/// What a client saw acknowledged before the kill.
+#[derive(Debug)]
+enum Seen {
+    /// Joined with invite `n`.
+    Used(usize),
+    /// Let in from the waiting room.
+    Admitted(usize),
+    /// Told it was removed.
+    Removed(usize),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no_trace() {
+    const N: usize = 24;
+    let p2p = free_udp_port();
+    let (node, dir) = start_node("durable", p2p).await;
+    let port = node.http_port;
+    let host = Keypair::from_secret(&[1; 32]);
+    let people: Vec<Keypair> = (0..N)
+        .map(|i| Keypair::from_secret(&[10 + i as u8; 32]))
+        .collect();
+    let invited = signed_meeting(port, &host, Policy::InviteOnly).await;
+    let waiting = signed_meeting_with(port, &host, Policy::Anyone, true).await;
+    let invites: Vec<String> = (0..N)
+        .map(|i| one_use(&host, &invited, &format!("once-{i}"), None))
+        .collect();
+    // An invite bound to person 1 (whom nobody removes), tried first by someone else:
+    // refused, and so not used.
+    let bound = one_use(&host, &invited, "bound", Some(&people[1]));
+    let intruder = Keypair::from_secret(&[99; 32]);
+    let (_s, e) = joined(port, &intruder, &invited, "Intruder", Some(&bound)).await;
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("error"), &json!("invite_refused")),
+        "{e}"
+    );
+
+    // The host in both meetings.
+    let (mut host_inv, w) = joined(port, &host, &invited, "Host", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+    let (mut host_wait, w) = joined(port, &host, &waiting, "Host", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+
+    // Everyone knocks at the waiting room first (nothing is decided yet).
+    let mut knockers = Vec::new();
+    for (i, p) in people.iter().enumerate() {
+        let (s, w) = joined(port, p, &waiting, &format!("W{i}"), None).await;
+        assert_eq!(w["type"], "lobby", "{w}");
+        knockers.push(s);
+    }
+
+    // The burst: joins with one-use invites, the host letting people in and removing some
+    // of those who joined. Each client reports what it saw acknowledged.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, inv) in invites.iter().enumerate() {
+        // The same person (keys are made from their secret).
+        let (p, inv, m) = (
+            Keypair::from_secret(&[10 + i as u8; 32]),
+            inv.clone(),
+            invited.clone(),
+        );
+        let tx = seen_tx.clone();
+        tasks.spawn(async move {
+            let Some((mut s, w)) = try_joined(port, &p, &m, &format!("U{i}"), Some(&inv)).await
+            else {
+                return;
+            };
+            if w["type"] != "welcome" {
+                return;
+            }
+            let _ = tx.send(Seen::Used(i));
+            // Held open until the kill closes it: a removal may reach it first.
+            while let Some(v) = next(&mut s).await {
+                if v["code"] == "removed" {
+                    let _ = tx.send(Seen::Removed(i));
+                    return;
+                }
+            }
+        });
+    }
+    for (i, mut s) in knockers.into_iter().enumerate() {
+        let tx = seen_tx.clone();
+        tasks.spawn(async move {
+            if next(&mut s).await.is_some_and(|v| v["type"] == "welcome") {
+                let _ = tx.send(Seen::Admitted(i));
+            }
+        });
+    }
+    drop(seen_tx);
+    for p in &people {
+        let admit = act(&host, &waiting, ActionKind::Admit, p);
+        send(&mut host_wait, json!({"type": "moderate", "action": admit})).await;
+    }
+    let (mut used, mut admitted, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Kill while the rest is still in flight, once each kind was acknowledged.
+    while admitted.is_empty() || removed.is_empty() {
+        let s = tokio::time::timeout_at(deadline, seen_rx.recv())
+            .await
+            .expect("acknowledgements within 30 s")
+            .expect("clients still running");
+        match s {
+            Seen::Used(i) => {
+                if used.is_empty() {
+                    // The first person in is removed at once.
+                    let remove = act(&host, &invited, ActionKind::Remove, &people[i]);
+                    send(&mut host_inv, json!({"type": "moderate", "action": remove})).await;
+                }
+                used.push(i);
+            }
+            Seen::Admitted(i) => admitted.push(i),
+            Seen::Removed(i) => removed.push(i),
+        }
+    }
+    node.kill().await;
+    while tasks.join_next().await.is_some() {}
+    while let Ok(s) = seen_rx.try_recv() {
+        match s {
+            Seen::Used(i) => used.push(i),
+            Seen::Admitted(i) => admitted.push(i),
+            Seen::Removed(i) => removed.push(i),
+        }
+    }
+    println!(
+        "acknowledged before the kill: {} invite uses, {} let in, {} removed (of {N} each)",
+        used.len(),
+        admitted.len(),
+        removed.len()
+    );
+    assert!(
+        used.len() < N || admitted.len() < N,
+        "the kill came after the burst"
+    );
+
+    // Restart on the same data directory.
+    let node = Node::start(
+        None,
+        &dir,
+        &dir.join("data"),
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--link-port",
+            "0",
+            "--no-mdns",
+            "--listen",
+            &format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1"),
+        ],
+    )
+    .await;
+    let port = node.http_port;
+    let stranger = Keypair::from_secret(&[98; 32]);
+    for &i in &used {
+        // A one-use invite seen used stays used.
+        let (_s, e) = joined(port, &stranger, &invited, "Again", Some(&invites[i])).await;
+        assert_eq!(e["code"], "invite_refused", "invite {i}: {e}");
+        assert!(
+            e["message"].as_str().is_some_and(|m| m.contains("used up")),
+            "{e}"
+        );
+    }
+    for &i in &admitted {
+        // Someone let in comes back without waiting.
+        let (_s, w) = joined(port, &people[i], &waiting, "Back", None).await;
+        assert_eq!(w["type"], "welcome", "person {i}: {w}");
+    }
+    for &i in &removed {
+        let (_s, e) = joined(
+            port,
+            &people[i],
+            &invited,
+            "Back",
+            Some(&invites[(i + 1) % N]),
+        )
+        .await;
+        assert_eq!(e["code"], "invite_refused", "person {i}: {e}");
+        assert!(
+            e["message"].as_str().is_some_and(|m| m.contains("removed")),
+            "{e}"
+        );
+    }
+    // The refused attempt with the bound invite used nothing: its holder still gets in.
+    let (_s, w) = joined(port, &people[1], &invited, "Owner", Some(&bound)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

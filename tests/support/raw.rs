@@ -1,0 +1,225 @@
+//! Raw clients of a node for tests that need no browser: HTTP/1.1 requests with the headers
+//! a test chooses, the signaling socket, and a node on loopback.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use veche_trust::{encode_token, Keypair, MeetingDoc, Policy};
+
+use super::Node;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A raw HTTP/1.1 request with extra header lines; returns (status, body).
+pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let host = if headers.contains("Host:") {
+        String::new()
+    } else {
+        format!("Host: 127.0.0.1:{port}\r\n")
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\n{host}{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
+    )
+}
+
+pub const JSON: &str = "Content-Type: application/json\r\n";
+
+pub async fn post(port: u16, path: &str, body: Value) -> (u16, Value) {
+    let (status, body) = http(port, "POST", path, JSON, &body.to_string()).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A meeting signed by `host` with `policy`: its id.
+pub async fn signed_meeting(port: u16, host: &Keypair, policy: Policy) -> String {
+    signed_meeting_with(port, host, policy, false).await
+}
+
+/// A meeting signed by `host` with `policy` and, with `lobby`, a waiting room: its id.
+pub async fn signed_meeting_with(port: u16, host: &Keypair, policy: Policy, lobby: bool) -> String {
+    let (status, created) = post(port, "/api/meetings", json!({"title": "Class"})).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let doc = encode_token(&host.sign(MeetingDoc {
+        id: id.clone(),
+        title: "Class".into(),
+        host: host.public(),
+        policy,
+        lobby,
+        created_ms: now_ms(),
+        ends_ms: None,
+    }));
+    let body = json!({"doc": doc, "claim": created["claim"]}).to_string();
+    let (status, answer) = http(port, "PUT", &format!("/api/meetings/{id}/doc"), JSON, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    id
+}
+
+pub async fn ws(port: u16) -> Ws {
+    connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .expect("ws connect")
+        .0
+}
+
+pub async fn next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .ok()?;
+        match msg {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("json")),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+pub async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    for _ in 0..50 {
+        let v = next(ws)
+            .await
+            .unwrap_or_else(|| panic!("socket closed while waiting for {kind}"));
+        if v["type"] == kind {
+            return v;
+        }
+    }
+    panic!("no {kind} message");
+}
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// A socket's challenge: (node id, nonce).
+pub async fn challenge(ws: &mut Ws) -> (String, String) {
+    let v = next_of(ws, "challenge").await;
+    (
+        v["node"].as_str().expect("node").to_owned(),
+        v["nonce"].as_str().expect("nonce").to_owned(),
+    )
+}
+
+pub fn join(
+    me: &Keypair,
+    ch: &(String, String),
+    meeting: &str,
+    name: &str,
+    invite: Option<&str>,
+) -> Value {
+    let mut j = json!({"type": "join", "meeting": meeting, "name": name,
+           "key": b64(&me.public().0), "sig": b64(&me.sign_challenge(&ch.0, meeting, &ch.1).0)});
+    if let Some(i) = invite {
+        j["invite"] = json!(i);
+    }
+    j
+}
+
+/// A fresh socket joined to `meeting` as `me`: the socket and its welcome.
+pub async fn joined(
+    port: u16,
+    me: &Keypair,
+    meeting: &str,
+    name: &str,
+    invite: Option<&str>,
+) -> (Ws, Value) {
+    let mut s = ws(port).await;
+    let ch = challenge(&mut s).await;
+    send(&mut s, join(me, &ch, meeting, name, invite)).await;
+    let w = next(&mut s).await.expect("an answer to the join");
+    (s, w)
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+pub async fn start_node(tag: &str, p2p_port: u16) -> (Node, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("veche-raw-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let listen = format!("/ip4/127.0.0.1/udp/{p2p_port}/quic-v1");
+    let node = Node::start(
+        None,
+        &dir,
+        &dir.join("data"),
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--link-port",
+            "0",
+            "--no-mdns",
+            "--listen",
+            &listen,
+        ],
+    )
+    .await;
+    (node, dir)
+}
+
+/// [`joined`], for a node that may be going away: `None` if the socket fails first.
+pub async fn try_joined(
+    port: u16,
+    me: &Keypair,
+    meeting: &str,
+    name: &str,
+    invite: Option<&str>,
+) -> Option<(Ws, Value)> {
+    let (mut s, _) = connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .ok()?;
+    let ch = loop {
+        let v = next(&mut s).await?;
+        if v["type"] == "challenge" {
+            break (
+                v["node"].as_str()?.to_owned(),
+                v["nonce"].as_str()?.to_owned(),
+            );
+        }
+    };
+    s.send(Message::Text(
+        join(me, &ch, meeting, name, invite).to_string().into(),
+    ))
+    .await
+    .ok()?;
+    let w = next(&mut s).await?;
+    Some((s, w))
+}

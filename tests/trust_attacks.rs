@@ -1,0 +1,532 @@
+//! The attacks of the issue "One gate decides who is in a meeting", tried against a real node
+//! with nothing but its HTTP API, its signaling socket and a real libp2p peer built from the
+//! project's own crates; each is refused by the meeting's rules, with the error's kind
+//! checked, and a positive control shows what would have flowed. Loopback only; no root.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use support::raw::*;
+use veche_meeting::Presence;
+use veche_net::protocol::{ErrorCode, MeetingEvent, Request, Response};
+use veche_trust::{
+    encode_key, encode_token, Action, ActionKind, Invite, Keypair, MeetingDoc, Policy, Revocation,
+    Role, Signed,
+};
+
+fn moderator_invite(host: &Keypair, meeting: &str, id: &str, who: &Keypair) -> Signed<Invite> {
+    host.sign(Invite {
+        meeting: meeting.into(),
+        id: id.into(),
+        role: Role::Moderator,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: Some(who.public()),
+        parent: None,
+    })
+}
+
+fn action(
+    signer: &Keypair,
+    meeting: &str,
+    kind: ActionKind,
+    target: &Keypair,
+    authority: Option<&Signed<Invite>>,
+) -> String {
+    encode_token(&signer.sign(Action {
+        meeting: meeting.into(),
+        kind,
+        target: target.public(),
+        at_ms: now_ms(),
+        authority: authority.cloned().map(Box::new),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_earned_in_one_meeting_is_not_carried_into_another() {
+    let (node, dir) = start_node("role", free_udp_port()).await;
+    let port = node.http_port;
+    let victim = Keypair::from_secret(&[1; 32]);
+    let mallory = Keypair::from_secret(&[9; 32]);
+    let theirs = signed_meeting(port, &victim, Policy::InviteOnly).await;
+    let mine = signed_meeting(port, &mallory, Policy::Anyone).await;
+
+    // Positive control: in his own meeting Mallory is the host.
+    let (_s, w) = joined(port, &mallory, &mine, "Mallory", None).await;
+    assert_eq!(
+        (&w["type"], &w["role"]),
+        (&json!("welcome"), &json!("host")),
+        "{w}"
+    );
+
+    // He earns the host role for his own meeting on a socket, with a name the node refuses...
+    let mut s = ws(port).await;
+    let ch = challenge(&mut s).await;
+    send(&mut s, join(&mallory, &ch, &mine, "", None)).await;
+    let e = next_of(&mut s, "error").await;
+    assert_eq!(
+        (&e["code"], &e["fatal"]),
+        (&json!("bad_name"), &json!(false)),
+        "{e}"
+    );
+    // ...then joins the victim's invite-only meeting on the same socket: refused there.
+    send(&mut s, join(&mallory, &ch, &theirs, "Mallory", None)).await;
+    let e = next_of(&mut s, "error").await;
+    assert_eq!(
+        (&e["code"], &e["fatal"]),
+        (&json!("invite_refused"), &json!(true)),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("invitation only")),
+        "{e}"
+    );
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_moderator_cannot_end_mute_or_grant() {
+    let (node, dir) = start_node("withdrawn", free_udp_port()).await;
+    let port = node.http_port;
+    let host = Keypair::from_secret(&[1; 32]);
+    let mo = Keypair::from_secret(&[2; 32]);
+    let sp = Keypair::from_secret(&[3; 32]);
+    let id = signed_meeting(port, &host, Policy::Anyone).await;
+    let mod_invite = moderator_invite(&host, &id, "mod-1", &mo);
+    let token = encode_token(&mod_invite);
+
+    // Positive control: while the invite holds, Mo joins as moderator and mutes Sp.
+    let (mut sps, w) = joined(port, &sp, &id, "Sp", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let (mut mos, w) = joined(port, &mo, &id, "Mo", Some(&token)).await;
+    assert_eq!(w["role"], "moderator", "{w}");
+    send(&mut mos, json!({"type": "moderate", "action": action(&mo, &id, ActionKind::Mute, &sp, Some(&mod_invite))})).await;
+    let m = next_of(&mut sps, "moderated").await;
+    assert_eq!(m["action"], "mute", "{m}");
+    drop(mos);
+
+    // The host withdraws it.
+    let rev = encode_token(&host.sign(Revocation {
+        meeting: id.clone(),
+        invite: "mod-1".into(),
+        at_ms: now_ms(),
+    }));
+    let (status, body) = post(
+        port,
+        &format!("/api/meetings/{id}/revocations"),
+        json!({"revocation": rev}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Mo comes back without it (the meeting admits anyone, as a speaker) and signs with it.
+    let (mut mos, w) = joined(port, &mo, &id, "Mo", None).await;
+    assert_eq!(w["role"], "speaker", "{w}");
+    for (kind, target) in [
+        (ActionKind::End, &mo),
+        (ActionKind::Lock, &mo),
+        (ActionKind::Mute, &sp),
+        (ActionKind::Remove, &sp),
+    ] {
+        send(&mut mos, json!({"type": "moderate", "action": action(&mo, &id, kind, target, Some(&mod_invite))})).await;
+        let e = next_of(&mut mos, "error").await;
+        assert_eq!(
+            (&e["code"], &e["fatal"]),
+            (&json!("not_allowed"), &json!(false)),
+            "{kind:?}: {e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("withdrawn")),
+            "{e}"
+        );
+    }
+    // Nor can the withdrawn invite make moderators.
+    let sub = encode_token(&mo.sign(Invite {
+        meeting: id.clone(),
+        id: "mod-2".into(),
+        role: Role::Moderator,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: Some(sp.public()),
+        parent: Some(Box::new(mod_invite.clone())),
+    }));
+    send(&mut mos, json!({"type": "grant", "invite": sub})).await;
+    let e = next_of(&mut mos, "error").await;
+    assert_eq!(e["code"], "not_allowed", "{e}");
+    // Nothing happened: the meeting is neither ended nor locked, and Sp is still in.
+    let newcomer = Keypair::from_secret(&[4; 32]);
+    let (_n, w) = joined(port, &newcomer, &id, "New", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    send(&mut sps, json!({"type": "chat", "text": "still here"})).await;
+    assert_eq!(
+        next_of(&mut sps, "chat").await["message"]["text"],
+        "still here"
+    );
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_other_sites_learn_and_change_nothing() {
+    let (node, dir) = start_node("stranger", free_udp_port()).await;
+    let port = node.http_port;
+    let host = Keypair::from_secret(&[1; 32]);
+    let id = signed_meeting(port, &host, Policy::InviteOnly).await;
+    let (_h, w) = joined(port, &host, &id, "Ada Lovelace", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+
+    // Anyone with the id: that it exists, its title and how one gets in; nobody's name.
+    let (status, body) = http(port, "GET", &format!("/api/meetings/{id}"), "", "").await;
+    assert_eq!(status, 200, "{body}");
+    let info: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (&info["title"], &info["invite_only"]),
+        (&json!("Class"), &json!(true)),
+        "{info}"
+    );
+    assert!(
+        !body.contains("Ada") && !body.contains(&encode_key(&host.public())),
+        "{body}"
+    );
+    assert!(
+        info.get("participants").is_none() && info.get("nodes").is_none(),
+        "{info}"
+    );
+    // The operator, on the node's own machine, sees who is there (the positive control).
+    let (status, people) = http(port, "GET", &format!("/api/meetings/{id}/people"), "", "").await;
+    assert_eq!(status, 200, "{people}");
+    assert!(people.contains("Ada Lovelace"), "{people}");
+
+    // A foreign Host (DNS rebinding to 127.0.0.1): refused, on pages and on the API.
+    for path in ["/", &format!("/api/meetings/{id}/people")] {
+        let (status, body) = http(port, "GET", path, "Host: rebind.example:7300\r\n", "").await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("bad_host"), "{body}");
+    }
+    let (status, _) = http(port, "GET", "/", "Host: localhost\r\n", "").await;
+    assert_eq!(status, 200, "a loopback name is this node");
+    // A foreign Origin on a state change, and on the signaling socket.
+    let evil = "Origin: http://evil.example\r\n";
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/meetings",
+        &format!("{JSON}{evil}"),
+        r#"{"title":"x"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("bad_origin"), "{body}");
+    let (status, _) = http(
+        port,
+        "POST",
+        "/api/meetings",
+        &format!("{JSON}Origin: http://127.0.0.1:{port}\r\n"),
+        r#"{"title":"x"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "the same origin may");
+    let mut req = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().expect("header"));
+    match connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!(
+            "a foreign page's socket must be refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // A body-less POST (what a cross-site form or image can send) changes nothing.
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/peers/12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X/hello",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // Nobody but its creator signs an unsigned meeting.
+    let (_, created) = post(port, "/api/meetings", json!({"title": "Open"})).await;
+    let open = created["id"].as_str().expect("id");
+    let stranger = Keypair::from_secret(&[9; 32]);
+    let doc = encode_token(&stranger.sign(MeetingDoc {
+        id: open.into(),
+        title: "Mine".into(),
+        host: stranger.public(),
+        policy: Policy::Anyone,
+        lobby: false,
+        created_ms: now_ms(),
+        ends_ms: None,
+    }));
+    let body = json!({"doc": doc, "claim": "guessed"}).to_string();
+    let (status, answer) = http(
+        port,
+        "PUT",
+        &format!("/api/meetings/{open}/doc"),
+        JSON,
+        &body,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("not_creator"), "{answer}");
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A libp2p peer built from veche-net, on loopback, dialling `node` at `addr`.
+fn hostile_peer(
+    addr: veche_net::Multiaddr,
+) -> (
+    veche_net::NetHandle,
+    veche_net::PeerId,
+    mpsc::Receiver<veche_net::AppEvent>,
+) {
+    let key = libp2p_identity::Keypair::generate_ed25519();
+    let id = key.public().to_peer_id();
+    let dir = std::env::temp_dir().join(format!("veche-attacks-mallory-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = veche_net::NetConfig {
+        listen: vec![format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp_port())
+            .parse()
+            .expect("addr")],
+        mdns: false,
+        bootstrap: vec![addr],
+        relay: false,
+        external: vec![],
+        name: "mallory".into(),
+        data_dir: dir,
+    };
+    let hello: veche_net::HelloSource = Arc::new(|| veche_net::protocol::NodeHello {
+        name: "mallory".into(),
+        version: "0.1.0".into(),
+        protocol: 1,
+        relay: false,
+        meetings: vec![],
+    });
+    let (tx, rx) = mpsc::channel(64);
+    let h = veche_net::start(
+        key,
+        config,
+        hello,
+        Some(tx),
+        &mut prometheus_client::registry::Registry::default(),
+    )
+    .expect("start mallory");
+    (h, id, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() {
+    let p2p = free_udp_port();
+    let (node, dir) = start_node("node", p2p).await;
+    let port = node.http_port;
+    let (_, info) = {
+        let (s, b) = http(port, "GET", "/api/node", "", "").await;
+        (s, serde_json::from_str::<Value>(&b).expect("node info"))
+    };
+    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
+    let host = Keypair::from_secret(&[1; 32]);
+    let id = signed_meeting(port, &host, Policy::InviteOnly).await;
+    let (mut ada, w) = joined(port, &host, &id, "Ada", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+
+    let addr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
+        .parse()
+        .expect("addr");
+    let (mallory, mallory_id, mut to_mallory) = hostile_peer(addr);
+    let ask = |r: Request| {
+        let m = mallory.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), m.request(node_id, r))
+                .await
+                .expect("an answer in 20 s")
+                .expect("answered")
+                .response
+        }
+    };
+    // It reaches the node (the positive control for everything refused below).
+    assert!(matches!(ask(Request::Hello).await, Response::Hello(_)));
+
+    // What a stranger may learn: the title. Not the host's document, not its history.
+    match ask(Request::Meeting {
+        id: id.clone(),
+        presence: None,
+    })
+    .await
+    {
+        Response::Meeting {
+            title,
+            doc,
+            revocations,
+            actions,
+            ..
+        } => {
+            assert_eq!(title, "Class");
+            assert!(doc.is_none() && revocations.is_empty() && actions.is_empty());
+        }
+        other => panic!("expected the title only, got {other:?}"),
+    }
+    // A made-up person of its own (a fresh key's proof for Mallory's node, no invite):
+    // refused by the meeting's rules, the document still withheld.
+    let eve = Keypair::from_secret(&[9; 32]);
+    let nonce = "nonce-0123456789abcdef".to_owned();
+    let sig = serde_json::to_value(eve.sign_challenge(&mallory_id.to_string(), &id, &nonce))
+        .expect("sig");
+    let made_up = Presence {
+        key: encode_key(&eve.public()),
+        nonce: nonce.clone(),
+        sig: sig.as_str().expect("sig").to_owned(),
+        invite: None,
+        admit: None,
+    };
+    match ask(Request::Meeting {
+        id: id.clone(),
+        presence: Some(encode_token(&made_up)),
+    })
+    .await
+    {
+        Response::Error {
+            code: ErrorCode::Refused,
+            message,
+        } => {
+            assert!(message.contains("invitation only"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Events: the host's own key with no proof, and Eve with hers. Refused whole.
+    let events = vec![
+        MeetingEvent::Sync { reply: true },
+        MeetingEvent::Joined {
+            id: 1,
+            name: "The host".into(),
+            audio: true,
+            video: true,
+            screen: false,
+            hand: false,
+            key: Some(encode_key(&host.public())),
+            presence: None,
+        },
+        MeetingEvent::Joined {
+            id: 2,
+            name: "Eve".into(),
+            audio: true,
+            video: true,
+            screen: false,
+            hand: false,
+            key: Some(made_up.key.clone()),
+            presence: Some(encode_token(&made_up)),
+        },
+        MeetingEvent::Chat {
+            id: 2,
+            text: "hello from nowhere".into(),
+            at: now_ms(),
+        },
+    ];
+    match ask(Request::Events {
+        meeting: id.clone(),
+        events,
+    })
+    .await
+    {
+        Response::Error {
+            code: ErrorCode::Refused,
+            ..
+        } => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A media link: refused before any SDP is read.
+    let link = Request::Link {
+        meeting: id.clone(),
+        link: 1,
+        sdp: "v=0".into(),
+        tracks: Default::default(),
+    };
+    match ask(link).await {
+        Response::Error {
+            code: ErrorCode::Refused,
+            ..
+        } => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A forged end (signed by Eve): refused; the meeting goes on.
+    let end = action(&eve, &id, ActionKind::End, &eve, None);
+    match ask(Request::Action {
+        meeting: id.clone(),
+        action: end,
+    })
+    .await
+    {
+        Response::Error {
+            code: ErrorCode::Refused,
+            ..
+        } => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // Ada saw none of it, while a real newcomer reaches her (the positive control).
+    let bob = Keypair::from_secret(&[3; 32]);
+    let bobs = encode_token(&host.sign(Invite {
+        meeting: id.clone(),
+        id: "bob-1".into(),
+        role: Role::Speaker,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: None,
+        parent: None,
+    }));
+    let (_bob, w) = joined(port, &bob, &id, "Bob", Some(&bobs)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let mut seen = Vec::new();
+    while let Some(v) = next(&mut ada).await {
+        let done = v["type"] == "participant_joined" && v["participant"]["name"] == "Bob";
+        seen.push(v);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|v| v["participant"]["name"] == "Bob"),
+        "Ada hears of a real newcomer: {seen:?}"
+    );
+    let text = serde_json::to_string(&seen).expect("json");
+    assert!(
+        !text.contains("The host") && !text.contains("Eve") && !text.contains("nowhere"),
+        "{text}"
+    );
+    // The meeting was not ended, and has just Ada and Bob in it.
+    let (_again, w) = joined(port, &host, &id, "Ada again", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let mut names: Vec<String> = w["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Ada", "Bob"]);
+    // And the node told Mallory nothing of the meeting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Ok(ev) = to_mallory.try_recv() {
+        if let veche_net::AppEvent::Request { request, .. } = ev {
+            panic!("the node sent a stranger {request:?}");
+        }
+    }
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
