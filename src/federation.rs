@@ -16,7 +16,7 @@ use veche_media::{Command, EngineHandle, FedOut, LinkOffer};
 use veche_meeting::Presence;
 use veche_net::protocol::{ErrorCode, Request, Response};
 use veche_net::{AppEvent, NetHandle, PeerId};
-use veche_node::MeetingStore;
+use veche_node::{MeetingStore, MeetingView};
 use veche_web::rules;
 
 /// Most events one request may carry (a snapshot of a full meeting fits).
@@ -35,8 +35,8 @@ const MAX_VOUCHED: usize = 64;
 #[derive(Default)]
 struct Members {
     /// (meeting, node) → that node's people whom the meeting's rules admitted here (their
-    /// ids on that node). A node is a member while it has one.
-    admitted: HashMap<(String, String), std::collections::HashSet<u64>>,
+    /// ids on that node → their keys). A node is a member while it has one.
+    admitted: HashMap<(String, String), HashMap<u64, String>>,
     /// (meeting, node) a member introduced: told our people so that it can show its own
     /// (and be admitted in turn).
     vouched: HashMap<String, std::collections::HashSet<String>>,
@@ -93,6 +93,25 @@ impl Members {
                 .contains(&(meeting.to_owned(), node.to_owned()))
     }
 
+    /// Drop the people removed from their meeting since they were admitted; the nodes left
+    /// with nobody are returned (they are dismissed from that meeting).
+    fn prune(&mut self, view: &MeetingView) -> Vec<(String, String)> {
+        let mut dismissed = Vec::new();
+        self.admitted.retain(|(meeting, node), people| {
+            people.retain(|_, key| {
+                let removed = veche_trust::decode_key(key).is_ok_and(|k| {
+                    rules::read(view, meeting, |m| m.rules.is_removed(&k)).unwrap_or(true)
+                });
+                !removed
+            });
+            if people.is_empty() {
+                dismissed.push((meeting.clone(), node.clone()));
+            }
+            !people.is_empty()
+        });
+        dismissed
+    }
+
     fn forget_node(&mut self, node: &str) {
         self.admitted.retain(|(_, n), _| n != node);
         self.relays
@@ -115,10 +134,21 @@ pub async fn run(
     mut from_engine: mpsc::Receiver<FedOut>,
     mut from_net: mpsc::Receiver<AppEvent>,
 ) {
+    let view = meetings.lock().unwrap_or_else(|p| p.into_inner()).view();
     let mut queues: HashMap<String, mpsc::Sender<FedOut>> = HashMap::new();
     let mut members = Members::default();
+    // Removals take effect on other nodes' people at once (the engine drops them); this
+    // sweep then dismisses the nodes left with nobody let in.
+    let mut prune = tokio::time::interval(std::time::Duration::from_secs(2));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = prune.tick() => {
+                for (meeting, node) in members.prune(&view) {
+                    tracing::info!(%node, %meeting, "nobody that node carries is let in any more; dismissed");
+                    let _ = engine.send(Command::NodeDismissed { node, meeting }).await;
+                }
+            }
             out = from_engine.recv() => {
                 let Some(out) = out else { break };
                 let (node, meeting) = match &out {
@@ -146,7 +176,7 @@ pub async fn run(
                 };
                 // A meeting this node carries under its rules: only members hear of it. (A
                 // relay carrying other nodes' meeting forwards what those nodes asked for.)
-                let homes = rules::read(&meetings, &meeting, |m| m.nodes.clone());
+                let homes = rules::read(&view, &meeting, |m| m.nodes.clone());
                 if let Some(homes) = homes {
                     if !members.may_tell(&meeting, &node, &homes) {
                         tracing::debug!(%node, %meeting, "not a member of the meeting here; nothing sent");
@@ -188,7 +218,7 @@ pub async fn run(
                     members.forget_node(&node);
                     queues.remove(&node);
                 }
-                on_net(ev, &engine, &meetings, relay, &mut members).await;
+                on_net(ev, &engine, (&meetings, &view), relay, &mut members).await;
             }
         }
     }
@@ -297,7 +327,7 @@ async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
 async fn on_net(
     ev: AppEvent,
     engine: &EngineHandle,
-    meetings: &Arc<Mutex<MeetingStore>>,
+    (meetings, view): (&Arc<Mutex<MeetingStore>>, &MeetingView),
     relay: bool,
     members: &mut Members,
 ) {
@@ -324,17 +354,14 @@ async fn on_net(
         code,
         message: message.to_owned(),
     };
-    let title_of = |id: &str| {
-        let store = meetings.lock().unwrap_or_else(|p| p.into_inner());
-        store.get(id).map(|m| m.title.clone())
-    };
+    let title_of = |id: &str| rules::read(view, id, |m| m.title.clone());
     // A relay carries meetings it has never heard of, for the nodes that ask it to.
     let carries = |id: &str| title_of(id).is_some() || (relay && veche_node::is_meeting_id(id));
     let unknown = || error(ErrorCode::UnknownMeeting, "no such meeting on this node");
     let node = peer.to_string();
     let response = match request {
         Request::Meeting { id, presence } => match title_of(&id) {
-            Some(title) => answer_meeting(meetings, &node, id, title, presence.as_deref()),
+            Some(title) => answer_meeting(view, &node, id, title, presence.as_deref()),
             None => unknown(),
         },
         Request::Action { meeting, action } => {
@@ -371,7 +398,7 @@ async fn on_net(
                 unknown()
             } else if events.len() > MAX_EVENTS {
                 error(ErrorCode::TooLarge, "too many events in one request")
-            } else if let Err(why) = admit_events(meetings, members, &node, &meeting, &events) {
+            } else if let Err(why) = admit_events(view, members, &node, &meeting, &events) {
                 tracing::info!(%node, %meeting, why, "events from a node with nobody let in refused");
                 error(ErrorCode::Refused, why)
             } else {
@@ -448,7 +475,7 @@ async fn on_net(
 /// under it only for a person of the asking node whom the meeting's rules admit (their
 /// proof names the asking node).
 fn answer_meeting(
-    meetings: &Arc<Mutex<MeetingStore>>,
+    meetings: &MeetingView,
     node: &str,
     id: String,
     title: String,
@@ -495,7 +522,7 @@ fn answer_meeting(
 /// meeting's rules here. A full list (`sync`) replaces what was admitted for that node.
 /// Refused when the node would have nobody admitted and had nobody before.
 fn admit_events(
-    meetings: &Arc<Mutex<MeetingStore>>,
+    meetings: &MeetingView,
     members: &mut Members,
     node: &str,
     meeting: &str,
@@ -509,7 +536,7 @@ fn admit_events(
     let was = members.is_member(meeting, node);
     let key = (meeting.to_owned(), node.to_owned());
     let mut admitted = if matches!(events.first(), Some(Ev::Sync { .. })) {
-        std::collections::HashSet::new()
+        HashMap::new()
     } else {
         members.admitted.get(&key).cloned().unwrap_or_default()
     };
@@ -540,8 +567,8 @@ fn admit_events(
                         .unwrap_or_else(|| Err("unknown meeting".into()))
                     });
                 match verdict {
-                    Ok(_) if admitted.len() < MAX_ADMITTED => {
-                        admitted.insert(*id);
+                    Ok((k, _)) if admitted.len() < MAX_ADMITTED => {
+                        admitted.insert(*id, veche_trust::encode_key(&k));
                     }
                     Ok(_) => tracing::warn!(%node, %meeting, "too many people from one node"),
                     Err(why) => {
@@ -589,7 +616,7 @@ fn members_filter(
         let pass = match &ev {
             Ev::Sync { .. } | Ev::Left { .. } => true,
             Ev::Joined { id, .. } | Ev::State { id, .. } | Ev::Chat { id, .. } => {
-                admitted.contains(id)
+                admitted.contains_key(id)
             }
             Ev::Node { peer } => {
                 members.vouch(meeting, peer);

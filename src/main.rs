@@ -158,6 +158,10 @@ struct RunArgs {
     /// An address other nodes can reach this node at (a public server's address). Repeatable.
     #[arg(long, value_name = "MULTIADDR")]
     external_address: Vec<Multiaddr>,
+    /// A name browsers use for this node (a real certificate's name, a LAN DNS name), besides
+    /// loopback, its addresses and its host name; other names are refused. Repeatable.
+    #[arg(long, value_name = "NAME")]
+    host_name: Vec<String>,
     /// Days an ended meeting (or one past its host's end time) is kept before it is deleted
     /// with everything decided in it [default: 30].
     #[arg(long, value_name = "DAYS")]
@@ -216,6 +220,26 @@ fn main() -> Result<()> {
             .context("cannot start the async runtime")?
             .block_on(run(a)),
     }
+}
+
+/// The names browsers may use for this node besides loopback and its addresses: this
+/// machine's host name (and `.local`, for mDNS) and the ones the operator gives.
+fn host_names(flag: &[String], config: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = flag
+        .iter()
+        .chain(config)
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim().to_ascii_lowercase();
+        if !h.is_empty() {
+            names.push(format!("{h}.local"));
+            names.push(h);
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Delete the meetings past their retention (logged, never fatal: the next sweep retries).
@@ -317,7 +341,9 @@ async fn run(a: RunArgs) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         lan_urls: lan_urls.clone(),
         fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        host_names: host_names(&a.host_name, &config.host_names),
     };
+    let view = meetings.view();
     let meetings = Arc::new(Mutex::new(meetings));
     {
         // Ended meetings go once their retention passed: checked every hour.
@@ -345,7 +371,7 @@ async fn run(a: RunArgs) -> Result<()> {
         &config,
         &identity,
         &dir,
-        meetings.clone(),
+        view.clone(),
         app_tx,
         &mut registry,
     )?;
@@ -353,17 +379,14 @@ async fn run(a: RunArgs) -> Result<()> {
         // Announce the meetings this node carries, so nodes with only an id find them: the
         // most recent few hundred, not every meeting ever made (each is a DHT query).
         const ANNOUNCED_AT_START: usize = 256;
-        let ids: Vec<String> = meetings
-            .lock()
-            .map(|m| {
-                let mut all: Vec<_> = m.all().map(|m| (m.created_at, m.id.clone())).collect();
-                all.sort_unstable_by_key(|m| std::cmp::Reverse(m.0));
-                all.into_iter()
-                    .take(ANNOUNCED_AT_START)
-                    .map(|(_, id)| id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut all: Vec<(u64, String)> =
+            view.with_all(|all| all.map(|m| (m.created_at, m.id.clone())).collect());
+        all.sort_unstable_by_key(|m| std::cmp::Reverse(m.0));
+        let ids: Vec<String> = all
+            .into_iter()
+            .take(ANNOUNCED_AT_START)
+            .map(|(_, id)| id)
+            .collect();
         let net = net.clone();
         tokio::spawn(async move {
             for id in ids {
@@ -382,6 +405,7 @@ async fn run(a: RunArgs) -> Result<()> {
     let state = AppState {
         engine,
         meetings,
+        view: view.clone(),
         node: Arc::new(node),
         net,
         registry: Arc::new(Mutex::new(registry)),
@@ -490,7 +514,7 @@ fn start_net(
     config: &Config,
     identity: &NodeIdentity,
     dir: &std::path::Path,
-    meetings: Arc<Mutex<MeetingStore>>,
+    view: veche_node::MeetingView,
     app: tokio::sync::mpsc::Sender<veche_net::AppEvent>,
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<veche_net::NetHandle> {
@@ -538,17 +562,11 @@ fn start_net(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol: 1,
         relay,
-        meetings: meetings
-            .lock()
-            .map(|m| {
-                m.public()
-                    .map(|m| veche_net::protocol::MeetingSummary {
-                        id: m.id.clone(),
-                        title: m.title.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        meetings: view
+            .public()
+            .into_iter()
+            .map(|(id, title)| veche_net::protocol::MeetingSummary { id, title })
+            .collect(),
     });
     Ok(veche_net::start(
         identity.keypair().clone(),

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
+use veche_signal::{ClientMsg, Participant, ServerMsg};
 use veche_trust::{encode_key, Keypair};
 
 /// Exit status when the node refused the join or ended our part in the meeting.
@@ -157,50 +157,48 @@ pub async fn join(opts: JoinOptions) -> Result<i32> {
         _ => bail!("unexpected TLS stream"),
     };
 
-    let challenge = next_json(&mut ws, Duration::from_secs(10)).await?;
-    if challenge["type"] != "challenge" {
-        bail!("the node did not send a challenge: {challenge}");
-    }
-    let nonce = challenge["nonce"].as_str().unwrap_or_default();
-    let node = challenge["node"].as_str().unwrap_or_default();
-    expected_node(&link, opts.node.as_deref(), node)?;
-    let sig = me.sign_challenge(node, &link.meeting, nonce);
-    let mut join = json!({
-        "type": "join",
-        "meeting": link.meeting,
-        "name": opts.name,
-        "key": key,
-        "sig": serde_json::to_value(sig)?,
-    });
-    if let Some(invite) = &link.invite {
-        join["invite"] = json!(invite);
-    }
-    ws.send(Message::text(join.to_string())).await?;
+    let ServerMsg::Challenge { nonce, node } = next_msg(&mut ws, Duration::from_secs(10)).await?
+    else {
+        bail!("the node did not send a challenge first");
+    };
+    expected_node(&link, opts.node.as_deref(), &node)?;
+    let sig = me.sign_challenge(&node, &link.meeting, &nonce);
+    let join = ClientMsg::Join {
+        meeting: link.meeting.clone(),
+        name: opts.name.clone(),
+        key,
+        sig: serde_json::to_value(sig)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        invite: link.invite.clone(),
+    };
+    ws.send(Message::text(join.to_text())).await?;
 
     let mut names: HashMap<u64, String> = HashMap::new();
-    let welcome = loop {
-        let v = next_json(&mut ws, Duration::from_secs(120)).await?;
-        match v["type"].as_str() {
-            Some("welcome") => break v,
-            Some("lobby") => println!("waiting in the lobby for the host to let you in"),
-            Some("error") => {
-                println!(
-                    "refused: {} ({})",
-                    v["message"].as_str().unwrap_or("?"),
-                    v["code"].as_str().unwrap_or("?")
-                );
+    let (you, role, meeting, participants) = loop {
+        match next_msg(&mut ws, Duration::from_secs(120)).await? {
+            ServerMsg::Welcome {
+                you,
+                role,
+                meeting,
+                participants,
+                ..
+            } => break (you, role, meeting, participants),
+            ServerMsg::Lobby => println!("waiting in the lobby for the host to let you in"),
+            ServerMsg::Error { code, message, .. } => {
+                println!("refused: {message} ({code})");
                 return Ok(REFUSED);
             }
             _ => {}
         }
     };
-    let you = welcome["you"].as_u64().unwrap_or(0);
     println!(
         "joined \"{}\" as {}",
-        welcome["meeting"]["title"].as_str().unwrap_or("?"),
-        welcome["role"].as_str().unwrap_or("?")
+        meeting.map_or_else(|| "?".to_owned(), |m| m.title),
+        role.as_deref().unwrap_or("?")
     );
-    for p in welcome["participants"].as_array().into_iter().flatten() {
+    for p in &participants {
         note_participant(&mut names, p, "here");
     }
 
@@ -216,15 +214,14 @@ pub async fn join(opts: JoinOptions) -> Result<i32> {
         .apply()
         .map(|(o, p)| (o, Some(p)))
         .ok_or_else(|| anyhow!("nothing to offer"))?;
-    ws.send(Message::text(
-        json!({"type": "offer", "sdp": offer.to_sdp_string(), "sources": {}}).to_string(),
-    ))
-    .await?;
+    let offer = ClientMsg::Offer {
+        sdp: offer.to_sdp_string(),
+        sources: HashMap::new(),
+    };
+    ws.send(Message::text(offer.to_text())).await?;
     if let Some(text) = &opts.say {
-        ws.send(Message::text(
-            json!({"type": "chat", "text": text}).to_string(),
-        ))
-        .await?;
+        let chat = ClientMsg::Chat { text: text.clone() };
+        ws.send(Message::text(chat.to_text())).await?;
     }
 
     let mut tracks: HashMap<String, Track> = HashMap::new();
@@ -275,43 +272,42 @@ pub async fn join(opts: JoinOptions) -> Result<i32> {
                         break REFUSED;
                     }
                 };
-                let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
-                match v["type"].as_str() {
-                    Some("answer") => {
-                        let a = SdpAnswer::from_sdp_string(v["sdp"].as_str().unwrap_or_default())?;
+                let Ok(msg) = ServerMsg::parse(&t) else { continue };
+                match msg {
+                    ServerMsg::Answer { sdp } => {
+                        let a = SdpAnswer::from_sdp_string(&sdp)?;
                         if let Some(p) = pending.take() {
                             rtc.sdp_api().accept_answer(p, a)?;
                         }
                     }
-                    Some("offer") => {
-                        let o = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or_default())?;
+                    ServerMsg::Offer { sdp, tracks: offered } => {
+                        let o = SdpOffer::from_sdp_string(&sdp)?;
                         let a = rtc.sdp_api().accept_offer(o)?;
-                        ws.send(Message::text(json!({"type": "answer", "sdp": a.to_sdp_string()}).to_string())).await?;
-                        for (mid, info) in v["tracks"].as_object().into_iter().flatten() {
-                            let who = info["participant"].as_u64().and_then(|p| names.get(&p).cloned()).unwrap_or_else(|| "?".into());
-                            let t = tracks.entry(mid.clone()).or_default();
-                            t.who = who;
-                            t.source = info["source"].as_str().unwrap_or("?").to_owned();
+                        let answer = ClientMsg::Answer { sdp: a.to_sdp_string() };
+                        ws.send(Message::text(answer.to_text())).await?;
+                        for (mid, info) in offered {
+                            let t = tracks.entry(mid).or_default();
+                            t.who = names.get(&info.participant).cloned().unwrap_or_else(|| "?".into());
+                            t.source = format!("{:?}", info.source).to_lowercase();
                         }
                     }
-                    Some("participant_joined") => note_participant(&mut names, &v["participant"], "joined"),
-                    Some("participant_left") => {
-                        if let Some(name) = v["id"].as_u64().and_then(|id| names.remove(&id)) {
+                    ServerMsg::ParticipantJoined { participant } => note_participant(&mut names, &participant, "joined"),
+                    ServerMsg::ParticipantLeft { id } => {
+                        if let Some(name) = names.remove(&id) {
                             println!("{name} left");
                         }
                     }
-                    Some("chat") => {
-                        let m = &v["message"];
-                        if m["from"].as_u64() != Some(you) {
-                            println!("chat {}: {}", m["name"].as_str().unwrap_or("?"), m["text"].as_str().unwrap_or(""));
+                    ServerMsg::Chat { message } => {
+                        if message.from != you {
+                            println!("chat {}: {}", message.name, message.text);
                         } else {
-                            println!("chat sent: {}", m["text"].as_str().unwrap_or(""));
+                            println!("chat sent: {}", message.text);
                         }
                     }
-                    Some("moderated") => println!("a moderator: {}", v["action"].as_str().unwrap_or("?")),
-                    Some("error") => {
-                        println!("{} ({})", v["message"].as_str().unwrap_or("?"), v["code"].as_str().unwrap_or("?"));
-                        if v["fatal"].as_bool() == Some(true) {
+                    ServerMsg::Moderated { action } => println!("a moderator: {action}"),
+                    ServerMsg::Error { code, message, fatal } => {
+                        println!("{message} ({code})");
+                        if fatal {
                             break REFUSED;
                         }
                     }
@@ -326,24 +322,20 @@ pub async fn join(opts: JoinOptions) -> Result<i32> {
         rtc.handle_input(Input::Timeout(Instant::now()))?;
     };
     print_tracks(&tracks, "received in all");
-    let _ = ws
-        .send(Message::text(json!({"type": "leave"}).to_string()))
-        .await;
+    let _ = ws.send(Message::text(ClientMsg::Leave.to_text())).await;
     let _ = ws.close(None).await;
     Ok(status)
 }
 
-fn note_participant(names: &mut HashMap<u64, String>, p: &Value, what: &str) {
-    let (Some(id), Some(name)) = (p["id"].as_u64(), p["name"].as_str()) else {
-        return;
-    };
-    let fp = p["key"]
-        .as_str()
-        .and_then(|k| serde_json::from_value::<veche_trust::PublicKey>(json!(k)).ok())
+fn note_participant(names: &mut HashMap<u64, String>, p: &Participant, what: &str) {
+    let fp = p
+        .key
+        .as_deref()
+        .and_then(|k| veche_trust::decode_key(k).ok())
         .map(|k| k.fingerprint())
         .unwrap_or_else(|| "no key".into());
-    println!("{what}: {name} ({fp})");
-    names.insert(id, name.to_owned());
+    println!("{what}: {} ({fp})", p.name);
+    names.insert(p.id, p.name.clone());
 }
 
 fn print_tracks(tracks: &HashMap<String, Track>, what: &str) {
@@ -367,7 +359,7 @@ fn print_tracks(tracks: &HashMap<String, Track>, what: &str) {
     println!("{what}: {}", lines.join("; "));
 }
 
-async fn next_json<S>(ws: &mut S, limit: Duration) -> Result<Value>
+async fn next_msg<S>(ws: &mut S, limit: Duration) -> Result<ServerMsg>
 where
     S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -375,7 +367,11 @@ where
     loop {
         match tokio::time::timeout_at(end, ws.next()).await {
             Err(_) => bail!("the node said nothing for {} s", limit.as_secs()),
-            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t)?),
+            Ok(Some(Ok(Message::Text(t)))) => match ServerMsg::parse(&t) {
+                Ok(m) => return Ok(m),
+                // A message this client does not know: a newer node; skip it.
+                Err(_) => continue,
+            },
             Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(e))) => bail!("signaling: {e}"),
             Ok(None) => bail!("the node closed the connection"),

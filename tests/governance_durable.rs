@@ -59,9 +59,10 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
     let invites: Vec<String> = (0..N)
         .map(|i| one_use(&host, &invited, &format!("once-{i}"), None))
         .collect();
-    // An invite bound to person 1 (whom nobody removes), tried first by someone else:
+    // An invite bound to its owner (outside the burst), tried first by someone else:
     // refused, and so not used.
-    let bound = one_use(&host, &invited, "bound", Some(&people[1]));
+    let owner = Keypair::from_secret(&[97; 32]);
+    let bound = one_use(&host, &invited, "bound", Some(&owner));
     let intruder = Keypair::from_secret(&[99; 32]);
     let (_s, e) = joined(port, &intruder, &invited, "Intruder", Some(&bound)).await;
     assert_eq!(
@@ -218,7 +219,7 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
         );
     }
     // The refused attempt with the bound invite used nothing: its holder still gets in.
-    let (_s, w) = joined(port, &people[1], &invited, "Owner", Some(&bound)).await;
+    let (_s, w) = joined(port, &owner, &invited, "Owner", Some(&bound)).await;
     assert_eq!(w["type"], "welcome", "{w}");
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();

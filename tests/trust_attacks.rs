@@ -298,7 +298,9 @@ fn hostile_peer(
 ) {
     let key = libp2p_identity::Keypair::generate_ed25519();
     let id = key.public().to_peer_id();
-    let dir = std::env::temp_dir().join(format!("veche-attacks-mallory-{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("veche-attacks-peer-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let config = veche_net::NetConfig {
@@ -527,6 +529,142 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
             panic!("the node sent a stranger {request:?}");
         }
     }
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The presence `who` makes for `node` in `meeting`, with `invite`.
+fn presence_for(who: &Keypair, node: &str, meeting: &str, invite: Option<&str>) -> Presence {
+    let nonce = "nonce-fedcba9876543210".to_owned();
+    let sig = serde_json::to_value(who.sign_challenge(node, meeting, &nonce)).expect("sig");
+    Presence {
+        key: encode_key(&who.public()),
+        nonce,
+        sig: sig.as_str().expect("sig").to_owned(),
+        invite: invite.map(str::to_owned),
+        admit: None,
+    }
+}
+
+/// The next meeting request the node sends the peer within `limit` (answered `ok`).
+async fn next_request(
+    rx: &mut mpsc::Receiver<veche_net::AppEvent>,
+    limit: Duration,
+) -> Option<Request> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(veche_net::AppEvent::Request { request, reply, .. })) => {
+                let _ = reply.send(Response::Ok);
+                return Some(request);
+            }
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_its_person_ends_what_a_node_receives() {
+    let p2p = free_udp_port();
+    let (node, dir) = start_node("removal", p2p).await;
+    let port = node.http_port;
+    let (_, body) = http(port, "GET", "/api/node", "", "").await;
+    let info: Value = serde_json::from_str(&body).expect("node info");
+    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
+    let host = Keypair::from_secret(&[1; 32]);
+    let id = signed_meeting(port, &host, Policy::InviteOnly).await;
+    let (mut ada, w) = joined(port, &host, &id, "Ada", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+
+    let addr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
+        .parse()
+        .expect("addr");
+    let (peer, peer_id, mut to_peer) = hostile_peer(addr);
+    let ask = |r: Request| {
+        let p = peer.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), p.request(node_id, r))
+                .await
+                .expect("an answer in 20 s")
+                .expect("answered")
+                .response
+        }
+    };
+    // Pat, invited, really joins through that node: her proof names it.
+    let pat = Keypair::from_secret(&[5; 32]);
+    let invite = encode_token(&host.sign(Invite {
+        meeting: id.clone(),
+        id: "pat-1".into(),
+        role: Role::Speaker,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: Some(pat.public()),
+        parent: None,
+    }));
+    let presence = presence_for(&pat, &peer_id.to_string(), &id, Some(&invite));
+    let joined_ev = |n: u64| MeetingEvent::Joined {
+        id: n,
+        name: "Pat".into(),
+        audio: true,
+        video: false,
+        screen: false,
+        hand: false,
+        key: Some(presence.key.clone()),
+        presence: Some(encode_token(&presence)),
+    };
+    let events = vec![MeetingEvent::Sync { reply: true }, joined_ev(1)];
+    let answer = ask(Request::Events {
+        meeting: id.clone(),
+        events,
+    })
+    .await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    // She is shown, and the node tells her node about the meeting (the positive control).
+    let v = next_of(&mut ada, "participant_joined").await;
+    assert_eq!(v["participant"]["name"], "Pat", "{v}");
+    let told = next_request(&mut to_peer, Duration::from_secs(10)).await;
+    assert!(
+        matches!(&told, Some(Request::Events { events, .. }) if events.iter().any(|e| matches!(e, MeetingEvent::Joined { name, .. } if name == "Ada"))),
+        "the member node hears of Ada: {told:?}"
+    );
+
+    // The host removes Pat.
+    let remove = action(&host, &id, ActionKind::Remove, &pat, None);
+    send(&mut ada, json!({"type": "moderate", "action": remove})).await;
+    let v = next_of(&mut ada, "participant_left").await;
+    assert!(v["id"].is_number(), "{v}");
+    // Her node has nobody let in now: what it says is refused, even her again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = vec![MeetingEvent::Sync { reply: true }, joined_ev(2)];
+    match ask(Request::Events {
+        meeting: id.clone(),
+        events: again,
+    })
+    .await
+    {
+        Response::Error {
+            code: ErrorCode::Refused,
+            ..
+        } => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // And the node tells it nothing more: Ada's chat does not reach it.
+    while to_peer.try_recv().is_ok() {}
+    send(
+        &mut ada,
+        json!({"type": "chat", "text": "after the removal"}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut ada, "chat").await["message"]["text"],
+        "after the removal"
+    );
+    let late = next_request(&mut to_peer, Duration::from_secs(3)).await;
+    assert!(
+        !matches!(&late, Some(Request::Events { .. })),
+        "a dismissed node is told nothing: {late:?}"
+    );
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }

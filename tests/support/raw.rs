@@ -140,12 +140,14 @@ pub fn join(
     name: &str,
     invite: Option<&str>,
 ) -> Value {
-    let mut j = json!({"type": "join", "meeting": meeting, "name": name,
-           "key": b64(&me.public().0), "sig": b64(&me.sign_challenge(&ch.0, meeting, &ch.1).0)});
-    if let Some(i) = invite {
-        j["invite"] = json!(i);
-    }
-    j
+    let join = veche_signal::ClientMsg::Join {
+        meeting: meeting.to_owned(),
+        name: name.to_owned(),
+        key: b64(&me.public().0),
+        sig: b64(&me.sign_challenge(&ch.0, meeting, &ch.1).0),
+        invite: invite.map(str::to_owned),
+    };
+    serde_json::to_value(join).unwrap_or(Value::Null)
 }
 
 /// A fresh socket joined to `meeting` as `me`: the socket and its welcome.

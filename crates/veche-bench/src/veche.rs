@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use veche_signal::{ClientMsg, ServerMsg, Source};
 
 use crate::http;
 use crate::media::Load;
@@ -101,9 +102,10 @@ impl Veche {
                 .await
                 .context("no challenge in 10 s")?;
             match m {
-                Some(Ok(Message::Text(t))) if t.contains("\"challenge\"") => {
-                    break serde_json::from_str::<Value>(&t)?;
-                }
+                Some(Ok(Message::Text(t))) => match ServerMsg::parse(&t)? {
+                    ServerMsg::Challenge { nonce, node } => break (nonce, node),
+                    other => bail!("no challenge: {other:?}"),
+                },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => bail!("no challenge: {other:?}"),
             }
@@ -111,25 +113,30 @@ impl Veche {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| anyhow::anyhow!("no randomness"))?;
         let me = veche_trust::Keypair::from_secret(&secret);
-        let nonce = challenge["nonce"].as_str().unwrap_or_default();
-        let node = challenge["node"].as_str().unwrap_or_default();
+        let (nonce, node) = (challenge.0.as_str(), challenge.1.as_str());
         let b64 = |b: &[u8]| {
             use base64::Engine as _;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
         };
         let key = b64(&me.public().0);
         let sig = b64(&me.sign_challenge(node, meeting, nonce).0);
-        ws.send(Message::text(
-            json!({"type": "join", "meeting": meeting, "name": name, "key": key, "sig": sig})
-                .to_string(),
-        ))
-        .await?;
+        let join = ClientMsg::Join {
+            meeting: meeting.to_owned(),
+            name: name.to_owned(),
+            key,
+            sig,
+            invite: None,
+        };
+        ws.send(Message::text(join.to_text())).await?;
         loop {
             let m = tokio::time::timeout_at(end, ws.next())
                 .await
                 .context("no welcome in 10 s")?;
             match m {
-                Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => break,
+                Some(Ok(Message::Text(t))) => match ServerMsg::parse(&t) {
+                    Ok(ServerMsg::Welcome { .. }) => break,
+                    _ => bail!("join refused: {t}"),
+                },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => bail!("join refused: {other:?}"),
             }
@@ -163,19 +170,16 @@ impl Veche {
                             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                             _ => return,
                         };
-                        let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
                         if crate::server::debug() {
                             eprintln!("veche → bench: {t}");
                         }
-                        let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
-                        let sig = match v["type"].as_str() {
-                            Some("offer") => SigIn::Offer(sdp),
-                            Some("answer") => SigIn::Answer(sdp),
-                            Some("error") => {
-                                if v["fatal"].as_bool() == Some(true) {
-                                    let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
-                                    c.failed = Some(format!("veche: {}", v["code"]));
-                                }
+                        let Ok(msg) = ServerMsg::parse(&t) else { continue };
+                        let sig = match msg {
+                            ServerMsg::Offer { sdp, .. } => SigIn::Offer(sdp),
+                            ServerMsg::Answer { sdp } => SigIn::Answer(sdp),
+                            ServerMsg::Error { code, fatal: true, .. } => {
+                                let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
+                                c.failed = Some(format!("veche: {code}"));
                                 continue;
                             }
                             _ => continue,
@@ -186,20 +190,23 @@ impl Veche {
                     }
                     out = out_rx.recv() => {
                         let msg = match out {
-                            Some(SigOut::Offer { sdp, sources }) => {
-                                let sources: serde_json::Map<String, Value> = sources
+                            Some(SigOut::Offer { sdp, sources }) => ClientMsg::Offer {
+                                sdp,
+                                sources: sources
                                     .into_iter()
-                                    .map(|(m, s)| (m, Value::from(s)))
-                                    .collect();
-                                json!({"type": "offer", "sdp": sdp, "sources": sources})
-                            }
-                            Some(SigOut::Answer(sdp)) => json!({"type": "answer", "sdp": sdp}),
+                                    .map(|(m, s)| {
+                                        let source = if s == "mic" { Source::Mic } else { Source::Camera };
+                                        (m, source)
+                                    })
+                                    .collect(),
+                            },
+                            Some(SigOut::Answer(sdp)) => ClientMsg::Answer { sdp },
                             None => return,
                         };
                         if crate::server::debug() {
-                            eprintln!("bench → veche: {msg}");
+                            eprintln!("bench → veche: {}", msg.to_text());
                         }
-                        if ws.send(Message::text(msg.to_string())).await.is_err() {
+                        if ws.send(Message::text(msg.to_text())).await.is_err() {
                             return;
                         }
                     }

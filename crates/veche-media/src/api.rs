@@ -148,6 +148,14 @@ pub enum Command {
         /// Its peer id.
         node: String,
     },
+    /// A node no longer takes part in a meeting (nobody it carries is let in any more): its
+    /// links and people in that meeting go, and it is not asked to sync again.
+    NodeDismissed {
+        /// Its peer id.
+        node: String,
+        /// Meeting id.
+        meeting: String,
+    },
     /// The media links of a meeting, per other node.
     Links {
         /// Meeting id.

@@ -434,6 +434,11 @@ impl Engine {
                     }
                     tracing::info!(participant = %id, %meeting, ?action, "moderated");
                 }
+                if action == Moderation::Remove {
+                    // Whoever another node carries with that key is gone here too, and not
+                    // taken back if that node announces them again.
+                    self.remove_remotes_with_key(&meeting, &key, now);
+                }
                 let _ = reply.send(targets.len());
             }
             Command::Participants { meeting, reply } => {
@@ -451,6 +456,10 @@ impl Engine {
                 }
             }
             Command::NodeGone { node } => self.control_lost(&node, now),
+            Command::NodeDismissed { node, meeting } => {
+                self.node_lost(&node, Some(&meeting), now);
+                self.fed.forget_lost(&meeting, &node);
+            }
             Command::Resync { node, meeting } => self.resync_later(node, meeting),
             Command::ObservedIp { ip } => self.observed_ip(ip),
             Command::UseRelay { meeting, node, via } => self.use_relay(&meeting, &node, via, now),

@@ -90,6 +90,11 @@ impl Fed {
             ..Self::default()
         }
     }
+
+    /// Stop asking `node` to sync `meeting` again.
+    pub fn forget_lost(&mut self, meeting: &str, node: &str) {
+        self.lost.remove(&(meeting.to_owned(), node.to_owned()));
+    }
 }
 
 /// A participant another node announced: its id there, name, state and checked key.
@@ -600,6 +605,27 @@ impl Engine {
             for id in stale {
                 self.remote_left(&node, id, now);
             }
+        }
+    }
+
+    /// A person removed from `meeting`: every participant other nodes carry with `key`.
+    pub(crate) fn remove_remotes_with_key(&mut self, meeting: &str, key: &str, now: Instant) {
+        let gone: Vec<(String, u64)> = self
+            .fed
+            .remote_of
+            .iter()
+            .filter(|(pid, _)| {
+                self.sfu.meeting_of(**pid) == Some(meeting)
+                    && self
+                        .sfu
+                        .info(**pid)
+                        .is_some_and(|i| i.key.as_deref() == Some(key))
+            })
+            .map(|(_, remote)| remote.clone())
+            .collect();
+        for (node, id) in gone {
+            tracing::info!(%node, %meeting, remote = id, "remote participant removed");
+            self.remote_left(&node, id, now);
         }
     }
 

@@ -470,6 +470,24 @@ impl Governance {
         })
     }
 
+    /// Whether someone let in from the waiting room (admitted earlier in `role`) may still
+    /// enter now: not removed, not ended, not locked out, not turned away since.
+    pub fn still_admits(&self, key: &PublicKey, role: Role) -> Result<(), JoinRefused> {
+        if self.ended {
+            return Err(JoinRefused::Ended);
+        }
+        if self.removed.contains(key) {
+            return Err(JoinRefused::Removed);
+        }
+        if self.locked && role > Role::Moderator {
+            return Err(JoinRefused::Locked);
+        }
+        if self.lobby.get(key) == Some(&false) {
+            return Err(JoinRefused::Denied);
+        }
+        Ok(())
+    }
+
     /// Check a person that node `carrier` says it carries, by the proof they made for it.
     /// Policy, invite chain, revocations, removals and end are checked as for a join here;
     /// with a waiting room and `in_meeting`, a signed `admit` for their key must come with

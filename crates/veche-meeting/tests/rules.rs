@@ -563,6 +563,19 @@ fn the_waiting_room_lock_end_and_use_limits() {
             .wait
     );
     assert!(g.admit_of(&ada.public()).is_some());
+    assert_eq!(g.still_admits(&ada.public(), Role::Speaker), Ok(()));
+    // Removed while the decision travelled to her socket: she does not enter.
+    let mut later = g.clone();
+    take(
+        &mut later,
+        &act(&host, ActionKind::Remove, &ada, NOW, None),
+        NOW,
+    )
+    .expect("remove");
+    assert_eq!(
+        later.still_admits(&ada.public(), Role::Speaker),
+        Err(JoinRefused::Removed)
+    );
     take(&mut g, &act(&host, ActionKind::Deny, &bob, NOW, None), NOW).expect("deny");
     assert_eq!(
         join(&g, &presence(&bob, NODE, ID, None)),

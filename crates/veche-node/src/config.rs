@@ -30,6 +30,9 @@ pub struct Config {
     pub max_participants: Option<u16>,
     /// Days an ended meeting is kept before it is deleted.
     pub retention_days: Option<u32>,
+    /// Names browsers use for this node besides loopback, its addresses and host name.
+    #[serde(default)]
+    pub host_names: Vec<String>,
     /// Serve HTTPS on the LAN.
     pub lan: Option<bool>,
     /// HTTPS listen address when `lan` is on (default 0.0.0.0:7443).

@@ -14,7 +14,8 @@ mod tls;
 pub use config::{Config, ConfigError};
 pub use identity::{IdentityError, NodeIdentity};
 pub use meetings::{
-    claim_digest, is_meeting_id, CreateMeetingError, Meeting, MeetingStore, SetDocError, StoreError,
+    claim_digest, is_meeting_id, CreateMeetingError, Meeting, MeetingStore, MeetingView,
+    SetDocError, StoreError,
 };
 pub use person::{load_or_create_person_key, PersonKeyError, PERSON_KEY_FILE};
 pub use tls::{TlsError, TlsMaterial};

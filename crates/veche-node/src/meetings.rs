@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -148,11 +149,46 @@ fn db_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// The meetings of this node. A meeting is on disk before `create` returns.
+/// What the store holds, for readers on any thread: a read never waits for a write to
+/// reach the disk (the store takes the write lock only to swap in what it committed).
+#[derive(Debug, Clone, Default)]
+pub struct MeetingView(Arc<RwLock<BTreeMap<String, Meeting>>>);
+
+impl MeetingView {
+    /// Meeting `id`, read with `f`.
+    pub fn read<T>(&self, id: &str, f: impl FnOnce(&Meeting) -> T) -> Option<T> {
+        self.map().get(id).map(f)
+    }
+
+    /// Every meeting, read with `f`.
+    pub fn with_all<T>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &Meeting>) -> T) -> T {
+        f(&mut self.map().values())
+    }
+
+    /// The meetings listed to other nodes: (id, title).
+    pub fn public(&self) -> Vec<(String, String)> {
+        self.map()
+            .values()
+            .filter(|m| m.public && m.nodes.is_empty())
+            .map(|m| (m.id.clone(), m.title.clone()))
+            .collect()
+    }
+
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Meeting>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Meeting>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The meetings of this node. A meeting is on disk before `create` returns. One writer
+/// (keep it behind a mutex, used off the async runtime); readers use [`MeetingStore::view`].
 pub struct MeetingStore {
     path: PathBuf,
     db: redb::Database,
-    meetings: BTreeMap<String, Meeting>,
+    meetings: MeetingView,
     /// Tests: the next write fails, as a full disk would.
     #[cfg(test)]
     fail_next: bool,
@@ -162,7 +198,7 @@ impl std::fmt::Debug for MeetingStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeetingStore")
             .field("path", &self.path)
-            .field("meetings", &self.meetings.len())
+            .field("meetings", &self.meetings.map().len())
             .finish()
     }
 }
@@ -206,7 +242,7 @@ impl MeetingStore {
         let mut store = Self {
             path,
             db,
-            meetings,
+            meetings: MeetingView(Arc::new(RwLock::new(meetings))),
             #[cfg(test)]
             fail_next: false,
         };
@@ -238,11 +274,12 @@ impl MeetingStore {
         let fresh: Vec<Meeting> = disk
             .meetings
             .into_iter()
-            .filter(|m| !self.meetings.contains_key(&m.id))
+            .filter(|m| !self.meetings.map().contains_key(&m.id))
             .collect();
         self.write(&fresh, &[]).map_err(io_err)?;
+        let mut map = self.meetings.map_mut();
         for m in fresh {
-            self.meetings.insert(m.id.clone(), m);
+            map.insert(m.id.clone(), m);
         }
         std::fs::rename(legacy, legacy.with_extension("json.migrated")).map_err(io_err)?;
         Ok(())
@@ -282,7 +319,7 @@ impl MeetingStore {
         if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
             return Err(CreateMeetingError::BadTitle);
         }
-        if self.meetings.len() >= MAX_MEETINGS {
+        if self.meetings.map().len() >= MAX_MEETINGS {
             return Err(CreateMeetingError::TooMany);
         }
         let secret = {
@@ -290,7 +327,7 @@ impl MeetingStore {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
         };
         let mut id = new_id();
-        while self.meetings.contains_key(&id) {
+        while self.meetings.map().contains_key(&id) {
             id = new_id();
         }
         let meeting = Meeting {
@@ -308,7 +345,7 @@ impl MeetingStore {
             ended_at: None,
         };
         self.write(std::slice::from_ref(&meeting), &[])?;
-        self.meetings.insert(id, meeting.clone());
+        self.meetings.map_mut().insert(id, meeting.clone());
         Ok((meeting, secret))
     }
 
@@ -330,8 +367,8 @@ impl MeetingStore {
         {
             return Err(CreateMeetingError::BadTitle);
         }
-        let next = match self.meetings.get(id) {
-            Some(m) if m.nodes.is_empty() => return Ok(m.clone()), // created here
+        let next = match self.get(id) {
+            Some(m) if m.nodes.is_empty() => return Ok(m), // created here
             Some(m) => {
                 let mut next = m.clone();
                 if next.pin.is_none() && next.rules.doc().is_none() {
@@ -343,13 +380,13 @@ impl MeetingStore {
                     }
                     next.nodes.push(node.to_owned());
                 }
-                if next == *m {
+                if next == m {
                     return Ok(next);
                 }
                 next
             }
             None => {
-                if self.meetings.len() >= MAX_MEETINGS {
+                if self.meetings.map().len() >= MAX_MEETINGS {
                     return Err(CreateMeetingError::TooMany);
                 }
                 Meeting {
@@ -379,7 +416,7 @@ impl MeetingStore {
     /// shows the secret [`MeetingStore::create`] gave back), once `rules.check_doc` passed:
     /// written before this returns, so an acknowledged document survives a kill -9.
     pub fn set_doc(&mut self, id: &str, secret: &str, change: &Change) -> Result<(), SetDocError> {
-        let m = self.meetings.get(id).ok_or(SetDocError::Unknown)?;
+        let m = self.get(id).ok_or(SetDocError::Unknown)?;
         if !m.nodes.is_empty() {
             return Err(SetDocError::Remote);
         }
@@ -389,7 +426,7 @@ impl MeetingStore {
         if m.claim.as_deref() != Some(claim_digest(secret).as_str()) {
             return Err(SetDocError::NotCreator);
         }
-        let mut next = m.clone();
+        let mut next = m;
         next.rules.apply(change);
         next.claim = None;
         self.replace(next)
@@ -398,7 +435,7 @@ impl MeetingStore {
     /// Commit a change of meeting `id`'s governance: written first, applied in memory only
     /// once it is on disk (a failed write leaves the meeting as it was).
     pub fn commit(&mut self, id: &str, change: &Change) -> Result<(), SetDocError> {
-        let mut next = self.meetings.get(id).ok_or(SetDocError::Unknown)?.clone();
+        let mut next = self.get(id).ok_or(SetDocError::Unknown)?;
         next.rules.apply(change);
         if next.rules.ended() && next.ended_at.is_none() {
             next.ended_at = Some(now_ms());
@@ -408,7 +445,7 @@ impl MeetingStore {
 
     fn replace(&mut self, next: Meeting) -> Result<(), SetDocError> {
         self.write(std::slice::from_ref(&next), &[])?;
-        self.meetings.insert(next.id.clone(), next);
+        self.meetings.map_mut().insert(next.id.clone(), next);
         Ok(())
     }
 
@@ -420,6 +457,7 @@ impl MeetingStore {
         let cutoff = now_ms.saturating_sub(retention_ms);
         let gone: Vec<String> = self
             .meetings
+            .map()
             .values()
             .filter(|m| {
                 // Created here and never signed by its creator within a day: nobody's.
@@ -437,8 +475,11 @@ impl MeetingStore {
             return Ok(0);
         }
         self.write(&[], &gone)?;
-        for id in &gone {
-            self.meetings.remove(id);
+        {
+            let mut map = self.meetings.map_mut();
+            for id in &gone {
+                map.remove(id);
+            }
         }
         self.db.compact().map_err(db_err)?;
         Ok(gone.len())
@@ -446,7 +487,7 @@ impl MeetingStore {
 
     /// Whether another meeting fits.
     pub fn create_allowed(&self) -> bool {
-        self.meetings.len() < MAX_MEETINGS
+        self.meetings.map().len() < MAX_MEETINGS
     }
 
     /// Bytes the store takes on disk.
@@ -454,21 +495,24 @@ impl MeetingStore {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
-    /// Meetings listed to other nodes.
-    pub fn public(&self) -> impl Iterator<Item = &Meeting> {
-        self.meetings
-            .values()
-            .filter(|m| m.public && m.nodes.is_empty())
+    /// A view of the meetings for readers on any thread.
+    pub fn view(&self) -> MeetingView {
+        self.meetings.clone()
     }
 
-    /// Every meeting known here.
-    pub fn all(&self) -> impl Iterator<Item = &Meeting> {
-        self.meetings.values()
+    /// How many meetings the store holds.
+    pub fn len(&self) -> usize {
+        self.meetings.map().len()
     }
 
-    /// A meeting by id.
-    pub fn get(&self, id: &str) -> Option<&Meeting> {
-        self.meetings.get(id)
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A meeting by id (a copy).
+    pub fn get(&self, id: &str) -> Option<Meeting> {
+        self.meetings.map().get(id).cloned()
     }
 }
 
@@ -542,8 +586,8 @@ mod tests {
         );
         drop(store);
         let again = MeetingStore::open(&dir).expect("reopen");
-        assert_eq!(again.get(&m.id), Some(&m));
-        assert_eq!(again.get("abc-def-ghk"), Some(&remote));
+        assert_eq!(again.get(&m.id), Some(m.clone()));
+        assert_eq!(again.get("abc-def-ghk"), Some(remote.clone()));
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -581,10 +625,10 @@ mod tests {
             store.commit(&m.id, &used),
             Err(SetDocError::Io(_))
         ));
-        assert_eq!(store.get(&m.id), Some(&m));
+        assert_eq!(store.get(&m.id), Some(m.clone()));
         drop(store);
         let store = MeetingStore::open(&dir).expect("reopen");
-        assert_eq!(store.get(&m.id), Some(&m), "nor on disk");
+        assert_eq!(store.get(&m.id), Some(m.clone()), "nor on disk");
         assert!(!secret.is_empty());
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -645,7 +689,7 @@ mod tests {
         assert!(small * 10 < full, "{small} bytes after, {full} full");
         drop(store);
         let again = MeetingStore::open(&dir).expect("reopen");
-        assert_eq!(again.all().count(), 0);
+        assert!(again.is_empty());
         assert!(again.create_allowed());
         std::fs::remove_dir_all(&dir).ok();
     }

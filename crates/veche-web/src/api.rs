@@ -382,7 +382,7 @@ pub(crate) async fn get_meeting(
             && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
-    let known = |ctx: &Ctx| crate::rules::read(&ctx.app.meetings, &id, Clone::clone);
+    let known = |ctx: &Ctx| crate::rules::read(&ctx.app.view, &id, Clone::clone);
     let mut meeting = known(&ctx);
     if let Some(node) = q.node.as_deref().filter(|n| !n.is_empty()) {
         let needs = meeting.as_ref().is_none_or(|m| {
@@ -443,7 +443,7 @@ pub(crate) async fn get_people(
             "Who is in a meeting is shown only to the node's operator, on the node's own machine.",
         ));
     }
-    if !is_meeting_id(&id) || crate::rules::read(&ctx.app.meetings, &id, |_| ()).is_none() {
+    if !is_meeting_id(&id) || crate::rules::read(&ctx.app.view, &id, |_| ()).is_none() {
         return Err(ApiError::unknown_meeting());
     }
     let participants = ctx

@@ -12,6 +12,9 @@
 //! content type), which a cross-site form cannot send.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
 
 use axum::extract::Request;
 use axum::http::{header, Method, StatusCode};
@@ -37,11 +40,15 @@ fn host_name(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// Whether `host` names this node: a loopback name or address, or an address of one of
-/// this machine's interfaces.
-pub fn is_own_host(host: &str) -> bool {
+/// The names the node answers to besides loopback and its addresses (lowercase).
+#[derive(Debug, Clone, Default)]
+pub struct Names(pub Arc<Vec<String>>);
+
+/// Whether `host` names this node: a loopback name or address, one of `names`, or an
+/// address of one of this machine's interfaces.
+pub fn is_own_host(host: &str, names: &[String]) -> bool {
     let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
-    if name == "localhost" || name.ends_with(".localhost") {
+    if name == "localhost" || name.ends_with(".localhost") || names.contains(&name) {
         return true;
     }
     let Ok(ip) = name.parse::<IpAddr>() else {
@@ -63,7 +70,7 @@ fn same_origin(origin: &str, host: &str) -> bool {
 }
 
 /// The middleware: Host on every request, Origin where state can change.
-pub async fn check(req: Request, next: Next) -> Response {
+pub async fn check(State(names): State<Names>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -73,7 +80,7 @@ pub async fn check(req: Request, next: Next) -> Response {
     let Some(host) = host else {
         return refuse("bad_host", "the request names no host".into());
     };
-    if !is_own_host(&host) {
+    if !is_own_host(&host, &names.0) {
         return refuse(
             "bad_host",
             format!("{host:?} is not this node: open it by its own address"),
@@ -101,14 +108,16 @@ mod tests {
 
     #[test]
     fn loopback_names_and_own_addresses_only() {
+        let names = vec!["teacher-pc".to_owned(), "teacher-pc.local".to_owned()];
         for h in [
             "localhost:7300",
             "127.0.0.1:7300",
             "[::1]:7300",
             "127.0.0.1",
             "LOCALHOST",
+            "Teacher-PC.local:7443",
         ] {
-            assert!(is_own_host(h), "{h}");
+            assert!(is_own_host(h, &names), "{h}");
         }
         for h in [
             "evil.example:7300",
@@ -116,8 +125,9 @@ mod tests {
             "8.8.8.8:7300",
             "[2001:db8::1]:1",
             "",
+            "teacher-pc.evil.example",
         ] {
-            assert!(!is_own_host(h), "{h}");
+            assert!(!is_own_host(h, &names), "{h}");
         }
     }
 

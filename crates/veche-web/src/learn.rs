@@ -157,7 +157,7 @@ impl FetchError {
 /// nodes it was learned from, showing this person's proof, and store the document (checked
 /// against the pinned host) and what came with it (checked against that document).
 pub(crate) async fn fetch_doc(ctx: &Ctx, id: &str, person: &Presence) -> Result<(), FetchError> {
-    let nodes = rules::read(&ctx.app.meetings, id, |m| {
+    let nodes = rules::read(&ctx.app.view, id, |m| {
         (m.rules.doc().is_none() && !m.nodes.is_empty()).then(|| m.nodes.clone())
     })
     .flatten();

@@ -40,6 +40,9 @@ pub struct NodeInfo {
     pub lan_urls: Vec<String>,
     /// SHA-256 fingerprint of the HTTPS certificate, when serving HTTPS.
     pub fingerprint: Option<String>,
+    /// Names this node answers to besides loopback and its addresses (its host name, the
+    /// name of a real certificate): any other `Host` is refused.
+    pub host_names: Vec<String>,
 }
 
 /// Shared by every handler.
@@ -47,8 +50,10 @@ pub struct NodeInfo {
 pub struct AppState {
     /// The media engine.
     pub engine: EngineHandle,
-    /// Meetings created on this node.
+    /// The meetings this node carries: the one writer (used on blocking threads only).
     pub meetings: Arc<Mutex<MeetingStore>>,
+    /// What the store holds, for reading on the async runtime.
+    pub view: veche_node::MeetingView,
     /// About this node.
     pub node: Arc<NodeInfo>,
     /// The control plane.
@@ -97,6 +102,9 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         .route("/api/peers/{id}/hello", post(api::hello))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
-        .layer(axum::middleware::from_fn(guard::check))
+        .layer(axum::middleware::from_fn_with_state(
+            guard::Names(Arc::new(app.node.host_names.clone())),
+            guard::check,
+        ))
         .with_state(Ctx { app, scheme })
 }

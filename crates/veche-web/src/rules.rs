@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use veche_meeting::Change;
-use veche_node::{Meeting, MeetingStore};
+use veche_node::{Meeting, MeetingStore, MeetingView};
 
 /// Why a decision did not stand.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ where
     tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
         let m = store.get(&id).ok_or(Undecided::Unknown)?;
-        let (value, change) = f(m).map_err(Undecided::Refused)?;
+        let (value, change) = f(&m).map_err(Undecided::Refused)?;
         if let Some(c) = change {
             store.commit(&id, &c).map_err(|e| {
                 tracing::error!(meeting = %id, error = %e, "cannot save a meeting's change");
@@ -57,8 +57,7 @@ where
     .unwrap_or_else(|_| Err(Undecided::Storage("the node is shutting down".into())))
 }
 
-/// Read meeting `id` with `f` (no change).
-pub fn read<T>(store: &Mutex<MeetingStore>, id: &str, f: impl FnOnce(&Meeting) -> T) -> Option<T> {
-    let store = store.lock().unwrap_or_else(|p| p.into_inner());
-    store.get(id).map(f)
+/// Read meeting `id` with `f` (no change): never waits for a write to reach the disk.
+pub fn read<T>(view: &MeetingView, id: &str, f: impl FnOnce(&Meeting) -> T) -> Option<T> {
+    view.read(id, f)
 }

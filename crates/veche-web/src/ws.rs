@@ -14,13 +14,13 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use veche_core::{JoinError, MediaState, ParticipantId, Source};
+use veche_core::{JoinError, MediaState, ParticipantId};
 use veche_media::{Command, ErrorCode, PeerEvent, Signal};
 use veche_meeting::{Change, JoinRefused, Person, Presence};
 use veche_node::is_meeting_id;
+use veche_signal::ClientMsg;
 use veche_trust::{decode_token, ActionKind, Invite, Role, Signed};
 
 use crate::rules::{self, Undecided};
@@ -46,49 +46,6 @@ const BURST: f64 = 100.0;
 /// Ping the browser this often; a browser that answers nothing for `IDLE_LIMIT` is gone.
 const PING_EVERY: Duration = Duration::from_secs(5);
 const IDLE_LIMIT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMsg {
-    Join {
-        meeting: String,
-        name: String,
-        /// The person's Ed25519 public key, base64url.
-        key: String,
-        /// The key's signature of the challenge this socket was handed, base64url.
-        sig: String,
-        /// An invite token (from the link's fragment), for meetings signed by a host.
-        #[serde(default)]
-        invite: Option<String>,
-    },
-    Offer {
-        sdp: String,
-        sources: HashMap<String, Source>,
-    },
-    Answer {
-        sdp: String,
-    },
-    State {
-        audio: bool,
-        video: bool,
-        screen: bool,
-        #[serde(default)]
-        hand: bool,
-    },
-    Chat {
-        text: String,
-    },
-    /// A moderation action token (veche-trust `Action`, signed by the host or a moderator).
-    Moderate {
-        action: String,
-    },
-    /// Make someone a moderator: a moderator invite (veche-trust `Invite`) bound to their
-    /// key, signed by the host or a moderator; the node checks it and hands it to them.
-    Grant {
-        invite: String,
-    },
-    Leave,
-}
 
 /// Most people waiting in one meeting's lobby.
 const MAX_WAITING: usize = 500;
@@ -142,6 +99,34 @@ struct PendingJoin {
     role: Role,
     title: String,
     nodes: Vec<String>,
+}
+
+/// An engine event as the socket's text; the welcome also carries the meeting's id and
+/// title and the role (`joined`: the meeting entered).
+fn render(ev: PeerEvent, joined: Option<(&str, &str)>, role: Option<Role>) -> String {
+    let mut v = serde_json::to_value(&ev).unwrap_or(Value::Null);
+    if let (Some(obj), Some((meeting, title))) = (v.as_object_mut(), joined) {
+        if obj.get("type").and_then(Value::as_str) == Some("welcome") {
+            obj.insert("meeting".into(), json!({ "id": meeting, "title": title }));
+            obj.insert("role".into(), json!(role));
+        }
+    }
+    v.to_string()
+}
+
+/// The first message on a socket.
+fn challenge(nonce: &str, node: &str) -> String {
+    json!({"type": "challenge", "nonce": nonce, "node": node}).to_string()
+}
+
+/// To the host and moderators: `key` waits in the waiting room (or no longer does).
+fn knock(key: &str, name: &str, waiting: bool) -> Value {
+    serde_json::to_value(Signal::Knock {
+        key: key.to_owned(),
+        name: name.to_owned(),
+        waiting,
+    })
+    .unwrap_or(Value::Null)
 }
 
 /// Send one message; false if the socket failed or the browser stopped reading.
@@ -251,9 +236,8 @@ impl Session {
         self.events_tx = Some(events_tx);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let challenge =
-            json!({"type": "challenge", "nonce": self.nonce, "node": self.ctx.app.node.id});
-        if !send(&mut sink, Message::Text(challenge.to_string().into())).await {
+        let first = challenge(&self.nonce, &self.ctx.app.node.id);
+        if !send(&mut sink, Message::Text(first.into())).await {
             return;
         }
         let mut decision: Option<oneshot::Receiver<bool>> = None;
@@ -266,7 +250,13 @@ impl Session {
                     decision = None;
                     let mut replies = Vec::new();
                     let next = match (d, self.pending.take()) {
-                        (Ok(true), Some(p)) => self.enter(p, &mut replies).await,
+                        (Ok(true), Some(p)) => match self.still_admitted(&p) {
+                            Ok(()) => self.enter(p, &mut replies).await,
+                            Err(e) => {
+                                replies.push(self.error(ErrorCode::InviteRefused, e.to_string(), true));
+                                Next::Close
+                            }
+                        },
                         _ => {
                             replies.push(self.error(
                                 ErrorCode::Denied,
@@ -390,16 +380,12 @@ impl Session {
         self.joined.as_ref().map(|(id, _, _)| *id)
     }
 
-    /// Serialize an engine event; the welcome also carries the meeting's id and title.
     fn render(&self, ev: PeerEvent) -> String {
-        let mut v = serde_json::to_value(&ev).unwrap_or(Value::Null);
-        if let (Some(obj), Some((_, meeting, title))) = (v.as_object_mut(), &self.joined) {
-            if obj.get("type").and_then(Value::as_str) == Some("welcome") {
-                obj.insert("meeting".into(), json!({ "id": meeting, "title": title }));
-                obj.insert("role".into(), json!(self.role));
-            }
-        }
-        v.to_string()
+        let joined = self
+            .joined
+            .as_ref()
+            .map(|(_, m, t)| (m.as_str(), t.as_str()));
+        render(ev, joined, self.role)
     }
 
     fn error(&self, code: ErrorCode, message: impl Into<String>, fatal: bool) -> Value {
@@ -541,7 +527,7 @@ impl Session {
         replies: &mut Vec<Value>,
     ) -> Next {
         let store = self.ctx.app.meetings.clone();
-        if !is_meeting_id(&meeting) || rules::read(&store, &meeting, |_| ()).is_none() {
+        if !is_meeting_id(&meeting) || rules::read(&self.ctx.app.view, &meeting, |_| ()).is_none() {
             replies.push(self.error(
                 ErrorCode::UnknownMeeting,
                 "there is no meeting with this id on this node",
@@ -652,6 +638,16 @@ impl Session {
         self.enter(pending, replies).await
     }
 
+    /// Someone let in from the waiting room: whether the meeting's rules still let them in
+    /// (removed, ended or locked while they waited).
+    fn still_admitted(&self, p: &PendingJoin) -> Result<(), JoinRefused> {
+        let key = veche_trust::decode_key(&p.key).map_err(JoinRefused::BadProof)?;
+        rules::read(&self.ctx.app.view, &p.meeting, |rec| {
+            rec.rules.still_admits(&key, p.role)
+        })
+        .unwrap_or(Err(JoinRefused::Ended))
+    }
+
     /// Hand a moderator invite to the person it is bound to (on this node), once the
     /// meeting's rules take it; `Some(reason)` when refused. From then on that person hears
     /// the lobby's knocks and their page signs with the invite as authority.
@@ -718,7 +714,7 @@ impl Session {
                 .map(|m| m.iter().map(|(k, i)| (k.clone(), i.clone())).collect())
                 .unwrap_or_default()
         };
-        rules::read(&self.ctx.app.meetings, meeting, |rec| {
+        rules::read(&self.ctx.app.view, meeting, |rec| {
             let now = rules::now_ms();
             let mut keys: Vec<String> = rec
                 .rules
@@ -766,7 +762,7 @@ impl Session {
         }
         // What this person travels with to the meeting's other nodes, which check it.
         let admit = veche_trust::decode_key(&key).ok().and_then(|k| {
-            rules::read(&self.ctx.app.meetings, &meeting, |rec| {
+            rules::read(&self.ctx.app.view, &meeting, |rec| {
                 rec.rules.admit_of(&k).map(str::to_owned)
             })
             .flatten()
@@ -806,9 +802,7 @@ impl Session {
                         lobby.list(&meeting)
                     };
                     for (key, name) in waiting {
-                        replies.push(
-                            json!({"type": "knock", "key": key, "name": name, "waiting": true}),
-                        );
+                        replies.push(knock(&key, &name, true));
                     }
                 }
                 self.joined = Some((id, meeting, title));
@@ -831,6 +825,98 @@ impl Session {
                 Next::Close
             }
             Err(_) => Next::Close,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veche_core::{ChatMessage, ParticipantInfo, Source};
+    use veche_media::{Moderation, TrackInfo};
+    use veche_signal::ServerMsg;
+
+    /// Every kind of message the node writes on the socket parses as the clients' typed
+    /// definition (veche-signal), so the two cannot drift apart unnoticed.
+    #[test]
+    fn every_message_the_node_writes_parses_as_the_clients_read_it() {
+        let ada = ParticipantInfo {
+            id: ParticipantId(7),
+            name: "Ada".into(),
+            audio: true,
+            video: true,
+            screen: false,
+            hand: false,
+            key: Some("k".into()),
+        };
+        let said = ChatMessage {
+            from: ParticipantId(7),
+            name: "Ada".into(),
+            text: "hello".into(),
+            at: 1,
+        };
+        let tracks = [(
+            "3".to_owned(),
+            TrackInfo {
+                participant: ParticipantId(7),
+                source: Source::Camera,
+                kind: veche_core::TrackKind::Video,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let events = [
+            PeerEvent::Notice(veche_core::Notice::Welcome {
+                you: ParticipantId(8),
+                participants: vec![ada.clone()],
+                chat: vec![said.clone()],
+            }),
+            PeerEvent::Notice(veche_core::Notice::ParticipantJoined { participant: ada }),
+            PeerEvent::Notice(veche_core::Notice::ParticipantLeft {
+                id: ParticipantId(7),
+            }),
+            PeerEvent::Notice(veche_core::Notice::State {
+                id: ParticipantId(7),
+                audio: false,
+                video: true,
+                screen: true,
+                hand: true,
+            }),
+            PeerEvent::Notice(veche_core::Notice::Chat { message: said }),
+            PeerEvent::Signal(Signal::Answer { sdp: "v=0".into() }),
+            PeerEvent::Signal(Signal::Offer {
+                sdp: "v=0".into(),
+                tracks,
+            }),
+            PeerEvent::Signal(Signal::Granted { invite: "i".into() }),
+            PeerEvent::Signal(Signal::Moderated {
+                action: Moderation::Mute,
+            }),
+            PeerEvent::Signal(Signal::error(ErrorCode::InviteRefused, "no", true)),
+        ];
+        let mut texts: Vec<String> = events
+            .into_iter()
+            .map(|e| render(e, Some(("k3x-9qa-7mf", "Physics")), Some(Role::Host)))
+            .collect();
+        texts.push(challenge("nonce", "12D3KooW"));
+        texts.push(knock("k", "Bob", true).to_string());
+        texts.push(json!({"type": "lobby"}).to_string());
+        for t in &texts {
+            assert!(ServerMsg::parse(t).is_ok(), "a client cannot read {t}");
+        }
+        match ServerMsg::parse(&texts[0]).expect("welcome") {
+            ServerMsg::Welcome {
+                you,
+                role,
+                meeting,
+                participants,
+                chat,
+            } => {
+                assert_eq!((you, role.as_deref()), (8, Some("host")));
+                assert_eq!(meeting.map(|m| m.title).as_deref(), Some("Physics"));
+                assert_eq!((participants.len(), chat.len()), (1, 1));
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
