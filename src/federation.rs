@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use veche_media::{Command, EngineHandle, FedOut, LinkOffer};
 use veche_meeting::Presence;
-use veche_net::protocol::{ErrorCode, Request, Response};
+use veche_net::protocol::{ErrorCode, MeetingEvent, Request, Response};
 use veche_net::{AppEvent, NetHandle, PeerId};
 use veche_node::{MeetingStore, MeetingView};
 use veche_web::rules;
@@ -35,13 +35,16 @@ const MAX_VOUCHED: usize = 64;
 #[derive(Default)]
 struct Members {
     /// (meeting, node) → that node's people whom the meeting's rules admitted here (their
-    /// ids on that node → their keys). A node is a member while it has one.
+    /// ids on that node → their keys; one id per key). A node is a member while it has one.
     admitted: HashMap<(String, String), HashMap<u64, String>>,
-    /// (meeting, node) a member introduced: told our people so that it can show its own
-    /// (and be admitted in turn).
-    vouched: HashMap<String, std::collections::HashSet<String>>,
+    /// meeting → node → the members that introduced it (`node` events): told our people so
+    /// that it can show its own and be admitted in turn, only while one of them is still a
+    /// member (which hears all of it anyway).
+    vouched: HashMap<String, HashMap<String, std::collections::HashSet<String>>>,
     /// (meeting, relay node) this node chose to relay its media (set by the task that picks).
     relays: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
+    /// (meeting, origin node) → the relay that origin said its tracks come through (`via`).
+    via: HashMap<(String, String), String>,
 }
 
 impl Members {
@@ -51,75 +54,101 @@ impl Members {
             .is_some_and(|a| !a.is_empty())
     }
 
-    fn vouch(&mut self, meeting: &str, node: &str) {
+    fn vouch(&mut self, meeting: &str, node: &str, by: &str) {
+        if node == by {
+            return;
+        }
         let v = self.vouched.entry(meeting.to_owned()).or_default();
-        if v.len() < MAX_VOUCHED {
-            v.insert(node.to_owned());
+        if v.len() < MAX_VOUCHED || v.contains_key(node) {
+            v.entry(node.to_owned()).or_default().insert(by.to_owned());
         }
     }
 
-    /// Whether this node may tell `node` about `meeting` (our people, our media): a member,
-    /// a node introduced by one or asked to relay, or a node the meeting was learned from.
-    fn may_tell(&self, meeting: &str, node: &str, homes: &[String]) -> bool {
-        self.is_member(meeting, node)
-            || self.is_vouched(meeting, node)
-            || homes.iter().any(|h| h == node)
+    /// Introduced by a node that is still a member.
+    fn is_vouched(&self, meeting: &str, node: &str) -> bool {
+        self.vouched
+            .get(meeting)
+            .and_then(|v| v.get(node))
+            .is_some_and(|by| by.iter().any(|b| self.is_member(meeting, b)))
     }
 
-    /// Whether `node` may offer a media link for `meeting`: a member, a node vouched for, or
-    /// a relay forwarding members' people (its tracks attach only to them).
+    /// Chosen by this node as its relay for the meeting.
+    fn is_our_relay(&self, meeting: &str, node: &str) -> bool {
+        self.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(meeting.to_owned(), node.to_owned()))
+    }
+
+    /// Whether this node may tell `node` about `meeting` (our people, our media): a member,
+    /// a relay this node chose, a node the meeting was learned from, or a node a member
+    /// (still one) introduced.
+    fn may_tell(&self, meeting: &str, node: &str, homes: &[String]) -> bool {
+        self.is_member(meeting, node)
+            || self.is_our_relay(meeting, node)
+            || homes.iter().any(|h| h == node)
+            || self.is_vouched(meeting, node)
+    }
+
+    /// Whether `node` may offer a media link for `meeting`: a member, a relay this node
+    /// chose, or the relay that every origin of its tracks (members all) named.
     fn may_link(
         &self,
         meeting: &str,
         node: &str,
         tracks: &std::collections::BTreeMap<String, veche_net::protocol::LinkTrack>,
     ) -> bool {
-        let relaying_members = !tracks.is_empty()
+        let named_relay = !tracks.is_empty()
             && tracks.values().all(|t| {
-                t.origin
-                    .as_deref()
-                    .is_some_and(|o| self.is_member(meeting, o))
+                t.origin.as_deref().is_some_and(|o| {
+                    self.is_member(meeting, o)
+                        && self
+                            .via
+                            .get(&(meeting.to_owned(), o.to_owned()))
+                            .map(String::as_str)
+                            == Some(node)
+                })
             });
-        self.is_member(meeting, node) || self.is_vouched(meeting, node) || relaying_members
+        self.is_member(meeting, node) || self.is_our_relay(meeting, node) || named_relay
     }
 
-    /// Introduced by a member, or chosen by this node as its relay.
-    fn is_vouched(&self, meeting: &str, node: &str) -> bool {
-        self.vouched.get(meeting).is_some_and(|v| v.contains(node))
-            || self
-                .relays
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&(meeting.to_owned(), node.to_owned()))
-    }
-
-    /// Drop the people removed from their meeting since they were admitted; the nodes left
-    /// with nobody are returned (they are dismissed from that meeting).
-    fn prune(&mut self, view: &MeetingView) -> Vec<(String, String)> {
-        let mut dismissed = Vec::new();
+    /// Drop the people removed from their meeting since they were admitted. Returns, per
+    /// (meeting, node), the ids dropped and whether that node is left with nobody (it is
+    /// dismissed from the meeting then).
+    fn prune(&mut self, view: &MeetingView) -> Vec<(String, String, Vec<u64>, bool)> {
+        let mut changed = Vec::new();
         self.admitted.retain(|(meeting, node), people| {
-            people.retain(|_, key| {
+            let mut dropped = Vec::new();
+            people.retain(|id, key| {
                 let removed = veche_trust::decode_key(key).is_ok_and(|k| {
                     rules::read(view, meeting, |m| m.rules.is_removed(&k)).unwrap_or(true)
                 });
+                if removed {
+                    dropped.push(*id);
+                }
                 !removed
             });
-            if people.is_empty() {
-                dismissed.push((meeting.clone(), node.clone()));
+            if !dropped.is_empty() {
+                changed.push((meeting.clone(), node.clone(), dropped, people.is_empty()));
             }
             !people.is_empty()
         });
-        dismissed
+        changed
     }
 
     fn forget_node(&mut self, node: &str) {
         self.admitted.retain(|(_, n), _| n != node);
+        self.via.retain(|(_, o), r| o != node && r != node);
         self.relays
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(_, n)| n != node);
         for v in self.vouched.values_mut() {
             v.remove(node);
+            for by in v.values_mut() {
+                by.remove(node);
+            }
+            v.retain(|_, by| !by.is_empty());
         }
         self.vouched.retain(|_, v| !v.is_empty());
     }
@@ -144,9 +173,15 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = prune.tick() => {
-                for (meeting, node) in members.prune(&view) {
-                    tracing::info!(%node, %meeting, "nobody that node carries is let in any more; dismissed");
-                    let _ = engine.send(Command::NodeDismissed { node, meeting }).await;
+                for (meeting, node, ids, nobody) in members.prune(&view) {
+                    // Announced before a removal that overtook them: gone here too.
+                    let events = ids.into_iter().map(|id| MeetingEvent::Left { id }).collect();
+                    let cmd = Command::NodeEvents { node: node.clone(), meeting: meeting.clone(), events };
+                    let _ = engine.send(cmd).await;
+                    if nobody {
+                        tracing::info!(%node, %meeting, "nobody that node carries is let in any more; dismissed");
+                        let _ = engine.send(Command::NodeDismissed { node, meeting }).await;
+                    }
                 }
             }
             out = from_engine.recv() => {
@@ -568,7 +603,10 @@ fn admit_events(
                     });
                 match verdict {
                     Ok((k, _)) if admitted.len() < MAX_ADMITTED => {
-                        admitted.insert(*id, veche_trust::encode_key(&k));
+                        // One id per person: the same proof announced twice counts once.
+                        let k = veche_trust::encode_key(&k);
+                        admitted.retain(|other, key| *other == *id || *key != k);
+                        admitted.insert(*id, k);
                     }
                     Ok(_) => tracing::warn!(%node, %meeting, "too many people from one node"),
                     Err(why) => {
@@ -619,8 +657,13 @@ fn members_filter(
                 admitted.contains_key(id)
             }
             Ev::Node { peer } => {
-                members.vouch(meeting, peer);
+                members.vouch(meeting, peer, node);
                 true
+            }
+            Ev::Via { relay } => {
+                // Its tracks come through `relay`: links from there carry them.
+                members.via.insert(key.clone(), relay.clone());
+                false
             }
             Ev::Relay { .. } => true,
         };

@@ -88,6 +88,12 @@ pub enum MeetingEvent {
         /// The node the sender's tracks go to.
         peer: String,
     },
+    /// The sender's tracks reach the receiver through the relay node `relay` (its direct
+    /// link did not connect): links from that relay may carry them.
+    Via {
+        /// The relay's peer id.
+        relay: String,
+    },
     /// Another node takes part in this meeting: link with it too.
     Node {
         /// Its peer id.

@@ -373,6 +373,12 @@ impl Engine {
                 peer: node.to_owned(),
             }],
         );
+        // And the node our tracks go to learns which relay carries them.
+        self.fed_send(
+            node,
+            meeting,
+            vec![MeetingEvent::Via { relay: via.clone() }],
+        );
     }
 
     /// Send an offer the engine made on a link.
@@ -587,6 +593,8 @@ impl Engine {
                     self.add_node(&meeting, &peer, true, now);
                 }
                 MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
+                // For the bridge, which accepts the relay's link for that node's tracks.
+                MeetingEvent::Via { .. } => {}
             }
         }
         if is_sync {

@@ -188,6 +188,8 @@ pub enum Change {
         kind: ActionKind,
         /// Whom.
         target: PublicKey,
+        /// When it was signed (a lock or unlock older than the last one applied is not).
+        at_ms: u64,
         /// The signed action.
         token: String,
     },
@@ -224,6 +226,8 @@ pub struct Governance {
     admits: BTreeMap<PublicKey, String>,
     moderators: BTreeMap<PublicKey, (Signed<Invite>, String)>,
     locked: bool,
+    /// When the lock state last changed (the signed time of that lock or unlock).
+    lock_at: u64,
     ended: bool,
 }
 
@@ -248,8 +252,14 @@ struct Stored {
     moderators: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     locked: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    lock_at: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     ended: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TryFrom<Stored> for Governance {
@@ -295,6 +305,7 @@ impl TryFrom<Stored> for Governance {
                 .collect::<Result<_, String>>()?,
             moderators,
             locked: s.locked,
+            lock_at: s.lock_at,
             ended: s.ended,
         })
     }
@@ -320,6 +331,7 @@ impl From<Governance> for Stored {
                 .map(|(k, (_, t))| (encode_key(&k), t))
                 .collect(),
             locked: g.locked,
+            lock_at: g.lock_at,
             ended: g.ended,
         }
     }
@@ -330,7 +342,7 @@ impl From<Governance> for Stored {
 pub struct Outline {
     /// Signed by a host.
     pub signed: bool,
-    /// The host's key fingerprint (links pin it).
+    /// The host key's pin (links carry it: [`PublicKey::pin`]).
     pub host: Option<String>,
     /// An invite (or a listed key) is needed.
     pub invite_only: bool,
@@ -391,7 +403,7 @@ impl Governance {
         let doc = self.doc();
         Outline {
             signed: doc.is_some(),
-            host: doc.map(|d| d.body.host.fingerprint()),
+            host: doc.map(|d| d.body.host.pin()),
             invite_only: doc.is_some_and(|d| !matches!(d.body.policy, Policy::Anyone)),
             waiting_room: doc.is_some_and(|d| d.body.lobby),
             ended: self.ended,
@@ -631,8 +643,9 @@ impl Governance {
     }
 
     /// An action made earlier (history from another node, a remote person's `admit`):
-    /// checked as of its own time, which may not be in the future here; but withdrawals and
-    /// removals count whenever they were made, so no action can be backdated past them.
+    /// checked as of its own time, which may not be in the future here; but the signer's
+    /// authority must hold now too (withdrawals, removals and expiry count whenever they
+    /// happened), so no action can be backdated past the end of its authority.
     fn check_past(
         &self,
         meeting: &str,
@@ -657,6 +670,16 @@ impl Governance {
             &mut self.chain_check(),
         )
         .map_err(refusal)?;
+        // The signer's authority must still hold now: an invite that has expired since
+        // cannot sign actions dated back into its lifetime.
+        check_authority(
+            &doc.body,
+            &action.key,
+            action.body.authority.as_deref(),
+            now_ms,
+            &mut self.chain_check(),
+        )
+        .map_err(refusal)?;
         Ok(self.checked(action, token))
     }
 
@@ -664,9 +687,12 @@ impl Governance {
         let kind = action.body.kind;
         let change = match kind {
             ActionKind::Mute | ActionKind::Allow => None,
+            // Seen before (a replay, or the same action passed on twice): nothing new.
+            _ if self.actions.iter().any(|t| t == token) => None,
             _ => Some(Change::Acted {
                 kind,
                 target: action.body.target,
+                at_ms: action.body.at_ms,
                 token: token.to_owned(),
             }),
         };
@@ -720,7 +746,7 @@ impl Governance {
     }
 
     /// Check a document for this meeting: signed by the host it names, for this id, by the
-    /// host a link pinned (`pin`: the host key's fingerprint), and the same as any document
+    /// host a link pinned (`pin`: [`PublicKey::pin`] of the host's key), and the same as any document
     /// known already (the first one stands). `None` when it is the stored one already.
     pub fn check_doc(
         &self,
@@ -733,7 +759,7 @@ impl Governance {
         if doc.body.id != meeting {
             return Err(Refused::WrongMeeting);
         }
-        if pin.is_some_and(|p| p != doc.body.host.fingerprint()) {
+        if pin.is_some_and(|p| p != doc.body.host.pin()) {
             return Err(Refused::WrongHost);
         }
         match self.doc() {
@@ -806,6 +832,7 @@ impl Governance {
             Change::Acted {
                 kind,
                 target,
+                at_ms,
                 token,
             } => {
                 match kind {
@@ -818,8 +845,12 @@ impl Governance {
                         }
                         self.moderators.remove(target);
                     }
-                    ActionKind::Lock => self.locked = true,
-                    ActionKind::Unlock => self.locked = false,
+                    // The newest lock or unlock decides, whatever order they arrive in.
+                    ActionKind::Lock | ActionKind::Unlock if *at_ms < self.lock_at => return,
+                    ActionKind::Lock | ActionKind::Unlock => {
+                        self.locked = *kind == ActionKind::Lock;
+                        self.lock_at = *at_ms;
+                    }
                     ActionKind::End => self.ended = true,
                     ActionKind::Admit | ActionKind::Deny => {
                         if self.lobby.len() >= MAX_ENTRIES && !self.lobby.contains_key(target) {

@@ -378,7 +378,7 @@ fn a_meetings_identity_cannot_be_claimed() {
     );
     // A node learning it: the link pins the host.
     let fresh = Governance::default();
-    let pin = host.public().fingerprint();
+    let pin = host.public().pin();
     assert_eq!(
         fresh.check_doc(ID, &theirs, Some(&pin)),
         Err(Refused::WrongHost)
@@ -443,6 +443,35 @@ fn history_from_another_node_is_checked_against_the_stored_document() {
     assert!(learned.locked());
     assert!(!learned.ended());
     assert!(!learned.is_removed(&ada.public()));
+}
+
+#[test]
+fn an_expired_moderator_cannot_date_an_action_back_into_its_lifetime() {
+    let host = key(1);
+    let (mo, ada) = (key(2), key(3));
+    let g = meeting(&host, Policy::Anyone, true);
+    // Valid for an hour from NOW - 2 h: expired an hour ago.
+    let expired = host.sign(Invite {
+        expires_ms: NOW - HOUR,
+        ..invite(&host, "i-old", Role::Moderator, Some(&mo), None).body
+    });
+    let mut p = presence(&ada, OTHER_NODE, ID, None);
+    p.admit = Some(act(
+        &mo,
+        ActionKind::Admit,
+        &ada,
+        NOW - 2 * HOUR,
+        Some(&expired),
+    ));
+    assert_eq!(
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        Err(JoinRefused::NotLetIn)
+    );
+    let end = act(&mo, ActionKind::End, &mo, NOW - 2 * HOUR, Some(&expired));
+    let (change, refused) = g.check_history(ID, &[], &[end], NOW);
+    let mut learned = g.clone();
+    learned.apply(&change);
+    assert!(!learned.ended() && refused.len() == 1, "{refused:?}");
 }
 
 #[test]
@@ -599,9 +628,24 @@ fn the_waiting_room_lock_end_and_use_limits() {
             .role,
         Role::Moderator
     );
+    let lock = act(&host, ActionKind::Lock, &host, NOW - 1_000, None);
     take(
         &mut g,
         &act(&host, ActionKind::Unlock, &host, NOW, None),
+        NOW,
+    )
+    .expect("unlock");
+    // A lock signed before that unlock (a replay, or late from another node) changes
+    // nothing, and one already taken is nothing new.
+    take(&mut g, &lock, NOW).expect("an older lock checks out");
+    assert!(!g.locked(), "the newest of lock and unlock decides");
+    let seen = act(&host, ActionKind::Lock, &host, NOW + 1, None);
+    take(&mut g, &seen, NOW).expect("lock");
+    assert!(g.locked());
+    assert_eq!(g.check_action(ID, &seen, NOW).expect("again").change, None);
+    take(
+        &mut g,
+        &act(&host, ActionKind::Unlock, &host, NOW + 2, None),
         NOW,
     )
     .expect("unlock");

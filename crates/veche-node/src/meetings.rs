@@ -55,7 +55,7 @@ pub struct Meeting {
     /// themselves its host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
-    /// For a meeting learned from another node: the host key's fingerprint the link named.
+    /// For a meeting learned from another node: the host key's pin (`PublicKey::pin`) the link named.
     /// A document signed by anyone else is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<String>,
@@ -91,9 +91,6 @@ pub enum SetDocError {
     #[error("cannot save the meeting: {0}")]
     Io(#[from] io::Error),
 }
-
-/// Most nodes remembered for one remote meeting.
-pub const MAX_MEETING_NODES: usize = 8;
 
 /// Why a meeting could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -369,22 +366,10 @@ impl MeetingStore {
         }
         let next = match self.get(id) {
             Some(m) if m.nodes.is_empty() => return Ok(m), // created here
-            Some(m) => {
-                let mut next = m.clone();
-                if next.pin.is_none() && next.rules.doc().is_none() {
-                    next.pin = pin.map(str::to_owned);
-                }
-                if !next.nodes.iter().any(|n| n == node) {
-                    if next.nodes.len() >= MAX_MEETING_NODES {
-                        next.nodes.remove(0);
-                    }
-                    next.nodes.push(node.to_owned());
-                }
-                if next == m {
-                    return Ok(next);
-                }
-                next
-            }
+            // Known already: the node it was first learned from and the host pinned then
+            // stand (a later link cannot add a node that would hear of the meeting, nor
+            // change whose document is taken).
+            Some(m) => return Ok(m),
             None => {
                 if self.meetings.map().len() >= MAX_MEETINGS {
                     return Err(CreateMeetingError::TooMany);
@@ -460,9 +445,13 @@ impl MeetingStore {
             .map()
             .values()
             .filter(|m| {
-                // Created here and never signed by its creator within a day: nobody's.
-                let unclaimed = m.claim.is_some() && m.created_at.saturating_add(DAY_MS) <= now_ms;
+                // Created here and never signed by its creator within a day, or learned from another
+                // node and never joined through this one within a day: nobody's.
+                let day_old = m.created_at.saturating_add(DAY_MS) <= now_ms;
+                let unclaimed = m.claim.is_some() && day_old;
+                let unused = !m.nodes.is_empty() && m.rules.doc().is_none() && day_old;
                 unclaimed
+                    || unused
                     || m.ended_at.is_some_and(|t| t <= cutoff)
                     || m.rules
                         .doc()
@@ -654,6 +643,7 @@ mod tests {
         let end = |n: usize| Change::Acted {
             kind: veche_meeting::veche_trust::ActionKind::End,
             target: veche_meeting::veche_trust::PublicKey([7; 32]),
+            at_ms: 1,
             token: format!("end-{n}"),
         };
         // Half ended now; the other half signed by their creators and kept.

@@ -46,6 +46,12 @@ impl PublicKey {
     pub fn fingerprint(&self) -> String {
         URL_SAFE_NO_PAD.encode(&self.0[..8])
     }
+
+    /// What a link pins a meeting's host by: the first 16 bytes, base64url (22 characters;
+    /// too long to grind a key that matches).
+    pub fn pin(&self) -> String {
+        URL_SAFE_NO_PAD.encode(&self.0[..16])
+    }
 }
 
 impl Serialize for PublicKey {

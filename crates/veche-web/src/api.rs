@@ -360,7 +360,7 @@ pub(crate) async fn metrics(State(ctx): State<Ctx>) -> Response {
 pub(crate) struct MeetingQuery {
     /// A node that carries the meeting (the `node` hint of a meeting link).
     node: Option<String>,
-    /// The host key's fingerprint the link pins (the `host` of a meeting link).
+    /// The host key's pin (22 characters) the link carries (the `host` of a meeting link).
     host: Option<String>,
 }
 
@@ -370,6 +370,7 @@ pub(crate) struct MeetingQuery {
 /// get that over their socket once let in (and the operator at `/people` on loopback).
 pub(crate) async fn get_meeting(
     State(ctx): State<Ctx>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<MeetingQuery>,
@@ -378,20 +379,35 @@ pub(crate) async fn get_meeting(
         return Err(ApiError::unknown_meeting());
     }
     let pin = q.host.as_deref().filter(|h| {
-        h.len() == 11
+        h.len() == 22
             && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
     let known = |ctx: &Ctx| crate::rules::read(&ctx.app.view, &id, Clone::clone);
     let mut meeting = known(&ctx);
-    if let Some(node) = q.node.as_deref().filter(|n| !n.is_empty()) {
-        let needs = meeting.as_ref().is_none_or(|m| {
-            !m.nodes.is_empty() && (!m.nodes.iter().any(|n| n == node) || m.pin.is_none())
-        });
-        if needs {
-            crate::learn::learn_remote(&ctx, &id, node, pin).await?;
-            meeting = known(&ctx);
+    if meeting.is_none() {
+        // Learning a meeting keeps a record: a client gets a budget of those too.
+        let ip = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0.ip());
+        let allowed = {
+            let mut c = ctx.app.creations.lock().unwrap_or_else(|p| p.into_inner());
+            c.take(ip, std::time::Instant::now())
+        };
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many meetings looked up from this address; wait a minute.",
+            ));
         }
+    }
+    if let Some(node) = q
+        .node
+        .as_deref()
+        .filter(|n| !n.is_empty() && meeting.is_none())
+    {
+        // The first node it is learned from (and the host the link pins) stand.
+        crate::learn::learn_remote(&ctx, &id, node, pin).await?;
+        meeting = known(&ctx);
     } else if meeting.is_none() {
         // Only the id: ask the DHT which nodes carry it.
         crate::learn::find_remote(&ctx, &id).await?;

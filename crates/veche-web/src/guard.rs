@@ -7,6 +7,9 @@
 //! - **Origin** (on the signaling socket and on every request that changes state): absent
 //!   (not a browser: curl, `veche join`, another tool on the machine) or this same origin.
 //!   Browsers always name the page's origin on a WebSocket and on a cross-site POST or PUT.
+//! - **Sec-Fetch-Site** on the API and the socket: absent or `same-origin` (a GET that
+//!   makes the node learn a meeting from a node named in it must not come from another
+//!   site's image or link either).
 //!
 //! State-changing requests also take only JSON bodies (their extractors refuse any other
 //! content type), which a cross-site form cannot send.
@@ -84,6 +87,21 @@ pub async fn check(State(names): State<Names>, req: Request, next: Next) -> Resp
         return refuse(
             "bad_host",
             format!("{host:?} is not this node: open it by its own address"),
+        );
+    }
+    // Fetch Metadata: a browser says when another site's page makes the request (an image
+    // or a form pointing here). Pages may be opened from anywhere (a link in a mail); the
+    // API and the socket only from this node's own pages.
+    let api = req.uri().path().starts_with("/api/") || req.uri().path() == "/ws";
+    let site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if api && !matches!(site, "same-origin" | "none") {
+        return refuse(
+            "bad_origin",
+            format!("a {site} page may not use this node's API"),
         );
     }
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)

@@ -774,6 +774,7 @@ impl Session {
             invite,
             admit,
         };
+        let key_for_check = key.clone();
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
@@ -790,6 +791,21 @@ impl Session {
         }
         match rx.await {
             Ok(Ok(id)) => {
+                // A removal, lock or end decided while the engine was letting them in: they
+                // leave again at once.
+                let still = veche_trust::decode_key(&key_for_check)
+                    .ok()
+                    .and_then(|k| {
+                        rules::read(&self.ctx.app.view, &meeting, |rec| {
+                            rec.rules.still_admits(&k, role)
+                        })
+                    })
+                    .unwrap_or(Err(JoinRefused::Ended));
+                if let Err(e) = still {
+                    let _ = self.ctx.app.engine.send(Command::Leave { id }).await;
+                    replies.push(self.error(ErrorCode::InviteRefused, e.to_string(), true));
+                    return Next::Close;
+                }
                 // From now on only the engine holds a sender: when it drops the peer, our
                 // receiver ends and we close the socket.
                 self.events_tx = None;
