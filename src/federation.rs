@@ -91,25 +91,52 @@ impl Members {
     }
 
     /// Whether `node` may offer a media link for `meeting`: a member, a relay this node
-    /// chose, or the relay that every origin of its tracks (members all) named.
+    /// chose, or a relay a member named (`via`) whose tracks all come from members that
+    /// named it (it may offer before it has any).
     fn may_link(
         &self,
         meeting: &str,
         node: &str,
         tracks: &std::collections::BTreeMap<String, veche_net::protocol::LinkTrack>,
     ) -> bool {
-        let named_relay = !tracks.is_empty()
-            && tracks.values().all(|t| {
-                t.origin.as_deref().is_some_and(|o| {
-                    self.is_member(meeting, o)
-                        && self
-                            .via
-                            .get(&(meeting.to_owned(), o.to_owned()))
-                            .map(String::as_str)
-                            == Some(node)
-                })
-            });
-        self.is_member(meeting, node) || self.is_our_relay(meeting, node) || named_relay
+        let named_by = |o: &str| {
+            self.is_member(meeting, o)
+                && self
+                    .via
+                    .get(&(meeting.to_owned(), o.to_owned()))
+                    .is_some_and(|r| r == node)
+        };
+        let named = self
+            .via
+            .iter()
+            .any(|((m, o), r)| m == meeting && r == node && self.is_member(meeting, o));
+        let relayed = named
+            && tracks
+                .values()
+                .all(|t| t.origin.as_deref().is_some_and(named_by));
+        self.is_member(meeting, node) || self.is_our_relay(meeting, node) || relayed
+    }
+
+    /// For a link whose tracks (if any) all come from members: those members (all members
+    /// of the meeting when it has no tracks yet); none when a track is not a member's.
+    fn relayed_origins(
+        &self,
+        meeting: &str,
+        tracks: &std::collections::BTreeMap<String, veche_net::protocol::LinkTrack>,
+    ) -> Option<Vec<String>> {
+        if tracks.is_empty() {
+            let all: Vec<String> = self
+                .admitted
+                .keys()
+                .filter(|(m, _)| m == meeting)
+                .map(|(_, n)| n.clone())
+                .collect();
+            return (!all.is_empty()).then_some(all);
+        }
+        tracks
+            .values()
+            .map(|t| t.origin.clone().filter(|o| self.is_member(meeting, o)))
+            .collect()
     }
 
     /// Drop the people removed from their meeting since they were admitted. Returns, per
@@ -253,7 +280,7 @@ pub async fn run(
                     members.forget_node(&node);
                     queues.remove(&node);
                 }
-                on_net(ev, &engine, (&meetings, &view), relay, &mut members).await;
+                on_net(ev, (&engine, &net), (&meetings, &view), relay, &mut members).await;
             }
         }
     }
@@ -341,6 +368,16 @@ async fn deliver(
     }
 }
 
+/// Whether our control connection to one of `origins` runs through `relay` (a circuit
+/// relay): then `relay` relays for them.
+async fn relays_control_to(net: &NetHandle, relay: &str, origins: &[String]) -> bool {
+    let through = format!("/p2p/{relay}/p2p-circuit");
+    net.peers()
+        .await
+        .iter()
+        .any(|p| origins.contains(&p.id) && p.connections.iter().any(|a| a.contains(&through)))
+}
+
 /// A relay node for media to `node`: the relay our control connection to it goes through,
 /// else any connected node that relays.
 async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
@@ -361,7 +398,7 @@ async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
 
 async fn on_net(
     ev: AppEvent,
-    engine: &EngineHandle,
+    (engine, net): (&EngineHandle, &NetHandle),
     (meetings, view): (&Arc<Mutex<MeetingStore>>, &MeetingView),
     relay: bool,
     members: &mut Members,
@@ -462,9 +499,16 @@ async fn on_net(
             sdp,
             tracks,
         } => {
+            let checked =
+                title_of(&meeting).is_none() || members.may_link(&meeting, &node, &tracks);
+            // Otherwise perhaps a relay carrying members' tracks before their `via` came: it
+            // is taken when our own control connection to those members runs through it.
+            let origins = (!checked)
+                .then(|| members.relayed_origins(&meeting, &tracks))
+                .flatten();
             if !carries(&meeting) {
                 unknown()
-            } else if title_of(&meeting).is_some() && !members.may_link(&meeting, &node, &tracks) {
+            } else if !checked && origins.is_none() {
                 // Media only from a member (or a relay this node asked to forward to it).
                 tracing::info!(%node, %meeting, "link offer from a node with nobody let in refused");
                 error(
@@ -473,8 +517,18 @@ async fn on_net(
                 )
             } else {
                 // The engine answers through a oneshot; do not hold the bridge while it does.
-                let engine = engine.clone();
+                let (engine, net) = (engine.clone(), net.clone());
                 tokio::spawn(async move {
+                    if let Some(origins) = origins {
+                        if !relays_control_to(&net, &node, &origins).await {
+                            tracing::info!(%node, %meeting, "link offer from a node that relays for nobody here refused");
+                            let _ = reply.send(error(
+                                ErrorCode::Refused,
+                                "nobody you carry is let into this meeting",
+                            ));
+                            return;
+                        }
+                    }
                     let (tx, rx) = oneshot::channel();
                     let cmd = Command::LinkOffer(LinkOffer {
                         node,

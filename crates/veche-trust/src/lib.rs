@@ -117,6 +117,7 @@ impl Keypair {
             body,
             key: self.public(),
             sig: Sig(sig.to_bytes()),
+            raw: None,
         }
     }
 
@@ -151,8 +152,13 @@ fn challenge_bytes(node: &str, meeting: &str, nonce: &str) -> Vec<u8> {
 }
 
 /// A document and its signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// The signature covers the body's bytes as the signer wrote them: a token read here keeps
+/// its body's JSON as sent, and that is what is checked (and passed on), so a signer that
+/// orders fields differently, or a later version's field, never breaks it silently. (A body
+/// changed in memory after reading no longer matches those bytes: it is checked as it is
+/// now.)
+#[derive(Debug, Clone)]
 pub struct Signed<T> {
     /// What is signed.
     pub body: T,
@@ -160,17 +166,106 @@ pub struct Signed<T> {
     pub key: PublicKey,
     /// The signature over the domain tag and the body.
     pub sig: Sig,
+    /// The body's JSON as it was read.
+    raw: Option<Box<serde_json::value::RawValue>>,
 }
 
-impl<T: Signable> Signed<T> {
+impl<T: PartialEq> PartialEq for Signed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.body == other.body && self.key == other.key && self.sig == other.sig
+    }
+}
+
+impl<T: Eq> Eq for Signed<T> {}
+
+impl<T> Signed<T> {
+    /// A document with a signature that someone claims is its signer's (checked by
+    /// [`Signed::verify`], never trusted).
+    pub fn from_parts(body: T, key: PublicKey, sig: Sig) -> Self {
+        Signed {
+            body,
+            key,
+            sig,
+            raw: None,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + PartialEq> Signed<T> {
+    /// The body's bytes as read, if they still say what the body says.
+    fn raw_body(&self) -> Option<&str> {
+        let raw = self.raw.as_deref()?.get();
+        (serde_json::from_str::<T>(raw).ok().as_ref() == Some(&self.body)).then_some(raw)
+    }
+}
+
+impl<T: Signable + DeserializeOwned + PartialEq> Signed<T> {
     /// Whether `key` really signed this body.
     pub fn verify(&self) -> Result<(), TrustError> {
         let key = VerifyingKey::from_bytes(&self.key.0).map_err(|_| TrustError::BadSignature)?;
-        key.verify_strict(
-            &signing_bytes(&self.body),
-            &Signature::from_bytes(&self.sig.0),
-        )
-        .map_err(|_| TrustError::BadSignature)
+        let bytes = match self.raw_body() {
+            Some(raw) => {
+                let mut b = Vec::with_capacity(T::DOMAIN.len() + 1 + raw.len());
+                b.extend_from_slice(T::DOMAIN.as_bytes());
+                b.push(0);
+                b.extend_from_slice(raw.as_bytes());
+                b
+            }
+            None => signing_bytes(&self.body),
+        };
+        key.verify_strict(&bytes, &Signature::from_bytes(&self.sig.0))
+            .map_err(|_| TrustError::BadSignature)
+    }
+}
+
+#[derive(Serialize)]
+struct SignedOut<'a, B: Serialize> {
+    body: B,
+    key: &'a PublicKey,
+    sig: &'a Sig,
+}
+
+impl<T: Serialize + DeserializeOwned + PartialEq> Serialize for Signed<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Passed on byte for byte when the body is as it was read.
+        match self.raw_body() {
+            Some(raw) => match serde_json::value::RawValue::from_string(raw.to_owned()) {
+                Ok(r) => SignedOut {
+                    body: r,
+                    key: &self.key,
+                    sig: &self.sig,
+                }
+                .serialize(s),
+                Err(e) => Err(serde::ser::Error::custom(e)),
+            },
+            None => SignedOut {
+                body: &self.body,
+                key: &self.key,
+                sig: &self.sig,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedIn {
+    body: Box<serde_json::value::RawValue>,
+    key: PublicKey,
+    sig: Sig,
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Signed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = SignedIn::deserialize(d)?;
+        let body = serde_json::from_str(w.body.get()).map_err(serde::de::Error::custom)?;
+        Ok(Signed {
+            body,
+            key: w.key,
+            sig: w.sig,
+            raw: Some(w.body),
+        })
     }
 }
 

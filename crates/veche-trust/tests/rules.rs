@@ -125,11 +125,11 @@ fn forged_and_tampered_documents_are_refused() {
         invite: "x".into(),
         at_ms: NOW,
     });
-    let as_invite: Signed<Invite> = Signed {
-        body: invite(&host, "x", Role::Moderator, None, None).body,
-        key: rev.key,
-        sig: rev.sig,
-    };
+    let as_invite: Signed<Invite> = Signed::from_parts(
+        invite(&host, "x", Role::Moderator, None, None).body,
+        rev.key,
+        rev.sig,
+    );
     assert_eq!(
         check_invite(&m.body, &as_invite, NOW),
         Err(TrustError::BadSignature)
@@ -575,4 +575,43 @@ fn moderation_actions_need_the_host_or_a_bound_moderator_invite() {
         check_action(&doc.body, &tampered, now),
         Err(TrustError::BadSignature)
     );
+}
+
+#[test]
+fn signatures_cover_the_body_bytes_as_sent() {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let secret = [3u8; 32];
+    let signer = ed25519_dalek::SigningKey::from_bytes(&secret);
+    let host = Keypair::from_secret(&secret);
+    // Another implementation writes the fields in another order than this crate does.
+    let body = format!(r#"{{"at_ms":{NOW},"invite":"abc","meeting":"k3x-9qa-7mf"}}"#);
+    let mut signed_bytes = b"veche/revocation/v1\0".to_vec();
+    signed_bytes.extend_from_slice(body.as_bytes());
+    let sig = signer.sign(&signed_bytes);
+    let wire = format!(
+        r#"{{"body":{body},"key":"{}","sig":"{}"}}"#,
+        b64(&host.public().0),
+        b64(&sig.to_bytes())
+    );
+    let token = b64(wire.as_bytes());
+    let rev: Signed<Revocation> = decode_token(&token).expect("decodes");
+    assert_eq!(rev.body.invite, "abc");
+    assert_eq!(rev.verify(), Ok(()), "checked over the bytes as sent");
+    // Passed on, it is the same token, byte for byte.
+    assert_eq!(encode_token(&rev), token);
+    // Changed after reading, it is checked as it is now: refused.
+    let mut changed = rev.clone();
+    changed.body.invite = "xyz".into();
+    assert_eq!(changed.verify(), Err(TrustError::BadSignature));
+    // A token made here still reads and checks (the bytes this crate signs are its own).
+    let ours = encode_token(&host.sign(Revocation {
+        meeting: "k3x-9qa-7mf".into(),
+        invite: "abc".into(),
+        at_ms: NOW,
+    }));
+    let back: Signed<Revocation> = decode_token(&ours).expect("decodes");
+    assert_eq!(back.verify(), Ok(()));
+    assert_eq!(encode_token(&back), ours);
 }
