@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::raw::*;
-use support::Node;
 use veche_trust::{encode_token, Action, ActionKind, Invite, Keypair, Policy, Role, Signed};
 
 fn one_use(host: &Keypair, meeting: &str, id: &str, invitee: Option<&Keypair>) -> String {
@@ -170,23 +169,7 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
     );
 
     // Restart on the same data directory.
-    let node = Node::start(
-        None,
-        &dir,
-        &dir.join("data"),
-        &[
-            "--http",
-            "127.0.0.1:0",
-            "--media-port",
-            "0",
-            "--link-port",
-            "0",
-            "--no-mdns",
-            "--listen",
-            &format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1"),
-        ],
-    )
-    .await;
+    let node = start_node_in(&dir, p2p).await;
     let port = node.http_port;
     let stranger = Keypair::from_secret(&[98; 32]);
     for &i in &used {

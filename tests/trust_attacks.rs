@@ -14,6 +14,7 @@ use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use support::raw::*;
+use support::Node;
 use veche_meeting::Presence;
 use veche_net::protocol::{ErrorCode, MeetingEvent, Request, Response};
 use veche_trust::{
@@ -78,18 +79,7 @@ async fn a_role_earned_in_one_meeting_is_not_carried_into_another() {
     );
     // ...then joins the victim's invite-only meeting on the same socket: refused there.
     send(&mut s, join(&mallory, &ch, &theirs, "Mallory", None)).await;
-    let e = next_of(&mut s, "error").await;
-    assert_eq!(
-        (&e["code"], &e["fatal"]),
-        (&json!("invite_refused"), &json!(true)),
-        "{e}"
-    );
-    assert!(
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("invitation only")),
-        "{e}"
-    );
+    expect_refusal(&mut s, "invite_refused", true, "invitation only").await;
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -139,18 +129,7 @@ async fn a_withdrawn_moderator_cannot_end_mute_or_grant() {
         (ActionKind::Remove, &sp),
     ] {
         send(&mut mos, json!({"type": "moderate", "action": action(&mo, &id, kind, target, Some(&mod_invite))})).await;
-        let e = next_of(&mut mos, "error").await;
-        assert_eq!(
-            (&e["code"], &e["fatal"]),
-            (&json!("not_allowed"), &json!(false)),
-            "{kind:?}: {e}"
-        );
-        assert!(
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("withdrawn")),
-            "{e}"
-        );
+        expect_refusal(&mut mos, "not_allowed", false, "withdrawn").await;
     }
     // Nor can the withdrawn invite make moderators.
     let sub = encode_token(&mo.sign(Invite {
@@ -333,35 +312,72 @@ fn hostile_peer(
     (h, id, rx)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() {
+/// A node on loopback with an invite-only meeting whose host, Ada, is in it, and a libp2p
+/// peer of our own crates connected to it.
+struct Scene {
+    node: Node,
+    dir: std::path::PathBuf,
+    node_id: veche_net::PeerId,
+    host: Keypair,
+    id: String,
+    ada: Ws,
+    peer: veche_net::NetHandle,
+    peer_id: veche_net::PeerId,
+    to_peer: mpsc::Receiver<veche_net::AppEvent>,
+}
+
+async fn scene(tag: &str) -> Scene {
     let p2p = free_udp_port();
-    let (node, dir) = start_node("node", p2p).await;
+    let (node, dir) = start_node(tag, p2p).await;
     let port = node.http_port;
-    let (_, info) = {
-        let (s, b) = http(port, "GET", "/api/node", "", "").await;
-        (s, serde_json::from_str::<Value>(&b).expect("node info"))
-    };
+    let (_, body) = http(port, "GET", "/api/node", "", "").await;
+    let info: Value = serde_json::from_str(&body).expect("node info");
     let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
     let host = Keypair::from_secret(&[1; 32]);
     let id = signed_meeting(port, &host, Policy::InviteOnly).await;
-    let (mut ada, w) = joined(port, &host, &id, "Ada", None).await;
+    let (ada, w) = joined(port, &host, &id, "Ada", None).await;
     assert_eq!(w["role"], "host", "{w}");
-
     let addr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
         .parse()
         .expect("addr");
-    let (mallory, mallory_id, mut to_mallory) = hostile_peer(addr);
-    let ask = |r: Request| {
-        let m = mallory.clone();
-        async move {
-            tokio::time::timeout(Duration::from_secs(20), m.request(node_id, r))
-                .await
-                .expect("an answer in 20 s")
-                .expect("answered")
-                .response
-        }
-    };
+    let (peer, peer_id, to_peer) = hostile_peer(addr);
+    Scene {
+        node,
+        dir,
+        node_id,
+        host,
+        id,
+        ada,
+        peer,
+        peer_id,
+        to_peer,
+    }
+}
+
+/// `r` to the node from `peer`: its answer.
+async fn ask_node(peer: &veche_net::NetHandle, node: veche_net::PeerId, r: Request) -> Response {
+    tokio::time::timeout(Duration::from_secs(20), peer.request(node, r))
+        .await
+        .expect("an answer in 20 s")
+        .expect("answered")
+        .response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() {
+    let Scene {
+        node,
+        dir,
+        node_id,
+        host,
+        id,
+        mut ada,
+        peer: mallory,
+        peer_id: mallory_id,
+        to_peer: mut to_mallory,
+    } = scene("node").await;
+    let ask = |r: Request| ask_node(&mallory, node_id, r);
+    let port = node.http_port;
     // It reaches the node (the positive control for everything refused below).
     assert!(matches!(ask(Request::Hello).await, Response::Hello(_)));
 
@@ -566,31 +582,18 @@ async fn next_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_its_person_ends_what_a_node_receives() {
-    let p2p = free_udp_port();
-    let (node, dir) = start_node("removal", p2p).await;
-    let port = node.http_port;
-    let (_, body) = http(port, "GET", "/api/node", "", "").await;
-    let info: Value = serde_json::from_str(&body).expect("node info");
-    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
-    let host = Keypair::from_secret(&[1; 32]);
-    let id = signed_meeting(port, &host, Policy::InviteOnly).await;
-    let (mut ada, w) = joined(port, &host, &id, "Ada", None).await;
-    assert_eq!(w["role"], "host", "{w}");
-
-    let addr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
-        .parse()
-        .expect("addr");
-    let (peer, peer_id, mut to_peer) = hostile_peer(addr);
-    let ask = |r: Request| {
-        let p = peer.clone();
-        async move {
-            tokio::time::timeout(Duration::from_secs(20), p.request(node_id, r))
-                .await
-                .expect("an answer in 20 s")
-                .expect("answered")
-                .response
-        }
-    };
+    let Scene {
+        node,
+        dir,
+        node_id,
+        host,
+        id,
+        mut ada,
+        peer,
+        peer_id,
+        mut to_peer,
+    } = scene("removal").await;
+    let ask = |r: Request| ask_node(&peer, node_id, r);
     // Pat, invited, really joins through that node: her proof names it.
     let pat = Keypair::from_secret(&[5; 32]);
     let invite = encode_token(&host.sign(Invite {

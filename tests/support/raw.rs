@@ -176,25 +176,24 @@ pub async fn start_node(tag: &str, p2p_port: u16) -> (Node, std::path::PathBuf) 
     let dir = std::env::temp_dir().join(format!("veche-raw-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
+    (start_node_in(&dir, p2p_port).await, dir)
+}
+
+/// A node on loopback with its data in `dir/data` (again, after a kill: the same node).
+pub async fn start_node_in(dir: &std::path::Path, p2p_port: u16) -> Node {
     let listen = format!("/ip4/127.0.0.1/udp/{p2p_port}/quic-v1");
-    let node = Node::start(
-        None,
-        &dir,
-        &dir.join("data"),
-        &[
-            "--http",
-            "127.0.0.1:0",
-            "--media-port",
-            "0",
-            "--link-port",
-            "0",
-            "--no-mdns",
-            "--listen",
-            &listen,
-        ],
-    )
-    .await;
-    (node, dir)
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--media-port",
+        "0",
+        "--link-port",
+        "0",
+        "--no-mdns",
+        "--listen",
+        &listen,
+    ];
+    Node::start(None, dir, &dir.join("data"), &args).await
 }
 
 /// [`joined`], for a node that may be going away: `None` if the socket fails first.
@@ -224,4 +223,18 @@ pub async fn try_joined(
     .ok()?;
     let w = next(&mut s).await?;
     Some((s, w))
+}
+
+/// The next error on `ws`: its code, whether it is fatal, and that its words say `words`.
+pub async fn expect_refusal(ws: &mut Ws, code: &str, fatal: bool, words: &str) {
+    let e = next_of(ws, "error").await;
+    assert_eq!(
+        (&e["code"], &e["fatal"]),
+        (&json!(code), &json!(fatal)),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains(words)),
+        "{words:?} not in {e}"
+    );
 }

@@ -630,14 +630,7 @@ impl Governance {
         token: &str,
         now_ms: u64,
     ) -> Result<CheckedAction, Refused> {
-        let doc = self.doc().ok_or(Refused::NoHost)?;
-        if doc.body.id != meeting {
-            return Err(Refused::WrongMeeting);
-        }
-        let action: Signed<Action> = decode_token(token)?;
-        if self.removed.contains(&action.key) {
-            return Err(Refused::SignerRemoved);
-        }
+        let (doc, action) = self.action_of(meeting, token)?;
         check_action_with(&doc.body, &action, now_ms, &mut self.chain_check()).map_err(refusal)?;
         Ok(self.checked(action, token))
     }
@@ -652,16 +645,9 @@ impl Governance {
         token: &str,
         now_ms: u64,
     ) -> Result<CheckedAction, Refused> {
-        let doc = self.doc().ok_or(Refused::NoHost)?;
-        if doc.body.id != meeting {
-            return Err(Refused::WrongMeeting);
-        }
-        let action: Signed<Action> = decode_token(token)?;
+        let (doc, action) = self.action_of(meeting, token)?;
         if action.body.at_ms > now_ms.saturating_add(veche_trust::ACTION_TTL_MS) {
             return Err(Refused::Trust(TrustError::Stale));
-        }
-        if self.removed.contains(&action.key) {
-            return Err(Refused::SignerRemoved);
         }
         check_action_with(
             &doc.body,
@@ -681,6 +667,23 @@ impl Governance {
         )
         .map_err(refusal)?;
         Ok(self.checked(action, token))
+    }
+
+    /// The document and a decoded action for this meeting, its signer not removed.
+    fn action_of(
+        &self,
+        meeting: &str,
+        token: &str,
+    ) -> Result<(&Signed<MeetingDoc>, Signed<Action>), Refused> {
+        let doc = self.doc().ok_or(Refused::NoHost)?;
+        if doc.body.id != meeting {
+            return Err(Refused::WrongMeeting);
+        }
+        let action: Signed<Action> = decode_token(token)?;
+        if self.removed.contains(&action.key) {
+            return Err(Refused::SignerRemoved);
+        }
+        Ok((doc, action))
     }
 
     fn checked(&self, action: Signed<Action>, token: &str) -> CheckedAction {
