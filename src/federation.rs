@@ -185,7 +185,10 @@ impl Members {
 pub async fn run(
     engine: EngineHandle,
     net: NetHandle,
-    meetings: Arc<Mutex<MeetingStore>>,
+    (meetings, recent): (
+        Arc<Mutex<MeetingStore>>,
+        Arc<Mutex<veche_web::moderation::Recent>>,
+    ),
     relay: bool,
     mut from_engine: mpsc::Receiver<FedOut>,
     mut from_net: mpsc::Receiver<AppEvent>,
@@ -280,7 +283,7 @@ pub async fn run(
                     members.forget_node(&node);
                     queues.remove(&node);
                 }
-                on_net(ev, (&engine, &net), (&meetings, &view), relay, &mut members).await;
+                on_net(ev, (&engine, &net), (&meetings, &view, &recent), relay, &mut members).await;
             }
         }
     }
@@ -399,7 +402,11 @@ async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
 async fn on_net(
     ev: AppEvent,
     (engine, net): (&EngineHandle, &NetHandle),
-    (meetings, view): (&Arc<Mutex<MeetingStore>>, &MeetingView),
+    (meetings, view, recent): (
+        &Arc<Mutex<MeetingStore>>,
+        &MeetingView,
+        &Mutex<veche_web::moderation::Recent>,
+    ),
     relay: bool,
     members: &mut Members,
 ) {
@@ -442,7 +449,9 @@ async fn on_net(
             } else {
                 // Signed by the host or a moderator, checked here by the meeting's rules,
                 // whoever delivers it.
-                match veche_web::moderation::take(engine, meetings, &meeting, &action).await {
+                match veche_web::moderation::take(engine, (meetings, recent), &meeting, &action)
+                    .await
+                {
                     Ok(_) => Response::Ok,
                     Err(message) => {
                         tracing::info!(%node, %meeting, %message, "moderation from another node refused");
@@ -518,6 +527,8 @@ async fn on_net(
             } else {
                 // The engine answers through a oneshot; do not hold the bridge while it does.
                 let (engine, net) = (engine.clone(), net.clone());
+                let relaying = title_of(&meeting).is_some() && !members.is_member(&meeting, &node);
+                let relays = members.relays.clone();
                 tokio::spawn(async move {
                     if let Some(origins) = origins {
                         if !relays_control_to(&net, &node, &origins).await {
@@ -527,6 +538,14 @@ async fn on_net(
                                 "nobody you carry is let into this meeting",
                             ));
                             return;
+                        }
+                    }
+                    if relaying {
+                        // A relay carrying members' media to us: the engine links back to it
+                        // (and tells it our people), as to a relay of our own.
+                        let mut r = relays.lock().unwrap_or_else(|p| p.into_inner());
+                        if r.len() < MAX_VOUCHED * 16 {
+                            r.insert((meeting.clone(), node.clone()));
                         }
                     }
                     let (tx, rx) = oneshot::channel();

@@ -394,10 +394,11 @@ async fn run(a: RunArgs) -> Result<()> {
             }
         });
     }
+    let recent = Arc::new(Mutex::new(veche_web::moderation::Recent::default()));
     tokio::spawn(federation::run(
         engine.clone(),
         net.clone(),
-        meetings.clone(),
+        (meetings.clone(), recent.clone()),
         a_net.relay || config.relay.unwrap_or(false),
         fed_rx,
         app_rx,
@@ -412,6 +413,7 @@ async fn run(a: RunArgs) -> Result<()> {
         node_metrics,
         lobby: Arc::default(),
         creations: Arc::default(),
+        recent,
     };
 
     let listener = tokio::net::TcpListener::bind(http).await.with_context(|| {

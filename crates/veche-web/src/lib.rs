@@ -66,6 +66,8 @@ pub struct AppState {
     pub lobby: Arc<Mutex<ws::Lobby>>,
     /// Meetings each client may still create.
     pub creations: Arc<Mutex<limits::PerClient>>,
+    /// Moderation actions carried out lately (none is carried out twice).
+    pub recent: Arc<Mutex<moderation::Recent>>,
 }
 
 /// Which scheme a listener serves, for the absolute links the API returns.

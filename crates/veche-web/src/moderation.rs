@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 use veche_media::{Command, Moderation};
 use veche_trust::{encode_key, Action, ActionKind, Signed};
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use veche_media::EngineHandle;
@@ -13,12 +14,47 @@ use veche_node::MeetingStore;
 
 use crate::rules::{self, Undecided};
 
+/// Actions carried out in the last two minutes (an action is fresh for 60 s either way of
+/// the clock): the same one again is not carried out twice, so a captured mute or allow
+/// cannot be replayed to flip someone's microphone back. In memory, bounded.
+#[derive(Debug, Default)]
+pub struct Recent {
+    seen: HashMap<u64, u64>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Most actions remembered.
+const MAX_RECENT: usize = 16_384;
+
+impl Recent {
+    /// Whether `token` is new at `now_ms` (and remember it).
+    pub fn first_time(&mut self, token: &str, now_ms: u64) -> bool {
+        use std::hash::BuildHasher as _;
+        let h = self.hasher.hash_one(token);
+        let window = 2 * veche_trust::ACTION_TTL_MS;
+        if self.seen.len() >= MAX_RECENT {
+            self.seen
+                .retain(|_, at| now_ms.saturating_sub(*at) < window);
+        }
+        if self.seen.len() >= MAX_RECENT {
+            return false;
+        }
+        match self.seen.get(&h) {
+            Some(at) if now_ms.saturating_sub(*at) < window => false,
+            _ => {
+                self.seen.insert(h, now_ms);
+                true
+            }
+        }
+    }
+}
+
 /// Check `token` with meeting `meeting`'s rules at this node's time, commit what it changes
 /// (removal, lock, end, lobby decision) and carry it out on this node's people (the lobby's
-/// admit and deny are the caller's). Returns the action, or why it was refused.
+/// admit and deny are the caller's), once. Returns the action, or why it was refused.
 pub async fn take(
     engine: &EngineHandle,
-    meetings: &Arc<Mutex<MeetingStore>>,
+    (meetings, recent): (&Arc<Mutex<MeetingStore>>, &Mutex<Recent>),
     meeting: &str,
     token: &str,
 ) -> Result<Signed<Action>, String> {
@@ -32,6 +68,13 @@ pub async fn take(
         Undecided::Unknown => "there is no meeting with this id on this node".to_owned(),
         e => e.to_string(),
     })?;
+    let fresh = recent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .first_time(token, rules::now_ms());
+    if !fresh {
+        return Err("this action was already carried out".into());
+    }
     let what = match action.body.kind {
         ActionKind::Mute => Moderation::Mute,
         ActionKind::Allow => Moderation::Allow,
@@ -55,4 +98,22 @@ pub async fn take(
     let reached = rx.await.unwrap_or(0);
     tracing::info!(%meeting, action = ?what, reached, by = %action.key.fingerprint(), "moderation carried out");
     Ok(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    #[test]
+    fn an_action_is_carried_out_once_within_its_window() {
+        let mut r = Recent::default();
+        assert!(r.first_time("mute-bob", 1_000));
+        assert!(
+            !r.first_time("mute-bob", 30_000),
+            "a replay within the window"
+        );
+        assert!(r.first_time("allow-bob", 30_000), "another action");
+        // Past two minutes the token is stale anyway (the rules refuse it); it may pass here.
+        assert!(r.first_time("mute-bob", 1_000 + 120_000));
+    }
 }

@@ -343,7 +343,7 @@ impl Session {
         let meeting = meeting.clone();
         let action = match crate::moderation::take(
             &self.ctx.app.engine,
-            &self.ctx.app.meetings,
+            (&self.ctx.app.meetings, &self.ctx.app.recent),
             &meeting,
             token,
         )
