@@ -8,95 +8,34 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
+use support::raw::{self, b64, challenge, next, next_of, send, ws, Ws, JSON};
 use support::Node;
 use veche_trust::Keypair;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A raw HTTP/1.1 request; returns (status, body).
+/// The raw client's HTTP with a JSON content type (these requests are JSON or nothing).
 async fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
+    raw::http(port, method, path, JSON, body.unwrap_or("")).await
 }
 
-async fn ws(port: u16) -> Ws {
-    connect_async(format!("ws://127.0.0.1:{port}/ws"))
-        .await
-        .expect("ws connect")
-        .0
-}
-
-/// The next JSON message, skipping pings; None when the socket closed.
-async fn next(ws: &mut Ws) -> Option<Value> {
+/// Whether the node closes `ws` (no message, and not merely nothing within 10 s).
+async fn closes(ws: &mut Ws) -> bool {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
-            .expect("a message within 10 s");
+            .expect("the socket closes within 10 s");
         match msg {
-            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("json")),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => continue,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(_)) => return false,
         }
     }
-}
-
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    for _ in 0..50 {
-        let v = next(ws)
-            .await
-            .unwrap_or_else(|| panic!("socket closed while waiting for {kind}"));
-        if v["type"] == kind {
-            return v;
-        }
-    }
-    panic!("no {kind} message");
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into()))
-        .await
-        .expect("send");
-}
-
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The node's challenge on a fresh socket: (node id, nonce).
-async fn challenge(ws: &mut Ws) -> (String, String) {
-    let v = next_of(ws, "challenge").await;
-    let node = v["node"].as_str().expect("node").to_owned();
-    let nonce = v["nonce"].as_str().expect("nonce").to_owned();
-    assert!(nonce.len() >= 16, "{v}");
-    (node, nonce)
 }
 
 /// A join that signs the socket's challenge with `me`.
 fn join(me: &Keypair, ch: &(String, String), meeting: &str, name: &str) -> Value {
-    json!({"type": "join", "meeting": meeting, "name": name,
-           "key": b64(&me.public().0), "sig": b64(&me.sign_challenge(&ch.0, meeting, &ch.1).0)})
+    raw::join(me, ch, meeting, name, None)
 }
 
 async fn expect_error(ws: &mut Ws, code: &str, fatal: bool) {
@@ -105,10 +44,7 @@ async fn expect_error(ws: &mut Ws, code: &str, fatal: bool) {
     assert_eq!(v["fatal"], fatal, "{v}");
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     if fatal {
-        assert!(
-            next(ws).await.is_none(),
-            "socket must close after a fatal error"
-        );
+        assert!(closes(ws).await, "socket must close after a fatal error");
     }
 }
 

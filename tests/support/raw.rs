@@ -93,6 +93,8 @@ pub async fn ws(port: u16) -> Ws {
         .0
 }
 
+/// The next JSON message, skipping pings; `None` when the socket closed or nothing came
+/// within 10 s (a test that must see the socket close checks that itself).
 pub async fn next(ws: &mut Ws) -> Option<Value> {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -127,10 +129,9 @@ pub async fn send(ws: &mut Ws, v: Value) {
 /// A socket's challenge: (node id, nonce).
 pub async fn challenge(ws: &mut Ws) -> (String, String) {
     let v = next_of(ws, "challenge").await;
-    (
-        v["node"].as_str().expect("node").to_owned(),
-        v["nonce"].as_str().expect("nonce").to_owned(),
-    )
+    let nonce = v["nonce"].as_str().expect("nonce").to_owned();
+    assert!(nonce.len() >= 16, "a fresh nonce of 16 bytes or more: {v}");
+    (v["node"].as_str().expect("node").to_owned(), nonce)
 }
 
 pub fn join(
