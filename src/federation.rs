@@ -29,6 +29,8 @@ const PER_NODE_QUEUE: usize = 512;
 const MAX_ADMITTED: usize = 512;
 /// Nodes introduced per meeting.
 const MAX_VOUCHED: usize = 64;
+/// As a relay: meetings one node may have us carry (we have no rules for them).
+const MAX_CARRIED_FOR: usize = 8;
 
 /// Which other nodes take part in which meeting here, and on whose behalf. Freed when the
 /// node goes.
@@ -45,6 +47,8 @@ struct Members {
     relays: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     /// (meeting, origin node) → the relay that origin said its tracks come through (`via`).
     via: HashMap<(String, String), String>,
+    /// As a relay: node → the meetings it has us carry without rules of ours (bounded).
+    carried_for: HashMap<String, std::collections::HashSet<String>>,
 }
 
 impl Members {
@@ -99,13 +103,7 @@ impl Members {
         node: &str,
         tracks: &std::collections::BTreeMap<String, veche_net::protocol::LinkTrack>,
     ) -> bool {
-        let named_by = |o: &str| {
-            self.is_member(meeting, o)
-                && self
-                    .via
-                    .get(&(meeting.to_owned(), o.to_owned()))
-                    .is_some_and(|r| r == node)
-        };
+        let named_by = |o: &str| self.relays_for_us(meeting, o, node);
         let named = self
             .via
             .iter()
@@ -163,7 +161,27 @@ impl Members {
         changed
     }
 
+    /// Whether `origin`, a member, named `relay` as the relay its tracks reach us through.
+    fn relays_for_us(&self, meeting: &str, origin: &str, relay: &str) -> bool {
+        self.is_member(meeting, origin)
+            && self
+                .via
+                .get(&(meeting.to_owned(), origin.to_owned()))
+                .is_some_and(|r| r == relay)
+    }
+
+    /// As a relay: whether `node` may have us carry `meeting` (a few meetings per node).
+    fn carry_for(&mut self, node: &str, meeting: &str) -> bool {
+        let m = self.carried_for.entry(node.to_owned()).or_default();
+        if m.len() >= MAX_CARRIED_FOR && !m.contains(meeting) {
+            return false;
+        }
+        m.insert(meeting.to_owned());
+        true
+    }
+
     fn forget_node(&mut self, node: &str) {
+        self.carried_for.remove(node);
         self.admitted.retain(|(_, n), _| n != node);
         self.via.retain(|(_, o), r| o != node && r != node);
         self.relays
@@ -474,16 +492,48 @@ async fn on_net(
                 error(ErrorCode::Refused, &e.to_string())
             }
         },
-        Request::Events { meeting, events } => {
+        Request::Relayed {
+            meeting,
+            node: origin,
+        } => {
+            if title_of(&meeting).is_none() {
+                unknown()
+            } else if members.relays_for_us(&meeting, &origin, &node) {
+                Response::Ok
+            } else {
+                tracing::info!(relay = %node, %origin, %meeting, "a relay asked for a node that sends it nothing for us");
+                error(
+                    ErrorCode::Refused,
+                    "that node is not a member here, or does not send its media here through you",
+                )
+            }
+        }
+        Request::Events {
+            meeting,
+            mut events,
+        } => {
             if !carries(&meeting) {
                 unknown()
             } else if events.len() > MAX_EVENTS {
                 error(ErrorCode::TooLarge, "too many events in one request")
+            } else if title_of(&meeting).is_none() && !members.carry_for(&node, &meeting) {
+                tracing::info!(%node, %meeting, "a node asked this relay to carry too many meetings");
+                error(ErrorCode::Refused, &too_many_carried())
             } else if let Err(why) = admit_events(view, members, &node, &meeting, &events) {
                 tracing::info!(%node, %meeting, why, "events from a node with nobody let in refused");
                 error(ErrorCode::Refused, why)
             } else {
                 // A relay carrying other nodes' meeting has no rules for it: it forwards.
+                if relay {
+                    // As a relay: forward only what the destination's own rules admit.
+                    events.retain(|e| match e {
+                        MeetingEvent::Relay { peer } => {
+                            confirm_relay(engine, net, &meeting, &node, peer);
+                            false
+                        }
+                        _ => true,
+                    });
+                }
                 let events = if title_of(&meeting).is_some() {
                     members_filter(members, &node, &meeting, events)
                 } else {
@@ -517,6 +567,8 @@ async fn on_net(
                 .flatten();
             if !carries(&meeting) {
                 unknown()
+            } else if title_of(&meeting).is_none() && !members.carry_for(&node, &meeting) {
+                error(ErrorCode::Refused, &too_many_carried())
             } else if !checked && origins.is_none() {
                 // Media only from a member (or a relay this node asked to forward to it).
                 tracing::info!(%node, %meeting, "link offer from a node with nobody let in refused");
@@ -577,6 +629,65 @@ async fn on_net(
         ),
     };
     let _ = reply.send(response);
+}
+
+fn too_many_carried() -> String {
+    format!("this relay carries at most {MAX_CARRIED_FOR} meetings for one node")
+}
+
+/// Relay checks waiting for their destination's answer, in all (each lasts seconds).
+static CONFIRMING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Most relay checks at once; beyond that a request is dropped (its node asks again).
+const MAX_CONFIRMING: usize = 64;
+/// Times a relay asks the destination, a second apart: the origin's `via` may reach the
+/// destination after its `relay` reached us.
+const CONFIRM_TRIES: u32 = 6;
+
+/// As a relay: `origin` asks us to forward its media in `meeting` to `to`. Done only once
+/// `to` confirms that `origin` is a member there and named us (`relayed`): the
+/// destination's rules decide, so a stranger cannot make this node work for it.
+fn confirm_relay(engine: &EngineHandle, net: &NetHandle, meeting: &str, origin: &str, to: &str) {
+    use std::sync::atomic::Ordering;
+    let Ok(peer) = to.parse::<PeerId>() else {
+        tracing::info!(%origin, %to, %meeting, "relay request for something that is not a node id");
+        return;
+    };
+    if CONFIRMING.fetch_add(1, Ordering::Relaxed) >= MAX_CONFIRMING {
+        CONFIRMING.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(%origin, %to, %meeting, "too many relay requests being checked; dropped one");
+        return;
+    }
+    let (engine, net) = (engine.clone(), net.clone());
+    let (meeting, origin, to) = (meeting.to_owned(), origin.to_owned(), to.to_owned());
+    tokio::spawn(async move {
+        let mut last = String::new();
+        for attempt in 0..CONFIRM_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            let ask = Request::Relayed {
+                meeting: meeting.clone(),
+                node: origin.clone(),
+            };
+            match net.request(peer, ask).await.map(|r| r.response) {
+                Ok(Response::Ok) => {
+                    let events = vec![MeetingEvent::Relay { peer: to.clone() }];
+                    let cmd = Command::NodeEvents {
+                        node: origin.clone(),
+                        meeting: meeting.clone(),
+                        events,
+                    };
+                    let _ = engine.send(cmd).await;
+                    CONFIRMING.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(other) => last = format!("{other:?}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tracing::info!(%origin, %to, %meeting, answer = %last, "relay request refused: the destination does not take that node's media through us");
+        CONFIRMING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// Answer `Request::Meeting`: the title to anyone; the host's document and what was decided

@@ -267,9 +267,9 @@ async fn strangers_and_other_sites_learn_and_change_nothing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A libp2p peer built from veche-net, on loopback, dialling `node` at `addr`.
+/// A libp2p peer built from veche-net, on loopback, dialling the nodes at `addrs`.
 fn hostile_peer(
-    addr: veche_net::Multiaddr,
+    addrs: Vec<veche_net::Multiaddr>,
 ) -> (
     veche_net::NetHandle,
     veche_net::PeerId,
@@ -287,7 +287,7 @@ fn hostile_peer(
             .parse()
             .expect("addr")],
         mdns: false,
-        bootstrap: vec![addr],
+        bootstrap: addrs,
         relay: false,
         external: vec![],
         name: "mallory".into(),
@@ -340,7 +340,7 @@ async fn scene(tag: &str) -> Scene {
     let addr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
         .parse()
         .expect("addr");
-    let (peer, peer_id, to_peer) = hostile_peer(addr);
+    let (peer, peer_id, to_peer) = hostile_peer(vec![addr]);
     Scene {
         node,
         dir,
@@ -665,5 +665,176 @@ async fn removing_its_person_ends_what_a_node_receives() {
         "a dismissed node is told nothing: {late:?}"
     );
     node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A node's libp2p address on loopback (`p2p` its QUIC port) and its id.
+async fn p2p_addr(node: &Node, p2p: u16) -> (veche_net::Multiaddr, veche_net::PeerId) {
+    let (_, body) = http(node.http_port, "GET", "/api/node", "", "").await;
+    let info: Value = serde_json::from_str(&body).expect("node info");
+    let id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
+    let addr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{id}")
+        .parse()
+        .expect("addr");
+    (addr, id)
+}
+
+/// A line of `node`'s log with all of `words` in it, within `limit`.
+async fn log_line(node: &Node, words: &[&str], limit: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let found = node
+            .log_text()
+            .lines()
+            .find(|l| words.iter().all(|w| l.contains(w)))
+            .map(str::to_owned);
+        if found.is_some() || tokio::time::Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_forwards_only_for_nodes_their_destination_admitted() {
+    // Node A carries an invite-only meeting with Ada, its host; R is a relay that knows A.
+    let a_p2p = free_udp_port();
+    let (a, dir) = start_node("relay-dest", a_p2p).await;
+    let (a_addr, a_id) = p2p_addr(&a, a_p2p).await;
+    let r_p2p = free_udp_port();
+    let r_dir = dir.join("relay");
+    std::fs::create_dir_all(&r_dir).expect("dir");
+    let listen = format!("/ip4/127.0.0.1/udp/{r_p2p}/quic-v1");
+    let a_boot = a_addr.to_string();
+    let r_args = [
+        "--http",
+        "127.0.0.1:0",
+        "--media-port",
+        "0",
+        "--link-port",
+        "0",
+        "--no-mdns",
+        "--relay",
+        "--listen",
+        &listen,
+        "--bootstrap",
+        &a_boot,
+    ];
+    let r = Node::start(None, &r_dir, &r_dir.join("data"), &r_args).await;
+    let (r_addr, r_id) = p2p_addr(&r, r_p2p).await;
+    let host = Keypair::from_secret(&[1; 32]);
+    let id = signed_meeting(a.http_port, &host, Policy::InviteOnly).await;
+    let (_ada, w) = joined(a.http_port, &host, &id, "Ada", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+
+    // P is a member at A (Pat, invited, joined through it) and routes its media through R.
+    let (p, p_id, _to_p) = hostile_peer(vec![a_addr.clone(), r_addr.clone()]);
+    // S is a stranger to the meeting.
+    let (s, s_id, _to_s) = hostile_peer(vec![r_addr.clone(), a_addr.clone()]);
+    let pat = Keypair::from_secret(&[5; 32]);
+    let invite = encode_token(&host.sign(Invite {
+        meeting: id.clone(),
+        id: "pat-1".into(),
+        role: Role::Speaker,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: Some(pat.public()),
+        parent: None,
+    }));
+    let presence = presence_for(&pat, &p_id.to_string(), &id, Some(&invite));
+    let events = vec![
+        MeetingEvent::Sync { reply: true },
+        MeetingEvent::Joined {
+            id: 1,
+            name: "Pat".into(),
+            audio: true,
+            video: false,
+            screen: false,
+            hand: false,
+            key: Some(presence.key.clone()),
+            presence: Some(encode_token(&presence)),
+        },
+        MeetingEvent::Via {
+            relay: r_id.to_string(),
+        },
+    ];
+    let answer = ask_node(
+        &p,
+        a_id,
+        Request::Events {
+            meeting: id.clone(),
+            events,
+        },
+    )
+    .await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+
+    // A answers a relay's question only for a member that named that relay.
+    let relayed = |node: veche_net::PeerId| Request::Relayed {
+        meeting: id.clone(),
+        node: node.to_string(),
+    };
+    let why = refusal(ask_node(&s, a_id, relayed(s_id)).await);
+    assert!(why.contains("not a member here"), "{why}");
+    // (Asked by someone other than the relay P named, even about P: refused too.)
+    let why = refusal(ask_node(&s, a_id, relayed(p_id)).await);
+    assert!(why.contains("through you"), "{why}");
+
+    // Both ask R to forward their media to A. R takes both requests...
+    let ask_relay = Request::Events {
+        meeting: id.clone(),
+        events: vec![MeetingEvent::Relay {
+            peer: a_id.to_string(),
+        }],
+    };
+    let answer = ask_node(&s, r_id, ask_relay.clone()).await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    let answer = ask_node(&p, r_id, ask_relay).await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    // ...relays for the member (the positive control)...
+    let (p_s, s_s) = (p_id.to_string(), s_id.to_string());
+    let limit = Duration::from_secs(20);
+    let relaying = log_line(&r, &["relaying media between two nodes", &p_s], limit).await;
+    assert!(
+        relaying.is_some(),
+        "the relay forwards for a member; log {}",
+        r.log.display()
+    );
+    // ...and not for the stranger, whom A does not admit.
+    let refused = log_line(&r, &["relay request refused", &s_s], limit).await;
+    assert!(
+        refused.is_some(),
+        "the stranger's request is refused; log {}",
+        r.log.display()
+    );
+    assert!(
+        log_line(
+            &r,
+            &["relaying media between two nodes", &s_s],
+            Duration::ZERO
+        )
+        .await
+        .is_none(),
+        "the relay never forwarded for the stranger"
+    );
+
+    // What one node can make a relay carry is bounded: 8 meetings (this one counts).
+    let mut answers = Vec::new();
+    for n in 0..8 {
+        let other = format!("zzz-zzz-zz{n}");
+        let req = Request::Events {
+            meeting: other,
+            events: vec![MeetingEvent::Sync { reply: false }],
+        };
+        answers.push(ask_node(&s, r_id, req).await);
+    }
+    assert!(
+        answers[..7].iter().all(|a| matches!(a, Response::Ok)),
+        "{answers:?}"
+    );
+    let why = refusal(answers.pop().expect("eighth"));
+    assert!(why.contains("at most 8 meetings"), "{why}");
+    r.kill().await;
+    a.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -44,6 +44,8 @@ const RESYNC_FOR: Duration = Duration::from_secs(60);
 const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// With no relay to use, the direct link is tried again after this long.
 const DIRECT_RETRY: Duration = Duration::from_secs(15);
+/// Most meetings one node may have this relay forward for it.
+const MAX_RELAYED_MEETINGS: usize = 8;
 /// Most pairs one relay node forwards for, per meeting.
 const MAX_RELAYED: usize = 64;
 
@@ -312,9 +314,14 @@ impl Engine {
             return;
         }
         let key = (meeting.to_owned(), from.to_owned());
+        // Bounded per node, so that no one node can use up what the relay offers.
         let full = match self.fed.relayed.get(&key) {
             Some(tos) => tos.len() >= MAX_RELAYED,
-            None => self.fed.relayed.len() >= MAX_RELAYED * 16,
+            None => {
+                self.fed.relayed.len() >= MAX_RELAYED * 16
+                    || self.fed.relayed.keys().filter(|(_, f)| f == from).count()
+                        >= MAX_RELAYED_MEETINGS
+            }
         };
         if full || !is_node_id(to) {
             tracing::info!(%from, %to, %meeting, "relay request refused (limits)");

@@ -67,6 +67,16 @@ pub enum Request {
         /// The signed revocation.
         revocation: String,
     },
+    /// Asked by a relay before it forwards `node`'s media to the receiver: is `node` a
+    /// member of the meeting here, and did it name the asker as the relay its tracks come
+    /// through (its `via` event)? Answered [`Response::Ok`], or refused. The receiver's own
+    /// rules decide, so a relay forwards only for nodes its destination admitted.
+    Relayed {
+        /// Meeting id.
+        meeting: String,
+        /// The node whose media the relay would forward.
+        node: String,
+    },
     /// What happened in a meeting on the asker's side.
     Events {
         /// Meeting id.
