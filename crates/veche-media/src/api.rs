@@ -281,6 +281,10 @@ pub struct EngineStats {
     pub datagrams_out: u64,
     /// Datagrams dropped because the receive queue was full.
     pub datagrams_dropped: u64,
+    /// Datagrams not sent because the socket's send buffer was full.
+    pub datagrams_unsent: u64,
+    /// System calls that sent them (`sendmmsg`, several datagrams each).
+    pub send_calls: u64,
     /// Media frames written to subscribers.
     pub frames_forwarded: u64,
     /// Peers removed because of a contained panic.

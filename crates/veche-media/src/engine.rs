@@ -18,11 +18,10 @@ use crate::api::{
     Command, EngineHandle, EngineStats, ErrorCode, FedOut, Moderation, PeerEvent, Signal, TrackInfo,
 };
 use crate::federation::Fed;
+use crate::forward::Incoming;
 use crate::net::{bind_all, read_loop, Datagram};
-use crate::peer::{contained, Peer, PeerFailure, PendingSub, Role};
-
-/// Packets of history kept per outgoing video stream for retransmissions (see `Join`).
-pub(crate) const VIDEO_SEND_BUFFER: usize = 200;
+use crate::outbox::Outbox;
+use crate::peer::{contained, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS};
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -121,6 +120,10 @@ pub struct Engine {
     pub(crate) links_on_loopback: bool,
     /// Peers to remove after the current step, with the error to tell them.
     failed: Vec<(ParticipantId, PeerFailure)>,
+    /// Reused for each peer's events while it is drained.
+    events: Vec<Event>,
+    /// What the peers transmit during a pass, sent at its end.
+    outbox: Outbox,
     stats: EngineStats,
     dropped: Arc<AtomicU64>,
     last_housekeeping: Instant,
@@ -187,6 +190,8 @@ impl Engine {
             dirty: HashSet::new(),
             renegotiate: HashSet::new(),
             failed: Vec::new(),
+            events: Vec::new(),
+            outbox: Outbox::default(),
             stats: EngineStats::default(),
             dropped,
             last_housekeeping: Instant::now(),
@@ -275,11 +280,12 @@ impl Engine {
                     // m-line of every renegotiation.
                     .enable_opus(true, false)
                     .enable_vp8(true)
-                    // Retransmission history per outgoing video stream: 200 packets is
-                    // 0.5 s of a 4 Mbit/s screen share, 3 s of a 600 kbit/s camera, far
-                    // beyond any useful NACK round trip. str0m's 1000 cost each viewer
-                    // ~0.8 MB per camera it watches (veche-bench, memory per subscriber).
-                    .set_send_buffer_video(VIDEO_SEND_BUFFER)
+                    // Retransmission history per outgoing video stream, at most (each
+                    // stream keeps about a second of it: Peer::accept_answer).
+                    .set_send_buffer_video(VIDEO_HISTORY_PACKETS)
+                    // Packets are forwarded as they arrive, their payload shared by every
+                    // viewer (forward.rs), not reassembled into frames and cut up again.
+                    .set_rtp_mode(true)
                     .build(now);
                 let local_client = client.is_none_or(|a| a.ip().is_loopback());
                 for c in &self.candidates {
@@ -515,15 +521,43 @@ impl Engine {
         };
         peer.last_input = now;
         match contained(|| peer.rtc.handle_input(input)) {
-            Ok(Ok(())) => {
-                self.dirty.insert(id);
-            }
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(participant = %id, error = %e, "bad input from peer");
-                self.dirty.insert(id);
             }
-            Err(f) => self.fail(id, f),
+            Err(f) => return self.fail(id, f),
         }
+        // Drained at once: in RTP mode str0m holds one received packet until the next
+        // poll, and the next datagram would replace it.
+        self.poll_peer(id, now);
+    }
+
+    /// Drain one peer: feed its timeout if due (or media was written to it), send what it
+    /// transmits, and act on its events.
+    fn poll_peer(&mut self, id: ParticipantId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        let outbox = &mut self.outbox;
+        // Sent together at the end of the pass (`flush`).
+        let res = peer.poll(
+            now,
+            |t| outbox.push(t.source, t.destination, &t.contents),
+            &mut events,
+        );
+        match res {
+            Err(f) => {
+                events.clear();
+                self.fail(id, f);
+            }
+            Ok(()) => {
+                for ev in events.drain(..) {
+                    self.on_event(id, ev, now);
+                }
+            }
+        }
+        self.events = events;
     }
 
     /// Advance every peer that has input or a due timeout, act on what they emit, and repeat
@@ -542,7 +576,6 @@ impl Engine {
     }
 
     fn settle(&mut self, now: Instant) {
-        let mut events = Vec::new();
         // Each round only makes peers dirty by forwarding to them; a few rounds suffice.
         for _ in 0..8 {
             if self.dirty.is_empty() && self.renegotiate.is_empty() && self.failed.is_empty() {
@@ -570,36 +603,25 @@ impl Engine {
             }
             let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
             for id in dirty {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    continue;
-                };
-                let sockets = &self.sockets;
-                let stats = &mut self.stats;
-                let res = peer.poll(
-                    now,
-                    |t| {
-                        if let Some(s) = sockets.get(&t.source) {
-                            // Non-blocking: a full socket buffer drops, as a congested link would.
-                            if s.try_send_to(&t.contents, t.destination).is_ok() {
-                                stats.datagrams_out += 1;
-                            }
-                        }
-                    },
-                    &mut events,
-                );
-                if let Err(f) = res {
-                    self.fail(id, f);
-                    events.clear();
-                    continue;
-                }
-                for ev in events.drain(..) {
-                    self.on_event(id, ev, now);
-                }
+                self.poll_peer(id, now);
             }
             for (id, f) in std::mem::take(&mut self.failed) {
                 self.remove(id, Some(f), now);
             }
         }
+        self.flush();
+    }
+
+    /// Send what this pass made, in as few system calls as the kernel allows.
+    fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let done = self.outbox.flush(&self.sockets);
+        self.stats.datagrams_out += done.sent;
+        self.stats.send_calls += done.syscalls;
+        // A full socket buffer drops, as a congested link would.
+        self.stats.datagrams_unsent += done.dropped;
     }
 
     fn on_event(&mut self, id: ParticipantId, ev: Event, now: Instant) {
@@ -663,51 +685,7 @@ impl Engine {
                     }
                 }
             }
-            Event::MediaData(data) => {
-                let Some(track) = self.peers.get_mut(&id).and_then(|p| {
-                    p.frames_in += 1;
-                    p.in_tracks.get(&data.mid).copied()
-                }) else {
-                    return;
-                };
-                // A moderator muted its publisher: nobody gets it.
-                if self.sfu.withheld(track) {
-                    return;
-                }
-                if !data.contiguous {
-                    if let Some(o) = self.sfu.keyframe_needed(track, now) {
-                        self.apply(vec![o]);
-                    }
-                }
-                for &sub in self.sfu.subscribers(track) {
-                    let Some(peer) = self.peers.get_mut(&sub) else {
-                        continue;
-                    };
-                    let Some(mid) = peer.out_mid(track) else {
-                        continue;
-                    };
-                    let written = contained(|| {
-                        let Some(w) = peer.rtc.writer(mid) else {
-                            return false;
-                        };
-                        let Some(pt) = w.match_params(data.params) else {
-                            return false;
-                        };
-                        w.write(pt, data.network_time, data.time, data.data.clone())
-                            .is_ok()
-                    });
-                    match written {
-                        Ok(true) => {
-                            peer.written = true;
-                            peer.frames_out += 1;
-                            self.stats.frames_forwarded += 1;
-                            self.dirty.insert(sub);
-                        }
-                        Ok(false) => {}
-                        Err(f) => self.failed.push((sub, f)),
-                    }
-                }
-            }
+            Event::RtpPacket(packet) => self.forward(id, packet, now),
             Event::PeerStats(stats) => {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.link_stats.update(&stats);
@@ -722,6 +700,87 @@ impl Engine {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// One packet from publisher `id`, on to every subscriber of its track as it is.
+    fn forward(&mut self, id: ParticipantId, packet: str0m::rtp::RtpPacket, now: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(mid) = p.in_mid_of(packet.header.ssrc) else {
+            return;
+        };
+        let Some(&track) = p.in_tracks.get(&mid) else {
+            return;
+        };
+        let pt = packet.header.payload_type;
+        let Some(params) = p.rtc.codec_config().find(|c| c.pt() == pt).copied() else {
+            return;
+        };
+        // Padding on the main SSRC (rare with RTX) carries nothing to forward.
+        if packet.payload.is_empty() {
+            return;
+        }
+        let video = params.spec().codec.is_video();
+        let frame = !video || packet.header.marker;
+        if frame {
+            p.frames_in += 1;
+        }
+        // A moderator muted its publisher: nobody gets it.
+        if self.sfu.withheld(track) {
+            p.withhold(mid);
+            return;
+        }
+        let epoch = p.epoch(mid);
+        let ext = &packet.header.ext_vals;
+        // Only what describes the media travels on; the publisher's mid, rid and transport
+        // numbers belong to its own connection (str0m writes ours).
+        let ext = str0m::rtp::ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            ..Default::default()
+        };
+        let incoming = Incoming {
+            source: (*packet.header.ssrc, epoch),
+            seq: *packet.seq_no,
+            ts: packet.header.timestamp,
+            clock: params.spec().clock_rate.get(),
+            arrival: packet.timestamp,
+            marker: packet.header.marker,
+            vp8: video
+                .then(|| str0m::rtp::Vp8Descriptor::parse(&packet.payload).ok())
+                .flatten(),
+            payload: packet.payload,
+        };
+        let mut switched = false;
+        for &sub in self.sfu.subscribers(track) {
+            let Some(peer) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            let Some(out) = peer.out_mid(track) else {
+                continue;
+            };
+            match peer.forward(out, &incoming, params, &ext) {
+                Ok(Some(s)) => {
+                    switched |= s;
+                    if frame {
+                        peer.frames_out += 1;
+                        self.stats.frames_forwarded += 1;
+                    }
+                    self.dirty.insert(sub);
+                }
+                Ok(None) => {}
+                Err(f) => self.failed.push((sub, f)),
+            }
+        }
+        // A subscriber's stream now carries another source (or resumes after a withheld
+        // stretch): its decoder needs a keyframe of it.
+        if switched && video {
+            if let Some(o) = self.sfu.keyframe_needed(track, now) {
+                self.apply(vec![o]);
+            }
         }
     }
 

@@ -202,7 +202,9 @@ impl Engine {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
-            .set_send_buffer_video(crate::engine::VIDEO_SEND_BUFFER)
+            .set_send_buffer_video(crate::peer::VIDEO_HISTORY_PACKETS)
+            // As the browsers' connections: packets forwarded as they arrive.
+            .set_rtp_mode(true)
             // Bitrate, loss and RTT per link, for the path shown in the API and the UI.
             .set_stats_interval(Some(Duration::from_secs(1)));
         // Check a link's path every second and give it up after a few unanswered checks:

@@ -17,7 +17,9 @@
 mod api;
 mod engine;
 mod federation;
+mod forward;
 mod net;
+mod outbox;
 mod peer;
 
 pub use api::{

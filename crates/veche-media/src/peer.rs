@@ -5,12 +5,20 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
 use veche_core::{LinkTrack, ParticipantId, Source, TrackId, TrackKind};
 
 use crate::api::{ErrorCode, PeerEvent, TrackInfo};
+use crate::forward::{Incoming, Rewriter};
+
+/// Retransmission history per outgoing video stream: this long...
+pub(crate) const VIDEO_HISTORY: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...and at most this many packets (1 s of a 4 Mbit/s screen share).
+pub(crate) const VIDEO_HISTORY_PACKETS: usize = 512;
 
 /// A contained failure: the peer must go, nobody else is affected.
 #[derive(Debug)]
@@ -131,7 +139,8 @@ pub(crate) struct Peer {
     pub link_stats: LinkStats,
     /// When the last datagram from it arrived.
     pub last_input: Instant,
-    /// Media frames received from it and written to it.
+    /// Media frames received from it and written to it (a video frame is the packet that
+    /// ends it, marker bit set; every audio packet is one).
     pub frames_in: u64,
     pub frames_out: u64,
     /// Since when ICE says disconnected (cleared when it recovers).
@@ -141,6 +150,13 @@ pub(crate) struct Peer {
     /// Published tracks: incoming mid → track, and back.
     pub in_tracks: HashMap<Mid, TrackId>,
     in_mids: HashMap<TrackId, Mid>,
+    /// Incoming SSRC → mid (a packet names only its SSRC), learned from str0m once.
+    in_ssrcs: HashMap<Ssrc, Mid>,
+    /// Per incoming mid: a counter that moves on after a stretch that was withheld, and
+    /// whether the last packet was (so subscribers' streams continue without a hole).
+    in_epochs: HashMap<Mid, (u32, bool)>,
+    /// Per outgoing mid: its renumbering, and the publisher's payload type → ours.
+    rewriters: HashMap<Mid, (Rewriter, Option<(Pt, Pt)>)>,
     /// Outgoing streams (negotiating or ready): track → mid, mid → (track, info).
     out_mids: HashMap<TrackId, Mid>,
     out_tracks: BTreeMap<Mid, (TrackId, TrackInfo)>,
@@ -181,6 +197,9 @@ impl Peer {
             sources: HashMap::new(),
             in_tracks: HashMap::new(),
             in_mids: HashMap::new(),
+            in_ssrcs: HashMap::new(),
+            in_epochs: HashMap::new(),
+            rewriters: HashMap::new(),
             out_mids: HashMap::new(),
             out_tracks: BTreeMap::new(),
             to_add: Vec::new(),
@@ -242,18 +261,112 @@ impl Peer {
         let Some(&mid) = self.in_mids.get(&track) else {
             return Ok(());
         };
-        contained(|| {
-            if let Some(mut w) = self.rtc.writer(mid) {
-                let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
-                    KeyframeRequestKind::Pli
-                } else {
-                    KeyframeRequestKind::Fir
-                };
-                if let Err(e) = w.request_keyframe(None, kind) {
-                    tracing::debug!(peer = %self.id, %track, error = %e, "keyframe request not sent");
+        let sent = contained(|| {
+            let params = self.rtc.codec_config().params();
+            let kind = if params.iter().any(|p| p.fb_pli()) {
+                KeyframeRequestKind::Pli
+            } else if params.iter().any(|p| p.fb_fir()) {
+                KeyframeRequestKind::Fir
+            } else {
+                return false;
+            };
+            match self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                Some(rx) => {
+                    rx.request_keyframe(kind);
+                    true
                 }
+                None => false,
             }
-        })
+        })?;
+        if sent {
+            // Out with the next poll, not at the next unrelated timer.
+            self.written = true;
+        } else {
+            tracing::debug!(peer = %self.id, %track, "keyframe request not sent (no stream yet)");
+        }
+        Ok(())
+    }
+
+    /// The incoming mid a packet's SSRC belongs to.
+    pub fn in_mid_of(&mut self, ssrc: Ssrc) -> Option<Mid> {
+        if let Some(mid) = self.in_ssrcs.get(&ssrc) {
+            return Some(*mid);
+        }
+        let mid = contained(|| self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()))
+            .ok()
+            .flatten()?;
+        // Bounded: a publisher has a few SSRCs; a flood of new ones starts over.
+        if self.in_ssrcs.len() >= 64 {
+            self.in_ssrcs.clear();
+        }
+        self.in_ssrcs.insert(ssrc, mid);
+        Some(mid)
+    }
+
+    /// A packet on `mid` was withheld (its publisher is muted): nobody gets it.
+    pub fn withhold(&mut self, mid: Mid) {
+        self.in_epochs.entry(mid).or_default().1 = true;
+    }
+
+    /// The numbering epoch of a packet on `mid` that is forwarded: it moves on after a
+    /// withheld stretch, so subscribers' streams continue without a hole.
+    pub fn epoch(&mut self, mid: Mid) -> u32 {
+        let e = self.in_epochs.entry(mid).or_default();
+        if std::mem::take(&mut e.1) {
+            e.0 = e.0.wrapping_add(1);
+        }
+        e.0
+    }
+
+    /// Write one forwarded packet on outgoing `mid`. `Ok(None)`: not sent (nothing
+    /// negotiated for it yet, a codec this peer lacks, a late packet); `Ok(Some(switched))`
+    /// sent, and whether its source changed with it (a keyframe is needed then).
+    pub fn forward(
+        &mut self,
+        mid: Mid,
+        p: &Incoming,
+        params: PayloadParams,
+        ext: &ExtensionValues,
+    ) -> Result<Option<bool>, PeerFailure> {
+        let (rewriter, pts) = self.rewriters.entry(mid).or_insert_with(|| {
+            // Any start below 2^15 will do; spread them so streams do not look alike.
+            let seed = (self.id.0 as u16).wrapping_add(self.out_tracks.len() as u16 * 997);
+            (Rewriter::new(seed), None)
+        });
+        let pt = match *pts {
+            Some((from, to)) if from == params.pt() => to,
+            _ => {
+                let Some(to) = self.rtc.codec_config().match_params(params).map(|c| c.pt()) else {
+                    return Ok(None);
+                };
+                *pts = Some((params.pt(), to));
+                to
+            }
+        };
+        let Some(m) = rewriter.map(p) else {
+            return Ok(None);
+        };
+        let video = params.spec().codec.is_video();
+        let written = contained(|| {
+            let mut api = self.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                return false;
+            };
+            let mut w = RtpWrite::new(pt, m.seq.into(), m.ts, p.arrival, p.payload.clone())
+                .marker(p.marker)
+                .ext_vals(ext.clone())
+                .nackable(video);
+            if let Some(patch) = m.vp8 {
+                w = w.vp8_patch(patch);
+            }
+            tx.write_rtp(w);
+            true
+        })?;
+        if !written {
+            return Ok(None);
+        }
+        self.written = true;
+        Ok(Some(m.switched))
     }
 
     pub fn subscribe(&mut self, sub: PendingSub) {
@@ -265,6 +378,7 @@ impl Peer {
         self.ready_when_connected.retain(|t| *t != track);
         if let Some(mid) = self.out_mids.remove(&track) {
             self.out_tracks.remove(&mid);
+            self.rewriters.remove(&mid);
             self.to_stop.push(mid);
         }
     }
@@ -343,6 +457,8 @@ impl Peer {
     pub fn forget_in_track(&mut self, track: TrackId) {
         if let Some(mid) = self.in_mids.remove(&track) {
             self.in_tracks.remove(&mid);
+            self.in_ssrcs.retain(|_, m| *m != mid);
+            self.in_epochs.remove(&mid);
         }
     }
 
@@ -369,6 +485,28 @@ impl Peer {
         })?;
         contained(|| self.rtc.sdp_api().accept_answer(flight.pending, answer))?.map_err(|e| {
             PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the answer: {e}"))
+        })?;
+        // Retransmission history by time, not by count: about a second of video is more
+        // than any useful NACK round trip, and entries share their payload with every other
+        // viewer's. Audio keeps none (Opus has no RTX).
+        let video: Vec<Mid> = flight
+            .added
+            .iter()
+            .filter_map(|t| self.out_mids.get(t))
+            .filter(|m| {
+                self.out_tracks
+                    .get(m)
+                    .is_some_and(|(_, i)| i.kind == TrackKind::Video)
+            })
+            .copied()
+            .collect();
+        contained(|| {
+            let mut api = self.rtc.direct_api();
+            for mid in video {
+                if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                    tx.set_rtx_cache(VIDEO_HISTORY_PACKETS, VIDEO_HISTORY, Some(0.15));
+                }
+            }
         })?;
         // Tracks unsubscribed while the offer was in flight are no longer in out_mids.
         let live: Vec<TrackId> = flight
