@@ -529,6 +529,12 @@ impl EngineHandle {
         self.tx.send(cmd).await.map_err(|_| EngineGone)
     }
 
+    /// Queue a command without waiting (for a driver that is not async: the in-process
+    /// tests). Fails when the engine has stopped or its queue is full.
+    pub fn try_send(&self, cmd: Command) -> Result<(), EngineGone> {
+        self.tx.try_send(cmd).map_err(|_| EngineGone)
+    }
+
     /// Who is in a meeting.
     pub async fn participants(&self, meeting: &str) -> Result<Vec<ParticipantInfo>, EngineGone> {
         let (reply, rx) = oneshot::channel();

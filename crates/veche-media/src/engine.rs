@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use veche_core::{ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
 
@@ -102,14 +101,13 @@ pub struct Engine {
     pub(crate) peers: HashMap<ParticipantId, Peer>,
     /// Remote address → peer, learned from `Rtc::accepts`, so most datagrams skip the scan.
     pub(crate) by_source: HashMap<SocketAddr, ParticipantId>,
-    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     pub(crate) candidates: Vec<Candidate>,
     /// The same on the link port, for links this node offers.
     pub(crate) link_candidates: Vec<Candidate>,
     /// Candidates learned from other nodes' observations: offered on node links only.
     pub(crate) link_only: Vec<SocketAddr>,
-    cmd_rx: mpsc::Receiver<Command>,
-    udp_rx: mpsc::Receiver<Datagram>,
+    /// Commands from the handle (signaling, the node bridge).
+    pub(crate) commands: mpsc::Receiver<Command>,
     /// Peers with new input whose output must be drained.
     pub(crate) dirty: HashSet<ParticipantId>,
     /// Peers whose negotiation state changed.
@@ -122,10 +120,11 @@ pub struct Engine {
     failed: Vec<(ParticipantId, PeerFailure)>,
     /// Reused for each peer's events while it is drained.
     events: Vec<Event>,
-    /// What the peers transmit during a pass, sent at its end.
-    outbox: Outbox,
+    /// What the peers transmit during a pass, sent at its end (by the driver).
+    pub(crate) outbox: Outbox,
     stats: EngineStats,
-    dropped: Arc<AtomicU64>,
+    /// Datagrams the socket readers dropped (their queue was full).
+    pub(crate) dropped: Arc<AtomicU64>,
     last_housekeeping: Instant,
 }
 
@@ -153,102 +152,128 @@ impl Engine {
                 port: config.link_port,
                 source,
             })?;
-        let candidates = candidates_for(&bound, &config.advertise);
-        let link_candidates = candidates_for(&link_bound, &config.advertise);
-
-        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let media: Vec<SocketAddr> = bound.iter().map(|(a, _)| *a).collect();
+        let links: Vec<SocketAddr> = link_bound.iter().map(|(a, _)| *a).collect();
+        // Milliseconds since the epoch times 1000: ids grow across restarts and stay
+        // below 2^53, the largest integer JavaScript holds exactly, until year 2255.
+        let id_base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64 * 1000)
+            .unwrap_or(0);
+        let (engine, handle) = Engine::new(config, (&media, &links), id_base, Instant::now());
         let (udp_tx, udp_rx) = mpsc::channel(DATAGRAM_QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
         let mut sockets = HashMap::new();
         for (addr, sock) in bound.iter().chain(&link_bound) {
             tokio::spawn(read_loop(
                 sock.clone(),
                 *addr,
                 udp_tx.clone(),
-                dropped.clone(),
+                engine.dropped.clone(),
             ));
             sockets.insert(*addr, sock.clone());
         }
+        let task = tokio::spawn(crate::driver::run(engine, sockets, udp_rx));
+        Ok((handle, media, task))
+    }
+
+    /// An engine with no sockets and no clock of its own (sans-IO): it takes commands
+    /// (sent through the returned handle, taken with [`Engine::handle_commands`]),
+    /// datagrams and the time, and leaves what it transmits for
+    /// [`Engine::poll_transmit`]. `media` and `links` are the addresses browsers and
+    /// other nodes reach it at; participant ids start at `id_base`.
+    pub fn new(
+        config: EngineConfig,
+        (media, links): (&[SocketAddr], &[SocketAddr]),
+        id_base: u64,
+        now: Instant,
+    ) -> (Engine, EngineHandle) {
+        let (cmd_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let engine = Engine {
-            // Milliseconds since the epoch times 1000: ids grow across restarts and stay
-            // below 2^53, the largest integer JavaScript holds exactly, until year 2255.
-            sfu: Sfu::with_id_base(
-                config.limits,
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64 * 1000)
-                    .unwrap_or(0),
-            ),
+            sfu: Sfu::with_id_base(config.limits, id_base),
             peers: HashMap::new(),
             by_source: HashMap::new(),
-            sockets,
-            candidates,
-            link_candidates,
+            candidates: candidates_for(media, &config.advertise),
+            link_candidates: candidates_for(links, &config.advertise),
             link_only: Vec::new(),
-            cmd_rx,
-            udp_rx,
+            commands,
             dirty: HashSet::new(),
             renegotiate: HashSet::new(),
             failed: Vec::new(),
             events: Vec::new(),
             outbox: Outbox::default(),
             stats: EngineStats::default(),
-            dropped,
-            last_housekeeping: Instant::now(),
+            dropped: Arc::new(AtomicU64::new(0)),
+            last_housekeeping: now,
             node_id: config.node_id,
             fed_out: config.federation,
             fed: Fed::new(config.relay),
             links_on_loopback: config.links_on_loopback,
         };
-        let task = tokio::spawn(engine.run());
-        Ok((
-            EngineHandle { tx: cmd_tx },
-            bound.into_iter().map(|(a, _)| a).collect(),
-            task,
-        ))
+        (engine, EngineHandle { tx: cmd_tx })
     }
 
-    async fn run(mut self) {
-        loop {
-            let now = Instant::now();
-            // Work left over from a busy step runs at once, not at the next timeout.
-            let leftover =
-                !self.dirty.is_empty() || !self.renegotiate.is_empty() || !self.failed.is_empty();
-            let next = if leftover {
-                now
-            } else {
-                self.peers
-                    .values()
-                    .map(|p| p.timeout)
-                    .min()
-                    .unwrap_or(now + MAX_SLEEP)
-                    .min(now + MAX_SLEEP)
-                    .max(now)
-            };
-            tokio::select! {
-                cmd = self.cmd_rx.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    None => break,
-                },
-                Some(d) = self.udp_rx.recv() => {
-                    self.on_datagram(d);
-                    // Take what else is queued before driving, so a burst costs one drive.
-                    for _ in 0..64 {
-                        match self.udp_rx.try_recv() {
-                            Ok(d) => self.on_datagram(d),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                _ = tokio::time::sleep_until(next.into()) => {}
-            }
-            self.drive(Instant::now());
+    /// Take every command queued on the handle.
+    pub fn handle_commands(&mut self, now: Instant) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.handle_command(cmd, now);
         }
-        tracing::info!("media engine stopped");
     }
 
-    fn on_command(&mut self, cmd: Command) {
-        let now = Instant::now();
+    /// A datagram that arrived at `destination` (one of the engine's addresses).
+    pub fn receive(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        self.handle_datagram(
+            Datagram {
+                source,
+                destination,
+                data: data.to_vec(),
+            },
+            now,
+        );
+    }
+
+    /// Everything transmitted since the last call, in order: (from, to, bytes).
+    pub fn poll_transmit(&mut self, mut send: impl FnMut(SocketAddr, SocketAddr, &[u8])) {
+        let mut n = 0;
+        self.outbox.drain(|from, to, bytes| {
+            n += 1;
+            send(from, to, bytes)
+        });
+        self.stats.datagrams_out += n;
+    }
+
+    /// When the engine next needs [`Engine::drive`] (now, if work is left over).
+    pub fn next_timeout(&self, now: Instant) -> Instant {
+        // Work left over from a busy step runs at once, not at the next timeout.
+        let leftover =
+            !self.dirty.is_empty() || !self.renegotiate.is_empty() || !self.failed.is_empty();
+        if leftover {
+            return now;
+        }
+        self.peers
+            .values()
+            .map(|p| p.timeout)
+            .min()
+            .unwrap_or(now + MAX_SLEEP)
+            .min(now + MAX_SLEEP)
+            .max(now)
+    }
+
+    /// What the driver's sends did.
+    pub(crate) fn count_sent(&mut self, done: crate::outbox::Flushed) {
+        self.stats.datagrams_out += done.sent;
+        self.stats.send_calls += done.syscalls;
+        // A full socket buffer drops, as a congested link would.
+        self.stats.datagrams_unsent += done.dropped;
+    }
+
+    /// One command from signaling or the node bridge.
+    pub fn handle_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
             Command::Join {
                 meeting,
@@ -482,9 +507,8 @@ impl Engine {
         self.settle(now);
     }
 
-    fn on_datagram(&mut self, d: Datagram) {
+    pub(crate) fn handle_datagram(&mut self, d: Datagram, now: Instant) {
         self.stats.datagrams_in += 1;
-        let now = Instant::now();
         // Parsing untrusted bytes: a bug here must not take the engine down.
         let Ok(Ok(contents)) = contained(|| d.data.as_slice().try_into()) else {
             return;
@@ -562,7 +586,7 @@ impl Engine {
 
     /// Advance every peer that has input or a due timeout, act on what they emit, and repeat
     /// while forwarding makes other peers dirty.
-    fn drive(&mut self, now: Instant) {
+    pub fn drive(&mut self, now: Instant) {
         for (id, p) in &self.peers {
             if p.timeout <= now {
                 self.dirty.insert(*id);
@@ -609,19 +633,6 @@ impl Engine {
                 self.remove(id, Some(f), now);
             }
         }
-        self.flush();
-    }
-
-    /// Send what this pass made, in as few system calls as the kernel allows.
-    fn flush(&mut self) {
-        if self.outbox.is_empty() {
-            return;
-        }
-        let done = self.outbox.flush(&self.sockets);
-        self.stats.datagrams_out += done.sent;
-        self.stats.send_calls += done.syscalls;
-        // A full socket buffer drops, as a congested link would.
-        self.stats.datagrams_unsent += done.dropped;
     }
 
     fn on_event(&mut self, id: ParticipantId, ev: Event, now: Instant) {
@@ -977,28 +988,23 @@ impl Engine {
 /// ICE candidates for sockets bound on `bound`: one host candidate each, and one
 /// server-reflexive candidate per advertised address (reaching the same port through a
 /// forward or a NAT; which base does not matter to ICE-lite, any of the same family will do).
-fn candidates_for(bound: &[(SocketAddr, Arc<UdpSocket>)], advertise: &[IpAddr]) -> Vec<Candidate> {
+fn candidates_for(bound: &[SocketAddr], advertise: &[IpAddr]) -> Vec<Candidate> {
     let mut candidates = Vec::new();
-    for (addr, _) in bound {
+    for addr in bound {
         match Candidate::host(*addr, "udp") {
             Ok(c) => candidates.push(c),
             Err(e) => tracing::warn!(%addr, error = %e, "address not usable as a candidate"),
         }
     }
-    let Some(port) = bound.first().map(|(a, _)| a.port()) else {
+    let Some(port) = bound.first().map(|a| a.port()) else {
         return candidates;
     };
     for ip in advertise {
         let base = bound
             .iter()
-            .map(|(a, _)| *a)
+            .copied()
             .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ip.is_ipv4())
-            .or_else(|| {
-                bound
-                    .iter()
-                    .map(|(a, _)| *a)
-                    .find(|a| a.is_ipv4() == ip.is_ipv4())
-            });
+            .or_else(|| bound.iter().copied().find(|a| a.is_ipv4() == ip.is_ipv4()));
         let Some(base) = base else { continue };
         match Candidate::server_reflexive(SocketAddr::new(*ip, port), base, "udp") {
             Ok(c) => candidates.push(c),

@@ -2,19 +2,23 @@
 //! forwarding decisions of [`veche_core::Sfu`] carried out on real packets.
 //!
 //! How the pieces connect:
+//! - [`Engine`] is sans-IO: it takes [`Command`]s (through an [`EngineHandle`]), datagrams
+//!   and the time, forwards RTP packets as they arrive (`forward.rs` renumbers them per
+//!   subscriber), and leaves what it transmits in its outbox. It owns the
+//!   [`veche_core::Sfu`] and every peer's `str0m::Rtc`, and answers each participant through
+//!   its own bounded [`PeerEvent`] queue; a participant that does not read its queue is
+//!   dropped rather than slowing the meeting.
 //! - [`Engine::start`] binds the media port on every local IPv4 address (the same port on
 //!   each, since ICE matches a packet to a candidate by its destination address) and spawns
-//!   one reader task per socket plus the engine task.
+//!   one reader task per socket plus the driver (`driver.rs`), which feeds the engine and
+//!   sends its outbox with `sendmmsg`.
 //! - Reader tasks push datagrams into one bounded queue; when it is full, datagrams are
 //!   dropped, as the network would.
-//! - The engine task owns the [`veche_core::Sfu`] and every peer's `str0m::Rtc`. It takes
-//!   [`Command`]s from the signaling layer through an [`EngineHandle`] and answers each
-//!   participant through its own bounded [`PeerEvent`] queue. A participant that does not
-//!   read its queue is dropped rather than slowing the meeting.
 //! - Every call into a peer's `Rtc` runs under `catch_unwind`: a bug triggered by one peer
 //!   removes that peer and nobody else.
 
 mod api;
+mod driver;
 mod engine;
 mod federation;
 mod forward;

@@ -42,6 +42,15 @@ impl Outbox {
         self.items.is_empty()
     }
 
+    /// Hand everything to `send` (socket, destination, bytes), in order, and empty the box:
+    /// for a driver that is not a socket (a simulated network).
+    pub fn drain(&mut self, mut send: impl FnMut(SocketAddr, SocketAddr, &[u8])) {
+        for (source, destination, start, len) in self.items.drain(..) {
+            send(source, destination, &self.bytes[start..start + len]);
+        }
+        self.bytes.clear();
+    }
+
     /// Send everything, in order per socket, and empty the box.
     pub fn flush(&mut self, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>) -> Flushed {
         let mut done = Flushed::default();

@@ -1,0 +1,50 @@
+//! The engine's IO: the sockets, the queue their reader tasks fill, and the clock. The
+//! [`Engine`] itself takes datagrams, commands and the time and leaves what it transmits in
+//! its outbox; this loop feeds it and sends that.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::engine::Engine;
+use crate::net::Datagram;
+
+/// Datagrams taken from the queue before the engine is driven, so a burst costs one pass.
+const BURST: usize = 64;
+
+/// Run `engine` until its command queue closes.
+pub(crate) async fn run(
+    mut engine: Engine,
+    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    mut udp_rx: mpsc::Receiver<Datagram>,
+) {
+    loop {
+        let next = engine.next_timeout(Instant::now());
+        tokio::select! {
+            cmd = engine.commands.recv() => match cmd {
+                Some(cmd) => engine.handle_command(cmd, Instant::now()),
+                None => break,
+            },
+            Some(d) = udp_rx.recv() => {
+                engine.handle_datagram(d, Instant::now());
+                for _ in 0..BURST {
+                    match udp_rx.try_recv() {
+                        Ok(d) => engine.handle_datagram(d, Instant::now()),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next.into()) => {}
+        }
+        engine.drive(Instant::now());
+        if !engine.outbox.is_empty() {
+            let done = engine.outbox.flush(&sockets);
+            engine.count_sent(done);
+        }
+    }
+    tracing::info!("media engine stopped");
+}

@@ -1,0 +1,665 @@
+//! The media engine with no sockets and no sleeps: engines built with `Engine::new` (sans-IO),
+//! browsers played by str0m peers, and node links between engines, all wired through one
+//! simulated network on one simulated clock (delay, and loss where a test asks for it).
+//! Each test drives the whole system step by step and checks what the receiving peers got.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::{mpsc, oneshot};
+use veche_core::{Notice, ParticipantId, Source};
+use veche_media::{Command, Engine, EngineConfig, EngineHandle, FedOut, LinkOffer, Moderation};
+use veche_media::{PeerEvent, Signal};
+
+const MEETING: &str = "sim-meeting";
+/// Node ids have the shape of libp2p peer ids (the engine refuses anything else).
+const NODE_A: &str = "12D3KooWSimNodeAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const NODE_B: &str = "12D3KooWSimNodeBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+/// One way, every datagram.
+const DELAY: Duration = Duration::from_millis(5);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+struct Node {
+    id: &'static str,
+    engine: Engine,
+    handle: EngineHandle,
+    fed: mpsc::Receiver<FedOut>,
+    addrs: [SocketAddr; 2],
+}
+
+/// What a peer received on one of its mids.
+#[derive(Default, Debug)]
+struct Got {
+    frames: u64,
+    /// Frames that came after a gap the peer could not fill.
+    gaps: u64,
+    /// Frame numbers the publisher wrote into the payload (video), in arrival order.
+    numbers: Vec<u32>,
+}
+
+/// A str0m peer that joins like a browser.
+struct Client {
+    name: &'static str,
+    node: usize,
+    addr: SocketAddr,
+    rtc: Rtc,
+    id: ParticipantId,
+    events: mpsc::Receiver<PeerEvent>,
+    pending: Option<SdpPendingOffer>,
+    timeout: Instant,
+    connected: bool,
+    /// Publishing: audio and video mids, the next send time and frame count.
+    publish: Option<(Mid, Mid)>,
+    next_send: Instant,
+    sent_frames: u32,
+    audio_seq: u64,
+    /// Received, per source kind.
+    audio: Got,
+    video: Got,
+    left: Vec<ParticipantId>,
+}
+
+/// What the network does with a datagram (from, to, bytes).
+type Verdict<T> = dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> T;
+/// A node's answer to a link offer, awaited.
+type Answer = oneshot::Receiver<Result<String, veche_media::LinkError>>;
+
+struct Sim {
+    now: Instant,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    /// In flight: (arrives, from, to, bytes).
+    wire: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Drops what it returns true for (from, to, bytes).
+    lose: Box<Verdict<bool>>,
+    lost: u64,
+    /// Extra delay of a datagram (from, to, bytes): reordering where it differs.
+    jitter: Box<Verdict<Duration>>,
+    /// Link answers awaited: (offering node, link, answer).
+    answers: Vec<(usize, ParticipantId, Answer)>,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        if str0m::crypto::CryptoProvider::get_default().is_none() {
+            str0m::crypto::from_feature_flags().install_process_default();
+        }
+        Sim {
+            now: Instant::now(),
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            wire: Vec::new(),
+            lose: Box::new(|_, _, _| false),
+            lost: 0,
+            jitter: Box::new(|_, _, _| Duration::ZERO),
+            answers: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, id: &'static str, ip: &str) -> usize {
+        let (fed_tx, fed) = mpsc::channel(1024);
+        let addrs = [addr(&format!("{ip}:7301")), addr(&format!("{ip}:7303"))];
+        let (engine, handle) = Engine::new(
+            EngineConfig {
+                node_id: id.into(),
+                federation: Some(fed_tx),
+                bind: vec![],
+                ..EngineConfig::default()
+            },
+            (&addrs[..1], &addrs[1..]),
+            1_000_000 * (self.nodes.len() as u64 + 1),
+            self.now,
+        );
+        self.nodes.push(Node {
+            id,
+            engine,
+            handle,
+            fed,
+            addrs,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// A peer joining on `node` at `ip`; `publish`: it sends a camera and a microphone.
+    fn join(&mut self, node: usize, name: &'static str, ip: &str, publish: bool) -> usize {
+        let local = addr(&format!("{ip}:5000"));
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
+        let (events_tx, events) = mpsc::channel(1024);
+        let (reply, mut joined) = oneshot::channel();
+        let others = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != node)
+            .map(|(_, n)| n.id.to_owned())
+            .collect();
+        self.nodes[node]
+            .handle
+            .try_send(Command::Join {
+                meeting: MEETING.into(),
+                name: name.into(),
+                key: Some(format!("key-of-{name}")),
+                presence: None,
+                listener: false,
+                client: None,
+                nodes: others,
+                events: events_tx,
+                reply,
+            })
+            .expect("queued");
+        self.nodes[node].engine.handle_commands(self.now);
+        let id = joined.try_recv().expect("answered").expect("joined");
+        let mut api = rtc.sdp_api();
+        let mut sources = HashMap::new();
+        let publish = if publish {
+            let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            sources.insert(a.to_string(), Source::Mic);
+            sources.insert(v.to_string(), Source::Camera);
+            Some((a, v))
+        } else {
+            api.add_channel("veche".into());
+            None
+        };
+        let (offer, pending) = api.apply().expect("an offer");
+        self.nodes[node]
+            .handle
+            .try_send(Command::Offer {
+                id,
+                sdp: offer.to_sdp_string(),
+                sources,
+            })
+            .expect("queued");
+        self.clients.push(Client {
+            name,
+            node,
+            addr: local,
+            rtc,
+            id,
+            events,
+            pending: Some(pending),
+            timeout: self.now,
+            connected: false,
+            publish,
+            next_send: self.now,
+            sent_frames: 0,
+            audio_seq: 0,
+            audio: Got::default(),
+            video: Got::default(),
+            left: Vec::new(),
+        });
+        self.clients.len() - 1
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        if (self.lose)(from, to, bytes) {
+            self.lost += 1;
+            return;
+        }
+        let extra = (self.jitter)(from, to, bytes);
+        self.wire
+            .push((self.now + DELAY + extra, from, to, bytes.to_vec()));
+    }
+
+    /// Run the whole system for `d` of simulated time.
+    fn run(&mut self, d: Duration) {
+        let until = self.now + d;
+        // Bounded: far more steps than `d` can need.
+        for _ in 0..2_000_000 {
+            if self.now >= until {
+                return;
+            }
+            self.step();
+        }
+        panic!("the simulation did not reach its end time");
+    }
+
+    /// Run until `done` holds, within 20 s of simulated time.
+    fn until(&mut self, what: &str, done: impl Fn(&Sim) -> bool) {
+        let limit = self.now + Duration::from_secs(20);
+        while !done(self) {
+            assert!(self.now < limit, "{what}: not within 20 s");
+            self.run(Duration::from_millis(10));
+        }
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        // The network delivers what is due, in order.
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wire)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now);
+        self.wire = later;
+        let mut due = due;
+        due.sort_by_key(|(at, ..)| *at);
+        for (_, from, to, bytes) in due {
+            if let Some(n) = self.nodes.iter_mut().find(|n| n.addrs.contains(&to)) {
+                n.engine.receive(from, to, &bytes, now);
+            } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
+                if let Ok(contents) = bytes.as_slice().try_into() {
+                    let _ = c.rtc.handle_input(Input::Receive(
+                        now,
+                        Receive {
+                            proto: Protocol::Udp,
+                            source: from,
+                            destination: to,
+                            contents,
+                        },
+                    ));
+                    c.drain(now);
+                }
+            }
+        }
+        // Engines: commands, timers, what they transmit, what they tell other nodes.
+        let mut out = Vec::new();
+        for i in 0..self.nodes.len() {
+            let n = &mut self.nodes[i];
+            n.engine.handle_commands(now);
+            n.engine.drive(now);
+            n.engine
+                .poll_transmit(|from, to, bytes| out.push((from, to, bytes.to_vec())));
+            while let Ok(msg) = self.nodes[i].fed.try_recv() {
+                self.route(i, msg);
+            }
+        }
+        self.answers
+            .retain_mut(|(from, link, rx)| match rx.try_recv() {
+                Ok(Ok(sdp)) => {
+                    let _ = self.nodes[*from]
+                        .handle
+                        .try_send(Command::Answer { id: *link, sdp });
+                    false
+                }
+                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => false,
+                Err(oneshot::error::TryRecvError::Empty) => true,
+            });
+        // Peers: signaling, timers, sending.
+        for c in &mut self.clients {
+            let handle = self.nodes[c.node].handle.clone();
+            c.signaling(&handle);
+            if now >= c.timeout {
+                let _ = c.rtc.handle_input(Input::Timeout(now));
+            }
+            c.publish(now);
+            out.extend(c.drain(now));
+        }
+        for (from, to, bytes) in out {
+            self.send(from, to, &bytes);
+        }
+        // On to the next thing that happens.
+        let mut next = now + Duration::from_millis(20);
+        for (at, ..) in &self.wire {
+            next = next.min(*at);
+        }
+        for n in &self.nodes {
+            next = next.min(n.engine.next_timeout(now));
+        }
+        for c in &self.clients {
+            next = next.min(c.timeout);
+            if c.publish.is_some() && c.connected {
+                next = next.min(c.next_send);
+            }
+        }
+        self.now = next.max(now + Duration::from_micros(100));
+    }
+
+    /// The node bridge's job: deliver node `from`'s messages to the node they name.
+    fn route(&mut self, from: usize, msg: FedOut) {
+        let to_index = |node: &str| self.nodes.iter().position(|n| n.id == node);
+        let from_id = self.nodes[from].id.to_owned();
+        match msg {
+            FedOut::Events {
+                node,
+                meeting,
+                events,
+            } => {
+                if let Some(t) = to_index(&node) {
+                    let _ = self.nodes[t].handle.try_send(Command::NodeEvents {
+                        node: from_id,
+                        meeting,
+                        events,
+                    });
+                }
+            }
+            FedOut::Offer {
+                node,
+                meeting,
+                link,
+                sdp,
+                tracks,
+            } => {
+                if let Some(t) = to_index(&node) {
+                    let (reply, rx) = oneshot::channel();
+                    let _ = self.nodes[t].handle.try_send(Command::LinkOffer(LinkOffer {
+                        node: from_id,
+                        meeting,
+                        link: link.0,
+                        sdp,
+                        tracks,
+                        reply,
+                    }));
+                    self.answers.push((from, link, rx));
+                }
+            }
+            FedOut::NeedRelay { .. } => {}
+        }
+    }
+}
+
+impl Client {
+    /// Everything str0m has to say now: transmits returned, media counted.
+    fn drain(&mut self, now: Instant) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        for _ in 0..100_000 {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = t.max(now);
+                    break;
+                }
+                Ok(Output::Transmit(t)) => out.push((t.source, t.destination, t.contents.to_vec())),
+                Ok(Output::Event(Event::Connected)) => self.connected = true,
+                Ok(Output::Event(Event::MediaData(d))) => {
+                    let got = if d.params.spec().codec == Codec::Opus {
+                        &mut self.audio
+                    } else {
+                        &mut self.video
+                    };
+                    got.frames += 1;
+                    if !d.contiguous {
+                        got.gaps += 1;
+                    }
+                    if d.data.len() >= 4 {
+                        let n = u32::from_be_bytes([d.data[0], d.data[1], d.data[2], d.data[3]]);
+                        got.numbers.push(n);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{}: {e}", self.name),
+            }
+        }
+        out
+    }
+
+    fn signaling(&mut self, engine: &EngineHandle) {
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                PeerEvent::Signal(Signal::Answer { sdp }) => {
+                    let answer = SdpAnswer::from_sdp_string(&sdp).expect("answer");
+                    let pending = self.pending.take().expect("an offer of ours");
+                    self.rtc
+                        .sdp_api()
+                        .accept_answer(pending, answer)
+                        .expect("accepted");
+                }
+                PeerEvent::Signal(Signal::Offer { sdp, .. }) => {
+                    let offer = SdpOffer::from_sdp_string(&sdp).expect("offer");
+                    let answer = self.rtc.sdp_api().accept_offer(offer).expect("accepted");
+                    engine
+                        .try_send(Command::Answer {
+                            id: self.id,
+                            sdp: answer.to_sdp_string(),
+                        })
+                        .expect("queued");
+                }
+                PeerEvent::Notice(Notice::ParticipantLeft { id, .. }) => self.left.push(id),
+                _ => {}
+            }
+        }
+    }
+
+    /// A publisher sends an Opus packet every 20 ms and a 3-packet VP8 frame every 40 ms,
+    /// each video frame numbered in its first bytes.
+    fn publish(&mut self, now: Instant) {
+        let Some((audio, video)) = self.publish else {
+            return;
+        };
+        if !self.connected || self.pending.is_some() || now < self.next_send {
+            return;
+        }
+        // Real time from the moment it can send: no burst to catch up with connecting.
+        if self.next_send + Duration::from_millis(100) < now {
+            self.next_send = now;
+        }
+        self.next_send += Duration::from_millis(20);
+        if let Some(w) = self.rtc.writer(audio) {
+            let pt = w.payload_params().find(|p| p.spec().codec == Codec::Opus);
+            if let Some(pt) = pt.map(|p| p.pt()) {
+                let time = MediaTime::new(self.audio_seq * 960, Frequency::FORTY_EIGHT_KHZ);
+                self.audio_seq += 1;
+                let _ = w.write(pt, now, time, vec![0x55u8; 80]);
+            }
+        }
+        if self.audio_seq.is_multiple_of(2) {
+            if let Some(w) = self.rtc.writer(video) {
+                let pt = w.payload_params().find(|p| p.spec().codec == Codec::Vp8);
+                if let Some(pt) = pt.map(|p| p.pt()) {
+                    let n = self.sent_frames;
+                    let mut frame = vec![0u8; 3000];
+                    frame[..4].copy_from_slice(&n.to_be_bytes());
+                    let time = MediaTime::new(u64::from(n) * 3600, Frequency::NINETY_KHZ);
+                    if w.write(pt, now, time, frame).is_ok() {
+                        self.sent_frames += 1;
+                    }
+                }
+            }
+        }
+        // str0m sends what was written once time moves.
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+}
+
+/// A meeting on one node: a publisher and a viewer, connected and flowing for a second.
+fn one_node(sim: &mut Sim) -> (usize, usize) {
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let publisher = sim.join(a, "speaker", "10.0.0.2", true);
+    let viewer = sim.join(a, "viewer", "10.0.0.3", false);
+    sim.until("the viewer gets video", |s| {
+        s.clients[viewer].video.frames > 10
+    });
+    (publisher, viewer)
+}
+
+#[test]
+fn a_viewer_gets_every_audio_packet_and_video_frame_in_order() {
+    let mut sim = Sim::new();
+    let (p, v) = one_node(&mut sim);
+    let sent = |s: &Sim| (s.clients[p].sent_frames, s.clients[p].audio_seq);
+    let got = |s: &Sim| (s.clients[v].video.frames, s.clients[v].audio.frames);
+    let ((video0, audio0), (got_video0, got_audio0)) = (sent(&sim), got(&sim));
+    sim.run(Duration::from_secs(3));
+    let ((video1, audio1), (got_video1, got_audio1)) = (sent(&sim), got(&sim));
+    let (video, audio) = (u64::from(video1 - video0), audio1 - audio0);
+    assert!(
+        video > 60 && audio > 120,
+        "the publisher sent: {video} frames, {audio} packets"
+    );
+    // All of it but what is still in flight at the end.
+    let (got_video, got_audio) = (got_video1 - got_video0, got_audio1 - got_audio0);
+    assert!(
+        got_video + 2 >= video,
+        "video: {got_video} of {video} frames"
+    );
+    assert!(
+        got_audio + 2 >= audio,
+        "audio: {got_audio} of {audio} packets"
+    );
+    let numbers = &sim.clients[v].video.numbers;
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "frames in order, none missing: {numbers:?}"
+    );
+    assert_eq!(sim.clients[v].video.gaps, 0);
+}
+
+#[test]
+fn a_late_viewer_gets_the_stream_from_when_it_joined() {
+    let mut sim = Sim::new();
+    let (p, _v) = one_node(&mut sim);
+    sim.run(Duration::from_secs(1));
+    let before = sim.clients[p].sent_frames;
+    let late = sim.join(0, "late", "10.0.0.4", false);
+    sim.until("the late viewer gets video", |s| {
+        s.clients[late].video.frames > 0
+    });
+    sim.run(Duration::from_secs(2));
+    let got = &sim.clients[late].video;
+    assert!(got.frames > 40, "the late viewer gets video: {got:?}");
+    let first = *got.numbers.first().expect("a frame");
+    assert!(
+        first >= before,
+        "nothing from before it joined: first {first}, joined at {before}"
+    );
+    assert!(
+        got.numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "{:?}",
+        got.numbers
+    );
+}
+
+#[test]
+fn packets_lost_to_a_viewer_are_recovered_by_retransmission() {
+    let mut sim = Sim::new();
+    let (p, v) = one_node(&mut sim);
+    let viewer = sim.clients[v].addr;
+    // Every 10th media-sized datagram from the node to the viewer is lost.
+    let mut n = 0u64;
+    sim.lose = Box::new(move |_, to, bytes| {
+        if to != viewer || bytes.len() < 500 {
+            return false;
+        }
+        n += 1;
+        n.is_multiple_of(10)
+    });
+    let start = sim.clients[v].video.frames;
+    let sent_before = sim.clients[p].sent_frames;
+    sim.run(Duration::from_secs(4));
+    assert!(sim.lost > 20, "the network lost packets: {}", sim.lost);
+    let got = &sim.clients[v].video;
+    let sent = sim.clients[p].sent_frames - sent_before;
+    let received = got.frames - start;
+    // Every frame but those still in flight at the end came through whole.
+    assert!(
+        received as u32 + 3 >= sent,
+        "{received} of {sent} frames despite {} lost packets",
+        sim.lost
+    );
+    assert_eq!(got.gaps, 0, "no frame was given up");
+}
+
+#[test]
+fn packets_that_overtake_each_other_reach_the_viewer_as_whole_frames_in_order() {
+    let mut sim = Sim::new();
+    let (_p, v) = one_node(&mut sim);
+    // Every other media datagram, publisher to node and node to viewer, takes 4 ms longer:
+    // the next one overtakes it (the node forwards packets out of order, as they come).
+    let mut n = 0u32;
+    sim.jitter = Box::new(move |_, _, bytes| {
+        if bytes.len() < 500 {
+            return Duration::ZERO;
+        }
+        n += 1;
+        Duration::from_millis(if n.is_multiple_of(2) { 4 } else { 0 })
+    });
+    let start = sim.clients[v].video.numbers.len();
+    sim.run(Duration::from_secs(3));
+    let got = &sim.clients[v].video;
+    let numbers = &got.numbers[start..];
+    assert!(numbers.len() > 60, "video flows: {} frames", numbers.len());
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    assert_eq!(got.gaps, 0);
+}
+
+#[test]
+fn a_muted_microphone_reaches_nobody_and_resumes_without_a_gap() {
+    let mut sim = Sim::new();
+    let (_p, v) = one_node(&mut sim);
+    sim.run(Duration::from_secs(1));
+    let flowing = sim.clients[v].audio.frames;
+    assert!(flowing > 50, "audio flows before the mute: {flowing}");
+    let moderate = |sim: &mut Sim, action| {
+        let (reply, _) = oneshot::channel();
+        sim.nodes[0]
+            .handle
+            .try_send(Command::Moderate {
+                meeting: MEETING.into(),
+                key: "key-of-speaker".into(),
+                action,
+                reply,
+            })
+            .expect("queued");
+    };
+    moderate(&mut sim, Moderation::Mute);
+    sim.run(Duration::from_millis(200));
+    let muted_at = sim.clients[v].audio.frames;
+    let video_at = sim.clients[v].video.frames;
+    sim.run(Duration::from_secs(2));
+    assert_eq!(sim.clients[v].audio.frames, muted_at, "nothing while muted");
+    assert!(
+        sim.clients[v].video.frames > video_at + 30,
+        "the camera still flows (the positive control)"
+    );
+    moderate(&mut sim, Moderation::Allow);
+    sim.run(Duration::from_secs(1));
+    let got = &sim.clients[v].audio;
+    assert!(
+        got.frames > muted_at + 30,
+        "audio again: {}",
+        got.frames - muted_at
+    );
+    assert_eq!(got.gaps, 0, "the stream continues where it stopped");
+}
+
+#[test]
+fn across_a_node_link_and_when_that_node_is_lost() {
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    let p = sim.join(a, "speaker", "10.0.0.2", true);
+    let v = sim.join(b, "remote viewer", "10.0.1.2", false);
+    sim.until("video crosses the link", |s| s.clients[v].video.frames > 10);
+    sim.run(Duration::from_secs(3));
+    let got = &sim.clients[v].video;
+    assert!(got.frames > 70, "video crossed the link: {got:?}");
+    assert!(
+        got.numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "{:?}",
+        got.numbers
+    );
+    assert!(sim.clients[v].audio.frames > 140, "audio crossed the link");
+    // Node A goes away: B hears nothing from it any more and gives it up.
+    sim.nodes.remove(a);
+    sim.clients.remove(p);
+    let v = v - 1;
+    sim.clients[v].node = 0;
+    sim.nodes[0]
+        .handle
+        .try_send(Command::NodeGone {
+            node: NODE_A.into(),
+        })
+        .expect("queued");
+    // (Its media link's own silence check decides, within seconds.)
+    sim.until("the viewer hears that the speaker left", |s| {
+        !s.clients[v].left.is_empty()
+    });
+    sim.run(Duration::from_secs(1));
+    let left = &sim.clients[v].left;
+    assert_eq!(
+        left.len(),
+        1,
+        "the remote speaker left for the viewer: {left:?}"
+    );
+}
