@@ -98,7 +98,9 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// The media engine. Start it with [`Engine::start`].
 pub struct Engine {
     pub(crate) sfu: Sfu,
-    pub(crate) peers: HashMap<ParticipantId, Peer>,
+    /// Boxed: a peer (its str0m `Rtc` inline) is ~10 KB, and the map's spare slots would
+    /// each hold one.
+    pub(crate) peers: HashMap<ParticipantId, Box<Peer>>,
     /// Remote address → peer, learned from `Rtc::accepts`, so most datagrams skip the scan.
     pub(crate) by_source: HashMap<SocketAddr, ParticipantId>,
     pub(crate) candidates: Vec<Candidate>,
@@ -322,7 +324,7 @@ impl Engine {
                     }
                 }
                 self.peers
-                    .insert(id, Peer::new(id, Role::Browser, rtc, events, now));
+                    .insert(id, Box::new(Peer::new(id, Role::Browser, rtc, events, now)));
                 tracing::info!(participant = %id, %meeting, "joined");
                 if reply.send(Ok(id)).is_err() {
                     // The signaling side vanished before hearing back.
@@ -527,7 +529,7 @@ impl Engine {
             .by_source
             .get(&d.source)
             .copied()
-            .filter(|id| self.peers.get(id).is_some_and(accepts));
+            .filter(|id| self.peers.get(id).is_some_and(|p| accepts(p)));
         let owner = cached.or_else(|| {
             self.peers
                 .iter()

@@ -266,7 +266,7 @@ impl Engine {
         );
         // We make every offer on our own links.
         peer.offered = true;
-        self.peers.insert(id, peer);
+        self.peers.insert(id, Box::new(peer));
         if let Some(s) = self
             .fed
             .nodes
@@ -763,7 +763,7 @@ impl Engine {
                     events,
                     now,
                 );
-                self.peers.insert(id, peer);
+                self.peers.insert(id, Box::new(peer));
                 if let Some(s) = self
                     .fed
                     .nodes
