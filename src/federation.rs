@@ -9,6 +9,7 @@
 //! [`Members`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +50,8 @@ struct Members {
     via: HashMap<(String, String), String>,
     /// As a relay: node → the meetings it has us carry without rules of ours (bounded).
     carried_for: HashMap<String, std::collections::HashSet<String>>,
+    /// As a relay: checks waiting for their destination's answer (each lasts seconds).
+    confirming: Arc<AtomicUsize>,
 }
 
 impl Members {
@@ -528,7 +531,13 @@ async fn on_net(
                     // As a relay: forward only what the destination's own rules admit.
                     events.retain(|e| match e {
                         MeetingEvent::Relay { peer } => {
-                            confirm_relay(engine, net, &meeting, &node, peer);
+                            confirm_relay(
+                                (engine, net),
+                                &members.confirming,
+                                &meeting,
+                                &node,
+                                peer,
+                            );
                             false
                         }
                         _ => true,
@@ -635,8 +644,6 @@ fn too_many_carried() -> String {
     format!("this relay carries at most {MAX_CARRIED_FOR} meetings for one node")
 }
 
-/// Relay checks waiting for their destination's answer, in all (each lasts seconds).
-static CONFIRMING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Most relay checks at once; beyond that a request is dropped (its node asks again).
 const MAX_CONFIRMING: usize = 64;
 /// Times a relay asks the destination, a second apart: the origin's `via` may reach the
@@ -646,18 +653,23 @@ const CONFIRM_TRIES: u32 = 6;
 /// As a relay: `origin` asks us to forward its media in `meeting` to `to`. Done only once
 /// `to` confirms that `origin` is a member there and named us (`relayed`): the
 /// destination's rules decide, so a stranger cannot make this node work for it.
-fn confirm_relay(engine: &EngineHandle, net: &NetHandle, meeting: &str, origin: &str, to: &str) {
-    use std::sync::atomic::Ordering;
+fn confirm_relay(
+    (engine, net): (&EngineHandle, &NetHandle),
+    confirming: &Arc<AtomicUsize>,
+    meeting: &str,
+    origin: &str,
+    to: &str,
+) {
     let Ok(peer) = to.parse::<PeerId>() else {
         tracing::info!(%origin, %to, %meeting, "relay request for something that is not a node id");
         return;
     };
-    if CONFIRMING.fetch_add(1, Ordering::Relaxed) >= MAX_CONFIRMING {
-        CONFIRMING.fetch_sub(1, Ordering::Relaxed);
+    if confirming.fetch_add(1, Ordering::Relaxed) >= MAX_CONFIRMING {
+        confirming.fetch_sub(1, Ordering::Relaxed);
         tracing::warn!(%origin, %to, %meeting, "too many relay requests being checked; dropped one");
         return;
     }
-    let (engine, net) = (engine.clone(), net.clone());
+    let (engine, net, confirming) = (engine.clone(), net.clone(), confirming.clone());
     let (meeting, origin, to) = (meeting.to_owned(), origin.to_owned(), to.to_owned());
     tokio::spawn(async move {
         let mut last = String::new();
@@ -678,7 +690,7 @@ fn confirm_relay(engine: &EngineHandle, net: &NetHandle, meeting: &str, origin: 
                         events,
                     };
                     let _ = engine.send(cmd).await;
-                    CONFIRMING.fetch_sub(1, Ordering::Relaxed);
+                    confirming.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
                 Ok(other) => last = format!("{other:?}"),
@@ -686,7 +698,7 @@ fn confirm_relay(engine: &EngineHandle, net: &NetHandle, meeting: &str, origin: 
             }
         }
         tracing::info!(%origin, %to, %meeting, answer = %last, "relay request refused: the destination does not take that node's media through us");
-        CONFIRMING.fetch_sub(1, Ordering::Relaxed);
+        confirming.fetch_sub(1, Ordering::Relaxed);
     });
 }
 

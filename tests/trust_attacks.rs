@@ -562,6 +562,32 @@ fn presence_for(who: &Keypair, node: &str, meeting: &str, invite: Option<&str>) 
     }
 }
 
+/// Pat, invited by `host` to `meeting` and joined through node `via`: her `joined` event
+/// (id `n` on that node), carrying her presence for it.
+fn pat_joined(host: &Keypair, meeting: &str, via: &str, n: u64) -> MeetingEvent {
+    let pat = Keypair::from_secret(&[5; 32]);
+    let invite = encode_token(&host.sign(Invite {
+        meeting: meeting.into(),
+        id: "pat-1".into(),
+        role: Role::Speaker,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: Some(pat.public()),
+        parent: None,
+    }));
+    let presence = presence_for(&pat, via, meeting, Some(&invite));
+    MeetingEvent::Joined {
+        id: n,
+        name: "Pat".into(),
+        audio: true,
+        video: false,
+        screen: false,
+        hand: false,
+        key: Some(presence.key.clone()),
+        presence: Some(encode_token(&presence)),
+    }
+}
+
 /// The next meeting request the node sends the peer within `limit` (answered `ok`).
 async fn next_request(
     rx: &mut mpsc::Receiver<veche_net::AppEvent>,
@@ -596,26 +622,7 @@ async fn removing_its_person_ends_what_a_node_receives() {
     let ask = |r: Request| ask_node(&peer, node_id, r);
     // Pat, invited, really joins through that node: her proof names it.
     let pat = Keypair::from_secret(&[5; 32]);
-    let invite = encode_token(&host.sign(Invite {
-        meeting: id.clone(),
-        id: "pat-1".into(),
-        role: Role::Speaker,
-        expires_ms: now_ms() + 3_600_000,
-        max_uses: None,
-        invitee: Some(pat.public()),
-        parent: None,
-    }));
-    let presence = presence_for(&pat, &peer_id.to_string(), &id, Some(&invite));
-    let joined_ev = |n: u64| MeetingEvent::Joined {
-        id: n,
-        name: "Pat".into(),
-        audio: true,
-        video: false,
-        screen: false,
-        hand: false,
-        key: Some(presence.key.clone()),
-        presence: Some(encode_token(&presence)),
-    };
+    let joined_ev = |n: u64| pat_joined(&host, &id, &peer_id.to_string(), n);
     let events = vec![MeetingEvent::Sync { reply: true }, joined_ev(1)];
     let answer = ask(Request::Events {
         meeting: id.clone(),
@@ -704,23 +711,8 @@ async fn a_relay_forwards_only_for_nodes_their_destination_admitted() {
     let r_p2p = free_udp_port();
     let r_dir = dir.join("relay");
     std::fs::create_dir_all(&r_dir).expect("dir");
-    let listen = format!("/ip4/127.0.0.1/udp/{r_p2p}/quic-v1");
     let a_boot = a_addr.to_string();
-    let r_args = [
-        "--http",
-        "127.0.0.1:0",
-        "--media-port",
-        "0",
-        "--link-port",
-        "0",
-        "--no-mdns",
-        "--relay",
-        "--listen",
-        &listen,
-        "--bootstrap",
-        &a_boot,
-    ];
-    let r = Node::start(None, &r_dir, &r_dir.join("data"), &r_args).await;
+    let r = start_node_with(&r_dir, r_p2p, &["--relay", "--bootstrap", &a_boot]).await;
     let (r_addr, r_id) = p2p_addr(&r, r_p2p).await;
     let host = Keypair::from_secret(&[1; 32]);
     let id = signed_meeting(a.http_port, &host, Policy::InviteOnly).await;
@@ -731,29 +723,9 @@ async fn a_relay_forwards_only_for_nodes_their_destination_admitted() {
     let (p, p_id, _to_p) = hostile_peer(vec![a_addr.clone(), r_addr.clone()]);
     // S is a stranger to the meeting.
     let (s, s_id, _to_s) = hostile_peer(vec![r_addr.clone(), a_addr.clone()]);
-    let pat = Keypair::from_secret(&[5; 32]);
-    let invite = encode_token(&host.sign(Invite {
-        meeting: id.clone(),
-        id: "pat-1".into(),
-        role: Role::Speaker,
-        expires_ms: now_ms() + 3_600_000,
-        max_uses: None,
-        invitee: Some(pat.public()),
-        parent: None,
-    }));
-    let presence = presence_for(&pat, &p_id.to_string(), &id, Some(&invite));
     let events = vec![
         MeetingEvent::Sync { reply: true },
-        MeetingEvent::Joined {
-            id: 1,
-            name: "Pat".into(),
-            audio: true,
-            video: false,
-            screen: false,
-            hand: false,
-            key: Some(presence.key.clone()),
-            presence: Some(encode_token(&presence)),
-        },
+        pat_joined(&host, &id, &p_id.to_string(), 1),
         MeetingEvent::Via {
             relay: r_id.to_string(),
         },

@@ -182,8 +182,13 @@ pub async fn start_node(tag: &str, p2p_port: u16) -> (Node, std::path::PathBuf) 
 
 /// A node on loopback with its data in `dir/data` (again, after a kill: the same node).
 pub async fn start_node_in(dir: &std::path::Path, p2p_port: u16) -> Node {
+    start_node_with(dir, p2p_port, &[]).await
+}
+
+/// [`start_node_in`] with more flags (`--relay`, `--bootstrap ADDR`, ...).
+pub async fn start_node_with(dir: &std::path::Path, p2p_port: u16, extra: &[&str]) -> Node {
     let listen = format!("/ip4/127.0.0.1/udp/{p2p_port}/quic-v1");
-    let args = [
+    let mut args = vec![
         "--http",
         "127.0.0.1:0",
         "--media-port",
@@ -194,6 +199,7 @@ pub async fn start_node_in(dir: &std::path::Path, p2p_port: u16) -> Node {
         "--listen",
         &listen,
     ];
+    args.extend_from_slice(extra);
     Node::start(None, dir, &dir.join("data"), &args).await
 }
 
