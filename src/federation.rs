@@ -9,7 +9,6 @@
 //! [`Members`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -51,7 +50,7 @@ struct Members {
     /// As a relay: node → the meetings it has us carry without rules of ours (bounded).
     carried_for: HashMap<String, std::collections::HashSet<String>>,
     /// As a relay: checks waiting for their destination's answer (each lasts seconds).
-    confirming: Arc<AtomicUsize>,
+    confirming: Confirming,
 }
 
 impl Members {
@@ -644,8 +643,9 @@ fn too_many_carried() -> String {
     format!("this relay carries at most {MAX_CARRIED_FOR} meetings for one node")
 }
 
-/// Most relay checks at once; beyond that a request is dropped (its node asks again).
+/// Most relay checks at once, and per node asking; beyond that a request is refused.
 const MAX_CONFIRMING: usize = 64;
+const MAX_CONFIRMING_PER_NODE: usize = 4;
 /// Times a relay asks the destination, a second apart: the origin's `via` may reach the
 /// destination after its `relay` reached us.
 const CONFIRM_TRIES: u32 = 6;
@@ -655,7 +655,7 @@ const CONFIRM_TRIES: u32 = 6;
 /// destination's rules decide, so a stranger cannot make this node work for it.
 fn confirm_relay(
     (engine, net): (&EngineHandle, &NetHandle),
-    confirming: &Arc<AtomicUsize>,
+    confirming: &Confirming,
     meeting: &str,
     origin: &str,
     to: &str,
@@ -664,14 +664,18 @@ fn confirm_relay(
         tracing::info!(%origin, %to, %meeting, "relay request for something that is not a node id");
         return;
     };
-    if confirming.fetch_add(1, Ordering::Relaxed) >= MAX_CONFIRMING {
-        confirming.fetch_sub(1, Ordering::Relaxed);
-        tracing::warn!(%origin, %to, %meeting, "too many relay requests being checked; dropped one");
+    if to == origin || peer == net.local_peer_id {
+        tracing::info!(%origin, %to, %meeting, "relay request to itself refused");
         return;
     }
-    let (engine, net, confirming) = (engine.clone(), net.clone(), confirming.clone());
-    let (meeting, origin, to) = (meeting.to_owned(), origin.to_owned(), to.to_owned());
+    let key = (meeting.to_owned(), origin.to_owned(), to.to_owned());
+    let Some(pending) = Pending::take(confirming, key) else {
+        tracing::info!(%origin, %to, %meeting, "relay request refused: already being checked, or too many checks");
+        return;
+    };
+    let (engine, net) = (engine.clone(), net.clone());
     tokio::spawn(async move {
+        let (meeting, origin, to) = &pending.key;
         let mut last = String::new();
         for attempt in 0..CONFIRM_TRIES {
             if attempt > 0 {
@@ -683,6 +687,12 @@ fn confirm_relay(
             };
             match net.request(peer, ask).await.map(|r| r.response) {
                 Ok(Response::Ok) => {
+                    // A check that ends after its node went is no request any more (it would
+                    // leave a pair nobody frees).
+                    let still_here = net.peers().await.iter().any(|p| p.id == *origin);
+                    if !still_here {
+                        return;
+                    }
                     let events = vec![MeetingEvent::Relay { peer: to.clone() }];
                     let cmd = Command::NodeEvents {
                         node: origin.clone(),
@@ -690,7 +700,6 @@ fn confirm_relay(
                         events,
                     };
                     let _ = engine.send(cmd).await;
-                    confirming.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
                 Ok(other) => last = format!("{other:?}"),
@@ -698,8 +707,41 @@ fn confirm_relay(
             }
         }
         tracing::info!(%origin, %to, %meeting, answer = %last, "relay request refused: the destination does not take that node's media through us");
-        confirming.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// The relay checks under way: (meeting, origin, destination).
+type Confirming = Arc<Mutex<std::collections::HashSet<(String, String, String)>>>;
+
+/// One relay check under way, counted until it is dropped (also if its task ends early).
+struct Pending {
+    set: Confirming,
+    key: (String, String, String),
+}
+
+impl Pending {
+    /// A place for this check: none if the same one is under way, or over the bounds.
+    fn take(set: &Confirming, key: (String, String, String)) -> Option<Pending> {
+        let mut s = set.lock().unwrap_or_else(|p| p.into_inner());
+        let per_node = s.iter().filter(|(_, o, _)| *o == key.1).count();
+        if s.contains(&key) || s.len() >= MAX_CONFIRMING || per_node >= MAX_CONFIRMING_PER_NODE {
+            return None;
+        }
+        s.insert(key.clone());
+        Some(Pending {
+            set: set.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// Answer `Request::Meeting`: the title to anyone; the host's document and what was decided

@@ -762,9 +762,10 @@ impl Engine {
             clock: params.spec().clock_rate.get(),
             arrival: packet.timestamp,
             marker: packet.header.marker,
+            // The publisher's bytes: parsed under `contained`, like everything from a peer.
             vp8: video
-                .then(|| str0m::rtp::Vp8Descriptor::parse(&packet.payload).ok())
-                .flatten(),
+                .then(|| contained(|| str0m::rtp::Vp8Descriptor::parse(&packet.payload).ok()))
+                .and_then(|r| r.ok().flatten()),
             payload: packet.payload,
         };
         let mut switched = false;

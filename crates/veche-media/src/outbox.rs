@@ -67,8 +67,10 @@ impl Outbox {
             for chunk in group.chunks(BATCH) {
                 let headers = headers.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
                 let mut rest = chunk;
-                // A short count means the socket buffer filled: one more try for the rest.
-                for _ in 0..2 {
+                // Bounded: a call sends or skips at least one datagram (an interrupted one
+                // is tried again, within the bound), or the buffer is full and the rest of
+                // the chunk is dropped.
+                for _ in 0..2 * BATCH {
                     if rest.is_empty() {
                         break;
                     }
@@ -81,20 +83,26 @@ impl Outbox {
                         .map(|(_, dest, ..)| Some(SockaddrStorage::from(*dest)))
                         .collect();
                     done.syscalls += 1;
-                    let sent = match sendmmsg(fd, headers, &slices, &addrs, [], MsgFlags::empty()) {
-                        Ok(results) => results.count(),
-                        Err(Errno::EAGAIN) => 0,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "sendmmsg failed");
-                            // Skip the datagram that failed (a bad destination), keep the rest.
-                            1.min(rest.len())
+                    match sendmmsg(fd, headers, &slices, &addrs, [], MsgFlags::empty()) {
+                        Ok(results) => {
+                            let sent = results.count();
+                            if sent == 0 {
+                                break;
+                            }
+                            done.sent += sent as u64;
+                            rest = &rest[sent..];
                         }
-                    };
-                    done.sent += sent as u64;
-                    if sent == 0 {
-                        break;
+                        Err(Errno::EINTR) => {}
+                        // A full socket buffer, as a congested link: the rest is dropped.
+                        Err(Errno::EAGAIN | Errno::ENOBUFS) => break,
+                        Err(e) => {
+                            // Linux reports a datagram's error at the next call, that datagram
+                            // first (a bad destination): skip it, send the others.
+                            tracing::debug!(error = %e, "sendmmsg failed");
+                            done.dropped += 1;
+                            rest = &rest[1..];
+                        }
                     }
-                    rest = &rest[sent..];
                 }
                 done.dropped += rest.len() as u64;
             }

@@ -343,6 +343,11 @@ impl Peer {
                 to
             }
         };
+        // No stream to write on yet: nothing is numbered (a hole the viewer could not fill).
+        let ready = contained(|| self.rtc.direct_api().stream_tx_by_mid(mid, None).is_some())?;
+        if !ready {
+            return Ok(None);
+        }
         let Some(m) = rewriter.map(p) else {
             return Ok(None);
         };
