@@ -50,6 +50,12 @@ pub(crate) struct Rewriter {
     /// The source of the current segment and its first incoming sequence number: older
     /// packets of it would reuse numbers already sent, so they are dropped.
     segment: Option<((u32, u32), u64)>,
+    /// The highest incoming sequence number of the current segment.
+    high: u64,
+    /// Sources this stream carried before, with the highest number it took from each: a
+    /// straggler of theirs (late, or retransmitted) is dropped rather than switching the
+    /// stream back; a newer packet is a real switch back.
+    retired: [Option<((u32, u32), u64)>; 4],
     seq_off: u64,
     ts_off: u32,
     /// Highest outgoing sequence number, and the timestamp and arrival of that packet.
@@ -70,6 +76,8 @@ impl Rewriter {
     pub fn new(first_seq: u16) -> Self {
         Self {
             segment: None,
+            high: 0,
+            retired: [None; 4],
             seq_off: 0,
             ts_off: 0,
             last: None,
@@ -90,7 +98,20 @@ impl Rewriter {
                     return None;
                 }
             }
+            _ if self
+                .retired
+                .iter()
+                .flatten()
+                .any(|(source, high)| *source == p.source && p.seq <= *high) =>
+            {
+                return None;
+            }
             previous => {
+                if let Some((old, _)) = previous {
+                    self.retired.rotate_right(1);
+                    self.retired[0] = Some((old, self.high));
+                }
+                self.high = p.seq;
                 // A new segment: its first packet follows the last one sent.
                 let next = self.last.map_or(self.first_seq, |(s, _, _)| s + 1);
                 self.seq_off = next.wrapping_sub(p.seq);
@@ -110,6 +131,7 @@ impl Rewriter {
                 self.segment = Some((p.source, p.seq));
             }
         }
+        self.high = self.high.max(p.seq);
         let seq = p.seq.wrapping_add(self.seq_off);
         let ts = p.ts.wrapping_add(self.ts_off);
         if self.last.is_none_or(|(s, _, _)| seq > s) {
@@ -265,6 +287,26 @@ mod tests {
         assert!(resumed.switched);
         // A straggler from before the stretch would reuse a number: dropped.
         assert_eq!(w.map(&packet(7, 1, 1004, 0, t)), None);
+    }
+
+    #[test]
+    fn a_straggler_of_an_earlier_source_does_not_switch_the_stream_back() {
+        let t = Instant::now();
+        let mut w = Rewriter::new(100);
+        w.map(&packet(7, 0, 50, 0, t));
+        let first = w.map(&packet(8, 0, 9000, 0, t)).expect("the new source");
+        assert_eq!(
+            w.map(&packet(7, 0, 49, 0, t)),
+            None,
+            "a late packet of the old one"
+        );
+        let next = w
+            .map(&packet(8, 0, 9001, 0, t))
+            .expect("the new source goes on");
+        assert_eq!((next.seq, next.switched), (first.seq + 1, false));
+        // A newer packet of the old source is a real switch back, and continues the stream.
+        let back = w.map(&packet(7, 0, 51, 0, t)).expect("switched back");
+        assert_eq!((back.seq, back.switched), (next.seq + 1, true));
     }
 
     #[test]
