@@ -707,6 +707,21 @@ impl Sfu {
         })
     }
 
+    /// What a viewer receives on `track` now comes from another source (the publisher
+    /// restarted its sender, or, next, another simulcast layer): its decoder needs a keyframe
+    /// of it at once, like a new viewer's, whatever the rate limit says.
+    pub fn source_switched(&mut self, track: TrackId, now: Instant) -> Option<Output> {
+        let t = self.tracks.get_mut(&track)?;
+        if t.source.kind() != TrackKind::Video {
+            return None;
+        }
+        t.last_keyframe_request = Some(now);
+        Some(Output::RequestKeyframe {
+            publisher: t.publisher,
+            track,
+        })
+    }
+
     /// A participant changed what it sends. Everyone else is told; a screen share that just
     /// started also asks for a keyframe so viewers see it at once.
     pub fn set_state(

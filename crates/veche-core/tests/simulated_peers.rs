@@ -274,6 +274,12 @@ fn keyframe_requests_from_many_viewers_are_rate_limited() {
     assert!(matches!(o, Some(Output::RequestKeyframe { track, .. }) if track == cam));
     // Audio has no keyframes: a gap in the microphone stream asks nothing.
     assert_eq!(sim.sfu.keyframe_needed(ta[0], sim.now), None);
+    // A change of source is not rate limited: the viewers' decoders need the new one's.
+    let o = sim.sfu.keyframe_needed(cam, sim.now);
+    assert_eq!(o, None, "limited right after the last");
+    let o = sim.sfu.source_switched(cam, sim.now);
+    assert!(matches!(o, Some(Output::RequestKeyframe { track, .. }) if track == cam));
+    assert_eq!(sim.sfu.source_switched(ta[0], sim.now), None, "audio: none");
 }
 
 #[test]

@@ -792,7 +792,7 @@ impl Engine {
         // A subscriber's stream now carries another source (or resumes after a withheld
         // stretch): its decoder needs a keyframe of it.
         if switched && video {
-            if let Some(o) = self.sfu.keyframe_needed(track, now) {
+            if let Some(o) = self.sfu.source_switched(track, now) {
                 self.apply(vec![o]);
             }
         }
