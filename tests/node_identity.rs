@@ -5,8 +5,6 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::Node;
-
 fn veche_id(data: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_veche"))
         .arg("id")
@@ -41,18 +39,7 @@ async fn restart_keeps_the_id_and_the_key_is_0600() {
         & 0o777;
     assert_eq!(mode, 0o600);
 
-    let args = [
-        "--http",
-        "127.0.0.1:0",
-        "--media-port",
-        "0",
-        "--link-port",
-        "0",
-        "--no-mdns",
-        "--listen",
-        "/ip4/127.0.0.1/udp/0/quic-v1",
-    ];
-    let node = Node::start(None, &dir, &data, &args).await;
+    let node = support::raw::start_node_in(&dir, 0).await;
     assert!(
         node.printed
             .iter()
@@ -61,7 +48,7 @@ async fn restart_keeps_the_id_and_the_key_is_0600() {
         node.printed
     );
     node.kill().await; // kill -9
-    let node = Node::start(None, &dir, &data, &args).await;
+    let node = support::raw::start_node_in(&dir, 0).await;
     assert!(
         node.printed
             .iter()

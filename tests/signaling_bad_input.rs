@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use support::raw::{self, b64, challenge, next, next_of, send, ws, Ws, JSON};
-use support::Node;
 use veche_trust::Keypair;
 
 /// The raw client's HTTP with a JSON content type (these requests are JSON or nothing).
@@ -53,23 +52,7 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
     let dir = std::env::temp_dir().join(format!("veche-badinput-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let node = Node::start(
-        None,
-        &dir,
-        &dir.join("data"),
-        &[
-            "--http",
-            "127.0.0.1:0",
-            "--media-port",
-            "0",
-            "--link-port",
-            "0",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-        ],
-    )
-    .await;
+    let node = raw::start_node_in(&dir, 0).await;
     let port = node.http_port;
 
     // HTTP API.

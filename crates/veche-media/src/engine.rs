@@ -98,8 +98,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// The media engine. Start it with [`Engine::start`].
 pub struct Engine {
     pub(crate) sfu: Sfu,
-    /// Boxed: a peer (its str0m `Rtc` inline) is ~10 KB, and the map's spare slots would
-    /// each hold one.
+    /// Boxed: a peer holds its str0m `Rtc` inline (kilobytes), and the map's spare slots
+    /// would each hold one.
     pub(crate) peers: HashMap<ParticipantId, Box<Peer>>,
     /// Remote address → peer, learned from `Rtc::accepts`, so most datagrams skip the scan.
     pub(crate) by_source: HashMap<SocketAddr, ParticipantId>,

@@ -343,20 +343,13 @@ impl Peer {
                 to
             }
         };
-        // No stream to write on yet: nothing is numbered (a hole the viewer could not fill).
-        let ready = contained(|| self.rtc.direct_api().stream_tx_by_mid(mid, None).is_some())?;
-        if !ready {
-            return Ok(None);
-        }
-        let Some(m) = rewriter.map(p) else {
-            return Ok(None);
-        };
         let video = params.spec().codec.is_video();
+        // One lookup of the stream; numbered only once there is one to write on (else a
+        // hole the viewer could never fill).
         let written = contained(|| {
             let mut api = self.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                return false;
-            };
+            let tx = api.stream_tx_by_mid(mid, None)?;
+            let m = rewriter.map(p)?;
             let mut w = RtpWrite::new(pt, m.seq.into(), m.ts, p.arrival, p.payload.clone())
                 .marker(p.marker)
                 .ext_vals(ext.clone())
@@ -365,11 +358,11 @@ impl Peer {
                 w = w.vp8_patch(patch);
             }
             tx.write_rtp(w);
-            true
+            Some(m)
         })?;
-        if !written {
+        let Some(m) = written else {
             return Ok(None);
-        }
+        };
         self.written = true;
         Ok(Some(m.switched))
     }
