@@ -246,6 +246,9 @@ impl Janus {
             p.feed = ev["plugindata"]["data"]["id"].as_u64();
             let sdp = ev["jsep"]["sdp"].as_str().unwrap_or_default().to_string();
             in_tx.send(SigIn::Answer(sdp)).await.ok();
+            // Videoroom answers "No such feed" to a subscriber until its own side of the
+            // publisher's connection is up (`webrtcup`), which can come after ours.
+            wait_webrtcup(&mut events).await?;
             p.tasks.push(tokio::spawn(async move {
                 // Keep the channels open for the peer's lifetime.
                 let _keep = (in_tx, out_rx, events);
@@ -314,6 +317,23 @@ async fn wait_jsep(events: &mut mpsc::UnboundedReceiver<Value>, kind: &str) -> R
         }
         if ev["jsep"]["type"] == kind {
             return Ok(ev);
+        }
+    }
+}
+
+/// Janus's `webrtcup` for a handle: its end of ICE and DTLS is done.
+async fn wait_webrtcup(events: &mut mpsc::UnboundedReceiver<Value>) -> Result<()> {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(end, events.recv())
+            .await
+            .context("no webrtcup from Janus in 10 s")?
+            .context("Janus session gone")?;
+        if let Some(e) = ev["plugindata"]["data"]["error"].as_str() {
+            bail!("videoroom: {e}");
+        }
+        if ev["janus"] == "webrtcup" {
+            return Ok(());
         }
     }
 }
