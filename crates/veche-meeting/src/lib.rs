@@ -162,8 +162,9 @@ pub struct CheckedAction {
 }
 
 /// A durable change of a meeting's governance, decided by a check; the caller writes it
-/// and then applies it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// and then applies it. Serialized as the store's event record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Change {
     /// The host's signed document.

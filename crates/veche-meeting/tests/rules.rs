@@ -4,8 +4,8 @@
 
 use veche_meeting::{Change, CheckedAction, Governance, JoinRefused, Person, Presence, Refused};
 use veche_trust::{
-    encode_key, encode_token, Action, ActionKind, Invite, Keypair, MeetingDoc, Policy, Revocation,
-    Role, Sig, Signed, TrustError,
+    decode_token, encode_key, encode_token, Action, ActionKind, Invite, Keypair, MeetingDoc,
+    Policy, Revocation, Role, Sig, Signed, TrustError,
 };
 
 const NOW: u64 = 1_800_000_000_000;
@@ -698,4 +698,193 @@ fn governance_survives_its_stored_form() {
     // A damaged token is an error, not a silently forgotten revocation.
     let damaged = text.replace("\"revocations\":[\"", "\"revocations\":[\"x");
     assert!(serde_json::from_str::<Governance>(&damaged).is_err());
+}
+
+/// A document as `host` signed it, then changed by `edit` (after signing).
+fn edited(host: &Keypair, edit: impl FnOnce(&mut Signed<MeetingDoc>)) -> String {
+    let mut signed = host.sign(MeetingDoc {
+        id: ID.into(),
+        title: "Physics 7B".into(),
+        host: host.public(),
+        policy: Policy::InviteOnly,
+        lobby: false,
+        created_ms: NOW - HOUR,
+        ends_ms: None,
+    });
+    edit(&mut signed);
+    encode_token(&signed)
+}
+
+#[test]
+fn a_document_changed_after_signing_or_signed_by_another_is_refused() {
+    let (host, mallory) = (key(1), key(9));
+    let g = Governance::default();
+    let loosened = edited(&host, |d| d.body.policy = Policy::Anyone);
+    assert_eq!(
+        g.check_doc(ID, &loosened, None),
+        Err(Refused::Trust(TrustError::BadSignature))
+    );
+    let usurped = encode_token(
+        &mallory.sign(MeetingDoc {
+            host: host.public(),
+            ..decode_token::<Signed<MeetingDoc>>(&edited(&host, |_| ()))
+                .expect("doc")
+                .body
+        }),
+    );
+    assert_eq!(
+        g.check_doc(ID, &usurped, None),
+        Err(Refused::Trust(TrustError::NotHost))
+    );
+    assert_eq!(
+        g.check_doc("zzz-zzz-zzz", &edited(&host, |_| ()), None),
+        Err(Refused::WrongMeeting)
+    );
+}
+
+#[test]
+fn a_meeting_past_the_end_its_host_signed_admits_nobody() {
+    let host = key(1);
+    let mut g = Governance::default();
+    let ends = edited(&host, |_| ());
+    let mut d = decode_token::<Signed<MeetingDoc>>(&ends).expect("doc").body;
+    d.ends_ms = Some(NOW + HOUR);
+    let change = g
+        .check_doc(ID, &encode_token(&host.sign(d)), None)
+        .expect("doc")
+        .expect("new");
+    g.apply(&change);
+    let inv = invite(&host, "e1", Role::Speaker, None, None);
+    let ada = presence(&key(2), NODE, ID, Some(&inv));
+    let at = |now| {
+        g.admit(
+            ID,
+            &Person {
+                node: NODE,
+                key: &ada.key,
+                nonce: &ada.nonce,
+                sig: &ada.sig,
+                invite: ada.invite.as_deref(),
+            },
+            now,
+        )
+        .map(|a| a.role)
+    };
+    assert_eq!(at(NOW), Ok(Role::Speaker));
+    assert_eq!(at(NOW + HOUR), Err(JoinRefused::Ended));
+}
+
+#[test]
+fn an_invite_bound_to_a_key_serves_only_that_key() {
+    let host = key(1);
+    let (ada, bob) = (key(2), key(3));
+    let g = meeting(&host, Policy::InviteOnly, false);
+    let for_ada = invite(&host, "a1", Role::Speaker, Some(&ada), None);
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, Some(&for_ada))).map(|a| a.role),
+        Err(JoinRefused::Policy(TrustError::NotForYou))
+    );
+    assert_eq!(
+        join(&g, &presence(&ada, NODE, ID, Some(&for_ada))).map(|a| a.role),
+        Ok(Role::Speaker)
+    );
+}
+
+#[test]
+fn only_the_host_withdraws_and_a_withdrawn_invite_ends_the_invites_under_it() {
+    let host = key(1);
+    let (mo, bob) = (key(2), key(3));
+    let mut g = meeting(&host, Policy::InviteOnly, false);
+    let moderator = invite(&host, "mod", Role::Moderator, Some(&mo), None);
+    let by_mod = invite(&mo, "bm", Role::Speaker, None, Some(moderator));
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, Some(&by_mod))).map(|a| a.role),
+        Ok(Role::Speaker)
+    );
+    // Not a stranger, not a moderator (one the host removed must not strike back).
+    for signer in [&bob, &mo] {
+        let rev = encode_token(&signer.sign(Revocation {
+            meeting: ID.into(),
+            invite: "mod".into(),
+            at_ms: NOW,
+        }));
+        assert_eq!(
+            g.check_revocation(ID, &rev),
+            Err(Refused::Trust(TrustError::NotDelegated))
+        );
+    }
+    // Nor the host of another meeting.
+    let other = key(7);
+    let foreign = encode_token(&other.sign(Revocation {
+        meeting: "zzz-zzz-zzz".into(),
+        invite: "mod".into(),
+        at_ms: NOW,
+    }));
+    assert_eq!(
+        g.check_revocation(ID, &foreign),
+        Err(Refused::Trust(TrustError::WrongMeeting))
+    );
+    assert!(!g.is_revoked("mod"));
+    let change = g
+        .check_revocation(ID, &revoke(&host, "mod"))
+        .expect("the host withdraws");
+    g.apply(&change);
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, Some(&by_mod))).map(|a| a.role),
+        Err(JoinRefused::Policy(TrustError::Revoked))
+    );
+}
+
+#[test]
+fn a_proof_is_bound_to_the_node_the_meeting_and_the_nonce() {
+    let host = key(1);
+    let ada = key(2);
+    let g = meeting(&host, Policy::Anyone, false);
+    // Made for another node (one that passed her its own challenge cannot use it here).
+    assert_eq!(
+        join(&g, &presence(&ada, OTHER_NODE, ID, None)).map(|a| a.role),
+        Err(JoinRefused::BadProof(TrustError::BadSignature))
+    );
+    // Made for another meeting.
+    assert_eq!(
+        join(&g, &presence(&ada, NODE, "zzz-zzz-zzz", None)).map(|a| a.role),
+        Err(JoinRefused::BadProof(TrustError::BadSignature))
+    );
+    // A signature over another nonce than the one this socket was handed.
+    let mut p = presence(&ada, NODE, ID, None);
+    p.nonce = "nonce-fedcba9876543210".into();
+    assert_eq!(
+        join(&g, &p).map(|a| a.role),
+        Err(JoinRefused::BadProof(TrustError::BadSignature))
+    );
+    assert_eq!(
+        join(&g, &presence(&ada, NODE, ID, None)).map(|a| a.role),
+        Ok(Role::Speaker)
+    );
+}
+
+#[test]
+fn a_list_of_keys_admits_those_keys_only_even_with_an_invite() {
+    let host = key(1);
+    let (ada, bob) = (key(2), key(3));
+    let g = meeting(
+        &host,
+        Policy::Keys {
+            keys: vec![ada.public()],
+        },
+        false,
+    );
+    assert_eq!(
+        join(&g, &presence(&ada, NODE, ID, None)).map(|a| a.role),
+        Ok(Role::Speaker)
+    );
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, None)).map(|a| a.role),
+        Err(JoinRefused::Policy(TrustError::NotInvited))
+    );
+    let inv = invite(&host, "i", Role::Listener, None, None);
+    assert_eq!(
+        join(&g, &presence(&bob, NODE, ID, Some(&inv))).map(|a| a.role),
+        Err(JoinRefused::Policy(TrustError::NotInvited))
+    );
 }

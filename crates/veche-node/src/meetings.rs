@@ -1,12 +1,15 @@
 //! The meetings this node carries, kept in an embedded database (`meetings.redb`, redb) so
 //! links, hosts and every decision under them survive restarts and a kill -9.
 //!
-//! One record per meeting (its JSON), written in its own transaction: a change is committed
-//! (redb fsyncs on commit) before it is applied in memory, and a failed write leaves both as
-//! they were. Meetings are deleted once they ended and the retention period passed, and the
-//! file is compacted then, so it does not grow for ever.
+//! One record per meeting (its JSON) and one per change since that record was written (an
+//! invite use, a revocation, a moderation decision: a few hundred bytes, never the whole
+//! meeting again). Each is committed in its own transaction (redb fsyncs on commit) before it
+//! is applied in memory, and a failed write leaves both as they were. Opening replays a
+//! meeting's changes onto its record; every [`FOLD_AFTER`] changes the record is written anew
+//! with them folded in, so replay stays short. Meetings are deleted once they ended and the
+//! retention period passed, and the file is compacted then, so it does not grow for ever.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -24,6 +27,10 @@ pub const MEETINGS_FILE: &str = "meetings.redb";
 /// The store of earlier versions (one JSON file), moved into the database on first open.
 pub const LEGACY_FILE: &str = "meetings.json";
 const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meetings");
+/// A meeting's changes since its record was written: (meeting id, sequence) → the change.
+const EVENTS: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("events");
+/// Changes after which a meeting's record is written again with them folded in.
+pub const FOLD_AFTER: u64 = 256;
 /// Longest meeting title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
 const DAY_MS: u64 = 86_400_000;
@@ -186,6 +193,8 @@ pub struct MeetingStore {
     path: PathBuf,
     db: redb::Database,
     meetings: MeetingView,
+    /// Each meeting's change records on disk (sequences `0..n`), absent when none.
+    events: HashMap<String, u64>,
     /// Tests: the next write fails, as a full disk would.
     #[cfg(test)]
     fail_next: bool,
@@ -220,6 +229,7 @@ impl MeetingStore {
         })?;
         set_private(&path).map_err(io_err)?;
         let mut meetings = BTreeMap::new();
+        let mut events = HashMap::new();
         {
             use redb::{ReadableDatabase as _, ReadableTable as _};
             let txn = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
@@ -235,11 +245,31 @@ impl MeetingStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
                 Err(e) => return Err(corrupt(e.to_string())),
             }
+            match txn.open_table(EVENTS) {
+                // In key order: each meeting's changes in the order they were committed.
+                Ok(table) => {
+                    for entry in table.iter().map_err(|e| corrupt(e.to_string()))? {
+                        let (k, v) = entry.map_err(|e| corrupt(e.to_string()))?;
+                        let (id, seq) = k.value();
+                        let change: Change = serde_json::from_slice(v.value())
+                            .map_err(|e| corrupt(format!("meeting {id}, change {seq}: {e}")))?;
+                        // A meeting is deleted with its changes, in one transaction.
+                        let m = meetings.get_mut(id).ok_or_else(|| {
+                            corrupt(format!("change {seq} of meeting {id}, which is not there"))
+                        })?;
+                        m.rules.apply(&change);
+                        events.insert(id.to_owned(), seq + 1);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(corrupt(e.to_string())),
+            }
         }
         let mut store = Self {
             path,
             db,
             meetings: MeetingView(Arc::new(RwLock::new(meetings))),
+            events,
             #[cfg(test)]
             fail_next: false,
         };
@@ -282,7 +312,8 @@ impl MeetingStore {
         Ok(())
     }
 
-    /// Write `put` and delete `delete` in one committed transaction.
+    /// Write the records of `put` and delete `delete`, each with the change records it had,
+    /// in one committed transaction.
     fn write(&mut self, put: &[Meeting], delete: &[String]) -> io::Result<()> {
         #[cfg(test)]
         if std::mem::take(&mut self.fail_next) {
@@ -291,6 +322,7 @@ impl MeetingStore {
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut table = txn.open_table(TABLE).map_err(db_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
             for m in put {
                 let bytes = serde_json::to_vec(m).map_err(io::Error::other)?;
                 table
@@ -300,8 +332,41 @@ impl MeetingStore {
             for id in delete {
                 table.remove(id.as_str()).map_err(db_err)?;
             }
+            // A record written anew holds its changes; a deleted one takes them along.
+            for id in put.iter().map(|m| &m.id).chain(delete) {
+                for seq in 0..self.events.get(id).copied().unwrap_or(0) {
+                    events.remove((id.as_str(), seq)).map_err(db_err)?;
+                }
+            }
         }
-        txn.commit().map_err(db_err)
+        txn.commit().map_err(db_err)?;
+        for id in put.iter().map(|m| &m.id).chain(delete) {
+            self.events.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Append one change record to meeting `id`, committed.
+    fn write_event(&mut self, id: &str, change: &Change) -> io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next) {
+            return Err(io::Error::other("no space left on device (test)"));
+        }
+        let seq = self.events.get(id).copied().unwrap_or(0);
+        let bytes = serde_json::to_vec(change).map_err(io::Error::other)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
+            events.insert((id, seq), bytes.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        self.events.insert(id.to_owned(), seq + 1);
+        Ok(())
+    }
+
+    /// Change records meeting `id` has on disk (folded into its record every [`FOLD_AFTER`]).
+    pub fn pending_changes(&self, id: &str) -> u64 {
+        self.events.get(id).copied().unwrap_or(0)
     }
 
     /// Create a meeting and store it durably. Returns it and the secret that lets its
@@ -417,15 +482,22 @@ impl MeetingStore {
         self.replace(next)
     }
 
-    /// Commit a change of meeting `id`'s governance: written first, applied in memory only
-    /// once it is on disk (a failed write leaves the meeting as it was).
+    /// Commit a change of meeting `id`'s governance: written first (one change record, or
+    /// the meeting's record when it ends or has [`FOLD_AFTER`] changes to fold in), applied
+    /// in memory only once it is on disk (a failed write leaves the meeting as it was).
     pub fn commit(&mut self, id: &str, change: &Change) -> Result<(), SetDocError> {
         let mut next = self.get(id).ok_or(SetDocError::Unknown)?;
         next.rules.apply(change);
         if next.rules.ended() && next.ended_at.is_none() {
             next.ended_at = Some(now_ms());
+            return self.replace(next);
         }
-        self.replace(next)
+        if self.pending_changes(id) + 1 >= FOLD_AFTER {
+            return self.replace(next);
+        }
+        self.write_event(id, change)?;
+        self.meetings.map_mut().insert(next.id.clone(), next);
+        Ok(())
     }
 
     fn replace(&mut self, next: Meeting) -> Result<(), SetDocError> {
@@ -614,6 +686,43 @@ mod tests {
         let store = MeetingStore::open(&dir).expect("reopen");
         assert_eq!(store.get(&m.id), Some(m.clone()), "nor on disk");
         assert!(!secret.is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_change_is_one_record_replayed_on_open_and_folded_into_the_meeting() {
+        let dir = std::env::temp_dir().join(format!("veche-meet-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = MeetingStore::open(&dir).expect("open");
+        let (m, _) = store.create("Lesson", false).expect("create");
+        let used = |joins| Change::Used {
+            counter: "k/i".into(),
+            joins,
+        };
+        let before = store.disk_bytes();
+        for joins in 1..=10 {
+            store.commit(&m.id, &used(joins)).expect("commit");
+        }
+        assert_eq!(store.pending_changes(&m.id), 10, "one record per change");
+        let after_ten = store.get(&m.id).expect("meeting");
+        assert_ne!(after_ten.rules, m.rules, "the changes were applied");
+        drop(store);
+        let mut store = MeetingStore::open(&dir).expect("reopen");
+        assert_eq!(store.get(&m.id), Some(after_ten), "replayed in order");
+        assert_eq!(store.pending_changes(&m.id), 10);
+        for joins in 11..=FOLD_AFTER as u32 + 5 {
+            store.commit(&m.id, &used(joins)).expect("commit");
+        }
+        assert_eq!(
+            store.pending_changes(&m.id),
+            5,
+            "folded at {FOLD_AFTER}, then 5 more"
+        );
+        let last = store.get(&m.id).expect("meeting");
+        drop(store);
+        let store = MeetingStore::open(&dir).expect("reopen");
+        assert_eq!(store.get(&m.id), Some(last));
+        println!("{before} bytes before, {} after", store.disk_bytes());
         std::fs::remove_dir_all(&dir).ok();
     }
 

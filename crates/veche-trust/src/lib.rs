@@ -12,15 +12,16 @@
 //!   one key it is for.
 //! - A [`Revocation`] of an invite is signed by the host (only the host: a moderator it
 //!   removed must not be able to strike back).
-//! - Joining proves the key: the node hands out a fresh challenge ([`Challenges`]), the
-//!   client signs it ([`JoinProof`]) and presents its invite; [`check_join`] checks the
-//!   signature, the chain, expiry, revocation, uses and policy, and answers the role.
+//! - Joining proves the key: the node hands each socket one fresh challenge, the client
+//!   signs it with the node's id and the meeting's ([`Keypair::sign_challenge`],
+//!   [`verify_challenge`]); [`check_admission`] checks the policy and the invite's chain.
+//!   What a meeting decided under these (withdrawals, removals, uses, the waiting room) is
+//!   not here: the meeting's governance (`veche-meeting`) keeps it and is the one place a
+//!   join is decided.
 //!
 //! Every signature covers a domain tag and the JSON of what is signed, so a signature made
 //! for one kind of document can never be replayed as another. Tokens travel as base64url
 //! JSON ([`encode_token`], [`decode_token`]), bounded in size before anything is parsed.
-
-use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -32,10 +33,6 @@ use serde::{Deserialize, Serialize};
 pub const MAX_DEPTH: usize = 3;
 /// Largest token accepted, in bytes of text (a chain of 3 fits in well under 4 KiB).
 pub const MAX_TOKEN: usize = 8 * 1024;
-/// A challenge must be answered this soon.
-pub const CHALLENGE_TTL_MS: u64 = 60_000;
-/// Outstanding challenges one node keeps (the oldest go first).
-pub const MAX_CHALLENGES: usize = 10_000;
 
 /// An Ed25519 public key, as base64url text in documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -522,12 +519,6 @@ pub enum TrustError {
     /// The meeting needs an invite (or a listed key) and none came.
     #[error("this meeting is by invitation only")]
     NotInvited,
-    /// No such challenge, or it expired.
-    #[error("the sign-in challenge is unknown or expired; try again")]
-    UnknownChallenge,
-    /// The challenge was already used.
-    #[error("this sign-in was already used")]
-    Replayed,
     /// Not a token at all.
     #[error("not a valid token: {0}")]
     Malformed(String),
@@ -621,129 +612,6 @@ pub fn check_meeting(doc: &Signed<MeetingDoc>) -> Result<(), TrustError> {
         return Err(TrustError::NotHost);
     }
     Ok(())
-}
-
-/// What a joining client presents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinProof {
-    /// The person's key.
-    pub key: PublicKey,
-    /// The challenge the node handed out.
-    pub nonce: String,
-    /// The key's signature over the meeting id and the nonce.
-    pub sig: Sig,
-    /// The invite, if any.
-    pub invite: Option<Signed<Invite>>,
-}
-
-/// One node's state for joins to one meeting: outstanding challenges, revoked invites,
-/// uses. Sans-IO: the caller persists `revoked` and `uses` (before acknowledging) and
-/// passes the time.
-#[derive(Debug)]
-pub struct Gate {
-    node: String,
-    meeting: String,
-    /// Nonce → when it was handed out; `None` once spent (kept, so it is never reused).
-    challenges: HashMap<String, Option<u64>>,
-    order: VecDeque<String>,
-    /// Revoked invite ids.
-    pub revoked: HashSet<String>,
-    /// Joins per invite (its signer and id: two signers may pick the same id).
-    pub uses: HashMap<(PublicKey, String), u32>,
-}
-
-impl Gate {
-    /// The gate of node `node` for meeting `meeting`, with nothing outstanding.
-    pub fn new(node: &str, meeting: &str) -> Self {
-        Self {
-            node: node.to_owned(),
-            meeting: meeting.to_owned(),
-            challenges: HashMap::new(),
-            order: VecDeque::new(),
-            revoked: HashSet::new(),
-            uses: HashMap::new(),
-        }
-    }
-
-    /// Hand out a challenge. `nonce` is fresh randomness from the caller (at least 16 bytes
-    /// of it, encoded); a nonce seen before is refused.
-    pub fn challenge(&mut self, nonce: String, now_ms: u64) -> Option<String> {
-        if nonce.len() < 16 || self.challenges.contains_key(&nonce) {
-            return None;
-        }
-        while self.order.len() >= MAX_CHALLENGES {
-            if let Some(old) = self.order.pop_front() {
-                self.challenges.remove(&old);
-            }
-        }
-        self.challenges.insert(nonce.clone(), Some(now_ms));
-        self.order.push_back(nonce.clone());
-        Some(nonce)
-    }
-
-    /// Apply a revocation, once checked.
-    pub fn revoke(
-        &mut self,
-        meeting: &MeetingDoc,
-        rev: &Signed<Revocation>,
-    ) -> Result<(), TrustError> {
-        if meeting.id != self.meeting {
-            return Err(TrustError::WrongMeeting);
-        }
-        check_revocation(meeting, rev)?;
-        self.revoked.insert(rev.body.invite.clone());
-        Ok(())
-    }
-
-    /// Check a join: the challenge (once only), the key's signature over it, the meeting's
-    /// time, the invite chain (expiry, revocation at every level, uses, invitee) and the
-    /// policy. On success the invite's use is counted and the role returned.
-    pub fn check_join(
-        &mut self,
-        meeting: &Signed<MeetingDoc>,
-        proof: &JoinProof,
-        now_ms: u64,
-    ) -> Result<Role, TrustError> {
-        check_meeting(meeting)?;
-        let doc = &meeting.body;
-        if doc.id != self.meeting {
-            return Err(TrustError::WrongMeeting);
-        }
-        // The challenge is spent whatever happens next: a captured proof never works twice.
-        let issued = match self.challenges.get_mut(&proof.nonce) {
-            Some(slot @ Some(_)) => slot.take().unwrap_or(0),
-            Some(None) => return Err(TrustError::Replayed),
-            None => return Err(TrustError::UnknownChallenge),
-        };
-        if now_ms.saturating_sub(issued) > CHALLENGE_TTL_MS {
-            return Err(TrustError::UnknownChallenge);
-        }
-        let key = VerifyingKey::from_bytes(&proof.key.0).map_err(|_| TrustError::BadSignature)?;
-        key.verify_strict(
-            &challenge_bytes(&self.node, &doc.id, &proof.nonce),
-            &Signature::from_bytes(&proof.sig.0),
-        )
-        .map_err(|_| TrustError::BadSignature)?;
-        let revoked = &self.revoked;
-        let role = check_admission(doc, &proof.key, proof.invite.as_ref(), now_ms, &mut |i| {
-            if revoked.contains(&i.body.id) {
-                Err(TrustError::Revoked)
-            } else {
-                Ok(())
-            }
-        })?;
-        let Some(invite) = proof.invite.as_ref().filter(|_| role != Role::Host) else {
-            return Ok(role);
-        };
-        let counter = (invite.key, invite.body.id.clone());
-        let used = self.uses.get(&counter).copied().unwrap_or(0);
-        if invite.body.max_uses.is_some_and(|max| used >= max) {
-            return Err(TrustError::UsedUp);
-        }
-        self.uses.insert(counter, used + 1);
-        Ok(role)
-    }
 }
 
 /// Who `key` is in `doc` at `now_ms`, with `invite` if it brought one: the meeting's time,
