@@ -113,6 +113,10 @@ struct RunArgs {
     /// (other nodes' links to it arrive on the media port) [default: 7303].
     #[arg(long, value_name = "PORT")]
     link_port: Option<u16>,
+    /// Threads that encrypt and send forwarded media [default: one per core this process
+    /// may run on].
+    #[arg(long, value_name = "N")]
+    media_threads: Option<usize>,
     /// An extra IP address to offer browsers for media, e.g. a public address whose UDP
     /// media port is forwarded to this machine. Repeatable.
     #[arg(long, value_name = "IP")]
@@ -306,6 +310,7 @@ async fn run(a: RunArgs) -> Result<()> {
         node_id: identity.peer_id().to_string(),
         federation: Some(fed_tx),
         relay: a.relay || config.relay.unwrap_or(false),
+        media_threads: a.media_threads.unwrap_or(0),
         ..EngineConfig::default()
     })
     .await?;

@@ -69,7 +69,8 @@ impl Janus {
             config.join("janus.jcfg").to_string_lossy().into_owned(),
         ];
         let log = dir.0.join("janus.log");
-        let mut child = spawn_pinned(bin, &args, cpu, &log, &[])?;
+        let cpus = cpu.map(|c| c.to_string());
+        let mut child = spawn_pinned(bin, &args, cpus.as_deref(), &log, &[])?;
         let pid = child.id().context("no pid")?;
         let addr: SocketAddr = ([127, 0, 0, 1], PORT).into();
         if let Err(e) = wait_listening(addr, Duration::from_secs(30), &mut child).await {

@@ -45,6 +45,9 @@ struct Args {
     storm: Option<usize>,
     #[arg(long)]
     storm_rate: Option<f64>,
+    /// Subscribers of the cores scenario (the node on one core, then on two); 0 leaves it out.
+    #[arg(long)]
+    cores_subs: Option<usize>,
     /// Video bitrate per publisher, bits per second.
     #[arg(long, default_value_t = 600_000)]
     video_bps: u32,
@@ -214,9 +217,13 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
             .join("veche"),
     };
     let mut targets = vec![Target::Veche(
-        veche::Veche::start(&veche_bin, server_cpu)
-            .await
-            .with_context(|| format!("start {}", veche_bin.display()))?,
+        veche::Veche::start(
+            &veche_bin,
+            server_cpu.map(|c| c.to_string()).as_deref(),
+            None,
+        )
+        .await
+        .with_context(|| format!("start {}", veche_bin.display()))?,
     )];
     if !args.no_janus {
         let config = args
@@ -305,7 +312,29 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
         rows.push(f);
     }
 
+    // The same fan-out on one core, then on two (veche's media threads spread over them).
+    let cores_n = args.cores_subs.unwrap_or(if quick { 3 } else { 100 });
+    let mut cores_rows = Vec::new();
+    if cores >= 2 && cores_n > 0 {
+        for (cpus, threads) in [("0", 1), ("0,1", 2)] {
+            let name = format!("cores: 1 → {cores_n} on {threads} core(s)");
+            let t = Target::Veche(
+                veche::Veche::start(&veche_bin, Some(cpus), Some(threads))
+                    .await
+                    .with_context(|| format!("start {}", veche_bin.display()))?,
+            );
+            let mut f = scenario::fanout(&t, cores_n, secs, load)
+                .await
+                .unwrap_or_else(|e| failed(&t, &name, cores_n, e));
+            f.scenario = name;
+            eprintln!("{}", row(&f));
+            cores_rows.push(f);
+        }
+        rows.extend(cores_rows.iter().cloned());
+    }
+
     report.push_str(&table(&rows));
+    report.push_str(&cores_line(&cores_rows, cores));
     report.push_str(&comparisons(
         &rows,
         ceiling.packets_per_cpu_s,
@@ -434,6 +463,35 @@ fn table(rows: &[Figures]) -> String {
 }
 
 /// veche / Janus per scenario, veche against the ceiling, and the goals.
+/// What the cores scenario shows: the packets per second each setup would carry at the
+/// point its first core saturates (the busiest thread, or all of its cores), from the CPU
+/// each used at the same load; their ratio.
+fn cores_line(rows: &[Figures], cores: usize) -> String {
+    let [one, two] = rows else {
+        return String::new();
+    };
+    let capacity = |f: &Figures, k: f64| f.recv_pps / f.busiest_thread.max(f.cpu / k).max(1e-6);
+    let (c1, c2) = (capacity(one, 1.0), capacity(two, 2.0));
+    let ratio = c2 / c1;
+    let shared = if cores <= 2 {
+        " (this machine has 2 cores: the second is the generator's too, so the 2-core figure is low)"
+    } else {
+        ""
+    };
+    format!(
+        "\ncores: 1 → {} forwards {:.0} pkt/s; on 1 core it used {} cores, on 2 cores {} (busiest thread {}): capacity {:.0} → {:.0} pkt/s, ×{} (goal ≥ 1.8) — {}{shared}\n",
+        one.n,
+        one.recv_pps,
+        num(one.cpu, 2),
+        num(two.cpu, 2),
+        num(two.busiest_thread, 2),
+        c1,
+        c2,
+        num(ratio, 2),
+        if ratio >= 1.8 { "met" } else { "short" }
+    )
+}
+
 fn comparisons(rows: &[Figures], ceiling: f64, direct_p99: f64, rtt_ms: f64) -> String {
     // Carried, not just survived: a server at its core's limit delivers late (its queues
     // grow), so its figures there measure waiting, not work.

@@ -16,9 +16,25 @@ fn ticks_per_second() -> u64 {
     })
 }
 
+/// User + system CPU time of each thread of `pid` so far, by thread id.
+pub fn thread_cpu(pid: u32) -> std::collections::HashMap<u32, Duration> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Default::default();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .map(|tid| (tid, stat_cpu(&format!("/proc/{pid}/task/{tid}/stat"))))
+        .collect()
+}
+
 /// User + system CPU time of every thread of `pid` so far (zero if it is gone).
 pub fn cpu(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU time in a stat(5) file.
+fn stat_cpu(path: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return Duration::ZERO;
     };
     // The command name is in parentheses and may hold spaces: count fields after it.

@@ -91,6 +91,8 @@ pub struct Figures {
     pub recv_mbps: f64,
     /// The server's CPU time over the window, in cores.
     pub cpu: f64,
+    /// Its busiest thread's, in cores (what saturates first when the work is spread).
+    pub busiest_thread: f64,
     pub gen_cpu: f64,
     pub pkts_per_cpu_s: f64,
     pub mbits_per_cpu_s: f64,
@@ -175,6 +177,7 @@ async fn measure(
 ) {
     let pid = t.pid();
     let cpu0 = procfs::cpu(pid);
+    let threads0 = procfs::thread_cpu(pid);
     let gen0 = procfs::cpu(std::process::id());
     let t0 = Instant::now();
     clock.window.store(true, Ordering::Relaxed);
@@ -182,6 +185,13 @@ async fn measure(
     clock.window.store(false, Ordering::Relaxed);
     let wall = t0.elapsed().as_secs_f64();
     let cpu = procfs::cpu(pid).saturating_sub(cpu0).as_secs_f64();
+    out.busiest_thread = procfs::thread_cpu(pid)
+        .iter()
+        .map(|(tid, c)| {
+            let before = threads0.get(tid).copied().unwrap_or_default();
+            c.saturating_sub(before).as_secs_f64() / wall
+        })
+        .fold(0.0, f64::max);
     let gen = procfs::cpu(std::process::id())
         .saturating_sub(gen0)
         .as_secs_f64();

@@ -65,21 +65,21 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Start `program` pinned to `cpu` (through taskset, which execs it, so the child's pid is
-/// the server's), its output in `log`.
+/// Start `program` pinned to the cores `cpus` (a taskset list such as `0` or `0,1`;
+/// taskset execs it, so the child's pid is the server's), its output in `log`.
 pub fn spawn_pinned(
     program: &Path,
     args: &[String],
-    cpu: Option<usize>,
+    cpus: Option<&str>,
     log: &Path,
     env: &[(&str, &str)],
 ) -> Result<Child> {
     let out = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
     let err = out.try_clone()?;
-    let mut cmd = match cpu {
+    let mut cmd = match cpus {
         Some(c) => {
             let mut cmd = Command::new("taskset");
-            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd.arg("-c").arg(c).arg(program);
             cmd
         }
         None => Command::new(program),

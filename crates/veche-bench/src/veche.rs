@@ -27,7 +27,9 @@ pub struct Veche {
 }
 
 impl Veche {
-    pub async fn start(bin: &Path, cpu: Option<usize>) -> Result<Self> {
+    /// The node on the cores `cpus` (taskset list), with `threads` media threads (its
+    /// default, one per core it may run on, without).
+    pub async fn start(bin: &Path, cpus: Option<&str>, threads: Option<usize>) -> Result<Self> {
         let dir = Scratch::new("veche")?;
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let args: Vec<String> = [
@@ -50,10 +52,11 @@ impl Veche {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(threads.map(|n| format!("--media-threads={n}")))
         .collect();
         let log = dir.0.join("veche.log");
         let filter = std::env::var("VECHE_BENCH_LOG").unwrap_or_else(|_| "warn".into());
-        let mut child = spawn_pinned(bin, &args, cpu, &log, &[("RUST_LOG", &filter)])?;
+        let mut child = spawn_pinned(bin, &args, cpus, &log, &[("RUST_LOG", &filter)])?;
         let pid = child.id().context("no pid")?;
         if let Err(e) = wait_listening(http, Duration::from_secs(30), &mut child).await {
             let log = std::fs::read_to_string(&log).unwrap_or_default();

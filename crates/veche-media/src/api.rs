@@ -287,6 +287,10 @@ pub struct EngineStats {
     pub send_calls: u64,
     /// Media frames written to subscribers.
     pub frames_forwarded: u64,
+    /// Packets not forwarded to a subscriber whose queue was full (the engine fell behind).
+    pub packets_dropped: u64,
+    /// Rounds whose peers were drained on the worker threads (`media_threads` > 1).
+    pub worker_rounds: u64,
     /// Peers removed because of a contained panic.
     pub peers_panicked: u64,
 }

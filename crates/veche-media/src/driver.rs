@@ -41,9 +41,8 @@ pub(crate) async fn run(
             _ = tokio::time::sleep_until(next.into()) => {}
         }
         engine.drive(Instant::now());
-        if !engine.outbox.is_empty() {
-            let done = engine.outbox.flush(&sockets);
-            engine.count_sent(done);
+        if engine.has_output() {
+            engine.flush(&sockets);
         }
     }
     tracing::info!("media engine stopped");

@@ -19,8 +19,13 @@ use crate::api::{
 use crate::federation::Fed;
 use crate::forward::Incoming;
 use crate::net::{bind_all, read_loop, Datagram};
+use crate::outbox::Flushed;
 use crate::outbox::Outbox;
-use crate::peer::{contained, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS};
+use crate::peer::{
+    contained, Drained, Forwarded, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS,
+};
+use rayon::prelude::*;
+use tokio::net::UdpSocket;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -44,6 +49,9 @@ pub struct EngineConfig {
     /// Offer loopback candidates on node links (several nodes on one machine: tests and
     /// benchmarks). Off: another node's loopback is not ours.
     pub links_on_loopback: bool,
+    /// Threads that drain peers (encrypt and send what is forwarded to them); 0: one per
+    /// core the process may run on.
+    pub media_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +66,7 @@ impl Default for EngineConfig {
             federation: None,
             relay: false,
             links_on_loopback: false,
+            media_threads: 0,
         }
     }
 }
@@ -95,6 +104,16 @@ const LINK_SILENCE: Duration = Duration::from_secs(4);
 /// The loop wakes at least this often for housekeeping.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
+/// Dirty peers from which a round is drained on the workers (fewer: not worth waking them).
+const PARALLEL_MIN: usize = 8;
+
+/// One worker's share of a round: where its peers' datagrams go, and what they gave back.
+#[derive(Default)]
+struct Lane {
+    outbox: Outbox,
+    done: Vec<(ParticipantId, Result<Drained, PeerFailure>, Vec<Event>)>,
+}
+
 /// The media engine. Start it with [`Engine::start`].
 pub struct Engine {
     pub(crate) sfu: Sfu,
@@ -124,6 +143,10 @@ pub struct Engine {
     events: Vec<Event>,
     /// What the peers transmit during a pass, sent at its end (by the driver).
     pub(crate) outbox: Outbox,
+    /// The worker threads that drain peers in parallel (`media_threads` > 1), and one lane
+    /// per worker: its outbox and what its peers gave back.
+    workers: Option<rayon::ThreadPool>,
+    lanes: Vec<Lane>,
     stats: EngineStats,
     /// Datagrams the socket readers dropped (their queue was full).
     pub(crate) dropped: Arc<AtomicU64>,
@@ -190,7 +213,28 @@ impl Engine {
         now: Instant,
     ) -> (Engine, EngineHandle) {
         let (cmd_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let threads = match config.media_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        // One thread: no pool, every peer is drained on the engine's own thread.
+        let workers = (threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("veche-media-{i}"))
+                    .build()
+                    .map_err(|e| tracing::warn!(error = %e, "no media worker threads; using one"))
+                    .ok()
+            })
+            .flatten();
+        let lanes = match &workers {
+            Some(_) => (0..threads).map(|_| Lane::default()).collect(),
+            None => Vec::new(),
+        };
         let engine = Engine {
+            workers,
+            lanes,
             sfu: Sfu::with_id_base(config.limits, id_base),
             peers: HashMap::new(),
             by_source: HashMap::new(),
@@ -239,13 +283,17 @@ impl Engine {
         );
     }
 
-    /// Everything transmitted since the last call, in order: (from, to, bytes).
+    /// Everything transmitted since the last call, in order per peer: (from, to, bytes).
     pub fn poll_transmit(&mut self, mut send: impl FnMut(SocketAddr, SocketAddr, &[u8])) {
         let mut n = 0;
-        self.outbox.drain(|from, to, bytes| {
-            n += 1;
-            send(from, to, bytes)
-        });
+        for outbox in
+            std::iter::once(&mut self.outbox).chain(self.lanes.iter_mut().map(|l| &mut l.outbox))
+        {
+            outbox.drain(|from, to, bytes| {
+                n += 1;
+                send(from, to, bytes)
+            });
+        }
         self.stats.datagrams_out += n;
     }
 
@@ -264,6 +312,14 @@ impl Engine {
             .unwrap_or(now + MAX_SLEEP)
             .min(now + MAX_SLEEP)
             .max(now)
+    }
+
+    /// The engine's counters now.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        s.peers = self.peers.len();
+        s.datagrams_dropped = self.dropped.load(Ordering::Relaxed);
+        s
     }
 
     /// What the driver's sends did.
@@ -500,10 +556,7 @@ impl Engine {
                 let _ = reply.send(self.links(&meeting));
             }
             Command::Stats { reply } => {
-                let mut s = self.stats.clone();
-                s.peers = self.peers.len();
-                s.datagrams_dropped = self.dropped.load(Ordering::Relaxed);
-                let _ = reply.send(s);
+                let _ = reply.send(self.stats());
             }
         }
         self.settle(now);
@@ -567,23 +620,117 @@ impl Engine {
         let mut events = std::mem::take(&mut self.events);
         let outbox = &mut self.outbox;
         // Sent together at the end of the pass (`flush`).
-        let res = peer.poll(
+        let res = peer.drain(
             now,
             |t| outbox.push(t.source, t.destination, &t.contents),
             &mut events,
         );
+        self.drained(id, res, &mut events, now);
+        self.events = events;
+    }
+
+    /// Act on what draining peer `id` gave: its events, the keyframes its streams need, or
+    /// its failure.
+    fn drained(
+        &mut self,
+        id: ParticipantId,
+        res: Result<Drained, PeerFailure>,
+        events: &mut Vec<Event>,
+        now: Instant,
+    ) {
         match res {
             Err(f) => {
                 events.clear();
                 self.fail(id, f);
             }
-            Ok(()) => {
+            Ok(done) => {
+                self.stats.frames_forwarded += done.frames;
+                // Its stream now carries another source (or resumes after a withheld
+                // stretch): the decoder needs a keyframe of it.
+                for track in done.switched {
+                    if let Some(o) = self.sfu.source_switched(track, now) {
+                        self.apply(vec![o]);
+                    }
+                }
                 for ev in events.drain(..) {
                     self.on_event(id, ev, now);
                 }
             }
         }
-        self.events = events;
+    }
+
+    /// Drain the peers `ids` on the worker threads, each worker into its own outbox, then
+    /// act on what they gave here, in the engine's own thread.
+    fn drain_on_workers(&mut self, ids: Vec<ParticipantId>, now: Instant) {
+        let Some(pool) = &self.workers else {
+            for id in ids {
+                self.poll_peer(id, now);
+            }
+            return;
+        };
+        // Out of the map while the workers hold them: each worker gets its own peers.
+        let mut taken: Vec<(ParticipantId, Box<Peer>)> = ids
+            .into_iter()
+            .filter_map(|id| self.peers.remove(&id).map(|p| (id, p)))
+            .collect();
+        self.stats.worker_rounds += 1;
+        let per = taken.len().div_ceil(self.lanes.len()).max(1);
+        let lanes = &mut self.lanes;
+        pool.install(|| {
+            taken
+                .par_chunks_mut(per)
+                .zip(lanes.par_iter_mut())
+                .for_each(|(chunk, lane)| {
+                    for (id, peer) in chunk.iter_mut() {
+                        let mut events = Vec::new();
+                        let outbox = &mut lane.outbox;
+                        let res = peer.drain(
+                            now,
+                            |t| outbox.push(t.source, t.destination, &t.contents),
+                            &mut events,
+                        );
+                        lane.done.push((*id, res, events));
+                    }
+                });
+        });
+        for (id, p) in taken {
+            self.peers.insert(id, p);
+        }
+        let done: Vec<_> = self
+            .lanes
+            .iter_mut()
+            .flat_map(|l| l.done.drain(..))
+            .collect();
+        for (id, res, mut events) in done {
+            self.drained(id, res, &mut events, now);
+        }
+    }
+
+    /// Whether anything waits to be sent.
+    pub(crate) fn has_output(&self) -> bool {
+        !self.outbox.is_empty() || self.lanes.iter().any(|l| !l.outbox.is_empty())
+    }
+
+    /// Send what the pass made: the engine's own outbox, and each worker's (in parallel).
+    pub(crate) fn flush(&mut self, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>) {
+        let mut done = self.outbox.flush(sockets);
+        let lanes = &mut self.lanes;
+        let parts: Vec<Flushed> = match &self.workers {
+            Some(pool) => pool.install(|| {
+                lanes
+                    .par_iter_mut()
+                    .filter(|l| !l.outbox.is_empty())
+                    .map(|l| l.outbox.flush(sockets))
+                    .collect()
+            }),
+            None => Vec::new(),
+        };
+        for p in parts {
+            done.sent += p.sent;
+            done.dropped += p.dropped;
+            done.syscalls += p.syscalls;
+        }
+        self.count_sent(done);
     }
 
     /// Advance every peer that has input or a due timeout, act on what they emit, and repeat
@@ -628,8 +775,12 @@ impl Engine {
                 }
             }
             let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
-            for id in dirty {
-                self.poll_peer(id, now);
+            if dirty.len() >= PARALLEL_MIN {
+                self.drain_on_workers(dirty, now);
+            } else {
+                for id in dirty {
+                    self.poll_peer(id, now);
+                }
             }
             for (id, f) in std::mem::take(&mut self.failed) {
                 self.remove(id, Some(f), now);
@@ -698,7 +849,7 @@ impl Engine {
                     }
                 }
             }
-            Event::RtpPacket(packet) => self.forward(id, packet, now),
+            Event::RtpPacket(packet) => self.forward(id, packet),
             Event::PeerStats(stats) => {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.link_stats.update(&stats);
@@ -717,7 +868,7 @@ impl Engine {
     }
 
     /// One packet from publisher `id`, on to every subscriber of its track as it is.
-    fn forward(&mut self, id: ParticipantId, packet: str0m::rtp::RtpPacket, now: Instant) {
+    fn forward(&mut self, id: ParticipantId, packet: str0m::rtp::RtpPacket) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
@@ -768,7 +919,14 @@ impl Engine {
                 .and_then(|r| r.ok().flatten()),
             payload: packet.payload,
         };
-        let mut switched = false;
+        // Written into each subscriber's stream when it is drained, maybe on a worker.
+        let packet = Arc::new(Forwarded {
+            incoming,
+            track,
+            params,
+            ext,
+            frame,
+        });
         for &sub in self.sfu.subscribers(track) {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
@@ -776,24 +934,10 @@ impl Engine {
             let Some(out) = peer.out_mid(track) else {
                 continue;
             };
-            match peer.forward(out, &incoming, params, &ext) {
-                Ok(Some(s)) => {
-                    switched |= s;
-                    if frame {
-                        peer.frames_out += 1;
-                        self.stats.frames_forwarded += 1;
-                    }
-                    self.dirty.insert(sub);
-                }
-                Ok(None) => {}
-                Err(f) => self.failed.push((sub, f)),
-            }
-        }
-        // A subscriber's stream now carries another source (or resumes after a withheld
-        // stretch): its decoder needs a keyframe of it.
-        if switched && video {
-            if let Some(o) = self.sfu.source_switched(track, now) {
-                self.apply(vec![o]);
+            if peer.queue(out, packet.clone()) {
+                self.dirty.insert(sub);
+            } else {
+                self.stats.packets_dropped += 1;
             }
         }
     }

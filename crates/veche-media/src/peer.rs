@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -46,6 +47,30 @@ pub(crate) fn contained<T>(f: impl FnOnce() -> T) -> Result<T, PeerFailure> {
             .unwrap_or_else(|| "unknown panic".to_owned());
         PeerFailure::new(ErrorCode::Internal, format!("media engine fault: {what}"))
     })
+}
+
+/// A packet on its way to subscribers: shared by all of them, written into each one's
+/// stream when that subscriber is drained (on whichever thread drains it).
+pub(crate) struct Forwarded {
+    pub incoming: Incoming,
+    pub track: TrackId,
+    pub params: PayloadParams,
+    pub ext: ExtensionValues,
+    /// It ends a frame (every audio packet does).
+    pub frame: bool,
+}
+
+/// Most packets queued for one subscriber between two drains (a drain comes every pass:
+/// more means the engine fell far behind, and older media is worth less than newer).
+const MAX_QUEUED: usize = 4096;
+
+/// What draining a peer did besides transmitting.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    /// Frames written to it.
+    pub frames: u64,
+    /// Tracks whose stream to it now carries another source (its decoder needs a keyframe).
+    pub switched: Vec<TrackId>,
 }
 
 /// An outgoing stream waiting to be negotiated.
@@ -169,6 +194,8 @@ pub(crate) struct Peer {
     /// Negotiated before ICE connected; reported ready once it is, so the keyframe asked for
     /// on subscribe is not dropped on a connection that cannot carry it yet.
     ready_when_connected: Vec<TrackId>,
+    /// Packets forwarded to it since it was last drained: (its mid, the packet).
+    queued: Vec<(Mid, Arc<Forwarded>)>,
 }
 
 impl Peer {
@@ -207,6 +234,7 @@ impl Peer {
             offer: None,
             first_offer_at: None,
             ready_when_connected: Vec::new(),
+            queued: Vec::new(),
         }
     }
 
@@ -321,7 +349,7 @@ impl Peer {
     /// Write one forwarded packet on outgoing `mid`. `Ok(None)`: not sent (nothing
     /// negotiated for it yet, a codec this peer lacks, a late packet); `Ok(Some(switched))`
     /// sent, and whether its source changed with it (a keyframe is needed then).
-    pub fn forward(
+    fn forward(
         &mut self,
         mid: Mid,
         p: &Incoming,
@@ -365,6 +393,44 @@ impl Peer {
         };
         self.written = true;
         Ok(Some(m.switched))
+    }
+
+    /// Queue a packet for outgoing stream `mid`, written at the next drain. Returns false
+    /// when the queue is full and the packet was dropped.
+    pub fn queue(&mut self, mid: Mid, packet: Arc<Forwarded>) -> bool {
+        if self.queued.len() >= MAX_QUEUED {
+            return false;
+        }
+        self.queued.push((mid, packet));
+        true
+    }
+
+    /// Write what was queued, then poll (as [`Peer::poll`]). Touches only this peer: any
+    /// thread may drain it.
+    pub fn drain(
+        &mut self,
+        now: Instant,
+        send: impl FnMut(&str0m::net::Transmit),
+        events: &mut Vec<Event>,
+    ) -> Result<Drained, PeerFailure> {
+        let mut done = Drained::default();
+        let mut queued = std::mem::take(&mut self.queued);
+        for (mid, f) in queued.drain(..) {
+            if let Some(switched) = self.forward(mid, &f.incoming, f.params, &f.ext)? {
+                if f.frame {
+                    done.frames += 1;
+                }
+                if switched && f.params.spec().codec.is_video() && !done.switched.contains(&f.track)
+                {
+                    done.switched.push(f.track);
+                }
+            }
+        }
+        // Keep the allocation for the next pass.
+        self.queued = queued;
+        self.frames_out += done.frames;
+        self.poll(now, send, events)?;
+        Ok(done)
     }
 
     pub fn subscribe(&mut self, sub: PendingSub) {

@@ -90,6 +90,8 @@ struct Sim {
     jitter: Box<Verdict<Duration>>,
     /// Link answers awaited: (offering node, link, answer).
     answers: Vec<(usize, ParticipantId, Answer)>,
+    /// Each engine's media threads (1: every peer drained on the engine's own thread).
+    threads: usize,
 }
 
 impl Sim {
@@ -113,6 +115,7 @@ impl Sim {
             lost: 0,
             jitter: Box::new(|_, _, _| Duration::ZERO),
             answers: Vec::new(),
+            threads: 1,
         }
     }
 
@@ -129,6 +132,7 @@ impl Sim {
                 federation: Some(fed_tx),
                 bind: vec![],
                 relay,
+                media_threads: self.threads,
                 ..EngineConfig::default()
             },
             (&addrs[..1], &addrs[1..]),
@@ -550,6 +554,54 @@ fn a_viewer_gets_every_audio_packet_and_video_frame_in_order() {
         "frames in order, none missing: {numbers:?}"
     );
     assert_eq!(sim.clients[v].video.gaps, 0);
+}
+
+#[test]
+fn viewers_drained_on_two_threads_get_every_packet_in_order() {
+    let mut sim = Sim::new();
+    sim.threads = 2;
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let p = sim.join(a, "speaker", "10.0.0.2", true);
+    // More viewers than the engine drains on its own thread in one round.
+    let viewers: Vec<usize> = (0..12)
+        .map(|i| sim.join(a, "viewer", &format!("10.0.1.{}", i + 1), false))
+        .collect();
+    sim.until("every viewer gets video", |s| {
+        viewers.iter().all(|&v| s.clients[v].video.frames > 10)
+    });
+    let sent = |s: &Sim| (s.clients[p].sent_frames, s.clients[p].audio_seq);
+    let before: Vec<(u64, u64)> = viewers
+        .iter()
+        .map(|&v| (sim.clients[v].video.frames, sim.clients[v].audio.frames))
+        .collect();
+    let (video0, audio0) = sent(&sim);
+    sim.run(Duration::from_secs(2));
+    let (video1, audio1) = sent(&sim);
+    let (video, audio) = (u64::from(video1 - video0), audio1 - audio0);
+    let rounds = sim.nodes[a].engine.stats().worker_rounds;
+    assert!(rounds > 100, "drained on the workers in {rounds} rounds");
+    assert!(
+        video > 40 && audio > 80,
+        "the publisher sent: {video} frames, {audio} packets"
+    );
+    for (&v, (v0, a0)) in viewers.iter().zip(before) {
+        let c = &sim.clients[v];
+        let (got_video, got_audio) = (c.video.frames - v0, c.audio.frames - a0);
+        assert!(
+            got_video + 2 >= video,
+            "viewer {v}: {got_video} of {video} frames"
+        );
+        assert!(
+            got_audio + 2 >= audio,
+            "viewer {v}: {got_audio} of {audio} packets"
+        );
+        assert!(
+            c.video.numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "viewer {v}: frames in order, none missing: {:?}",
+            c.video.numbers
+        );
+        assert_eq!(c.video.gaps, 0, "viewer {v}");
+    }
 }
 
 #[test]
