@@ -139,7 +139,8 @@ impl Members {
             .collect()
     }
 
-    /// Drop the people removed from their meeting since they were admitted. Returns, per
+    /// Drop the people removed or turned away since they were admitted (or all of them, once
+    /// the meeting ended). Returns, per
     /// (meeting, node), the ids dropped and whether that node is left with nobody (it is
     /// dismissed from the meeting then).
     fn prune(&mut self, view: &MeetingView) -> Vec<(String, String, Vec<u64>, bool)> {
@@ -148,7 +149,7 @@ impl Members {
             let mut dropped = Vec::new();
             people.retain(|id, key| {
                 let removed = veche_trust::decode_key(key).is_ok_and(|k| {
-                    rules::read(view, meeting, |m| m.rules.is_removed(&k)).unwrap_or(true)
+                    rules::read(view, meeting, |m| m.rules.still_in(&k).is_err()).unwrap_or(true)
                 });
                 if removed {
                     dropped.push(*id);
@@ -223,6 +224,8 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = prune.tick() => {
+                // Nodes given up (never reached, or gone without a disconnection).
+                queues.retain(|_, q| !q.is_closed());
                 for (meeting, node, ids, nobody) in members.prune(&view) {
                     // Announced before a removal that overtook them: gone here too.
                     let events = ids.into_iter().map(|id| MeetingEvent::Left { id }).collect();
@@ -276,6 +279,10 @@ pub async fn run(
                     tracing::warn!(%node, "not a node id; message dropped");
                     continue;
                 };
+                // A queue whose task gave the node up is replaced by a fresh one.
+                if queues.get(&node).is_some_and(mpsc::Sender::is_closed) {
+                    queues.remove(&node);
+                }
                 let queue = queues.entry(node.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(PER_NODE_QUEUE);
                     tokio::spawn(deliver(node.clone(), peer, rx, net.clone(), engine.clone()));
@@ -341,8 +348,10 @@ async fn deliver(
                             tracing::info!(%node, %meeting, error = %e, "meeting events not delivered");
                             failures += 1;
                             let cmd = if failures >= GIVE_UP_AFTER {
-                                failures = 0;
-                                Command::NodeGone { node: node.clone() }
+                                // Gone: this task and its queue end (a node that was only
+                                // ever named, never reached, must not keep them).
+                                let _ = engine.send(Command::NodeGone { node: node.clone() }).await;
+                                return;
                             } else {
                                 Command::Resync {
                                     node: node.clone(),

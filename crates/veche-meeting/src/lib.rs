@@ -486,14 +486,21 @@ impl Governance {
     /// Whether someone let in from the waiting room (admitted earlier in `role`) may still
     /// enter now: not removed, not ended, not locked out, not turned away since.
     pub fn still_admits(&self, key: &PublicKey, role: Role) -> Result<(), JoinRefused> {
+        self.still_in(key)?;
+        if self.locked && role > Role::Moderator {
+            return Err(JoinRefused::Locked);
+        }
+        Ok(())
+    }
+
+    /// Whether someone already in the meeting may stay: not removed, not turned away, and
+    /// the meeting not ended (a lock keeps newcomers out, not those in).
+    pub fn still_in(&self, key: &PublicKey) -> Result<(), JoinRefused> {
         if self.ended {
             return Err(JoinRefused::Ended);
         }
         if self.removed.contains(key) {
             return Err(JoinRefused::Removed);
-        }
-        if self.locked && role > Role::Moderator {
-            return Err(JoinRefused::Locked);
         }
         if self.lobby.get(key) == Some(&false) {
             return Err(JoinRefused::Denied);

@@ -622,6 +622,10 @@ fn the_waiting_room_lock_end_and_use_limits() {
         join(&g, &presence(&ada, NODE, ID, None)),
         Err(JoinRefused::Locked)
     );
+    // Those already in stay through a lock (another node keeps carrying them); whom the
+    // host turned away does not.
+    assert_eq!(g.still_in(&ada.public()), Ok(()));
+    assert_eq!(g.still_in(&bob.public()), Err(JoinRefused::Denied));
     assert_eq!(
         join(&g, &presence(&mo, NODE, ID, Some(&mod_invite)))
             .expect("mo")

@@ -10,16 +10,114 @@ use veche_node::{is_meeting_id, CreateMeetingError, SetDocError};
 
 use crate::{Ctx, Scheme};
 
+/// Every code the HTTP API answers in `error`, each documented in `docs/protocol.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCode {
+    /// The meeting already has a host, or belongs to another node (409).
+    AlreadySigned,
+    /// Not a valid signed document for this meeting (400).
+    BadDoc,
+    /// Not a node id (400).
+    BadPeerId,
+    /// A body that is not the JSON the request takes.
+    BadRequest,
+    /// A revocation not signed by this meeting's host, malformed, or no host (400).
+    BadRevocation,
+    /// A meeting title empty, over 200 characters or with control characters.
+    BadTitle,
+    /// A bug in the node (500).
+    Internal,
+    /// The node asked refused or answered something else (502).
+    NodeRefused,
+    /// The node a meeting was learned from cannot be reached (504).
+    NodeUnreachable,
+    /// No or a wrong `claim` (403).
+    NotCreator,
+    /// No such page or API (404).
+    NotFound,
+    /// The operator's view asked for off the loopback listener (403).
+    OperatorOnly,
+    /// This client created or looked up meetings too fast (429).
+    RateLimited,
+    /// The change could not be written to disk; nothing changed (500).
+    Storage,
+    /// The node keeps as many meetings as it may (10,000).
+    TooManyMeetings,
+    /// The node is shutting down (503).
+    Unavailable,
+    /// No meeting with this id here (404).
+    UnknownMeeting,
+    /// The node a hello was sent to could not be reached (504).
+    Unreachable,
+    /// `Host` names no name of this node (403).
+    BadHost,
+    /// A browser request from another origin (403).
+    BadOrigin,
+}
+
+impl ApiCode {
+    /// All of them (each variant once: `as_str`'s match lists them too).
+    #[cfg(test)]
+    pub const ALL: [ApiCode; 20] = [
+        ApiCode::AlreadySigned,
+        ApiCode::BadDoc,
+        ApiCode::BadPeerId,
+        ApiCode::BadRequest,
+        ApiCode::BadRevocation,
+        ApiCode::BadTitle,
+        ApiCode::Internal,
+        ApiCode::NodeRefused,
+        ApiCode::NodeUnreachable,
+        ApiCode::NotCreator,
+        ApiCode::NotFound,
+        ApiCode::OperatorOnly,
+        ApiCode::RateLimited,
+        ApiCode::Storage,
+        ApiCode::TooManyMeetings,
+        ApiCode::Unavailable,
+        ApiCode::UnknownMeeting,
+        ApiCode::Unreachable,
+        ApiCode::BadHost,
+        ApiCode::BadOrigin,
+    ];
+
+    /// As it appears in the answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiCode::AlreadySigned => "already_signed",
+            ApiCode::BadDoc => "bad_doc",
+            ApiCode::BadPeerId => "bad_peer_id",
+            ApiCode::BadRequest => "bad_request",
+            ApiCode::BadRevocation => "bad_revocation",
+            ApiCode::BadTitle => "bad_title",
+            ApiCode::Internal => "internal",
+            ApiCode::NodeRefused => "node_refused",
+            ApiCode::NodeUnreachable => "node_unreachable",
+            ApiCode::NotCreator => "not_creator",
+            ApiCode::NotFound => "not_found",
+            ApiCode::OperatorOnly => "operator_only",
+            ApiCode::RateLimited => "rate_limited",
+            ApiCode::Storage => "storage",
+            ApiCode::TooManyMeetings => "too_many_meetings",
+            ApiCode::Unavailable => "unavailable",
+            ApiCode::UnknownMeeting => "unknown_meeting",
+            ApiCode::Unreachable => "unreachable",
+            ApiCode::BadHost => "bad_host",
+            ApiCode::BadOrigin => "bad_origin",
+        }
+    }
+}
+
 /// An HTTP error with a code and plain words.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ApiCode,
     message: String,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ApiCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -30,7 +128,7 @@ impl ApiError {
     pub(crate) fn unknown_meeting() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "unknown_meeting",
+            ApiCode::UnknownMeeting,
             "There is no meeting with this id on this node.",
         )
     }
@@ -38,7 +136,7 @@ impl ApiError {
     fn engine_gone() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ApiCode::Unavailable,
             "The node is shutting down.",
         )
     }
@@ -48,7 +146,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
+            Json(json!({ "error": self.code.as_str(), "message": self.message })),
         )
             .into_response()
     }
@@ -66,7 +164,11 @@ pub(crate) async fn node(State(ctx): State<Ctx>) -> Response {
 }
 
 pub(crate) async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such page or API.")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ApiCode::NotFound,
+        "No such page or API.",
+    )
 }
 
 #[derive(Deserialize)]
@@ -114,7 +216,7 @@ pub(crate) async fn put_doc(
     let Json(req) = body.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ApiCode::BadRequest,
             format!(
                 "Expected {{\"doc\": \"<token>\", \"claim\": \"<secret>\"}}: {}",
                 e.body_text()
@@ -142,26 +244,32 @@ pub(crate) async fn put_doc(
     .map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ApiCode::Internal,
             "storing failed",
         )
     })?;
     let doc = stored
         .map_err(|e| match e {
             PutDocError::Bad(e @ veche_meeting::Refused::Conflict) => {
-                ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ApiCode::AlreadySigned, e.to_string())
             }
-            PutDocError::Bad(e) => ApiError::new(StatusCode::BAD_REQUEST, "bad_doc", e.to_string()),
+            PutDocError::Bad(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ApiCode::BadDoc, e.to_string())
+            }
             PutDocError::Store(SetDocError::Unknown) => ApiError::unknown_meeting(),
             PutDocError::Store(e @ (SetDocError::AlreadySigned | SetDocError::Remote)) => {
-                ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ApiCode::AlreadySigned, e.to_string())
             }
             PutDocError::Store(e @ SetDocError::NotCreator) => {
-                ApiError::new(StatusCode::FORBIDDEN, "not_creator", e.to_string())
+                ApiError::new(StatusCode::FORBIDDEN, ApiCode::NotCreator, e.to_string())
             }
             PutDocError::Store(e) => {
                 tracing::error!(error = %e, "cannot save a meeting document");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ApiCode::Storage,
+                    e.to_string(),
+                )
             }
         })?
         .ok_or_else(ApiError::unknown_meeting)?;
@@ -195,7 +303,7 @@ pub(crate) async fn post_revocation(
     let Json(req) = body.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ApiCode::BadRequest,
             format!(
                 "Expected {{\"revocation\": \"<token>\"}}: {}",
                 e.body_text()
@@ -207,12 +315,16 @@ pub(crate) async fn post_revocation(
         .await
         .map_err(|e| match e {
             Undecided::Unknown => ApiError::unknown_meeting(),
-            Undecided::Refused(e) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_revocation", e.to_string())
-            }
-            Undecided::Storage(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-            }
+            Undecided::Refused(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ApiCode::BadRevocation,
+                e.to_string(),
+            ),
+            Undecided::Storage(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ApiCode::Storage,
+                e.to_string(),
+            ),
         })?;
     tracing::info!(meeting = %id, %invite, "invite revoked");
     if new {
@@ -242,14 +354,14 @@ pub(crate) async fn create_meeting(
         tracing::info!(client = %ip, "meeting creation rate limited");
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ApiCode::RateLimited,
             "Too many meetings created from this address; wait a minute.",
         ));
     }
     let Json(req) = body.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ApiCode::BadRequest,
             format!("Expected {{\"title\": \"...\"}}: {}", e.body_text()),
         )
     })?;
@@ -263,22 +375,26 @@ pub(crate) async fn create_meeting(
     .map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ApiCode::Internal,
             "meeting creation failed",
         )
     })?;
     let (meeting, claim) = created.map_err(|e| match e {
         CreateMeetingError::BadTitle => {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_title", e.to_string())
+            ApiError::new(StatusCode::BAD_REQUEST, ApiCode::BadTitle, e.to_string())
         }
         CreateMeetingError::TooMany => ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
-            "too_many_meetings",
+            ApiCode::TooManyMeetings,
             e.to_string(),
         ),
         _ => {
             tracing::error!(error = %e, "cannot save a meeting");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ApiCode::Storage,
+                e.to_string(),
+            )
         }
     })?;
     tracing::info!(meeting = %meeting.id, "meeting created");
@@ -307,7 +423,7 @@ pub(crate) async fn hello(
     let _ = body.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ApiCode::BadRequest,
             format!("Expected a JSON body ({{}}): {}", e.body_text()),
         )
     })?;
@@ -316,17 +432,17 @@ pub(crate) async fn hello(
         Ok(r) => Ok(Json(r).into_response()),
         Err(e @ HelloError::BadPeerId(_)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_peer_id",
+            ApiCode::BadPeerId,
             e.to_string(),
         )),
         Err(e @ HelloError::Unreachable(_)) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "unreachable",
+            ApiCode::Unreachable,
             e.to_string(),
         )),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ApiCode::Unavailable,
             e.to_string(),
         )),
     }
@@ -395,7 +511,7 @@ pub(crate) async fn get_meeting(
         if !allowed {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ApiCode::RateLimited,
                 "Too many meetings looked up from this address; wait a minute.",
             ));
         }
@@ -455,7 +571,7 @@ pub(crate) async fn get_people(
     if !loopback || ctx.scheme != Scheme::Http {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "operator_only",
+            ApiCode::OperatorOnly,
             "Who is in a meeting is shown only to the node's operator, on the node's own machine.",
         ));
     }
@@ -516,4 +632,24 @@ pub(crate) async fn get_people(
         })
         .collect();
     Ok(Json(json!({ "id": id, "participants": participants, "nodes": nodes })).into_response())
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::ApiCode;
+
+    #[test]
+    fn every_http_error_code_is_documented() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let section = &doc[doc
+            .find("### HTTP errors")
+            .expect("the HTTP errors section")..];
+        assert!(!ApiCode::ALL.is_empty());
+        for code in ApiCode::ALL {
+            assert!(
+                section.contains(&format!("| `{}` |", code.as_str())),
+                "{code:?} is not in docs/protocol.md's table of HTTP errors"
+            );
+        }
+    }
 }

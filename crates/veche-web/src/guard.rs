@@ -26,7 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-fn refuse(code: &'static str, message: String) -> Response {
+use crate::api::ApiCode;
+
+fn refuse(code: ApiCode, message: String) -> Response {
+    let code = code.as_str();
     tracing::info!(code, %message, "request refused");
     (
         StatusCode::FORBIDDEN,
@@ -81,11 +84,11 @@ pub async fn check(State(names): State<Names>, req: Request, next: Next) -> Resp
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
     let Some(host) = host else {
-        return refuse("bad_host", "the request names no host".into());
+        return refuse(ApiCode::BadHost, "the request names no host".into());
     };
     if !is_own_host(&host, &names.0) {
         return refuse(
-            "bad_host",
+            ApiCode::BadHost,
             format!("{host:?} is not this node: open it by its own address"),
         );
     }
@@ -100,7 +103,7 @@ pub async fn check(State(names): State<Names>, req: Request, next: Next) -> Resp
         .unwrap_or("none");
     if api && !matches!(site, "same-origin" | "none") {
         return refuse(
-            "bad_origin",
+            ApiCode::BadOrigin,
             format!("a {site} page may not use this node's API"),
         );
     }
@@ -111,7 +114,7 @@ pub async fn check(State(names): State<Names>, req: Request, next: Next) -> Resp
             let origin = origin.to_str().unwrap_or("null");
             if !same_origin(origin, &host) {
                 return refuse(
-                    "bad_origin",
+                    ApiCode::BadOrigin,
                     format!("a page from {origin:?} may not act on this node"),
                 );
             }

@@ -9,7 +9,7 @@ use veche_meeting::{Change, Presence, Refused};
 use veche_net::protocol::{ErrorCode as NetCode, Request, Response as NetResponse};
 use veche_net::HelloError;
 
-use crate::api::ApiError;
+use crate::api::{ApiCode, ApiError};
 use crate::rules::{self, Undecided};
 use crate::Ctx;
 
@@ -44,7 +44,7 @@ pub(crate) async fn learn_remote(
     let peer: veche_net::PeerId = node.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_peer_id",
+            ApiCode::BadPeerId,
             format!("{node:?} is not a node id"),
         )
     })?;
@@ -63,28 +63,28 @@ pub(crate) async fn learn_remote(
         }) => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                "unknown_meeting",
+                ApiCode::UnknownMeeting,
                 "The node in the link does not know this meeting.",
             ))
         }
         Ok(other) => {
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "node_refused",
+                ApiCode::NodeRefused,
                 format!("The node in the link answered: {other:?}"),
             ))
         }
         Err(e @ (HelloError::Unreachable(_) | HelloError::BadPeerId(_))) => {
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "node_unreachable",
+                ApiCode::NodeUnreachable,
                 format!("Cannot reach the node that hosts this meeting ({e})."),
             ))
         }
         Err(e) => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ApiCode::Unavailable,
                 e.to_string(),
             ))
         }
@@ -99,11 +99,11 @@ pub(crate) async fn learn_remote(
     .map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ApiCode::Internal,
             "store failed",
         )
     })?
-    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", e.to_string()))?;
+    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, ApiCode::NodeRefused, e.to_string()))?;
     // This node carries it now too: others with only the id can find it here as well.
     ctx.app.net.provide(id).await;
     Ok(())

@@ -55,8 +55,9 @@ const MAX_WAITING: usize = 500;
 pub struct Lobby {
     waiting: HashMap<String, Vec<Waiting>>,
     /// Keys here as moderators, per meeting, with the invite they came with (with the
-    /// host's, they hear the knocks while that invite holds).
-    moderators: HashMap<String, HashMap<String, Option<String>>>,
+    /// host's, they hear the knocks while that invite holds) and how many of their sockets
+    /// are in: freed when the last one goes.
+    moderators: HashMap<String, HashMap<String, (Option<String>, u32)>>,
 }
 
 struct Waiting {
@@ -66,6 +67,22 @@ struct Waiting {
 }
 
 impl Lobby {
+    /// One socket of moderator `key` in `meeting` went; the last one frees the entry.
+    fn moderator_left(&mut self, meeting: &str, key: &str) {
+        let Some(m) = self.moderators.get_mut(meeting) else {
+            return;
+        };
+        if let Some(entry) = m.get_mut(key) {
+            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                m.remove(key);
+            }
+        }
+        if m.is_empty() {
+            self.moderators.remove(meeting);
+        }
+    }
+
     /// Who waits in `meeting` (dropping those who left).
     fn list(&mut self, meeting: &str) -> Vec<(String, String)> {
         let Some(w) = self.waiting.get_mut(meeting) else {
@@ -196,6 +213,8 @@ struct Session {
     /// The challenge this socket was handed: a join signs it with the person's key. One per
     /// socket and a socket joins once, so a proof never works twice.
     nonce: String,
+    /// The lobby entry this socket holds as a moderator: (meeting, key), freed when it goes.
+    moderator_of: Option<(String, String)>,
     /// The role this socket's person holds in the meeting it entered (decided by the
     /// meeting's rules at that join; none before).
     role: Option<Role>,
@@ -220,6 +239,7 @@ impl Session {
             bucket: Bucket::new(RATE, BURST),
             broadcast: Bucket::new(BROADCAST_RATE, BROADCAST_BURST),
             last_heard: Instant::now(),
+            moderator_of: None,
             role: None,
             pending: None,
             waiting: None,
@@ -330,6 +350,10 @@ impl Session {
                 reason: Utf8Bytes::from_static(reason),
             }));
             let _ = send(&mut sink, close).await;
+        }
+        if let Some((meeting, key)) = self.moderator_of.take() {
+            let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
+            lobby.moderator_left(&meeting, &key);
         }
         if let Some(id) = self.pid() {
             let _ = self.ctx.app.engine.send(Command::Leave { id }).await;
@@ -711,7 +735,7 @@ impl Session {
             lobby
                 .moderators
                 .get(meeting)
-                .map(|m| m.iter().map(|(k, i)| (k.clone(), i.clone())).collect())
+                .map(|m| m.iter().map(|(k, (i, _))| (k.clone(), i.clone())).collect())
                 .unwrap_or_default()
         };
         rules::read(&self.ctx.app.view, meeting, |rec| {
@@ -756,8 +780,10 @@ impl Session {
         if role == Role::Moderator {
             let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
             let m = lobby.moderators.entry(meeting.clone()).or_default();
-            if m.len() < MAX_WAITING {
-                m.insert(key.clone(), invite.clone());
+            if m.len() < MAX_WAITING || m.contains_key(&key) {
+                let entry = m.entry(key.clone()).or_insert((None, 0));
+                *entry = (invite.clone(), entry.1 + 1);
+                self.moderator_of = Some((meeting.clone(), key.clone()));
             }
         }
         // What this person travels with to the meeting's other nodes, which check it.
