@@ -493,8 +493,9 @@ impl Governance {
         Ok(())
     }
 
-    /// Whether someone already in the meeting may stay: not removed, not turned away, and
-    /// the meeting not ended (a lock keeps newcomers out, not those in).
+    /// Whether someone already in the meeting may stay: not removed, not turned away from
+    /// its waiting room, and the meeting not ended (a lock keeps newcomers out, not those
+    /// in; without a waiting room a `deny` decides nothing, as at a join).
     pub fn still_in(&self, key: &PublicKey) -> Result<(), JoinRefused> {
         if self.ended {
             return Err(JoinRefused::Ended);
@@ -502,7 +503,8 @@ impl Governance {
         if self.removed.contains(key) {
             return Err(JoinRefused::Removed);
         }
-        if self.lobby.get(key) == Some(&false) {
+        let waiting_room = self.doc().is_some_and(|d| d.body.lobby);
+        if waiting_room && self.lobby.get(key) == Some(&false) {
             return Err(JoinRefused::Denied);
         }
         Ok(())
