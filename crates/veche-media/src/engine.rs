@@ -24,7 +24,6 @@ use crate::outbox::Outbox;
 use crate::peer::{
     contained, Drained, Forwarded, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS,
 };
-use rayon::prelude::*;
 use tokio::net::UdpSocket;
 
 /// How the engine is set up.
@@ -112,6 +111,22 @@ const PARALLEL_MIN: usize = 8;
 struct Lane {
     outbox: Outbox,
     done: Vec<(ParticipantId, Result<Drained, PeerFailure>, Vec<Event>)>,
+}
+
+impl Lane {
+    /// Drain `peers` into this lane (touches only them and the lane: any thread may).
+    fn drain(&mut self, peers: &mut [(ParticipantId, Box<Peer>)], now: Instant) {
+        for (id, peer) in peers.iter_mut() {
+            let mut events = Vec::new();
+            let outbox = &mut self.outbox;
+            let res = peer.drain(
+                now,
+                |t| outbox.push(t.source, t.destination, &t.contents),
+                &mut events,
+            );
+            self.done.push((*id, res, events));
+        }
+    }
 }
 
 /// The media engine. Start it with [`Engine::start`].
@@ -220,8 +235,9 @@ impl Engine {
         // One thread: no pool, every peer is drained on the engine's own thread.
         let workers = (threads > 1)
             .then(|| {
+                // The engine's own thread drains a share too: one worker fewer.
                 rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
+                    .num_threads(threads - 1)
                     .thread_name(|i| format!("veche-media-{i}"))
                     .build()
                     .map_err(|e| tracing::warn!(error = %e, "no media worker threads; using one"))
@@ -675,23 +691,19 @@ impl Engine {
             .collect();
         self.stats.worker_rounds += 1;
         let per = taken.len().div_ceil(self.lanes.len()).max(1);
-        let lanes = &mut self.lanes;
-        pool.install(|| {
-            taken
-                .par_chunks_mut(per)
-                .zip(lanes.par_iter_mut())
-                .for_each(|(chunk, lane)| {
-                    for (id, peer) in chunk.iter_mut() {
-                        let mut events = Vec::new();
-                        let outbox = &mut lane.outbox;
-                        let res = peer.drain(
-                            now,
-                            |t| outbox.push(t.source, t.destination, &t.contents),
-                            &mut events,
-                        );
-                        lane.done.push((*id, res, events));
-                    }
-                });
+        let Some((own, others)) = self.lanes.split_first_mut() else {
+            return;
+        };
+        let mut chunks = taken.chunks_mut(per);
+        let first = chunks.next();
+        // The engine's thread drains the first share itself while the workers take the rest.
+        pool.in_place_scope(|scope| {
+            for (chunk, lane) in chunks.zip(others.iter_mut()) {
+                scope.spawn(move |_| lane.drain(chunk, now));
+            }
+            if let Some(chunk) = first {
+                own.drain(chunk, now);
+            }
         });
         for (id, p) in taken {
             self.peers.insert(id, p);
@@ -714,17 +726,20 @@ impl Engine {
     /// Send what the pass made: the engine's own outbox, and each worker's (in parallel).
     pub(crate) fn flush(&mut self, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>) {
         let mut done = self.outbox.flush(sockets);
-        let lanes = &mut self.lanes;
-        let parts: Vec<Flushed> = match &self.workers {
-            Some(pool) => pool.install(|| {
-                lanes
-                    .par_iter_mut()
-                    .filter(|l| !l.outbox.is_empty())
-                    .map(|l| l.outbox.flush(sockets))
-                    .collect()
-            }),
-            None => Vec::new(),
-        };
+        let mut parts = vec![Flushed::default(); self.lanes.len()];
+        if let Some(pool) = &self.workers {
+            // The lanes' outboxes leave in parallel, the first from this thread.
+            pool.in_place_scope(|scope| {
+                let mut lanes = self.lanes.iter_mut().zip(parts.iter_mut());
+                let first = lanes.next();
+                for (lane, part) in lanes.filter(|(l, _)| !l.outbox.is_empty()) {
+                    scope.spawn(move |_| *part = lane.outbox.flush(sockets));
+                }
+                if let Some((lane, part)) = first {
+                    *part = lane.outbox.flush(sockets);
+                }
+            });
+        }
         for p in parts {
             done.sent += p.sent;
             done.dropped += p.dropped;
