@@ -443,6 +443,8 @@ impl Peer {
         if let Some(mid) = self.out_mids.remove(&track) {
             self.out_tracks.remove(&mid);
             self.rewriters.remove(&mid);
+            // Queued this pass for the stream now stopped: not written (nor renumbered anew).
+            self.queued.retain(|(m, _)| *m != mid);
             self.to_stop.push(mid);
         }
     }
