@@ -19,8 +19,7 @@ use crate::api::{
 use crate::federation::Fed;
 use crate::forward::Incoming;
 use crate::net::{bind_all, read_loop, Datagram};
-use crate::outbox::Flushed;
-use crate::outbox::Outbox;
+use crate::outbox::{Flushed, Outbox};
 use crate::peer::{
     contained, Drained, Forwarded, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS,
 };
@@ -675,15 +674,16 @@ impl Engine {
         }
     }
 
-    /// Drain the peers `ids` on the worker threads, each worker into its own outbox, then
-    /// act on what they gave here, in the engine's own thread.
-    fn drain_on_workers(&mut self, ids: Vec<ParticipantId>, now: Instant) {
-        let Some(pool) = &self.workers else {
+    /// Drain the peers `ids`: on this thread when they are few or there are no workers;
+    /// else split over the workers, each into its own outbox, then act on what they gave
+    /// here, in the engine's own thread.
+    fn drain_peers(&mut self, ids: Vec<ParticipantId>, now: Instant) {
+        if ids.len() < PARALLEL_MIN || self.workers.is_none() || self.lanes.is_empty() {
             for id in ids {
                 self.poll_peer(id, now);
             }
             return;
-        };
+        }
         // Out of the map while the workers hold them: each worker gets its own peers.
         let mut taken: Vec<(ParticipantId, Box<Peer>)> = ids
             .into_iter()
@@ -691,20 +691,19 @@ impl Engine {
             .collect();
         self.stats.worker_rounds += 1;
         let per = taken.len().div_ceil(self.lanes.len()).max(1);
-        let Some((own, others)) = self.lanes.split_first_mut() else {
-            return;
-        };
-        let mut chunks = taken.chunks_mut(per);
-        let first = chunks.next();
-        // The engine's thread drains the first share itself while the workers take the rest.
-        pool.in_place_scope(|scope| {
-            for (chunk, lane) in chunks.zip(others.iter_mut()) {
-                scope.spawn(move |_| lane.drain(chunk, now));
-            }
-            if let Some(chunk) = first {
-                own.drain(chunk, now);
-            }
-        });
+        if let (Some(pool), Some((own, others))) = (&self.workers, self.lanes.split_first_mut()) {
+            let mut chunks = taken.chunks_mut(per);
+            let first = chunks.next();
+            // The engine's thread drains the first share itself while the workers take the rest.
+            pool.in_place_scope(|scope| {
+                for (chunk, lane) in chunks.zip(others.iter_mut()) {
+                    scope.spawn(move |_| lane.drain(chunk, now));
+                }
+                if let Some(chunk) = first {
+                    own.drain(chunk, now);
+                }
+            });
+        }
         for (id, p) in taken {
             self.peers.insert(id, p);
         }
@@ -741,9 +740,7 @@ impl Engine {
             });
         }
         for p in parts {
-            done.sent += p.sent;
-            done.dropped += p.dropped;
-            done.syscalls += p.syscalls;
+            done += p;
         }
         self.count_sent(done);
     }
@@ -790,13 +787,7 @@ impl Engine {
                 }
             }
             let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
-            if dirty.len() >= PARALLEL_MIN {
-                self.drain_on_workers(dirty, now);
-            } else {
-                for id in dirty {
-                    self.poll_peer(id, now);
-                }
-            }
+            self.drain_peers(dirty, now);
             for (id, f) in std::mem::take(&mut self.failed) {
                 self.remove(id, Some(f), now);
             }

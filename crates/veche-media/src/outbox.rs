@@ -23,6 +23,14 @@ pub(crate) struct Flushed {
     pub syscalls: u64,
 }
 
+impl std::ops::AddAssign for Flushed {
+    fn add_assign(&mut self, other: Flushed) {
+        self.sent += other.sent;
+        self.dropped += other.dropped;
+        self.syscalls += other.syscalls;
+    }
+}
+
 /// Datagrams waiting for the end of the pass, their bytes in one buffer.
 #[derive(Default)]
 pub(crate) struct Outbox {

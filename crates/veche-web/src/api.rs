@@ -10,102 +10,72 @@ use veche_node::{is_meeting_id, CreateMeetingError, SetDocError};
 
 use crate::{Ctx, Scheme};
 
-/// Every code the HTTP API answers in `error`, each documented in `docs/protocol.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiCode {
-    /// The meeting already has a host, or belongs to another node (409).
-    AlreadySigned,
-    /// Not a valid signed document for this meeting (400).
-    BadDoc,
-    /// Not a node id (400).
-    BadPeerId,
-    /// A body that is not the JSON the request takes.
-    BadRequest,
-    /// A revocation not signed by this meeting's host, malformed, or no host (400).
-    BadRevocation,
-    /// A meeting title empty, over 200 characters or with control characters.
-    BadTitle,
-    /// A bug in the node (500).
-    Internal,
-    /// The node asked refused or answered something else (502).
-    NodeRefused,
-    /// The node a meeting was learned from cannot be reached (504).
-    NodeUnreachable,
-    /// No or a wrong `claim` (403).
-    NotCreator,
-    /// No such page or API (404).
-    NotFound,
-    /// The operator's view asked for off the loopback listener (403).
-    OperatorOnly,
-    /// This client created or looked up meetings too fast (429).
-    RateLimited,
-    /// The change could not be written to disk; nothing changed (500).
-    Storage,
-    /// The node keeps as many meetings as it may (10,000).
-    TooManyMeetings,
-    /// The node is shutting down (503).
-    Unavailable,
-    /// No meeting with this id here (404).
-    UnknownMeeting,
-    /// The node a hello was sent to could not be reached (504).
-    Unreachable,
-    /// `Host` names no name of this node (403).
-    BadHost,
-    /// A browser request from another origin (403).
-    BadOrigin,
+/// Defines [`ApiCode`] from one list: each variant, its text, and `ALL` (complete by
+/// construction, so the documentation test sees every code).
+macro_rules! api_codes {
+    ($($(#[$doc:meta])* $variant:ident => $text:literal,)*) => {
+        /// Every code the HTTP API answers in `error`, each documented in `docs/protocol.md`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ApiCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ApiCode {
+            /// All of them.
+            #[cfg(test)]
+            pub const ALL: &'static [ApiCode] = &[$(ApiCode::$variant),*];
+
+            /// As it appears in the answer.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ApiCode::$variant => $text,)*
+                }
+            }
+        }
+    };
 }
 
-impl ApiCode {
-    /// All of them (each variant once: `as_str`'s match lists them too).
-    #[cfg(test)]
-    pub const ALL: [ApiCode; 20] = [
-        ApiCode::AlreadySigned,
-        ApiCode::BadDoc,
-        ApiCode::BadPeerId,
-        ApiCode::BadRequest,
-        ApiCode::BadRevocation,
-        ApiCode::BadTitle,
-        ApiCode::Internal,
-        ApiCode::NodeRefused,
-        ApiCode::NodeUnreachable,
-        ApiCode::NotCreator,
-        ApiCode::NotFound,
-        ApiCode::OperatorOnly,
-        ApiCode::RateLimited,
-        ApiCode::Storage,
-        ApiCode::TooManyMeetings,
-        ApiCode::Unavailable,
-        ApiCode::UnknownMeeting,
-        ApiCode::Unreachable,
-        ApiCode::BadHost,
-        ApiCode::BadOrigin,
-    ];
-
-    /// As it appears in the answer.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiCode::AlreadySigned => "already_signed",
-            ApiCode::BadDoc => "bad_doc",
-            ApiCode::BadPeerId => "bad_peer_id",
-            ApiCode::BadRequest => "bad_request",
-            ApiCode::BadRevocation => "bad_revocation",
-            ApiCode::BadTitle => "bad_title",
-            ApiCode::Internal => "internal",
-            ApiCode::NodeRefused => "node_refused",
-            ApiCode::NodeUnreachable => "node_unreachable",
-            ApiCode::NotCreator => "not_creator",
-            ApiCode::NotFound => "not_found",
-            ApiCode::OperatorOnly => "operator_only",
-            ApiCode::RateLimited => "rate_limited",
-            ApiCode::Storage => "storage",
-            ApiCode::TooManyMeetings => "too_many_meetings",
-            ApiCode::Unavailable => "unavailable",
-            ApiCode::UnknownMeeting => "unknown_meeting",
-            ApiCode::Unreachable => "unreachable",
-            ApiCode::BadHost => "bad_host",
-            ApiCode::BadOrigin => "bad_origin",
-        }
-    }
+api_codes! {
+    /// The meeting already has a host, or belongs to another node (409).
+    AlreadySigned => "already_signed",
+    /// Not a valid signed document for this meeting (400).
+    BadDoc => "bad_doc",
+    /// Not a node id (400).
+    BadPeerId => "bad_peer_id",
+    /// A body that is not the JSON the request takes.
+    BadRequest => "bad_request",
+    /// A revocation not signed by this meeting's host, malformed, or no host (400).
+    BadRevocation => "bad_revocation",
+    /// A meeting title empty, over 200 characters or with control characters.
+    BadTitle => "bad_title",
+    /// A bug in the node (500).
+    Internal => "internal",
+    /// The node asked refused or answered something else (502).
+    NodeRefused => "node_refused",
+    /// The node a meeting was learned from cannot be reached (504).
+    NodeUnreachable => "node_unreachable",
+    /// No or a wrong `claim` (403).
+    NotCreator => "not_creator",
+    /// No such page or API (404).
+    NotFound => "not_found",
+    /// The operator's view asked for off the loopback listener (403).
+    OperatorOnly => "operator_only",
+    /// This client created or looked up meetings too fast (429).
+    RateLimited => "rate_limited",
+    /// The change could not be written to disk; nothing changed (500).
+    Storage => "storage",
+    /// The node keeps as many meetings as it may (10,000).
+    TooManyMeetings => "too_many_meetings",
+    /// The node is shutting down (503).
+    Unavailable => "unavailable",
+    /// No meeting with this id here (404).
+    UnknownMeeting => "unknown_meeting",
+    /// The node a hello was sent to could not be reached (504).
+    Unreachable => "unreachable",
+    /// `Host` names no name of this node (403).
+    BadHost => "bad_host",
+    /// A browser request from another origin (403).
+    BadOrigin => "bad_origin",
 }
 
 /// An HTTP error with a code and plain words.

@@ -67,6 +67,18 @@ struct Waiting {
 }
 
 impl Lobby {
+    /// A socket of moderator `key` entered `meeting` with `invite`; false when the meeting
+    /// has as many moderators here as it may (their sockets are not counted then).
+    fn moderator_entered(&mut self, meeting: &str, key: &str, invite: Option<String>) -> bool {
+        let m = self.moderators.entry(meeting.to_owned()).or_default();
+        if m.len() >= MAX_WAITING && !m.contains_key(key) {
+            return false;
+        }
+        let entry = m.entry(key.to_owned()).or_insert((None, 0));
+        *entry = (invite, entry.1 + 1);
+        true
+    }
+
     /// One socket of moderator `key` in `meeting` went; the last one frees the entry.
     fn moderator_left(&mut self, meeting: &str, key: &str) {
         let Some(m) = self.moderators.get_mut(meeting) else {
@@ -779,10 +791,7 @@ impl Session {
         let privileged = role <= Role::Moderator;
         if role == Role::Moderator {
             let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
-            let m = lobby.moderators.entry(meeting.clone()).or_default();
-            if m.len() < MAX_WAITING || m.contains_key(&key) {
-                let entry = m.entry(key.clone()).or_insert((None, 0));
-                *entry = (invite.clone(), entry.1 + 1);
+            if lobby.moderator_entered(&meeting, &key, invite.clone()) {
                 self.moderator_of = Some((meeting.clone(), key.clone()));
             }
         }
@@ -873,6 +882,30 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_moderators_gatekeeper_entry_goes_with_their_last_socket() {
+        let mut lobby = super::Lobby::default();
+        assert!(lobby.moderator_entered("k3x-9qa-7mf", "mo", Some("invite".into())));
+        assert!(lobby.moderator_entered("k3x-9qa-7mf", "mo", Some("invite".into())));
+        assert_eq!(lobby.moderators["k3x-9qa-7mf"]["mo"].1, 2, "two sockets");
+        lobby.moderator_left("k3x-9qa-7mf", "mo");
+        assert!(
+            lobby.moderators["k3x-9qa-7mf"].contains_key("mo"),
+            "kept while a socket is in"
+        );
+        lobby.moderator_left("k3x-9qa-7mf", "mo");
+        assert!(lobby.moderators.is_empty(), "freed with the last");
+        // Bounded: a meeting holds at most MAX_WAITING of them.
+        for i in 0..super::MAX_WAITING {
+            assert!(lobby.moderator_entered("k3x-9qa-7mf", &format!("k{i}"), None));
+        }
+        assert!(!lobby.moderator_entered("k3x-9qa-7mf", "one more", None));
+        assert!(
+            lobby.moderator_entered("k3x-9qa-7mf", "k0", None),
+            "one already in"
+        );
+    }
+
     use super::*;
     use veche_core::{ChatMessage, ParticipantInfo, Source};
     use veche_media::{Moderation, TrackInfo};
