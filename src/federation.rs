@@ -27,8 +27,8 @@ const GIVE_UP_AFTER: u32 = 12;
 const PER_NODE_QUEUE: usize = 512;
 /// People one node may have admitted in one meeting (a meeting holds 100).
 const MAX_ADMITTED: usize = 512;
-/// Nodes introduced per meeting.
-const MAX_VOUCHED: usize = 64;
+/// Nodes introduced (with a proof) per meeting.
+const MAX_INTRODUCED: usize = 64;
 /// As a relay: meetings one node may have us carry (we have no rules for them).
 const MAX_CARRIED_FOR: usize = 8;
 
@@ -37,12 +37,12 @@ const MAX_CARRIED_FOR: usize = 8;
 #[derive(Default)]
 struct Members {
     /// (meeting, node) → that node's people whom the meeting's rules admitted here (their
-    /// ids on that node → their keys; one id per key). A node is a member while it has one.
-    admitted: HashMap<(String, String), HashMap<u64, String>>,
-    /// meeting → node → the members that introduced it (`node` events): told our people so
-    /// that it can show its own and be admitted in turn, only while one of them is still a
-    /// member (which hears all of it anyway).
-    vouched: HashMap<String, HashMap<String, std::collections::HashSet<String>>>,
+    /// ids on that node → their proofs; one id per key). A node is a member while it has one.
+    admitted: HashMap<(String, String), HashMap<u64, Proof>>,
+    /// meeting → node → the proof of one of its people that a member passed on when it
+    /// introduced the node (`node` events), admitted here: that node is told our people (so
+    /// that it tells us its own) until its own events decide.
+    introduced: HashMap<String, HashMap<String, Proof>>,
     /// (meeting, relay node) this node chose to relay its media (set by the task that picks).
     relays: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     /// (meeting, origin node) → the relay that origin said its tracks come through (`via`).
@@ -53,6 +53,15 @@ struct Members {
     confirming: Confirming,
 }
 
+/// A person another node carries, as admitted here.
+#[derive(Clone)]
+struct Proof {
+    /// Their key, base64url.
+    key: String,
+    /// The presence token they made for that node.
+    presence: String,
+}
+
 impl Members {
     fn is_member(&self, meeting: &str, node: &str) -> bool {
         self.admitted
@@ -60,22 +69,66 @@ impl Members {
             .is_some_and(|a| !a.is_empty())
     }
 
-    fn vouch(&mut self, meeting: &str, node: &str, by: &str) {
-        if node == by {
-            return;
-        }
-        let v = self.vouched.entry(meeting.to_owned()).or_default();
-        if v.len() < MAX_VOUCHED || v.contains_key(node) {
-            v.entry(node.to_owned()).or_default().insert(by.to_owned());
+    /// A member introduced `node` with `presence`: if the meeting's rules here admit that
+    /// person through `node`, it is told our people (the first step of linking with it).
+    /// Returns whether it was not introduced before (what it was sent before, it was not
+    /// told).
+    fn introduce(&mut self, view: &MeetingView, meeting: &str, node: &str, presence: &str) -> bool {
+        let checked = veche_trust::decode_token::<Presence>(presence)
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                rules::read(view, meeting, |m| {
+                    m.rules
+                        .admit_remote(meeting, node, &p, rules::now_ms(), true)
+                        .map_err(|e| e.to_string())
+                })
+                .unwrap_or_else(|| Err("unknown meeting".into()))
+            });
+        match checked {
+            Ok((key, _)) => {
+                if self.is_member(meeting, node) {
+                    return false;
+                }
+                let v = self.introduced.entry(meeting.to_owned()).or_default();
+                if v.len() >= MAX_INTRODUCED && !v.contains_key(node) {
+                    return false;
+                }
+                let proof = Proof {
+                    key: veche_trust::encode_key(&key),
+                    presence: presence.to_owned(),
+                };
+                v.insert(node.to_owned(), proof).is_none()
+            }
+            Err(why) => {
+                tracing::info!(%node, %meeting, %why, "an introduced node's proof is not let in here");
+                false
+            }
         }
     }
 
-    /// Introduced by a node that is still a member.
-    fn is_vouched(&self, meeting: &str, node: &str) -> bool {
-        self.vouched
+    fn is_introduced(&self, meeting: &str, node: &str) -> bool {
+        self.introduced
             .get(meeting)
-            .and_then(|v| v.get(node))
-            .is_some_and(|by| by.iter().any(|b| self.is_member(meeting, b)))
+            .is_some_and(|v| v.contains_key(node))
+    }
+
+    /// The proof of one of `node`'s people admitted here, to introduce it to others.
+    fn proof_of(&self, meeting: &str, node: &str) -> Option<String> {
+        let own = self
+            .admitted
+            .get(&(meeting.to_owned(), node.to_owned()))
+            .and_then(|a| a.values().next());
+        own.or_else(|| self.introduced.get(meeting)?.get(node))
+            .map(|p| p.presence.clone())
+    }
+
+    /// `events` for another node with the proofs of the nodes they introduce.
+    fn with_proofs(&self, meeting: &str, events: &mut [MeetingEvent]) {
+        for ev in events {
+            if let MeetingEvent::Node { peer, presence } = ev {
+                *presence = self.proof_of(meeting, peer);
+            }
+        }
     }
 
     /// Chosen by this node as its relay for the meeting.
@@ -87,13 +140,13 @@ impl Members {
     }
 
     /// Whether this node may tell `node` about `meeting` (our people, our media): a member,
-    /// a relay this node chose, a node the meeting was learned from, or a node a member
-    /// (still one) introduced.
+    /// a relay this node chose, a node the meeting was learned from, or a node introduced
+    /// with the proof of a person let in here.
     fn may_tell(&self, meeting: &str, node: &str, homes: &[String]) -> bool {
         self.is_member(meeting, node)
             || self.is_our_relay(meeting, node)
             || homes.iter().any(|h| h == node)
-            || self.is_vouched(meeting, node)
+            || self.is_introduced(meeting, node)
     }
 
     /// Whether `node` may offer a media link for `meeting`: a member, a relay this node
@@ -144,13 +197,20 @@ impl Members {
     /// (meeting, node), the ids dropped and whether that node is left with nobody (it is
     /// dismissed from the meeting then).
     fn prune(&mut self, view: &MeetingView) -> Vec<(String, String, Vec<u64>, bool)> {
+        let gone = |meeting: &str, key: &str| {
+            veche_trust::decode_key(key).is_ok_and(|k| {
+                rules::read(view, meeting, |m| m.rules.still_in(&k).is_err()).unwrap_or(true)
+            })
+        };
+        for (meeting, nodes) in &mut self.introduced {
+            nodes.retain(|_, p| !gone(meeting, &p.key));
+        }
+        self.introduced.retain(|_, v| !v.is_empty());
         let mut changed = Vec::new();
         self.admitted.retain(|(meeting, node), people| {
             let mut dropped = Vec::new();
-            people.retain(|id, key| {
-                let removed = veche_trust::decode_key(key).is_ok_and(|k| {
-                    rules::read(view, meeting, |m| m.rules.still_in(&k).is_err()).unwrap_or(true)
-                });
+            people.retain(|id, p| {
+                let removed = gone(meeting, &p.key);
                 if removed {
                     dropped.push(*id);
                 }
@@ -191,14 +251,10 @@ impl Members {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(_, n)| n != node);
-        for v in self.vouched.values_mut() {
+        for v in self.introduced.values_mut() {
             v.remove(node);
-            for by in v.values_mut() {
-                by.remove(node);
-            }
-            v.retain(|_, by| !by.is_empty());
         }
-        self.vouched.retain(|_, v| !v.is_empty());
+        self.introduced.retain(|_, v| !v.is_empty());
     }
 }
 
@@ -238,7 +294,7 @@ pub async fn run(
                 }
             }
             out = from_engine.recv() => {
-                let Some(out) = out else { break };
+                let Some(mut out) = out else { break };
                 let (node, meeting) = match &out {
                     FedOut::Events { node, meeting, .. } | FedOut::Offer { node, meeting, .. } => {
                         (node.clone(), meeting.clone())
@@ -250,10 +306,10 @@ pub async fn run(
                         tokio::spawn(async move {
                             let via = pick_relay(&net, &node).await;
                             // A relay this node chose hears our people (it forwards them),
-                            // vouched for before the engine sends it anything.
+                            // recorded before the engine sends it anything.
                             if let Some(v) = &via {
                                 let mut r = relays.lock().unwrap_or_else(|p| p.into_inner());
-                                if r.len() < MAX_VOUCHED * 16 {
+                                if r.len() < MAX_INTRODUCED * 16 {
                                     r.insert((meeting.clone(), v.clone()));
                                 }
                             }
@@ -274,6 +330,9 @@ pub async fn run(
                         }
                         continue;
                     }
+                }
+                if let FedOut::Events { events, .. } = &mut out {
+                    members.with_proofs(&meeting, events);
                 }
                 let Ok(peer) = node.parse::<PeerId>() else {
                     tracing::warn!(%node, "not a node id; message dropped");
@@ -519,10 +578,7 @@ async fn on_net(
                 )
             }
         }
-        Request::Events {
-            meeting,
-            mut events,
-        } => {
+        Request::Events { meeting, events } => {
             if !carries(&meeting) {
                 unknown()
             } else if events.len() > MAX_EVENTS {
@@ -530,42 +586,23 @@ async fn on_net(
             } else if title_of(&meeting).is_none() && !members.carry_for(&node, &meeting) {
                 tracing::info!(%node, %meeting, "a node asked this relay to carry too many meetings");
                 error(ErrorCode::Refused, &too_many_carried())
-            } else if let Err(why) = admit_events(view, members, &node, &meeting, &events) {
-                tracing::info!(%node, %meeting, why, "events from a node with nobody let in refused");
-                error(ErrorCode::Refused, why)
             } else {
-                // A relay carrying other nodes' meeting has no rules for it: it forwards.
-                if relay {
-                    // As a relay: forward only what the destination's own rules admit.
-                    events.retain(|e| match e {
-                        MeetingEvent::Relay { peer } => {
-                            confirm_relay(
-                                (engine, net),
-                                &members.confirming,
-                                &meeting,
-                                &node,
-                                peer,
-                            );
-                            false
-                        }
-                        _ => true,
-                    });
-                }
-                let events = if title_of(&meeting).is_some() {
-                    members_filter(members, &node, &meeting, events)
-                } else {
-                    events
-                };
-                match engine
-                    .send(Command::NodeEvents {
-                        node,
-                        meeting,
-                        events,
-                    })
-                    .await
-                {
-                    Ok(()) => Response::Ok,
-                    Err(_) => error(ErrorCode::Unavailable, "shutting down"),
+                match admit_events(view, members, &node, &meeting, &events) {
+                    Err(why) => {
+                        tracing::info!(%node, %meeting, why, "events from a node with nobody let in refused");
+                        error(ErrorCode::Refused, why)
+                    }
+                    Ok(newly) => {
+                        take_events(
+                            (engine, net),
+                            view,
+                            members,
+                            relay,
+                            (node, meeting, events),
+                            newly,
+                        )
+                        .await
+                    }
                 }
             }
         }
@@ -613,7 +650,7 @@ async fn on_net(
                         // A relay carrying members' media to us: the engine links back to it
                         // (and tells it our people), as to a relay of our own.
                         let mut r = relays.lock().unwrap_or_else(|p| p.into_inner());
-                        if r.len() < MAX_VOUCHED * 16 {
+                        if r.len() < MAX_INTRODUCED * 16 {
                             r.insert((meeting.clone(), node.clone()));
                         }
                     }
@@ -646,6 +683,52 @@ async fn on_net(
         ),
     };
     let _ = reply.send(response);
+}
+
+/// A member's (or, as a relay, anyone's) events, admitted: what of them the engine takes.
+/// A node let in for the first time (`newly`) hears our people again (what it was sent
+/// before, it was not told).
+async fn take_events(
+    (engine, net): (&EngineHandle, &NetHandle),
+    view: &MeetingView,
+    members: &mut Members,
+    relay: bool,
+    (node, meeting, mut events): (String, String, Vec<MeetingEvent>),
+    newly: bool,
+) -> Response {
+    // A relay carrying other nodes' meeting has no rules for it: it forwards.
+    if relay {
+        // As a relay: forward only what the destination's own rules admit.
+        events.retain(|e| match e {
+            MeetingEvent::Relay { peer } => {
+                confirm_relay((engine, net), &members.confirming, &meeting, &node, peer);
+                false
+            }
+            _ => true,
+        });
+    }
+    let ours = rules::read(view, &meeting, |_| ()).is_some();
+    let (events, introduced) = if ours {
+        members_filter(view, members, &node, &meeting, events)
+    } else {
+        (events, Vec::new())
+    };
+    let cmd = Command::NodeEvents {
+        node: node.clone(),
+        meeting: meeting.clone(),
+        events,
+    };
+    if engine.send(cmd).await.is_err() {
+        return Response::Error {
+            code: ErrorCode::Unavailable,
+            message: "shutting down".into(),
+        };
+    }
+    for node in introduced.into_iter().chain(newly.then_some(node)) {
+        let meeting = meeting.clone();
+        let _ = engine.send(Command::Resync { node, meeting }).await;
+    }
+    Response::Ok
 }
 
 fn too_many_carried() -> String {
@@ -802,20 +885,25 @@ fn answer_meeting(
 
 /// Admit the people a node announces in `events`, by the proof each carries, with the
 /// meeting's rules here. A full list (`sync`) replaces what was admitted for that node.
-/// Refused when the node would have nobody admitted and had nobody before.
+/// Refused when the node would have nobody admitted and had nobody before; otherwise
+/// whether it is a member for the first time. Its own events replace what an introduction
+/// said of it.
 fn admit_events(
     meetings: &MeetingView,
     members: &mut Members,
     node: &str,
     meeting: &str,
     events: &[veche_net::protocol::MeetingEvent],
-) -> Result<(), &'static str> {
+) -> Result<bool, &'static str> {
     use veche_net::protocol::MeetingEvent as Ev;
     // A relay carrying other nodes' meeting has no rules for it: it only forwards.
     let Some(()) = rules::read(meetings, meeting, |_| ()) else {
-        return Ok(());
+        return Ok(false);
     };
     let was = members.is_member(meeting, node);
+    if let Some(v) = members.introduced.get_mut(meeting) {
+        v.remove(node);
+    }
     let key = (meeting.to_owned(), node.to_owned());
     let mut admitted = if matches!(events.first(), Some(Ev::Sync { .. })) {
         HashMap::new()
@@ -851,9 +939,10 @@ fn admit_events(
                 match verdict {
                     Ok((k, _)) if admitted.len() < MAX_ADMITTED => {
                         // One id per person: the same proof announced twice counts once.
-                        let k = veche_trust::encode_key(&k);
-                        admitted.retain(|other, key| *other == *id || *key != k);
-                        admitted.insert(*id, k);
+                        let key = veche_trust::encode_key(&k);
+                        admitted.retain(|other, p| *other == *id || p.key != key);
+                        let presence = presence.clone().unwrap_or_default();
+                        admitted.insert(*id, Proof { key, presence });
                     }
                     Ok(_) => tracing::warn!(%node, %meeting, "too many people from one node"),
                     Err(why) => {
@@ -871,31 +960,36 @@ fn admit_events(
     if admitted.is_empty() && !was {
         return Err("nobody the node carries is let into this meeting");
     }
+    let now_member = !admitted.is_empty();
     if admitted.is_empty() {
         members.admitted.remove(&key);
     } else {
         members.admitted.insert(key, admitted);
     }
-    Ok(())
+    Ok(now_member && !was)
 }
 
 /// What of a member's events reaches the engine: the people admitted (and their leaving),
-/// their state and chat, and the nodes it introduces. Nothing for a person not admitted.
+/// their state and chat, and the nodes it introduces (and which of those are let in by the
+/// introduction, newly). Nothing for a person not admitted.
 fn members_filter(
+    view: &MeetingView,
     members: &mut Members,
     node: &str,
     meeting: &str,
     events: Vec<veche_net::protocol::MeetingEvent>,
-) -> Vec<veche_net::protocol::MeetingEvent> {
+) -> (Vec<veche_net::protocol::MeetingEvent>, Vec<String>) {
     use veche_net::protocol::MeetingEvent as Ev;
     let key = (meeting.to_owned(), node.to_owned());
     let Some(admitted) = members.admitted.get(&key).cloned() else {
         // Not a member (any more): only its leavings and an empty list pass.
-        return events
+        let events = events
             .into_iter()
             .filter(|e| matches!(e, Ev::Sync { .. } | Ev::Left { .. }))
             .collect();
+        return (events, Vec::new());
     };
+    let mut introduced = Vec::new();
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
         let pass = match &ev {
@@ -903,8 +997,12 @@ fn members_filter(
             Ev::Joined { id, .. } | Ev::State { id, .. } | Ev::Chat { id, .. } => {
                 admitted.contains_key(id)
             }
-            Ev::Node { peer } => {
-                members.vouch(meeting, peer, node);
+            Ev::Node { peer, presence } => {
+                if let Some(p) = presence.as_deref().filter(|_| peer != node) {
+                    if members.introduce(view, meeting, peer, p) {
+                        introduced.push(peer.clone());
+                    }
+                }
                 true
             }
             Ev::Via { relay } => {
@@ -918,5 +1016,5 @@ fn members_filter(
             out.push(ev);
         }
     }
-    out
+    (out, introduced)
 }

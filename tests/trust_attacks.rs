@@ -324,6 +324,8 @@ struct Scene {
     peer: veche_net::NetHandle,
     peer_id: veche_net::PeerId,
     to_peer: mpsc::Receiver<veche_net::AppEvent>,
+    /// The node's libp2p address, for more peers.
+    node_addr: veche_net::Multiaddr,
 }
 
 async fn scene(tag: &str) -> Scene {
@@ -337,10 +339,10 @@ async fn scene(tag: &str) -> Scene {
     let id = signed_meeting(port, &host, Policy::InviteOnly).await;
     let (ada, w) = joined(port, &host, &id, "Ada", None).await;
     assert_eq!(w["role"], "host", "{w}");
-    let addr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
+    let node_addr: veche_net::Multiaddr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
         .parse()
         .expect("addr");
-    let (peer, peer_id, to_peer) = hostile_peer(vec![addr]);
+    let (peer, peer_id, to_peer) = hostile_peer(vec![node_addr.clone()]);
     Scene {
         node,
         dir,
@@ -351,6 +353,7 @@ async fn scene(tag: &str) -> Scene {
         peer,
         peer_id,
         to_peer,
+        node_addr,
     }
 }
 
@@ -386,6 +389,7 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
         peer: mallory,
         peer_id: mallory_id,
         to_peer: mut to_mallory,
+        ..
     } = scene("node").await;
     let ask = |r: Request| ask_node(&mallory, node_id, r);
     let port = node.http_port;
@@ -565,27 +569,41 @@ fn presence_for(who: &Keypair, node: &str, meeting: &str, invite: Option<&str>) 
 /// Pat, invited by `host` to `meeting` and joined through node `via`: her `joined` event
 /// (id `n` on that node), carrying her presence for it.
 fn pat_joined(host: &Keypair, meeting: &str, via: &str, n: u64) -> MeetingEvent {
-    let pat = Keypair::from_secret(&[5; 32]);
+    invited_joined(host, meeting, via, n, ("Pat", 5)).0
+}
+
+/// `name` (key from the secret `[seed; 32]`), invited by `host`, joined through `via`: her
+/// `joined` event and her presence token.
+fn invited_joined(
+    host: &Keypair,
+    meeting: &str,
+    via: &str,
+    n: u64,
+    (name, seed): (&str, u8),
+) -> (MeetingEvent, String) {
+    let who = Keypair::from_secret(&[seed; 32]);
     let invite = encode_token(&host.sign(Invite {
         meeting: meeting.into(),
-        id: "pat-1".into(),
+        id: format!("{name}-1"),
         role: Role::Speaker,
         expires_ms: now_ms() + 3_600_000,
         max_uses: None,
-        invitee: Some(pat.public()),
+        invitee: Some(who.public()),
         parent: None,
     }));
-    let presence = presence_for(&pat, via, meeting, Some(&invite));
-    MeetingEvent::Joined {
+    let presence = presence_for(&who, via, meeting, Some(&invite));
+    let token = encode_token(&presence);
+    let joined = MeetingEvent::Joined {
         id: n,
-        name: "Pat".into(),
+        name: name.into(),
         audio: true,
         video: false,
         screen: false,
         hand: false,
         key: Some(presence.key.clone()),
-        presence: Some(encode_token(&presence)),
-    }
+        presence: Some(token.clone()),
+    };
+    (joined, token)
 }
 
 /// The next meeting request the node sends the peer within `limit` (answered `ok`).
@@ -618,6 +636,7 @@ async fn removing_its_person_ends_what_a_node_receives() {
         peer,
         peer_id,
         mut to_peer,
+        ..
     } = scene("removal").await;
     let ask = |r: Request| ask_node(&peer, node_id, r);
     // Pat, invited, really joins through that node: her proof names it.
@@ -670,6 +689,108 @@ async fn removing_its_person_ends_what_a_node_receives() {
     assert!(
         !matches!(&late, Some(Request::Events { .. })),
         "a dismissed node is told nothing: {late:?}"
+    );
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Whether the node tells `rx`'s peer anything of the meeting within `limit` (answered
+/// `ok`): the first `events` request that names one of its people, if any.
+async fn told_of_people(
+    rx: &mut mpsc::Receiver<veche_net::AppEvent>,
+    limit: Duration,
+) -> Option<Vec<MeetingEvent>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+        match next_request(rx, left).await {
+            Some(Request::Events { events, .. })
+                if events
+                    .iter()
+                    .any(|e| matches!(e, MeetingEvent::Joined { .. })) =>
+            {
+                return Some(events)
+            }
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_a_member_introduces_hears_nothing_without_its_own_persons_proof() {
+    let Scene {
+        node,
+        dir,
+        node_id,
+        host,
+        id,
+        ada: _ada,
+        peer: member,
+        peer_id: member_id,
+        to_peer: mut to_member,
+        node_addr,
+    } = scene("introduce").await;
+    // A member: Pat, invited, joined through it.
+    let events = vec![
+        MeetingEvent::Sync { reply: true },
+        pat_joined(&host, &id, &member_id.to_string(), 1),
+    ];
+    let answer = ask_node(
+        &member,
+        node_id,
+        Request::Events {
+            meeting: id.clone(),
+            events,
+        },
+    )
+    .await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    assert!(
+        told_of_people(&mut to_member, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "a member hears of Ada (the positive control of this channel)"
+    );
+    // Another peer, connected to the node, whom the member introduces.
+    let (stranger, stranger_id, mut to_stranger) = hostile_peer(vec![node_addr]);
+    assert!(matches!(
+        ask_node(&stranger, node_id, Request::Hello).await,
+        Response::Hello(_)
+    ));
+    let introduce = |presence: Option<String>| Request::Events {
+        meeting: id.clone(),
+        events: vec![MeetingEvent::Node {
+            peer: stranger_id.to_string(),
+            presence,
+        }],
+    };
+    // Introduced with no proof, then with Pat's (a proof made for the member, not for it):
+    // the introduction is taken from a member, and the node tells the stranger nothing.
+    let answer = ask_node(&member, node_id, introduce(None)).await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    let pats = match pat_joined(&host, &id, &member_id.to_string(), 1) {
+        MeetingEvent::Joined { presence, .. } => presence,
+        _ => unreachable!(),
+    };
+    let answer = ask_node(&member, node_id, introduce(pats)).await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    let heard = told_of_people(&mut to_stranger, Duration::from_secs(4)).await;
+    assert!(
+        heard.is_none(),
+        "an introduced node heard of the meeting: {heard:?}"
+    );
+    // Introduced with the proof of Quin, invited and joined through it: now it is told
+    // (the positive control: the same peer, the same channel).
+    let (_, quins) = invited_joined(&host, &id, &stranger_id.to_string(), 1, ("Quin", 6));
+    let answer = ask_node(&member, node_id, introduce(Some(quins))).await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    let heard = told_of_people(&mut to_stranger, Duration::from_secs(10)).await;
+    assert!(
+        heard.as_ref().is_some_and(|evs| evs
+            .iter()
+            .any(|e| matches!(e, MeetingEvent::Joined { name, .. } if name == "Ada"))),
+        "a node introduced with its own person's proof hears of Ada: {heard:?}"
     );
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();

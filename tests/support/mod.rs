@@ -721,6 +721,10 @@ impl Drop for NatLab {
             .env("NL_PREFIX", &self.prefix)
             .env("NL_STATE", &self.state)
             .output();
+        // The nodes' logs and browser profiles stay for a test that failed, to read.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -98,5 +98,10 @@ pub enum MeetingEvent {
     Node {
         /// Its peer id.
         peer: String,
+        /// The presence one of its people made for it (a token), which the sender admitted:
+        /// the receiver checks it with its own rules before it tells that node anything, so
+        /// an introduction alone lets no node in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<String>,
     },
 }

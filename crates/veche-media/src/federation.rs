@@ -162,8 +162,10 @@ impl Engine {
         );
         if let Some(nodes) = self.fed.nodes.get(meeting) {
             for other in nodes.keys().filter(|n| *n != to) {
+                // The bridge adds the proof of one of its people on the way out.
                 events.push(MeetingEvent::Node {
                     peer: other.clone(),
+                    presence: None,
                 });
             }
         }
@@ -598,7 +600,7 @@ impl Engine {
                         }
                     }
                 }
-                MeetingEvent::Node { peer } => {
+                MeetingEvent::Node { peer, .. } => {
                     self.add_node(&meeting, &peer, true, now);
                 }
                 MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
