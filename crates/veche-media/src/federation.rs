@@ -1065,7 +1065,7 @@ impl Engine {
             self.fed_send(&n, &m, snap);
         }
         // Our links that never connected: give up the direct path and ask for a relay.
-        let stuck: Vec<(ParticipantId, String, String)> = self
+        let stuck: Vec<(ParticipantId, String, String, Option<Duration>)> = self
             .peers
             .iter()
             .filter(|(_, p)| {
@@ -1074,12 +1074,18 @@ impl Engine {
                         .is_some_and(|t| now.duration_since(t) > LINK_CONNECT_DEADLINE)
             })
             .filter_map(|(id, p)| match &p.role {
-                Role::LinkOut { node, meeting } => Some((*id, node.clone(), meeting.clone())),
+                Role::LinkOut { node, meeting } => {
+                    // Whether anything of the other node's came in tells a path that drops
+                    // everything from a handshake that stalls.
+                    let heard = (p.last_input > p.joined_at).then(|| now - p.last_input);
+                    Some((*id, node.clone(), meeting.clone(), heard))
+                }
                 _ => None,
             })
             .collect();
-        for (id, node, meeting) in stuck {
-            tracing::info!(%node, %meeting, "direct media link did not connect; asking for a relay");
+        for (id, node, meeting, heard) in stuck {
+            let last_heard_ms = heard.map(|d| d.as_millis() as u64);
+            tracing::info!(%node, %meeting, ?last_heard_ms, datagrams_dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed), "direct media link did not connect; asking for a relay");
             if let Some(s) = self
                 .fed
                 .nodes
