@@ -606,6 +606,18 @@ fn invited_joined(
     (joined, token)
 }
 
+/// `events` of `meeting` to the node from `peer`, which it must take (`ok`).
+async fn events_taken(
+    peer: &veche_net::NetHandle,
+    node: veche_net::PeerId,
+    meeting: &str,
+    events: Vec<MeetingEvent>,
+) {
+    let meeting = meeting.to_owned();
+    let answer = ask_node(peer, node, Request::Events { meeting, events }).await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+}
+
 /// The next meeting request the node sends the peer within `limit` (answered `ok`).
 async fn next_request(
     rx: &mut mpsc::Receiver<veche_net::AppEvent>,
@@ -736,16 +748,7 @@ async fn a_node_a_member_introduces_hears_nothing_without_its_own_persons_proof(
         MeetingEvent::Sync { reply: true },
         pat_joined(&host, &id, &member_id.to_string(), 1),
     ];
-    let answer = ask_node(
-        &member,
-        node_id,
-        Request::Events {
-            meeting: id.clone(),
-            events,
-        },
-    )
-    .await;
-    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    events_taken(&member, node_id, &id, events).await;
     assert!(
         told_of_people(&mut to_member, Duration::from_secs(10))
             .await
@@ -851,16 +854,7 @@ async fn a_relay_forwards_only_for_nodes_their_destination_admitted() {
             relay: r_id.to_string(),
         },
     ];
-    let answer = ask_node(
-        &p,
-        a_id,
-        Request::Events {
-            meeting: id.clone(),
-            events,
-        },
-    )
-    .await;
-    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    events_taken(&p, a_id, &id, events).await;
 
     // A answers a relay's question only for a member that named that relay.
     let relayed = |node: veche_net::PeerId| Request::Relayed {
