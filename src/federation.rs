@@ -74,17 +74,7 @@ impl Members {
     /// Returns whether it was not introduced before (what it was sent before, it was not
     /// told).
     fn introduce(&mut self, view: &MeetingView, meeting: &str, node: &str, presence: &str) -> bool {
-        let checked = veche_trust::decode_token::<Presence>(presence)
-            .map_err(|e| e.to_string())
-            .and_then(|p| {
-                rules::read(view, meeting, |m| {
-                    m.rules
-                        .admit_remote(meeting, node, &p, rules::now_ms(), true)
-                        .map_err(|e| e.to_string())
-                })
-                .unwrap_or_else(|| Err("unknown meeting".into()))
-            });
-        match checked {
+        match admit_presence(view, meeting, node, presence, rules::now_ms()) {
             Ok((key, _)) => {
                 if self.is_member(meeting, node) {
                     return false;
@@ -883,6 +873,25 @@ fn answer_meeting(
     }
 }
 
+/// Whether the meeting's rules here admit, in the meeting, the person whose presence token
+/// this is, carried by `node`: their key and the presence decoded.
+fn admit_presence(
+    meetings: &MeetingView,
+    meeting: &str,
+    node: &str,
+    token: &str,
+    now_ms: u64,
+) -> Result<(veche_trust::PublicKey, Presence), String> {
+    let p: Presence = veche_trust::decode_token(token).map_err(|e| e.to_string())?;
+    rules::read(meetings, meeting, |m| {
+        m.rules
+            .admit_remote(meeting, node, &p, now_ms, true)
+            .map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|| Err("unknown meeting".into()))
+    .map(|(key, _)| (key, p))
+}
+
 /// Admit the people a node announces in `events`, by the proof each carries, with the
 /// meeting's rules here. A full list (`sync`) replaces what was admitted for that node.
 /// Refused when the node would have nobody admitted and had nobody before; otherwise
@@ -922,22 +931,15 @@ fn admit_events(
                 let verdict = presence
                     .as_deref()
                     .ok_or_else(|| "no proof".to_owned())
-                    .and_then(|t| {
-                        veche_trust::decode_token::<Presence>(t).map_err(|e| e.to_string())
-                    })
-                    .and_then(|p| {
+                    .and_then(|t| admit_presence(meetings, meeting, node, t, now))
+                    .and_then(|(k, p)| {
                         if person.as_deref() != Some(p.key.as_str()) {
                             return Err("the proof is for another key".to_owned());
                         }
-                        rules::read(meetings, meeting, |m| {
-                            m.rules
-                                .admit_remote(meeting, node, &p, now, true)
-                                .map_err(|e| e.to_string())
-                        })
-                        .unwrap_or_else(|| Err("unknown meeting".into()))
+                        Ok(k)
                     });
                 match verdict {
-                    Ok((k, _)) if admitted.len() < MAX_ADMITTED => {
+                    Ok(k) if admitted.len() < MAX_ADMITTED => {
                         // One id per person: the same proof announced twice counts once.
                         let key = veche_trust::encode_key(&k);
                         admitted.retain(|other, p| *other == *id || p.key != key);
