@@ -134,8 +134,12 @@ pub struct Engine {
     /// Boxed: a peer holds its str0m `Rtc` inline (kilobytes), and the map's spare slots
     /// would each hold one.
     pub(crate) peers: HashMap<ParticipantId, Box<Peer>>,
-    /// Remote address → peer, learned from `Rtc::accepts`, so most datagrams skip the scan.
-    pub(crate) by_source: HashMap<SocketAddr, ParticipantId>,
+    /// (Remote, local) address → peer, learned from `Rtc::accepts`, so most datagrams skip
+    /// the scan.
+    pub(crate) by_source: HashMap<(SocketAddr, SocketAddr), ParticipantId>,
+    /// The port our own node links use (`link_candidates`); everything else is on the
+    /// media port.
+    link_port: Option<u16>,
     pub(crate) candidates: Vec<Candidate>,
     /// The same on the link port, for links this node offers.
     pub(crate) link_candidates: Vec<Candidate>,
@@ -253,6 +257,7 @@ impl Engine {
             sfu: Sfu::with_id_base(config.limits, id_base),
             peers: HashMap::new(),
             by_source: HashMap::new(),
+            link_port: links.first().map(|a| a.port()),
             candidates: candidates_for(media, &config.advertise),
             link_candidates: candidates_for(links, &config.advertise),
             link_only: Vec::new(),
@@ -436,7 +441,7 @@ impl Engine {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     return;
                 };
-                match peer.accept_answer(&sdp) {
+                match peer.accept_answer(&sdp, now) {
                     Ok(ready) => {
                         self.dirty.insert(id);
                         self.renegotiate.insert(id);
@@ -592,10 +597,21 @@ impl Engine {
                 contents,
             },
         );
-        let accepts = |p: &Peer| contained(|| p.rtc.accepts(&input)).unwrap_or(false);
+        // str0m matches DTLS and media by their source address only (and a STUN check by
+        // that too, before its credentials): with a link each way between two nodes, and
+        // browsers, on one engine, only a peer on the socket the datagram came in on may
+        // take it, or one link's handshake goes to another and never completes.
+        let port = d.destination.port();
+        let on_its_socket = |p: &Peer| {
+            self.link_port
+                .is_none_or(|link| matches!(p.role, Role::LinkOut { .. }) == (port == link))
+        };
+        let accepts =
+            |p: &Peer| on_its_socket(p) && contained(|| p.rtc.accepts(&input)).unwrap_or(false);
+        let key = (d.source, d.destination);
         let cached = self
             .by_source
-            .get(&d.source)
+            .get(&key)
             .copied()
             .filter(|id| self.peers.get(id).is_some_and(|p| accepts(p)));
         let owner = cached.or_else(|| {
@@ -606,10 +622,10 @@ impl Engine {
         });
         let Some(id) = owner else {
             // Common for a STUN check racing the browser's signaling; harmless.
-            tracing::trace!(source = %d.source, "datagram for no peer");
+            tracing::trace!(source = %d.source, destination = %d.destination, "datagram for no peer");
             return;
         };
-        self.by_source.insert(d.source, id);
+        self.by_source.insert(key, id);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -817,6 +833,7 @@ impl Engine {
                     }
                     IceConnectionState::Connected | IceConnectionState::Completed => {
                         p.disconnected_since = None;
+                        p.progress.ice_connected.get_or_insert(now);
                     }
                     _ => {}
                 }

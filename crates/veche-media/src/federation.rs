@@ -40,7 +40,8 @@ const MAX_GONE: usize = 4096;
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 const RESYNC_FOR: Duration = Duration::from_secs(60);
 
-/// Our link to a node that has not connected this long is given up for a relay.
+/// Our link to a node that got no further towards connecting (answered, ICE connected) for
+/// this long is given up for a relay.
 const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// With no relay to use, the direct link is tried again after this long.
 const DIRECT_RETRY: Duration = Duration::from_secs(15);
@@ -1065,12 +1066,13 @@ impl Engine {
             self.fed_send(&n, &m, snap);
         }
         // Our links that never connected: give up the direct path and ask for a relay.
-        let stuck: Vec<(ParticipantId, String, String, Option<Duration>)> = self
+        let stuck: Vec<(ParticipantId, String, String, Option<Duration>, &str)> = self
             .peers
             .iter()
             .filter(|(_, p)| {
                 !p.connected
-                    && p.first_offer_at
+                    && p.progress
+                        .last_step()
                         .is_some_and(|t| now.duration_since(t) > LINK_CONNECT_DEADLINE)
             })
             .filter_map(|(id, p)| match &p.role {
@@ -1078,14 +1080,21 @@ impl Engine {
                     // Whether anything of the other node's came in tells a path that drops
                     // everything from a handshake that stalls.
                     let heard = (p.last_input > p.joined_at).then(|| now - p.last_input);
-                    Some((*id, node.clone(), meeting.clone(), heard))
+                    let reached = if p.progress.ice_connected.is_some() {
+                        "ice connected, dtls not"
+                    } else if p.progress.answered.is_some() {
+                        "answered, ice not connected"
+                    } else {
+                        "offered, no answer"
+                    };
+                    Some((*id, node.clone(), meeting.clone(), heard, reached))
                 }
                 _ => None,
             })
             .collect();
-        for (id, node, meeting, heard) in stuck {
+        for (id, node, meeting, heard, reached) in stuck {
             let last_heard_ms = heard.map(|d| d.as_millis() as u64);
-            tracing::info!(%node, %meeting, ?last_heard_ms, datagrams_dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed), "direct media link did not connect; asking for a relay");
+            tracing::info!(%node, %meeting, reached, ?last_heard_ms, datagrams_dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed), "direct media link did not connect; asking for a relay");
             if let Some(s) = self
                 .fed
                 .nodes
@@ -1175,7 +1184,7 @@ impl Engine {
                     self.by_source
                         .iter()
                         .find(|(_, v)| **v == id)
-                        .map(|(a, _)| a.to_string())
+                        .map(|((a, _), _)| a.to_string())
                 });
                 LinkInfo {
                     node: node.clone(),

@@ -145,6 +145,24 @@ pub(crate) struct MadeOffer {
     pub tracks: BTreeMap<String, TrackInfo>,
 }
 
+/// When a connection took each step towards connecting: its first offer, the first answer
+/// (ICE starts), ICE connected (DTLS starts). A node link is given up when it has not got
+/// further for a while, not at a fixed time after its offer: on a loaded node each step can
+/// take seconds, and a link about to connect would be torn down and begun again.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Progress {
+    pub offered: Option<Instant>,
+    pub answered: Option<Instant>,
+    pub ice_connected: Option<Instant>,
+}
+
+impl Progress {
+    /// When the last step was taken, if any was.
+    pub fn last_step(&self) -> Option<Instant> {
+        self.ice_connected.or(self.answered).or(self.offered)
+    }
+}
+
 pub(crate) struct Peer {
     pub id: ParticipantId,
     pub role: Role,
@@ -188,9 +206,9 @@ pub(crate) struct Peer {
     to_add: Vec<PendingSub>,
     to_stop: Vec<Mid>,
     pub offer: Option<OfferInFlight>,
-    /// When this connection's first offer was made (for node links: the connect deadline
-    /// counts from it, not from creation, since a link with nothing to send makes none).
-    pub first_offer_at: Option<Instant>,
+    /// How far this connection got towards connecting, and when (node links: the connect
+    /// deadline counts from its last step).
+    pub progress: Progress,
     /// Negotiated before ICE connected; reported ready once it is, so the keyframe asked for
     /// on subscribe is not dropped on a connection that cannot carry it yet.
     ready_when_connected: Vec<TrackId>,
@@ -232,7 +250,7 @@ impl Peer {
             to_add: Vec::new(),
             to_stop: Vec::new(),
             offer: None,
-            first_offer_at: None,
+            progress: Progress::default(),
             ready_when_connected: Vec::new(),
             queued: Vec::new(),
         }
@@ -502,7 +520,7 @@ impl Peer {
             self.out_tracks.insert(mid, (track, info));
             added_tracks.push(track);
         }
-        self.first_offer_at.get_or_insert(now);
+        self.progress.offered.get_or_insert(now);
         self.offer = Some(OfferInFlight {
             pending,
             added: added_tracks,
@@ -539,7 +557,7 @@ impl Peer {
     }
 
     /// Accept the browser's answer. Returns the tracks that may now be forwarded.
-    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<TrackId>, PeerFailure> {
+    pub fn accept_answer(&mut self, sdp: &str, now: Instant) -> Result<Vec<TrackId>, PeerFailure> {
         let Some(flight) = self.offer.take() else {
             return Err(PeerFailure::new(
                 ErrorCode::UnexpectedSdp,
@@ -552,6 +570,7 @@ impl Peer {
         contained(|| self.rtc.sdp_api().accept_answer(flight.pending, answer))?.map_err(|e| {
             PeerFailure::new(ErrorCode::BadSdp, format!("cannot accept the answer: {e}"))
         })?;
+        self.progress.answered.get_or_insert(now);
         // Retransmission history by time, not by count: about a second of video is more
         // than any useful NACK round trip, and entries share their payload with every other
         // viewer's. Audio keeps none (Opus has no RTX).

@@ -88,8 +88,12 @@ struct Sim {
     lost: u64,
     /// Extra delay of a datagram (from, to, bytes): reordering where it differs.
     jitter: Box<Verdict<Duration>>,
-    /// Link answers awaited: (offering node, link, answer).
-    answers: Vec<(usize, ParticipantId, Answer)>,
+    /// Link answers awaited: (offering node, link, answer, delivered no earlier than).
+    answers: Vec<(usize, ParticipantId, Answer, Instant)>,
+    /// How long the control path between nodes takes to carry a link's answer.
+    answer_delay: Duration,
+    /// Times a node asked for a relay (gave up a direct link).
+    relay_asks: u64,
     /// Each engine's media threads (1: every peer drained on the engine's own thread).
     threads: usize,
 }
@@ -115,6 +119,8 @@ impl Sim {
             lost: 0,
             jitter: Box::new(|_, _, _| Duration::ZERO),
             answers: Vec::new(),
+            answer_delay: Duration::ZERO,
+            relay_asks: 0,
             threads: 1,
         }
     }
@@ -308,17 +314,19 @@ impl Sim {
                 self.route(i, msg);
             }
         }
-        self.answers
-            .retain_mut(|(from, link, rx)| match rx.try_recv() {
-                Ok(Ok(sdp)) => {
+        self.answers.retain_mut(
+            |(from, link, rx, at)| match (now >= *at).then(|| rx.try_recv()) {
+                None => true,
+                Some(Ok(Ok(sdp))) => {
                     let _ = self.nodes[*from]
                         .handle
                         .try_send(Command::Answer { id: *link, sdp });
                     false
                 }
-                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => false,
-                Err(oneshot::error::TryRecvError::Empty) => true,
-            });
+                Some(Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed)) => false,
+                Some(Err(oneshot::error::TryRecvError::Empty)) => true,
+            },
+        );
         // Peers: signaling, timers, sending.
         for c in &mut self.clients {
             let handle = self.nodes[c.node].handle.clone();
@@ -384,10 +392,12 @@ impl Sim {
                         tracks,
                         reply,
                     }));
-                    self.answers.push((from, link, rx));
+                    self.answers
+                        .push((from, link, rx, self.now + self.answer_delay));
                 }
             }
             FedOut::NeedRelay { node, meeting } => {
+                self.relay_asks += 1;
                 // The bridge's pick: the first relay still up.
                 let via = self
                     .nodes
@@ -816,4 +826,94 @@ fn through_a_relay_and_through_another_when_it_is_lost() {
         numbers.windows(2).all(|w| w[1] > w[0]),
         "in order: {numbers:?}"
     );
+}
+
+#[test]
+fn links_both_ways_between_two_nodes_connect_while_people_keep_joining() {
+    // As a real meeting across two nodes: people publish on both, join one after another
+    // (each join renegotiates the links while they connect), drained on two threads.
+    let mut sim = Sim::new();
+    sim.threads = 2;
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for (i, name) in ["Ann", "Art", "Ava"].into_iter().enumerate() {
+        on_a.push(sim.join(a, name, &format!("10.0.0.{}", i + 2), true));
+        sim.run(Duration::from_millis(300));
+    }
+    for (i, name) in ["Ben", "Bea"].into_iter().enumerate() {
+        on_b.push(sim.join(b, name, &format!("10.0.1.{}", i + 2), true));
+        sim.run(Duration::from_millis(300));
+    }
+    // Within the link's connect deadline (10 s), both ways, and each carries its side's three
+    // and two people's tracks.
+    let connected = |s: &mut Sim, n: usize| {
+        let (reply, mut rx) = oneshot::channel();
+        let node = &mut s.nodes[n];
+        node.handle
+            .try_send(Command::Links {
+                meeting: MEETING.into(),
+                reply,
+            })
+            .expect("queued");
+        node.engine.handle_commands(s.now);
+        let links = rx.try_recv().expect("answered");
+        assert_eq!(links.len(), 1, "one other node");
+        links[0].out_connected && links[0].in_connected
+    };
+    let limit = sim.now + Duration::from_secs(9);
+    while !(connected(&mut sim, a) && connected(&mut sim, b)) {
+        assert!(
+            sim.now < limit,
+            "the links between the nodes did not connect"
+        );
+        sim.run(Duration::from_millis(10));
+    }
+    sim.run(Duration::from_secs(1));
+    let before: Vec<u64> = sim.clients.iter().map(|c| c.video.frames).collect();
+    sim.run(Duration::from_secs(2));
+    // 25 frames/s from each other person: 4 others for everyone.
+    for (c, v0) in sim.clients.iter().zip(before) {
+        let got = c.video.frames - v0;
+        assert!(
+            got > 4 * 40,
+            "{}: {got} frames in 2 s from 4 people",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn a_link_that_is_slow_to_answer_and_slow_to_connect_is_not_given_up() {
+    // A loaded node: the control path takes 9 s to bring a link's answer back, and every
+    // datagram between the nodes over a second each way. Each step is slow, but each comes:
+    // the link must connect, not be torn down 10 s after its offer and begun again.
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    sim.answer_delay = Duration::from_secs(9);
+    let nodes = [sim.nodes[a].addrs, sim.nodes[b].addrs];
+    let between_nodes = move |from: SocketAddr, to: SocketAddr| {
+        nodes.iter().any(|n| n.contains(&from)) && nodes.iter().any(|n| n.contains(&to))
+    };
+    sim.jitter = Box::new(move |from, to, _| {
+        if between_nodes(from, to) {
+            Duration::from_millis(1200)
+        } else {
+            Duration::ZERO
+        }
+    });
+    let start = sim.now;
+    sim.join(a, "speaker", "10.0.0.2", true);
+    let v = sim.join(b, "viewer", "10.0.1.2", false);
+    sim.until_within(
+        Duration::from_secs(40),
+        "video crosses the slow link",
+        |s| s.clients[v].video.frames > 10,
+    );
+    let took = sim.now - start;
+    println!("video crossed after {took:?}");
+    assert!(took > sim.answer_delay, "the answer was held back");
+    assert_eq!(sim.relay_asks, 0, "a direct link was given up on the way");
 }
