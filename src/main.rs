@@ -110,7 +110,8 @@ struct RunArgs {
     #[arg(long, value_name = "PORT")]
     media_port: Option<u16>,
     /// The UDP port of the media links this node opens to other nodes of a meeting
-    /// (other nodes' links to it arrive on the media port) [default: 7303].
+    /// (other nodes' links to it arrive on the media port): this port and the 7 above it,
+    /// one per meeting carried with the same node [default: 7303].
     #[arg(long, value_name = "PORT")]
     link_port: Option<u16>,
     /// Threads that encrypt and send forwarded media [default: one per core this process

@@ -242,6 +242,50 @@ async fn a_link_between_nodes_carries_each_track_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_classes_carried_by_the_same_two_nodes_each_get_their_teacher() {
+    // Two lessons at once, each teacher on node A, each class's student on node B: each
+    // meeting needs its own media links between the same two nodes.
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("twocls", "cone");
+    let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
+    let a_id = nodes[0].1.clone();
+    let mut classes = Vec::new();
+    for (title, teacher, student) in [("Maths", "Tamara", "Sasha"), ("History", "Hugo", "Hana")] {
+        let created = lab
+            .post(
+                "lan1a",
+                "/api/meetings",
+                &format!(r#"{{"title":"{title}"}}"#),
+            )
+            .await;
+        let id = created["id"].as_str().expect("meeting id").to_owned();
+        let t = lab
+            .browser("lan1a", &meeting_link(&id, None, teacher))
+            .await;
+        let s = lab
+            .browser("lan1b", &meeting_link(&id, Some(&a_id), student))
+            .await;
+        classes.push((t, s, teacher, student));
+    }
+    for (_, s, teacher, student) in classes.iter_mut() {
+        wait_media(s, student, &[*teacher], &nodes).await;
+    }
+    // Each student only sees their own class.
+    for (i, (_, s, _, student)) in classes.iter_mut().enumerate() {
+        let other = if i == 0 { "Hugo" } else { "Tamara" };
+        let stats = s.stats().await;
+        assert!(
+            inbound(&stats, other, "camera").is_none(),
+            "{student} receives the other class's teacher: {stats}"
+        );
+    }
+    for (t, s, ..) in classes {
+        t.close().await;
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_disappears_and_the_rest_goes_on() {
     let _serial = SERIAL.lock().await;
     let lab = NatLab::up("kill", "cone");

@@ -30,7 +30,8 @@ use tokio::net::UdpSocket;
 pub struct EngineConfig {
     /// The UDP media port (0: pick one).
     pub port: u16,
-    /// The UDP port of the media links this node offers to other nodes (0: pick one).
+    /// The first UDP port of the media links this node offers to other nodes, which use it
+    /// and the `LINK_SOCKETS - 1` ports above it (0: pick them).
     pub link_port: u16,
     /// Local addresses to bind the port on (default: loopback and every interface address).
     pub bind: Vec<Ipv4Addr>,
@@ -85,6 +86,10 @@ pub enum StartError {
 
 /// Depth of the queues between tasks. Bounded: a flood is dropped, not buffered.
 const COMMAND_QUEUE: usize = 1024;
+/// Ports our own node links go out from. Two meetings carried with the same node need two
+/// links from two ports: on one, their DTLS would share one 5-tuple and could not be told
+/// apart. This many meetings with one node at once go over direct links.
+const LINK_SOCKETS: u16 = 8;
 const DATAGRAM_QUEUE: usize = 4096;
 /// A browser must send its offer this soon after joining.
 const OFFER_DEADLINE: Duration = Duration::from_secs(30);
@@ -137,12 +142,12 @@ pub struct Engine {
     /// (Remote, local) address → peer, learned from `Rtc::accepts`, so most datagrams skip
     /// the scan.
     pub(crate) by_source: HashMap<(SocketAddr, SocketAddr), ParticipantId>,
-    /// The port our own node links use (`link_candidates`); everything else is on the
-    /// media port.
-    link_port: Option<u16>,
+    /// The ports our own node links use, one per entry of `link_candidates`; everything
+    /// else is on the media port.
+    pub(crate) link_ports: Vec<u16>,
     pub(crate) candidates: Vec<Candidate>,
-    /// The same on the link port, for links this node offers.
-    pub(crate) link_candidates: Vec<Candidate>,
+    /// The same on each link port, for links this node offers.
+    pub(crate) link_candidates: Vec<Vec<Candidate>>,
     /// Candidates learned from other nodes' observations: offered on node links only.
     pub(crate) link_only: Vec<SocketAddr>,
     /// Commands from the handle (signaling, the node bridge).
@@ -187,14 +192,27 @@ impl Engine {
                 port: config.port,
                 source,
             })?;
-        // Links this node offers to other nodes get their own port: a link each way between
-        // two nodes on one port pair would share one 5-tuple, and DTLS cannot be told apart.
-        let link_bound = bind_all(&config.bind, config.link_port)
+        // Links this node offers to other nodes get ports of their own: a link each way
+        // between two nodes on one port pair would share one 5-tuple, and DTLS cannot be
+        // told apart (nor two meetings' links from one port to the same node).
+        let mut link_bound = bind_all(&config.bind, config.link_port)
             .await
             .map_err(|source| StartError::Bind {
                 port: config.link_port,
                 source,
             })?;
+        for i in 1..LINK_SOCKETS {
+            let port = match config.link_port {
+                0 => Some(0),
+                p => p.checked_add(i),
+            };
+            let Some(port) = port else { break };
+            match bind_all(&config.bind, port).await {
+                Ok(more) => link_bound.extend(more),
+                // Fewer meetings with one node at once can have direct links.
+                Err(e) => tracing::warn!(port, error = %e, "cannot bind a node link port"),
+            }
+        }
         let media: Vec<SocketAddr> = bound.iter().map(|(a, _)| *a).collect();
         let links: Vec<SocketAddr> = link_bound.iter().map(|(a, _)| *a).collect();
         // Milliseconds since the epoch times 1000: ids grow across restarts and stay
@@ -257,9 +275,16 @@ impl Engine {
             sfu: Sfu::with_id_base(config.limits, id_base),
             peers: HashMap::new(),
             by_source: HashMap::new(),
-            link_port: links.first().map(|a| a.port()),
+            link_ports: link_ports(links),
             candidates: candidates_for(media, &config.advertise),
-            link_candidates: candidates_for(links, &config.advertise),
+            link_candidates: link_ports(links)
+                .into_iter()
+                .map(|port| {
+                    let bound: Vec<SocketAddr> =
+                        links.iter().copied().filter(|a| a.port() == port).collect();
+                    candidates_for(&bound, &config.advertise)
+                })
+                .collect(),
             link_only: Vec::new(),
             commands,
             dirty: HashSet::new(),
@@ -602,9 +627,9 @@ impl Engine {
         // browsers, on one engine, only a peer on the socket the datagram came in on may
         // take it, or one link's handshake goes to another and never completes.
         let port = d.destination.port();
-        let on_its_socket = |p: &Peer| {
-            self.link_port
-                .is_none_or(|link| matches!(p.role, Role::LinkOut { .. }) == (port == link))
+        let on_its_socket = |p: &Peer| match p.link_port {
+            Some(link) => port == link,
+            None => !self.link_ports.contains(&port),
         };
         let accepts =
             |p: &Peer| on_its_socket(p) && contained(|| p.rtc.accepts(&input)).unwrap_or(false);
@@ -1083,7 +1108,11 @@ impl Engine {
     /// on (not for browsers: a browser on the LAN reaches the host address).
     fn observed_ip(&mut self, ip: IpAddr) {
         const MAX_OBSERVED: usize = 4;
-        for set in [&mut self.link_candidates, &mut self.candidates] {
+        for set in self
+            .link_candidates
+            .iter_mut()
+            .chain(std::iter::once(&mut self.candidates))
+        {
             if set.iter().any(|c| c.addr().ip() == ip)
                 || set
                     .iter()
@@ -1153,6 +1182,17 @@ impl Engine {
         };
         self.link_removed(&peer.role, in_tracks, failed, peer.connected, now);
     }
+}
+
+/// The distinct ports of `bound`, in order.
+fn link_ports(bound: &[SocketAddr]) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::new();
+    for a in bound {
+        if !ports.contains(&a.port()) {
+            ports.push(a.port());
+        }
+    }
+    ports
 }
 
 /// ICE candidates for sockets bound on `bound`: one host candidate each, and one

@@ -195,9 +195,9 @@ impl Engine {
         true
     }
 
-    /// `offering`: our own link (on the link port), else another node's link to us (on the
-    /// media port).
-    fn link_rtc(&self, offering: bool, now: Instant) -> Rtc {
+    /// `offering`: our own link, on the link port of that index, else another node's link
+    /// to us (on the media port).
+    fn link_rtc(&self, offering: Option<usize>, now: Instant) -> Rtc {
         let mut config = Rtc::builder()
             // Full ICE on node links: both ends send checks, so a path opens through NATs
             // that let a reply in once we sent out.
@@ -216,10 +216,9 @@ impl Engine {
         config.set_max_stun_rto(Duration::from_secs(1));
         config.set_max_stun_retransmits(4);
         let mut rtc = config.build(now);
-        let candidates = if offering {
-            &self.link_candidates
-        } else {
-            &self.candidates
+        let candidates = match offering {
+            Some(i) => &self.link_candidates[i],
+            None => &self.candidates,
         };
         for c in candidates {
             // Another node's loopback is not ours.
@@ -253,8 +252,19 @@ impl Engine {
         if !needed || !(has_local || relaying_to) || self.link_count() >= MAX_LINKS {
             return;
         }
+        // A port none of our other links to that node goes out from.
+        let taken: Vec<u16> = self
+            .peers
+            .values()
+            .filter(|p| matches!(&p.role, Role::LinkOut { node: n, .. } if n == node))
+            .filter_map(|p| p.link_port)
+            .collect();
+        let Some(slot) = self.link_ports.iter().position(|p| !taken.contains(p)) else {
+            tracing::warn!(%node, %meeting, "every link port carries another meeting with that node; no direct link");
+            return;
+        };
         let (id, outputs) = self.sfu.attach_link(meeting, now);
-        let rtc = self.link_rtc(true, now);
+        let rtc = self.link_rtc(Some(slot), now);
         // Nobody reads a link's events: what it needs to say goes through `fed_out`.
         let (events, _) = mpsc::channel::<PeerEvent>(1);
         let mut peer = Peer::new(
@@ -269,6 +279,7 @@ impl Engine {
         );
         // We make every offer on our own links.
         peer.offered = true;
+        peer.link_port = Some(self.link_ports[slot]);
         self.peers.insert(id, Box::new(peer));
         if let Some(s) = self
             .fed
@@ -753,7 +764,7 @@ impl Engine {
                 }
                 let id = self.sfu.reserve_id();
                 let (events, _) = mpsc::channel::<PeerEvent>(1);
-                let rtc = self.link_rtc(false, now);
+                let rtc = self.link_rtc(None, now);
                 let peer = Peer::new(
                     id,
                     Role::LinkIn {

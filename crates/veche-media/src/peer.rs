@@ -177,6 +177,9 @@ pub(crate) struct Peer {
     pub written: bool,
     /// The browser's offer was accepted; from now on only the engine offers.
     pub offered: bool,
+    /// Our own node link: the link port it goes out from (everything else is on the media
+    /// port).
+    pub link_port: Option<u16>,
     pub connected: bool,
     /// Connection figures for node links (str0m's peer stats, once a second).
     pub link_stats: LinkStats,
@@ -233,6 +236,7 @@ impl Peer {
             timeout: now,
             written: false,
             offered: false,
+            link_port: None,
             connected: false,
             link_stats: LinkStats::default(),
             last_input: now,

@@ -37,7 +37,8 @@ struct Node {
     engine: Engine,
     handle: EngineHandle,
     fed: mpsc::Receiver<FedOut>,
-    addrs: [SocketAddr; 2],
+    /// Its media port, then two of its link ports.
+    addrs: [SocketAddr; 3],
 }
 
 /// What a peer received on one of its mids.
@@ -131,7 +132,11 @@ impl Sim {
 
     fn node_with(&mut self, id: &'static str, ip: &str, relay: bool) -> usize {
         let (fed_tx, fed) = mpsc::channel(1024);
-        let addrs = [addr(&format!("{ip}:7301")), addr(&format!("{ip}:7303"))];
+        let addrs = [
+            addr(&format!("{ip}:7301")),
+            addr(&format!("{ip}:7303")),
+            addr(&format!("{ip}:7304")),
+        ];
         let (engine, handle) = Engine::new(
             EngineConfig {
                 node_id: id.into(),
@@ -159,6 +164,18 @@ impl Sim {
 
     /// A peer joining on `node` at `ip`; `publish`: it sends a camera and a microphone.
     fn join(&mut self, node: usize, name: &'static str, ip: &str, publish: bool) -> usize {
+        self.join_in(MEETING, node, name, ip, publish)
+    }
+
+    /// The same, in `meeting`.
+    fn join_in(
+        &mut self,
+        meeting: &str,
+        node: usize,
+        name: &'static str,
+        ip: &str,
+        publish: bool,
+    ) -> usize {
         let local = addr(&format!("{ip}:5000"));
         let mut rtc = Rtc::builder()
             .clear_codecs()
@@ -178,7 +195,7 @@ impl Sim {
         self.nodes[node]
             .handle
             .try_send(Command::Join {
-                meeting: MEETING.into(),
+                meeting: meeting.into(),
                 name: name.into(),
                 key: Some(format!("key-of-{name}")),
                 presence: None,
@@ -916,4 +933,21 @@ fn a_link_that_is_slow_to_answer_and_slow_to_connect_is_not_given_up() {
     println!("video crossed after {took:?}");
     assert!(took > sim.answer_delay, "the answer was held back");
     assert_eq!(sim.relay_asks, 0, "a direct link was given up on the way");
+}
+
+#[test]
+fn two_meetings_between_the_same_two_nodes_each_get_their_media() {
+    // Two classes at once, each with its teacher on node A and a student on node B: a link
+    // each way per meeting, all between the same two ports.
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    sim.join_in("class-1", a, "teacher 1", "10.0.0.2", true);
+    sim.join_in("class-2", a, "teacher 2", "10.0.0.3", true);
+    let s1 = sim.join_in("class-1", b, "student 1", "10.0.1.2", true);
+    let s2 = sim.join_in("class-2", b, "student 2", "10.0.1.3", true);
+    sim.until("both students get their teacher's video", |s| {
+        s.clients[s1].video.frames > 25 && s.clients[s2].video.frames > 25
+    });
+    assert_eq!(sim.relay_asks, 0, "a direct link was given up");
 }
