@@ -914,6 +914,12 @@ fn admit_events(
         v.remove(node);
     }
     let key = (meeting.to_owned(), node.to_owned());
+    // Whom this node already let in, with which proof: announced again (a resync), they stay
+    // without a second check, as on their own node, where a withdrawn invite lets nobody new
+    // in but does not put out who is in; removals, turn-aways and an end are the sweep's
+    // (`prune`). Checked again, a person let in before a withdrawal was dropped here only,
+    // and their node, no longer a member, was told nothing more, not even the end.
+    let before = members.admitted.get(&key).cloned().unwrap_or_default();
     let mut admitted = if matches!(events.first(), Some(Ev::Sync { .. })) {
         HashMap::new()
     } else {
@@ -928,6 +934,14 @@ fn admit_events(
                 presence,
                 ..
             } => {
+                let known = before.get(id).filter(|p| {
+                    Some(p.key.as_str()) == person.as_deref()
+                        && Some(p.presence.as_str()) == presence.as_deref()
+                });
+                if let Some(p) = known {
+                    admitted.insert(*id, p.clone());
+                    continue;
+                }
                 let verdict = presence
                     .as_deref()
                     .ok_or_else(|| "no proof".to_owned())

@@ -931,3 +931,59 @@ async fn a_relay_forwards_only_for_nodes_their_destination_admitted() {
     a.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_let_in_before_their_invite_was_withdrawn_stays_in_when_announced_again() {
+    // A withdrawn invite lets nobody new in; who is in stays, on every node. Before, the host
+    // node checked a person its member node announced again (a resync) as if new, dropped
+    // them, and then refused that node everything, the host's end of the meeting included.
+    let Scene {
+        node,
+        dir,
+        node_id,
+        host,
+        id,
+        ada: _ada,
+        peer: member,
+        peer_id: member_id,
+        to_peer: _to_member,
+        node_addr,
+    } = scene("stays").await;
+    let pat = pat_joined(&host, &id, &member_id.to_string(), 1);
+    let events = vec![MeetingEvent::Sync { reply: true }, pat.clone()];
+    events_taken(&member, node_id, &id, events).await;
+    // The host withdraws Pat's invite.
+    let rev = encode_token(&host.sign(Revocation {
+        meeting: id.clone(),
+        invite: "Pat-1".into(),
+        at_ms: now_ms(),
+    }));
+    let (status, body) = post(
+        node.http_port,
+        &format!("/api/meetings/{id}/revocations"),
+        json!({"revocation": rev}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Pat announced again, with the proof she came in with, and then the node's next word:
+    // both taken, since Pat is still in.
+    events_taken(&member, node_id, &id, vec![pat]).await;
+    events_taken(&member, node_id, &id, vec![MeetingEvent::Left { id: 99 }]).await;
+    // The negative control: someone new with a withdrawn invite is refused.
+    let (newcomer, newcomer_id, _) = hostile_peer(vec![node_addr]);
+    let late = pat_joined(&host, &id, &newcomer_id.to_string(), 1);
+    let answer = ask_node(
+        &newcomer,
+        node_id,
+        Request::Events {
+            meeting: id.clone(),
+            events: vec![late],
+        },
+    )
+    .await;
+    assert_eq!(
+        refusal(answer),
+        "nobody the node carries is let into this meeting"
+    );
+    drop(dir);
+}
