@@ -142,12 +142,10 @@ pub struct Engine {
     /// (Remote, local) address → peer, learned from `Rtc::accepts`, so most datagrams skip
     /// the scan.
     pub(crate) by_source: HashMap<(SocketAddr, SocketAddr), ParticipantId>,
-    /// The ports our own node links use, one per entry of `link_candidates`; everything
-    /// else is on the media port.
-    pub(crate) link_ports: Vec<u16>,
     pub(crate) candidates: Vec<Candidate>,
-    /// The same on each link port, for links this node offers.
-    pub(crate) link_candidates: Vec<Vec<Candidate>>,
+    /// Each link port (our own node links go out from them; everything else is on the
+    /// media port) and its candidates, for links this node offers.
+    pub(crate) link_candidates: Vec<(u16, Vec<Candidate>)>,
     /// Candidates learned from other nodes' observations: offered on node links only.
     pub(crate) link_only: Vec<SocketAddr>,
     /// Commands from the handle (signaling, the node bridge).
@@ -275,14 +273,13 @@ impl Engine {
             sfu: Sfu::with_id_base(config.limits, id_base),
             peers: HashMap::new(),
             by_source: HashMap::new(),
-            link_ports: link_ports(links),
             candidates: candidates_for(media, &config.advertise),
             link_candidates: link_ports(links)
                 .into_iter()
                 .map(|port| {
                     let bound: Vec<SocketAddr> =
                         links.iter().copied().filter(|a| a.port() == port).collect();
-                    candidates_for(&bound, &config.advertise)
+                    (port, candidates_for(&bound, &config.advertise))
                 })
                 .collect(),
             link_only: Vec::new(),
@@ -627,9 +624,10 @@ impl Engine {
         // browsers, on one engine, only a peer on the socket the datagram came in on may
         // take it, or one link's handshake goes to another and never completes.
         let port = d.destination.port();
+        let on_link_port = self.link_candidates.iter().any(|(p, _)| *p == port);
         let on_its_socket = |p: &Peer| match p.link_port {
             Some(link) => port == link,
-            None => !self.link_ports.contains(&port),
+            None => !on_link_port,
         };
         let accepts =
             |p: &Peer| on_its_socket(p) && contained(|| p.rtc.accepts(&input)).unwrap_or(false);
@@ -1111,6 +1109,7 @@ impl Engine {
         for set in self
             .link_candidates
             .iter_mut()
+            .map(|(_, set)| set)
             .chain(std::iter::once(&mut self.candidates))
         {
             if set.iter().any(|c| c.addr().ip() == ip)

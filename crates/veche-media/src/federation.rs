@@ -217,7 +217,7 @@ impl Engine {
         config.set_max_stun_retransmits(4);
         let mut rtc = config.build(now);
         let candidates = match offering {
-            Some(i) => &self.link_candidates[i],
+            Some(i) => &self.link_candidates[i].1,
             None => &self.candidates,
         };
         for c in candidates {
@@ -259,7 +259,11 @@ impl Engine {
             .filter(|p| matches!(&p.role, Role::LinkOut { node: n, .. } if n == node))
             .filter_map(|p| p.link_port)
             .collect();
-        let Some(slot) = self.link_ports.iter().position(|p| !taken.contains(p)) else {
+        let free = self
+            .link_candidates
+            .iter()
+            .position(|(p, _)| !taken.contains(p));
+        let Some(slot) = free else {
             tracing::warn!(%node, %meeting, "every link port carries another meeting with that node; no direct link");
             return;
         };
@@ -279,7 +283,7 @@ impl Engine {
         );
         // We make every offer on our own links.
         peer.offered = true;
-        peer.link_port = Some(self.link_ports[slot]);
+        peer.link_port = Some(self.link_candidates[slot].0);
         self.peers.insert(id, Box::new(peer));
         if let Some(s) = self
             .fed
