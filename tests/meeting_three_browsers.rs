@@ -1,6 +1,6 @@
 //! Three real headless Chromium browsers (fake camera, microphone and screen) in one meeting
 //! on one node: video and audio from both others, chat, screen share, and a closed browser
-//! disappearing for the others.
+//! disappearing for the others; a camera slow to start does not keep its owner out.
 //!
 //! Runs as root (it makes a network namespace so the browsers' traffic stays inside it).
 
@@ -150,4 +150,57 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
     // The rest of the meeting goes on.
     wait_decoding(&mut ada, "Ada", &["Bob"], "camera").await;
     node.kill().await;
+}
+
+/// A camera that takes 20 s to start (held by another app, a slow driver) does not keep its
+/// owner out: the page joins without it after 8 s, says so, and sends it once it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_slow_to_start_joins_without_it_and_is_sent_once_it_starts() {
+    let lab = Lab::new("slowcam");
+    let node = lab.local_node().await;
+    let base = node.base();
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    let id = support::create_meeting(&mut ada, "Slow camera").await;
+    let link = |name: &str| format!("{base}/m/{id}?name={name}&autojoin=1");
+    ada.eval(&format!("location.href = {:?}; true", link("Ada")))
+        .await
+        .expect("navigate");
+
+    let mut bob = lab.browser("about:blank", &[]).await;
+    bob.before_each_page(
+        "{ const md = navigator.mediaDevices; if (md) { const gum = md.getUserMedia.bind(md); \
+           md.getUserMedia = (c) => new Promise((r) => setTimeout(r, 20000)).then(() => gum(c)); } }",
+    )
+    .await;
+    let asked = Instant::now();
+    bob.eval(&format!("location.href = {:?}; true", link("Bob")))
+        .await
+        .expect("navigate");
+    bob.wait_for(
+        "Bob in, without his devices yet",
+        "(window.veche && veche.state().joined && document.body.innerText.includes('slow to start')) || null",
+        Duration::from_secs(15),
+    )
+    .await;
+    let joined = asked.elapsed();
+    assert!(
+        joined < Duration::from_secs(16),
+        "Bob joined only after {joined:?}: the page waited for the camera"
+    );
+    // His camera and microphone reach Ada once they start.
+    wait_decoding(&mut ada, "Ada", &["Bob"], "camera").await;
+    ada.wait_for(
+        "Ada receiving Bob's audio",
+        "veche.stats().then(s => s.inbound.some(i => i.name === 'Bob' && i.source === 'mic' && i.packetsReceived > 0))",
+        Duration::from_secs(30),
+    )
+    .await;
+    let sent = asked.elapsed();
+    assert!(
+        sent >= Duration::from_secs(20),
+        "Bob's camera reached Ada after {sent:?}, before it started: the delay did not hold"
+    );
+    for b in [ada, bob] {
+        b.close().await;
+    }
 }

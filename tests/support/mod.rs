@@ -517,15 +517,37 @@ impl Browser {
         Ok(())
     }
 
-    /// Where the page is and what it shows, for failure messages.
+    /// Where the page is and what it shows, and the end of Chromium's log, for failure
+    /// messages (a CI run keeps nothing else).
     pub async fn describe(&mut self) -> String {
-        self.eval(
-            "JSON.stringify({url: location.href, state: window.veche ? veche.state() : null, \
-             text: document.body ? document.body.innerText.slice(0, 400) : ''})",
+        let page = self
+            .eval(
+                "JSON.stringify({url: location.href, state: window.veche ? veche.state() : null, \
+                 text: document.body ? document.body.innerText.slice(0, 400) : ''})",
+            )
+            .await
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|e| e.to_string());
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("{page}\nend of Chromium's log:\n{}", tail.join("\n"))
+    }
+
+    /// Run `js` in every page this browser loads from now on, before the page's own scripts
+    /// (to stand in for a device or browser that behaves differently).
+    pub async fn before_each_page(&mut self, js: &str) {
+        let session = self.session.clone();
+        self.call(Some(&session), "Page.enable", json!({}))
+            .await
+            .expect("Page.enable");
+        self.call(
+            Some(&session),
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": js}),
         )
         .await
-        .map(|v| v.as_str().unwrap_or_default().to_owned())
-        .unwrap_or_else(|e| e.to_string())
+        .expect("addScriptToEvaluateOnNewDocument");
     }
 
     /// Kill the browser process (as when a person closes it).

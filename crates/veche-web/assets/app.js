@@ -2,9 +2,13 @@
 // Served for "/" and "/m/{id}"; no build step, no external resources.
 
 import { h, icon, mount, toast, fatalScreen, brand, initials, hueFor } from './ui.js';
-import { getLocalMedia, mediaAvailable } from './media.js';
+import { getLocalMedia, mediaAvailable, MSG } from './media.js';
+
 import { Meeting } from './meeting.js';
 import { personKey, signToken, fingerprint } from './keys.js';
+
+/** How long a join waits for the camera and microphone before going in without them. */
+const MEDIA_WAIT_MS = 8000;
 
 const NAME_KEY = 'veche.name';
 const NODE_INFO_TIMEOUT_MS = 4000;
@@ -286,9 +290,17 @@ function notFound() {
  * ask for devices now (autojoin / rejoin). Failure to get devices still joins, receive-only.
  */
 async function startMeeting(meeting, name, prefs, nodeInfo, media) {
+  let late = null;
   if (!media) {
     loading('Starting camera and microphone…');
-    media = await getLocalMedia(prefs);
+    // A camera can hang (held by another app, a slow driver): join without it after a
+    // while rather than never, and send it when it starts.
+    const asked = getLocalMedia(prefs);
+    media = await Promise.race([asked, new Promise((r) => setTimeout(r, MEDIA_WAIT_MS, null))]);
+    if (!media) {
+      media = { mic: null, cam: null, error: { message: MSG.slow } };
+      late = asked;
+    }
   }
   storeName(name);
   current = new Meeting({
@@ -306,6 +318,8 @@ async function startMeeting(meeting, name, prefs, nodeInfo, media) {
   });
   current.start();
   if (media.error) toast(media.error.message, { kind: 'error', timeout: 8000 });
+  const m = current;
+  if (late) late.then((got) => m.adoptLate(got, prefs));
 }
 
 function joinScreen(meeting, nameParam, nodeInfo) {

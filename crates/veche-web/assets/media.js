@@ -10,6 +10,7 @@ export const MSG = {
   noCamera: 'No camera found — you can still talk and listen.',
   noMic: 'No microphone found — others will see you but not hear you.',
   busy: 'Your camera or microphone is being used by another app. Close that app, then retry.',
+  slow: 'Your camera and microphone are slow to start: you joined without them, and they will turn on when they are ready.',
   insecure: "Camera and microphone only work on a secure page. Open this meeting over HTTPS (the node's --lan address) or on localhost.",
 };
 

@@ -642,17 +642,39 @@ export class Meeting {
         this.renderControls();
         return;
       }
-      if (track) L.stream.removeTrack(track);
-      L[slot] = fresh;
-      L.stream.addTrack(fresh);
-      L[flag] = true;
-      this.watchLocal(source, fresh);
-      if (this.session) {
-        this.session.replaceTrack(source, fresh).catch(() => toast('Could not send the new device; reconnecting may help.', { kind: 'error' }));
-      }
+      this.useDevice(source, fresh);
     }
     this.sendState();
     this.render();
+  }
+
+  /** Start sending a device we joined without (source 'mic' or 'camera'). */
+  useDevice(source, fresh) {
+    const L = this.local;
+    const slot = source === 'mic' ? 'mic' : 'cam';
+    if (L[slot]) L.stream.removeTrack(L[slot]);
+    L[slot] = fresh;
+    L.stream.addTrack(fresh);
+    L[source === 'mic' ? 'audio' : 'video'] = fresh.enabled = source !== 'mic' || !this.silenced;
+    this.watchLocal(source, fresh);
+    if (this.session) {
+      this.session.replaceTrack(source, fresh).catch(() => toast('Could not send the new device; reconnecting may help.', { kind: 'error' }));
+    }
+  }
+
+  /**
+   * Devices that started only after we joined without them (the browser took longer than
+   * the join waits): send them now, as the person asked for them; stop any we no longer want.
+   */
+  adoptLate(got, prefs) {
+    const wanted = [['mic', 'mic', prefs.audio], ['camera', 'cam', prefs.video]];
+    for (const [source, slot, want] of wanted) {
+      const fresh = got[slot];
+      if (!fresh) continue;
+      if (this.ended || this.local[slot] || !want) { fresh.stop(); continue; }
+      this.useDevice(source, fresh);
+    }
+    if (!this.ended) { this.sendState(); this.render(); }
   }
 
   async toggleScreen() {
