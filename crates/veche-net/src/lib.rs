@@ -8,6 +8,7 @@
 //! The swarm is owned by one task; the rest of the node talks to it through a [`NetHandle`].
 //! Request handling is a pure function ([`protocol::handle_request`]).
 
+pub mod limits;
 mod node;
 pub mod peerbook;
 pub mod protocol;

@@ -272,6 +272,9 @@ impl NetHandle {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // First: a connection over a limit is refused before any other behaviour spends on it.
+    limits: libp2p::connection_limits::Behaviour,
+    per_address: crate::limits::PerAddress,
     relay_client: relay::client::Behaviour,
     relay: Toggle<relay::Behaviour>,
     identify: identify::Behaviour,
@@ -341,6 +344,8 @@ pub fn start(
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_query_timeout(Duration::from_secs(30));
             Ok(Behaviour {
+                limits: crate::limits::connection_limits(),
+                per_address: crate::limits::PerAddress::new(crate::limits::MAX_INCOMING_PER_IP),
                 relay_client,
                 relay: Toggle::from(
                     relay_server.then(|| relay::Behaviour::new(id, relay_limits())),
@@ -698,6 +703,14 @@ impl Task {
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                // Refusals over a limit included: debug, as a flood must not flood the log.
+                tracing::debug!(from = %send_back_addr, %error, "incoming connection refused or failed");
             }
             SwarmEvent::Behaviour(b) => self.on_behaviour(b),
             _ => {}
