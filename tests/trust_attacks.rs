@@ -987,3 +987,119 @@ async fn a_person_let_in_before_their_invite_was_withdrawn_stays_in_when_announc
     );
     drop(dir);
 }
+
+/// Answer, as Mallory's node would, every request about meetings: the title to anyone, and
+/// to a node showing a person, a document for that id signed by Mallory as host.
+fn answer_as_home(mut rx: mpsc::Receiver<veche_net::AppEvent>, mallory: Keypair) {
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let veche_net::AppEvent::Request { request, reply, .. } = ev else {
+                continue;
+            };
+            let answer = match request {
+                Request::Meeting { id, presence } => {
+                    let doc = presence.map(|_| {
+                        encode_token(&mallory.sign(MeetingDoc {
+                            id: id.clone(),
+                            title: "Class".into(),
+                            host: mallory.public(),
+                            policy: Policy::Anyone,
+                            lobby: false,
+                            created_ms: now_ms(),
+                            ends_ms: None,
+                        }))
+                    });
+                    Response::Meeting {
+                        id,
+                        title: "Class".into(),
+                        doc,
+                        revocations: vec![],
+                        actions: vec![],
+                    }
+                }
+                _ => Response::Ok,
+            };
+            let _ = reply.send(answer);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_pins_the_host_refuses_a_home_node_that_hands_out_another_host() {
+    // Ada shares a link to her meeting naming a node (Mallory's, say a typo or a takeover of
+    // the address) and pinning her key; Mallory's node signs a document of its own for it.
+    let p2p = free_udp_port();
+    let (node, dir) = start_node("pin", p2p).await;
+    let port = node.http_port;
+    let (_, body) = http(port, "GET", "/api/node", "", "").await;
+    let info: Value = serde_json::from_str(&body).expect("node info");
+    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
+    let node_addr: veche_net::Multiaddr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
+        .parse()
+        .expect("addr");
+    let (mallory_net, mallory_id, to_mallory) = hostile_peer(vec![node_addr]);
+    let mallory = Keypair::from_secret(&[9; 32]);
+    answer_as_home(to_mallory, Keypair::from_secret(&[9; 32]));
+    assert!(matches!(
+        ask_node(&mallory_net, node_id, Request::Hello).await,
+        Response::Hello(_)
+    ));
+    let ada = Keypair::from_secret(&[1; 32]);
+    let bob = Keypair::from_secret(&[2; 32]);
+
+    // Positive control: a link pinning Mallory's own key takes Mallory's document, so what is
+    // refused below is refused for the pin alone.
+    let control = "pin-ctl-abc";
+    let path = format!(
+        "/api/meetings/{control}?node={mallory_id}&host={}",
+        mallory.public().pin()
+    );
+    let (status, body) = http(port, "GET", &path, "", "").await;
+    assert_eq!(status, 200, "{body}");
+    let (_s, w) = joined(port, &bob, control, "Bob", None).await;
+    assert_eq!(
+        (&w["type"], &w["role"]),
+        (&json!("welcome"), &json!("speaker")),
+        "{w}"
+    );
+
+    let id = "pin-ada-xyz";
+    let path = format!(
+        "/api/meetings/{id}?node={mallory_id}&host={}",
+        ada.public().pin()
+    );
+    let (status, body) = http(port, "GET", &path, "", "").await;
+    assert_eq!(status, 200, "the title is learned: {body}");
+    let (mut s, w) = joined(port, &bob, id, "Bob", None).await;
+    assert_eq!(
+        (&w["type"], &w["code"], &w["fatal"]),
+        (&json!("error"), &json!("invite_refused"), &json!(true)),
+        "{w}"
+    );
+    assert!(
+        w["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not signed by the host the link names")),
+        "{w}"
+    );
+    assert!(
+        next(&mut s).await.is_none(),
+        "a fatal refusal closes the socket"
+    );
+    // Nothing of Mallory's document stayed: the meeting is still unsigned here, and pinned.
+    let (_, body) = http(port, "GET", &format!("/api/meetings/{id}"), "", "").await;
+    let m: Value = serde_json::from_str(&body).expect("meeting");
+    assert_eq!(
+        (&m["signed"], &m["host_key"]),
+        (&json!(false), &Value::Null),
+        "{m}"
+    );
+    assert!(
+        m["link"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!("&host={}", ada.public().pin()))),
+        "{m}"
+    );
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
