@@ -28,6 +28,12 @@ pub(crate) const MAX_LINKS: usize = 256;
 const MAX_NODES_PER_MEETING: usize = 32;
 /// Most meetings carried with other nodes at once (a relay carries meetings it is asked to).
 const MAX_FED_MEETINGS: usize = 1024;
+/// Most of those one other node takes part in: a node with people in many meetings here
+/// (anyone can be a person in an open meeting) leaves the rest to other nodes.
+pub const MAX_MEETINGS_PER_NODE: usize = MAX_FED_MEETINGS / 8;
+/// Most links one other node holds to us: an honest node sends at most one per meeting from
+/// each of its 8 link ports; twice that leaves room for its replacements.
+pub const MAX_LINKS_IN_PER_NODE: usize = 16;
 
 /// Whether `s` looks like a node id (a libp2p peer id in base58): anything else is refused
 /// before it costs a queue, a link or a map entry.
@@ -180,6 +186,23 @@ impl Engine {
         }
         if !self.fed.nodes.contains_key(meeting) && self.fed.nodes.len() >= MAX_FED_MEETINGS {
             tracing::warn!(%node, %meeting, "carrying too many meetings with other nodes; refused");
+            return false;
+        }
+        let known = self
+            .fed
+            .nodes
+            .get(meeting)
+            .is_some_and(|n| n.contains_key(node));
+        if !known
+            && self
+                .fed
+                .nodes
+                .values()
+                .filter(|n| n.contains_key(node))
+                .count()
+                >= MAX_MEETINGS_PER_NODE
+        {
+            tracing::warn!(%node, %meeting, "that node takes part in too many meetings here; refused");
             return false;
         }
         let nodes = self.fed.nodes.entry(meeting.to_owned()).or_default();
@@ -538,20 +561,21 @@ impl Engine {
         let reply = matches!(events.first(), Some(MeetingEvent::Sync { reply: true }));
         let is_sync = matches!(events.first(), Some(MeetingEvent::Sync { .. }));
         let new = self.add_node(&meeting, &node, false, now);
-        if reply && !new {
-            // It (re)started with us while we already knew it: it needs our list.
-            let snap = self.snapshot(&meeting, &node, false);
-            self.fed_send(&node, &meeting, snap);
-            self.ensure_link_out(&meeting, &node, now);
-        }
         if !self
             .fed
             .nodes
             .get(&meeting)
             .is_some_and(|n| n.contains_key(&node))
         {
-            // Refused (too many nodes): nothing it says applies.
+            // Refused (too many nodes, or too many meetings of that node): nothing it says
+            // applies, and it is told nothing.
             return;
+        }
+        if reply && !new {
+            // It (re)started with us while we already knew it: it needs our list.
+            let snap = self.snapshot(&meeting, &node, false);
+            self.fed_send(&node, &meeting, snap);
+            self.ensure_link_out(&meeting, &node, now);
         }
         let mut listed = HashSet::new();
         for ev in events {
@@ -762,7 +786,13 @@ impl Engine {
                     // The other node replaced its link (after a failure): drop ours for it.
                     self.remove(old, None, now);
                 }
-                if self.link_count() >= MAX_LINKS {
+                let theirs = self
+                    .peers
+                    .values()
+                    .filter(|p| matches!(&p.role, Role::LinkIn { node: n, .. } if *n == node))
+                    .count();
+                if self.link_count() >= MAX_LINKS || theirs >= MAX_LINKS_IN_PER_NODE {
+                    tracing::warn!(%node, %meeting, theirs, "too many node links; offer refused");
                     let _ = reply.send(Err(LinkError::TooMany));
                     return;
                 }

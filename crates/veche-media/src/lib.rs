@@ -31,4 +31,5 @@ pub use api::{
     Moderation, PeerEvent, Signal, TrackInfo,
 };
 pub use engine::{Engine, EngineConfig, StartError};
+pub use federation::{MAX_LINKS_IN_PER_NODE, MAX_MEETINGS_PER_NODE};
 pub use net::local_ipv4_addresses;

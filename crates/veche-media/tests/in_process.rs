@@ -3,7 +3,7 @@
 //! simulated network on one simulated clock (delay, and loss where a test asks for it).
 //! Each test drives the whole system step by step and checks what the receiving peers got.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,10 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 use veche_core::{Notice, ParticipantId, Source};
-use veche_media::{Command, Engine, EngineConfig, EngineHandle, FedOut, LinkOffer, Moderation};
+use veche_media::{
+    Command, Engine, EngineConfig, EngineHandle, FedOut, LinkError, LinkOffer, Moderation,
+    MAX_LINKS_IN_PER_NODE, MAX_MEETINGS_PER_NODE,
+};
 use veche_media::{PeerEvent, Signal};
 
 const MEETING: &str = "sim-meeting";
@@ -97,6 +100,8 @@ struct Sim {
     relay_asks: u64,
     /// Each engine's media threads (1: every peer drained on the engine's own thread).
     threads: usize,
+    /// Events sent to nodes outside the simulation: (to, meeting).
+    to_strangers: Vec<(String, String)>,
 }
 
 impl Sim {
@@ -123,6 +128,7 @@ impl Sim {
             answer_delay: Duration::ZERO,
             relay_asks: 0,
             threads: 1,
+            to_strangers: Vec::new(),
         }
     }
 
@@ -390,6 +396,8 @@ impl Sim {
                         meeting,
                         events,
                     });
+                } else {
+                    self.to_strangers.push((node, meeting));
                 }
             }
             FedOut::Offer {
@@ -950,4 +958,107 @@ fn two_meetings_between_the_same_two_nodes_each_get_their_media() {
         s.clients[s1].video.frames > 25 && s.clients[s2].video.frames > 25
     });
     assert_eq!(sim.relay_asks, 0, "a direct link was given up");
+}
+
+/// An SDP offer of a node's link (one audio track), as str0m makes it.
+fn link_offer_sdp(now: Instant) -> String {
+    let mut rtc = Rtc::new(now);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+#[test]
+fn one_node_gets_its_share_of_links_and_meetings_and_other_nodes_still_get_theirs() {
+    // A node with people in many open meetings here (anyone can be a person there) offers a
+    // link in each, and announces itself in more: it gets its share, and the engine still
+    // has room for the next node.
+    const GREEDY: &str = "12D3KooWSimGreedyGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGG";
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let offer = |sim: &mut Sim, node: &str, meeting: String, link: u64| {
+        let (reply, rx) = oneshot::channel();
+        let sdp = link_offer_sdp(sim.now);
+        sim.nodes[a]
+            .handle
+            .try_send(Command::LinkOffer(LinkOffer {
+                node: node.into(),
+                meeting,
+                link,
+                sdp,
+                tracks: BTreeMap::new(),
+                reply,
+            }))
+            .expect("queued");
+        rx
+    };
+    let asked = MAX_LINKS_IN_PER_NODE + 4;
+    let replies: Vec<_> = (0..asked)
+        .map(|i| offer(&mut sim, GREEDY, format!("open-{i}"), i as u64 + 1))
+        .collect();
+    sim.run(Duration::from_millis(200));
+    let (mut answered, mut too_many) = (0, 0);
+    for mut rx in replies {
+        match rx.try_recv() {
+            Ok(Ok(sdp)) if sdp.starts_with("v=0") => answered += 1,
+            Ok(Err(LinkError::TooMany)) => too_many += 1,
+            other => panic!("an offer got {other:?}"),
+        }
+    }
+    assert_eq!((answered, too_many), (MAX_LINKS_IN_PER_NODE, 4));
+    // Another node's link, in one of those meetings, is still taken.
+    let mut rx = offer(&mut sim, NODE_B, "open-0".into(), 1);
+    sim.run(Duration::from_millis(200));
+    assert!(
+        matches!(rx.try_recv(), Ok(Ok(ref sdp)) if sdp.starts_with("v=0")),
+        "the next node's offer was refused"
+    );
+
+    // Announced in many meetings, it is carried in its share of them: each answered with
+    // our list (a positive control that every announcement is answered up to the share).
+    let meetings = MAX_MEETINGS_PER_NODE + 10;
+    for i in 0..meetings {
+        sim.nodes[a]
+            .handle
+            .try_send(Command::NodeEvents {
+                node: GREEDY.into(),
+                meeting: format!("more-{i}"),
+                events: vec![veche_core::MeetingEvent::Sync { reply: true }],
+            })
+            .expect("queued");
+        if i % 64 == 63 {
+            sim.run(Duration::from_millis(20));
+        }
+    }
+    sim.run(Duration::from_millis(200));
+    let carried: HashSet<&str> = sim
+        .to_strangers
+        .iter()
+        .filter(|(to, _)| to == GREEDY)
+        .map(|(_, m)| m.as_str())
+        .collect();
+    // Its first meetings (with links) count toward the share.
+    assert_eq!(
+        carried.len(),
+        MAX_MEETINGS_PER_NODE,
+        "meetings carried with that node"
+    );
+    // Another node announced in a meeting past that share is carried.
+    let last = format!("more-{}", meetings - 1);
+    sim.nodes[a]
+        .handle
+        .try_send(Command::NodeEvents {
+            node: NODE_B.into(),
+            meeting: last.clone(),
+            events: vec![veche_core::MeetingEvent::Sync { reply: true }],
+        })
+        .expect("queued");
+    sim.run(Duration::from_millis(100));
+    assert!(
+        sim.to_strangers
+            .iter()
+            .any(|(to, m)| to == NODE_B && *m == last),
+        "the next node was not carried"
+    );
 }
