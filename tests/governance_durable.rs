@@ -1,6 +1,7 @@
 //! kill -9 in the middle of a burst of invite uses, waiting-room decisions and removals:
 //! after the restart every change a client saw acknowledged is there, and what the node
-//! refused left no trace. Loopback only; no root.
+//! refused left no trace, and a person who used a one-use invite rejoins with it. Loopback
+//! only; no root.
 
 mod support;
 
@@ -179,6 +180,24 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
         assert!(
             e["message"].as_str().is_some_and(|m| m.contains("used up")),
             "{e}"
+        );
+    }
+    // The person who used it rejoins with it (a reload after the node came back): it was
+    // used by them, and admits them again.
+    let rejoining: Vec<usize> = used
+        .iter()
+        .copied()
+        .filter(|i| !removed.contains(i))
+        .collect();
+    assert!(
+        !rejoining.is_empty(),
+        "nobody to rejoin: used {used:?}, removed {removed:?}"
+    );
+    for &i in &rejoining {
+        let (_s, w) = joined(port, &people[i], &invited, "Back", Some(&invites[i])).await;
+        assert_eq!(
+            w["type"], "welcome",
+            "person {i} with their own invite: {w}"
         );
     }
     for &i in &admitted {

@@ -23,7 +23,7 @@
 //! durable returns a [`Change`]. The caller commits the change to disk and only then
 //! [`Governance::apply`]s it, so what was refused, or could not be stored, leaves no trace.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use veche_trust::{
@@ -170,11 +170,19 @@ pub enum Change {
     /// The host's signed document.
     Doc(String),
     /// A limited invite admitted one more person: `signer key/invite id` → joins here.
+    /// (Stores before uses were counted per person; replayed as a count.)
     Used {
         /// The invite's counter.
         counter: String,
         /// Joins counted now.
         joins: u32,
+    },
+    /// A limited invite admitted one more person, `key` (who then rejoins with it freely).
+    UsedBy {
+        /// The invite's counter (`signer key/invite id`).
+        counter: String,
+        /// The person's key.
+        key: PublicKey,
     },
     /// The host withdrew an invite.
     Revoked {
@@ -221,7 +229,10 @@ pub struct Governance {
     revoked: HashSet<String>,
     removed: Vec<PublicKey>,
     actions: Vec<String>,
+    /// Joins counted per limited invite by stores from before uses were per person.
     uses: BTreeMap<String, u32>,
+    /// Who used each limited invite: a person rejoining with it uses nothing more.
+    used_by: BTreeMap<String, BTreeSet<PublicKey>>,
     lobby: BTreeMap<PublicKey, bool>,
     /// The signed `admit` behind each key let in (a remote person's proof carries it).
     admits: BTreeMap<PublicKey, String>,
@@ -245,6 +256,8 @@ struct Stored {
     actions: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     uses: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    used_by: BTreeMap<String, Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     lobby: BTreeMap<String, bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -294,6 +307,16 @@ impl TryFrom<Stored> for Governance {
             removed: s.removed.iter().map(|k| key(k)).collect::<Result<_, _>>()?,
             actions: s.actions,
             uses: s.uses,
+            used_by: s
+                .used_by
+                .iter()
+                .map(|(c, keys)| {
+                    Ok((
+                        c.clone(),
+                        keys.iter().map(|k| key(k)).collect::<Result<_, _>>()?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
             lobby: s
                 .lobby
                 .iter()
@@ -320,6 +343,11 @@ impl From<Governance> for Stored {
             revocations: g.revocations,
             actions: g.actions,
             uses: g.uses,
+            used_by: g
+                .used_by
+                .iter()
+                .map(|(c, keys)| (c.clone(), keys.iter().map(encode_key).collect()))
+                .collect(),
             lobby: g.lobby.iter().map(|(k, v)| (encode_key(k), *v)).collect(),
             admits: g
                 .admits
@@ -461,17 +489,21 @@ impl Governance {
         let change = match invite.filter(|i| i.body.max_uses.is_some() && role != Role::Host) {
             Some(i) => {
                 let counter = format!("{}/{}", encode_key(&i.key), i.body.id);
-                let used = self.uses.get(&counter).copied().unwrap_or(0);
-                if i.body.max_uses.is_some_and(|max| used >= max) {
-                    return Err(JoinRefused::Policy(TrustError::UsedUp));
+                let by = self.used_by.get(&counter);
+                if by.is_some_and(|b| b.contains(&key)) {
+                    None // they used it already: rejoining (a reload, a lost connection) is free
+                } else {
+                    let used = self.uses.get(&counter).copied().unwrap_or(0) as usize
+                        + by.map_or(0, BTreeSet::len);
+                    let full = i.body.max_uses.is_some_and(|max| used >= max as usize);
+                    // Bounded: at most MAX_ENTRIES invites tracked, and people per invite.
+                    let no_room =
+                        used >= MAX_ENTRIES || (by.is_none() && self.used_by.len() >= MAX_ENTRIES);
+                    if full || no_room {
+                        return Err(JoinRefused::Policy(TrustError::UsedUp));
+                    }
+                    Some(Change::UsedBy { counter, key })
                 }
-                if used == 0 && self.uses.len() >= MAX_ENTRIES {
-                    return Err(JoinRefused::Policy(TrustError::UsedUp));
-                }
-                Some(Change::Used {
-                    counter,
-                    joins: used + 1,
-                })
             }
             None => None,
         };
@@ -837,6 +869,12 @@ impl Governance {
             }
             Change::Used { counter, joins } => {
                 self.uses.insert(counter.clone(), *joins);
+            }
+            Change::UsedBy { counter, key } => {
+                self.used_by
+                    .entry(counter.clone())
+                    .or_default()
+                    .insert(*key);
             }
             Change::Revoked { invite, token } => {
                 push_bounded(&mut self.revocations, token, MAX_ENTRIES);

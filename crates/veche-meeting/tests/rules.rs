@@ -668,6 +668,22 @@ fn the_waiting_room_lock_end_and_use_limits() {
         join(&once, &presence(&bob, NODE, ID, Some(&one))),
         Err(JoinRefused::Policy(TrustError::UsedUp))
     );
+    // Ada rejoins with it (a reload, a lost connection): she used it already, nothing more.
+    let again = join(&once, &presence(&ada, NODE, ID, Some(&one))).expect("Ada rejoins");
+    assert_eq!(again.change, None);
+    // Uses counted by a store from before uses were per person still count.
+    let mut old = meeting(&host, Policy::InviteOnly, false);
+    old.apply(&Change::Used {
+        counter: match change {
+            Change::UsedBy { counter, .. } => counter,
+            other => panic!("a use is {other:?}"),
+        },
+        joins: 1,
+    });
+    assert_eq!(
+        join(&old, &presence(&ada, NODE, ID, Some(&one))),
+        Err(JoinRefused::Policy(TrustError::UsedUp))
+    );
     take(&mut g, &act(&host, ActionKind::End, &host, NOW, None), NOW).expect("end");
     assert_eq!(
         join(&g, &presence(&host, NODE, ID, None)),
@@ -694,7 +710,12 @@ fn governance_survives_its_stored_form() {
         )
         .expect("grant");
     g.apply(&c);
+    g.apply(&Change::UsedBy {
+        counter: "signer/i-once".into(),
+        key: ada.public(),
+    });
     let text = serde_json::to_string(&g).expect("serialize");
+    assert!(text.contains("used_by"), "{text}");
     let back: Governance = serde_json::from_str(&text).expect("deserialize");
     assert_eq!(back, g);
     assert!(back.is_revoked("i-gone") && back.locked());
