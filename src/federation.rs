@@ -552,6 +552,19 @@ async fn on_net(
                 error(ErrorCode::Refused, &e.to_string())
             }
         },
+        Request::UseInvite { meeting, presence } => {
+            if title_of(&meeting).is_none() {
+                unknown()
+            } else {
+                match count_use(meetings, &meeting, &node, &presence).await {
+                    Ok(()) => Response::Ok,
+                    Err(message) => {
+                        tracing::info!(%node, %meeting, %message, "an invite's use from another node refused");
+                        error(ErrorCode::Refused, &message)
+                    }
+                }
+            }
+        }
         Request::Relayed {
             meeting,
             node: origin,
@@ -849,7 +862,7 @@ fn answer_meeting(
     let checked = rules::read(meetings, &id, |m| {
         let presence: Presence = veche_trust::decode_token(token).map_err(|e| e.to_string())?;
         m.rules
-            .admit_remote(&id, node, &presence, rules::now_ms(), false)
+            .admit_remote(&id, node, &presence, rules::now_ms(), false, false)
             .map_err(|e| e.to_string())?;
         let (revocations, actions) = m.rules.history(veche_web::revocation::SHARED_BYTES);
         Ok::<_, String>((m.rules.doc_token().map(str::to_owned), revocations, actions))
@@ -873,6 +886,37 @@ fn answer_meeting(
     }
 }
 
+/// At the meeting's home node (where it was made): count the use of a limited invite by a
+/// person `node` is about to let in, committed before the answer. Elsewhere refused: only
+/// the home node's count is one count.
+async fn count_use(
+    meetings: &Arc<Mutex<MeetingStore>>,
+    meeting: &str,
+    node: &str,
+    presence: &str,
+) -> Result<(), String> {
+    let p: Presence = veche_trust::decode_token(presence).map_err(|e| e.to_string())?;
+    let (m, node) = (meeting.to_owned(), node.to_owned());
+    rules::decide(meetings, meeting, move |rec| {
+        if !rec.nodes.is_empty() {
+            return Err(
+                "this node is not the meeting's home: it does not count its invites' uses"
+                    .to_owned(),
+            );
+        }
+        let change = rec
+            .rules
+            .count_remote_use(&m, &node, &p, rules::now_ms())
+            .map_err(|e| e.to_string())?;
+        Ok(((), change))
+    })
+    .await
+    .map_err(|e| match e {
+        rules::Undecided::Refused(message) => message,
+        other => other.to_string(),
+    })
+}
+
 /// Whether the meeting's rules here admit, in the meeting, the person whose presence token
 /// this is, carried by `node`: their key and the presence decoded.
 fn admit_presence(
@@ -884,8 +928,11 @@ fn admit_presence(
 ) -> Result<(veche_trust::PublicKey, Presence), String> {
     let p: Presence = veche_trust::decode_token(token).map_err(|e| e.to_string())?;
     rules::read(meetings, meeting, |m| {
+        // The home node (where the meeting was made) counts its invites' uses: a person
+        // whose limited invite it never counted is not shown.
+        let home = m.nodes.is_empty();
         m.rules
-            .admit_remote(meeting, node, &p, now_ms, true)
+            .admit_remote(meeting, node, &p, now_ms, true, home)
             .map_err(|e| e.to_string())
     })
     .unwrap_or_else(|| Err("unknown meeting".into()))

@@ -1103,3 +1103,115 @@ async fn a_link_that_pins_the_host_refuses_a_home_node_that_hands_out_another_ho
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A one-use invite signed by `host` for `meeting`.
+fn one_use_invite(host: &Keypair, meeting: &str, id: &str) -> String {
+    encode_token(&host.sign(Invite {
+        meeting: meeting.into(),
+        id: id.into(),
+        role: Role::Speaker,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: Some(1),
+        invitee: None,
+        parent: None,
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
+    // A is the meeting's home (the host made it there); B learned it from A's link.
+    let dir = std::env::temp_dir().join(format!("veche-raw-uses-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    for d in [&a_dir, &b_dir] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    let a_p2p = free_udp_port();
+    let a = start_node_in(&a_dir, a_p2p).await;
+    let (a_addr, a_id) = p2p_addr(&a, a_p2p).await;
+    let b = start_node_with(
+        &b_dir,
+        free_udp_port(),
+        &["--bootstrap", &a_addr.to_string()],
+    )
+    .await;
+    let host = Keypair::from_secret(&[1; 32]);
+    let id = signed_meeting(a.http_port, &host, Policy::InviteOnly).await;
+    let path = format!(
+        "/api/meetings/{id}?node={a_id}&host={}",
+        host.public().pin()
+    );
+    let (status, body) = http(b.http_port, "GET", &path, "", "").await;
+    assert_eq!(status, 200, "B learns the meeting: {body}");
+    let [uno, dos, tres] = [21u8, 22, 23].map(|n| Keypair::from_secret(&[n; 32]));
+    let used_up = |w: &Value| {
+        assert_eq!(
+            (&w["type"], &w["code"]),
+            (&json!("error"), &json!("invite_refused")),
+            "{w}"
+        );
+        assert!(
+            w["message"].as_str().is_some_and(|m| m.contains("used up")),
+            "{w}"
+        );
+    };
+
+    // Used at B first: A counted it, so it is used at A too.
+    let once = one_use_invite(&host, &id, "once-b");
+    let (_uno_s, w) = joined(b.http_port, &uno, &id, "Uno", Some(&once)).await;
+    assert_eq!(w["type"], "welcome", "Uno at B: {w}");
+    let (_s, w) = joined(a.http_port, &dos, &id, "Dos", Some(&once)).await;
+    used_up(&w);
+    // Used at A first: B asks A, which refuses.
+    let other = one_use_invite(&host, &id, "once-a");
+    let (_dos_s, w) = joined(a.http_port, &dos, &id, "Dos", Some(&other)).await;
+    assert_eq!(w["type"], "welcome", "Dos at A: {w}");
+    let (_s, w) = joined(b.http_port, &tres, &id, "Tres", Some(&other)).await;
+    used_up(&w);
+    // The person who used it rejoins with it, at B.
+    let (_s, w) = joined(b.http_port, &uno, &id, "Uno", Some(&once)).await;
+    assert_eq!(w["type"], "welcome", "Uno again at B: {w}");
+
+    // A node that lets in a person with a limited invite without asking A: A does not take
+    // that person; once A counted the use (the honest way), it does (the positive control).
+    let (p, p_id, _to_p) = hostile_peer(vec![a_addr.clone()]);
+    let third = one_use_invite(&host, &id, "once-p");
+    let presence = encode_token(&presence_for(&tres, &p_id.to_string(), &id, Some(&third)));
+    let events = || {
+        vec![
+            MeetingEvent::Sync { reply: true },
+            MeetingEvent::Joined {
+                id: 1,
+                name: "Tres".into(),
+                audio: true,
+                video: false,
+                screen: false,
+                hand: false,
+                key: Some(encode_key(&tres.public())),
+                presence: Some(presence.clone()),
+            },
+        ]
+    };
+    let ask = |r: Request| ask_node(&p, a_id, r);
+    let why = refusal(
+        ask(Request::Events {
+            meeting: id.clone(),
+            events: events(),
+        })
+        .await,
+    );
+    assert!(why.contains("let into this meeting"), "{why}");
+    let counted = ask(Request::UseInvite {
+        meeting: id.clone(),
+        presence: presence.clone(),
+    })
+    .await;
+    assert!(matches!(counted, Response::Ok), "{counted:?}");
+    events_taken(&p, a_id, &id, events()).await;
+    // Counted once: the next person's use of it is refused at A.
+    let (_s, w) = joined(a.http_port, &uno, &id, "Uno", Some(&third)).await;
+    used_up(&w);
+    a.kill().await;
+    b.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -114,6 +114,10 @@ pub enum JoinRefused {
     /// them in.
     #[error("nobody let this person in from the waiting room")]
     NotLetIn,
+    /// A remote person with a limited invite whose use this node (the meeting's home,
+    /// which counts the uses) never counted.
+    #[error("this person's invite has a use limit, and its use was not counted here")]
+    UseNotCounted,
     /// The meeting's policy or their invite refuses them.
     #[error("{0}")]
     Policy(TrustError),
@@ -486,27 +490,7 @@ impl Governance {
             (true, Some(false)) => return Err(JoinRefused::Denied),
             (true, None) => true,
         };
-        let change = match invite.filter(|i| i.body.max_uses.is_some() && role != Role::Host) {
-            Some(i) => {
-                let counter = format!("{}/{}", encode_key(&i.key), i.body.id);
-                let by = self.used_by.get(&counter);
-                if by.is_some_and(|b| b.contains(&key)) {
-                    None // they used it already: rejoining (a reload, a lost connection) is free
-                } else {
-                    let used = self.uses.get(&counter).copied().unwrap_or(0) as usize
-                        + by.map_or(0, BTreeSet::len);
-                    let full = i.body.max_uses.is_some_and(|max| used >= max as usize);
-                    // Bounded: at most MAX_ENTRIES invites tracked, and people per invite.
-                    let no_room =
-                        used >= MAX_ENTRIES || (by.is_none() && self.used_by.len() >= MAX_ENTRIES);
-                    if full || no_room {
-                        return Err(JoinRefused::Policy(TrustError::UsedUp));
-                    }
-                    Some(Change::UsedBy { counter, key })
-                }
-            }
-            None => None,
-        };
+        let change = self.use_of(&key, invite.as_ref(), role)?;
         Ok(Admitted {
             key,
             role,
@@ -542,11 +526,66 @@ impl Governance {
         Ok(())
     }
 
+    /// The use a join of `key` with `invite` as `role` makes of a limited invite: `None` for
+    /// an unlimited one, the host, or a person who used it already (rejoining is free).
+    fn use_of(
+        &self,
+        key: &PublicKey,
+        invite: Option<&Signed<Invite>>,
+        role: Role,
+    ) -> Result<Option<Change>, JoinRefused> {
+        let Some(i) = invite.filter(|i| i.body.max_uses.is_some() && role != Role::Host) else {
+            return Ok(None);
+        };
+        let counter = format!("{}/{}", encode_key(&i.key), i.body.id);
+        let by = self.used_by.get(&counter);
+        if by.is_some_and(|b| b.contains(key)) {
+            return Ok(None);
+        }
+        let used =
+            self.uses.get(&counter).copied().unwrap_or(0) as usize + by.map_or(0, BTreeSet::len);
+        let full = i.body.max_uses.is_some_and(|max| used >= max as usize);
+        // Bounded: at most MAX_ENTRIES invites tracked, and people per invite.
+        let no_room = used >= MAX_ENTRIES || (by.is_none() && self.used_by.len() >= MAX_ENTRIES);
+        if full || no_room {
+            return Err(JoinRefused::Policy(TrustError::UsedUp));
+        }
+        Ok(Some(Change::UsedBy { counter, key: *key }))
+    }
+
+    /// Whether a join of `person` here would use a limited invite (whose uses, in a meeting
+    /// learned from another node, its home node counts). False when the join is refused
+    /// anyway: [`Governance::admit`] says why.
+    pub fn would_use(&self, meeting: &str, person: &Person<'_>, now_ms: u64) -> bool {
+        let Ok((key, invite)) = self.proof(meeting, person) else {
+            return false;
+        };
+        let Ok(role) = self.role_of(&key, invite.as_ref(), now_ms) else {
+            return false;
+        };
+        matches!(self.use_of(&key, invite.as_ref(), role), Ok(Some(_)))
+    }
+
+    /// At the meeting's home node: count the use of a limited invite by a person node
+    /// `carrier` is about to let in (checked as [`Governance::admit_remote`] does). The
+    /// change to commit, or `None` if nothing is to count.
+    pub fn count_remote_use(
+        &self,
+        meeting: &str,
+        carrier: &str,
+        presence: &Presence,
+        now_ms: u64,
+    ) -> Result<Option<Change>, JoinRefused> {
+        let (key, invite, role) = self.check_remote(meeting, carrier, presence, now_ms, false)?;
+        self.use_of(&key, invite.as_ref(), role)
+    }
+
     /// Check a person that node `carrier` says it carries, by the proof they made for it.
     /// Policy, invite chain, revocations, removals and end are checked as for a join here;
     /// with a waiting room and `in_meeting`, a signed `admit` for their key must come with
-    /// them (without: they may be waiting at their node). Use limits and the lock are the
-    /// carrying node's: it counts and locks its own joins.
+    /// them (without: they may be waiting at their node). The lock is the carrying node's.
+    /// With `home` (this node counts the meeting's invite uses), a limited invite must have
+    /// been counted for them here ([`Governance::count_remote_use`]).
     pub fn admit_remote(
         &self,
         meeting: &str,
@@ -554,7 +593,29 @@ impl Governance {
         presence: &Presence,
         now_ms: u64,
         in_meeting: bool,
+        home: bool,
     ) -> Result<(PublicKey, Role), JoinRefused> {
+        let (key, invite, role) =
+            self.check_remote(meeting, carrier, presence, now_ms, in_meeting)?;
+        if home
+            && self
+                .use_of(&key, invite.as_ref(), role)
+                .map_or(true, |u| u.is_some())
+        {
+            return Err(JoinRefused::UseNotCounted);
+        }
+        Ok((key, role))
+    }
+
+    /// [`Governance::admit_remote`] but for the use limit: their key, invite and role.
+    fn check_remote(
+        &self,
+        meeting: &str,
+        carrier: &str,
+        presence: &Presence,
+        now_ms: u64,
+        in_meeting: bool,
+    ) -> Result<(PublicKey, Option<Signed<Invite>>, Role), JoinRefused> {
         let person = Person {
             node: carrier,
             key: &presence.key,
@@ -578,7 +639,7 @@ impl Governance {
                 return Err(JoinRefused::NotLetIn);
             }
         }
-        Ok((key, role))
+        Ok((key, invite, role))
     }
 
     /// The key's proof for this meeting through `person.node`, and the invite decoded.

@@ -464,7 +464,7 @@ fn an_expired_moderator_cannot_date_an_action_back_into_its_lifetime() {
         Some(&expired),
     ));
     assert_eq!(
-        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true, false),
         Err(JoinRefused::NotLetIn)
     );
     let end = act(&mo, ActionKind::End, &mo, NOW - 2 * HOUR, Some(&expired));
@@ -482,24 +482,24 @@ fn a_remote_person_counts_only_with_their_own_proof_for_their_node() {
     let inv = invite(&host, "i-ada", Role::Speaker, Some(&ada), None);
     let good = presence(&ada, OTHER_NODE, ID, Some(&inv));
     assert_eq!(
-        g.admit_remote(ID, OTHER_NODE, &good, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &good, NOW, true, false),
         Ok((ada.public(), Role::Speaker))
     );
     // No invite in an invite-only meeting.
     let bare = presence(&ada, OTHER_NODE, ID, None);
     assert_eq!(
-        g.admit_remote(ID, OTHER_NODE, &bare, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &bare, NOW, true, false),
         Err(JoinRefused::Policy(TrustError::NotInvited))
     );
     // A proof made for another node (a node replaying what it saw elsewhere).
     assert!(matches!(
-        g.admit_remote(ID, "12D3KooWhostileNode", &good, NOW, true),
+        g.admit_remote(ID, "12D3KooWhostileNode", &good, NOW, true, false),
         Err(JoinRefused::BadProof(TrustError::BadSignature))
     ));
     // For another meeting.
     let elsewhere = presence(&ada, OTHER_NODE, "aaa-bbb-ccc", Some(&inv));
     assert!(matches!(
-        g.admit_remote(ID, OTHER_NODE, &elsewhere, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &elsewhere, NOW, true, false),
         Err(JoinRefused::BadProof(_))
     ));
     // Forged: the host's key with someone else's signature.
@@ -508,7 +508,7 @@ fn a_remote_person_counts_only_with_their_own_proof_for_their_node() {
         ..good.clone()
     };
     assert!(matches!(
-        g.admit_remote(ID, OTHER_NODE, &forged, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &forged, NOW, true, false),
         Err(JoinRefused::BadProof(TrustError::BadSignature))
     ));
     // Junk.
@@ -517,7 +517,7 @@ fn a_remote_person_counts_only_with_their_own_proof_for_their_node() {
         ..good.clone()
     };
     assert!(matches!(
-        g.admit_remote(ID, OTHER_NODE, &junk, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &junk, NOW, true, false),
         Err(JoinRefused::BadProof(TrustError::Malformed(_)))
     ));
     // A removed key, whatever it carries.
@@ -529,7 +529,7 @@ fn a_remote_person_counts_only_with_their_own_proof_for_their_node() {
     )
     .expect("remove");
     assert_eq!(
-        removed.admit_remote(ID, OTHER_NODE, &good, NOW, true),
+        removed.admit_remote(ID, OTHER_NODE, &good, NOW, true, false),
         Err(JoinRefused::Removed)
     );
     // An ended meeting has nobody.
@@ -541,7 +541,7 @@ fn a_remote_person_counts_only_with_their_own_proof_for_their_node() {
     )
     .expect("end");
     assert_eq!(
-        ended.admit_remote(ID, OTHER_NODE, &good, NOW, true),
+        ended.admit_remote(ID, OTHER_NODE, &good, NOW, true, false),
         Err(JoinRefused::Ended)
     );
 }
@@ -553,27 +553,29 @@ fn with_a_waiting_room_a_remote_person_needs_the_signed_decision_that_let_them_i
     let g = meeting(&host, Policy::Anyone, true);
     let mut p = presence(&ada, OTHER_NODE, ID, None);
     assert_eq!(
-        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true, false),
         Err(JoinRefused::NotLetIn)
     );
     // Waiting at their node: their node may learn the meeting's rules to let them in.
-    assert!(g.admit_remote(ID, OTHER_NODE, &p, NOW, false).is_ok());
+    assert!(g
+        .admit_remote(ID, OTHER_NODE, &p, NOW, false, false)
+        .is_ok());
     // Let in by someone with no authority.
     p.admit = Some(act(&eve, ActionKind::Admit, &ada, NOW, None));
     assert_eq!(
-        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true, false),
         Err(JoinRefused::NotLetIn)
     );
     // The host's admit for someone else.
     p.admit = Some(act(&host, ActionKind::Admit, &eve, NOW, None));
     assert_eq!(
-        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true, false),
         Err(JoinRefused::NotLetIn)
     );
     // The host's admit for them (made earlier: it holds as of its time).
     p.admit = Some(act(&host, ActionKind::Admit, &ada, NOW - HOUR, None));
     assert_eq!(
-        g.admit_remote(ID, OTHER_NODE, &p, NOW, true),
+        g.admit_remote(ID, OTHER_NODE, &p, NOW, true, false),
         Ok((ada.public(), Role::Speaker))
     );
 }
@@ -911,5 +913,84 @@ fn a_list_of_keys_admits_those_keys_only_even_with_an_invite() {
     assert_eq!(
         join(&g, &presence(&bob, NODE, ID, Some(&inv))).map(|a| a.role),
         Err(JoinRefused::Policy(TrustError::NotInvited))
+    );
+}
+
+#[test]
+fn the_home_node_counts_a_limited_invite_once_per_person_whichever_node_lets_them_in() {
+    let host = key(1);
+    let (ada, bob) = (key(2), key(3));
+    let mut home = meeting(&host, Policy::InviteOnly, false);
+    let once = host.sign(Invite {
+        max_uses: Some(1),
+        ..invite(&host, "i-once", Role::Speaker, None, None).body
+    });
+    let ada_there = presence(&ada, OTHER_NODE, ID, Some(&once));
+    // Announced by her node before the home counted her use: not taken.
+    assert_eq!(
+        home.admit_remote(ID, OTHER_NODE, &ada_there, NOW, true, true),
+        Err(JoinRefused::UseNotCounted)
+    );
+    // Her node asks first: the use is a change to commit; counted, she is taken.
+    let change = home
+        .count_remote_use(ID, OTHER_NODE, &ada_there, NOW)
+        .expect("counted")
+        .expect("a use to commit");
+    home.apply(&change);
+    assert!(home
+        .admit_remote(ID, OTHER_NODE, &ada_there, NOW, true, true)
+        .is_ok());
+    // Asked again for her (a rejoin there): nothing more to count.
+    assert_eq!(
+        home.count_remote_use(ID, OTHER_NODE, &ada_there, NOW),
+        Ok(None)
+    );
+    // The next person, at either node: used up.
+    assert_eq!(
+        home.count_remote_use(
+            ID,
+            OTHER_NODE,
+            &presence(&bob, OTHER_NODE, ID, Some(&once)),
+            NOW
+        ),
+        Err(JoinRefused::Policy(TrustError::UsedUp))
+    );
+    assert_eq!(
+        join(&home, &presence(&bob, NODE, ID, Some(&once))),
+        Err(JoinRefused::Policy(TrustError::UsedUp))
+    );
+    // A forged proof counts nothing.
+    let mut forged = presence(&bob, OTHER_NODE, ID, Some(&once));
+    forged.nonce = "another-nonce-0123456789".into();
+    assert!(matches!(
+        home.count_remote_use(ID, OTHER_NODE, &forged, NOW),
+        Err(JoinRefused::BadProof(_))
+    ));
+    // Where the meeting was learned, the carrying node's person with it is not checked for
+    // uses (only the home counts): `home` false.
+    let learned = meeting(&host, Policy::InviteOnly, false);
+    assert!(learned
+        .admit_remote(
+            ID,
+            OTHER_NODE,
+            &presence(&bob, OTHER_NODE, ID, Some(&once)),
+            NOW,
+            true,
+            false
+        )
+        .is_ok());
+    // What a join here would need counted first: a limited invite not used by them yet.
+    let p = presence(&bob, NODE, ID, Some(&once));
+    let person = Person {
+        node: NODE,
+        key: &p.key,
+        nonce: &p.nonce,
+        sig: &p.sig,
+        invite: p.invite.as_deref(),
+    };
+    assert!(learned.would_use(ID, &person, NOW));
+    assert!(
+        !home.would_use(ID, &person, NOW),
+        "used up: the join says so itself"
     );
 }

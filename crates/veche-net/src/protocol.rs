@@ -77,6 +77,16 @@ pub enum Request {
         /// The node whose media the relay would forward.
         node: String,
     },
+    /// Asked of a meeting's home node before the asker lets in a person with an invite that
+    /// has a use limit: the home node counts the use (once per person) and commits it before
+    /// it answers [`Response::Ok`], or refuses (used up, or the person's proof refused).
+    UseInvite {
+        /// Meeting id.
+        meeting: String,
+        /// The person, with the proof they made for the asker (a veche-meeting `Presence`
+        /// token).
+        presence: String,
+    },
     /// What happened in a meeting on the asker's side.
     Events {
         /// Meeting id.

@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use veche_media::ErrorCode;
-use veche_meeting::{Change, Presence, Refused};
+use veche_meeting::{Change, Person, Presence, Refused};
 use veche_net::protocol::{ErrorCode as NetCode, Request, Response as NetResponse};
 use veche_net::HelloError;
 
@@ -141,13 +141,17 @@ pub(crate) enum FetchError {
     /// It could not be stored.
     #[error("the node could not save the meeting; try again")]
     Storage,
+    /// The invite has a use limit, counted by the meeting's home node, which is out of
+    /// reach.
+    #[error("this invite can be used a limited number of times, and the meeting's home node, which counts them, cannot be reached ({0}); try again, or ask the host for a link without a limit")]
+    Uncounted(String),
 }
 
 impl FetchError {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
             FetchError::Refused(_) | FetchError::Forged(_) => ErrorCode::InviteRefused,
-            FetchError::Unreachable(_) => ErrorCode::NodeUnreachable,
+            FetchError::Unreachable(_) | FetchError::Uncounted(_) => ErrorCode::NodeUnreachable,
             FetchError::Storage => ErrorCode::Internal,
         }
     }
@@ -225,6 +229,50 @@ pub(crate) async fn fetch_doc(ctx: &Ctx, id: &str, person: &Presence) -> Result<
             }
             Err(_) => Err(FetchError::Storage),
         };
+    }
+    Err(last)
+}
+
+/// For a meeting learned from another node: a join that would use a limited invite is
+/// counted first by the meeting's home node (the one it was learned from), so that a
+/// one-use link opened at two nodes lets in one person, not one at each. Nothing to do for
+/// other joins, or for one the rules here refuse anyway (the join says why).
+pub(crate) async fn count_use(ctx: &Ctx, id: &str, person: &Presence) -> Result<(), FetchError> {
+    let me = ctx.app.node.id.clone();
+    let nodes = rules::read(&ctx.app.view, id, |m| {
+        let p = Person {
+            node: &me,
+            key: &person.key,
+            nonce: &person.nonce,
+            sig: &person.sig,
+            invite: person.invite.as_deref(),
+        };
+        (!m.nodes.is_empty() && m.rules.would_use(id, &p, rules::now_ms())).then(|| m.nodes.clone())
+    })
+    .flatten();
+    let Some(nodes) = nodes else {
+        return Ok(());
+    };
+    let mut last = FetchError::Uncounted("no node known".into());
+    for node in nodes {
+        let Ok(peer) = node.parse::<veche_net::PeerId>() else {
+            continue;
+        };
+        let request = Request::UseInvite {
+            meeting: id.to_owned(),
+            presence: veche_trust::encode_token(person),
+        };
+        match ask(ctx, peer, request).await {
+            Ok(NetResponse::Ok) => {
+                tracing::info!(meeting = %id, %node, "an invite's use counted by the meeting's home node");
+                return Ok(());
+            }
+            Ok(NetResponse::Error { message, .. }) => last = FetchError::Refused(message),
+            Ok(other) => {
+                last = FetchError::Refused(format!("the meeting's node answered {other:?}"))
+            }
+            Err(e) => last = FetchError::Uncounted(e.to_string()),
+        }
     }
     Err(last)
 }

@@ -584,6 +584,11 @@ impl Session {
             replies.push(self.error(e.code(), e.to_string(), true));
             return Next::Close;
         }
+        // An invite with a use limit in such a meeting: its home node counts the use first.
+        if let Err(e) = crate::learn::count_use(&self.ctx, &meeting, &presence).await {
+            replies.push(self.error(e.code(), e.to_string(), true));
+            return Next::Close;
+        }
         // The meeting's rules decide, for this meeting and this join: a role never comes
         // from an earlier join on this socket.
         let node = self.ctx.app.node.id.clone();
