@@ -17,6 +17,7 @@ use veche_meeting::Presence;
 use veche_net::protocol::{ErrorCode, MeetingEvent, Request, Response};
 use veche_net::{AppEvent, NetHandle, PeerId};
 use veche_node::{MeetingStore, MeetingView};
+use veche_trust::ActionKind;
 use veche_web::rules;
 
 /// Most events one request may carry (a snapshot of a full meeting fits).
@@ -248,14 +249,19 @@ impl Members {
     }
 }
 
+/// What the bridge shares with the web side: the meeting store, the moderation actions
+/// carried out lately, and the waiting rooms.
+pub type Shared = (
+    Arc<Mutex<MeetingStore>>,
+    Arc<Mutex<veche_web::moderation::Recent>>,
+    Arc<Mutex<veche_web::lobby::Lobby>>,
+);
+
 /// Run the bridge until the engine or the network stops.
 pub async fn run(
     engine: EngineHandle,
     net: NetHandle,
-    (meetings, recent): (
-        Arc<Mutex<MeetingStore>>,
-        Arc<Mutex<veche_web::moderation::Recent>>,
-    ),
+    (meetings, recent, lobby): Shared,
     relay: bool,
     mut from_engine: mpsc::Receiver<FedOut>,
     mut from_net: mpsc::Receiver<AppEvent>,
@@ -359,7 +365,7 @@ pub async fn run(
                     members.forget_node(&node);
                     queues.remove(&node);
                 }
-                on_net(ev, (&engine, &net), (&meetings, &view, &recent), relay, &mut members).await;
+                on_net(ev, (&engine, &net), (&meetings, &view, &recent, &lobby), relay, &mut members).await;
             }
         }
     }
@@ -480,10 +486,11 @@ async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
 async fn on_net(
     ev: AppEvent,
     (engine, net): (&EngineHandle, &NetHandle),
-    (meetings, view, recent): (
+    (meetings, view, recent, lobby): (
         &Arc<Mutex<MeetingStore>>,
         &MeetingView,
         &Mutex<veche_web::moderation::Recent>,
+        &Mutex<veche_web::lobby::Lobby>,
     ),
     relay: bool,
     members: &mut Members,
@@ -494,6 +501,14 @@ async fn on_net(
             return;
         }
         AppEvent::Disconnected { peer } => {
+            // Whom it showed waiting here waits no more (as far as anyone here can tell).
+            let gone = lobby
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget_node(&peer.to_string());
+            for (meeting, key) in gone {
+                veche_web::lobby::notify((engine, view, lobby), &meeting, &key, "", false).await;
+            }
             let _ = engine
                 .send(Command::NodeGone {
                     node: peer.to_string(),
@@ -530,6 +545,21 @@ async fn on_net(
                 match veche_web::moderation::take(engine, (meetings, recent), &meeting, &action)
                     .await
                 {
+                    Ok(a) if matches!(a.body.kind, ActionKind::Admit | ActionKind::Deny) => {
+                        // A waiting-room decision taken at another node: whoever waits here
+                        // for it is let in or turned away.
+                        let key = veche_trust::encode_key(&a.body.target);
+                        let admit = a.body.kind == ActionKind::Admit;
+                        let n = veche_web::lobby::decided_at_another_node(
+                            (engine, view, lobby),
+                            &meeting,
+                            &key,
+                            admit,
+                        )
+                        .await;
+                        tracing::info!(%node, %meeting, admit, reached = n, "waiting-room decision from another node");
+                        Response::Ok
+                    }
                     Ok(_) => Response::Ok,
                     Err(message) => {
                         tracing::info!(%node, %meeting, %message, "moderation from another node refused");
@@ -552,6 +582,32 @@ async fn on_net(
                 error(ErrorCode::Refused, &e.to_string())
             }
         },
+        Request::Knock {
+            meeting,
+            presence,
+            name,
+            waiting,
+        } => {
+            if title_of(&meeting).is_none() {
+                unknown()
+            } else {
+                let knock = (presence.as_str(), name.as_str(), waiting);
+                match veche_web::lobby::knock_from_node(
+                    (engine, view, lobby),
+                    &node,
+                    &meeting,
+                    knock,
+                )
+                .await
+                {
+                    Ok(()) => Response::Ok,
+                    Err(message) => {
+                        tracing::info!(%node, %meeting, %message, "a knock from another node refused");
+                        error(ErrorCode::Refused, &message)
+                    }
+                }
+            }
+        }
         Request::UseInvite { meeting, presence } => {
             if title_of(&meeting).is_none() {
                 unknown()

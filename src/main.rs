@@ -401,10 +401,11 @@ async fn run(a: RunArgs) -> Result<()> {
         });
     }
     let recent = Arc::new(Mutex::new(veche_web::moderation::Recent::default()));
+    let lobby = Arc::new(Mutex::new(veche_web::lobby::Lobby::default()));
     tokio::spawn(federation::run(
         engine.clone(),
         net.clone(),
-        (meetings.clone(), recent.clone()),
+        (meetings.clone(), recent.clone(), lobby.clone()),
         a_net.relay || config.relay.unwrap_or(false),
         fed_rx,
         app_rx,
@@ -417,7 +418,7 @@ async fn run(a: RunArgs) -> Result<()> {
         net,
         registry: Arc::new(Mutex::new(registry)),
         node_metrics,
-        lobby: Arc::default(),
+        lobby,
         creations: Arc::default(),
         recent,
     };

@@ -1215,3 +1215,107 @@ async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
     b.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The next `knock` the host's socket gets: (key, name, waiting).
+async fn next_knock(ws: &mut Ws) -> (String, String, bool) {
+    let k = next_of(ws, "knock").await;
+    (
+        k["key"].as_str().expect("key").to_owned(),
+        k["name"].as_str().expect("name").to_owned(),
+        k["waiting"].as_bool().expect("waiting"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_there() {
+    // The host, at A (the meeting's home), keeps a waiting room; her students open the link
+    // at their own node B.
+    let dir = std::env::temp_dir().join(format!("veche-raw-lobby2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    for d in [&a_dir, &b_dir] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    let a_p2p = free_udp_port();
+    let a = start_node_in(&a_dir, a_p2p).await;
+    let (a_addr, a_id) = p2p_addr(&a, a_p2p).await;
+    let b = start_node_with(
+        &b_dir,
+        free_udp_port(),
+        &["--bootstrap", &a_addr.to_string()],
+    )
+    .await;
+    let host = Keypair::from_secret(&[1; 32]);
+    let id = signed_meeting_with(a.http_port, &host, Policy::Anyone, true).await;
+    let (mut ada, w) = joined(a.http_port, &host, &id, "Ada", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+    let path = format!(
+        "/api/meetings/{id}?node={a_id}&host={}",
+        host.public().pin()
+    );
+    let (status, body) = http(b.http_port, "GET", &path, "", "").await;
+    assert_eq!(status, 200, "B learns the meeting: {body}");
+    let [bob, cy, dan] = [31u8, 32, 33].map(|n| Keypair::from_secret(&[n; 32]));
+    let key_of = |k: &Keypair| encode_key(&k.public());
+
+    // Bob waits at B; Ada, at A, sees him and lets him in; he enters at B.
+    let (mut bob_s, w) = joined(b.http_port, &bob, &id, "Bob", None).await;
+    assert_eq!(w["type"], "lobby", "{w}");
+    assert_eq!(
+        next_knock(&mut ada).await,
+        (key_of(&bob), "Bob".into(), true)
+    );
+    let admit = action(&host, &id, ActionKind::Admit, &bob, None);
+    send(&mut ada, json!({"type": "moderate", "action": admit})).await;
+    let w = next_of(&mut bob_s, "welcome").await;
+    assert_eq!(w["role"], "speaker", "{w}");
+    // Decided: off Ada's list.
+    assert_eq!(next_knock(&mut ada).await, (key_of(&bob), String::new(), false));
+    // And in the meeting at A too: her node took him, by the decision it committed.
+    let v = next_of(&mut ada, "participant_joined").await;
+    assert_eq!(v["participant"]["name"], "Bob", "{v}");
+
+    // Cy waits at B; Ada turns her away: she is told so there.
+    let (mut cy_s, w) = joined(b.http_port, &cy, &id, "Cy", None).await;
+    assert_eq!(w["type"], "lobby", "{w}");
+    assert_eq!(next_knock(&mut ada).await, (key_of(&cy), "Cy".into(), true));
+    let deny = action(&host, &id, ActionKind::Deny, &cy, None);
+    send(&mut ada, json!({"type": "moderate", "action": deny})).await;
+    expect_refusal(&mut cy_s, "denied", true, "did not let you in").await;
+    assert_eq!(next_knock(&mut ada).await, (key_of(&cy), String::new(), false));
+
+    // Dan waits at B and gives up: Ada's list drops him.
+    let (dan_s, w) = joined(b.http_port, &dan, &id, "Dan", None).await;
+    assert_eq!(w["type"], "lobby", "{w}");
+    assert_eq!(
+        next_knock(&mut ada).await,
+        (key_of(&dan), "Dan".into(), true)
+    );
+    drop(dan_s);
+    let (key, _, waiting) = next_knock(&mut ada).await;
+    assert_eq!((key, waiting), (key_of(&dan), false));
+
+    // A node knocking with a proof made for another node shows nobody: refused, and the next
+    // knock Ada sees is the honest one that follows it.
+    let (p, p_id, _to_p) = hostile_peer(vec![a_addr.clone()]);
+    let eve = Keypair::from_secret(&[34; 32]);
+    let knock = |who: &Keypair, made_for: &str, name: &str| Request::Knock {
+        meeting: id.clone(),
+        presence: encode_token(&presence_for(who, made_for, &id, None)),
+        name: name.into(),
+        waiting: true,
+    };
+    let b_id = p2p_addr(&b, 0).await.1.to_string();
+    let why = refusal(ask_node(&p, a_id, knock(&eve, &b_id, "Eve")).await);
+    assert!(why.contains("proof"), "{why}");
+    let fay = Keypair::from_secret(&[35; 32]);
+    let ok = ask_node(&p, a_id, knock(&fay, &p_id.to_string(), "Fay")).await;
+    assert!(matches!(ok, Response::Ok), "{ok:?}");
+    assert_eq!(
+        next_knock(&mut ada).await,
+        (key_of(&fay), "Fay".into(), true)
+    );
+    a.kill().await;
+    b.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -87,6 +87,20 @@ pub enum Request {
         /// token).
         presence: String,
     },
+    /// A person waits (or stopped waiting) in the asker's waiting room for a meeting both
+    /// nodes carry: the receiver shows them to its host and moderators once its rules take
+    /// their proof (made for the asker); a decision signed there comes back as an
+    /// [`Request::Action`].
+    Knock {
+        /// Meeting id.
+        meeting: String,
+        /// The person's proof for the asker (a veche-meeting `Presence` token).
+        presence: String,
+        /// Their name.
+        name: String,
+        /// Waiting (true), or no longer.
+        waiting: bool,
+    },
     /// What happened in a meeting on the asker's side.
     Events {
         /// Meeting id.

@@ -10,13 +10,14 @@ mod assets;
 pub mod guard;
 mod learn;
 mod limits;
+pub mod lobby;
 mod metrics;
 pub mod moderation;
 mod nodes;
 pub mod revocation;
 pub mod rules;
 mod ws;
-pub use ws::Lobby;
+pub use lobby::Lobby;
 
 use std::sync::{Arc, Mutex};
 
@@ -63,7 +64,7 @@ pub struct AppState {
     /// The node's own metrics, registered in `registry`.
     pub node_metrics: NodeMetrics,
     /// Who waits in each meeting's lobby, and who may let them in.
-    pub lobby: Arc<Mutex<ws::Lobby>>,
+    pub lobby: Arc<Mutex<lobby::Lobby>>,
     /// Meetings each client may still create.
     pub creations: Arc<Mutex<limits::PerClient>>,
     /// Moderation actions carried out lately (none is carried out twice).

@@ -20,15 +20,20 @@ async fn meeting_nodes(ctx: &Ctx, meeting: &str) -> Vec<String> {
 /// Send `request` to every other node of `meeting`, without waiting; refusals are logged.
 pub(crate) async fn tell(ctx: &Ctx, meeting: &str, request: veche_net::protocol::Request) {
     for node in meeting_nodes(ctx, meeting).await {
-        let Ok(peer) = node.parse() else { continue };
-        let (net, request) = (ctx.app.net.clone(), request.clone());
-        tokio::spawn(async move {
-            match net.request(peer, request).await {
-                Ok(r) if matches!(r.response, veche_net::protocol::Response::Ok) => {}
-                other => {
-                    tracing::info!(%node, result = ?other.map(|r| r.response), "another node did not take a meeting update")
-                }
-            }
-        });
+        tell_one(ctx, &node, request.clone());
     }
+}
+
+/// Send `request` to `node`, without waiting; a refusal is logged.
+pub(crate) fn tell_one(ctx: &Ctx, node: &str, request: veche_net::protocol::Request) {
+    let Ok(peer) = node.parse() else { return };
+    let (net, node) = (ctx.app.net.clone(), node.to_owned());
+    tokio::spawn(async move {
+        match net.request(peer, request).await {
+            Ok(r) if matches!(r.response, veche_net::protocol::Response::Ok) => {}
+            other => {
+                tracing::info!(%node, result = ?other.map(|r| r.response), "another node did not take a meeting update")
+            }
+        }
+    });
 }

@@ -5,7 +5,6 @@
 //! behaviour reach another: its outgoing queue is bounded, and the engine drops it rather
 //! than wait for it.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use veche_media::{Command, ErrorCode, PeerEvent, Signal};
 use veche_meeting::{Change, JoinRefused, Person, Presence};
 use veche_node::is_meeting_id;
 use veche_signal::ClientMsg;
-use veche_trust::{decode_token, ActionKind, Invite, Role, Signed};
+use veche_trust::{ActionKind, Role};
 
 use crate::rules::{self, Undecided};
 use crate::Ctx;
@@ -46,77 +45,6 @@ const BURST: f64 = 100.0;
 /// Ping the browser this often; a browser that answers nothing for `IDLE_LIMIT` is gone.
 const PING_EVERY: Duration = Duration::from_secs(5);
 const IDLE_LIMIT: Duration = Duration::from_secs(20);
-
-/// Most people waiting in one meeting's lobby.
-const MAX_WAITING: usize = 500;
-
-/// Who waits in each meeting's lobby, and which keys may let them in.
-#[derive(Default)]
-pub struct Lobby {
-    waiting: HashMap<String, Vec<Waiting>>,
-    /// Keys here as moderators, per meeting, with the invite they came with (with the
-    /// host's, they hear the knocks while that invite holds) and how many of their sockets
-    /// are in: freed when the last one goes.
-    moderators: HashMap<String, HashMap<String, (Option<String>, u32)>>,
-}
-
-struct Waiting {
-    key: String,
-    name: String,
-    tx: oneshot::Sender<bool>,
-}
-
-impl Lobby {
-    /// A socket of moderator `key` entered `meeting` with `invite`; false when the meeting
-    /// has as many moderators here as it may (their sockets are not counted then).
-    fn moderator_entered(&mut self, meeting: &str, key: &str, invite: Option<String>) -> bool {
-        let m = self.moderators.entry(meeting.to_owned()).or_default();
-        if m.len() >= MAX_WAITING && !m.contains_key(key) {
-            return false;
-        }
-        let entry = m.entry(key.to_owned()).or_insert((None, 0));
-        *entry = (invite, entry.1 + 1);
-        true
-    }
-
-    /// One socket of moderator `key` in `meeting` went; the last one frees the entry.
-    fn moderator_left(&mut self, meeting: &str, key: &str) {
-        let Some(m) = self.moderators.get_mut(meeting) else {
-            return;
-        };
-        if let Some(entry) = m.get_mut(key) {
-            entry.1 = entry.1.saturating_sub(1);
-            if entry.1 == 0 {
-                m.remove(key);
-            }
-        }
-        if m.is_empty() {
-            self.moderators.remove(meeting);
-        }
-    }
-
-    /// Who waits in `meeting` (dropping those who left).
-    fn list(&mut self, meeting: &str) -> Vec<(String, String)> {
-        let Some(w) = self.waiting.get_mut(meeting) else {
-            return Vec::new();
-        };
-        w.retain(|x| !x.tx.is_closed());
-        w.iter().map(|x| (x.key.clone(), x.name.clone())).collect()
-    }
-
-    /// Let in (or turn away) everyone waiting in `meeting` with `key`; how many.
-    fn decide(&mut self, meeting: &str, key: &str, admit: bool) -> usize {
-        let Some(w) = self.waiting.get_mut(meeting) else {
-            return 0;
-        };
-        let (hit, keep): (Vec<Waiting>, Vec<Waiting>) = w.drain(..).partition(|x| x.key == key);
-        *w = keep;
-        hit.into_iter()
-            .map(|x| x.tx.send(admit).is_ok())
-            .filter(|ok| *ok)
-            .count()
-    }
-}
 
 /// A join admitted by the meeting's rules, about to enter (or waiting in the lobby).
 struct PendingJoin {
@@ -367,6 +295,11 @@ impl Session {
             let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
             lobby.moderator_left(&meeting, &key);
         }
+        if let Some(p) = self.pending.take() {
+            // Gave up waiting (closed the page): nobody needs to decide any more.
+            self.knock(&p.meeting, &p.key, "", false).await;
+            self.knock_elsewhere(&p, false).await;
+        }
         if let Some(id) = self.pid() {
             let _ = self.ctx.app.engine.send(Command::Leave { id }).await;
         }
@@ -395,12 +328,23 @@ impl Session {
             // The waiting room is this node's: the decision is on disk, now let them know.
             let target = veche_trust::encode_key(&action.body.target);
             let admit = kind == ActionKind::Admit;
-            let n = {
+            let (n, elsewhere) = {
                 let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
-                lobby.decide(&meeting, &target, admit)
+                (
+                    lobby.decide(&meeting, &target, admit),
+                    lobby.decided_elsewhere(&meeting, &target),
+                )
             };
-            tracing::info!(%meeting, admit, reached = n, by = %action.key.fingerprint(), "lobby decision");
+            tracing::info!(%meeting, admit, reached = n, waits_at = ?elsewhere, by = %action.key.fingerprint(), "lobby decision");
             self.knock(&meeting, &target, "", false).await;
+            if let Some(node) = elsewhere {
+                // They wait at another node: it checks the decision itself and lets them in.
+                let request = veche_net::protocol::Request::Action {
+                    meeting: meeting.clone(),
+                    action: token.to_owned(),
+                };
+                crate::nodes::tell_one(&self.ctx, &node, request);
+            }
             return None;
         }
         // The other nodes of the meeting check it for themselves and act on their people.
@@ -650,27 +594,22 @@ impl Session {
                 return Next::Continue;
             }
             let (tx, rx) = oneshot::channel();
-            {
+            let full = {
                 let mut lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = lobby.list(&pending.meeting);
-                let w = lobby.waiting.entry(pending.meeting.clone()).or_default();
-                if w.len() >= MAX_WAITING {
-                    replies.push(self.error(
-                        ErrorCode::MeetingFull,
-                        "too many people are waiting to enter this meeting",
-                        true,
-                    ));
-                    return Next::Close;
-                }
-                w.push(Waiting {
-                    key: pending.key.clone(),
-                    name: pending.name.clone(),
-                    tx,
-                });
+                lobby.wait(&pending.meeting, &pending.key, &pending.name, tx)
+            };
+            if full.is_err() {
+                replies.push(self.error(
+                    ErrorCode::MeetingFull,
+                    "too many people are waiting to enter this meeting",
+                    true,
+                ));
+                return Next::Close;
             }
             tracing::info!(meeting = %pending.meeting, key = %admitted.key.fingerprint(), "waiting in the lobby");
             self.knock(&pending.meeting, &pending.key, &pending.name, true)
                 .await;
+            self.knock_elsewhere(&pending, true).await;
             replies.push(json!({"type": "lobby"}));
             self.pending = Some(pending);
             self.waiting = Some(rx);
@@ -727,54 +666,47 @@ impl Session {
     /// Tell the people on this node who may let others in now (the host, the moderators
     /// whose authority still holds) that `key` waits (or not).
     async fn knock(&self, meeting: &str, key: &str, name: &str, waiting: bool) {
-        let keys = self.gatekeepers(meeting);
-        let _ = self
-            .ctx
-            .app
-            .engine
-            .send(Command::Notify {
-                meeting: meeting.to_owned(),
-                keys,
-                signal: Signal::Knock {
-                    key: key.to_owned(),
-                    name: name.to_owned(),
-                    waiting,
-                },
-            })
-            .await;
+        let app = &self.ctx.app;
+        crate::lobby::notify(
+            (&app.engine, &app.view, &app.lobby),
+            meeting,
+            key,
+            name,
+            waiting,
+        )
+        .await;
     }
 
-    /// Who may let people in, by the meeting's rules now: the host, moderators granted, and
-    /// moderators present here by their own invite, each of whose authority still holds.
-    fn gatekeepers(&self, meeting: &str) -> Vec<String> {
-        let present: Vec<(String, Option<String>)> = {
-            let lobby = self.ctx.app.lobby.lock().unwrap_or_else(|p| p.into_inner());
-            lobby
-                .moderators
-                .get(meeting)
-                .map(|m| m.iter().map(|(k, (i, _))| (k.clone(), i.clone())).collect())
-                .unwrap_or_default()
+    /// Tell the other nodes of the meeting that this person waits here (or stopped): their
+    /// hosts and moderators see them too, and a decision taken there comes back here.
+    async fn knock_elsewhere(&self, p: &PendingJoin, waiting: bool) {
+        if p.nodes.is_empty() && !self.has_links(&p.meeting).await {
+            return;
+        }
+        let presence = Presence {
+            key: p.key.clone(),
+            nonce: self.nonce.clone(),
+            sig: p.sig.clone(),
+            invite: p.invite.clone(),
+            admit: None,
         };
-        rules::read(&self.ctx.app.view, meeting, |rec| {
-            let now = rules::now_ms();
-            let mut keys: Vec<String> = rec
-                .rules
-                .moderators(now)
-                .iter()
-                .map(veche_trust::encode_key)
-                .collect();
-            for (key, invite) in present {
-                let Ok(k) = veche_trust::decode_key(&key) else {
-                    continue;
-                };
-                let invite = invite.and_then(|t| decode_token::<Signed<Invite>>(&t).ok());
-                if rec.rules.may_moderate(&k, invite.as_ref(), now) && !keys.contains(&key) {
-                    keys.push(key);
-                }
-            }
-            keys
-        })
-        .unwrap_or_default()
+        let request = veche_net::protocol::Request::Knock {
+            meeting: p.meeting.clone(),
+            presence: veche_trust::encode_token(&presence),
+            name: p.name.clone(),
+            waiting,
+        };
+        crate::nodes::tell(&self.ctx, &p.meeting, request).await;
+    }
+
+    /// Whether the meeting has media links with other nodes here (it spans nodes).
+    async fn has_links(&self, meeting: &str) -> bool {
+        self.ctx
+            .app
+            .engine
+            .links(meeting)
+            .await
+            .is_ok_and(|l| !l.is_empty())
     }
 
     /// Enter the meeting (the engine join), once admitted and, with a lobby, let in.
@@ -887,30 +819,6 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_moderators_gatekeeper_entry_goes_with_their_last_socket() {
-        let mut lobby = super::Lobby::default();
-        assert!(lobby.moderator_entered("k3x-9qa-7mf", "mo", Some("invite".into())));
-        assert!(lobby.moderator_entered("k3x-9qa-7mf", "mo", Some("invite".into())));
-        assert_eq!(lobby.moderators["k3x-9qa-7mf"]["mo"].1, 2, "two sockets");
-        lobby.moderator_left("k3x-9qa-7mf", "mo");
-        assert!(
-            lobby.moderators["k3x-9qa-7mf"].contains_key("mo"),
-            "kept while a socket is in"
-        );
-        lobby.moderator_left("k3x-9qa-7mf", "mo");
-        assert!(lobby.moderators.is_empty(), "freed with the last");
-        // Bounded: a meeting holds at most MAX_WAITING of them.
-        for i in 0..super::MAX_WAITING {
-            assert!(lobby.moderator_entered("k3x-9qa-7mf", &format!("k{i}"), None));
-        }
-        assert!(!lobby.moderator_entered("k3x-9qa-7mf", "one more", None));
-        assert!(
-            lobby.moderator_entered("k3x-9qa-7mf", "k0", None),
-            "one already in"
-        );
-    }
-
     use super::*;
     use veche_core::{ChatMessage, ParticipantInfo, Source};
     use veche_media::{Moderation, TrackInfo};
