@@ -1270,7 +1270,10 @@ async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_t
     let w = next_of(&mut bob_s, "welcome").await;
     assert_eq!(w["role"], "speaker", "{w}");
     // Decided: off Ada's list.
-    assert_eq!(next_knock(&mut ada).await, (key_of(&bob), String::new(), false));
+    assert_eq!(
+        next_knock(&mut ada).await,
+        (key_of(&bob), String::new(), false)
+    );
     // And in the meeting at A too: her node took him, by the decision it committed.
     let v = next_of(&mut ada, "participant_joined").await;
     assert_eq!(v["participant"]["name"], "Bob", "{v}");
@@ -1282,7 +1285,10 @@ async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_t
     let deny = action(&host, &id, ActionKind::Deny, &cy, None);
     send(&mut ada, json!({"type": "moderate", "action": deny})).await;
     expect_refusal(&mut cy_s, "denied", true, "did not let you in").await;
-    assert_eq!(next_knock(&mut ada).await, (key_of(&cy), String::new(), false));
+    assert_eq!(
+        next_knock(&mut ada).await,
+        (key_of(&cy), String::new(), false)
+    );
 
     // Dan waits at B and gives up: Ada's list drops him.
     let (dan_s, w) = joined(b.http_port, &dan, &id, "Dan", None).await;
