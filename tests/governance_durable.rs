@@ -9,19 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::raw::*;
-use veche_trust::{encode_token, Action, ActionKind, Invite, Keypair, Policy, Role, Signed};
-
-fn one_use(host: &Keypair, meeting: &str, id: &str, invitee: Option<&Keypair>) -> String {
-    encode_token(&host.sign(Invite {
-        meeting: meeting.into(),
-        id: id.into(),
-        role: Role::Speaker,
-        expires_ms: now_ms() + 3_600_000,
-        max_uses: Some(1),
-        invitee: invitee.map(Keypair::public),
-        parent: None,
-    }))
-}
+use veche_trust::{encode_token, Action, ActionKind, Invite, Keypair, Policy, Signed};
 
 fn act(host: &Keypair, meeting: &str, kind: ActionKind, target: &Keypair) -> String {
     encode_token(&host.sign(Action {
@@ -57,12 +45,12 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
     let invited = signed_meeting(port, &host, Policy::InviteOnly).await;
     let waiting = signed_meeting_with(port, &host, Policy::Anyone, true).await;
     let invites: Vec<String> = (0..N)
-        .map(|i| one_use(&host, &invited, &format!("once-{i}"), None))
+        .map(|i| one_use(&host, &invited, &format!("once-{i}")))
         .collect();
     // An invite bound to its owner (outside the burst), tried first by someone else:
     // refused, and so not used.
     let owner = Keypair::from_secret(&[97; 32]);
-    let bound = one_use(&host, &invited, "bound", Some(&owner));
+    let bound = one_use_for(&host, &invited, "bound", Some(&owner));
     let intruder = Keypair::from_secret(&[99; 32]);
     let (_s, e) = joined(port, &intruder, &invited, "Intruder", Some(&bound)).await;
     assert_eq!(

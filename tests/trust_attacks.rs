@@ -1104,23 +1104,17 @@ async fn a_link_that_pins_the_host_refuses_a_home_node_that_hands_out_another_ho
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A one-use invite signed by `host` for `meeting`.
-fn one_use_invite(host: &Keypair, meeting: &str, id: &str) -> String {
-    encode_token(&host.sign(Invite {
-        meeting: meeting.into(),
-        id: id.into(),
-        role: Role::Speaker,
-        expires_ms: now_ms() + 3_600_000,
-        max_uses: Some(1),
-        invitee: None,
-        parent: None,
-    }))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
-    // A is the meeting's home (the host made it there); B learned it from A's link.
-    let dir = std::env::temp_dir().join(format!("veche-raw-uses-{}", std::process::id()));
+/// Two nodes on loopback, their data under the returned directory: A, with its libp2p
+/// address and id, and B, which dialled A at its start.
+async fn home_and_other(
+    tag: &str,
+) -> (
+    std::path::PathBuf,
+    Node,
+    (veche_net::Multiaddr, veche_net::PeerId),
+    Node,
+) {
+    let dir = std::env::temp_dir().join(format!("veche-raw-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
     for d in [&a_dir, &b_dir] {
@@ -1128,13 +1122,16 @@ async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
     }
     let a_p2p = free_udp_port();
     let a = start_node_in(&a_dir, a_p2p).await;
-    let (a_addr, a_id) = p2p_addr(&a, a_p2p).await;
-    let b = start_node_with(
-        &b_dir,
-        free_udp_port(),
-        &["--bootstrap", &a_addr.to_string()],
-    )
-    .await;
+    let a_p2p_addr = p2p_addr(&a, a_p2p).await;
+    let boot = a_p2p_addr.0.to_string();
+    let b = start_node_with(&b_dir, free_udp_port(), &["--bootstrap", &boot]).await;
+    (dir, a, a_p2p_addr, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
+    // A is the meeting's home (the host made it there); B learned it from A's link.
+    let (dir, a, (a_addr, a_id), b) = home_and_other("uses").await;
     let host = Keypair::from_secret(&[1; 32]);
     let id = signed_meeting(a.http_port, &host, Policy::InviteOnly).await;
     let path = format!(
@@ -1157,13 +1154,13 @@ async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
     };
 
     // Used at B first: A counted it, so it is used at A too.
-    let once = one_use_invite(&host, &id, "once-b");
+    let once = one_use(&host, &id, "once-b");
     let (_uno_s, w) = joined(b.http_port, &uno, &id, "Uno", Some(&once)).await;
     assert_eq!(w["type"], "welcome", "Uno at B: {w}");
     let (_s, w) = joined(a.http_port, &dos, &id, "Dos", Some(&once)).await;
     used_up(&w);
     // Used at A first: B asks A, which refuses.
-    let other = one_use_invite(&host, &id, "once-a");
+    let other = one_use(&host, &id, "once-a");
     let (_dos_s, w) = joined(a.http_port, &dos, &id, "Dos", Some(&other)).await;
     assert_eq!(w["type"], "welcome", "Dos at A: {w}");
     let (_s, w) = joined(b.http_port, &tres, &id, "Tres", Some(&other)).await;
@@ -1175,7 +1172,7 @@ async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
     // A node that lets in a person with a limited invite without asking A: A does not take
     // that person; once A counted the use (the honest way), it does (the positive control).
     let (p, p_id, _to_p) = hostile_peer(vec![a_addr.clone()]);
-    let third = one_use_invite(&host, &id, "once-p");
+    let third = one_use(&host, &id, "once-p");
     let presence = encode_token(&presence_for(&tres, &p_id.to_string(), &id, Some(&third)));
     let events = || {
         vec![
@@ -1230,21 +1227,7 @@ async fn next_knock(ws: &mut Ws) -> (String, String, bool) {
 async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_there() {
     // The host, at A (the meeting's home), keeps a waiting room; her students open the link
     // at their own node B.
-    let dir = std::env::temp_dir().join(format!("veche-raw-lobby2-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
-    for d in [&a_dir, &b_dir] {
-        std::fs::create_dir_all(d).expect("dir");
-    }
-    let a_p2p = free_udp_port();
-    let a = start_node_in(&a_dir, a_p2p).await;
-    let (a_addr, a_id) = p2p_addr(&a, a_p2p).await;
-    let b = start_node_with(
-        &b_dir,
-        free_udp_port(),
-        &["--bootstrap", &a_addr.to_string()],
-    )
-    .await;
+    let (dir, a, (a_addr, a_id), b) = home_and_other("lobby2").await;
     let host = Keypair::from_secret(&[1; 32]);
     let id = signed_meeting_with(a.http_port, &host, Policy::Anyone, true).await;
     let (mut ada, w) = joined(a.http_port, &host, &id, "Ada", None).await;

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
-use veche_trust::{encode_token, Keypair, MeetingDoc, Policy};
+use veche_trust::{encode_token, Invite, Keypair, MeetingDoc, Policy, Role};
 
 use super::Node;
 
@@ -244,4 +244,22 @@ pub async fn expect_refusal(ws: &mut Ws, code: &str, fatal: bool, words: &str) {
         e["message"].as_str().is_some_and(|m| m.contains(words)),
         "{words:?} not in {e}"
     );
+}
+
+/// A one-use speaker invite signed by `host` for `meeting`, valid for an hour.
+pub fn one_use(host: &Keypair, meeting: &str, id: &str) -> String {
+    one_use_for(host, meeting, id, None)
+}
+
+/// [`one_use`], bound to `invitee`'s key when given.
+pub fn one_use_for(host: &Keypair, meeting: &str, id: &str, invitee: Option<&Keypair>) -> String {
+    encode_token(&host.sign(Invite {
+        meeting: meeting.into(),
+        id: id.into(),
+        role: Role::Speaker,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: Some(1),
+        invitee: invitee.map(Keypair::public),
+        parent: None,
+    }))
 }
