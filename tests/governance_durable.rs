@@ -1,4 +1,5 @@
-//! kill -9 in the middle of a burst of invite uses, waiting-room decisions and removals:
+//! kill -9 in the middle of a burst of invite uses, waiting-room decisions, removals, a lock
+//! and an end:
 //! after the restart every change a client saw acknowledged is there, and what the node
 //! refused left no trace, and a person who used a one-use invite rejoins with it. Loopback
 //! only; no root.
@@ -30,6 +31,10 @@ enum Seen {
     Admitted(usize),
     /// Told it was removed.
     Removed(usize),
+    /// A join refused because the meeting is locked.
+    Locked,
+    /// Told the meeting ended.
+    Ended,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,6 +69,17 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
     assert_eq!(w["role"], "host", "{w}");
     let (mut host_wait, w) = joined(port, &host, &waiting, "Host", None).await;
     assert_eq!(w["role"], "host", "{w}");
+
+    // A meeting the host will lock and one she will end, with a pupil in it.
+    let lockme = signed_meeting(port, &host, Policy::Anyone).await;
+    let endme = signed_meeting(port, &host, Policy::Anyone).await;
+    let (mut host_lock, w) = joined(port, &host, &lockme, "Host", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+    let (mut host_end, w) = joined(port, &host, &endme, "Host", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+    let pupil = Keypair::from_secret(&[96; 32]);
+    let (mut pupil_s, w) = joined(port, &pupil, &endme, "Pupil", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
 
     // Everyone knocks at the waiting room first (nothing is decided yet).
     let mut knockers = Vec::new();
@@ -111,15 +127,44 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
             }
         });
     }
+    // The lock and the end, each seen taking effect: a join refused, the pupil told.
+    let tx = seen_tx.clone();
+    tasks.spawn(async move {
+        while let Some(v) = next(&mut pupil_s).await {
+            if v["code"] == "ended" {
+                let _ = tx.send(Seen::Ended);
+                return;
+            }
+        }
+    });
+    let tx = seen_tx.clone();
+    let (m, probe) = (lockme.clone(), Keypair::from_secret(&[95; 32]));
+    tasks.spawn(async move {
+        for _ in 0..100 {
+            let Some((_s, w)) = try_joined(port, &probe, &m, "Probe", None).await else {
+                return;
+            };
+            if w["message"].as_str().is_some_and(|t| t.contains("locked")) {
+                let _ = tx.send(Seen::Locked);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
     drop(seen_tx);
+    let lock = act(&host, &lockme, ActionKind::Lock, &host);
+    send(&mut host_lock, json!({"type": "moderate", "action": lock})).await;
+    let end = act(&host, &endme, ActionKind::End, &host);
+    send(&mut host_end, json!({"type": "moderate", "action": end})).await;
     for p in &people {
         let admit = act(&host, &waiting, ActionKind::Admit, p);
         send(&mut host_wait, json!({"type": "moderate", "action": admit})).await;
     }
     let (mut used, mut admitted, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut locked, mut ended) = (false, false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     // Kill while the rest is still in flight, once each kind was acknowledged.
-    while admitted.is_empty() || removed.is_empty() {
+    while admitted.is_empty() || removed.is_empty() || !locked || !ended {
         let s = tokio::time::timeout_at(deadline, seen_rx.recv())
             .await
             .expect("acknowledgements within 30 s")
@@ -135,6 +180,8 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
             }
             Seen::Admitted(i) => admitted.push(i),
             Seen::Removed(i) => removed.push(i),
+            Seen::Locked => locked = true,
+            Seen::Ended => ended = true,
         }
     }
     node.kill().await;
@@ -144,6 +191,7 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
             Seen::Used(i) => used.push(i),
             Seen::Admitted(i) => admitted.push(i),
             Seen::Removed(i) => removed.push(i),
+            Seen::Locked | Seen::Ended => {}
         }
     }
     println!(
@@ -208,6 +256,20 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
             "{e}"
         );
     }
+    // The lock and the end seen before the kill hold after it.
+    let newcomer = Keypair::from_secret(&[94; 32]);
+    let (_s, e) = joined(port, &newcomer, &lockme, "New", None).await;
+    assert_eq!(e["code"], "invite_refused", "{e}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("locked")),
+        "{e}"
+    );
+    let (_s, e) = joined(port, &pupil, &endme, "Pupil", None).await;
+    assert_eq!(e["code"], "invite_refused", "{e}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("ended")),
+        "{e}"
+    );
     // The refused attempt with the bound invite used nothing: its holder still gets in.
     let (_s, w) = joined(port, &owner, &invited, "Owner", Some(&bound)).await;
     assert_eq!(w["type"], "welcome", "{w}");

@@ -325,7 +325,8 @@ impl Session {
             }
         };
         if let kind @ (ActionKind::Admit | ActionKind::Deny) = action.body.kind {
-            // The waiting room is this node's: the decision is on disk, now let them know.
+            // The decision is on disk: let in (or turn away) whoever waits for it, here or at
+            // the other node they wait at.
             let target = veche_trust::encode_key(&action.body.target);
             let admit = kind == ActionKind::Admit;
             let (n, elsewhere) = {
