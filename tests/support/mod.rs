@@ -954,10 +954,12 @@ pub async fn click_row(b: &mut Browser, name: &str, action: &str, waiting: bool)
 
 /// Wait (up to 30 s) until the page `b` shows says `text`.
 pub async fn wait_text(b: &mut Browser, what: &str, text: &str) {
+    // 60 s: a Chromium started while others encode video on two cores can stall for 20 s
+    // and more before its page gets a key, devices or a socket answer (seen in CI and here).
     b.wait_for(
         what,
         &format!("document.body.innerText.includes({text:?}) || null"),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     )
     .await;
 }
