@@ -1104,8 +1104,8 @@ async fn a_link_that_pins_the_host_refuses_a_home_node_that_hands_out_another_ho
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Two nodes on loopback, their data under the returned directory: A, with its libp2p
-/// address and id, and B, which dialled A at its start.
+/// Two nodes on loopback, their data under the returned directory: A and B (which dialled
+/// A at its start), each with its libp2p address and id.
 async fn home_and_other(
     tag: &str,
 ) -> (
@@ -1113,6 +1113,7 @@ async fn home_and_other(
     Node,
     (veche_net::Multiaddr, veche_net::PeerId),
     Node,
+    (veche_net::Multiaddr, veche_net::PeerId),
 ) {
     let dir = std::env::temp_dir().join(format!("veche-raw-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -1124,14 +1125,16 @@ async fn home_and_other(
     let a = start_node_in(&a_dir, a_p2p).await;
     let a_p2p_addr = p2p_addr(&a, a_p2p).await;
     let boot = a_p2p_addr.0.to_string();
-    let b = start_node_with(&b_dir, free_udp_port(), &["--bootstrap", &boot]).await;
-    (dir, a, a_p2p_addr, b)
+    let b_p2p = free_udp_port();
+    let b = start_node_with(&b_dir, b_p2p, &["--bootstrap", &boot]).await;
+    let b_p2p_addr = p2p_addr(&b, b_p2p).await;
+    (dir, a, a_p2p_addr, b, b_p2p_addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_use_invite_lets_in_one_person_across_the_nodes_of_a_meeting() {
     // A is the meeting's home (the host made it there); B learned it from A's link.
-    let (dir, a, (a_addr, a_id), b) = home_and_other("uses").await;
+    let (dir, a, (a_addr, a_id), b, _) = home_and_other("uses").await;
     let host = Keypair::from_secret(&[1; 32]);
     let id = signed_meeting(a.http_port, &host, Policy::InviteOnly).await;
     let path = format!(
@@ -1227,7 +1230,7 @@ async fn next_knock(ws: &mut Ws) -> (String, String, bool) {
 async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_there() {
     // The host, at A (the meeting's home), keeps a waiting room; her students open the link
     // at their own node B.
-    let (dir, a, (a_addr, a_id), b) = home_and_other("lobby2").await;
+    let (dir, a, (a_addr, a_id), b, (b_p2p, b_id)) = home_and_other("lobby2").await;
     let host = Keypair::from_secret(&[1; 32]);
     let id = signed_meeting_with(a.http_port, &host, Policy::Anyone, true).await;
     let (mut ada, w) = joined(a.http_port, &host, &id, "Ada", None).await;
@@ -1280,6 +1283,29 @@ async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_t
         next_knock(&mut ada).await,
         (key_of(&dan), "Dan".into(), true)
     );
+    // Over B's node protocol, a peer that is not the host neither lets Dan in with its own
+    // signature nor gets a use counted at B, which is not the meeting's home.
+    let (q, q_id, _to_q) = hostile_peer(vec![b_p2p]);
+    let mallory = Keypair::from_secret(&[36; 32]);
+    let forged = action(&mallory, &id, ActionKind::Admit, &dan, None);
+    let why = refusal(
+        ask_node(
+            &q,
+            b_id,
+            Request::Action {
+                meeting: id.clone(),
+                action: forged,
+            },
+        )
+        .await,
+    );
+    assert!(why.contains("only the host or a moderator"), "{why}");
+    let use_at_b = Request::UseInvite {
+        meeting: id.clone(),
+        presence: encode_token(&presence_for(&dan, &q_id.to_string(), &id, None)),
+    };
+    let why = refusal(ask_node(&q, b_id, use_at_b).await);
+    assert!(why.contains("not the meeting's home"), "{why}");
     drop(dan_s);
     let (key, _, waiting) = next_knock(&mut ada).await;
     assert_eq!((key, waiting), (key_of(&dan), false));
@@ -1294,8 +1320,7 @@ async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_t
         name: name.into(),
         waiting: true,
     };
-    let b_id = p2p_addr(&b, 0).await.1.to_string();
-    let why = refusal(ask_node(&p, a_id, knock(&eve, &b_id, "Eve")).await);
+    let why = refusal(ask_node(&p, a_id, knock(&eve, &b_id.to_string(), "Eve")).await);
     assert!(why.contains("proof"), "{why}");
     let fay = Keypair::from_secret(&[35; 32]);
     let ok = ask_node(&p, a_id, knock(&fay, &p_id.to_string(), "Fay")).await;
