@@ -1,6 +1,6 @@
 //! The node is killed (kill -9) mid-meeting and started again with the same data directory:
-//! the browsers show that the connection was lost, reconnect by themselves, and see each
-//! other again; the meeting and the node's id survived.
+//! the browsers show that the connection was lost and why, reconnect by themselves, and see
+//! each other again; the meeting and the node's id survived.
 
 mod support;
 
@@ -70,6 +70,14 @@ async fn browsers_reconnect_after_the_node_is_killed_and_restarted() {
         b.wait_for(
             "the lost-connection banner",
             "veche.state().connection === 'reconnecting' && !document.querySelector('#banner').hidden",
+            Duration::from_secs(10),
+        )
+        .await;
+        // From the second failed attempt on, the page says what fails.
+        b.wait_for(
+            "the banner saying the node cannot be reached",
+            "veche.state().lost?.stage === 'opening' && veche.state().lost.attempt >= 2 && \
+             document.querySelector('#banner').textContent.includes('the node cannot be reached')",
             Duration::from_secs(10),
         )
         .await;

@@ -311,6 +311,13 @@ impl Node {
     }
 }
 
+/// The last `n` lines of the file at `path` (empty when it cannot be read).
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Headless Chromium with a fake camera, microphone and screen, driven over a pipe.
 pub struct Browser {
     child: Child,
@@ -349,6 +356,8 @@ impl Browser {
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE 10.*",
             "--remote-debugging-pipe",
             "--window-size=1280,800",
+            // No keyring over D-Bus (the lab has no bus): what headless test harnesses use.
+            "--password-store=basic",
             // Console messages and network errors go to the browser's log file.
             "--enable-logging=stderr",
         ]
@@ -371,6 +380,10 @@ impl Browser {
         ])
         .arg(chromium_path())
         .args(&args)
+        // The lab has no D-Bus: an address no library can use makes every call fail at
+        // once, instead of whatever a machine's leftover socket or autolaunch would do.
+        .env("DBUS_SESSION_BUS_ADDRESS", "disabled:")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "disabled:")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
@@ -528,10 +541,32 @@ impl Browser {
             .await
             .map(|v| v.as_str().unwrap_or_default().to_owned())
             .unwrap_or_else(|e| e.to_string());
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!("{page}\nend of Chromium's log:\n{}", tail.join("\n"))
+        let mut out = format!(
+            "{page}\nend of Chromium's log:\n{}",
+            tail(&self.log_path(), 15)
+        );
+        // The nodes of this lab write their logs next to the browsers' profiles.
+        let dir = self
+            .profile
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("node-") && n.ends_with(".log"))
+            })
+            .collect();
+        logs.sort();
+        for log in logs {
+            out.push_str(&format!("\nend of {}:\n{}", log.display(), tail(&log, 10)));
+        }
+        out
     }
 
     /// Run `js` in every page this browser loads from now on, before the page's own scripts

@@ -23,6 +23,8 @@ function tx(db, mode, fn) {
     const req = fn(t.objectStore(STORE));
     t.oncomplete = () => resolve(req && req.result);
     t.onerror = () => reject(t.error);
+    // Aborted without an error event (disk full at commit, the store closed under us).
+    t.onabort = () => reject(t.error || new Error('the key store gave up'));
   });
 }
 
@@ -43,6 +45,12 @@ export function fingerprint(keyText) {
 }
 
 let cached = null;
+
+/** How long the key store (IndexedDB) may take before an attempt gives up and retries. */
+const KEY_STORE_WAIT_MS = 10000;
+
+/** The key store did not answer in time: worth another attempt, unlike a missing feature. */
+export class KeyStoreSlow extends Error {}
 
 /** This browser's key: {privateKey, publicKey: base64url}. Made once, then loaded. */
 export function personKey() {
@@ -73,7 +81,16 @@ export function personKey() {
 
 /** Sign node `node`'s challenge `nonce` for `meeting`; returns {key, sig} for `join`. */
 export async function signChallenge(node, meeting, nonce) {
-  const k = await personKey();
+  const loading = personKey();
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      // A store that hangs must not hang every later attempt too: open it afresh next time.
+      if (cached === loading) cached = null;
+      reject(new KeyStoreSlow("this browser's key store did not answer"));
+    }, KEY_STORE_WAIT_MS);
+  });
+  const k = await Promise.race([loading, late]).finally(() => clearTimeout(timer));
   const bytes = new TextEncoder().encode(`veche/join-challenge/v1\0${node}\0${meeting}\0${nonce}`);
   const sig = await crypto.subtle.sign({ name: 'Ed25519' }, k.privateKey, bytes);
   return { key: k.publicKey, sig: b64url(sig) };

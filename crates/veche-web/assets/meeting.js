@@ -12,6 +12,18 @@ import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.
 import { qrCanvas } from './qr.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
+
+/** Plain words for how far a lost attempt got (Session's `stage`) and why it ended. */
+function lostWhy(reason, stage) {
+  if (reason === 'media') return 'the audio and video path failed';
+  switch (stage) {
+    case 'opening': return 'the node cannot be reached';
+    case 'open': return 'the node did not greet this page';
+    case 'signing': return "this browser's key store did not answer";
+    case 'joining': return 'the node did not answer the join';
+    default: return reason === 'timeout' ? 'the node stopped answering' : 'the node closed the connection';
+  }
+}
 const SPEAKING_POLL_MS = 400;
 const SPEAKING_LEVEL = 0.04; // audioLevel is 0..1 (linear); above this = talking
 const FEW_PEOPLE = 12;       // join/leave toasts only in small meetings (a class of 30 would be noisy)
@@ -147,6 +159,7 @@ export class Meeting {
     this.error = null;
     this.ended = false;            // left or failed: never reconnect
     this.attempt = 0;
+    this.lost = null;              // {reason, stage, attempt} of the last loss, until a welcome
     this.retryTimer = null;
     this.participants = new Map(); // String(id) → {id, name, audio, video, screen}
     this.media = new Map();        // String(id) → {mic, camera, screen} remote tracks
@@ -338,8 +351,8 @@ export class Meeting {
     }
   }
 
-  /** Connection broke: drop remote state and try again with backoff. */
-  onLost() {
+  /** Connection broke: drop remote state and try again with backoff, saying why. */
+  onLost(reason, stage) {
     if (this.ended) return;
     if (this.session) this.session.close();
     this.session = null;
@@ -347,11 +360,15 @@ export class Meeting {
     this.you = null;
     this.connection = 'reconnecting';
     this.clearRemote();
-    showBanner('Connection lost — reconnecting…');
     // Jitter: after a node restart a whole classroom must not rejoin in the same instant.
     const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     const delay = base * (0.5 + Math.random() * 0.5);
     this.attempt += 1;
+    const why = lostWhy(String(reason || ''), String(stage || ''));
+    this.lost = { reason: String(reason || ''), stage: String(stage || ''), attempt: this.attempt };
+    console.warn(`veche: connection lost (${reason} while ${stage}): ${why}; attempt ${this.attempt} in ${Math.round(delay)} ms`);
+    // The first loss is usually a blip; from the second on the person is told what fails.
+    showBanner(this.attempt > 1 ? `Connection lost — reconnecting… (${why}; attempt ${this.attempt})` : 'Connection lost — reconnecting…');
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), delay);
     this.render();
@@ -412,6 +429,7 @@ export class Meeting {
     this.joined = true;
     this.connection = 'connected';
     this.attempt = 0;
+    this.lost = null;
     hideBanner();
     if (msg.meeting && msg.meeting.title) {
       this.title = msg.meeting.title;
@@ -1341,6 +1359,7 @@ export class Meeting {
       connection: this.connection,
       error: this.error,
       role: this.role || null,
+      lost: this.lost ? { ...this.lost } : null,
     };
   }
 

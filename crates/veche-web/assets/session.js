@@ -2,7 +2,7 @@
 // RTCPeerConnection it negotiates (see docs/protocol.md). A Session never
 // reconnects by itself; it reports `lost` and the meeting makes a new one.
 
-import { signChallenge } from './keys.js';
+import { signChallenge, KeyStoreSlow } from './keys.js';
 
 // No iceServers: the node hands out its own host candidates.
 const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
@@ -31,7 +31,7 @@ export class Session {
   /**
    * local: {stream, mic, cam, screen} read when publishing (current tracks).
    * on: {welcome, participantJoined, participantLeft, state, chat, error,
-   *      track(info, track), tracksChanged(), lost(reason)}
+   *      track(info, track), tracksChanged(), lost(reason, stage)}
    */
   constructor({ meetingId, name, local, on }) {
     this.meetingId = meetingId;
@@ -48,6 +48,8 @@ export class Session {
     this.fatal = false;
     this.welcomed = false;
     this.welcomeTimer = null;
+    // How far this attempt got, reported with a loss so the page (and a test) can say why.
+    this.stage = 'opening';
   }
 
   start() {
@@ -62,6 +64,7 @@ export class Session {
     this.ws = ws;
     this.welcomeTimer = setTimeout(() => this.fail('timeout'), WELCOME_TIMEOUT_MS);
     // The node speaks first: a challenge, which the join signs with this browser's key.
+    ws.onopen = () => { this.stage = 'open'; };
     ws.onmessage = (ev) => this.receive(ev);
     ws.onerror = () => { /* a close event always follows; handled there */ };
     ws.onclose = () => {
@@ -102,7 +105,7 @@ export class Session {
   fail(reason) {
     if (this.closed) return;
     this.close();
-    this.on.lost(reason);
+    this.on.lost(reason, this.stage);
   }
 
   receive(ev) {
@@ -114,6 +117,7 @@ export class Session {
       case 'challenge':
         if (this.challenged) break;
         this.challenged = true;
+        this.stage = 'signing';
         signChallenge(String(msg.node ?? ''), this.meetingId, String(msg.nonce ?? ''))
           .then(({ key, sig }) => {
             if (this.closed) return;
@@ -121,10 +125,12 @@ export class Session {
             // An invite travels in the link's fragment: never in a request line or a log.
             const invite = new URLSearchParams(location.hash.slice(1)).get('invite');
             if (invite) join.invite = invite;
+            this.stage = 'joining';
             this.send(join);
           })
           .catch((err) => {
             if (this.closed) return;
+            if (err instanceof KeyStoreSlow) { this.fail('key'); return; }
             this.fatal = true;
             clearTimeout(this.welcomeTimer);
             this.on.error({ type: 'error', code: 'no_key', fatal: true, message: String(err && err.message || err) });
@@ -134,6 +140,7 @@ export class Session {
       case 'welcome':
         clearTimeout(this.welcomeTimer);
         this.welcomed = true;
+        this.stage = 'media';
         this.on.welcome(msg);
         this.enqueue(() => this.publish());
         break;
@@ -152,6 +159,7 @@ export class Session {
       case 'lobby':
         // Waiting for a moderator: no welcome until they decide.
         clearTimeout(this.welcomeTimer);
+        this.stage = 'lobby';
         if (this.on.lobby) this.on.lobby();
         break;
       case 'knock': if (this.on.knock) this.on.knock(msg); break;
@@ -186,6 +194,7 @@ export class Session {
       if (info) this.on.track(info, ev.track);
     };
     pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') this.stage = 'connected';
       if (pc.connectionState === 'failed') this.fail('media');
     };
     // Fallback for browsers without connectionState.
