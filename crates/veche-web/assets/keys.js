@@ -12,7 +12,12 @@ function idb() {
   return new Promise((resolve, reject) => {
     const req = indexedDB.open(DB, 1);
     req.onupgradeneeded = () => req.result.createObjectStore(STORE);
-    req.onsuccess = () => resolve(req.result);
+    req.onsuccess = () => {
+      // Never stand in the way of another page of this origin (a newer version, or the page
+      // we navigate to while this one sits in the back-forward cache).
+      req.result.onversionchange = () => req.result.close();
+      resolve(req.result);
+    };
     req.onerror = () => reject(req.error);
   });
 }
@@ -60,19 +65,24 @@ export function personKey() {
         throw new Error('This page needs a secure connection (https or localhost) to make your key.');
       }
       const db = await idb();
-      let rec = await tx(db, 'readonly', (s) => s.get(ID));
-      if (!rec) {
-        let pair;
-        try {
-          pair = await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']);
-        } catch {
-          throw new Error('This browser cannot make an Ed25519 key (WebCrypto). Please update it.');
+      try {
+        let rec = await tx(db, 'readonly', (s) => s.get(ID));
+        if (!rec) {
+          let pair;
+          try {
+            pair = await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']);
+          } catch {
+            throw new Error('This browser cannot make an Ed25519 key (WebCrypto). Please update it.');
+          }
+          const pub = b64url(await crypto.subtle.exportKey('raw', pair.publicKey));
+          rec = { privateKey: pair.privateKey, publicKey: pub };
+          await tx(db, 'readwrite', (s) => s.put(rec, ID));
         }
-        const pub = b64url(await crypto.subtle.exportKey('raw', pair.publicKey));
-        rec = { privateKey: pair.privateKey, publicKey: pub };
-        await tx(db, 'readwrite', (s) => s.put(rec, ID));
+        return rec;
+      } finally {
+        // The key is kept in memory from here on: no connection stays open for the page's life.
+        db.close();
       }
-      return rec;
     })();
     cached.catch(() => { cached = null; });
   }
