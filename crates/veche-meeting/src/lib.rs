@@ -78,6 +78,19 @@ pub struct Presence {
     pub admit: Option<String>,
 }
 
+impl Presence {
+    /// The person this presence proves, as joining through `node` (the node it was made for).
+    pub fn person<'a>(&'a self, node: &'a str) -> Person<'a> {
+        Person {
+            node,
+            key: &self.key,
+            nonce: &self.nonce,
+            sig: &self.sig,
+            invite: self.invite.as_deref(),
+        }
+    }
+}
+
 /// A person let in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
@@ -215,6 +228,17 @@ pub enum Change {
     },
     /// What came with a meeting learned from another node, each piece checked.
     History(Vec<Change>),
+}
+
+impl Change {
+    /// Whether applying this ends the meeting (an end, or a history carrying one).
+    pub fn ends(&self) -> bool {
+        match self {
+            Change::Acted { kind, .. } => *kind == ActionKind::End,
+            Change::History(changes) => changes.iter().any(Change::ends),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,14 +640,7 @@ impl Governance {
         now_ms: u64,
         in_meeting: bool,
     ) -> Result<(PublicKey, Option<Signed<Invite>>, Role), JoinRefused> {
-        let person = Person {
-            node: carrier,
-            key: &presence.key,
-            nonce: &presence.nonce,
-            sig: &presence.sig,
-            invite: presence.invite.as_deref(),
-        };
-        let (key, invite) = self.proof(meeting, &person)?;
+        let (key, invite) = self.proof(meeting, &presence.person(carrier))?;
         let role = self.role_of(&key, invite.as_ref(), now_ms)?;
         let lobby = self.doc().is_some_and(|d| d.body.lobby) && role > Role::Moderator;
         if lobby && in_meeting && self.lobby.get(&key) != Some(&true) {

@@ -486,17 +486,26 @@ impl MeetingStore {
     /// the meeting's record when it ends or has [`FOLD_AFTER`] changes to fold in), applied
     /// in memory only once it is on disk (a failed write leaves the meeting as it was).
     pub fn commit(&mut self, id: &str, change: &Change) -> Result<(), SetDocError> {
-        let mut next = self.get(id).ok_or(SetDocError::Unknown)?;
-        next.rules.apply(change);
-        if next.rules.ended() && next.ended_at.is_none() {
-            next.ended_at = Some(now_ms());
+        let ends = {
+            let map = self.meetings.map();
+            let m = map.get(id).ok_or(SetDocError::Unknown)?;
+            m.ended_at.is_none() && (m.rules.ended() || change.ends())
+        };
+        if ends || self.pending_changes(id) + 1 >= FOLD_AFTER {
+            // Rare: the whole record is written anew, with the change (and the end time) in.
+            let mut next = self.get(id).ok_or(SetDocError::Unknown)?;
+            next.rules.apply(change);
+            if next.rules.ended() && next.ended_at.is_none() {
+                next.ended_at = Some(now_ms());
+            }
             return self.replace(next);
         }
-        if self.pending_changes(id) + 1 >= FOLD_AFTER {
-            return self.replace(next);
-        }
+        // The common case: one small record on disk, then the change applied in place (the
+        // meeting is not copied per change).
         self.write_event(id, change)?;
-        self.meetings.map_mut().insert(next.id.clone(), next);
+        if let Some(m) = self.meetings.map_mut().get_mut(id) {
+            m.rules.apply(change);
+        }
         Ok(())
     }
 

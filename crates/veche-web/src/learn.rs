@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use veche_media::ErrorCode;
-use veche_meeting::{Change, Person, Presence, Refused};
+use veche_meeting::{Change, Presence, Refused};
 use veche_net::protocol::{ErrorCode as NetCode, Request, Response as NetResponse};
 use veche_net::HelloError;
 
@@ -240,13 +240,7 @@ pub(crate) async fn fetch_doc(ctx: &Ctx, id: &str, person: &Presence) -> Result<
 pub(crate) async fn count_use(ctx: &Ctx, id: &str, person: &Presence) -> Result<(), FetchError> {
     let me = ctx.app.node.id.clone();
     let nodes = rules::read(&ctx.app.view, id, |m| {
-        let p = Person {
-            node: &me,
-            key: &person.key,
-            nonce: &person.nonce,
-            sig: &person.sig,
-            invite: person.invite.as_deref(),
-        };
+        let p = person.person(&me);
         (!m.nodes.is_empty() && m.rules.would_use(id, &p, rules::now_ms())).then(|| m.nodes.clone())
     })
     .flatten();

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use veche_core::{JoinError, MediaState, ParticipantId};
 use veche_media::{Command, ErrorCode, PeerEvent, Signal};
-use veche_meeting::{Change, JoinRefused, Person, Presence};
+use veche_meeting::{Change, JoinRefused, Presence};
 use veche_node::is_meeting_id;
 use veche_signal::ClientMsg;
 use veche_trust::{ActionKind, Role};
@@ -539,14 +539,9 @@ impl Session {
         let node = self.ctx.app.node.id.clone();
         let m = meeting.clone();
         let decided = rules::decide(&store, &meeting, move |rec| {
-            let person = Person {
-                node: &node,
-                key: &presence.key,
-                nonce: &presence.nonce,
-                sig: &presence.sig,
-                invite: presence.invite.as_deref(),
-            };
-            let a = rec.rules.admit(&m, &person, rules::now_ms())?;
+            let a = rec
+                .rules
+                .admit(&m, &presence.person(&node), rules::now_ms())?;
             let change = a.change.clone();
             Ok(((a, rec.title.clone(), rec.nodes.clone()), change))
         })
