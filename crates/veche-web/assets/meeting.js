@@ -12,6 +12,9 @@ import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.
 import { qrCanvas } from './qr.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
+const SPEAKING_POLL_MS = 400;
+const SPEAKING_LEVEL = 0.04; // audioLevel is 0..1 (linear); above this = talking
+const FEW_PEOPLE = 12;       // join/leave toasts only in small meetings (a class of 30 would be noisy)
 
 /** Plain words for how far a lost attempt got (Session's `stage`) and why it ended. */
 function lostWhy(reason, stage) {
@@ -24,9 +27,6 @@ function lostWhy(reason, stage) {
     default: return reason === 'timeout' ? 'the node stopped answering' : 'the node closed the connection';
   }
 }
-const SPEAKING_POLL_MS = 400;
-const SPEAKING_LEVEL = 0.04; // audioLevel is 0..1 (linear); above this = talking
-const FEW_PEOPLE = 12;       // join/leave toasts only in small meetings (a class of 30 would be noisy)
 
 // Plain words for the node's non-fatal error codes (docs/protocol.md).
 const ERROR_TEXT = {
