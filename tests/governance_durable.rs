@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::raw::*;
-use veche_trust::{encode_token, Action, ActionKind, Invite, Keypair, Policy, Signed};
+use veche_trust::{encode_token, Action, ActionKind, Invite, Keypair, Policy, Role, Signed};
 
 fn act(host: &Keypair, meeting: &str, kind: ActionKind, target: &Keypair) -> String {
     encode_token(&host.sign(Action {
@@ -273,6 +273,107 @@ async fn after_a_kill_9_every_acknowledged_change_holds_and_refused_ones_left_no
     // The refused attempt with the bound invite used nothing: its holder still gets in.
     let (_s, w) = joined(port, &owner, &invited, "Owner", Some(&bound)).await;
     assert_eq!(w["type"], "welcome", "{w}");
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_deletes_a_meeting_at_once_and_nobody_else_can() {
+    let p2p = free_udp_port();
+    let (node, dir) = start_node("delete", p2p).await;
+    let port = node.http_port;
+    let host = Keypair::from_secret(&[1; 32]);
+    let mo = Keypair::from_secret(&[2; 32]);
+    let pupil = Keypair::from_secret(&[3; 32]);
+    let late = Keypair::from_secret(&[4; 32]);
+    let id = signed_meeting_with(port, &host, Policy::Anyone, true).await;
+    let kept = signed_meeting(port, &host, Policy::Anyone).await;
+    let mod_invite = host.sign(Invite {
+        meeting: id.clone(),
+        id: "mod-1".into(),
+        role: Role::Moderator,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: Some(mo.public()),
+        parent: None,
+    });
+    let (mut host_s, w) = joined(port, &host, &id, "Host", None).await;
+    assert_eq!(w["role"], "host", "{w}");
+    let (_mo_s, w) = joined(port, &mo, &id, "Mo", Some(&encode_token(&mod_invite))).await;
+    assert_eq!(w["role"], "moderator", "{w}");
+    let admit = act(&host, &id, ActionKind::Admit, &pupil);
+    let (mut pupil_s, w) = joined(port, &pupil, &id, "Pupil", None).await;
+    assert_eq!(w["type"], "lobby", "{w}");
+    send(&mut host_s, json!({"type": "moderate", "action": admit})).await;
+    assert_eq!(next_of(&mut pupil_s, "welcome").await["type"], "welcome");
+    // Someone still waiting when the meeting goes.
+    let (mut late_s, w) = joined(port, &late, &id, "Late", None).await;
+    assert_eq!(w["type"], "lobby", "{w}");
+
+    let delete = |end: String| {
+        let body = json!({ "end": end }).to_string();
+        let path = format!("/api/meetings/{id}");
+        async move { http(port, "DELETE", &path, JSON, &body).await }
+    };
+    // The moderator may end the meeting, not delete it; nor may the host's lock or a
+    // stranger's end. Nothing changes: the pupil still chats.
+    let moderators_end = encode_token(&mo.sign(Action {
+        meeting: id.clone(),
+        kind: ActionKind::End,
+        target: mo.public(),
+        at_ms: now_ms(),
+        authority: Some(Box::new(mod_invite.clone())),
+    }));
+    for (what, end, status, code) in [
+        ("moderator's end", moderators_end, 403, "not_host"),
+        (
+            "host's lock",
+            act(&host, &id, ActionKind::Lock, &host),
+            403,
+            "not_host",
+        ),
+        (
+            "stranger's end",
+            act(&late, &id, ActionKind::End, &late),
+            403,
+            "not_host",
+        ),
+        ("garbage", "not-a-token".into(), 400, "bad_action"),
+    ] {
+        let (s, body) = delete(end).await;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (status, Some(code)),
+            "{what}: {body}"
+        );
+    }
+    send(&mut pupil_s, json!({"type": "chat", "text": "still here"})).await;
+    assert_eq!(
+        next_of(&mut pupil_s, "chat").await["message"]["text"],
+        "still here"
+    );
+
+    // The host's own end: gone at once, its people told, its waiter turned away.
+    let (s, body) = delete(act(&host, &id, ActionKind::End, &host)).await;
+    assert_eq!(s, 200, "{body}");
+    expect_refusal(&mut pupil_s, "ended", true, "ended").await;
+    expect_refusal(&mut late_s, "denied", true, "did not let you in").await;
+    let (s, body) = http(port, "GET", &format!("/api/meetings/{id}"), "", "").await;
+    assert_eq!(s, 404, "{body}");
+    let (_s, e) = joined(port, &pupil, &id, "Pupil", None).await;
+    assert_eq!(e["code"], "unknown_meeting", "{e}");
+    let (s, _) = delete(act(&host, &id, ActionKind::End, &host)).await;
+    assert_eq!(s, 404, "deleted already");
+
+    // Deleted on disk: after a kill -9 it is still gone, and the other meeting still there.
+    node.kill().await;
+    let node = start_node_in(&dir, p2p).await;
+    let port = node.http_port;
+    let (s, body) = http(port, "GET", &format!("/api/meetings/{id}"), "", "").await;
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = http(port, "GET", &format!("/api/meetings/{kept}"), "", "").await;
+    assert_eq!(s, 200, "{body}");
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }

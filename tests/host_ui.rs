@@ -1,7 +1,8 @@
 //! A teacher's flow in real browsers, with nothing but the UI: start an invite-only meeting
 //! (the browser's key signs it, so that browser is the host), make a listener invite link in
 //! the invite dialog, and see the link admit a student as a listener while the plain link
-//! admits nobody; withdrawn from the same dialog, the invite link admits nobody either.
+//! admits nobody; withdrawn from the same dialog, the invite link admits nobody either; and
+//! "End and delete" ends the meeting for everyone and deletes it from the node at once.
 //!
 //! Runs as root (the browsers live in a network namespace).
 
@@ -9,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{click_row, host_starts, make_invite, wait_text, withdraw_invite, Lab};
+use support::{click, click_row, host_starts, make_invite, wait_text, withdraw_invite, Lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
@@ -71,6 +72,32 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
         &mut late,
         "the withdrawn link refused",
         "This invite was withdrawn by the host",
+    )
+    .await;
+
+    // The host ends the meeting and deletes it from her node at once.
+    let id = page
+        .split("/m/")
+        .nth(1)
+        .and_then(|rest| rest.split(['?', '#']).next())
+        .expect("the meeting's id in its link");
+    click(
+        &mut ada,
+        "the delete button",
+        ".people-list button[data-action=\"delete\"]",
+    )
+    .await;
+    wait_text(&mut ada, "Ada told it is deleted", "Meeting deleted").await;
+    wait_text(
+        &mut lee,
+        "Lee told the meeting ended",
+        "The host ended the meeting",
+    )
+    .await;
+    lee.wait_for(
+        "the meeting gone from the node",
+        &format!("fetch('/api/meetings/{id}').then(r => r.status === 404 || null)"),
+        Duration::from_secs(10),
     )
     .await;
 

@@ -167,6 +167,9 @@ pub enum Refused {
     /// Past the limits of one meeting.
     #[error("this meeting keeps no more of these")]
     Full,
+    /// Deleting a meeting takes an end signed by the host's own key (not a moderator's).
+    #[error("only the host can delete a meeting, with an end signed by the host's own key")]
+    NotTheHost,
 }
 
 /// A checked moderation action.
@@ -751,6 +754,27 @@ impl Governance {
         now_ms: u64,
     ) -> Result<CheckedAction, Refused> {
         let (doc, action) = self.action_of(meeting, token)?;
+        check_action_with(&doc.body, &action, now_ms, &mut self.chain_check()).map_err(refusal)?;
+        Ok(self.checked(action, token))
+    }
+
+    /// Check a request to delete the meeting at once: an end signed by the host's own key
+    /// (a moderator may end a meeting, but its record is the host's to delete), checked at
+    /// `now_ms` like any action. The change is the end, for the other nodes and for a
+    /// meeting not yet ended.
+    pub fn check_delete(
+        &self,
+        meeting: &str,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<CheckedAction, Refused> {
+        let (doc, action) = self.action_of(meeting, token)?;
+        if action.body.kind != ActionKind::End
+            || action.key != doc.body.host
+            || action.body.authority.is_some()
+        {
+            return Err(Refused::NotTheHost);
+        }
         check_action_with(&doc.body, &action, now_ms, &mut self.chain_check()).map_err(refusal)?;
         Ok(self.checked(action, token))
     }

@@ -994,3 +994,56 @@ fn the_home_node_counts_a_limited_invite_once_per_person_whichever_node_lets_the
         "used up: the join says so itself"
     );
 }
+
+#[test]
+fn only_an_end_signed_by_the_hosts_own_key_deletes_a_meeting() {
+    let host = key(1);
+    let (mo, ada) = (key(2), key(3));
+    let mut g = meeting(&host, Policy::Anyone, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    // A moderator may end the meeting, but not delete it; nor may the host with anything
+    // but an end of her own, or a stranger with no authority.
+    let moderators_end = act(&mo, ActionKind::End, &mo, NOW, Some(&mod_invite));
+    assert!(g.check_action(ID, &moderators_end, NOW).is_ok(), "it ends");
+    for (what, token) in [
+        ("a moderator's end", moderators_end.clone()),
+        (
+            "the host's lock",
+            act(&host, ActionKind::Lock, &host, NOW, None),
+        ),
+        (
+            "the host's end under an invite",
+            act(&host, ActionKind::End, &host, NOW, Some(&mod_invite)),
+        ),
+        (
+            "a stranger's end",
+            act(&ada, ActionKind::End, &ada, NOW, None),
+        ),
+    ] {
+        assert_eq!(
+            g.check_delete(ID, &token, NOW).map(|c| c.action.body.kind),
+            Err(Refused::NotTheHost),
+            "{what}"
+        );
+    }
+    // The host's own end, checked at this node's time like any action.
+    let end = act(&host, ActionKind::End, &host, NOW, None);
+    assert_eq!(
+        g.check_delete(ID, &end, NOW + 10 * 60_000)
+            .map(|c| c.action.body.kind),
+        Err(Refused::Trust(TrustError::Stale)),
+        "replayed later"
+    );
+    assert_eq!(
+        g.check_delete("other-meeting", &end, NOW)
+            .map(|c| c.action.body.kind),
+        Err(Refused::WrongMeeting)
+    );
+    let c = g.check_delete(ID, &end, NOW).expect("the host deletes");
+    assert!(c.change.as_ref().is_some_and(Change::ends), "{c:?}");
+    // An ended meeting is still hers to delete.
+    g.apply(&c.change.expect("end"));
+    assert!(g.ended());
+    let again = act(&host, ActionKind::End, &host, NOW + 1, None);
+    assert!(g.check_delete(ID, &again, NOW + 1).is_ok());
+}

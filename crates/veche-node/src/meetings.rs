@@ -555,6 +555,17 @@ impl MeetingStore {
         Ok(gone.len())
     }
 
+    /// Delete meeting `id` now (its host asked), with its change records, committed.
+    /// Returns whether it was here.
+    pub fn delete(&mut self, id: &str) -> io::Result<bool> {
+        if !self.meetings.map().contains_key(id) {
+            return Ok(false);
+        }
+        self.write(&[], &[id.to_owned()])?;
+        self.meetings.map_mut().remove(id);
+        Ok(true)
+    }
+
     /// Bytes the store takes on disk.
     pub fn disk_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
@@ -732,6 +743,37 @@ mod tests {
         let store = MeetingStore::open(&dir).expect("reopen");
         assert_eq!(store.get(&m.id), Some(last));
         println!("{before} bytes before, {} after", store.disk_bytes());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_deleted_meeting_and_its_changes_are_gone_for_good_and_a_failed_delete_keeps_it() {
+        let dir = std::env::temp_dir().join(format!("veche-meet-delete-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = MeetingStore::open(&dir).expect("open");
+        let (gone, _) = store.create("Choir", false).expect("create");
+        let (kept, _) = store.create("Chess", false).expect("create");
+        for id in [&gone.id, &kept.id] {
+            let used = Change::Used {
+                counter: "k/i".into(),
+                joins: 1,
+            };
+            store.commit(id, &used).expect("change");
+        }
+        store.fail_next = true;
+        assert!(store.delete(&gone.id).is_err());
+        assert!(store.get(&gone.id).is_some(), "a failed delete keeps it");
+        assert!(store.delete(&gone.id).expect("delete"));
+        assert!(
+            !store.delete(&gone.id).expect("again"),
+            "nothing left to delete"
+        );
+        assert_eq!(store.pending_changes(&gone.id), 0);
+        drop(store);
+        let store = MeetingStore::open(&dir).expect("reopen");
+        assert!(store.get(&gone.id).is_none(), "deleted on disk");
+        let kept_now = store.get(&kept.id).expect("the other meeting");
+        assert_eq!(store.pending_changes(&kept.id), 1, "{kept_now:?}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

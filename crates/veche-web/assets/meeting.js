@@ -158,6 +158,7 @@ export class Meeting {
     this.connection = 'connecting';
     this.error = null;
     this.ended = false;            // left or failed: never reconnect
+    this.deleting = false;         // the host asked the node to delete the meeting
     this.attempt = 0;
     this.lost = null;              // {reason, stage, attempt} of the last loss, until a welcome
     this.retryTimer = null;
@@ -351,6 +352,28 @@ export class Meeting {
     }
   }
 
+  /** The host ends the meeting and deletes it from this node at once (an end signed by the
+   * host's own key, sent over HTTP: the node answers once it is gone from its disk). */
+  async deleteMeeting() {
+    try {
+      const target = (await personKey()).publicKey;
+      const end = await signToken('veche/action/v1', {
+        meeting: this.id, kind: 'end', target, at_ms: Date.now(), authority: null,
+      });
+      // The node tells this socket `ended` before the answer comes.
+      this.deleting = true;
+      const r = await fetch(`/api/meetings/${encodeURIComponent(this.id)}`, {
+        method: 'DELETE', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ end }),
+      });
+      const answer = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(answer.message || `the node answered ${r.status}`);
+      toast('Meeting ended and deleted from this node', { timeout: 5000 });
+    } catch (err) {
+      this.deleting = false;
+      toast(`Could not delete the meeting: ${err && err.message || err}`, { kind: 'error' });
+    }
+  }
+
   /** Connection broke: drop remote state and try again with backoff, saying why. */
   onLost(reason, stage) {
     if (this.ended) return;
@@ -520,6 +543,8 @@ export class Meeting {
     if (code === 'unknown_meeting') {
       this.fail(code, 'Meeting not found', 'This meeting does not exist on this veche node. The link may be mistyped, or the node was restarted.',
         [{ label: 'Start a meeting', href: '/' }]);
+    } else if (code === 'ended' && this.deleting) {
+      this.fail(code, 'Meeting deleted', 'You ended this meeting for everyone and deleted it from this node.', [{ label: 'Start a meeting', href: '/' }]);
     } else if (code === 'ended') {
       this.fail(code, 'The host ended the meeting', 'This meeting is over.', [{ label: 'Start a meeting', href: '/' }]);
     } else if (code === 'denied') {
@@ -1030,7 +1055,10 @@ export class Meeting {
           h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: this.locked ? 'unlock' : 'lock' },
             text: this.locked ? 'Unlock meeting' : 'Lock meeting', onclick: () => this.moderate(this.locked ? 'unlock' : 'lock', null) }),
           h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'end' },
-            text: 'End for everyone', onclick: () => this.moderate('end', null) }))));
+            text: 'End for everyone', onclick: () => this.moderate('end', null) }),
+          this.role === 'host' ? h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'delete' },
+            text: 'End and delete', title: 'End the meeting for everyone and delete it from this node now',
+            onclick: () => this.deleteMeeting() }) : null)));
     }
     if (this.waitingRoom.size) {
       el.peopleList.prepend(h('li', { class: 'people-nodes-head', text: `Waiting to join (${this.waitingRoom.size})` }),

@@ -46,6 +46,10 @@ api_codes! {
     BadRequest => "bad_request",
     /// A revocation not signed by this meeting's host, malformed, or no host (400).
     BadRevocation => "bad_revocation",
+    /// An end that does not check out: malformed, for another meeting, stale (400).
+    BadAction => "bad_action",
+    /// Deleting a meeting takes an end signed by the host's own key (403).
+    NotHost => "not_host",
     /// A meeting title empty, over 200 characters or with control characters.
     BadTitle => "bad_title",
     /// A bug in the node (500).
@@ -306,6 +310,69 @@ pub(crate) async fn post_revocation(
         crate::nodes::tell(&ctx, &id, request).await;
     }
     Ok(Json(json!({ "id": id, "revoked": invite })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeleteMeeting {
+    /// An end action signed by the host's own key, fresh.
+    end: String,
+}
+
+/// `DELETE /api/meetings/{id}`: the host ends the meeting and deletes it from this node at
+/// once (not after the retention period). The other nodes of the meeting are passed the end
+/// and forget the meeting after their own retention.
+pub(crate) async fn delete_meeting(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    body: Result<Json<DeleteMeeting>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !is_meeting_id(&id) {
+        return Err(ApiError::unknown_meeting());
+    }
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ApiCode::BadRequest,
+            format!(
+                "Expected {{\"end\": \"<an end signed by the host>\"}}: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    // Asked before the meeting (and the nodes it was learned from) is gone.
+    let nodes = crate::nodes::meeting_nodes(&ctx, &id).await;
+    use crate::rules::Undecided;
+    use veche_meeting::Refused;
+    crate::moderation::delete(
+        &ctx.app.engine,
+        (&ctx.app.meetings, &ctx.app.lobby),
+        &id,
+        &req.end,
+    )
+    .await
+    .map_err(|e| match e {
+        Undecided::Unknown => ApiError::unknown_meeting(),
+        Undecided::Refused(
+            e @ (Refused::NotTheHost | Refused::NoHost | Refused::SignerRemoved),
+        ) => ApiError::new(StatusCode::FORBIDDEN, ApiCode::NotHost, e.to_string()),
+        Undecided::Refused(e) => {
+            ApiError::new(StatusCode::BAD_REQUEST, ApiCode::BadAction, e.to_string())
+        }
+        Undecided::Storage(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiCode::Storage,
+            e.to_string(),
+        ),
+    })?;
+    for node in nodes {
+        let request = veche_net::protocol::Request::Action {
+            meeting: id.clone(),
+            action: req.end.clone(),
+        };
+        crate::nodes::tell_one(&ctx, &node, request);
+    }
+    Ok(Json(json!({ "id": id, "deleted": true })).into_response())
 }
 
 pub(crate) async fn create_meeting(

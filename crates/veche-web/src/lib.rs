@@ -95,7 +95,10 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/api/node", get(api::node))
         .route("/api/meetings", post(api::create_meeting))
-        .route("/api/meetings/{id}", get(api::get_meeting))
+        .route(
+            "/api/meetings/{id}",
+            get(api::get_meeting).delete(api::delete_meeting),
+        )
         .route("/api/meetings/{id}/people", get(api::get_people))
         .route("/api/meetings/{id}/doc", axum::routing::put(api::put_doc))
         .route("/api/meetings/{id}/revocations", post(api::post_revocation))

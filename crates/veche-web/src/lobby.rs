@@ -168,6 +168,19 @@ impl Lobby {
         node
     }
 
+    /// Meeting `meeting` was deleted: whoever waits here is turned away, and all kept for it
+    /// goes. Returns how many were turned away.
+    pub(crate) fn forget_meeting(&mut self, meeting: &str) -> usize {
+        self.elsewhere.remove(meeting);
+        self.moderators.remove(meeting);
+        self.waiting.remove(meeting).map_or(0, |w| {
+            w.into_iter()
+                .map(|x| x.tx.send(false).is_ok())
+                .filter(|ok| *ok)
+                .count()
+        })
+    }
+
     /// Node `node` went: whom it showed waiting (no longer listed), per meeting.
     pub fn forget_node(&mut self, node: &str) -> Vec<(String, String)> {
         let mut gone = Vec::new();

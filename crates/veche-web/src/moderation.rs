@@ -100,6 +100,44 @@ pub async fn take(
     Ok(action)
 }
 
+/// Delete meeting `meeting` at once, as its host asked with `token` (an end signed by the
+/// host's own key): checked by the meeting's rules, deleted on disk with all that was kept
+/// for it, then ended for this node's people and waiters. Returns the end, for the other
+/// nodes of the meeting (they end it, and forget it after their retention).
+pub async fn delete(
+    engine: &EngineHandle,
+    (meetings, lobby): (&Arc<Mutex<MeetingStore>>, &Mutex<crate::Lobby>),
+    meeting: &str,
+    token: &str,
+) -> Result<Signed<Action>, Undecided<veche_meeting::Refused>> {
+    let (m, t) = (meeting.to_owned(), token.to_owned());
+    let action = rules::delete(meetings, meeting, move |rec| {
+        rec.rules
+            .check_delete(&m, &t, rules::now_ms())
+            .map(|c| c.action)
+    })
+    .await?;
+    let waiting = lobby
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .forget_meeting(meeting);
+    let (reply, rx) = oneshot::channel();
+    let reached = match engine
+        .send(Command::Moderate {
+            meeting: meeting.to_owned(),
+            key: encode_key(&action.body.target),
+            action: Moderation::End,
+            reply,
+        })
+        .await
+    {
+        Ok(()) => rx.await.unwrap_or(0),
+        Err(_) => 0,
+    };
+    tracing::info!(%meeting, reached, waiting, by = %action.key.fingerprint(), "meeting deleted by its host");
+    Ok(action)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Recent;

@@ -5,7 +5,7 @@ use crate::Ctx;
 
 /// The other nodes of `meeting` this node knows: those it learned the meeting from and
 /// those it has media links with.
-async fn meeting_nodes(ctx: &Ctx, meeting: &str) -> Vec<String> {
+pub(crate) async fn meeting_nodes(ctx: &Ctx, meeting: &str) -> Vec<String> {
     let mut nodes: Vec<String> =
         { crate::rules::read(&ctx.app.view, meeting, |m| m.nodes.clone()).unwrap_or_default() };
     if let Ok(links) = ctx.app.engine.links(meeting).await {

@@ -57,6 +57,33 @@ where
     .unwrap_or_else(|_| Err(Undecided::Storage("the node is shutting down".into())))
 }
 
+/// Decide with `f` whether meeting `id` goes, and delete it (on disk, then in memory)
+/// before answering.
+pub async fn delete<T, E>(
+    store: &Arc<Mutex<MeetingStore>>,
+    id: &str,
+    f: impl FnOnce(&Meeting) -> Result<T, E> + Send + 'static,
+) -> Result<T, Undecided<E>>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let store = store.clone();
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+        let m = store.get(&id).ok_or(Undecided::Unknown)?;
+        let value = f(&m).map_err(Undecided::Refused)?;
+        store.delete(&id).map_err(|e| {
+            tracing::error!(meeting = %id, error = %e, "cannot delete a meeting");
+            Undecided::Storage(e.to_string())
+        })?;
+        Ok(value)
+    })
+    .await
+    .unwrap_or_else(|_| Err(Undecided::Storage("the node is shutting down".into())))
+}
+
 /// Read meeting `id` with `f` (no change): never waits for a write to reach the disk.
 pub fn read<T>(view: &MeetingView, id: &str, f: impl FnOnce(&Meeting) -> T) -> Option<T> {
     view.read(id, f)
