@@ -479,15 +479,15 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
         .await,
     );
     assert!(why.contains("let into this meeting"), "{why}");
-    // A media link: refused before any SDP is read.
-    let link = Request::Link {
-        meeting: id.clone(),
-        link: 1,
-        sdp: "v=0".into(),
-        tracks: Default::default(),
-    };
-    let why = refusal(ask(link).await);
+    // A real media offer: refused, so it never learns the node's ICE credentials or media
+    // address, and no link exists for it (a member's same offer is answered: see
+    // `removing_its_person_ends_what_a_node_receives`).
+    let why = refusal(ask(link_offer(&id)).await);
     assert!(why.contains("let into this meeting"), "{why}");
+    assert!(
+        media_nodes(port, &id).await.is_empty(),
+        "a stranger got a media link"
+    );
     // A forged end (signed by Eve): refused; the meeting goes on.
     let end = action(&eve, &id, ActionKind::End, &eve, None);
     let why = refusal(
@@ -551,6 +551,46 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
     }
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A node link's real media offer for `meeting` (one audio track, as str0m makes it).
+fn link_offer(meeting: &str) -> Request {
+    let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        None,
+        None,
+        None,
+    );
+    let (offer, _pending) = api.apply().expect("an offer");
+    Request::Link {
+        meeting: meeting.into(),
+        link: 1,
+        sdp: offer.to_sdp_string(),
+        tracks: Default::default(),
+    }
+}
+
+/// The nodes the node has a media link with in `meeting` (its operator's view).
+async fn media_nodes(port: u16, meeting: &str) -> Vec<String> {
+    let (status, body) = http(
+        port,
+        "GET",
+        &format!("/api/meetings/{meeting}/people"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The presence `who` makes for `node` in `meeting`, with `invite`.
@@ -670,6 +710,17 @@ async fn removing_its_person_ends_what_a_node_receives() {
         "the member node hears of Ada: {told:?}"
     );
 
+    // Its real media offer is answered (ICE credentials, a candidate) and the link is there.
+    match ask(link_offer(&id)).await {
+        Response::Link { sdp } => assert!(
+            sdp.contains("a=ice-ufrag") && sdp.contains("a=candidate"),
+            "{sdp}"
+        ),
+        other => panic!("a member's link offer: {other:?}"),
+    }
+    let port = node.http_port;
+    assert_eq!(media_nodes(port, &id).await, [peer_id.to_string()]);
+
     // The host removes Pat.
     let remove = action(&host, &id, ActionKind::Remove, &pat, None);
     send(&mut ada, json!({"type": "moderate", "action": remove})).await;
@@ -685,6 +736,17 @@ async fn removing_its_person_ends_what_a_node_receives() {
         })
         .await,
     );
+    assert!(why.contains("let into this meeting"), "{why}");
+    // Its media link is gone with her, and a new offer is refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !media_nodes(port, &id).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dismissed node's media link stays"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let why = refusal(ask(link_offer(&id)).await);
     assert!(why.contains("let into this meeting"), "{why}");
     // And the node tells it nothing more: Ada's chat does not reach it.
     while to_peer.try_recv().is_ok() {}
