@@ -1,6 +1,7 @@
 //! The node is killed (kill -9) mid-meeting and started again with the same data directory:
 //! the browsers show that the connection was lost and why, reconnect by themselves, and see
-//! each other again; the meeting and the node's id survived.
+//! each other again; the meeting and the node's id survived. And a browser key store that
+//! hangs ends only that attempt: the page says why, and the next attempt joins.
 
 mod support;
 
@@ -103,6 +104,53 @@ async fn browsers_reconnect_after_the_node_is_killed_and_restarted() {
     println!(
         "media again {:?} after the node restarted",
         restarted.elapsed()
+    );
+    node.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_store_that_hangs_ends_that_attempt_and_the_next_one_joins() {
+    let lab = Lab::new("keyhang");
+    let node = lab.local_node().await;
+    let base = node.base();
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    let id = support::create_meeting(&mut ada, "Choir").await;
+    // The browser's key store never answers its first open (as a profile's IndexedDB can
+    // hang behind a page kept in the back-forward cache); later opens work.
+    ada.before_each_page(
+        "{ window.__warns = []; const warn = console.warn.bind(console); \
+           console.warn = (...a) => { window.__warns.push(a.join(' ')); warn(...a); }; \
+           let opens = 0; const open = indexedDB.open.bind(indexedDB); \
+           indexedDB.open = (...a) => (opens++ === 0 ? {} : open(...a)); \
+           window.__opens = () => opens; }",
+    )
+    .await;
+    let asked = Instant::now();
+    ada.eval(&format!(
+        "location.href = '{base}/m/{id}?name=Ada&autojoin=1'; true"
+    ))
+    .await
+    .expect("navigate");
+    ada.wait_for(
+        "Ada in, on a later attempt",
+        "(window.veche && veche.state().joined && window.__opens() >= 2) || null",
+        Duration::from_secs(40),
+    )
+    .await;
+    let joined = asked.elapsed();
+    let warns = ada.eval("window.__warns").await.expect("warnings");
+    let said: Vec<&str> = warns
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|w| w.as_str())
+        .filter(|w| w.contains("key store did not answer"))
+        .collect();
+    assert_eq!(said.len(), 1, "the one hung attempt, said once: {warns}");
+    assert!(said[0].contains("while signing"), "{}", said[0]);
+    assert!(
+        joined >= Duration::from_secs(10) && joined < Duration::from_secs(30),
+        "joined after {joined:?}: the hung attempt ends after 10 s, and the next one joins"
     );
     node.kill().await;
 }
