@@ -25,6 +25,7 @@ mod forward;
 mod net;
 mod outbox;
 mod peer;
+mod sdp;
 
 pub use api::{
     Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo, LinkOffer,

@@ -535,10 +535,14 @@ impl Peer {
             .iter()
             .map(|(mid, (_, info))| (mid.to_string(), *info))
             .collect();
-        Ok(Some(MadeOffer {
-            sdp: offer.to_sdp_string(),
-            tracks,
-        }))
+        let sdp = offer.to_sdp_string();
+        // A browser's view tracks go without transport-cc (see `sdp.rs`); a link keeps it.
+        let sdp = if self.role.is_link() {
+            sdp
+        } else {
+            crate::sdp::without_send_twcc(&sdp)
+        };
+        Ok(Some(MadeOffer { sdp, tracks }))
     }
 
     /// A published track went away (its participant left): forget its incoming mid.

@@ -74,6 +74,10 @@ struct Client {
     audio: Got,
     video: Got,
     left: Vec<ParticipantId>,
+    /// The node's offers, as they came.
+    offers: Vec<String>,
+    /// The node's answers to our offers, as they came.
+    answers: Vec<String>,
 }
 
 /// What the network does with a datagram (from, to, bytes).
@@ -252,6 +256,8 @@ impl Sim {
             audio: Got::default(),
             video: Got::default(),
             left: Vec::new(),
+            offers: Vec::new(),
+            answers: Vec::new(),
         });
         self.clients.len() - 1
     }
@@ -484,6 +490,7 @@ impl Client {
         while let Ok(ev) = self.events.try_recv() {
             match ev {
                 PeerEvent::Signal(Signal::Answer { sdp }) => {
+                    self.answers.push(sdp.clone());
                     let answer = SdpAnswer::from_sdp_string(&sdp).expect("answer");
                     let pending = self.pending.take().expect("an offer of ours");
                     self.rtc
@@ -492,6 +499,7 @@ impl Client {
                         .expect("accepted");
                 }
                 PeerEvent::Signal(Signal::Offer { sdp, .. }) => {
+                    self.offers.push(sdp.clone());
                     let offer = SdpOffer::from_sdp_string(&sdp).expect("offer");
                     let answer = self.rtc.sdp_api().accept_offer(offer).expect("accepted");
                     engine
@@ -589,6 +597,25 @@ fn a_viewer_gets_every_audio_packet_and_video_frame_in_order() {
         "frames in order, none missing: {numbers:?}"
     );
     assert_eq!(sim.clients[v].video.gaps, 0);
+    // Sent to the viewer without transport-cc (str0m would keep 1000 send records per
+    // viewer for an estimate the node does not make); the publisher's uplink keeps it.
+    let twcc = "transport-wide-cc-extensions";
+    let offers = &sim.clients[v].offers;
+    assert!(!offers.is_empty(), "the node offered the viewer its tracks");
+    for offer in offers {
+        let sending: Vec<&str> = offer
+            .split("m=")
+            .skip(1)
+            .filter(|m| m.contains("a=sendonly"))
+            .collect();
+        assert!(!sending.is_empty(), "{offer}");
+        assert!(sending.iter().all(|m| !m.contains(twcc)), "{offer}");
+    }
+    let answered = &sim.clients[p].answers;
+    assert!(
+        !answered.is_empty() && answered.iter().all(|a| a.contains(twcc)),
+        "the publisher's answer keeps transport-cc: {answered:?}"
+    );
 }
 
 #[test]
