@@ -19,9 +19,9 @@ pub(crate) fn without_send_twcc(sdp: &str) -> String {
     let mut out = String::with_capacity(sdp.len());
     // Each part is the session section or one m-section, with its lines.
     let mut section: Vec<&str> = Vec::new();
-    let mut flush = |section: &mut Vec<&str>, out: &mut String| {
-        let sending = section.first().is_some_and(|l| l.starts_with("m="))
-            && section.iter().any(|l| *l == "a=sendonly");
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let sending =
+            section.first().is_some_and(|l| l.starts_with("m=")) && section.contains(&"a=sendonly");
         for line in section.drain(..) {
             let twcc = (line.starts_with("a=extmap:") && line.contains(TRANSPORT_CC))
                 || (line.starts_with("a=rtcp-fb:") && line.ends_with(" transport-cc"));
