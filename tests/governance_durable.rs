@@ -299,7 +299,7 @@ async fn the_host_deletes_a_meeting_at_once_and_nobody_else_can() {
     });
     let (mut host_s, w) = joined(port, &host, &id, "Host", None).await;
     assert_eq!(w["role"], "host", "{w}");
-    let (_mo_s, w) = joined(port, &mo, &id, "Mo", Some(&encode_token(&mod_invite))).await;
+    let (mut mo_s, w) = joined(port, &mo, &id, "Mo", Some(&encode_token(&mod_invite))).await;
     assert_eq!(w["role"], "moderator", "{w}");
     let admit = act(&host, &id, ActionKind::Admit, &pupil);
     let (mut pupil_s, w) = joined(port, &pupil, &id, "Pupil", None).await;
@@ -358,7 +358,9 @@ async fn the_host_deletes_a_meeting_at_once_and_nobody_else_can() {
     let (s, body) = delete(act(&host, &id, ActionKind::End, &host)).await;
     assert_eq!(s, 200, "{body}");
     expect_refusal(&mut pupil_s, "ended", true, "ended").await;
-    expect_refusal(&mut late_s, "denied", true, "did not let you in").await;
+    expect_refusal(&mut late_s, "ended", true, "ended").await;
+    expect_refusal(&mut host_s, "ended", true, "ended").await;
+    expect_refusal(&mut mo_s, "ended", true, "ended").await;
     let (s, body) = http(port, "GET", &format!("/api/meetings/{id}"), "", "").await;
     assert_eq!(s, 404, "{body}");
     let (_s, e) = joined(port, &pupil, &id, "Pupil", None).await;

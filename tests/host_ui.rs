@@ -81,12 +81,24 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
         .nth(1)
         .and_then(|rest| rest.split(['?', '#']).next())
         .expect("the meeting's id in its link");
-    click(
-        &mut ada,
-        "the delete button",
-        ".people-list button[data-action=\"delete\"]",
+    let delete = ".people-list button[data-action=\"delete\"]";
+    click(&mut ada, "the delete button", delete).await;
+    // The first click only arms it (it cannot be undone): the meeting is still there.
+    ada.wait_for(
+        "the button armed",
+        &format!(
+            "document.querySelector({delete:?})?.textContent === 'Click again to delete' || null"
+        ),
+        Duration::from_secs(10),
     )
     .await;
+    lee.wait_for(
+        "the meeting still there after one click",
+        &format!("fetch('/api/meetings/{id}').then(r => r.status === 200 || null)"),
+        Duration::from_secs(10),
+    )
+    .await;
+    click(&mut ada, "the delete button again", delete).await;
     wait_text(&mut ada, "Ada told it is deleted", "Meeting deleted").await;
     wait_text(
         &mut lee,

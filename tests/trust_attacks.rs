@@ -482,11 +482,17 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
     // A real media offer: refused, so it never learns the node's ICE credentials or media
     // address, and no link exists for it (a member's same offer is answered: see
     // `removing_its_person_ends_what_a_node_receives`).
+    let peers_before = engine_peers(port).await;
     let why = refusal(ask(link_offer(&id)).await);
     assert!(why.contains("let into this meeting"), "{why}");
     assert!(
         media_nodes(port, &id).await.is_empty(),
-        "a stranger got a media link"
+        "a stranger is listed as a node of the meeting"
+    );
+    assert_eq!(
+        engine_peers(port).await,
+        peers_before,
+        "a media connection was made for a stranger"
     );
     // A forged end (signed by Eve): refused; the meeting goes on.
     let end = action(&eve, &id, ActionKind::End, &eve, None);
@@ -593,6 +599,17 @@ async fn media_nodes(port: u16, meeting: &str) -> Vec<String> {
         .collect()
 }
 
+/// The media connections the node's engine holds (browsers and node links: the
+/// `veche_participants` gauge of `/metrics`).
+async fn engine_peers(port: u16) -> i64 {
+    let (status, body) = http(port, "GET", "/metrics", "", "").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("veche_participants "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no veche_participants in {body}"))
+}
+
 /// The presence `who` makes for `node` in `meeting`, with `invite`.
 fn presence_for(who: &Keypair, node: &str, meeting: &str, invite: Option<&str>) -> Presence {
     let nonce = "nonce-fedcba9876543210".to_owned();
@@ -691,6 +708,9 @@ async fn removing_its_person_ends_what_a_node_receives() {
         ..
     } = scene("removal").await;
     let ask = |r: Request| ask_node(&peer, node_id, r);
+    // The media connections before any node takes part (Ada's).
+    let port = node.http_port;
+    let alone = engine_peers(port).await;
     // Pat, invited, really joins through that node: her proof names it.
     let pat = Keypair::from_secret(&[5; 32]);
     let joined_ev = |n: u64| pat_joined(&host, &id, &peer_id.to_string(), n);
@@ -710,7 +730,9 @@ async fn removing_its_person_ends_what_a_node_receives() {
         "the member node hears of Ada: {told:?}"
     );
 
-    // Its real media offer is answered (ICE credentials, a candidate) and the link is there.
+    // Its real media offer is answered (ICE credentials, a candidate): the engine made a
+    // media connection for it (besides the one it offers that node itself).
+    let peers_before = engine_peers(port).await;
     match ask(link_offer(&id)).await {
         Response::Link { sdp } => assert!(
             sdp.contains("a=ice-ufrag") && sdp.contains("a=candidate"),
@@ -718,8 +740,12 @@ async fn removing_its_person_ends_what_a_node_receives() {
         ),
         other => panic!("a member's link offer: {other:?}"),
     }
-    let port = node.http_port;
     assert_eq!(media_nodes(port, &id).await, [peer_id.to_string()]);
+    assert_eq!(
+        engine_peers(port).await,
+        peers_before + 1,
+        "the link's connection"
+    );
 
     // The host removes Pat.
     let remove = action(&host, &id, ActionKind::Remove, &pat, None);
@@ -737,12 +763,14 @@ async fn removing_its_person_ends_what_a_node_receives() {
         .await,
     );
     assert!(why.contains("let into this meeting"), "{why}");
-    // Its media link is gone with her, and a new offer is refused.
+    // Its media links are gone with her (both ways), and a new offer is refused.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !media_nodes(port, &id).await.is_empty() {
+    while !media_nodes(port, &id).await.is_empty() || engine_peers(port).await != alone {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the dismissed node's media link stays"
+            "the dismissed node's media links stay: nodes {:?}, engine peers {} (alone {alone})",
+            media_nodes(port, &id).await,
+            engine_peers(port).await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

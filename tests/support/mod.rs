@@ -1052,6 +1052,14 @@ pub async fn make_invite(b: &mut Browser, role: &str) -> String {
 /// `b` signs a mute of `target` with its own key and sends it; the page must show the
 /// node's refusal.
 pub async fn forged_mute(b: &mut Browser, who: &str, target: &str) {
+    b.wait_for(
+        &format!("{who} seeing {target} (with their key)"),
+        &format!(
+            "(window.veche && veche.state().participants.some(p => p.name === {target:?} && p.key)) || null"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
     b.eval(&format!(
         "import('/assets/keys.js').then(async (k) => {{
            const t = veche.state().participants.find(p => p.name === {target:?});

@@ -41,7 +41,8 @@ pub(crate) struct Outbox {
     bytes: Vec<u8>,
     /// (socket, destination, start in `bytes`, length), in the order they were made.
     items: Vec<Item>,
-    /// A socket refused segmentation offload once: no more tries.
+    /// A send refused segmentation offload (a path without checksum offload): this outbox
+    /// sends one by one from then on.
     no_gso: bool,
 }
 
@@ -84,9 +85,14 @@ impl Outbox {
                 let run = run_at(i, !self.no_gso);
                 if run >= 2 {
                     let part = &group[i..i + run];
-                    if send_segments(fd, &self.bytes, part, &mut done) == Gso::Unsupported {
-                        tracing::info!("UDP segmentation offload refused: datagrams go one by one");
-                        self.no_gso = true;
+                    let gso = send_segments(fd, &self.bytes, part, &mut done);
+                    if gso != Gso::Done {
+                        if gso == Gso::Unsupported {
+                            tracing::info!(
+                                "UDP segmentation offload refused: datagrams go one by one"
+                            );
+                            self.no_gso = true;
+                        }
                         let headers =
                             headers.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
                         send_batch(fd, headers, &self.bytes, part, &mut done);
@@ -144,8 +150,11 @@ fn gso_run(items: &[Item]) -> usize {
 #[derive(Debug, PartialEq, Eq)]
 enum Gso {
     Done,
-    /// This socket's path cannot segment (no checksum offload): send them one by one.
+    /// The path cannot segment (no checksum offload): send them one by one, and no more
+    /// runs from this outbox.
     Unsupported,
+    /// Not this run (its segments exceed the route's MTU): send it one by one.
+    NotThisRun,
 }
 
 /// Send `run` (see [`gso_run`]) in one call, the kernel cutting it into its datagrams.
@@ -166,6 +175,9 @@ fn send_segments(fd: std::os::fd::RawFd, bytes: &[u8], run: &[Item], done: &mut 
             }
             Err(Errno::EINTR) => {}
             Err(Errno::EIO | Errno::EOPNOTSUPP | Errno::ENOPROTOOPT) => return Gso::Unsupported,
+            // Segments larger than this route's MTU: these go one by one (fragmented, as
+            // they would have been), offload stays on for the others.
+            Err(Errno::EINVAL | Errno::EMSGSIZE) => return Gso::NotThisRun,
             // A full buffer, as a congested link, or a bad destination: dropped.
             Err(e) => {
                 tracing::debug!(error = %e, "segmented send failed");

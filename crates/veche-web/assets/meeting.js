@@ -12,6 +12,7 @@ import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.
 import { qrCanvas } from './qr.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
+const DELETE_ARMED_MS = 5000; // "End and delete" waits this long for its second click
 const SPEAKING_POLL_MS = 400;
 const SPEAKING_LEVEL = 0.04; // audioLevel is 0..1 (linear); above this = talking
 const FEW_PEOPLE = 12;       // join/leave toasts only in small meetings (a class of 30 would be noisy)
@@ -159,6 +160,7 @@ export class Meeting {
     this.error = null;
     this.ended = false;            // left or failed: never reconnect
     this.deleting = false;         // the host asked the node to delete the meeting
+    this.deleteArmed = false;      // "End and delete" clicked once: the next click deletes
     this.attempt = 0;
     this.lost = null;              // {reason, stage, attempt} of the last loss, until a welcome
     this.retryTimer = null;
@@ -355,6 +357,14 @@ export class Meeting {
   /** The host ends the meeting and deletes it from this node at once (an end signed by the
    * host's own key, sent over HTTP: the node answers once it is gone from its disk). */
   async deleteMeeting() {
+    // It cannot be undone: the first click arms the button for a few seconds.
+    if (!this.deleteArmed) {
+      this.deleteArmed = true;
+      this.renderPeople();
+      setTimeout(() => { this.deleteArmed = false; if (!this.ended) this.renderPeople(); }, DELETE_ARMED_MS);
+      return;
+    }
+    this.deleteArmed = false;
     try {
       const target = (await personKey()).publicKey;
       const end = await signToken('veche/action/v1', {
@@ -1057,7 +1067,8 @@ export class Meeting {
           h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'end' },
             text: 'End for everyone', onclick: () => this.moderate('end', null) }),
           this.role === 'host' ? h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'delete' },
-            text: 'End and delete', title: 'End the meeting for everyone and delete it from this node now',
+            text: this.deleteArmed ? 'Click again to delete' : 'End and delete',
+            title: 'End the meeting for everyone and delete it from this node now: this cannot be undone',
             onclick: () => this.deleteMeeting() }) : null)));
     }
     if (this.waitingRoom.size) {

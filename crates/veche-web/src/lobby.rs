@@ -168,8 +168,8 @@ impl Lobby {
         node
     }
 
-    /// Meeting `meeting` was deleted: whoever waits here is turned away, and all kept for it
-    /// goes. Returns how many were turned away.
+    /// Meeting `meeting` was deleted: whoever waits here is sent away (their socket tells
+    /// them it ended), and all kept for it goes. Returns how many were sent away.
     pub(crate) fn forget_meeting(&mut self, meeting: &str) -> usize {
         self.elsewhere.remove(meeting);
         self.moderators.remove(meeting);

@@ -102,8 +102,9 @@ pub async fn take(
 
 /// Delete meeting `meeting` at once, as its host asked with `token` (an end signed by the
 /// host's own key): checked by the meeting's rules, deleted on disk with all that was kept
-/// for it, then ended for this node's people and waiters. Returns the end, for the other
-/// nodes of the meeting (they end it, and forget it after their retention).
+/// for it, then ended for this node's people and those in its waiting room. Returns the
+/// end, for the other nodes of the meeting (they end it, and forget it after their
+/// retention).
 pub async fn delete(
     engine: &EngineHandle,
     (meetings, lobby): (&Arc<Mutex<MeetingStore>>, &Mutex<crate::Lobby>),

@@ -217,12 +217,16 @@ impl Session {
                                 Next::Close
                             }
                         },
-                        _ => {
-                            replies.push(self.error(
-                                ErrorCode::Denied,
-                                "the host did not let you in",
-                                true,
-                            ));
+                        (_, p) => {
+                            // Turned away, or the host deleted the meeting while they waited.
+                            let gone = p.is_some_and(|p| {
+                                rules::read(&self.ctx.app.view, &p.meeting, |_| ()).is_none()
+                            });
+                            replies.push(if gone {
+                                self.error(ErrorCode::Ended, "the host ended the meeting", true)
+                            } else {
+                                self.error(ErrorCode::Denied, "the host did not let you in", true)
+                            });
                             Next::Close
                         }
                     };
