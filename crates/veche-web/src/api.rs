@@ -126,6 +126,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A body that is not the JSON the request takes: `expected` says what it takes.
+fn bad_body(e: &axum::extract::rejection::JsonRejection, expected: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ApiCode::BadRequest,
+        format!("Expected {expected}: {}", e.body_text()),
+    )
+}
+
 /// `GET /healthz`.
 pub(crate) async fn healthz(State(ctx): State<Ctx>) -> Response {
     Json(json!({ "status": "ok", "node": ctx.app.node.id, "version": ctx.app.node.version }))
@@ -187,16 +196,8 @@ pub(crate) async fn put_doc(
     if !is_meeting_id(&id) {
         return Err(ApiError::unknown_meeting());
     }
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ApiCode::BadRequest,
-            format!(
-                "Expected {{\"doc\": \"<token>\", \"claim\": \"<secret>\"}}: {}",
-                e.body_text()
-            ),
-        )
-    })?;
+    let Json(req) =
+        body.map_err(|e| bad_body(&e, "{\"doc\": \"<token>\", \"claim\": \"<secret>\"}"))?;
     let store = ctx.app.meetings.clone();
     let id2 = id.clone();
     let stored = tokio::task::spawn_blocking(move || {
@@ -274,16 +275,7 @@ pub(crate) async fn post_revocation(
     if !is_meeting_id(&id) {
         return Err(ApiError::unknown_meeting());
     }
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ApiCode::BadRequest,
-            format!(
-                "Expected {{\"revocation\": \"<token>\"}}: {}",
-                e.body_text()
-            ),
-        )
-    })?;
+    let Json(req) = body.map_err(|e| bad_body(&e, "{\"revocation\": \"<token>\"}"))?;
     use crate::rules::Undecided;
     let (invite, new) = crate::revocation::take(&ctx.app.meetings, &id, &req.revocation)
         .await
@@ -330,16 +322,7 @@ pub(crate) async fn delete_meeting(
     if !is_meeting_id(&id) {
         return Err(ApiError::unknown_meeting());
     }
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ApiCode::BadRequest,
-            format!(
-                "Expected {{\"end\": \"<an end signed by the host>\"}}: {}",
-                e.body_text()
-            ),
-        )
-    })?;
+    let Json(req) = body.map_err(|e| bad_body(&e, "{\"end\": \"<an end signed by the host>\"}"))?;
     // Asked before the meeting (and the nodes it was learned from) is gone.
     let nodes = crate::nodes::meeting_nodes(&ctx, &id).await;
     use crate::rules::Undecided;
@@ -395,13 +378,7 @@ pub(crate) async fn create_meeting(
             "Too many meetings created from this address; wait a minute.",
         ));
     }
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ApiCode::BadRequest,
-            format!("Expected {{\"title\": \"...\"}}: {}", e.body_text()),
-        )
-    })?;
+    let Json(req) = body.map_err(|e| bad_body(&e, "{\"title\": \"...\"}"))?;
     let store = ctx.app.meetings.clone();
     // The store fsyncs; keep that off the async workers.
     let created = tokio::task::spawn_blocking(move || {
@@ -457,13 +434,7 @@ pub(crate) async fn hello(
     // A JSON body (`{}`): a cross-site form cannot send one.
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let _ = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ApiCode::BadRequest,
-            format!("Expected a JSON body ({{}}): {}", e.body_text()),
-        )
-    })?;
+    let _ = body.map_err(|e| bad_body(&e, "a JSON body ({})"))?;
     use veche_net::HelloError;
     match ctx.app.net.hello(&id).await {
         Ok(r) => Ok(Json(r).into_response()),

@@ -39,14 +39,10 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let store = store.clone();
-    let id = id.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        let m = store.get(&id).ok_or(Undecided::Unknown)?;
-        let (value, change) = f(&m).map_err(Undecided::Refused)?;
+    locked(store, id, move |store, id, m| {
+        let (value, change) = f(m).map_err(Undecided::Refused)?;
         if let Some(c) = change {
-            store.commit(&id, &c).map_err(|e| {
+            store.commit(id, &c).map_err(|e| {
                 tracing::error!(meeting = %id, error = %e, "cannot save a meeting's change");
                 Undecided::Storage(e.to_string())
             })?;
@@ -54,7 +50,6 @@ where
         Ok(value)
     })
     .await
-    .unwrap_or_else(|_| Err(Undecided::Storage("the node is shutting down".into())))
 }
 
 /// Decide with `f` whether meeting `id` goes, and delete it (on disk, then in memory)
@@ -68,17 +63,34 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
+    locked(store, id, move |store, id, m| {
+        let value = f(m).map_err(Undecided::Refused)?;
+        store.delete(id).map_err(|e| {
+            tracing::error!(meeting = %id, error = %e, "cannot delete a meeting");
+            Undecided::Storage(e.to_string())
+        })?;
+        Ok(value)
+    })
+    .await
+}
+
+/// Run `f` with the store's lock held and meeting `id` read, on a blocking thread (it
+/// writes to disk), so no decision interleaves with another.
+async fn locked<T, E>(
+    store: &Arc<Mutex<MeetingStore>>,
+    id: &str,
+    f: impl FnOnce(&mut MeetingStore, &str, &Meeting) -> Result<T, Undecided<E>> + Send + 'static,
+) -> Result<T, Undecided<E>>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
     let store = store.clone();
     let id = id.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
         let m = store.get(&id).ok_or(Undecided::Unknown)?;
-        let value = f(&m).map_err(Undecided::Refused)?;
-        store.delete(&id).map_err(|e| {
-            tracing::error!(meeting = %id, error = %e, "cannot delete a meeting");
-            Undecided::Storage(e.to_string())
-        })?;
-        Ok(value)
+        f(&mut store, &id, &m)
     })
     .await
     .unwrap_or_else(|_| Err(Undecided::Storage("the node is shutting down".into())))
