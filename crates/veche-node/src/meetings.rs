@@ -591,6 +591,11 @@ impl MeetingStore {
         self.len() == 0
     }
 
+    /// Meeting `id`, read with `f` (no copy).
+    pub fn read<T>(&self, id: &str, f: impl FnOnce(&Meeting) -> T) -> Option<T> {
+        self.meetings.read(id, f)
+    }
+
     /// A meeting by id (a copy).
     pub fn get(&self, id: &str) -> Option<Meeting> {
         self.meetings.map().get(id).cloned()

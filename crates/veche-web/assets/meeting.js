@@ -160,7 +160,7 @@ export class Meeting {
     this.error = null;
     this.ended = false;            // left or failed: never reconnect
     this.deleting = false;         // the host asked the node to delete the meeting
-    this.deleteArmed = false;      // "End and delete" clicked once: the next click deletes
+    this.deleteArmed = null;       // "End and delete" clicked once (its timer): the next click deletes
     this.attempt = 0;
     this.lost = null;              // {reason, stage, attempt} of the last loss, until a welcome
     this.retryTimer = null;
@@ -335,11 +335,8 @@ export class Meeting {
     if (!this.session) return;
     try {
       // Lock, unlock and end concern the meeting: the target is the signer.
-      const target = p ? p.key : (await personKey()).publicKey;
-      if (!target) return;
-      const action = await signToken('veche/action/v1', {
-        meeting: this.id, kind, target, at_ms: Date.now(), authority: this.authority(),
-      });
+      const action = await this.signAction(kind, p ? p.key : null, this.authority());
+      if (!action) return;
       if (!this.session.send({ type: 'moderate', action })) throw new Error('not connected');
       if (kind === 'mute') this.silencedKeys.add(p.key);
       if (kind === 'allow') this.silencedKeys.delete(p.key);
@@ -354,22 +351,27 @@ export class Meeting {
     }
   }
 
+  /** A signed moderation action on `target` (a key; null: the meeting, signed as its own
+   * target), under `authority` (null: the host's own word); null without a target. */
+  async signAction(kind, target, authority) {
+    const on = target || (await personKey()).publicKey;
+    if (!on) return null;
+    return signToken('veche/action/v1', { meeting: this.id, kind, target: on, at_ms: Date.now(), authority });
+  }
+
   /** The host ends the meeting and deletes it from this node at once (an end signed by the
    * host's own key, sent over HTTP: the node answers once it is gone from its disk). */
   async deleteMeeting() {
     // It cannot be undone: the first click arms the button for a few seconds.
+    clearTimeout(this.deleteArmed);
     if (!this.deleteArmed) {
-      this.deleteArmed = true;
+      this.deleteArmed = setTimeout(() => { this.deleteArmed = null; if (!this.ended) this.renderPeople(); }, DELETE_ARMED_MS);
       this.renderPeople();
-      setTimeout(() => { this.deleteArmed = false; if (!this.ended) this.renderPeople(); }, DELETE_ARMED_MS);
       return;
     }
-    this.deleteArmed = false;
+    this.deleteArmed = null;
     try {
-      const target = (await personKey()).publicKey;
-      const end = await signToken('veche/action/v1', {
-        meeting: this.id, kind: 'end', target, at_ms: Date.now(), authority: null,
-      });
+      const end = await this.signAction('end', null, null);
       // The node tells this socket `ended` before the answer comes.
       this.deleting = true;
       const r = await fetch(`/api/meetings/${encodeURIComponent(this.id)}`, {

@@ -85,17 +85,9 @@ pub async fn take(
             return Ok(action)
         }
     };
-    let (reply, rx) = oneshot::channel();
-    engine
-        .send(Command::Moderate {
-            meeting: meeting.to_owned(),
-            key: encode_key(&action.body.target),
-            action: what,
-            reply,
-        })
+    let reached = carry_out(engine, meeting, &action, what)
         .await
-        .map_err(|_| "the node is shutting down".to_string())?;
-    let reached = rx.await.unwrap_or(0);
+        .ok_or_else(|| "the node is shutting down".to_string())?;
     tracing::info!(%meeting, action = ?what, reached, by = %action.key.fingerprint(), "moderation carried out");
     Ok(action)
 }
@@ -122,21 +114,32 @@ pub async fn delete(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .forget_meeting(meeting);
+    let reached = carry_out(engine, meeting, &action, Moderation::End)
+        .await
+        .unwrap_or(0);
+    tracing::info!(%meeting, reached, waiting, by = %action.key.fingerprint(), "meeting deleted by its host");
+    Ok(action)
+}
+
+/// Carry out `what` on this node's people in `meeting` (its target is `action`'s): how
+/// many it reached, or `None` when the engine is gone.
+async fn carry_out(
+    engine: &EngineHandle,
+    meeting: &str,
+    action: &Signed<Action>,
+    what: Moderation,
+) -> Option<usize> {
     let (reply, rx) = oneshot::channel();
-    let reached = match engine
+    engine
         .send(Command::Moderate {
             meeting: meeting.to_owned(),
             key: encode_key(&action.body.target),
-            action: Moderation::End,
+            action: what,
             reply,
         })
         .await
-    {
-        Ok(()) => rx.await.unwrap_or(0),
-        Err(_) => 0,
-    };
-    tracing::info!(%meeting, reached, waiting, by = %action.key.fingerprint(), "meeting deleted by its host");
-    Ok(action)
+        .ok()?;
+    Some(rx.await.unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -39,10 +39,11 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    locked(store, id, move |store, id, m| {
-        let (value, change) = f(m).map_err(Undecided::Refused)?;
+    let id = id.to_owned();
+    locked(store, move |store| {
+        let (value, change) = decided(store, &id, f)?;
         if let Some(c) = change {
-            store.commit(id, &c).map_err(|e| {
+            store.commit(&id, &c).map_err(|e| {
                 tracing::error!(meeting = %id, error = %e, "cannot save a meeting's change");
                 Undecided::Storage(e.to_string())
             })?;
@@ -63,9 +64,10 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    locked(store, id, move |store, id, m| {
-        let value = f(m).map_err(Undecided::Refused)?;
-        store.delete(id).map_err(|e| {
+    let id = id.to_owned();
+    locked(store, move |store| {
+        let value = decided(store, &id, f)?;
+        store.delete(&id).map_err(|e| {
             tracing::error!(meeting = %id, error = %e, "cannot delete a meeting");
             Undecided::Storage(e.to_string())
         })?;
@@ -74,26 +76,32 @@ where
     .await
 }
 
-/// Run `f` with the store's lock held and meeting `id` read, on a blocking thread (it
-/// writes to disk), so no decision interleaves with another.
+/// `f`'s decision on meeting `id`, read in place (the meeting is not copied).
+fn decided<T, E>(
+    store: &MeetingStore,
+    id: &str,
+    f: impl FnOnce(&Meeting) -> Result<T, E>,
+) -> Result<T, Undecided<E>> {
+    store
+        .read(id, f)
+        .ok_or(Undecided::Unknown)?
+        .map_err(Undecided::Refused)
+}
+
+/// Run `f` with the store's lock held, on a blocking thread (it writes to disk), so no
+/// decision interleaves with another.
 async fn locked<T, E>(
     store: &Arc<Mutex<MeetingStore>>,
-    id: &str,
-    f: impl FnOnce(&mut MeetingStore, &str, &Meeting) -> Result<T, Undecided<E>> + Send + 'static,
+    f: impl FnOnce(&mut MeetingStore) -> Result<T, Undecided<E>> + Send + 'static,
 ) -> Result<T, Undecided<E>>
 where
     T: Send + 'static,
     E: Send + 'static,
 {
     let store = store.clone();
-    let id = id.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        let m = store.get(&id).ok_or(Undecided::Unknown)?;
-        f(&mut store, &id, &m)
-    })
-    .await
-    .unwrap_or_else(|_| Err(Undecided::Storage("the node is shutting down".into())))
+    tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|p| p.into_inner())))
+        .await
+        .unwrap_or_else(|_| Err(Undecided::Storage("the node is shutting down".into())))
 }
 
 /// Read meeting `id` with `f` (no change): never waits for a write to reach the disk.
