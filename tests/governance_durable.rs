@@ -348,6 +348,18 @@ async fn the_host_deletes_a_meeting_at_once_and_nobody_else_can() {
             "{what}: {body}"
         );
     }
+    // The host's own end, sent by another site's page through her browser: refused at the
+    // door (the guard every state change passes).
+    let hosts_end = json!({ "end": act(&host, &id, ActionKind::End, &host) }).to_string();
+    let (s, body) = http(
+        port,
+        "DELETE",
+        &format!("/api/meetings/{id}"),
+        &format!("{JSON}Origin: http://evil.example\r\n"),
+        &hosts_end,
+    )
+    .await;
+    assert!(s == 403 && body.contains("bad_origin"), "{s} {body}");
     send(&mut pupil_s, json!({"type": "chat", "text": "still here"})).await;
     assert_eq!(
         next_of(&mut pupil_s, "chat").await["message"]["text"],
