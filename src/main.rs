@@ -44,6 +44,21 @@ enum Cmd {
     /// Join a meeting from the terminal, as a person whose key is a file: report the media
     /// that arrives, who comes and goes, and the chat. Publishes no media.
     Join(JoinArgs),
+    /// Print who was in a meeting on the running node, and when, as CSV (one line per
+    /// stay: name, key, node, role, joined, left, minutes).
+    Attendance(AttendanceArgs),
+}
+
+#[derive(Args, Debug)]
+struct AttendanceArgs {
+    /// The meeting's id (like k3x-9qa-7mf) or its link.
+    meeting: String,
+    /// The running node's HTTP address.
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_HTTP)]
+    http: SocketAddr,
+    /// Write it to this file instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -192,6 +207,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Peers(a) => peers(a),
+        Cmd::Attendance(a) => attendance(a),
         Cmd::Hello(a) => {
             let body = http_request(a.http, "POST", &format!("/api/peers/{}/hello", a.peer))?;
             println!("{body}");
@@ -302,6 +318,7 @@ async fn run(a: RunArgs) -> Result<()> {
     // Meetings that span nodes: the engine and the network talk through the bridge.
     let (fed_tx, fed_rx) = tokio::sync::mpsc::channel(1024);
     let (app_tx, app_rx) = tokio::sync::mpsc::channel(256);
+    let (attendance_tx, attendance_rx) = tokio::sync::mpsc::channel(veche_web::attendance::QUEUE);
     let (engine, media_addrs, engine_task) = Engine::start(EngineConfig {
         port: media_port,
         link_port,
@@ -310,6 +327,7 @@ async fn run(a: RunArgs) -> Result<()> {
         limits,
         node_id: identity.peer_id().to_string(),
         federation: Some(fed_tx),
+        attendance: Some(attendance_tx),
         relay: a.relay || config.relay.unwrap_or(false),
         media_threads: a.media_threads.unwrap_or(0),
         ..EngineConfig::default()
@@ -351,6 +369,11 @@ async fn run(a: RunArgs) -> Result<()> {
     };
     let view = meetings.view();
     let meetings = Arc::new(Mutex::new(meetings));
+    tokio::spawn(veche_web::attendance::record(
+        attendance_rx,
+        meetings.clone(),
+        view.clone(),
+    ));
     {
         // Ended meetings go once their retention passed: checked every hour.
         let meetings = meetings.clone();
@@ -613,6 +636,34 @@ fn peers(a: PeersArgs) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
             p["address"].as_str().unwrap_or(""),
         );
+    }
+    Ok(())
+}
+
+fn attendance(a: AttendanceArgs) -> Result<()> {
+    // A link works as well as an id: the id is what follows `/m/`.
+    let id = match a.meeting.split_once("/m/") {
+        Some((_, rest)) => rest.split(['#', '?', '/']).next().unwrap_or(rest),
+        None => a.meeting.as_str(),
+    };
+    if !veche_node::is_meeting_id(id) {
+        anyhow::bail!(
+            "{:?} is not a meeting id (like k3x-9qa-7mf) or link",
+            a.meeting
+        );
+    }
+    let csv = http_request(a.http, "GET", &format!("/api/meetings/{id}/attendance"))?;
+    match a.out {
+        Some(path) => {
+            std::fs::write(&path, &csv)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "{} stays written to {}",
+                csv.lines().count().saturating_sub(1),
+                path.display()
+            );
+        }
+        None => print!("{csv}"),
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! (the browser's key signs it, so that browser is the host), make a listener invite link in
 //! the invite dialog, and see the link admit a student as a listener while the plain link
 //! admits nobody; withdrawn from the same dialog, the invite link admits nobody either; and
-//! "End and delete" ends the meeting for everyone and deletes it from the node at once.
+//! the host saves the attendance as a CSV file (nobody else's page offers it); and "End and
+//! delete" ends the meeting for everyone and deletes it from the node at once.
 //!
 //! Runs as root (the browsers live in a network namespace).
 
@@ -74,6 +75,55 @@ async fn a_host_starts_an_invite_only_meeting_and_invites_a_listener() {
         "This invite was withdrawn by the host",
     )
     .await;
+
+    // The host saves the attendance from the People panel: a CSV file with her as the host
+    // and Lee as a listener, and nobody who was refused. Lee has no such button.
+    click(
+        &mut ada,
+        "the attendance button",
+        ".people-list button[data-action=\"attendance\"]",
+    )
+    .await;
+    let csv = ada
+        .wait_for(
+            "the attendance file saved",
+            "(() => { const a = document.querySelector('a[data-attendance]');
+               return a ? fetch(a.href).then(r => r.text()) : null; })()",
+            Duration::from_secs(10),
+        )
+        .await;
+    let csv = csv.as_str().expect("the file's text");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"name,key,node,role,joined,left,minutes"),
+        "{csv}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Ada,") && l.contains(",host,")),
+        "{csv}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Lee,") && l.contains(",listener,")),
+        "{csv}"
+    );
+    assert!(
+        !csv.contains("Cy,") && !csv.contains("Late,"),
+        "the refused are not in: {csv}"
+    );
+    let lee_has = lee
+        .eval("!!document.querySelector('button[data-action=\"attendance\"]')")
+        .await
+        .expect("Lee's page");
+    assert_eq!(
+        lee_has,
+        serde_json::json!(false),
+        "only the host's page offers it"
+    );
 
     // The host ends the meeting and deletes it from her node at once.
     let id = page

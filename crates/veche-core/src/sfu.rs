@@ -70,6 +70,27 @@ pub enum Output {
         /// What to tell them.
         notice: Notice,
     },
+    /// A person (a browser here or someone another node carries, never a node link) came
+    /// into `meeting` on this node: what the meeting's attendance is made of. Every
+    /// participant that arrives departs exactly once ([`Output::Departed`]).
+    Arrived {
+        /// Meeting id.
+        meeting: String,
+        /// Who.
+        participant: ParticipantId,
+        /// Their name as they joined.
+        name: String,
+        /// Their key, as their node checked it.
+        key: Option<String>,
+    },
+    /// A person went out of `meeting` on this node (left, dropped, removed, or their node
+    /// was lost).
+    Departed {
+        /// Meeting id.
+        meeting: String,
+        /// Who.
+        participant: ParticipantId,
+    },
 }
 
 /// Why a join was refused.
@@ -392,6 +413,14 @@ impl Sfu {
             );
         }
         room.participants.push(id);
+        if kind != Kind::Link {
+            out.push(Output::Arrived {
+                meeting: meeting.to_owned(),
+                participant: id,
+                name: name.to_owned(),
+                key: key.clone(),
+            });
+        }
 
         let mut subscribed = Vec::new();
         if kind != Kind::Remote {
@@ -488,6 +517,12 @@ impl Sfu {
             }
         }
 
+        if p.kind != Kind::Link {
+            out.push(Output::Departed {
+                meeting: p.meeting.clone(),
+                participant: id,
+            });
+        }
         if let Some(room) = self.meetings.get_mut(&p.meeting) {
             room.participants.retain(|x| *x != id);
             if p.kind != Kind::Link {

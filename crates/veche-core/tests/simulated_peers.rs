@@ -23,6 +23,8 @@ struct Sim {
     keyframe_requests: HashMap<TrackId, u32>,
     notices: HashMap<ParticipantId, Vec<Notice>>,
     unsubscribed: HashSet<(ParticipantId, TrackId)>,
+    /// Arrivals (`true`) and departures, in order: (meeting, participant, arrived).
+    attendance: Vec<(String, ParticipantId, bool)>,
 }
 
 impl Sim {
@@ -40,6 +42,7 @@ impl Sim {
             keyframe_requests: HashMap::new(),
             notices: HashMap::new(),
             unsubscribed: HashSet::new(),
+            attendance: Vec::new(),
         }
     }
 
@@ -60,6 +63,15 @@ impl Sim {
                     *self.keyframe_requests.entry(track).or_default() += 1
                 }
                 Output::Notify { to, notice } => self.notices.entry(to).or_default().push(notice),
+                Output::Arrived {
+                    meeting,
+                    participant,
+                    ..
+                } => self.attendance.push((meeting, participant, true)),
+                Output::Departed {
+                    meeting,
+                    participant,
+                } => self.attendance.push((meeting, participant, false)),
             }
         }
     }
@@ -231,6 +243,47 @@ fn leaver_disappears_for_everyone_and_its_tracks_stop() {
     assert_eq!(names, ["Ada", "Cy"]);
     // Leaving twice is harmless.
     assert!(sim.sfu.leave(b, sim.now).is_empty());
+}
+
+#[test]
+fn every_person_arrives_and_departs_once_and_node_links_never() {
+    let mut sim = Sim::new();
+    let a = sim.join("m", "Ada");
+    let (r, out) = sim
+        .sfu
+        .join_remote("m", "Rae", MediaState::default(), Some("k".into()), sim.now)
+        .expect("remote join");
+    let arrived = out.iter().find_map(|o| match o {
+        Output::Arrived { name, key, .. } => Some((name.clone(), key.clone())),
+        _ => None,
+    });
+    assert_eq!(arrived, Some(("Rae".to_owned(), Some("k".to_owned()))));
+    sim.apply(out);
+    let (link, out) = sim.sfu.attach_link("m", sim.now);
+    sim.apply(out);
+    let b = sim.join("other", "Bob");
+    for id in [r, link, a, a, b] {
+        let out = sim.sfu.leave(id, sim.now);
+        sim.apply(out);
+    }
+    let m = |id| ("m".to_owned(), id);
+    let want = [
+        (m(a), true),
+        (m(r), true),
+        (("other".to_owned(), b), true),
+        (m(r), false),
+        (m(a), false),
+        (("other".to_owned(), b), false),
+    ];
+    let got: Vec<_> = sim
+        .attendance
+        .iter()
+        .map(|(mt, id, arrived)| ((mt.clone(), *id), *arrived))
+        .collect();
+    assert_eq!(
+        got, want,
+        "the link is never listed; leaving twice departs once"
+    );
 }
 
 #[test]

@@ -293,6 +293,38 @@ pub struct EngineStats {
     pub worker_rounds: u64,
     /// Peers removed because of a contained panic.
     pub peers_panicked: u64,
+    /// Attendance records dropped because their writer fell behind.
+    pub attendance_dropped: u64,
+}
+
+/// A person came into a meeting on this node or went out of it: what its attendance is
+/// made of. The receiver stamps the time (it reads the clock; the engine does not) and
+/// decides the person's role by their presence, with the meeting's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attendance {
+    /// Came in.
+    Arrived {
+        /// Meeting id.
+        meeting: String,
+        /// Their participant id here (unique for the node's lifetime and across restarts).
+        participant: ParticipantId,
+        /// Their name as they joined.
+        name: String,
+        /// Their key (base64url), as their node checked it.
+        key: Option<String>,
+        /// The node they are attached to (its peer id): this one, or another.
+        node: String,
+        /// What they travel with (a veche-meeting `Presence` token): their proof for
+        /// `node` and their invite.
+        presence: Option<String>,
+    },
+    /// Went out (left, dropped, removed, or their node was lost).
+    Departed {
+        /// Meeting id.
+        meeting: String,
+        /// Who.
+        participant: ParticipantId,
+    },
 }
 
 /// Something for one participant's browser.

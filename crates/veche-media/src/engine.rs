@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use veche_core::{ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
 
 use crate::api::{
-    Command, EngineHandle, EngineStats, ErrorCode, FedOut, Moderation, PeerEvent, Signal, TrackInfo,
+    Attendance, Command, EngineHandle, EngineStats, ErrorCode, FedOut, Moderation, PeerEvent,
+    Signal, TrackInfo,
 };
 use crate::federation::Fed;
 use crate::forward::Incoming;
@@ -43,6 +44,9 @@ pub struct EngineConfig {
     pub node_id: String,
     /// Where messages for other nodes go; without it, meetings stay on this node.
     pub federation: Option<mpsc::Sender<FedOut>>,
+    /// Where each person's arrival and departure goes (the meetings' attendance); none:
+    /// nothing is recorded.
+    pub attendance: Option<mpsc::Sender<Attendance>>,
     /// Relay media for pairs of other nodes that cannot reach each other (`--relay`).
     pub relay: bool,
     /// Offer loopback candidates on node links (several nodes on one machine: tests and
@@ -63,6 +67,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             node_id: String::new(),
             federation: None,
+            attendance: None,
             relay: false,
             links_on_loopback: false,
             media_threads: 0,
@@ -156,6 +161,7 @@ pub struct Engine {
     pub(crate) renegotiate: HashSet<ParticipantId>,
     pub(crate) node_id: String,
     pub(crate) fed_out: Option<mpsc::Sender<FedOut>>,
+    attendance: Option<mpsc::Sender<Attendance>>,
     pub(crate) fed: Fed,
     pub(crate) links_on_loopback: bool,
     /// Peers to remove after the current step, with the error to tell them.
@@ -294,6 +300,7 @@ impl Engine {
             last_housekeeping: now,
             node_id: config.node_id,
             fed_out: config.federation,
+            attendance: config.attendance,
             fed: Fed::new(config.relay),
             links_on_loopback: config.links_on_loopback,
         };
@@ -1042,6 +1049,35 @@ impl Engine {
                         }
                     }
                 }
+                Output::Arrived {
+                    meeting,
+                    participant,
+                    name,
+                    key,
+                } => {
+                    // Someone another node carries, or a browser here.
+                    let node = self
+                        .fed
+                        .node_of(participant)
+                        .unwrap_or(&self.node_id)
+                        .to_owned();
+                    let presence = self.fed.presence.get(&participant).cloned();
+                    self.attended(Attendance::Arrived {
+                        meeting,
+                        participant,
+                        name,
+                        key,
+                        node,
+                        presence,
+                    });
+                }
+                Output::Departed {
+                    meeting,
+                    participant,
+                } => self.attended(Attendance::Departed {
+                    meeting,
+                    participant,
+                }),
             }
         }
     }
@@ -1137,6 +1173,16 @@ impl Engine {
                 }
                 Err(e) => tracing::debug!(%ip, error = %e, "observed address not usable"),
             }
+        }
+    }
+
+    /// Hand an arrival or departure to the attendance writer. Never waits: with its queue
+    /// full (the disk far behind), the record is dropped and counted.
+    fn attended(&mut self, a: Attendance) {
+        let Some(tx) = &self.attendance else { return };
+        if tx.try_send(a).is_err() {
+            self.stats.attendance_dropped += 1;
+            tracing::warn!("attendance queue full or closed: a record was dropped");
         }
     }
 

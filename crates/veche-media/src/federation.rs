@@ -88,7 +88,8 @@ pub(crate) struct Fed {
     resync: HashSet<(String, String)>,
     /// When our list last went again to (meeting, node), to send it at most every 5 s.
     resync_sent: HashMap<(String, String), Instant>,
-    /// Local participant → what they travel with to other nodes (their proof, opaque here).
+    /// Participant → what they travel with (their proof, opaque here): for a browser here,
+    /// what goes to other nodes; for someone another node carries, what it announced.
     pub presence: HashMap<ParticipantId, String>,
 }
 
@@ -98,6 +99,11 @@ impl Fed {
             relay_enabled,
             ..Self::default()
         }
+    }
+
+    /// The node that carries remote participant `pid` (`None`: not a remote).
+    pub fn node_of(&self, pid: ParticipantId) -> Option<&str> {
+        self.remote_of.get(&pid).map(|(node, _)| node.as_str())
     }
 
     /// Stop asking `node` to sync `meeting` again.
@@ -112,6 +118,7 @@ struct Announced<'a> {
     name: &'a str,
     state: MediaState,
     key: Option<String>,
+    presence: Option<String>,
 }
 
 fn event_of(p: &ParticipantInfo, presence: Option<&String>) -> MeetingEvent {
@@ -589,7 +596,7 @@ impl Engine {
                     screen,
                     hand,
                     key,
-                    presence: _,
+                    presence,
                 } => {
                     // The bridge admitted this person by their presence before it got here.
                     listed.insert(id);
@@ -604,6 +611,7 @@ impl Engine {
                         name: &name,
                         state,
                         key,
+                        presence,
                     };
                     self.remote_joined(&node, &meeting, who, now);
                 }
@@ -709,6 +717,7 @@ impl Engine {
             name,
             state,
             key: person_key,
+            presence,
         } = who;
         let key = (node.to_owned(), id);
         if let Some(&pid) = self.fed.remotes.get(&key) {
@@ -729,6 +738,9 @@ impl Engine {
                 tracing::info!(%node, %meeting, remote = id, participant = %pid, "remote participant joined");
                 self.fed.remotes.insert(key.clone(), pid);
                 self.fed.remote_of.insert(pid, key);
+                if let Some(p) = presence {
+                    self.fed.presence.insert(pid, p);
+                }
                 self.apply(out);
                 Some(pid)
             }
@@ -747,6 +759,7 @@ impl Engine {
         self.fed.gone.insert(key.clone());
         if let Some(pid) = self.fed.remotes.remove(&key) {
             self.fed.remote_of.remove(&pid);
+            self.fed.presence.remove(&pid);
             for track in self.sfu.published(pid) {
                 if let Some(link) = self.fed.track_in.remove(&track) {
                     if let Some(p) = self.peers.get_mut(&link) {

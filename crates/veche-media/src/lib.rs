@@ -28,8 +28,8 @@ mod peer;
 mod sdp;
 
 pub use api::{
-    Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo, LinkOffer,
-    Moderation, PeerEvent, Signal, TrackInfo,
+    Attendance, Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo,
+    LinkOffer, Moderation, PeerEvent, Signal, TrackInfo,
 };
 pub use engine::{Engine, EngineConfig, StartError};
 pub use federation::{MAX_LINKS_IN_PER_NODE, MAX_MEETINGS_PER_NODE};

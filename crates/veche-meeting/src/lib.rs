@@ -15,6 +15,8 @@
 //!   [`Governance::check_revocation`]: moderation, making moderators, withdrawing invites,
 //!   with withdrawn invites and removed keys consulted at every level of an authority chain,
 //!   at the checking node's own time;
+//! - [`Governance::check_attendance`]: who may have the record of who was in the meeting
+//!   (the host); [`Governance::role_by_presence`]: the role each person is recorded in;
 //! - [`Governance::check_doc`], [`Governance::check_history`]: learning a meeting from
 //!   another node: the first signed document for an id stands, a link's pinned host key is
 //!   enforced, and what comes with it is checked against the stored document.
@@ -167,8 +169,9 @@ pub enum Refused {
     /// Past the limits of one meeting.
     #[error("this meeting keeps no more of these")]
     Full,
-    /// Deleting a meeting takes an end signed by the host's own key (not a moderator's).
-    #[error("only the host can delete a meeting, with an end signed by the host's own key")]
+    /// Only the host's own key may delete a meeting (an end signed by it, not a
+    /// moderator's) or have its attendance.
+    #[error("only the meeting's host can do this, with the host's own key")]
     NotTheHost,
 }
 
@@ -713,6 +716,32 @@ impl Governance {
                 e => JoinRefused::Policy(e),
             },
         )
+    }
+
+    /// The role a person holds now by the presence they travel with, made for `carrier`
+    /// (the node they joined through): how they take part, for the meeting's attendance.
+    /// Whether they may be in was decided at their join ([`Governance::admit`],
+    /// [`Governance::admit_remote`]).
+    pub fn role_by_presence(
+        &self,
+        meeting: &str,
+        carrier: &str,
+        presence: &Presence,
+        now_ms: u64,
+    ) -> Result<Role, JoinRefused> {
+        let (key, invite) = self.proof(meeting, &presence.person(carrier))?;
+        self.role_of(&key, invite.as_ref(), now_ms)
+    }
+
+    /// Whether `key` may have the meeting's attendance (who was in it, when): the host's
+    /// own key only. It names people and their times, which is the host's to keep, not a
+    /// moderator's.
+    pub fn check_attendance(&self, key: &PublicKey) -> Result<(), Refused> {
+        match self.host() {
+            None => Err(Refused::NoHost),
+            Some(host) if host == *key => Ok(()),
+            Some(_) => Err(Refused::NotTheHost),
+        }
     }
 
     /// Whether `key` may moderate now, holding `authority` (none: only the host may).

@@ -1047,3 +1047,54 @@ fn only_an_end_signed_by_the_hosts_own_key_deletes_a_meeting() {
     let again = act(&host, ActionKind::End, &host, NOW + 1, None);
     assert!(g.check_delete(ID, &again, NOW + 1).is_ok());
 }
+
+#[test]
+fn only_the_hosts_own_key_has_the_attendance() {
+    let host = key(1);
+    let (mo, ada) = (key(2), key(3));
+    let mut g = meeting(&host, Policy::Anyone, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    let c = g
+        .check_grant(ID, &encode_token(&mod_invite), NOW)
+        .expect("grant");
+    g.apply(&c);
+    assert!(g.moderators(NOW).contains(&mo.public()), "a moderator");
+    assert_eq!(g.check_attendance(&host.public()), Ok(()));
+    // A moderator moderates, but who was in the meeting is the host's to keep.
+    assert_eq!(g.check_attendance(&mo.public()), Err(Refused::NotTheHost));
+    assert_eq!(g.check_attendance(&ada.public()), Err(Refused::NotTheHost));
+    // An unsigned meeting has nobody who may have it.
+    assert_eq!(
+        Governance::default().check_attendance(&host.public()),
+        Err(Refused::NoHost)
+    );
+}
+
+#[test]
+fn a_person_is_recorded_in_the_role_their_own_proof_and_invite_give() {
+    let host = key(1);
+    let (ada, bob) = (key(3), key(4));
+    let g = meeting(&host, Policy::InviteOnly, false);
+    let listen = invite(&host, "i-listen", Role::Listener, None, None);
+    let cases = [
+        (presence(&host, NODE, ID, None), Role::Host),
+        (presence(&ada, NODE, ID, Some(&listen)), Role::Listener),
+    ];
+    for (p, role) in &cases {
+        assert_eq!(g.role_by_presence(ID, NODE, p, NOW), Ok(*role));
+    }
+    // A proof made for another node, or another's key with Ada's proof, gives no role.
+    let ada_here = presence(&ada, NODE, ID, Some(&listen));
+    assert!(matches!(
+        g.role_by_presence(ID, OTHER_NODE, &ada_here, NOW),
+        Err(JoinRefused::BadProof(_))
+    ));
+    let stolen = Presence {
+        key: encode_key(&bob.public()),
+        ..ada_here
+    };
+    assert!(matches!(
+        g.role_by_presence(ID, NODE, &stolen, NOW),
+        Err(JoinRefused::BadProof(_))
+    ));
+}

@@ -1,9 +1,11 @@
-//! A node's state on disk: its identity key, configuration, TLS certificate and meetings.
+//! A node's state on disk: its identity key, configuration, TLS certificate and meetings
+//! (with their attendance).
 //!
 //! Everything lives in one data directory. Files are written atomically (a temporary file,
 //! fsync, rename, fsync of the directory), so a node killed at any moment finds either the
 //! old or the new content on restart, never a torn file. Secrets are created with mode 0600.
 
+pub mod attendance;
 mod config;
 mod fsutil;
 mod identity;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use veche_meeting::{Change, Governance};
 
+use crate::attendance::{Record, MAX_RECORDS};
 use crate::fsutil::ensure_private_dir;
 
 /// The store's file in the data directory.
@@ -29,6 +30,10 @@ pub const LEGACY_FILE: &str = "meetings.json";
 const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meetings");
 /// A meeting's changes since its record was written: (meeting id, sequence) → the change.
 const EVENTS: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("events");
+/// A meeting's attendance: (meeting id, sequence) → an arrival or a departure
+/// ([`crate::attendance::Record`]), deleted with the meeting.
+const ATTENDANCE: redb::TableDefinition<(&str, u64), &[u8]> =
+    redb::TableDefinition::new("attendance");
 /// Changes after which a meeting's record is written again with them folded in.
 pub const FOLD_AFTER: u64 = 256;
 /// Longest meeting title, in characters.
@@ -195,6 +200,9 @@ pub struct MeetingStore {
     meetings: MeetingView,
     /// Each meeting's change records on disk (sequences `0..n`), absent when none.
     events: HashMap<String, u64>,
+    /// Each meeting's next attendance sequence, learned from the disk at its first record
+    /// since the store opened.
+    attendance: HashMap<String, u64>,
     /// Tests: the next write fails, as a full disk would.
     #[cfg(test)]
     fail_next: bool,
@@ -270,6 +278,7 @@ impl MeetingStore {
             db,
             meetings: MeetingView(Arc::new(RwLock::new(meetings))),
             events,
+            attendance: HashMap::new(),
             #[cfg(test)]
             fail_next: false,
         };
@@ -329,8 +338,12 @@ impl MeetingStore {
                     .insert(m.id.as_str(), bytes.as_slice())
                     .map_err(db_err)?;
             }
+            let mut attendance = txn.open_table(ATTENDANCE).map_err(db_err)?;
             for id in delete {
                 table.remove(id.as_str()).map_err(db_err)?;
+                attendance
+                    .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
+                    .map_err(db_err)?;
             }
             // A record written anew holds its changes; a deleted one takes them along.
             for id in put.iter().map(|m| &m.id).chain(delete) {
@@ -343,7 +356,78 @@ impl MeetingStore {
         for id in put.iter().map(|m| &m.id).chain(delete) {
             self.events.remove(id);
         }
+        for id in delete {
+            self.attendance.remove(id);
+        }
         Ok(())
+    }
+
+    /// Append arrivals and departures to their meetings' attendance, in one committed
+    /// transaction. Records of meetings not kept here (a relay's, or one deleted since) and
+    /// past a meeting's [`MAX_RECORDS`] are skipped. Returns how many were written.
+    pub fn record_attendance(&mut self, batch: &[(String, Record)]) -> io::Result<usize> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next) {
+            return Err(io::Error::other("no space left on device (test)"));
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut next = HashMap::new();
+        let mut written = 0;
+        {
+            use redb::ReadableTable as _;
+            let mut table = txn.open_table(ATTENDANCE).map_err(db_err)?;
+            for (id, record) in batch {
+                if !self.meetings.map().contains_key(id) {
+                    continue;
+                }
+                let seq = match next.get(id).or(self.attendance.get(id)) {
+                    Some(&n) => n,
+                    None => table
+                        .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
+                        .map_err(db_err)?
+                        .next_back()
+                        .transpose()
+                        .map_err(db_err)?
+                        .map_or(0, |(k, _)| k.value().1 + 1),
+                };
+                if seq >= MAX_RECORDS {
+                    tracing::warn!(meeting = %id, "attendance full: a record was not kept");
+                    continue;
+                }
+                let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+                table
+                    .insert((id.as_str(), seq), bytes.as_slice())
+                    .map_err(db_err)?;
+                next.insert(id.clone(), seq + 1);
+                written += 1;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        self.attendance.extend(next);
+        Ok(written)
+    }
+
+    /// Meeting `id`'s attendance records, in the order they were written.
+    pub fn attendance(&self, id: &str) -> io::Result<Vec<Record>> {
+        use redb::ReadableDatabase as _;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(ATTENDANCE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.range((id, 0)..=(id, u64::MAX)).map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let record = serde_json::from_slice(v.value()).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("attendance record {} of meeting {id}: {e}", k.value().1),
+                )
+            })?;
+            out.push(record);
+        }
+        Ok(out)
     }
 
     /// Append one change record to meeting `id`, committed.
@@ -784,6 +868,64 @@ mod tests {
         assert!(store.get(&gone.id).is_none(), "deleted on disk");
         let kept_now = store.get(&kept.id).expect("the other meeting");
         assert_eq!(store.pending_changes(&kept.id), 1, "{kept_now:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn attendance_survives_reopening_goes_with_its_meeting_and_skips_unknown_ones() {
+        use crate::attendance::Record;
+        let dir = std::env::temp_dir().join(format!("veche-meet-att-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = MeetingStore::open(&dir).expect("open");
+        let (class, _) = store.create("Class", false).expect("create");
+        let (other, _) = store.create("Other", false).expect("create");
+        let came = |p: u64, at_ms: u64| Record::Arrived {
+            participant: p,
+            at_ms,
+            name: format!("p{p}"),
+            key: None,
+            node: "n".into(),
+            role: None,
+        };
+        let batch = vec![
+            (class.id.clone(), came(1, 10)),
+            ("zzz-zzz-zzz".to_owned(), came(2, 11)),
+            (other.id.clone(), came(3, 12)),
+            (
+                class.id.clone(),
+                Record::Departed {
+                    participant: 1,
+                    at_ms: 20,
+                },
+            ),
+        ];
+        assert_eq!(store.record_attendance(&batch).expect("write"), 3);
+        store.fail_next = true;
+        assert!(store
+            .record_attendance(&[(class.id.clone(), came(4, 30))])
+            .is_err());
+        drop(store);
+        // Reopened (as after a kill -9: each batch was committed), later records follow on.
+        let mut store = MeetingStore::open(&dir).expect("reopen");
+        store
+            .record_attendance(&[(class.id.clone(), came(5, 40))])
+            .expect("write");
+        let got = store.attendance(&class.id).expect("read");
+        assert_eq!(
+            got,
+            [
+                came(1, 10),
+                Record::Departed {
+                    participant: 1,
+                    at_ms: 20
+                },
+                came(5, 40)
+            ],
+            "in order, the failed write left nothing"
+        );
+        assert!(store.delete(&class.id).expect("delete"));
+        assert!(store.attendance(&class.id).expect("read").is_empty());
+        assert_eq!(store.attendance(&other.id).expect("read"), [came(3, 12)]);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -69,6 +69,8 @@ pub enum ClientMsg {
         /// The invite token.
         invite: String,
     },
+    /// The host asks for the meeting's attendance (who was in it, when) as CSV.
+    Attendance,
     /// Leave the meeting.
     Leave,
 }
@@ -226,6 +228,15 @@ pub enum ServerMsg {
     Moderated {
         /// `mute` or `allow`.
         action: String,
+    },
+    /// The meeting's attendance, for its host: one line per stay.
+    Attendance {
+        /// The meeting.
+        meeting: String,
+        /// The name to save it under.
+        file: String,
+        /// CSV with a header line (`docs/attendance.md`).
+        csv: String,
     },
     /// Something you sent was refused, or your connection failed.
     Error {

@@ -10,6 +10,7 @@ import { getLocalMedia, getScreen, screenShareAvailable, MSG } from './media.js'
 import { Session } from './session.js';
 import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.js';
 import { qrCanvas } from './qr.js';
+import { saveAttendance } from './attendance.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
 const DELETE_ARMED_MS = 5000; // "End and delete" waits this long for its second click
@@ -248,6 +249,7 @@ export class Meeting {
       granted: guard(this.onGranted),
       lobby: guard(this.onLobby),
       knock: guard(this.onKnock),
+      attendance: guard(this.onAttendance),
     };
   }
 
@@ -357,6 +359,18 @@ export class Meeting {
     const on = target || (await personKey()).publicKey;
     if (!on) return null;
     return signToken('veche/action/v1', { meeting: this.id, kind, target: on, at_ms: Date.now(), authority });
+  }
+
+  /** The host asks the node who was in the meeting; the answer comes as `attendance`. */
+  askAttendance() {
+    if (!this.session || !this.session.send({ type: 'attendance' })) {
+      toast('Not connected to the node: try again in a moment.', { kind: 'error' });
+    }
+  }
+
+  onAttendance(msg) {
+    const stays = saveAttendance(msg);
+    toast(`Attendance saved as ${msg.file}: ${stays} ${stays === 1 ? 'stay' : 'stays'} (a rejoin is a second one).`, { timeout: 6000 });
   }
 
   /** The host ends the meeting and deletes it from this node at once (an end signed by the
@@ -1068,6 +1082,9 @@ export class Meeting {
             text: this.locked ? 'Unlock meeting' : 'Lock meeting', onclick: () => this.moderate(this.locked ? 'unlock' : 'lock', null) }),
           h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'end' },
             text: 'End for everyone', onclick: () => this.moderate('end', null) }),
+          this.role === 'host' ? h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'attendance' },
+            text: 'Attendance (CSV)', title: 'Save who was in this meeting on this node, and when, as a spreadsheet file',
+            onclick: () => this.askAttendance() }) : null,
           this.role === 'host' ? h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'delete' },
             text: this.deleteArmed ? 'Click again to delete' : 'End and delete',
             title: 'End the meeting for everyone and delete it from this node now: this cannot be undone',

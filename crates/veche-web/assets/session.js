@@ -163,6 +163,7 @@ export class Session {
         if (this.on.lobby) this.on.lobby();
         break;
       case 'knock': if (this.on.knock) this.on.knock(msg); break;
+      case 'attendance': if (this.on.attendance) this.on.attendance(msg); break;
       case 'error':
         if (msg.fatal) {
           this.fatal = true;

@@ -566,26 +566,84 @@ pub(crate) async fn get_meeting(
     .into_response())
 }
 
+type Client = axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>;
+
+/// The operator's views of meeting `id` are answered on the loopback HTTP listener only:
+/// whoever can reach it is on the node's own machine (a browser elsewhere reaches HTTPS or
+/// nothing). Then the meeting must be known here.
+fn operator_view(
+    ctx: &Ctx,
+    client: Option<&Client>,
+    id: &str,
+    refusal: &'static str,
+) -> Result<(), ApiError> {
+    let loopback = client.is_some_and(|c| c.0 .0.ip().is_loopback());
+    if !loopback || ctx.scheme != Scheme::Http {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ApiCode::OperatorOnly,
+            refusal,
+        ));
+    }
+    if !is_meeting_id(id) || crate::rules::read(&ctx.app.view, id, |_| ()).is_none() {
+        return Err(ApiError::unknown_meeting());
+    }
+    Ok(())
+}
+
+/// `GET /api/meetings/{id}/attendance`: who was in the meeting on this node and when, as
+/// CSV (`veche attendance`). For the operator, on loopback only: the host has it over
+/// their socket, and nobody else.
+pub(crate) async fn get_attendance(
+    State(ctx): State<Ctx>,
+    client: Option<Client>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    operator_view(
+        &ctx,
+        client.as_ref(),
+        &id,
+        "A meeting's attendance is given only to its host, and to the node's operator on the node's own machine.",
+    )?;
+    let csv = crate::attendance::export(&ctx.app.meetings, &id, &ctx.app.node.id)
+        .await
+        .map_err(|e| {
+            tracing::error!(meeting = %id, error = %e, "cannot read the attendance");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ApiCode::Storage,
+                format!("the attendance cannot be read: {e}"),
+            )
+        })?;
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        crate::attendance::file_name(&id)
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
 /// `GET /api/meetings/{id}/people`: who is in the meeting on this node and, per other node
 /// carrying it, the media path. For the operator: answered on loopback only (the page on
 /// the node's own machine shows it in the People panel; others get people over their
 /// socket).
 pub(crate) async fn get_people(
     State(ctx): State<Ctx>,
-    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    client: Option<Client>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let loopback = client.is_some_and(|c| c.0 .0.ip().is_loopback());
-    if !loopback || ctx.scheme != Scheme::Http {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ApiCode::OperatorOnly,
-            "Who is in a meeting is shown only to the node's operator, on the node's own machine.",
-        ));
-    }
-    if !is_meeting_id(&id) || crate::rules::read(&ctx.app.view, &id, |_| ()).is_none() {
-        return Err(ApiError::unknown_meeting());
-    }
+    operator_view(
+        &ctx,
+        client.as_ref(),
+        &id,
+        "Who is in a meeting is shown only to the node's operator, on the node's own machine.",
+    )?;
     let participants = ctx
         .app
         .engine

@@ -7,6 +7,7 @@
 
 mod api;
 mod assets;
+pub mod attendance;
 pub mod guard;
 mod learn;
 mod limits;
@@ -100,6 +101,7 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
             get(api::get_meeting).delete(api::delete_meeting),
         )
         .route("/api/meetings/{id}/people", get(api::get_people))
+        .route("/api/meetings/{id}/attendance", get(api::get_attendance))
         .route("/api/meetings/{id}/doc", axum::routing::put(api::put_doc))
         .route("/api/meetings/{id}/revocations", post(api::post_revocation))
         .route("/ws", get(ws::upgrade))

@@ -71,6 +71,16 @@ fn render(ev: PeerEvent, joined: Option<(&str, &str)>, role: Option<Role>) -> St
     v.to_string()
 }
 
+/// A meeting's attendance, for its host.
+fn attendance_message(meeting: &str, csv: String) -> Value {
+    json!({
+        "type": "attendance",
+        "meeting": meeting,
+        "file": crate::attendance::file_name(meeting),
+        "csv": csv,
+    })
+}
+
 /// The first message on a socket.
 fn challenge(nonce: &str, node: &str) -> String {
     json!({"type": "challenge", "nonce": nonce, "node": node}).to_string()
@@ -158,6 +168,8 @@ struct Session {
     /// The role this socket's person holds in the meeting it entered (decided by the
     /// meeting's rules at that join; none before).
     role: Option<Role>,
+    /// Their key, proven at the join (none before).
+    key: Option<veche_trust::PublicKey>,
     /// Waiting in the lobby: the join to finish once a moderator decides, and the decision.
     pending: Option<PendingJoin>,
     waiting: Option<oneshot::Receiver<bool>>,
@@ -181,6 +193,7 @@ impl Session {
             last_heard: Instant::now(),
             moderator_of: None,
             role: None,
+            key: None,
             pending: None,
             waiting: None,
             nonce: {
@@ -361,6 +374,40 @@ impl Session {
         None
     }
 
+    /// The meeting's attendance as CSV, if this socket's person may have it (the meeting's
+    /// rules decide: its host); else why not.
+    async fn attendance(&self) -> Value {
+        let Some((_, meeting, _)) = &self.joined else {
+            return self.error(ErrorCode::NotJoined, "send join first", false);
+        };
+        let allowed = self.key.as_ref().and_then(|k| {
+            rules::read(&self.ctx.app.view, meeting, |m| m.rules.check_attendance(k))
+        });
+        match allowed {
+            None => {
+                return self.error(ErrorCode::UnknownMeeting, "this meeting is gone", false);
+            }
+            Some(Err(e)) => {
+                tracing::info!(participant = ?self.pid(), %meeting, error = %e, "attendance refused");
+                return self.error(ErrorCode::NotAllowed, e.to_string(), false);
+            }
+            Some(Ok(())) => {}
+        }
+        match crate::attendance::export(&self.ctx.app.meetings, meeting, &self.ctx.app.node.id)
+            .await
+        {
+            Ok(csv) => attendance_message(meeting, csv),
+            Err(e) => {
+                tracing::error!(%meeting, error = %e, "cannot read the attendance");
+                self.error(
+                    ErrorCode::Internal,
+                    format!("the attendance cannot be read: {e}"),
+                    false,
+                )
+            }
+        }
+    }
+
     fn pid(&self) -> Option<ParticipantId> {
         self.joined.as_ref().map(|(id, _, _)| *id)
     }
@@ -494,6 +541,10 @@ impl Session {
                 if let Some(e) = self.grant(&invite).await {
                     replies.push(self.error(ErrorCode::NotAllowed, e, false));
                 }
+                return Next::Continue;
+            }
+            ClientMsg::Attendance => {
+                replies.push(self.attendance().await);
                 return Next::Continue;
             }
             ClientMsg::Leave => return Next::Close,
@@ -782,6 +833,7 @@ impl Session {
                 // receiver ends and we close the socket.
                 self.events_tx = None;
                 self.role = Some(role);
+                self.key = veche_trust::decode_key(&key_for_check).ok();
                 if privileged {
                     // Who already waits: the host or moderator sees them at once.
                     let waiting = {
@@ -889,6 +941,7 @@ mod tests {
         texts.push(challenge("nonce", "12D3KooW"));
         texts.push(knock("k", "Bob", true).to_string());
         texts.push(json!({"type": "lobby"}).to_string());
+        texts.push(attendance_message("k3x-9qa-7mf", "name\n".into()).to_string());
         for t in &texts {
             assert!(ServerMsg::parse(t).is_ok(), "a client cannot read {t}");
         }
