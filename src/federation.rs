@@ -542,8 +542,13 @@ async fn on_net(
             } else {
                 // Signed by the host or a moderator, checked here by the meeting's rules,
                 // whoever delivers it.
-                match veche_web::moderation::take(engine, (meetings, recent), &meeting, &action)
-                    .await
+                match veche_web::moderation::take(
+                    engine,
+                    (meetings, view, recent),
+                    &meeting,
+                    &action,
+                )
+                .await
                 {
                     Ok(a) if matches!(a.body.kind, ActionKind::Admit | ActionKind::Deny) => {
                         // A waiting-room decision taken at another node: whoever waits here

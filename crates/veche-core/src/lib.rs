@@ -40,6 +40,18 @@ pub use sfu::{ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, 
 
 use serde::{Deserialize, Serialize};
 
+/// A meeting's breakout rooms as the driver hands them to the core (decided by the
+/// meeting's rules from signed actions; the core only enforces them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomPlan {
+    /// Rooms open (numbered from 1).
+    pub count: u8,
+    /// When everyone returns to the main room, ms since the epoch (for the pages' countdown).
+    pub until_ms: u64,
+    /// Person's key (base64url) → room; anyone not here is in the main room (0).
+    pub of: std::collections::HashMap<String, u8>,
+}
+
 /// A participant of a meeting on this node, unique for the node's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

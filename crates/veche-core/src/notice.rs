@@ -94,4 +94,14 @@ pub enum Notice {
         /// The message.
         message: ChatMessage,
     },
+    /// Breakout rooms opened, changed or closed: who is in which. Each person sees, hears
+    /// and chats only with their room; `count` 0: closed, everyone in the main room.
+    Rooms {
+        /// Rooms open (numbered from 1).
+        count: u8,
+        /// When everyone returns to the main room, ms since the epoch (0: closed).
+        until_ms: u64,
+        /// Participant → room, for those not in the main room (0).
+        rooms: std::collections::BTreeMap<ParticipantId, u8>,
+    },
 }

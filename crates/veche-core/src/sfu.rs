@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
-use crate::{MediaState, ParticipantId, Source, TrackId, TrackKind};
+use crate::{MediaState, ParticipantId, RoomPlan, Source, TrackId, TrackKind};
 
 /// Bounds on what participants can make the core hold.
 #[derive(Debug, Clone)]
@@ -189,6 +189,9 @@ struct Participant {
     listener: bool,
     /// Muted by a moderator: their microphone is not forwarded until a moderator allows it.
     silenced: bool,
+    /// Their breakout room (0: the main room): they receive, and are received by, only
+    /// people of the same room (a node link receives every room: its node decides).
+    room: u8,
     /// Tracks this participant publishes, by source.
     published: BTreeMap<SourceKey, TrackId>,
     /// Tracks this participant receives (negotiating or ready).
@@ -226,7 +229,8 @@ struct Track {
 struct Meeting {
     /// In join order, so lists shown to people are stable.
     participants: Vec<ParticipantId>,
-    chat: VecDeque<ChatMessage>,
+    /// Recent chat, each message with the room it was said in.
+    chat: VecDeque<(u8, ChatMessage)>,
 }
 
 /// The forwarding core of one node. See the crate docs.
@@ -237,6 +241,9 @@ pub struct Sfu {
     meetings: HashMap<String, Meeting>,
     participants: HashMap<ParticipantId, Participant>,
     tracks: HashMap<TrackId, Track>,
+    /// Breakout rooms per meeting, while open (kept when nobody is in the meeting here, for
+    /// whoever joins next).
+    rooms: HashMap<String, RoomPlan>,
 }
 
 impl Sfu {
@@ -374,6 +381,7 @@ impl Sfu {
 
         let id = ParticipantId(self.next_id());
         let me = ParticipantInfo::new(id, name, state, key.as_deref());
+        let my_room = room_in(self.rooms.get(meeting), key.as_deref());
         let room = self.meetings.entry(meeting.to_owned()).or_default();
         let mut out = Vec::new();
 
@@ -407,7 +415,12 @@ impl Sfu {
                     notice: Notice::Welcome {
                         you: id,
                         participants: others,
-                        chat: room.chat.iter().cloned().collect(),
+                        chat: room
+                            .chat
+                            .iter()
+                            .filter(|(r, _)| *r == my_room)
+                            .map(|(_, m)| m.clone())
+                            .collect(),
                     },
                 },
             );
@@ -428,7 +441,7 @@ impl Sfu {
                 let Some(p) = self.participants.get(&other) else {
                     continue;
                 };
-                if !forwards_to(p.kind, kind) {
+                if !forwards_to(p.kind, kind) || !same_room((p.kind, p.room), (kind, my_room)) {
                     continue;
                 }
                 for (&_, &track) in &p.published {
@@ -455,10 +468,22 @@ impl Sfu {
                 key,
                 listener: false,
                 silenced: false,
+                room: my_room,
                 published: BTreeMap::new(),
                 subscribed,
             },
         );
+        if kind != Kind::Link {
+            // With rooms open, every browser here learns where the newcomer is.
+            if let Some(notice) = self.rooms_notice(meeting) {
+                for to in self.local_ids(meeting) {
+                    out.push(Output::Notify {
+                        to,
+                        notice: notice.clone(),
+                    });
+                }
+            }
+        }
         Ok((id, out))
     }
 
@@ -572,6 +597,7 @@ impl Sfu {
         if p.published.contains_key(&source.into()) {
             return Err(PublishError::Duplicate);
         }
+        let publisher = (p.kind, p.room);
         let publisher_kind = p.kind;
         let meeting = p.meeting.clone();
         let track = TrackId(self.next_id());
@@ -599,7 +625,7 @@ impl Sfu {
                 continue;
             }
             if let Some(o) = self.participants.get_mut(&other) {
-                if !forwards_to(publisher_kind, o.kind) {
+                if !forwards_to(publisher_kind, o.kind) || !same_room(publisher, (o.kind, o.room)) {
                     continue;
                 }
                 o.subscribed.push(track);
@@ -833,18 +859,24 @@ impl Sfu {
             at: at_ms,
         };
         let meeting = p.meeting.clone();
+        let said_in = p.room;
         let Some(room) = self.meetings.get_mut(&meeting) else {
             return Err(ChatError::UnknownParticipant);
         };
         if room.chat.len() == self.limits.chat_history {
             room.chat.pop_front();
         }
-        room.chat.push_back(message.clone());
+        room.chat.push_back((said_in, message.clone()));
         let participants = &self.participants;
+        // Said in a breakout room: heard in that room only.
         Ok(room
             .participants
             .iter()
-            .filter(|to| participants.get(to).is_some_and(|p| p.kind == Kind::Local))
+            .filter(|to| {
+                participants
+                    .get(to)
+                    .is_some_and(|p| p.kind == Kind::Local && p.room == said_in)
+            })
             .map(|&to| Output::Notify {
                 to,
                 notice: Notice::Chat {
@@ -852,6 +884,119 @@ impl Sfu {
                 },
             })
             .collect())
+    }
+
+    /// Open, change or close (`None`) `meeting`'s breakout rooms: everyone is put in their
+    /// room, subscriptions across rooms close and those within open (each new one asks its
+    /// publisher for a keyframe once ready), and every browser here is told who is where.
+    pub fn set_rooms(&mut self, meeting: &str, plan: Option<RoomPlan>) -> Vec<Output> {
+        match plan {
+            Some(p) => self.rooms.insert(meeting.to_owned(), p),
+            None => self.rooms.remove(meeting),
+        };
+        let Some(members) = self.meetings.get(meeting).map(|m| m.participants.clone()) else {
+            return Vec::new();
+        };
+        let plan = self.rooms.get(meeting);
+        for id in &members {
+            if let Some(p) = self.participants.get_mut(id) {
+                p.room = room_in(plan, p.key.as_deref());
+            }
+        }
+        let mut out = Vec::new();
+        // Every track of the meeting against every local viewer (links keep everything).
+        let mut tracks: Vec<(TrackId, ParticipantId, Source, (Kind, u8))> = Vec::new();
+        for id in &members {
+            if let Some(p) = self.participants.get(id) {
+                for &t in p.published.values() {
+                    if let Some(track) = self.tracks.get(&t) {
+                        tracks.push((t, *id, track.source, (p.kind, p.room)));
+                    }
+                }
+            }
+        }
+        for viewer in &members {
+            let Some(v) = self.participants.get_mut(viewer) else {
+                continue;
+            };
+            if v.kind != Kind::Local {
+                continue;
+            }
+            let me = (v.kind, v.room);
+            for &(track, publisher, source, from) in &tracks {
+                if publisher == *viewer || !forwards_to(from.0, v.kind) {
+                    continue;
+                }
+                let want = same_room(from, me);
+                let have = v.subscribed.contains(&track);
+                if want && !have {
+                    v.subscribed.push(track);
+                    out.push(Output::Subscribe {
+                        subscriber: *viewer,
+                        track,
+                        publisher,
+                        source,
+                    });
+                } else if !want && have {
+                    v.subscribed.retain(|t| *t != track);
+                    if let Some(t) = self.tracks.get_mut(&track) {
+                        t.ready.retain(|s| s != viewer);
+                    }
+                    out.push(Output::Unsubscribe {
+                        subscriber: *viewer,
+                        track,
+                    });
+                }
+            }
+        }
+        let notice = self.rooms_notice(meeting).unwrap_or(Notice::Rooms {
+            count: 0,
+            until_ms: 0,
+            rooms: BTreeMap::new(),
+        });
+        for to in self.local_ids(meeting) {
+            out.push(Output::Notify {
+                to,
+                notice: notice.clone(),
+            });
+        }
+        out
+    }
+
+    /// The browsers here in `meeting`, in join order.
+    fn local_ids(&self, meeting: &str) -> Vec<ParticipantId> {
+        self.meetings.get(meeting).map_or_else(Vec::new, |m| {
+            m.participants
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.participants
+                        .get(id)
+                        .is_some_and(|p| p.kind == Kind::Local)
+                })
+                .collect()
+        })
+    }
+
+    /// Who is in which breakout room of `meeting`, for its pages; none without rooms.
+    fn rooms_notice(&self, meeting: &str) -> Option<Notice> {
+        let plan = self.rooms.get(meeting)?;
+        let rooms = self.meetings.get(meeting).map_or_else(BTreeMap::new, |m| {
+            m.participants
+                .iter()
+                .filter_map(|id| {
+                    self.participants
+                        .get(id)
+                        .filter(|p| p.kind != Kind::Link && p.room != 0)
+                        .map(|p| (*id, p.room))
+                })
+                .collect()
+        });
+        Some(Notice::Rooms {
+            count: plan.count,
+            until_ms: plan.until_ms,
+            rooms,
+        })
     }
 
     /// The participants of a meeting, in join order. Empty for unknown meetings.
@@ -954,6 +1099,20 @@ impl Sfu {
 /// Whether a track published by a `publisher` kind of participant is forwarded to a
 /// `subscriber` kind. Local tracks go to everyone here and to every node link; remote tracks
 /// go to local browsers only (their own node sends them to the other nodes).
+/// Whether a publisher (its kind and room) and a subscriber share a room: a node link
+/// receives every room (the node at its other end keeps its own people to theirs).
+fn same_room(publisher: (Kind, u8), subscriber: (Kind, u8)) -> bool {
+    subscriber.0 == Kind::Link || publisher.1 == subscriber.1
+}
+
+/// The room `key` is in under `plan` (0: the main room, and for everyone without rooms).
+fn room_in(plan: Option<&RoomPlan>, key: Option<&str>) -> u8 {
+    plan.zip(key)
+        .and_then(|(p, k)| p.of.get(k).copied())
+        .filter(|r| plan.is_some_and(|p| (1..=p.count).contains(r)))
+        .unwrap_or(0)
+}
+
 fn forwards_to(publisher: Kind, subscriber: Kind) -> bool {
     matches!(
         (publisher, subscriber),

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use veche_core::{
-    ChatError, JoinError, Limits, MediaState, Notice, Output, ParticipantId, Sfu, Source,
+    ChatError, JoinError, Limits, MediaState, Notice, Output, ParticipantId, RoomPlan, Sfu, Source,
     StateChange, TrackId, TrackKind,
 };
 
@@ -658,4 +658,166 @@ fn a_relay_forwards_chosen_remote_tracks_and_a_lost_link_unpublishes_them() {
         .sfu
         .publish(ada, Source::Mic, TrackKind::Audio, r.now)
         .is_ok());
+}
+
+impl Sim {
+    /// Join with `key` and publish mic, camera and screen.
+    fn join_keyed_publishing(&mut self, name: &str, key: &str) -> (ParticipantId, [TrackId; 3]) {
+        let (id, out) = self
+            .sfu
+            .join_keyed("m", name, Some(key.into()), self.now)
+            .expect("join");
+        self.apply(out);
+        let mut tracks = [TrackId(0); 3];
+        for (i, source) in [Source::Mic, Source::Camera, Source::Screen]
+            .into_iter()
+            .enumerate()
+        {
+            let (t, out) = self
+                .sfu
+                .publish(id, source, source.kind(), self.now)
+                .expect("publish");
+            tracks[i] = t;
+            self.apply(out);
+        }
+        (id, tracks)
+    }
+
+    fn rooms(&mut self, of: &[(&str, u8)]) {
+        let plan = (!of.is_empty()).then(|| RoomPlan {
+            count: 2,
+            until_ms: 9_000,
+            of: of.iter().map(|(k, r)| ((*k).to_owned(), *r)).collect(),
+        });
+        let out = self.sfu.set_rooms("m", plan);
+        self.apply(out);
+        self.advance(Duration::from_millis(50));
+    }
+
+    /// Who gets each of `tracks` now, sorted.
+    fn audience(&self, track: TrackId) -> Vec<ParticipantId> {
+        let mut s = self.sfu.subscribers(track).to_vec();
+        s.sort();
+        s
+    }
+}
+
+#[test]
+fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_back() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_keyed_publishing("Ada", "ka");
+    let (b, tb) = sim.join_keyed_publishing("Bob", "kb");
+    let (c, tc) = sim.join_keyed_publishing("Cy", "kc");
+    let (d, td) = sim.join_keyed_publishing("Dee", "kd");
+    sim.advance(Duration::from_millis(50));
+    // The positive control: before the rooms, everyone receives everyone.
+    assert_eq!(sim.audience(ta[1]), [b, c, d]);
+
+    sim.rooms(&[("ka", 1), ("kb", 1), ("kc", 2), ("kd", 2)]);
+    for t in ta.iter().chain(&tb) {
+        let pair = if ta.contains(t) { b } else { a };
+        assert_eq!(sim.audience(*t), [pair], "room 1 keeps to itself");
+    }
+    for t in tc.iter().chain(&td) {
+        let pair = if tc.contains(t) { d } else { c };
+        assert_eq!(sim.audience(*t), [pair], "room 2 keeps to itself");
+    }
+    assert!(
+        sim.unsubscribed.contains(&(c, ta[1])),
+        "{:?}",
+        sim.unsubscribed
+    );
+    let told = Notice::Rooms {
+        count: 2,
+        until_ms: 9_000,
+        rooms: [(a, 1), (b, 1), (c, 2), (d, 2)].into_iter().collect(),
+    };
+    for who in [a, b, c, d] {
+        assert_eq!(sim.notices_of(who).last(), Some(&told));
+    }
+
+    // Chat in room 1 is heard in room 1 only.
+    let out = sim.sfu.chat(a, "room one here", 1_000).expect("chat");
+    let heard: Vec<ParticipantId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Notify {
+                to,
+                notice: Notice::Chat { .. },
+            } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heard, [a, b]);
+
+    // A newcomer assigned to room 2 gets room 2's media and chat history, not room 1's.
+    let out = sim.sfu.chat(c, "room two here", 1_001).expect("chat");
+    sim.apply(out);
+    let (e, out) = sim
+        .sfu
+        .join_keyed("m", "Eve", Some("ke".into()), sim.now)
+        .expect("join");
+    sim.apply(out);
+    sim.rooms(&[("ka", 1), ("kb", 1), ("kc", 2), ("kd", 2), ("ke", 2)]);
+    assert!(sim.audience(tc[1]).contains(&e) && !sim.audience(ta[1]).contains(&e));
+    let welcome_chat = sim.notices_of(e).iter().find_map(|n| match n {
+        Notice::Welcome { chat, .. } => {
+            Some(chat.iter().map(|m| m.text.clone()).collect::<Vec<_>>())
+        }
+        _ => None,
+    });
+    assert_eq!(
+        welcome_chat,
+        Some(vec![]),
+        "Eve joined in the main room, which said nothing"
+    );
+
+    // The host visits room 2: she leaves room 1's audience and joins room 2's.
+    sim.rooms(&[("ka", 2), ("kb", 1), ("kc", 2), ("kd", 2), ("ke", 2)]);
+    assert_eq!(sim.audience(tc[1]), [a, d, e]);
+    assert!(sim.audience(tb[1]).is_empty(), "Bob alone in room 1");
+
+    // Closed: everyone receives everyone again.
+    sim.rooms(&[]);
+    assert_eq!(sim.audience(ta[1]), [b, c, d, e]);
+    assert_eq!(sim.audience(tc[0]), [a, b, d, e]);
+    let closed = Notice::Rooms {
+        count: 0,
+        until_ms: 0,
+        rooms: Default::default(),
+    };
+    assert_eq!(sim.notices_of(b).last(), Some(&closed));
+}
+
+#[test]
+fn a_node_link_carries_every_room_and_a_remote_person_keeps_to_their_room() {
+    let mut sim = Sim::new();
+    let (a, ta) = sim.join_keyed_publishing("Ada", "ka");
+    let (_bob, _) = sim.join_keyed_publishing("Bob", "kb");
+    let (link, out) = sim.sfu.attach_link("m", sim.now);
+    sim.apply(out);
+    let (r, out) = sim
+        .sfu
+        .join_remote(
+            "m",
+            "Rae",
+            MediaState::default(),
+            Some("kr".into()),
+            sim.now,
+        )
+        .expect("remote");
+    sim.apply(out);
+    let (tr, out) = sim
+        .sfu
+        .publish(r, Source::Camera, TrackKind::Video, sim.now)
+        .expect("remote track");
+    sim.apply(out);
+    sim.advance(Duration::from_millis(50));
+    sim.rooms(&[("ka", 1), ("kr", 1), ("kb", 2)]);
+    assert_eq!(
+        sim.audience(ta[1]),
+        [link],
+        "only the link: Bob is in room 2"
+    );
+    assert_eq!(sim.audience(tr), [a], "Rae's camera reaches her room only");
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use veche_core::{
-    JoinError, LinkTrack, MediaState, MeetingEvent, Notice, ParticipantId, ParticipantInfo, Source,
-    TrackKind,
+    JoinError, LinkTrack, MediaState, MeetingEvent, Notice, ParticipantId, ParticipantInfo,
+    RoomPlan, Source, TrackKind,
 };
 
 /// A request to the engine.
@@ -92,6 +92,14 @@ pub enum Command {
     Leave {
         /// Who.
         id: ParticipantId,
+    },
+    /// Open, change or close (`None`) a meeting's breakout rooms (decided by its rules):
+    /// everyone here is put in their room, and sees, hears and chats with that room only.
+    Rooms {
+        /// Meeting id.
+        meeting: String,
+        /// The rooms, or none.
+        plan: Option<RoomPlan>,
     },
     /// Who is in a meeting.
     Participants {

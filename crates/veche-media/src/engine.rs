@@ -582,6 +582,10 @@ impl Engine {
             Command::Participants { meeting, reply } => {
                 let _ = reply.send(self.sfu.participants(&meeting));
             }
+            Command::Rooms { meeting, plan } => {
+                let out = self.sfu.set_rooms(&meeting, plan);
+                self.apply(out);
+            }
             Command::NodeEvents {
                 node,
                 meeting,

@@ -275,6 +275,23 @@ pub struct Governance {
     /// When the lock state last changed (the signed time of that lock or unlock).
     lock_at: u64,
     ended: bool,
+    /// Breakout rooms open: how many, and until when; none: closed.
+    rooms: Option<(u8, u64)>,
+    /// When the rooms last opened or closed (the signed time: the newest decides).
+    rooms_at: u64,
+    /// Each person's breakout room and when they were put there (the newest decides).
+    assigned: BTreeMap<PublicKey, (u8, u64)>,
+}
+
+/// Breakout rooms open now ([`Governance::rooms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rooms {
+    /// How many (numbered from 1).
+    pub count: u8,
+    /// When everyone returns to the main room, ms since the epoch.
+    pub until_ms: u64,
+    /// Who is in which room; anyone not here is in the main room (0).
+    pub of: BTreeMap<PublicKey, u8>,
 }
 
 /// On disk: the tokens as they were signed (field names as the store always had them).
@@ -304,6 +321,12 @@ struct Stored {
     lock_at: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     ended: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rooms: Option<(u8, u64)>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rooms_at: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    assigned: BTreeMap<String, (u8, u64)>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -365,6 +388,13 @@ impl TryFrom<Stored> for Governance {
             locked: s.locked,
             lock_at: s.lock_at,
             ended: s.ended,
+            rooms: s.rooms,
+            rooms_at: s.rooms_at,
+            assigned: s
+                .assigned
+                .iter()
+                .map(|(k, v)| Ok((key(k)?, *v)))
+                .collect::<Result<_, String>>()?,
         })
     }
 }
@@ -396,6 +426,13 @@ impl From<Governance> for Stored {
             locked: g.locked,
             lock_at: g.lock_at,
             ended: g.ended,
+            rooms: g.rooms,
+            rooms_at: g.rooms_at,
+            assigned: g
+                .assigned
+                .iter()
+                .map(|(k, v)| (encode_key(k), *v))
+                .collect(),
         }
     }
 }
@@ -449,6 +486,24 @@ impl Governance {
     /// Whether the meeting is locked.
     pub fn locked(&self) -> bool {
         self.locked
+    }
+
+    /// The breakout rooms open at `now_ms` and who is in which, as the newest signed
+    /// decisions have it; none when closed or past their time (everyone is back in the
+    /// main room). Every node decides the same from the same actions, on its own clock.
+    pub fn rooms(&self, now_ms: u64) -> Option<Rooms> {
+        let (count, until_ms) = self.rooms.filter(|(_, until)| now_ms < *until)?;
+        let of = self
+            .assigned
+            .iter()
+            .filter(|(_, (room, at))| *at >= self.rooms_at && (1..=count).contains(room))
+            .map(|(k, (room, _))| (*k, *room))
+            .collect();
+        Some(Rooms {
+            count,
+            until_ms,
+            of,
+        })
     }
 
     /// Whether the host withdrew invite `id`.
@@ -1034,6 +1089,31 @@ impl Governance {
                         self.lock_at = *at_ms;
                     }
                     ActionKind::End => self.ended = true,
+                    // The newest opening or closing decides; opening again starts afresh.
+                    ActionKind::OpenRooms { .. } | ActionKind::CloseRooms
+                        if *at_ms < self.rooms_at =>
+                    {
+                        return
+                    }
+                    ActionKind::OpenRooms { rooms, until_ms } => {
+                        self.rooms = Some((*rooms, *until_ms));
+                        self.rooms_at = *at_ms;
+                        self.assigned.retain(|_, (_, at)| *at >= *at_ms);
+                    }
+                    ActionKind::CloseRooms => {
+                        self.rooms = None;
+                        self.rooms_at = *at_ms;
+                        self.assigned.clear();
+                    }
+                    ActionKind::Assign { room } => {
+                        let newer = self.assigned.get(target).is_none_or(|(_, at)| at <= at_ms);
+                        let room_left =
+                            self.assigned.len() < MAX_ENTRIES || self.assigned.contains_key(target);
+                        if !newer || !room_left {
+                            return;
+                        }
+                        self.assigned.insert(*target, (*room, *at_ms));
+                    }
                     ActionKind::Admit | ActionKind::Deny => {
                         if self.lobby.len() >= MAX_ENTRIES && !self.lobby.contains_key(target) {
                             return;

@@ -1098,3 +1098,109 @@ fn a_person_is_recorded_in_the_role_their_own_proof_and_invite_give() {
         Err(JoinRefused::BadProof(_))
     ));
 }
+
+#[test]
+fn breakout_rooms_are_decided_by_the_newest_signed_action_and_close_on_time() {
+    let host = key(1);
+    let (mo, ada, bob) = (key(2), key(3), key(4));
+    let mut g = meeting(&host, Policy::Anyone, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    let until = NOW + 10 * 60_000;
+    let open = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: until,
+    };
+    assert_eq!(g.rooms(NOW), None, "closed until opened");
+    // Bob, a speaker, cannot open rooms or move anyone (himself included).
+    for (kind, target) in [(open, &bob), (ActionKind::Assign { room: 1 }, &bob)] {
+        assert_eq!(
+            take(&mut g, &act(&bob, kind, target, NOW, None), NOW).map(|_| ()),
+            Err(Refused::Trust(TrustError::NotModerator))
+        );
+    }
+    // Out of bounds: refused with their reason.
+    for bad in [
+        ActionKind::OpenRooms {
+            rooms: 0,
+            until_ms: until,
+        },
+        ActionKind::OpenRooms {
+            rooms: 51,
+            until_ms: until,
+        },
+        ActionKind::OpenRooms {
+            rooms: 2,
+            until_ms: NOW - 1,
+        },
+        ActionKind::OpenRooms {
+            rooms: 2,
+            until_ms: NOW + 13 * HOUR,
+        },
+        ActionKind::Assign { room: 51 },
+    ] {
+        assert_eq!(
+            take(&mut g, &act(&host, bad, &host, NOW, None), NOW).map(|_| ()),
+            Err(Refused::Trust(TrustError::BadRooms)),
+            "{bad:?}"
+        );
+    }
+    take(&mut g, &act(&host, open, &host, NOW, None), NOW).expect("open");
+    let assign = |who: &Keypair, room: u8, at: u64| {
+        act(&mo, ActionKind::Assign { room }, who, at, Some(&mod_invite))
+    };
+    take(&mut g, &assign(&ada, 1, NOW + 1), NOW).expect("Ada to 1");
+    take(&mut g, &assign(&bob, 2, NOW + 2), NOW).expect("Bob to 2");
+    // An older assignment arriving late (from another node) does not undo a newer one.
+    let late = assign(&ada, 2, NOW);
+    take(&mut g, &assign(&ada, 1, NOW + 3), NOW).expect("Ada to 1 again");
+    take(&mut g, &late, NOW).expect("older, checked but outdated");
+    let r = g.rooms(NOW + 5).expect("open");
+    assert_eq!((r.count, r.until_ms), (2, until));
+    assert_eq!(r.of.get(&ada.public()), Some(&1));
+    assert_eq!(r.of.get(&bob.public()), Some(&2));
+    assert_eq!(
+        r.of.get(&host.public()),
+        None,
+        "the host is in the main room"
+    );
+    // A moderator may not move the host; the host moves herself to visit a room.
+    assert!(take(&mut g, &assign(&host, 2, NOW + 4), NOW).is_err());
+    take(
+        &mut g,
+        &act(&host, ActionKind::Assign { room: 2 }, &host, NOW + 4, None),
+        NOW,
+    )
+    .expect("the host visits room 2");
+    assert_eq!(
+        g.rooms(NOW + 5).expect("open").of.get(&host.public()),
+        Some(&2)
+    );
+    // They survive the store.
+    let back: Governance =
+        serde_json::from_str(&serde_json::to_string(&g).expect("json")).expect("parse");
+    assert_eq!(back.rooms(NOW + 5), g.rooms(NOW + 5));
+    // At their time, everyone is back in the main room, on every node's own clock.
+    assert_eq!(g.rooms(until), None);
+    // Opened again: a fresh start, nobody assigned; closed: none.
+    let reopen = ActionKind::OpenRooms {
+        rooms: 3,
+        until_ms: until,
+    };
+    take(&mut g, &act(&host, reopen, &host, NOW + 10, None), NOW).expect("reopen");
+    let r = g.rooms(NOW + 11).expect("open");
+    assert_eq!((r.count, r.of.len()), (3, 0));
+    take(&mut g, &assign(&ada, 3, NOW + 12), NOW).expect("Ada to 3");
+    take(
+        &mut g,
+        &act(
+            &mo,
+            ActionKind::CloseRooms,
+            &mo,
+            NOW + 13,
+            Some(&mod_invite),
+        ),
+        NOW,
+    )
+    .expect("close");
+    assert_eq!(g.rooms(NOW + 14), None);
+}

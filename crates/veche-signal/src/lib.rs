@@ -229,6 +229,16 @@ pub enum ServerMsg {
         /// `mute` or `allow`.
         action: String,
     },
+    /// Breakout rooms opened, changed or closed (`count` 0): who is in which.
+    Rooms {
+        /// Rooms open.
+        count: u8,
+        /// When everyone returns to the main room, ms since the epoch.
+        until_ms: u64,
+        /// Participant id → room, for those not in the main room.
+        #[serde(default)]
+        rooms: HashMap<String, u8>,
+    },
     /// The meeting's attendance, for its host: one line per stay.
     Attendance {
         /// The meeting.

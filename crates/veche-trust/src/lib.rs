@@ -382,7 +382,29 @@ pub enum ActionKind {
     Unlock,
     /// End the meeting for everyone, for good; `target` is the signer.
     End,
+    /// Open breakout rooms: `rooms` of them (1 to [`MAX_ROOMS`]) until `until_ms`, when
+    /// everyone is back in the main room; `target` is the signer. Opening again starts
+    /// afresh (everyone in the main room until assigned).
+    OpenRooms {
+        /// How many rooms.
+        rooms: u8,
+        /// When they close, ms since the epoch (at most [`MAX_ROOMS_MS`] after signing).
+        until_ms: u64,
+    },
+    /// Put the target in breakout room `room` (1 to the rooms open; 0: the main room). The
+    /// host and moderators move themselves this way to visit a room.
+    Assign {
+        /// The room.
+        room: u8,
+    },
+    /// Close the breakout rooms: everyone back in the main room; `target` is the signer.
+    CloseRooms,
 }
+
+/// Most breakout rooms open at once.
+pub const MAX_ROOMS: u8 = 50;
+/// Longest time breakout rooms stay open: 12 hours.
+pub const MAX_ROOMS_MS: u64 = 12 * 3_600_000;
 
 /// A moderation action, signed by the host or by a moderator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +459,18 @@ pub fn check_action_with(
     }
     if now_ms.abs_diff(body.at_ms) > ACTION_TTL_MS {
         return Err(TrustError::Stale);
+    }
+    match body.kind {
+        ActionKind::OpenRooms { rooms, until_ms }
+            if rooms == 0
+                || rooms > MAX_ROOMS
+                || until_ms <= body.at_ms
+                || until_ms - body.at_ms > MAX_ROOMS_MS =>
+        {
+            return Err(TrustError::BadRooms);
+        }
+        ActionKind::Assign { room } if room > MAX_ROOMS => return Err(TrustError::BadRooms),
+        _ => {}
     }
     if action.key == meeting.host {
         return Ok(());
@@ -528,6 +562,10 @@ pub enum TrustError {
     /// A moderation action too far from now (replayed, or a wrong clock).
     #[error("this action is too old (or the clock is wrong)")]
     Stale,
+    /// Breakout rooms out of bounds: none, more than [`MAX_ROOMS`], or closing in the past
+    /// or more than [`MAX_ROOMS_MS`] ahead.
+    #[error("breakout rooms are 1 to 50, for up to 12 hours")]
+    BadRooms,
 }
 
 /// Check an invite (and its chain) for `meeting` at `now_ms`, ignoring uses and revocation;

@@ -11,6 +11,7 @@ import { Session } from './session.js';
 import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.js';
 import { qrCanvas } from './qr.js';
 import { saveAttendance } from './attendance.js';
+import { roomsFrom, roomOf, roomBarText, roomsDialog } from './rooms.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
 const DELETE_ARMED_MS = 5000; // "End and delete" waits this long for its second click
@@ -175,6 +176,8 @@ export class Meeting {
     this.promoted = new Set(); // host: keys we made moderators
     this.granted = null; // a moderator invite handed to us in the meeting
     this.waitingRoom = new Map();  // host: key → {key, name, fp} waiting in the lobby
+    this.rooms = null;             // breakout rooms open: {count, untilMs, of: Map(id → room)}
+    this.roomTimer = null;         // the room bar's countdown
     this.panel = null;             // null | "people" | "chat"
     this.tiles = new Map();        // key → tile record
     this.tileOrder = [];
@@ -250,6 +253,7 @@ export class Meeting {
       lobby: guard(this.onLobby),
       knock: guard(this.onKnock),
       attendance: guard(this.onAttendance),
+      rooms: guard(this.onRooms),
     };
   }
 
@@ -361,6 +365,65 @@ export class Meeting {
     return signToken('veche/action/v1', { meeting: this.id, kind, target: on, at_ms: Date.now(), authority });
   }
 
+  /** Breakout rooms opened, changed or closed: the node now keeps our media and chat to
+   * our room; the page shows only that room's people on the stage, and the countdown. */
+  onRooms(msg) {
+    const was = roomOf(this.rooms, this.you);
+    const wasOpen = !!this.rooms;
+    this.rooms = roomsFrom(msg);
+    const now = roomOf(this.rooms, this.you);
+    if (wasOpen && !this.rooms) toast('Breakout rooms closed: everyone is back in the main room', { timeout: 5000 });
+    else if (this.rooms && (now !== was || !wasOpen)) toast(now ? `You are in breakout room ${now}` : 'You are in the main room', { timeout: 4000 });
+    this.renderRoomBar();
+    this.render();
+  }
+
+  /** Whether participant `p` is in our room (everyone is, without breakout rooms). */
+  sameRoom(p) {
+    return roomOf(this.rooms, p.id) === roomOf(this.rooms, this.you);
+  }
+
+  renderRoomBar() {
+    const bar = this.el && this.el.roomBar;
+    if (!bar) return;
+    clearInterval(this.roomTimer);
+    this.roomTimer = null;
+    bar.hidden = !this.rooms;
+    if (!this.rooms) return;
+    const tick = () => {
+      if (this.rooms) bar.textContent = roomBarText(roomOf(this.rooms, this.you), this.rooms.untilMs - Date.now());
+    };
+    tick();
+    this.roomTimer = setInterval(tick, 1000);
+  }
+
+  /** Host or moderator: open breakout rooms, move people, visit a room, bring everyone back. */
+  openRoomsDialog() {
+    const seen = new Set();
+    const people = [...this.participants.values()]
+      .filter((p) => p.key && !seen.has(p.key) && seen.add(p.key))
+      .map((p) => ({ key: p.key, name: p.name }));
+    const byKey = new Map([...this.participants.values()].map((p) => [p.key, p]));
+    const act = async (kind, target) => {
+      const action = await this.signAction(kind, target, this.authority());
+      if (!action || !this.session || !this.session.send({ type: 'moderate', action })) throw new Error('not connected');
+    };
+    const tell = (p, what) => p.catch((err) => toast(`Could not ${what}: ${err && err.message || err}`, { kind: 'error' }));
+    roomsDialog({
+      people,
+      rooms: this.rooms,
+      roomOfKey: (key) => roomOf(this.rooms, byKey.get(key) ? byKey.get(key).id : ''),
+      open: (count, minutes, assignment) => tell((async () => {
+        await act({ open_rooms: { rooms: count, until_ms: Date.now() + minutes * 60000 } }, null);
+        for (const [key, room] of assignment) if (room) await act({ assign: { room } }, key);
+        toast(`${count} breakout rooms open for ${minutes} min`, { timeout: 4000 });
+      })(), 'open the rooms'),
+      move: (key, room) => tell(act({ assign: { room } }, key), 'move them'),
+      visit: (room) => tell(act({ assign: { room } }, null), 'go there'),
+      close: () => tell(act('close_rooms', null), 'close the rooms'),
+    });
+  }
+
   /** The host asks the node who was in the meeting; the answer comes as `attendance`. */
   askAttendance() {
     if (!this.session || !this.session.send({ type: 'attendance' })) {
@@ -451,6 +514,7 @@ export class Meeting {
   end(connection, error) {
     this.ended = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.roomTimer);
     this.retryTimer = null;
     this.session = null;
     this.joined = false;
@@ -485,6 +549,9 @@ export class Meeting {
       document.title = `${this.title} — veche`;
     }
     this.clearRemote();
+    // The node says where we are right after the welcome, if rooms are open.
+    this.rooms = null;
+    this.renderRoomBar();
     for (const p of msg.participants || []) {
       if (String(p.id) !== String(this.you)) this.participants.set(String(p.id), this.cleanParticipant(p));
     }
@@ -814,6 +881,7 @@ export class Meeting {
     // Stage: tiles are absolutely positioned by layout() to fill the space.
     el.stageInner = h('div', { class: 'stage-inner' });
     el.stage = h('main', { class: 'stage', 'aria-label': 'Video' }, el.stageInner);
+    el.roomBar = h('div', { id: 'room-bar', class: 'room-bar', role: 'status', hidden: true });
 
     // People panel.
     el.peopleTitle = h('h2', { text: 'People' });
@@ -854,6 +922,7 @@ export class Meeting {
 
     this.el = el;
     mount(h('div', { class: 'meeting' }, topbar,
+      el.roomBar,
       h('div', { class: 'meeting-body' }, el.stage, el.panelPeople, el.panelChat),
       controls));
 
@@ -892,7 +961,7 @@ export class Meeting {
         videoOn: true, videoTrack: L.screen });
     }
     for (const [key, p] of ps) {
-      if (!p.screen) continue;
+      if (!p.screen || !this.sameRoom(p)) continue;
       want.push({ key: `p:${key}:screen`, id: p.id, source: 'screen', name: p.name, label: `${p.name} (screen)`,
         videoOn: true, videoTrack: media(key).screen || null });
     }
@@ -900,6 +969,7 @@ export class Meeting {
     want.push({ key: 'self:camera', self: true, source: 'camera', name: this.name, label: 'You', mirror: true,
       audio: me.audio, videoOn: me.video, videoTrack: L.cam });
     for (const [key, p] of ps) {
+      if (!this.sameRoom(p)) continue;
       const m = media(key);
       want.push({ key: `p:${key}:camera`, id: p.id, pkey: key, source: 'camera', name: p.name, label: p.name,
         audio: p.audio, videoOn: p.video, videoTrack: m.camera || null, audioTrack: m.mic || null,
@@ -1058,6 +1128,7 @@ export class Meeting {
       return h('li', { class: 'person', dataset: p.you ? { you: '1' } : { participant: String(p.id) } },
         avatar,
         h('span', { class: 'person-name' }, h('span', { text: p.name }), p.you ? h('span', { class: 'person-you', text: ' (You)' }) : null,
+          this.rooms ? h('span', { class: 'person-room', text: ` · ${roomOf(this.rooms, p.you ? this.you : p.id) ? `room ${roomOf(this.rooms, p.you ? this.you : p.id)}` : 'main room'}` }) : null,
           p.fp ? h('span', { class: 'person-key', title: 'Key fingerprint: the same person shows the same one every time', text: ` · ${p.fp}` }) : null,
           p.newKey ? h('span', { class: 'person-newkey', title: 'This browser saw this name before with a different key: another person, or a new device', text: ' · new key' }) : null),
         (!p.you && this.moderates && p.key) ? h('span', { class: 'person-actions' },
@@ -1080,6 +1151,8 @@ export class Meeting {
         h('span', { class: 'person-actions' },
           h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: this.locked ? 'unlock' : 'lock' },
             text: this.locked ? 'Unlock meeting' : 'Lock meeting', onclick: () => this.moderate(this.locked ? 'unlock' : 'lock', null) }),
+          h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'rooms' },
+            text: this.rooms ? 'Breakout rooms (open)' : 'Breakout rooms', onclick: () => this.openRoomsDialog() }),
           h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'end' },
             text: 'End for everyone', onclick: () => this.moderate('end', null) }),
           this.role === 'host' ? h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'attendance' },
@@ -1418,6 +1491,7 @@ export class Meeting {
       error: this.error,
       role: this.role || null,
       lost: this.lost ? { ...this.lost } : null,
+      rooms: this.rooms ? { count: this.rooms.count, untilMs: this.rooms.untilMs, mine: roomOf(this.rooms, this.you) } : null,
     };
   }
 

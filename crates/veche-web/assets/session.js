@@ -164,6 +164,7 @@ export class Session {
         break;
       case 'knock': if (this.on.knock) this.on.knock(msg); break;
       case 'attendance': if (this.on.attendance) this.on.attendance(msg); break;
+      case 'rooms': if (this.on.rooms) this.on.rooms(msg); break;
       case 'error':
         if (msg.fatal) {
           this.fatal = true;

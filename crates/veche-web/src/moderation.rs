@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use veche_media::EngineHandle;
-use veche_node::MeetingStore;
+use veche_node::{MeetingStore, MeetingView};
 
 use crate::rules::{self, Undecided};
 
@@ -54,7 +54,7 @@ impl Recent {
 /// admit and deny are the caller's), once. Returns the action, or why it was refused.
 pub async fn take(
     engine: &EngineHandle,
-    (meetings, recent): (&Arc<Mutex<MeetingStore>>, &Mutex<Recent>),
+    (meetings, view, recent): (&Arc<Mutex<MeetingStore>>, &MeetingView, &Mutex<Recent>),
     meeting: &str,
     token: &str,
 ) -> Result<Signed<Action>, String> {
@@ -80,6 +80,12 @@ pub async fn take(
         ActionKind::Allow => Moderation::Allow,
         ActionKind::Remove => Moderation::Remove,
         ActionKind::End => Moderation::End,
+        // Committed above: the rooms as the rules have them now go to the engine.
+        ActionKind::OpenRooms { .. } | ActionKind::Assign { .. } | ActionKind::CloseRooms => {
+            sync_rooms(engine, view, meeting).await;
+            tracing::info!(%meeting, action = ?action.body.kind, by = %action.key.fingerprint(), "breakout rooms changed");
+            return Ok(action);
+        }
         // Committed above; nobody in the meeting is affected now.
         ActionKind::Lock | ActionKind::Unlock | ActionKind::Admit | ActionKind::Deny => {
             return Ok(action)
@@ -90,6 +96,46 @@ pub async fn take(
         .ok_or_else(|| "the node is shutting down".to_string())?;
     tracing::info!(%meeting, action = ?what, reached, by = %action.key.fingerprint(), "moderation carried out");
     Ok(action)
+}
+
+/// Hand `meeting`'s breakout rooms, as its rules have them now
+/// ([`veche_meeting::Governance::rooms`]), to the engine; while they are open, again once
+/// their time is up (everyone back in the main room). Every node does the same on its own
+/// clock from the same signed actions.
+pub async fn sync_rooms(engine: &EngineHandle, view: &MeetingView, meeting: &str) {
+    let Some(until) = send_rooms(engine, view, meeting).await else {
+        return;
+    };
+    let (engine, view, meeting) = (engine.clone(), view.clone(), meeting.to_owned());
+    tokio::spawn(async move {
+        let wait = until.saturating_sub(rules::now_ms()) + 20;
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        // A later opening has its own timer: this one only tells what holds now.
+        send_rooms(&engine, &view, &meeting).await;
+    });
+}
+
+/// The rooms as the rules have them now, to the engine: when they close, or `None`.
+async fn send_rooms(engine: &EngineHandle, view: &MeetingView, meeting: &str) -> Option<u64> {
+    let now = rules::now_ms();
+    let rooms = rules::read(view, meeting, |m| m.rules.rooms(now)).flatten();
+    let until = rooms.as_ref().map(|r| r.until_ms);
+    let plan = rooms.map(|r| veche_core::RoomPlan {
+        count: r.count,
+        until_ms: r.until_ms,
+        of: r
+            .of
+            .iter()
+            .map(|(k, room)| (encode_key(k), *room))
+            .collect(),
+    });
+    let _ = engine
+        .send(Command::Rooms {
+            meeting: meeting.to_owned(),
+            plan,
+        })
+        .await;
+    until
 }
 
 /// Delete meeting `meeting` at once, as its host asked with `token` (an end signed by the

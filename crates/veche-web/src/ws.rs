@@ -329,7 +329,11 @@ impl Session {
         let meeting = meeting.clone();
         let action = match crate::moderation::take(
             &self.ctx.app.engine,
-            (&self.ctx.app.meetings, &self.ctx.app.recent),
+            (
+                &self.ctx.app.meetings,
+                &self.ctx.app.view,
+                &self.ctx.app.recent,
+            ),
             &meeting,
             token,
         )
@@ -798,6 +802,14 @@ impl Session {
             admit,
         };
         let key_for_check = key.clone();
+        // Breakout rooms open here already (this node may have restarted since): the engine
+        // places the newcomer in theirs.
+        let open = rules::read(&self.ctx.app.view, &meeting, |m| {
+            m.rules.rooms(rules::now_ms()).is_some()
+        });
+        if open == Some(true) {
+            crate::moderation::sync_rooms(&self.ctx.app.engine, &self.ctx.app.view, &meeting).await;
+        }
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
@@ -923,6 +935,11 @@ mod tests {
                 hand: true,
             }),
             PeerEvent::Notice(veche_core::Notice::Chat { message: said }),
+            PeerEvent::Notice(veche_core::Notice::Rooms {
+                count: 2,
+                until_ms: 5,
+                rooms: [(ParticipantId(7), 2)].into_iter().collect(),
+            }),
             PeerEvent::Signal(Signal::Answer { sdp: "v=0".into() }),
             PeerEvent::Signal(Signal::Offer {
                 sdp: "v=0".into(),

@@ -1,0 +1,352 @@
+//! Breakout rooms through a real node, with raw clients (signaling sockets with real keys):
+//! the host opens two rooms and puts two people in each; everyone is told who is where;
+//! chat stays in the room; someone who is not the host or a moderator cannot move anyone
+//! (refused with the reason); a newcomer assigned to a room is placed in it on joining; at
+//! their time the rooms close by themselves and everyone is back in the main room, where
+//! chat reaches all again. And in real browsers, through the host's dialog: four people in
+//! two rooms of two decode video and receive audio from their room only (the other room's
+//! bytes flat), chat stays in the room, the host visits a room, and the timer brings all
+//! four back to see each other again (runs as root: the browsers live in a namespace).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::raw::*;
+use veche_trust::{encode_token, Action, ActionKind, Keypair, Policy};
+
+fn action(signer: &Keypair, meeting: &str, kind: ActionKind, target: &Keypair) -> String {
+    encode_token(&signer.sign(Action {
+        meeting: meeting.into(),
+        kind,
+        target: target.public(),
+        at_ms: now_ms(),
+        authority: None,
+    }))
+}
+
+/// The next `rooms` message on `ws` whose `count` is `count`.
+async fn rooms_of(ws: &mut Ws, count: u64) -> Value {
+    for _ in 0..50 {
+        let v = next_of(ws, "rooms").await;
+        if v["count"] == count {
+            return v;
+        }
+    }
+    panic!("no rooms message with {count} rooms");
+}
+
+/// Chat texts `ws` receives within `wait` (after which it has heard all it will).
+async fn chat_heard(ws: &mut Ws, wait: Duration) -> Vec<String> {
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, next(ws)).await {
+        if v["type"] == "chat" {
+            heard.push(v["message"]["text"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    heard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_keep_chat_to_the_room_and_close_by_themselves() {
+    let (node, dir) = start_node("rooms", free_udp_port()).await;
+    let port = node.http_port;
+    let host = Keypair::from_secret(&[1; 32]);
+    let people: Vec<Keypair> = (2..6u8).map(|n| Keypair::from_secret(&[n; 32])).collect();
+    let names = ["Ana", "Ben", "Cas", "Dia"];
+    let id = signed_meeting(port, &host, Policy::Anyone).await;
+    let (mut hs, w) = joined(port, &host, &id, "Host", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let mut socks = Vec::new();
+    let mut ids = Vec::new();
+    for (k, name) in people.iter().zip(names) {
+        let (s, w) = joined(port, k, &id, name, None).await;
+        assert_eq!(w["type"], "welcome", "{name}: {w}");
+        ids.push(w["you"].as_u64().expect("id"));
+        socks.push(s);
+    }
+
+    // Ben is not a moderator: he cannot open rooms, nor put himself anywhere.
+    let open = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: now_ms() + 8_000,
+    };
+    for kind in [open, ActionKind::Assign { room: 1 }] {
+        let t = action(&people[1], &id, kind, &people[1]);
+        send(&mut socks[1], json!({"type": "moderate", "action": t})).await;
+        expect_refusal(
+            &mut socks[1],
+            "not_allowed",
+            false,
+            "only the host or a moderator",
+        )
+        .await;
+    }
+
+    // The host opens two rooms for 8 s: Ana and Ben in 1, Cas and Dia in 2.
+    send(
+        &mut hs,
+        json!({"type": "moderate", "action": action(&host, &id, open, &host)}),
+    )
+    .await;
+    for (k, room) in people.iter().zip([1u8, 1, 2, 2]) {
+        let t = action(&host, &id, ActionKind::Assign { room }, k);
+        send(&mut hs, json!({"type": "moderate", "action": t})).await;
+    }
+    // Everyone learns where everyone is.
+    for s in &mut socks {
+        let mut seen = rooms_of(s, 2).await;
+        for _ in 0..10 {
+            if seen["rooms"].as_object().map_or(0, |m| m.len()) == 4 {
+                break;
+            }
+            seen = rooms_of(s, 2).await;
+        }
+        let want: serde_json::Map<String, Value> = ids
+            .iter()
+            .zip([1, 1, 2, 2])
+            .map(|(i, r)| (i.to_string(), json!(r)))
+            .collect();
+        assert_eq!(seen["rooms"], Value::Object(want), "{seen}");
+    }
+
+    // Ana speaks in room 1: Ben hears her, Cas and Dia do not.
+    send(&mut socks[0], json!({"type": "chat", "text": "room one"})).await;
+    let heard: Vec<Vec<String>> = {
+        let mut all = Vec::new();
+        for s in &mut socks[1..] {
+            all.push(chat_heard(s, Duration::from_millis(800)).await);
+        }
+        all
+    };
+    assert_eq!(heard[0], ["room one"], "Ben, in Ana's room");
+    assert!(
+        heard[1].is_empty() && heard[2].is_empty(),
+        "room 2 heard nothing: {heard:?}"
+    );
+
+    // Eve, assigned to room 2 before she comes, is placed there when she joins.
+    let eve = Keypair::from_secret(&[9; 32]);
+    let t = action(&host, &id, ActionKind::Assign { room: 2 }, &eve);
+    send(&mut hs, json!({"type": "moderate", "action": t})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut es, w) = joined(port, &eve, &id, "Eve", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let eve_id = w["you"].as_u64().expect("id").to_string();
+    let placed = rooms_of(&mut es, 2).await;
+    assert_eq!(placed["rooms"][&eve_id], 2, "{placed}");
+    send(&mut socks[2], json!({"type": "chat", "text": "room two"})).await;
+    assert_eq!(
+        chat_heard(&mut es, Duration::from_millis(800)).await,
+        ["room two"]
+    );
+
+    // At their time the rooms close by themselves: everyone is told, and chat reaches all.
+    let closed = rooms_of(&mut socks[0], 0).await;
+    assert_eq!(closed["rooms"], json!({}), "{closed}");
+    for s in &mut socks[1..] {
+        rooms_of(s, 0).await;
+    }
+    send(&mut socks[3], json!({"type": "chat", "text": "all of us"})).await;
+    for (s, name) in socks[..3].iter_mut().zip(names) {
+        let heard = chat_heard(s, Duration::from_millis(800)).await;
+        assert_eq!(heard, ["all of us"], "{name}");
+    }
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Bytes `b` has received from `name`'s `source` (0 once that stream is gone).
+async fn bytes_from(b: &mut support::Browser, name: &str, source: &str) -> u64 {
+    b.eval(&format!(
+        "veche.stats().then(s => s.inbound.filter(i => i.name === {name:?} && i.source === {source:?}).reduce((a, i) => a + i.bytesReceived, 0))"
+    ))
+    .await
+    .expect("stats")
+    .as_u64()
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer() {
+    use support::{assert_growing, click, host_starts, wait_text, Lab};
+    let lab = Lab::new("rooms");
+    let node = lab.local_node().await;
+    let base = node.base();
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    let path = host_starts(&mut ada, "Group work", &[], "Ada").await;
+    let link = |name: &str| format!("{base}{path}?name={name}&autojoin=1");
+    let mut bob = lab.browser(&link("Bob"), &[]).await;
+    let mut cy = lab.browser(&link("Cy"), &[]).await;
+    let mut dee = lab.browser(&link("Dee"), &[]).await;
+    let everyone = ["Ada", "Bob", "Cy", "Dee"];
+    let all_pairs: Vec<(&str, &str)> = everyone
+        .iter()
+        .flat_map(|a| {
+            everyone
+                .iter()
+                .filter(move |b| a != *b)
+                .map(move |b| (*a, *b))
+        })
+        .collect();
+    for (b, who) in [
+        (&mut ada, "Ada"),
+        (&mut bob, "Bob"),
+        (&mut cy, "Cy"),
+        (&mut dee, "Dee"),
+    ] {
+        b.wait_for(
+            &format!("{who} decoding the three others"),
+            "veche.stats().then(s => ['Ada','Bob','Cy','Dee'].filter(n => s.inbound.some(i => i.name === n && i.source === 'camera' && i.framesDecoded > 0)).length >= 3 || null)",
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+
+    // The host opens two rooms by hand for 36 s: Bob in 1, Cy and Dee in 2; she stays in
+    // the main room, then visits room 1.
+    click(
+        &mut ada,
+        "the rooms button",
+        ".people-list button[data-action=\"rooms\"]",
+    )
+    .await;
+    ada.wait_for(
+        "the rooms dialog",
+        "document.getElementById('rooms-open') ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    ada.eval(
+        "(() => { const c = document.getElementById('rooms-count'); c.value = '2'; c.dispatchEvent(new Event('input'));
+           document.getElementById('rooms-minutes').value = '0.6';
+           document.getElementById('rooms-by-hand').click();
+           for (const [n, r] of [['Bob', '1'], ['Cy', '2'], ['Dee', '2']]) document.querySelector(`select[aria-label=\"Room for ${n}\"]`).value = r;
+           document.getElementById('rooms-open').click(); return true; })()",
+    )
+    .await
+    .expect("open the rooms");
+    for (b, who, room) in [
+        (&mut bob, "Bob", 1),
+        (&mut cy, "Cy", 2),
+        (&mut dee, "Dee", 2),
+    ] {
+        b.wait_for(
+            &format!("{who} in room {room}"),
+            &format!("(veche.state().rooms && veche.state().rooms.mine === {room}) || null"),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    click(
+        &mut ada,
+        "the rooms button again",
+        ".people-list button[data-action=\"rooms\"]",
+    )
+    .await;
+    click(
+        &mut ada,
+        "visit room 1",
+        "dialog[open] button[data-visit=\"1\"]",
+    )
+    .await;
+    ada.wait_for(
+        "Ada visiting room 1",
+        "(veche.state().rooms && veche.state().rooms.mine === 1) || null",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_text(&mut bob, "Bob's room bar", "Breakout room 1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Each receives its room: Ada and Bob each other, Cy and Dee each other (growing), and
+    // nothing from the other room (flat).
+    let mut rooms = [
+        (&"Ada", &mut ada),
+        (&"Bob", &mut bob),
+        (&"Cy", &mut cy),
+        (&"Dee", &mut dee),
+    ];
+    let other_room = |me: &str| -> [&'static str; 2] {
+        if me == "Ada" || me == "Bob" {
+            ["Cy", "Dee"]
+        } else {
+            ["Ada", "Bob"]
+        }
+    };
+    let mut before = Vec::new();
+    for (me, b) in rooms.iter_mut() {
+        let mut v = Vec::new();
+        for other in other_room(me) {
+            for source in ["mic", "camera"] {
+                v.push(bytes_from(b, other, source).await);
+            }
+        }
+        before.push(v);
+    }
+    {
+        let mut browsers: Vec<(&str, &mut support::Browser)> =
+            rooms.iter_mut().map(|(n, b)| (**n, &mut **b)).collect();
+        assert_growing(
+            &mut browsers,
+            &[("Ada", "Bob"), ("Bob", "Ada"), ("Cy", "Dee"), ("Dee", "Cy")],
+        )
+        .await;
+    }
+    for ((me, b), v0) in rooms.iter_mut().zip(&before) {
+        let mut v1 = Vec::new();
+        for other in other_room(me) {
+            for source in ["mic", "camera"] {
+                v1.push(bytes_from(b, other, source).await);
+            }
+        }
+        for (x0, x1) in v0.iter().zip(&v1) {
+            assert!(
+                x1 <= x0,
+                "{me} still receives the other room: {v0:?} → {v1:?}"
+            );
+        }
+    }
+
+    // Chat stays in the room: Cy's message reaches Dee, not Bob.
+    cy.eval("document.getElementById('chat-input').value = 'just us two'; document.getElementById('chat-send').click(); true")
+        .await
+        .expect("chat");
+    dee.wait_for(
+        "Dee reads Cy",
+        "(veche.state().chat.some(m => m.text === 'just us two')) || null",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bob_read = bob
+        .eval("veche.state().chat.some(m => m.text === 'just us two')")
+        .await
+        .expect("Bob's chat");
+    assert_eq!(bob_read, json!(false), "room 1 did not hear room 2");
+
+    // The timer brings everyone back: all four see and hear each other again.
+    for (b, who) in [
+        (&mut ada, "Ada"),
+        (&mut bob, "Bob"),
+        (&mut cy, "Cy"),
+        (&mut dee, "Dee"),
+    ] {
+        b.wait_for(
+            &format!("{who} back in the main room"),
+            "(veche.state().joined && veche.state().rooms === null && document.getElementById('room-bar').hidden) || null",
+            Duration::from_secs(45),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut browsers: Vec<(&str, &mut support::Browser)> = vec![
+        ("Ada", &mut ada),
+        ("Bob", &mut bob),
+        ("Cy", &mut cy),
+        ("Dee", &mut dee),
+    ];
+    assert_growing(&mut browsers, &all_pairs).await;
+}
