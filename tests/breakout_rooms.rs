@@ -3,7 +3,8 @@
 //! chat stays in the room; someone who is not the host or a moderator cannot move anyone
 //! (refused with the reason); a newcomer assigned to a room is placed in it on joining; at
 //! their time the rooms close by themselves and everyone is back in the main room, where
-//! chat reaches all again. And in real browsers, through the host's dialog: four people in
+//! chat reaches all again. A room spans nodes: its people at two nodes hear each other, and
+//! each node keeps its own people to their room. And in real browsers, through the host's dialog: four people in
 //! two rooms of two decode video and receive audio from their room only (the other room's
 //! bytes flat), chat stays in the room, the host visits a room, and the timer brings all
 //! four back to see each other again (runs as root: the browsers live in a namespace).
@@ -349,4 +350,110 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
         ("Dee", &mut dee),
     ];
     assert_growing(&mut browsers, &all_pairs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_nodes_and_each_node_keeps_its_people_to_their_room() {
+    let dir = std::env::temp_dir().join(format!("veche-raw-rooms-nodes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    for d in [&a_dir, &b_dir] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    let a_p2p = free_udp_port();
+    let a = start_node_in(&a_dir, a_p2p).await;
+    let (_, body) = http(a.http_port, "GET", "/api/node", "", "").await;
+    let info: Value = serde_json::from_str(&body).expect("node info");
+    let a_id = info["id"].as_str().expect("id").to_owned();
+    let boot = format!("/ip4/127.0.0.1/udp/{a_p2p}/quic-v1/p2p/{a_id}");
+    let b = start_node_with(&b_dir, free_udp_port(), &["--bootstrap", &boot]).await;
+
+    let host = Keypair::from_secret(&[1; 32]);
+    let [ana, ben, cas] = [2u8, 3, 4].map(|n| Keypair::from_secret(&[n; 32]));
+    let id = signed_meeting(a.http_port, &host, Policy::Anyone).await;
+    let path = format!(
+        "/api/meetings/{id}?node={a_id}&host={}",
+        host.public().pin()
+    );
+    let (status, body) = http(b.http_port, "GET", &path, "", "").await;
+    assert_eq!(status, 200, "B learns the meeting: {body}");
+    // At A: the host and Ana; at B: Ben and Cas.
+    let (mut hs, _) = joined(a.http_port, &host, &id, "Host", None).await;
+    let (mut ana_s, _) = joined(a.http_port, &ana, &id, "Ana", None).await;
+    let (mut ben_s, w) = joined(b.http_port, &ben, &id, "Ben", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let (mut cas_s, _) = joined(b.http_port, &cas, &id, "Cas", None).await;
+    // Both nodes carry everyone before the rooms (the positive control): B's people hear A's.
+    for _ in 0..100 {
+        let (_, body) = http(
+            b.http_port,
+            "GET",
+            &format!("/api/meetings/{id}/people"),
+            "",
+            "",
+        )
+        .await;
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if v["participants"].as_array().map_or(0, Vec::len) == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    send(&mut hs, json!({"type": "chat", "text": "hello all"})).await;
+    assert_eq!(
+        chat_heard(&mut ben_s, Duration::from_secs(2)).await,
+        ["hello all"]
+    );
+    chat_heard(&mut cas_s, Duration::from_millis(300)).await;
+    chat_heard(&mut ana_s, Duration::from_millis(300)).await;
+
+    // Room 1 spans the nodes: Ana (at A) and Ben (at B); Cas (at B) in room 2.
+    let open = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: now_ms() + 60_000,
+    };
+    send(
+        &mut hs,
+        json!({"type": "moderate", "action": action(&host, &id, open, &host)}),
+    )
+    .await;
+    for (k, room) in [(&ana, 1u8), (&ben, 1), (&cas, 2)] {
+        let t = action(&host, &id, ActionKind::Assign { room }, k);
+        send(&mut hs, json!({"type": "moderate", "action": t})).await;
+    }
+    // B checked the host's signed decisions itself and placed its people.
+    for s in [&mut ben_s, &mut cas_s] {
+        let mut seen = rooms_of(s, 2).await;
+        for _ in 0..10 {
+            if seen["rooms"].as_object().map_or(0, |m| m.len()) == 3 {
+                break;
+            }
+            seen = rooms_of(s, 2).await;
+        }
+        assert_eq!(
+            seen["rooms"].as_object().map_or(0, |m| m.len()),
+            3,
+            "{seen}"
+        );
+    }
+    // Ben speaks at B: Ana hears him at A; Cas (B, room 2) and the host (A, main) do not.
+    send(
+        &mut ben_s,
+        json!({"type": "chat", "text": "room one, across"}),
+    )
+    .await;
+    assert_eq!(
+        chat_heard(&mut ana_s, Duration::from_secs(2)).await,
+        ["room one, across"]
+    );
+    assert!(chat_heard(&mut cas_s, Duration::from_millis(500))
+        .await
+        .is_empty());
+    assert!(chat_heard(&mut hs, Duration::from_millis(500))
+        .await
+        .iter()
+        .all(|t| t != "room one, across"));
+    a.kill().await;
+    b.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
 }
