@@ -238,8 +238,9 @@ async fn a_host_lets_in_only_the_keys_she_lists() {
     let node = lab.local_node().await;
     let base = node.base();
 
-    // Bob copies his key from the start page.
+    // Bob copies his key from the start page (it shows once he opens "Your key").
     let mut bob = lab.browser(&format!("{base}/"), &[]).await;
+    click(&mut bob, "Bob opens his key", "details.my-key summary").await;
     let key = bob
         .wait_for(
             "Bob's key on the start page",

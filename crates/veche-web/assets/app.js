@@ -210,10 +210,19 @@ function landingPage() {
     h('summary', { text: 'Your key (for hosts who invite by key)' }),
     h('p', { class: 'dialog-note', text: 'Send this to a host who lets in only the people they list. Others see its short form next to your name.' }),
     h('div', { class: 'copy-row' }, myKey, keyCopy));
-  personKey().then((k) => {
-    myKey.textContent = k.publicKey;
-    keyRow.querySelector('summary').textContent = `Your key: ${fingerprint(k.publicKey)}… (for hosts who invite by key)`;
-  }).catch(() => { keyRow.hidden = true; });
+  // Loaded when opened, not with the page: a page left while it was still making the key
+  // (a fresh browser, someone clicking straight through to a meeting) held up the key store
+  // of the meeting page it led to, which then never signed in (seen on a fresh machine's
+  // first test run). Starting a meeting waits for the key before it leaves the page.
+  let keyShown = false;
+  keyRow.addEventListener('toggle', () => {
+    if (!keyRow.open || keyShown) return;
+    keyShown = true;
+    personKey().then((k) => {
+      myKey.textContent = k.publicKey;
+      keyRow.querySelector('summary').textContent = `Your key: ${fingerprint(k.publicKey)}… (for hosts who invite by key)`;
+    }).catch((err) => { myKey.textContent = String(err && err.message || err); });
+  });
 
   const footer = h('p', { class: 'landing-foot' });
   mount(h('main', { class: 'center-screen landing' },
