@@ -73,6 +73,7 @@ async fn rooms_keep_chat_to_the_room_and_close_by_themselves() {
     let open = ActionKind::OpenRooms {
         rooms: 2,
         until_ms: now_ms() + 8_000,
+        choose: false,
     };
     for kind in [open, ActionKind::Assign { room: 1 }] {
         let t = action(&people[1], &id, kind, &people[1]);
@@ -411,6 +412,7 @@ async fn a_room_spans_nodes_and_each_node_keeps_its_people_to_their_room() {
     let open = ActionKind::OpenRooms {
         rooms: 2,
         until_ms: now_ms() + 60_000,
+        choose: false,
     };
     send(
         &mut hs,
@@ -455,5 +457,53 @@ async fn a_room_spans_nodes_and_each_node_keeps_its_people_to_their_room() {
         .all(|t| t != "room one, across"));
     a.kill().await;
     b.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_the_host_lets_them_people_choose_their_own_room() {
+    let (node, dir) = start_node("rooms-choose", free_udp_port()).await;
+    let port = node.http_port;
+    let host = Keypair::from_secret(&[1; 32]);
+    let [ben, cas] = [3u8, 4].map(|n| Keypair::from_secret(&[n; 32]));
+    let id = signed_meeting(port, &host, Policy::Anyone).await;
+    let (mut hs, _) = joined(port, &host, &id, "Host", None).await;
+    let (mut ben_s, w) = joined(port, &ben, &id, "Ben", None).await;
+    let ben_id = w["you"].as_u64().expect("id").to_string();
+    let (mut cas_s, _) = joined(port, &cas, &id, "Cas", None).await;
+    let open = ActionKind::OpenRooms {
+        rooms: 3,
+        until_ms: now_ms() + 60_000,
+        choose: true,
+    };
+    send(
+        &mut hs,
+        json!({"type": "moderate", "action": action(&host, &id, open, &host)}),
+    )
+    .await;
+    let told = rooms_of(&mut ben_s, 3).await;
+    assert_eq!(told["choose"], true, "{told}");
+    // Ben picks room 3 himself: he is placed there, and Cas is told.
+    let t = action(&ben, &id, ActionKind::Assign { room: 3 }, &ben);
+    send(&mut ben_s, json!({"type": "moderate", "action": t})).await;
+    let mut seen = rooms_of(&mut cas_s, 3).await;
+    for _ in 0..5 {
+        if seen["rooms"][&ben_id] == 3 {
+            break;
+        }
+        seen = rooms_of(&mut cas_s, 3).await;
+    }
+    assert_eq!(seen["rooms"][&ben_id], 3, "{seen}");
+    // But he cannot move Cas.
+    let t = action(&ben, &id, ActionKind::Assign { room: 3 }, &cas);
+    send(&mut ben_s, json!({"type": "moderate", "action": t})).await;
+    expect_refusal(
+        &mut ben_s,
+        "not_allowed",
+        false,
+        "only the host or a moderator",
+    )
+    .await;
+    node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }

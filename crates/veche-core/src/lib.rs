@@ -48,6 +48,8 @@ pub struct RoomPlan {
     pub count: u8,
     /// When everyone returns to the main room, ms since the epoch (for the pages' countdown).
     pub until_ms: u64,
+    /// People may choose their own room (the pages offer a choice).
+    pub choose: bool,
     /// Person's key (base64url) → room; anyone not here is in the main room (0).
     pub of: std::collections::HashMap<String, u8>,
 }

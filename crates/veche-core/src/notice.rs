@@ -101,6 +101,8 @@ pub enum Notice {
         count: u8,
         /// When everyone returns to the main room, ms since the epoch (0: closed).
         until_ms: u64,
+        /// People may choose their own room.
+        choose: bool,
         /// Participant → room, for those not in the main room (0).
         rooms: std::collections::BTreeMap<ParticipantId, u8>,
     },

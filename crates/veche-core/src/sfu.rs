@@ -952,6 +952,7 @@ impl Sfu {
         let notice = self.rooms_notice(meeting).unwrap_or(Notice::Rooms {
             count: 0,
             until_ms: 0,
+            choose: false,
             rooms: BTreeMap::new(),
         });
         for to in self.local_ids(meeting) {
@@ -995,6 +996,7 @@ impl Sfu {
         Some(Notice::Rooms {
             count: plan.count,
             until_ms: plan.until_ms,
+            choose: plan.choose,
             rooms,
         })
     }

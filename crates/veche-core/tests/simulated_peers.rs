@@ -687,6 +687,7 @@ impl Sim {
         let plan = (!of.is_empty()).then(|| RoomPlan {
             count: 2,
             until_ms: 9_000,
+            choose: false,
             of: of.iter().map(|(k, r)| ((*k).to_owned(), *r)).collect(),
         });
         let out = self.sfu.set_rooms("m", plan);
@@ -730,6 +731,7 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
     let told = Notice::Rooms {
         count: 2,
         until_ms: 9_000,
+        choose: false,
         rooms: [(a, 1), (b, 1), (c, 2), (d, 2)].into_iter().collect(),
     };
     for who in [a, b, c, d] {
@@ -784,6 +786,7 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
     let closed = Notice::Rooms {
         count: 0,
         until_ms: 0,
+        choose: false,
         rooms: Default::default(),
     };
     assert_eq!(sim.notices_of(b).last(), Some(&closed));

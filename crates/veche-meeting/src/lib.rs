@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::{Deserialize, Serialize};
 use veche_trust::{
     check_action_with, check_admission, check_authority, check_invite_with, check_meeting,
-    check_revocation, decode_key, decode_token, encode_key, Action, ActionKind, Invite, MeetingDoc,
-    Policy, PublicKey, Revocation, Role, Signed, TrustError,
+    check_own_action, check_revocation, decode_key, decode_token, encode_key, Action, ActionKind,
+    Invite, MeetingDoc, Policy, PublicKey, Revocation, Role, Signed, TrustError,
 };
 
 pub use veche_trust;
@@ -277,6 +277,8 @@ pub struct Governance {
     ended: bool,
     /// Breakout rooms open: how many, and until when; none: closed.
     rooms: Option<(u8, u64)>,
+    /// With the rooms open, people may choose their own.
+    rooms_choose: bool,
     /// When the rooms last opened or closed (the signed time: the newest decides).
     rooms_at: u64,
     /// Each person's breakout room and when they were put there (the newest decides).
@@ -290,6 +292,8 @@ pub struct Rooms {
     pub count: u8,
     /// When everyone returns to the main room, ms since the epoch.
     pub until_ms: u64,
+    /// People may choose their own room.
+    pub choose: bool,
     /// Who is in which room; anyone not here is in the main room (0).
     pub of: BTreeMap<PublicKey, u8>,
 }
@@ -323,6 +327,8 @@ struct Stored {
     ended: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rooms: Option<(u8, u64)>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rooms_choose: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
     rooms_at: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -389,6 +395,7 @@ impl TryFrom<Stored> for Governance {
             lock_at: s.lock_at,
             ended: s.ended,
             rooms: s.rooms,
+            rooms_choose: s.rooms_choose,
             rooms_at: s.rooms_at,
             assigned: s
                 .assigned
@@ -427,6 +434,7 @@ impl From<Governance> for Stored {
             lock_at: g.lock_at,
             ended: g.ended,
             rooms: g.rooms,
+            rooms_choose: g.rooms_choose,
             rooms_at: g.rooms_at,
             assigned: g
                 .assigned
@@ -502,6 +510,7 @@ impl Governance {
         Some(Rooms {
             count,
             until_ms,
+            choose: self.rooms_choose,
             of,
         })
     }
@@ -838,8 +847,26 @@ impl Governance {
         now_ms: u64,
     ) -> Result<CheckedAction, Refused> {
         let (doc, action) = self.action_of(meeting, token)?;
-        check_action_with(&doc.body, &action, now_ms, &mut self.chain_check()).map_err(refusal)?;
+        if self.chooses_own_room(&action, now_ms) {
+            check_own_action(&doc.body, &action, now_ms).map_err(refusal)?;
+        } else {
+            check_action_with(&doc.body, &action, now_ms, &mut self.chain_check())
+                .map_err(refusal)?;
+        }
         Ok(self.checked(action, token))
+    }
+
+    /// Whether `action` is someone putting themselves in a breakout room while the rooms
+    /// are open for people to choose (anyone in the meeting may; nobody may move another).
+    fn chooses_own_room(&self, action: &Signed<Action>, now_ms: u64) -> bool {
+        let ActionKind::Assign { room } = action.body.kind else {
+            return false;
+        };
+        action.key == action.body.target
+            && action.body.authority.is_none()
+            && self
+                .rooms(now_ms)
+                .is_some_and(|r| r.choose && room <= r.count)
     }
 
     /// Check a request to delete the meeting at once: an end signed by the host's own key
@@ -1095,13 +1122,19 @@ impl Governance {
                     {
                         return
                     }
-                    ActionKind::OpenRooms { rooms, until_ms } => {
+                    ActionKind::OpenRooms {
+                        rooms,
+                        until_ms,
+                        choose,
+                    } => {
                         self.rooms = Some((*rooms, *until_ms));
+                        self.rooms_choose = *choose;
                         self.rooms_at = *at_ms;
                         self.assigned.retain(|_, (_, at)| *at >= *at_ms);
                     }
                     ActionKind::CloseRooms => {
                         self.rooms = None;
+                        self.rooms_choose = false;
                         self.rooms_at = *at_ms;
                         self.assigned.clear();
                     }

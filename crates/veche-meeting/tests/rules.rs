@@ -1109,6 +1109,7 @@ fn breakout_rooms_are_decided_by_the_newest_signed_action_and_close_on_time() {
     let open = ActionKind::OpenRooms {
         rooms: 2,
         until_ms: until,
+        choose: false,
     };
     assert_eq!(g.rooms(NOW), None, "closed until opened");
     // Bob, a speaker, cannot open rooms or move anyone (himself included).
@@ -1123,18 +1124,22 @@ fn breakout_rooms_are_decided_by_the_newest_signed_action_and_close_on_time() {
         ActionKind::OpenRooms {
             rooms: 0,
             until_ms: until,
+            choose: false,
         },
         ActionKind::OpenRooms {
             rooms: 51,
             until_ms: until,
+            choose: false,
         },
         ActionKind::OpenRooms {
             rooms: 2,
             until_ms: NOW - 1,
+            choose: false,
         },
         ActionKind::OpenRooms {
             rooms: 2,
             until_ms: NOW + 13 * HOUR,
+            choose: false,
         },
         ActionKind::Assign { room: 51 },
     ] {
@@ -1185,6 +1190,7 @@ fn breakout_rooms_are_decided_by_the_newest_signed_action_and_close_on_time() {
     let reopen = ActionKind::OpenRooms {
         rooms: 3,
         until_ms: until,
+        choose: false,
     };
     take(&mut g, &act(&host, reopen, &host, NOW + 10, None), NOW).expect("reopen");
     let r = g.rooms(NOW + 11).expect("open");
@@ -1203,4 +1209,61 @@ fn breakout_rooms_are_decided_by_the_newest_signed_action_and_close_on_time() {
     )
     .expect("close");
     assert_eq!(g.rooms(NOW + 14), None);
+}
+
+#[test]
+fn people_choose_their_own_room_only_where_the_host_lets_them() {
+    let host = key(1);
+    let (ada, bob) = (key(3), key(4));
+    let mut g = meeting(&host, Policy::Anyone, false);
+    let until = NOW + 10 * 60_000;
+    let own =
+        |who: &Keypair, room: u8, at: u64| act(who, ActionKind::Assign { room }, who, at, None);
+    // Rooms the host assigns: Ada cannot put herself anywhere.
+    let assigned = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: until,
+        choose: false,
+    };
+    take(&mut g, &act(&host, assigned, &host, NOW, None), NOW).expect("open");
+    assert_eq!(
+        take(&mut g, &own(&ada, 2, NOW + 1), NOW).map(|_| ()),
+        Err(Refused::Trust(TrustError::NotModerator))
+    );
+    // Rooms people choose: Ada picks room 2 herself, but not a room that is not open, and
+    // she cannot move Bob.
+    let chosen = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: until,
+        choose: true,
+    };
+    take(&mut g, &act(&host, chosen, &host, NOW + 2, None), NOW).expect("reopen");
+    assert!(g.rooms(NOW + 3).expect("open").choose);
+    take(&mut g, &own(&ada, 2, NOW + 3), NOW).expect("Ada chooses room 2");
+    assert_eq!(
+        g.rooms(NOW + 4).expect("open").of.get(&ada.public()),
+        Some(&2)
+    );
+    assert!(
+        take(&mut g, &own(&ada, 3, NOW + 4), NOW).is_err(),
+        "room 3 is not open"
+    );
+    assert_eq!(
+        take(
+            &mut g,
+            &act(&ada, ActionKind::Assign { room: 1 }, &bob, NOW + 5, None),
+            NOW
+        )
+        .map(|_| ()),
+        Err(Refused::Trust(TrustError::NotModerator)),
+        "nobody moves another without authority"
+    );
+    // Closed: no choosing any more.
+    take(
+        &mut g,
+        &act(&host, ActionKind::CloseRooms, &host, NOW + 6, None),
+        NOW,
+    )
+    .expect("close");
+    assert!(take(&mut g, &own(&bob, 1, NOW + 7), NOW).is_err());
 }

@@ -235,6 +235,9 @@ pub enum ServerMsg {
         count: u8,
         /// When everyone returns to the main room, ms since the epoch.
         until_ms: u64,
+        /// People may choose their own room.
+        #[serde(default)]
+        choose: bool,
         /// Participant id → room, for those not in the main room.
         #[serde(default)]
         rooms: HashMap<String, u8>,

@@ -390,6 +390,9 @@ pub enum ActionKind {
         rooms: u8,
         /// When they close, ms since the epoch (at most [`MAX_ROOMS_MS`] after signing).
         until_ms: u64,
+        /// People may choose their own room (each signs an `assign` of themselves).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        choose: bool,
     },
     /// Put the target in breakout room `room` (1 to the rooms open; 0: the main room). The
     /// host and moderators move themselves this way to visit a room.
@@ -461,11 +464,12 @@ pub fn check_action_with(
         return Err(TrustError::Stale);
     }
     match body.kind {
-        ActionKind::OpenRooms { rooms, until_ms }
-            if rooms == 0
-                || rooms > MAX_ROOMS
-                || until_ms <= body.at_ms
-                || until_ms - body.at_ms > MAX_ROOMS_MS =>
+        ActionKind::OpenRooms {
+            rooms, until_ms, ..
+        } if rooms == 0
+            || rooms > MAX_ROOMS
+            || until_ms <= body.at_ms
+            || until_ms - body.at_ms > MAX_ROOMS_MS =>
         {
             return Err(TrustError::BadRooms);
         }
@@ -485,6 +489,29 @@ pub fn check_action_with(
         now_ms,
         each,
     )
+}
+
+/// Check an action a person signs about themselves (choosing their breakout room, where
+/// the host lets people choose): signed by the key it names, with no moderator authority,
+/// recent, for this meeting. Whether such an action is allowed at all is the meeting's
+/// rule, not this token's.
+pub fn check_own_action(
+    meeting: &MeetingDoc,
+    action: &Signed<Action>,
+    now_ms: u64,
+) -> Result<(), TrustError> {
+    action.verify()?;
+    let body = &action.body;
+    if body.meeting != meeting.id {
+        return Err(TrustError::WrongMeeting);
+    }
+    if now_ms.abs_diff(body.at_ms) > ACTION_TTL_MS {
+        return Err(TrustError::Stale);
+    }
+    if body.target != action.key || body.authority.is_some() {
+        return Err(TrustError::NotModerator);
+    }
+    Ok(())
 }
 
 /// Whether `signer` may moderate `meeting` at `now_ms`: the host, or the holder of a

@@ -11,7 +11,7 @@ import { Session } from './session.js';
 import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.js';
 import { qrCanvas } from './qr.js';
 import { saveAttendance } from './attendance.js';
-import { roomsFrom, roomOf, roomBarText, roomsDialog } from './rooms.js';
+import { roomsFrom, roomOf, roomBarText, roomsDialog, roomPicker } from './rooms.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
 const DELETE_ARMED_MS = 5000; // "End and delete" waits this long for its second click
@@ -390,8 +390,16 @@ export class Meeting {
     this.roomTimer = null;
     bar.hidden = !this.rooms;
     if (!this.rooms) return;
+    const text = h('span');
+    // Rooms open for people to choose: each picks their own (a signed `assign` of themselves).
+    const pick = this.rooms.choose ? roomPicker(this.rooms, roomOf(this.rooms, this.you), (room) => {
+      this.signAction({ assign: { room } }, null, null)
+        .then((action) => { if (!action || !this.session || !this.session.send({ type: 'moderate', action })) throw new Error('not connected'); })
+        .catch((err) => toast(`Could not change room: ${err && err.message || err}`, { kind: 'error' }));
+    }) : null;
+    bar.replaceChildren(text, ...(pick ? [' ', pick] : []));
     const tick = () => {
-      if (this.rooms) bar.textContent = roomBarText(roomOf(this.rooms, this.you), this.rooms.untilMs - Date.now());
+      if (this.rooms) text.textContent = roomBarText(roomOf(this.rooms, this.you), this.rooms.untilMs - Date.now());
     };
     tick();
     this.roomTimer = setInterval(tick, 1000);
@@ -413,8 +421,8 @@ export class Meeting {
       people,
       rooms: this.rooms,
       roomOfKey: (key) => roomOf(this.rooms, byKey.get(key) ? byKey.get(key).id : ''),
-      open: (count, minutes, assignment) => tell((async () => {
-        await act({ open_rooms: { rooms: count, until_ms: Date.now() + minutes * 60000 } }, null);
+      open: (count, minutes, assignment, choose) => tell((async () => {
+        await act({ open_rooms: { rooms: count, until_ms: Date.now() + Math.round(minutes * 60000), choose } }, null);
         for (const [key, room] of assignment) if (room) await act({ assign: { room } }, key);
         toast(`${count} breakout rooms open for ${minutes} min`, { timeout: 4000 });
       })(), 'open the rooms'),

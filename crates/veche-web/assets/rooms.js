@@ -11,7 +11,7 @@ export function roomsFrom(msg) {
   const count = Number(msg.count) || 0;
   if (count <= 0) return null;
   const of = new Map(Object.entries(msg.rooms || {}).map(([id, room]) => [String(id), Number(room) || 0]));
-  return { count, untilMs: Number(msg.until_ms) || 0, of };
+  return { count, untilMs: Number(msg.until_ms) || 0, choose: !!msg.choose, of };
 }
 
 /** The room participant `id` is in (0: the main room). */
@@ -35,6 +35,16 @@ export function countdown(ms) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 }
 
+/** The select in the room bar with which someone picks their own room (rooms open for
+ * people to choose): `pick(room)` when they change it. */
+export function roomPicker(rooms, mine, pick) {
+  const sel = h('select', { id: 'room-pick', 'aria-label': 'Choose your room', onchange: () => pick(Number(sel.value) || 0) },
+    h('option', { value: '0', text: 'Main room' }),
+    ...Array.from({ length: rooms.count }, (_, i) => h('option', { value: String(i + 1), text: `Room ${i + 1}` })));
+  sel.value = String(mine);
+  return sel;
+}
+
 /** What the room bar says for someone in `room`, with `left` ms to go. */
 export function roomBarText(room, left) {
   const when = countdown(left);
@@ -44,7 +54,7 @@ export function roomBarText(room, left) {
 /**
  * The host's (or a moderator's) dialog. `people`: [{key, name}] (everyone but the one
  * opening it); `rooms`: the rooms open now (roomsFrom) and `roomOfKey(key)`; callbacks:
- * `open(count, minutes, assignment Map(key → room))`, `move(key, room)`, `visit(room)`,
+ * `open(count, minutes, assignment Map(key → room), choose)`, `move(key, room)`, `visit(room)`,
  * `close()`. Each returns a promise; the dialog closes once it resolves.
  */
 export function roomsDialog({ people, rooms, roomOfKey, open, move, visit, close }) {
@@ -55,6 +65,7 @@ export function roomsDialog({ people, rooms, roomOfKey, open, move, visit, close
     const count = h('input', { id: 'rooms-count', type: 'number', min: '1', max: '50', value: '2', 'aria-label': 'Rooms' });
     const minutes = h('input', { id: 'rooms-minutes', type: 'number', min: '0.5', max: '720', step: 'any', value: '10', 'aria-label': 'Minutes' });
     const byHand = h('input', { id: 'rooms-by-hand', type: 'checkbox' });
+    const choose = h('input', { id: 'rooms-choose', type: 'checkbox' });
     const picks = new Map();
     const list = h('ul', { class: 'rooms-people', hidden: true }, ...people.map((p) => {
       const sel = h('select', { dataset: { key: p.key }, 'aria-label': `Room for ${p.name}` });
@@ -72,20 +83,22 @@ export function roomsDialog({ people, rooms, roomOfKey, open, move, visit, close
       }
     };
     count.addEventListener('input', fill);
-    byHand.addEventListener('change', () => { list.hidden = !byHand.checked; });
+    byHand.addEventListener('change', () => { list.hidden = !byHand.checked; if (byHand.checked) choose.checked = false; });
+    choose.addEventListener('change', () => { if (choose.checked) { byHand.checked = false; list.hidden = true; } });
     fill();
     body.append(
       h('label', { class: 'field' }, h('span', { text: 'Rooms' }), count),
       h('label', { class: 'field' }, h('span', { text: 'Minutes (then everyone comes back)' }), minutes),
       h('label', { class: 'check', for: 'rooms-by-hand' }, byHand, h('span', { text: 'Choose who goes where (otherwise at random)' })),
+      h('label', { class: 'check', for: 'rooms-choose' }, choose, h('span', { text: 'Let people choose their room' })),
       list,
       h('button', { id: 'rooms-open', class: 'btn btn-primary', type: 'button', text: 'Open rooms', onclick: () => {
         const n = Math.max(1, Math.min(50, Number(count.value) || 1));
         const m = Math.max(0.1, Math.min(720, Number(minutes.value) || 10));
-        const assignment = byHand.checked
-          ? new Map([...picks].map(([key, sel]) => [key, Number(sel.value) || 0]))
-          : randomRooms(people.map((p) => p.key), n);
-        done(open(n, m, assignment));
+        let assignment = new Map();
+        if (byHand.checked) assignment = new Map([...picks].map(([key, sel]) => [key, Number(sel.value) || 0]));
+        else if (!choose.checked) assignment = randomRooms(people.map((p) => p.key), n);
+        done(open(n, m, assignment, choose.checked));
       } }));
   } else {
     const rows = people.map((p) => {

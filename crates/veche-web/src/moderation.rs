@@ -123,6 +123,7 @@ async fn send_rooms(engine: &EngineHandle, view: &MeetingView, meeting: &str) ->
     let plan = rooms.map(|r| veche_core::RoomPlan {
         count: r.count,
         until_ms: r.until_ms,
+        choose: r.choose,
         of: r
             .of
             .iter()

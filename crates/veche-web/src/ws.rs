@@ -938,6 +938,7 @@ mod tests {
             PeerEvent::Notice(veche_core::Notice::Rooms {
                 count: 2,
                 until_ms: 5,
+                choose: true,
                 rooms: [(ParticipantId(7), 2)].into_iter().collect(),
             }),
             PeerEvent::Signal(Signal::Answer { sdp: "v=0".into() }),
