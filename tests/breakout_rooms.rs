@@ -4,7 +4,9 @@
 //! (refused with the reason); a newcomer assigned to a room is placed in it on joining; at
 //! their time the rooms close by themselves and everyone is back in the main room, where
 //! chat reaches all again. A room spans nodes: its people at two nodes hear each other, and
-//! each node keeps its own people to their room. And in real browsers, through the host's dialog: four people in
+//! each node keeps its own people to their room. Where the host lets people choose, each
+//! puts themselves in a room (from the bar, in the browser) and nobody moves another. And in
+//! real browsers, through the host's dialog: four people in
 //! two rooms of two decode video and receive audio from their room only (the other room's
 //! bytes flat), chat stays in the room, the host visits a room, and the timer brings all
 //! four back to see each other again (runs as root: the browsers live in a namespace).
@@ -506,4 +508,59 @@ async fn where_the_host_lets_them_people_choose_their_own_room() {
     .await;
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_browser_a_student_picks_a_room_from_the_bar() {
+    use support::{click, host_starts, wait_text, Lab};
+    let lab = Lab::new("roomspick");
+    let node = lab.local_node().await;
+    let base = node.base();
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    let path = host_starts(&mut ada, "Free choice", &[], "Ada").await;
+    let mut bob = lab
+        .browser(&format!("{base}{path}?name=Bob&autojoin=1"), &[])
+        .await;
+    bob.wait_for(
+        "Bob in",
+        "(window.veche && veche.state().joined) || null",
+        Duration::from_secs(30),
+    )
+    .await;
+    ada.wait_for(
+        "Ada sees Bob",
+        "(veche.state().participants.some(p => p.name === 'Bob')) || null",
+        Duration::from_secs(20),
+    )
+    .await;
+    click(
+        &mut ada,
+        "the rooms button",
+        ".people-list button[data-action=\"rooms\"]",
+    )
+    .await;
+    ada.eval(
+        "(() => { const c = document.getElementById('rooms-count'); c.value = '3'; c.dispatchEvent(new Event('input'));
+           document.getElementById('rooms-choose').click();
+           document.getElementById('rooms-open').click(); return true; })()",
+    )
+    .await
+    .expect("open the rooms for people to choose");
+    // Bob starts in the main room and picks room 3 from the bar.
+    bob.wait_for(
+        "Bob offered a choice",
+        "(document.getElementById('room-pick') && veche.state().rooms && veche.state().rooms.mine === 0) || null",
+        Duration::from_secs(10),
+    )
+    .await;
+    bob.eval("(() => { const s = document.getElementById('room-pick'); s.value = '3'; s.dispatchEvent(new Event('change')); return true; })()")
+        .await
+        .expect("pick room 3");
+    wait_text(&mut bob, "Bob in room 3", "Breakout room 3").await;
+    ada.wait_for(
+        "Ada sees Bob in room 3",
+        "([...document.querySelectorAll('.people-list li.person')].some(l => l.textContent.includes('Bob') && l.textContent.includes('room 3'))) || null",
+        Duration::from_secs(10),
+    )
+    .await;
 }
