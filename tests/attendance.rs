@@ -182,33 +182,12 @@ async fn each_stay_is_listed_once_with_its_times_for_the_host_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_at_another_node_is_listed_with_that_node() {
-    let dir = std::env::temp_dir().join(format!("veche-raw-att-nodes-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
-    for d in [&a_dir, &b_dir] {
-        std::fs::create_dir_all(d).expect("dir");
-    }
-    let a_p2p = free_udp_port();
-    let a = start_node_in(&a_dir, a_p2p).await;
-    let node_id = |port| async move {
-        let (_, body) = http(port, "GET", "/api/node", "", "").await;
-        let v: Value = serde_json::from_str(&body).expect("node info");
-        v["id"].as_str().expect("id").to_owned()
-    };
-    let a_id = node_id(a.http_port).await;
-    let boot = format!("/ip4/127.0.0.1/udp/{a_p2p}/quic-v1/p2p/{a_id}");
-    let b = start_node_with(&b_dir, free_udp_port(), &["--bootstrap", &boot]).await;
-    let b_id = node_id(b.http_port).await;
-
+    let (dir, a, a_id, b) = two_nodes("att-nodes").await;
+    let b_id = node_id_of(b.http_port).await;
     let host = Keypair::from_secret(&[1; 32]);
     let rae = Keypair::from_secret(&[4; 32]);
     let id = signed_meeting(a.http_port, &host, Policy::Anyone).await;
-    let path = format!(
-        "/api/meetings/{id}?node={a_id}&host={}",
-        host.public().pin()
-    );
-    let (status, body) = http(b.http_port, "GET", &path, "", "").await;
-    assert_eq!(status, 200, "B learns the meeting: {body}");
+    learn_meeting(b.http_port, &id, &a_id, &host).await;
     let (_ada, w) = joined(a.http_port, &host, &id, "Ada", None).await;
     assert_eq!(w["type"], "welcome", "{w}");
     let (rae_ws, w) = joined(b.http_port, &rae, &id, "Rae", None).await;

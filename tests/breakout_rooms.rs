@@ -40,6 +40,17 @@ async fn rooms_of(ws: &mut Ws, count: u64) -> Value {
     panic!("no rooms message with {count} rooms");
 }
 
+/// The first `rooms` message on `ws` with `count` rooms and `placed` people in them.
+async fn rooms_placed(ws: &mut Ws, count: u64, placed: usize) -> Value {
+    for _ in 0..10 {
+        let seen = rooms_of(ws, count).await;
+        if seen["rooms"].as_object().map_or(0, |m| m.len()) == placed {
+            return seen;
+        }
+    }
+    panic!("nobody told of {placed} people in {count} rooms");
+}
+
 /// Chat texts `ws` receives within `wait` (after which it has heard all it will).
 async fn chat_heard(ws: &mut Ws, wait: Duration) -> Vec<String> {
     let mut heard = Vec::new();
@@ -101,13 +112,7 @@ async fn rooms_keep_chat_to_the_room_and_close_by_themselves() {
     }
     // Everyone learns where everyone is.
     for s in &mut socks {
-        let mut seen = rooms_of(s, 2).await;
-        for _ in 0..10 {
-            if seen["rooms"].as_object().map_or(0, |m| m.len()) == 4 {
-                break;
-            }
-            seen = rooms_of(s, 2).await;
-        }
+        let seen = rooms_placed(s, 2, 4).await;
         let want: serde_json::Map<String, Value> = ids
             .iter()
             .zip([1, 1, 2, 2])
@@ -357,29 +362,11 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_nodes_and_each_node_keeps_its_people_to_their_room() {
-    let dir = std::env::temp_dir().join(format!("veche-raw-rooms-nodes-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
-    for d in [&a_dir, &b_dir] {
-        std::fs::create_dir_all(d).expect("dir");
-    }
-    let a_p2p = free_udp_port();
-    let a = start_node_in(&a_dir, a_p2p).await;
-    let (_, body) = http(a.http_port, "GET", "/api/node", "", "").await;
-    let info: Value = serde_json::from_str(&body).expect("node info");
-    let a_id = info["id"].as_str().expect("id").to_owned();
-    let boot = format!("/ip4/127.0.0.1/udp/{a_p2p}/quic-v1/p2p/{a_id}");
-    let b = start_node_with(&b_dir, free_udp_port(), &["--bootstrap", &boot]).await;
-
+    let (dir, a, a_id, b) = two_nodes("rooms-nodes").await;
     let host = Keypair::from_secret(&[1; 32]);
     let [ana, ben, cas] = [2u8, 3, 4].map(|n| Keypair::from_secret(&[n; 32]));
     let id = signed_meeting(a.http_port, &host, Policy::Anyone).await;
-    let path = format!(
-        "/api/meetings/{id}?node={a_id}&host={}",
-        host.public().pin()
-    );
-    let (status, body) = http(b.http_port, "GET", &path, "", "").await;
-    assert_eq!(status, 200, "B learns the meeting: {body}");
+    learn_meeting(b.http_port, &id, &a_id, &host).await;
     // At A: the host and Ana; at B: Ben and Cas.
     let (mut hs, _) = joined(a.http_port, &host, &id, "Host", None).await;
     let (mut ana_s, _) = joined(a.http_port, &ana, &id, "Ana", None).await;
@@ -427,18 +414,7 @@ async fn a_room_spans_nodes_and_each_node_keeps_its_people_to_their_room() {
     }
     // B checked the host's signed decisions itself and placed its people.
     for s in [&mut ben_s, &mut cas_s] {
-        let mut seen = rooms_of(s, 2).await;
-        for _ in 0..10 {
-            if seen["rooms"].as_object().map_or(0, |m| m.len()) == 3 {
-                break;
-            }
-            seen = rooms_of(s, 2).await;
-        }
-        assert_eq!(
-            seen["rooms"].as_object().map_or(0, |m| m.len()),
-            3,
-            "{seen}"
-        );
+        rooms_placed(s, 2, 3).await;
     }
     // Ben speaks at B: Ana hears him at A; Cas (B, room 2) and the host (A, main) do not.
     send(
@@ -488,13 +464,7 @@ async fn where_the_host_lets_them_people_choose_their_own_room() {
     // Ben picks room 3 himself: he is placed there, and Cas is told.
     let t = action(&ben, &id, ActionKind::Assign { room: 3 }, &ben);
     send(&mut ben_s, json!({"type": "moderate", "action": t})).await;
-    let mut seen = rooms_of(&mut cas_s, 3).await;
-    for _ in 0..5 {
-        if seen["rooms"][&ben_id] == 3 {
-            break;
-        }
-        seen = rooms_of(&mut cas_s, 3).await;
-    }
+    let seen = rooms_placed(&mut cas_s, 3, 1).await;
     assert_eq!(seen["rooms"][&ben_id], 3, "{seen}");
     // But he cannot move Cas.
     let t = action(&ben, &id, ActionKind::Assign { room: 3 }, &cas);
@@ -506,6 +476,11 @@ async fn where_the_host_lets_them_people_choose_their_own_room() {
         "only the host or a moderator",
     )
     .await;
+    // Nor can his socket place made-up people, each choosing for themselves.
+    let made_up = Keypair::from_secret(&[77; 32]);
+    let t = action(&made_up, &id, ActionKind::Assign { room: 1 }, &made_up);
+    send(&mut ben_s, json!({"type": "moderate", "action": t})).await;
+    expect_refusal(&mut ben_s, "not_allowed", false, "only for yourself").await;
     node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -263,3 +263,37 @@ pub fn one_use_for(host: &Keypair, meeting: &str, id: &str, invitee: Option<&Key
         parent: None,
     }))
 }
+
+/// This node's peer id, as `GET /api/node` says.
+pub async fn node_id_of(port: u16) -> String {
+    let (_, body) = http(port, "GET", "/api/node", "", "").await;
+    let v: Value = serde_json::from_str(&body).expect("node info");
+    v["id"].as_str().expect("id").to_owned()
+}
+
+/// Two nodes on loopback, their data under the returned directory: A, and B, which dialled
+/// A at its start; with A's peer id.
+pub async fn two_nodes(tag: &str) -> (std::path::PathBuf, Node, String, Node) {
+    let dir = std::env::temp_dir().join(format!("veche-raw-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    for d in [&a_dir, &b_dir] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    let a_p2p = free_udp_port();
+    let a = start_node_in(&a_dir, a_p2p).await;
+    let a_id = node_id_of(a.http_port).await;
+    let boot = format!("/ip4/127.0.0.1/udp/{a_p2p}/quic-v1/p2p/{a_id}");
+    let b = start_node_with(&b_dir, free_udp_port(), &["--bootstrap", &boot]).await;
+    (dir, a, a_id, b)
+}
+
+/// Have node `b` learn `meeting` (hosted by `host`) from node `a_id`, as its link would.
+pub async fn learn_meeting(b_port: u16, meeting: &str, a_id: &str, host: &Keypair) {
+    let path = format!(
+        "/api/meetings/{meeting}?node={a_id}&host={}",
+        host.public().pin()
+    );
+    let (status, body) = http(b_port, "GET", &path, "", "").await;
+    assert_eq!(status, 200, "B learns the meeting: {body}");
+}

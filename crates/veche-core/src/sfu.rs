@@ -890,10 +890,22 @@ impl Sfu {
     /// room, subscriptions across rooms close and those within open (each new one asks its
     /// publisher for a keyframe once ready), and every browser here is told who is where.
     pub fn set_rooms(&mut self, meeting: &str, plan: Option<RoomPlan>) -> Vec<Output> {
+        if self.rooms.get(meeting) == plan.as_ref() {
+            // Nothing changed (the driver tells the rooms again at every join).
+            return Vec::new();
+        }
+        // Another session (closed, or opened anew): what was said in its rooms stays there.
+        let same_session = matches!((self.rooms.get(meeting), &plan),
+            (Some(a), Some(b)) if (a.count, a.until_ms) == (b.count, b.until_ms));
         match plan {
             Some(p) => self.rooms.insert(meeting.to_owned(), p),
             None => self.rooms.remove(meeting),
         };
+        if !same_session {
+            if let Some(m) = self.meetings.get_mut(meeting) {
+                m.chat.retain(|(room, _)| *room == 0);
+            }
+        }
         let Some(members) = self.meetings.get(meeting).map(|m| m.participants.clone()) else {
             return Vec::new();
         };

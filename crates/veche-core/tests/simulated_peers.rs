@@ -100,6 +100,11 @@ impl Sim {
     /// Join and publish mic, camera and screen, as a browser does.
     fn join_publishing(&mut self, meeting: &str, name: &str) -> (ParticipantId, [TrackId; 3]) {
         let id = self.join(meeting, name);
+        (id, self.publish_all(id))
+    }
+
+    /// `id` publishes mic, camera and screen.
+    fn publish_all(&mut self, id: ParticipantId) -> [TrackId; 3] {
         let mut tracks = [TrackId(0); 3];
         for (i, source) in [Source::Mic, Source::Camera, Source::Screen]
             .into_iter()
@@ -112,7 +117,7 @@ impl Sim {
             tracks[i] = t;
             self.apply(out);
         }
-        (id, tracks)
+        tracks
     }
 
     /// The publisher sends one packet on `track`; the core says who gets it.
@@ -668,19 +673,7 @@ impl Sim {
             .join_keyed("m", name, Some(key.into()), self.now)
             .expect("join");
         self.apply(out);
-        let mut tracks = [TrackId(0); 3];
-        for (i, source) in [Source::Mic, Source::Camera, Source::Screen]
-            .into_iter()
-            .enumerate()
-        {
-            let (t, out) = self
-                .sfu
-                .publish(id, source, source.kind(), self.now)
-                .expect("publish");
-            tracks[i] = t;
-            self.apply(out);
-        }
-        (id, tracks)
+        (id, self.publish_all(id))
     }
 
     fn rooms(&mut self, of: &[(&str, u8)]) {
@@ -755,12 +748,13 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
     // A newcomer assigned to room 2 gets room 2's media and chat history, not room 1's.
     let out = sim.sfu.chat(c, "room two here", 1_001).expect("chat");
     sim.apply(out);
+    sim.rooms(&[("ka", 1), ("kb", 1), ("kc", 2), ("kd", 2), ("ke", 2)]);
     let (e, out) = sim
         .sfu
         .join_keyed("m", "Eve", Some("ke".into()), sim.now)
         .expect("join");
     sim.apply(out);
-    sim.rooms(&[("ka", 1), ("kb", 1), ("kc", 2), ("kd", 2), ("ke", 2)]);
+    sim.advance(Duration::from_millis(50));
     assert!(sim.audience(tc[1]).contains(&e) && !sim.audience(ta[1]).contains(&e));
     let welcome_chat = sim.notices_of(e).iter().find_map(|n| match n {
         Notice::Welcome { chat, .. } => {
@@ -770,8 +764,8 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
     });
     assert_eq!(
         welcome_chat,
-        Some(vec![]),
-        "Eve joined in the main room, which said nothing"
+        Some(vec!["room two here".to_owned()]),
+        "Eve, placed in room 2, reads room 2's chat and not room 1's"
     );
 
     // The host visits room 2: she leaves room 1's audience and joins room 2's.
@@ -790,6 +784,14 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
         rooms: Default::default(),
     };
     assert_eq!(sim.notices_of(b).last(), Some(&closed));
+    // What the rooms said stays with them: a newcomer to the main room reads none of it.
+    let (f, out) = sim.sfu.join("m", "Fay", sim.now).expect("join");
+    sim.apply(out);
+    let welcome_chat = sim.notices_of(f).iter().find_map(|n| match n {
+        Notice::Welcome { chat, .. } => Some(chat.len()),
+        _ => None,
+    });
+    assert_eq!(welcome_chat, Some(0));
 }
 
 #[test]

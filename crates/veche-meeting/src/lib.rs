@@ -43,6 +43,10 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub const MAX_ACTIONS: usize = 1024;
 /// Most moderators granted in one meeting.
 pub const MAX_MODERATORS: usize = 500;
+/// Most people who put themselves in a breakout room (where the host lets them choose):
+/// past it, only the host and moderators place people, so a flood of made-up keys cannot
+/// crowd out their decisions.
+pub const MAX_SELF_ASSIGNED: usize = 1000;
 
 /// A person asking to be in the meeting through node `node`: their key, the node's
 /// challenge and their signature of it, and the invite they came with.
@@ -864,9 +868,24 @@ impl Governance {
         };
         action.key == action.body.target
             && action.body.authority.is_none()
+            && (self.assigned.contains_key(&action.key) || self.assigned.len() < MAX_SELF_ASSIGNED)
             && self
                 .rooms(now_ms)
                 .is_some_and(|r| r.choose && room <= r.count)
+    }
+
+    /// Whether a breakout-room action changes nothing any more (applied already).
+    fn room_action_known(&self, action: &Action) -> bool {
+        match action.kind {
+            ActionKind::Assign { room } => {
+                self.assigned.get(&action.target) == Some(&(room, action.at_ms))
+            }
+            ActionKind::OpenRooms {
+                rooms, until_ms, ..
+            } => self.rooms_at == action.at_ms && self.rooms == Some((rooms, until_ms)),
+            ActionKind::CloseRooms => self.rooms.is_none() && self.rooms_at == action.at_ms,
+            _ => false,
+        }
     }
 
     /// Check a request to delete the meeting at once: an end signed by the host's own key
@@ -947,6 +966,7 @@ impl Governance {
             ActionKind::Mute | ActionKind::Allow => None,
             // Seen before (a replay, or the same action passed on twice): nothing new.
             _ if self.actions.iter().any(|t| t == token) => None,
+            _ if self.room_action_known(&action.body) => None,
             _ => Some(Change::Acted {
                 kind,
                 target: action.body.target,
@@ -1131,12 +1151,14 @@ impl Governance {
                         self.rooms_choose = *choose;
                         self.rooms_at = *at_ms;
                         self.assigned.retain(|_, (_, at)| *at >= *at_ms);
+                        return;
                     }
                     ActionKind::CloseRooms => {
                         self.rooms = None;
                         self.rooms_choose = false;
                         self.rooms_at = *at_ms;
                         self.assigned.clear();
+                        return;
                     }
                     ActionKind::Assign { room } => {
                         let newer = self.assigned.get(target).is_none_or(|(_, at)| at <= at_ms);
@@ -1146,6 +1168,9 @@ impl Governance {
                             return;
                         }
                         self.assigned.insert(*target, (*room, *at_ms));
+                        // Room decisions stay out of the history handed to other nodes:
+                        // a class's many moves must not push out its removals and ends.
+                        return;
                     }
                     ActionKind::Admit | ActionKind::Deny => {
                         if self.lobby.len() >= MAX_ENTRIES && !self.lobby.contains_key(target) {

@@ -1267,3 +1267,55 @@ fn people_choose_their_own_room_only_where_the_host_lets_them() {
     .expect("close");
     assert!(take(&mut g, &own(&bob, 1, NOW + 7), NOW).is_err());
 }
+
+#[test]
+fn room_decisions_stay_out_of_the_history_and_a_replay_changes_nothing() {
+    let host = key(1);
+    let ada = key(3);
+    let mut g = meeting(&host, Policy::Anyone, false);
+    let removal = act(&host, ActionKind::Remove, &key(9), NOW, None);
+    take(&mut g, &removal, NOW).expect("remove");
+    let open = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: NOW + 60_000,
+        choose: true,
+    };
+    take(&mut g, &act(&host, open, &host, NOW + 1, None), NOW).expect("open");
+    let assign = act(&host, ActionKind::Assign { room: 2 }, &ada, NOW + 2, None);
+    let first = take(&mut g, &assign, NOW).expect("assign");
+    assert!(
+        first.change.is_some(),
+        "the first time, something to commit"
+    );
+    let again = take(&mut g, &assign, NOW).expect("replayed");
+    assert_eq!(again.change, None, "a replay commits nothing");
+    // Many moves later, the removal is still what a node learning the meeting is handed.
+    let max = veche_meeting::MAX_SELF_ASSIGNED;
+    for n in 0..(max as u64 + 200) {
+        let mut secret = [20u8; 32];
+        secret[..8].copy_from_slice(&n.to_le_bytes());
+        let who = Keypair::from_secret(&secret);
+        let t = act(&who, ActionKind::Assign { room: 1 }, &who, NOW + 3, None);
+        let _ = take(&mut g, &t, NOW);
+    }
+    let (_, actions) = g.history(1 << 20);
+    assert_eq!(
+        actions,
+        vec![removal],
+        "only the removal: no room decision in the history"
+    );
+    // Choosing is bounded: made-up keys cannot crowd out the host's placements.
+    let placed = g.rooms(NOW + 5).expect("open").of.len();
+    assert_eq!(placed, max, "Ada and the first {} who chose", max - 1);
+    let bob = key(4);
+    take(
+        &mut g,
+        &act(&host, ActionKind::Assign { room: 1 }, &bob, NOW + 4, None),
+        NOW,
+    )
+    .expect("the host still places people");
+    assert_eq!(
+        g.rooms(NOW + 5).expect("open").of.get(&bob.public()),
+        Some(&1)
+    );
+}

@@ -221,7 +221,10 @@ function landingPage() {
     personKey().then((k) => {
       myKey.textContent = k.publicKey;
       keyRow.querySelector('summary').textContent = `Your key: ${fingerprint(k.publicKey)}… (for hosts who invite by key)`;
-    }).catch((err) => { myKey.textContent = String(err && err.message || err); });
+    }).catch((err) => {
+      keyShown = false; // opening it again tries again
+      myKey.textContent = String(err && err.message || err);
+    });
   });
 
   const footer = h('p', { class: 'landing-foot' });

@@ -44,6 +44,11 @@ function fromB64url(text) {
   return Uint8Array.from(s, (c) => c.charCodeAt(0));
 }
 
+/** What a link pins the host by: the key's first 16 bytes, base64url. */
+export function pinOf(keyText) {
+  try { return b64url(fromB64url(keyText).slice(0, 16)); } catch { return ''; }
+}
+
 /** The short fingerprint shown next to a name: the key's first 8 bytes, base64url. */
 export function fingerprint(keyText) {
   try { return b64url(fromB64url(keyText).slice(0, 8)); } catch { return ''; }

@@ -8,7 +8,7 @@ import {
 } from './ui.js';
 import { getLocalMedia, getScreen, screenShareAvailable, MSG } from './media.js';
 import { Session } from './session.js';
-import { personKey, fingerprint, notePerson, signToken, randomId } from './keys.js';
+import { personKey, fingerprint, pinOf, notePerson, signToken, randomId } from './keys.js';
 import { qrCanvas } from './qr.js';
 import { saveAttendance } from './attendance.js';
 import { roomsFrom, roomOf, roomBarText, roomsDialog, roomPicker } from './rooms.js';
@@ -408,8 +408,10 @@ export class Meeting {
   /** Host or moderator: open breakout rooms, move people, visit a room, bring everyone back. */
   openRoomsDialog() {
     const seen = new Set();
+    // A moderator cannot move the host: the host is not in their list.
     const people = [...this.participants.values()]
       .filter((p) => p.key && !seen.has(p.key) && seen.add(p.key))
+      .filter((p) => this.role === 'host' || !this.hostKey || pinOf(p.key) !== this.hostKey)
       .map((p) => ({ key: p.key, name: p.name }));
     const byKey = new Map([...this.participants.values()].map((p) => [p.key, p]));
     const act = async (kind, target) => {

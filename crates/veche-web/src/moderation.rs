@@ -106,17 +106,41 @@ pub async fn sync_rooms(engine: &EngineHandle, view: &MeetingView, meeting: &str
     let Some(until) = send_rooms(engine, view, meeting).await else {
         return;
     };
+    // One timer per meeting and closing time, however many joins and moves ask.
+    {
+        let mut armed = ROOM_TIMERS.lock().unwrap_or_else(|p| p.into_inner());
+        if armed.get(meeting) == Some(&until) {
+            return;
+        }
+        armed.insert(meeting.to_owned(), until);
+    }
     let (engine, view, meeting) = (engine.clone(), view.clone(), meeting.to_owned());
     tokio::spawn(async move {
         let wait = until.saturating_sub(rules::now_ms()) + 20;
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        {
+            let mut armed = ROOM_TIMERS.lock().unwrap_or_else(|p| p.into_inner());
+            if armed.get(&meeting) == Some(&until) {
+                armed.remove(&meeting);
+            }
+        }
         // A later opening has its own timer: this one only tells what holds now.
         send_rooms(&engine, &view, &meeting).await;
     });
 }
 
+/// Meeting → the closing time its rooms timer waits for (one entry per meeting with rooms
+/// open: bounded by the meetings).
+static ROOM_TIMERS: std::sync::LazyLock<Mutex<HashMap<String, u64>>> =
+    std::sync::LazyLock::new(Mutex::default);
+/// Held from reading the rules to handing the plan to the engine, so two plans read at
+/// different moments reach the engine in the order they were read (a join's stale "open"
+/// never lands after a "Bring everyone back").
+static ROOMS_SEND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The rooms as the rules have them now, to the engine: when they close, or `None`.
 async fn send_rooms(engine: &EngineHandle, view: &MeetingView, meeting: &str) -> Option<u64> {
+    let _in_order = ROOMS_SEND.lock().await;
     let now = rules::now_ms();
     let rooms = rules::read(view, meeting, |m| m.rules.rooms(now)).flatten();
     let until = rooms.as_ref().map(|r| r.until_ms);

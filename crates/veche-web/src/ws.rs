@@ -327,6 +327,16 @@ impl Session {
     async fn moderate(&self, token: &str) -> Option<String> {
         let (_, meeting, _) = self.joined.as_ref()?;
         let meeting = meeting.clone();
+        // Someone putting themselves in a breakout room does it from their own socket: one
+        // socket cannot fill the rooms with made-up keys.
+        if let Ok(a) = veche_trust::decode_token::<veche_trust::Signed<veche_trust::Action>>(token)
+        {
+            let own = matches!(a.body.kind, ActionKind::Assign { .. }) && a.key == a.body.target;
+            if own && self.key != Some(a.key) {
+                tracing::info!(participant = ?self.pid(), %meeting, "a room chosen for another key refused");
+                return Some("you can choose a room only for yourself, from your own page".into());
+            }
+        }
         let action = match crate::moderation::take(
             &self.ctx.app.engine,
             (
