@@ -373,7 +373,7 @@ export class Meeting {
     this.rooms = roomsFrom(msg);
     const now = roomOf(this.rooms, this.you);
     if (wasOpen && !this.rooms) toast('Breakout rooms closed: everyone is back in the main room', { timeout: 5000 });
-    else if (this.rooms && (now !== was || !wasOpen)) toast(now ? `You are in breakout room ${now}` : 'You are in the main room', { timeout: 4000 });
+    else if (this.rooms && now !== was) toast(now ? `You are in breakout room ${now}` : 'You are back in the main room', { timeout: 4000 });
     this.renderRoomBar();
     this.render();
   }
