@@ -182,7 +182,9 @@ async fn each_stay_is_listed_once_with_its_times_for_the_host_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_at_another_node_is_listed_with_that_node() {
-    let (dir, a, a_id, b) = two_nodes("att-nodes").await;
+    let TwoNodes {
+        dir, a, a_id, b, ..
+    } = two_nodes("att-nodes").await;
     let b_id = node_id_of(b.http_port).await;
     let host = Keypair::from_secret(&[1; 32]);
     let rae = Keypair::from_secret(&[4; 32]);

@@ -362,7 +362,9 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_nodes_and_each_node_keeps_its_people_to_their_room() {
-    let (dir, a, a_id, b) = two_nodes("rooms-nodes").await;
+    let TwoNodes {
+        dir, a, a_id, b, ..
+    } = two_nodes("rooms-nodes").await;
     let host = Keypair::from_secret(&[1; 32]);
     let [ana, ben, cas] = [2u8, 3, 4].map(|n| Keypair::from_secret(&[n; 32]));
     let id = signed_meeting(a.http_port, &host, Policy::Anyone).await;

@@ -125,5 +125,30 @@ async fn browser_over_lan_https_publishes_its_camera() {
         lab.lan_ip.as_str(),
         "media should flow to the node's LAN address"
     );
+    // Who was in the meeting is the operator's on the node's own machine (and the host's
+    // over their socket): the loopback page has it, another device over HTTPS does not.
+    let path = format!("/api/meetings/{id}/attendance");
+    let teachers = teacher
+        .eval(&format!(
+            "fetch('{path}').then(async r => r.status + ' ' + await r.text())"
+        ))
+        .await
+        .expect("teacher's fetch");
+    let teachers = teachers.as_str().unwrap_or_default().to_owned();
+    assert!(
+        teachers.starts_with("200 name,key,node,role") && teachers.contains("Student"),
+        "{teachers}"
+    );
+    let students = student
+        .eval(&format!(
+            "fetch('{path}').then(async r => r.status + ' ' + await r.text())"
+        ))
+        .await
+        .expect("student's fetch");
+    let students = students.as_str().unwrap_or_default().to_owned();
+    assert!(
+        students.starts_with("403") && students.contains("operator_only"),
+        "{students}"
+    );
     node.kill().await;
 }

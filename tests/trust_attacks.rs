@@ -189,7 +189,20 @@ async fn strangers_and_other_sites_learn_and_change_nothing() {
     assert!(people.contains("Ada Lovelace"), "{people}");
 
     // A foreign Host (DNS rebinding to 127.0.0.1): refused, on pages and on the API.
-    for path in ["/", &format!("/api/meetings/{id}/people")] {
+    let attendance = format!("/api/meetings/{id}/attendance");
+    // The operator's attendance (the positive control), once the join is written.
+    let mut csv = String::new();
+    for _ in 0..50 {
+        let (status, body) = http(port, "GET", &attendance, "", "").await;
+        assert_eq!(status, 200, "{body}");
+        csv = body;
+        if csv.contains("Ada Lovelace") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(csv.contains("Ada Lovelace"), "{csv}");
+    for path in ["/", &format!("/api/meetings/{id}/people"), &attendance] {
         let (status, body) = http(port, "GET", path, "Host: rebind.example:7300\r\n", "").await;
         assert_eq!(status, 403, "{path}: {body}");
         assert!(body.contains("bad_host"), "{body}");
@@ -504,6 +517,25 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
         .await,
     );
     assert!(why.contains("only the host or a moderator"), "{why}");
+    // Nor can it open breakout rooms or put anyone (Eve herself included) in one.
+    let open = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: now_ms() + 60_000,
+        choose: false,
+    };
+    for kind in [open, ActionKind::Assign { room: 1 }, ActionKind::CloseRooms] {
+        let why = refusal(
+            ask(Request::Action {
+                meeting: id.clone(),
+                action: action(&eve, &id, kind, &eve, None),
+            })
+            .await,
+        );
+        assert!(
+            why.contains("only the host or a moderator"),
+            "{kind:?}: {why}"
+        );
+    }
 
     // Ada saw none of it, while a real newcomer reaches her (the positive control).
     let bob = Keypair::from_secret(&[3; 32]);
@@ -1205,20 +1237,10 @@ async fn home_and_other(
     Node,
     (veche_net::Multiaddr, veche_net::PeerId),
 ) {
-    let dir = std::env::temp_dir().join(format!("veche-raw-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
-    for d in [&a_dir, &b_dir] {
-        std::fs::create_dir_all(d).expect("dir");
-    }
-    let a_p2p = free_udp_port();
-    let a = start_node_in(&a_dir, a_p2p).await;
-    let a_p2p_addr = p2p_addr(&a, a_p2p).await;
-    let boot = a_p2p_addr.0.to_string();
-    let b_p2p = free_udp_port();
-    let b = start_node_with(&b_dir, b_p2p, &["--bootstrap", &boot]).await;
-    let b_p2p_addr = p2p_addr(&b, b_p2p).await;
-    (dir, a, a_p2p_addr, b, b_p2p_addr)
+    let n = two_nodes(tag).await;
+    let a_p2p_addr = p2p_addr(&n.a, n.a_p2p).await;
+    let b_p2p_addr = p2p_addr(&n.b, n.b_p2p).await;
+    (n.dir, n.a, a_p2p_addr, n.b, b_p2p_addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

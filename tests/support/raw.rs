@@ -271,9 +271,19 @@ pub async fn node_id_of(port: u16) -> String {
     v["id"].as_str().expect("id").to_owned()
 }
 
-/// Two nodes on loopback, their data under the returned directory: A, and B, which dialled
-/// A at its start; with A's peer id.
-pub async fn two_nodes(tag: &str) -> (std::path::PathBuf, Node, String, Node) {
+/// Two nodes on loopback, their data under `dir`: A, and B, which dialled A at its start.
+pub struct TwoNodes {
+    pub dir: std::path::PathBuf,
+    pub a: Node,
+    /// A's libp2p (QUIC) port and peer id.
+    pub a_p2p: u16,
+    pub a_id: String,
+    pub b: Node,
+    /// B's libp2p (QUIC) port.
+    pub b_p2p: u16,
+}
+
+pub async fn two_nodes(tag: &str) -> TwoNodes {
     let dir = std::env::temp_dir().join(format!("veche-raw-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
@@ -284,8 +294,16 @@ pub async fn two_nodes(tag: &str) -> (std::path::PathBuf, Node, String, Node) {
     let a = start_node_in(&a_dir, a_p2p).await;
     let a_id = node_id_of(a.http_port).await;
     let boot = format!("/ip4/127.0.0.1/udp/{a_p2p}/quic-v1/p2p/{a_id}");
-    let b = start_node_with(&b_dir, free_udp_port(), &["--bootstrap", &boot]).await;
-    (dir, a, a_id, b)
+    let b_p2p = free_udp_port();
+    let b = start_node_with(&b_dir, b_p2p, &["--bootstrap", &boot]).await;
+    TwoNodes {
+        dir,
+        a,
+        a_p2p,
+        a_id,
+        b,
+        b_p2p,
+    }
 }
 
 /// Have node `b` learn `meeting` (hosted by `host`) from node `a_id`, as its link would.

@@ -441,7 +441,7 @@ impl Sfu {
                 let Some(p) = self.participants.get(&other) else {
                     continue;
                 };
-                if !forwards_to(p.kind, kind) || !same_room((p.kind, p.room), (kind, my_room)) {
+                if !forwards_to((p.kind, p.room), (kind, my_room)) {
                     continue;
                 }
                 for (&_, &track) in &p.published {
@@ -598,7 +598,6 @@ impl Sfu {
             return Err(PublishError::Duplicate);
         }
         let publisher = (p.kind, p.room);
-        let publisher_kind = p.kind;
         let meeting = p.meeting.clone();
         let track = TrackId(self.next_id());
         self.tracks.insert(
@@ -625,7 +624,7 @@ impl Sfu {
                 continue;
             }
             if let Some(o) = self.participants.get_mut(&other) {
-                if !forwards_to(publisher_kind, o.kind) || !same_room(publisher, (o.kind, o.room)) {
+                if !forwards_to(publisher, (o.kind, o.room)) {
                     continue;
                 }
                 o.subscribed.push(track);
@@ -936,10 +935,10 @@ impl Sfu {
             }
             let me = (v.kind, v.room);
             for &(track, publisher, source, from) in &tracks {
-                if publisher == *viewer || !forwards_to(from.0, v.kind) {
+                if publisher == *viewer {
                     continue;
                 }
-                let want = same_room(from, me);
+                let want = forwards_to(from, me);
                 let have = v.subscribed.contains(&track);
                 if want && !have {
                     v.subscribed.push(track);
@@ -1110,15 +1109,6 @@ impl Sfu {
     }
 }
 
-/// Whether a track published by a `publisher` kind of participant is forwarded to a
-/// `subscriber` kind. Local tracks go to everyone here and to every node link; remote tracks
-/// go to local browsers only (their own node sends them to the other nodes).
-/// Whether a publisher (its kind and room) and a subscriber share a room: a node link
-/// receives every room (the node at its other end keeps its own people to theirs).
-fn same_room(publisher: (Kind, u8), subscriber: (Kind, u8)) -> bool {
-    subscriber.0 == Kind::Link || publisher.1 == subscriber.1
-}
-
 /// The room `key` is in under `plan` (0: the main room, and for everyone without rooms).
 fn room_in(plan: Option<&RoomPlan>, key: Option<&str>) -> u8 {
     plan.zip(key)
@@ -1127,9 +1117,15 @@ fn room_in(plan: Option<&RoomPlan>, key: Option<&str>) -> u8 {
         .unwrap_or(0)
 }
 
-fn forwards_to(publisher: Kind, subscriber: Kind) -> bool {
-    matches!(
-        (publisher, subscriber),
-        (Kind::Local, Kind::Local | Kind::Link) | (Kind::Remote, Kind::Local)
-    )
+/// Whether a track published by a participant of kind and breakout room `publisher` is
+/// forwarded to one of kind and room `subscriber`. Local tracks go to everyone here and to
+/// every node link; remote tracks go to local browsers only (their own node sends them to
+/// the other nodes). A browser receives its own room only; a node link receives every room
+/// (the node at its other end keeps its own people to theirs).
+fn forwards_to((publisher, from): (Kind, u8), (subscriber, to): (Kind, u8)) -> bool {
+    (subscriber == Kind::Link || from == to)
+        && matches!(
+            (publisher, subscriber),
+            (Kind::Local, Kind::Local | Kind::Link) | (Kind::Remote, Kind::Local)
+        )
 }

@@ -508,7 +508,7 @@ impl Governance {
         let of = self
             .assigned
             .iter()
-            .filter(|(_, (room, at))| *at >= self.rooms_at && (1..=count).contains(room))
+            .filter(|(_, (room, _))| (1..=count).contains(room))
             .map(|(k, (room, _))| (*k, *room))
             .collect();
         Some(Rooms {
@@ -1161,7 +1161,9 @@ impl Governance {
                         return;
                     }
                     ActionKind::Assign { room } => {
-                        let newer = self.assigned.get(target).is_none_or(|(_, at)| at <= at_ms);
+                        // Decided before the rooms last opened or closed: it decides nothing.
+                        let newer = *at_ms >= self.rooms_at
+                            && self.assigned.get(target).is_none_or(|(_, at)| at <= at_ms);
                         let room_left =
                             self.assigned.len() < MAX_ENTRIES || self.assigned.contains_key(target);
                         if !newer || !room_left {

@@ -455,14 +455,8 @@ pub fn check_action_with(
     now_ms: u64,
     each: &mut dyn FnMut(&Signed<Invite>) -> Result<(), TrustError>,
 ) -> Result<(), TrustError> {
-    action.verify()?;
+    check_signed_now(meeting, action, now_ms)?;
     let body = &action.body;
-    if body.meeting != meeting.id {
-        return Err(TrustError::WrongMeeting);
-    }
-    if now_ms.abs_diff(body.at_ms) > ACTION_TTL_MS {
-        return Err(TrustError::Stale);
-    }
     match body.kind {
         ActionKind::OpenRooms {
             rooms, until_ms, ..
@@ -500,16 +494,25 @@ pub fn check_own_action(
     action: &Signed<Action>,
     now_ms: u64,
 ) -> Result<(), TrustError> {
+    check_signed_now(meeting, action, now_ms)?;
+    if action.body.target != action.key || action.body.authority.is_some() {
+        return Err(TrustError::NotModerator);
+    }
+    Ok(())
+}
+
+/// An action's signature, meeting and freshness (within [`ACTION_TTL_MS`] of `now_ms`).
+fn check_signed_now(
+    meeting: &MeetingDoc,
+    action: &Signed<Action>,
+    now_ms: u64,
+) -> Result<(), TrustError> {
     action.verify()?;
-    let body = &action.body;
-    if body.meeting != meeting.id {
+    if action.body.meeting != meeting.id {
         return Err(TrustError::WrongMeeting);
     }
-    if now_ms.abs_diff(body.at_ms) > ACTION_TTL_MS {
+    if now_ms.abs_diff(action.body.at_ms) > ACTION_TTL_MS {
         return Err(TrustError::Stale);
-    }
-    if body.target != action.key || body.authority.is_some() {
-        return Err(TrustError::NotModerator);
     }
     Ok(())
 }
