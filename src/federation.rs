@@ -255,13 +255,23 @@ pub type Shared = (
     Arc<Mutex<MeetingStore>>,
     Arc<Mutex<veche_web::moderation::Recent>>,
     Arc<Mutex<veche_web::lobby::Lobby>>,
+    Arc<veche_web::recording::Recordings>,
+);
+
+/// What a request from another node is decided with and carried out on.
+type Stores<'a> = (
+    &'a Arc<Mutex<MeetingStore>>,
+    &'a MeetingView,
+    &'a Mutex<veche_web::moderation::Recent>,
+    &'a Mutex<veche_web::lobby::Lobby>,
+    &'a Arc<veche_web::recording::Recordings>,
 );
 
 /// Run the bridge until the engine or the network stops.
 pub async fn run(
     engine: EngineHandle,
     net: NetHandle,
-    (meetings, recent, lobby): Shared,
+    (meetings, recent, lobby, recordings): Shared,
     relay: bool,
     mut from_engine: mpsc::Receiver<FedOut>,
     mut from_net: mpsc::Receiver<AppEvent>,
@@ -365,7 +375,7 @@ pub async fn run(
                     members.forget_node(&node);
                     queues.remove(&node);
                 }
-                on_net(ev, (&engine, &net), (&meetings, &view, &recent, &lobby), relay, &mut members).await;
+                on_net(ev, (&engine, &net), (&meetings, &view, &recent, &lobby, &recordings), relay, &mut members).await;
             }
         }
     }
@@ -486,12 +496,7 @@ async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
 async fn on_net(
     ev: AppEvent,
     (engine, net): (&EngineHandle, &NetHandle),
-    (meetings, view, recent, lobby): (
-        &Arc<Mutex<MeetingStore>>,
-        &MeetingView,
-        &Mutex<veche_web::moderation::Recent>,
-        &Mutex<veche_web::lobby::Lobby>,
-    ),
+    (meetings, view, recent, lobby, recordings): Stores<'_>,
     relay: bool,
     members: &mut Members,
 ) {
@@ -544,9 +549,10 @@ async fn on_net(
                 // whoever delivers it.
                 match veche_web::moderation::take(
                     engine,
-                    (meetings, view, recent),
+                    (meetings, view, recent, recordings),
                     &meeting,
                     &action,
+                    None,
                 )
                 .await
                 {

@@ -47,6 +47,23 @@ enum Cmd {
     /// Print who was in a meeting on the running node, and when, as CSV (one line per
     /// stay: name, key, node, role, joined, left, minutes).
     Attendance(AttendanceArgs),
+    /// List the recordings kept on this node (of one meeting, or all), or copy one out with
+    /// --export NAME --out FILE. Reads the data directory: the node need not run.
+    Recordings(RecordingsArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecordingsArgs {
+    /// Only this meeting's (its id, like k3x-9qa-7mf, or its link).
+    meeting: Option<String>,
+    /// Copy this recording (a name the list shows) out of the node.
+    #[arg(long, value_name = "NAME", requires = "meeting", requires = "out")]
+    export: Option<String>,
+    /// Where to copy it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataDirArg,
 }
 
 #[derive(Args, Debug)]
@@ -208,6 +225,7 @@ fn main() -> Result<()> {
         }
         Cmd::Peers(a) => peers(a),
         Cmd::Attendance(a) => attendance(a),
+        Cmd::Recordings(a) => recordings(a),
         Cmd::Hello(a) => {
             let body = http_request(a.http, "POST", &format!("/api/peers/{}/hello", a.peer))?;
             println!("{body}");
@@ -425,10 +443,21 @@ async fn run(a: RunArgs) -> Result<()> {
     }
     let recent = Arc::new(Mutex::new(veche_web::moderation::Recent::default()));
     let lobby = Arc::new(Mutex::new(veche_web::lobby::Lobby::default()));
+    let recordings = Arc::new(veche_web::recording::Recordings::new(dir.clone()));
+    {
+        // Before anyone can start a new one: only files cut off by a stop are touched.
+        let dir = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || veche_web::recording::repair_all(&dir)).await;
+    }
     tokio::spawn(federation::run(
         engine.clone(),
         net.clone(),
-        (meetings.clone(), recent.clone(), lobby.clone()),
+        (
+            meetings.clone(),
+            recent.clone(),
+            lobby.clone(),
+            recordings.clone(),
+        ),
         a_net.relay || config.relay.unwrap_or(false),
         fed_rx,
         app_rx,
@@ -444,6 +473,7 @@ async fn run(a: RunArgs) -> Result<()> {
         lobby,
         creations: Arc::default(),
         recent,
+        recordings,
     };
 
     let listener = tokio::net::TcpListener::bind(http).await.with_context(|| {
@@ -640,18 +670,49 @@ fn peers(a: PeersArgs) -> Result<()> {
     Ok(())
 }
 
-fn attendance(a: AttendanceArgs) -> Result<()> {
-    // A link works as well as an id: the id is what follows `/m/`.
-    let id = match a.meeting.split_once("/m/") {
+/// The meeting id in `arg`: an id, or a link (the id is what follows `/m/`).
+fn meeting_id_of(arg: &str) -> Result<&str> {
+    let id = match arg.split_once("/m/") {
         Some((_, rest)) => rest.split(['#', '?', '/']).next().unwrap_or(rest),
-        None => a.meeting.as_str(),
+        None => arg,
     };
     if !veche_node::is_meeting_id(id) {
-        anyhow::bail!(
-            "{:?} is not a meeting id (like k3x-9qa-7mf) or link",
-            a.meeting
+        anyhow::bail!("{arg:?} is not a meeting id (like k3x-9qa-7mf) or link");
+    }
+    Ok(id)
+}
+
+fn recordings(a: RecordingsArgs) -> Result<()> {
+    let data = a.data.data_dir.unwrap_or_else(veche_node::default_data_dir);
+    let meeting = a.meeting.as_deref().map(meeting_id_of).transpose()?;
+    if let (Some(name), Some(meeting), Some(out)) = (&a.export, meeting, &a.out) {
+        let Some(path) = veche_node::recordings::path_of(&data, meeting, name) else {
+            anyhow::bail!(
+                "no recording {name:?} of meeting {meeting} in {} (`veche recordings {meeting}` lists them)",
+                data.display()
+            );
+        };
+        let n = std::fs::copy(&path, out)
+            .with_context(|| format!("cannot copy {} to {}", path.display(), out.display()))?;
+        eprintln!("{} MB written to {}", n >> 20, out.display());
+        return Ok(());
+    }
+    let list = veche_node::recordings::list(&data, meeting)
+        .with_context(|| format!("cannot read the recordings in {}", data.display()))?;
+    if list.is_empty() {
+        eprintln!(
+            "no recordings in {}",
+            veche_node::recordings::dir(&data).display()
         );
     }
+    for r in list {
+        println!("{}  {}  {:>8} KB", r.meeting, r.name, r.bytes >> 10);
+    }
+    Ok(())
+}
+
+fn attendance(a: AttendanceArgs) -> Result<()> {
+    let id = meeting_id_of(&a.meeting)?;
     let csv = http_request(a.http, "GET", &format!("/api/meetings/{id}/attendance"))?;
     match a.out {
         Some(path) => {

@@ -35,7 +35,7 @@ mod notice;
 mod sfu;
 
 pub use federation::{LinkTrack, MeetingEvent};
-pub use notice::{ChatMessage, Notice, ParticipantInfo};
+pub use notice::{ChatMessage, Notice, ParticipantInfo, Recording};
 pub use sfu::{ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, Sfu, StateChange};
 
 use serde::{Deserialize, Serialize};

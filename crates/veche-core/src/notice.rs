@@ -53,6 +53,15 @@ pub struct ChatMessage {
     pub at: u64,
 }
 
+/// A recording of the meeting that is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recording {
+    /// Who started it (their name).
+    pub by: String,
+    /// When, ms since the epoch.
+    pub since_ms: u64,
+}
+
 /// A message from the core to one participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -65,6 +74,9 @@ pub enum Notice {
         participants: Vec<ParticipantInfo>,
         /// Recent chat history, oldest first.
         chat: Vec<ChatMessage>,
+        /// The meeting is being recorded: told before the joiner sends anything.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recording: Option<Recording>,
     },
     /// Someone joined.
     ParticipantJoined {
@@ -105,5 +117,17 @@ pub enum Notice {
         choose: bool,
         /// Participant → room, for those not in the main room (0).
         rooms: std::collections::BTreeMap<ParticipantId, u8>,
+    },
+    /// A recording of the meeting started or stopped.
+    Recording {
+        /// Recording now.
+        on: bool,
+        /// Who started it (empty when stopped).
+        by: String,
+        /// When it started, ms since the epoch (0 when stopped).
+        since_ms: u64,
+        /// Why it stopped by itself (the node's disk filled); empty otherwise.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        problem: String,
     },
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::notice::Recording;
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
 use crate::{MediaState, ParticipantId, RoomPlan, Source, TrackId, TrackKind};
 
@@ -175,6 +176,16 @@ pub enum Kind {
     /// The outgoing media link to another node: receives local participants' tracks, is
     /// not a person (never listed, never told anything).
     Link,
+    /// This node's recording of the meeting: receives every track of the main room, local
+    /// and remote; not a person either.
+    Recorder,
+}
+
+impl Kind {
+    /// Someone in the meeting (listed, counted, told, in its attendance).
+    pub fn person(self) -> bool {
+        matches!(self, Kind::Local | Kind::Remote)
+    }
 }
 
 #[derive(Debug)]
@@ -244,6 +255,8 @@ pub struct Sfu {
     /// Breakout rooms per meeting, while open (kept when nobody is in the meeting here, for
     /// whoever joins next).
     rooms: HashMap<String, RoomPlan>,
+    /// Meetings being recorded (here or at another node), for everyone who joins.
+    recording: HashMap<String, Recording>,
 }
 
 impl Sfu {
@@ -324,6 +337,53 @@ impl Sfu {
         }
     }
 
+    /// Add this node's recording of `meeting`: it receives every track of the main room,
+    /// now and later, from this node's people and from those other nodes carry.
+    pub fn attach_recorder(&mut self, meeting: &str, now: Instant) -> (ParticipantId, Vec<Output>) {
+        match self.add(
+            meeting,
+            "recording",
+            Kind::Recorder,
+            MediaState::default(),
+            None,
+            now,
+        ) {
+            Ok(ok) => ok,
+            Err(_) => (ParticipantId(self.next_id()), Vec::new()),
+        }
+    }
+
+    /// Whether `meeting` is being recorded (here or at another node), as the driver says:
+    /// every browser here is told now, and whoever joins later in their welcome. A
+    /// recording that stopped by itself says why (`problem`).
+    pub fn set_recording(
+        &mut self,
+        meeting: &str,
+        recording: Option<Recording>,
+        problem: Option<String>,
+    ) -> Vec<Output> {
+        if self.recording.get(meeting) == recording.as_ref() && problem.is_none() {
+            return Vec::new();
+        }
+        let notice = Notice::Recording {
+            on: recording.is_some(),
+            by: recording.as_ref().map(|r| r.by.clone()).unwrap_or_default(),
+            since_ms: recording.as_ref().map_or(0, |r| r.since_ms),
+            problem: problem.unwrap_or_default(),
+        };
+        match recording {
+            Some(r) => self.recording.insert(meeting.to_owned(), r),
+            None => self.recording.remove(meeting),
+        };
+        self.local_ids(meeting)
+            .into_iter()
+            .map(|to| Output::Notify {
+                to,
+                notice: notice.clone(),
+            })
+            .collect()
+    }
+
     /// An id for something the driver owns that is not a participant (an incoming node
     /// link), unique among participant ids.
     pub fn reserve_id(&mut self) -> ParticipantId {
@@ -334,7 +394,7 @@ impl Sfu {
     pub fn info(&self, id: ParticipantId) -> Option<ParticipantInfo> {
         self.participants
             .get(&id)
-            .filter(|p| p.kind != Kind::Link)
+            .filter(|p| p.kind.person())
             .map(|p| ParticipantInfo::new(id, &p.name, p.state, p.key.as_deref()))
     }
 
@@ -375,7 +435,7 @@ impl Sfu {
             });
         }
         let max = self.limits.participants_per_meeting;
-        if kind != Kind::Link && self.visible_count(meeting) >= max {
+        if kind.person() && self.visible_count(meeting) >= max {
             return Err(JoinError::MeetingFull { max });
         }
 
@@ -390,7 +450,7 @@ impl Sfu {
             let Some(p) = self.participants.get(&other) else {
                 continue;
             };
-            if p.kind != Kind::Link {
+            if p.kind.person() {
                 others.push(ParticipantInfo::new(
                     other,
                     &p.name,
@@ -398,7 +458,7 @@ impl Sfu {
                     p.key.as_deref(),
                 ));
             }
-            if p.kind == Kind::Local && kind != Kind::Link {
+            if p.kind == Kind::Local && kind.person() {
                 out.push(Output::Notify {
                     to: other,
                     notice: Notice::ParticipantJoined {
@@ -421,12 +481,13 @@ impl Sfu {
                             .filter(|(r, _)| *r == my_room)
                             .map(|(_, m)| m.clone())
                             .collect(),
+                        recording: self.recording.get(meeting).cloned(),
                     },
                 },
             );
         }
         room.participants.push(id);
-        if kind != Kind::Link {
+        if kind.person() {
             out.push(Output::Arrived {
                 meeting: meeting.to_owned(),
                 participant: id,
@@ -473,7 +534,7 @@ impl Sfu {
                 subscribed,
             },
         );
-        if kind != Kind::Link {
+        if kind.person() {
             // With rooms open, every browser here learns where the newcomer is.
             if let Some(notice) = self.rooms_notice(meeting) {
                 for to in self.local_ids(meeting) {
@@ -491,11 +552,7 @@ impl Sfu {
         self.meetings.get(meeting).map_or(0, |m| {
             m.participants
                 .iter()
-                .filter(|id| {
-                    self.participants
-                        .get(id)
-                        .is_some_and(|p| p.kind != Kind::Link)
-                })
+                .filter(|id| self.participants.get(id).is_some_and(|p| p.kind.person()))
                 .count()
         })
     }
@@ -542,7 +599,7 @@ impl Sfu {
             }
         }
 
-        if p.kind != Kind::Link {
+        if p.kind.person() {
             out.push(Output::Departed {
                 meeting: p.meeting.clone(),
                 participant: id,
@@ -550,7 +607,7 @@ impl Sfu {
         }
         if let Some(room) = self.meetings.get_mut(&p.meeting) {
             room.participants.retain(|x| *x != id);
-            if p.kind != Kind::Link {
+            if p.kind.person() {
                 for &other in &room.participants {
                     if self
                         .participants
@@ -588,7 +645,7 @@ impl Sfu {
             .participants
             .get(&id)
             .ok_or(PublishError::UnknownParticipant)?;
-        if p.kind == Kind::Link {
+        if !p.kind.person() {
             return Err(PublishError::UnknownParticipant);
         }
         if p.listener {
@@ -930,7 +987,7 @@ impl Sfu {
             let Some(v) = self.participants.get_mut(viewer) else {
                 continue;
             };
-            if v.kind != Kind::Local {
+            if !matches!(v.kind, Kind::Local | Kind::Recorder) {
                 continue;
             }
             let me = (v.kind, v.room);
@@ -999,7 +1056,7 @@ impl Sfu {
                 .filter_map(|id| {
                     self.participants
                         .get(id)
-                        .filter(|p| p.kind != Kind::Link && p.room != 0)
+                        .filter(|p| p.kind.person() && p.room != 0)
                         .map(|p| (*id, p.room))
                 })
                 .collect()
@@ -1022,7 +1079,7 @@ impl Sfu {
                     .filter_map(|id| {
                         self.participants
                             .get(id)
-                            .filter(|p| p.kind != Kind::Link)
+                            .filter(|p| p.kind.person())
                             .map(|p| ParticipantInfo::new(*id, &p.name, p.state, p.key.as_deref()))
                     })
                     .collect()
@@ -1126,6 +1183,7 @@ fn forwards_to((publisher, from): (Kind, u8), (subscriber, to): (Kind, u8)) -> b
     (subscriber == Kind::Link || from == to)
         && matches!(
             (publisher, subscriber),
-            (Kind::Local, Kind::Local | Kind::Link) | (Kind::Remote, Kind::Local)
+            (Kind::Local, Kind::Local | Kind::Link | Kind::Recorder)
+                | (Kind::Remote, Kind::Local | Kind::Recorder)
         )
 }

@@ -191,6 +191,7 @@ fn late_joiner_gets_existing_tracks_history_and_a_keyframe() {
             you,
             participants,
             chat,
+            ..
         } => {
             assert_eq!(*you, late);
             let names: Vec<_> = participants.iter().map(|p| p.name.as_str()).collect();
@@ -825,4 +826,101 @@ fn a_node_link_carries_every_room_and_a_remote_person_keeps_to_their_room() {
         "only the link: Bob is in room 2"
     );
     assert_eq!(sim.audience(tr), [a], "Rae's camera reaches her room only");
+}
+
+#[test]
+fn a_recording_gets_the_main_rooms_tracks_is_nobody_and_everyone_is_told() {
+    let mut sim = Sim::new();
+    let (a, at) = sim.join_publishing("m", "Ada");
+    let (r, out) = sim
+        .sfu
+        .join_remote(
+            "m",
+            "Rae",
+            MediaState::default(),
+            Some("rk".into()),
+            sim.now,
+        )
+        .expect("remote join");
+    sim.apply(out);
+    let rt = sim.publish_all(r);
+    let (rec, out) = sim.sfu.attach_recorder("m", sim.now);
+    sim.apply(out);
+    sim.advance(Duration::from_millis(100));
+    for t in at.iter().chain(rt.iter()) {
+        sim.send(*t);
+        assert_eq!(
+            sim.got(rec, *t),
+            1,
+            "the recording gets track {t:?}, local or remote"
+        );
+    }
+    // Nobody sees it, counts it or has it in the attendance.
+    assert_eq!(sim.sfu.participants("m").len(), 2);
+    assert!(sim.attendance.iter().all(|(_, id, _)| *id != rec));
+    // A track published later reaches it too.
+    let b = sim.join("m", "Bob");
+    let (bt, out) = sim
+        .sfu
+        .publish(b, Source::Camera, TrackKind::Video, sim.now)
+        .expect("publish");
+    sim.apply(out);
+    sim.advance(Duration::from_millis(100));
+    sim.send(bt);
+    assert_eq!(sim.got(rec, bt), 1);
+    // Bob in a breakout room: the recording keeps to the main room.
+    let plan = RoomPlan {
+        count: 1,
+        until_ms: u64::MAX,
+        choose: false,
+        of: [("bk".to_owned(), 1)].into_iter().collect(),
+    };
+    let (b2, out) = sim
+        .sfu
+        .join_keyed("m", "Bea", Some("bk".into()), sim.now)
+        .expect("join");
+    sim.apply(out);
+    let (b2t, out) = sim
+        .sfu
+        .publish(b2, Source::Mic, TrackKind::Audio, sim.now)
+        .expect("publish");
+    sim.apply(out);
+    sim.advance(Duration::from_millis(100));
+    let out = sim.sfu.set_rooms("m", Some(plan));
+    sim.apply(out);
+    assert!(
+        sim.unsubscribed.contains(&(rec, b2t)),
+        "a room's voice leaves the recording"
+    );
+    // The status reaches every browser here, and whoever joins later.
+    let state = veche_core::Recording {
+        by: "Ada".into(),
+        since_ms: 5,
+    };
+    let out = sim.sfu.set_recording("m", Some(state.clone()), None);
+    let told: Vec<ParticipantId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Notify {
+                to,
+                notice: Notice::Recording { on: true, .. },
+            } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 3, "Ada, Bob and Bea: {told:?}");
+    assert!(told.contains(&a) && !told.contains(&r) && !told.contains(&rec));
+    sim.apply(out);
+    let late = sim.join("m", "Late");
+    match &sim.notices_of(late)[0] {
+        Notice::Welcome { recording, .. } => assert_eq!(recording.as_ref(), Some(&state)),
+        other => panic!("{other:?}"),
+    }
+    // Stopped: its subscriptions end with it.
+    let out = sim.sfu.leave(rec, sim.now);
+    assert!(out
+        .iter()
+        .all(|o| !matches!(o, Output::Departed { .. } | Output::Notify { .. })));
+    sim.send(at[0]);
+    assert_eq!(sim.got(rec, at[0]), 1, "nothing more after it left");
 }

@@ -101,6 +101,29 @@ pub enum Command {
         /// The rooms, or none.
         plan: Option<RoomPlan>,
     },
+    /// Start (`Some`) or stop (`None`) this node's recording of a meeting (started by its
+    /// rules): the tap receives every track of its main room and their packets.
+    Record {
+        /// Meeting id.
+        meeting: String,
+        /// Where the recording's input goes.
+        tap: Option<RecordTap>,
+    },
+    /// A recording needs a keyframe of `track` (its picture switches to it, or lost some).
+    RecordKeyframe {
+        /// Which track.
+        track: veche_core::TrackId,
+    },
+    /// Whether a meeting is being recorded, here or at another node: every browser here is
+    /// told, and whoever joins is told in their welcome.
+    Recording {
+        /// Meeting id.
+        meeting: String,
+        /// Who started it and when; none: not recording.
+        state: Option<veche_core::Recording>,
+        /// Why it stopped, when it stopped by itself (the disk filled).
+        problem: Option<String>,
+    },
     /// Who is in a meeting.
     Participants {
         /// Meeting id.
@@ -303,7 +326,47 @@ pub struct EngineStats {
     pub peers_panicked: u64,
     /// Attendance records dropped because their writer fell behind.
     pub attendance_dropped: u64,
+    /// Packets a recording did not take (it fell behind).
+    pub recorded_dropped: u64,
 }
+
+/// What a recording receives from the engine, in order. Never waits: with the recording
+/// far behind, packets are dropped and counted.
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// `participant` publishes `track`: its packets follow.
+    Track {
+        /// Which track.
+        track: veche_core::TrackId,
+        /// Whose.
+        participant: ParticipantId,
+        /// What it carries.
+        source: Source,
+    },
+    /// `track` is no longer recorded (stopped, or its publisher left the main room).
+    Gone {
+        /// Which track.
+        track: veche_core::TrackId,
+    },
+    /// One RTP packet of a track, as its publisher sent it.
+    Packet {
+        /// Which track.
+        track: veche_core::TrackId,
+        /// The publisher's extended sequence number.
+        seq: u64,
+        /// The publisher's RTP timestamp.
+        ts: u32,
+        /// Marker bit.
+        marker: bool,
+        /// The payload, shared with every subscriber.
+        payload: std::sync::Arc<[u8]>,
+        /// Audio level, -dBov (0 loudest, 127 silence).
+        audio_level: Option<u8>,
+    },
+}
+
+/// Where a recording's input goes: bounded, written without waiting.
+pub type RecordTap = std::sync::mpsc::SyncSender<Recorded>;
 
 /// A person came into a meeting on this node or went out of it: what its attendance is
 /// made of. The receiver stamps the time (it reads the clock; the engine does not) and

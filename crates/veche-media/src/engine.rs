@@ -174,7 +174,10 @@ pub struct Engine {
     /// per worker: its outbox and what its peers gave back.
     workers: Option<rayon::ThreadPool>,
     lanes: Vec<Lane>,
-    stats: EngineStats,
+    pub(crate) stats: EngineStats,
+    /// This node's recordings, and their subscriptions to make ready.
+    pub(crate) recorders: crate::record::Recorders,
+    pub(crate) record_pending: Vec<(ParticipantId, veche_core::TrackId)>,
     /// Datagrams the socket readers dropped (their queue was full).
     pub(crate) dropped: Arc<AtomicU64>,
     last_housekeeping: Instant,
@@ -296,6 +299,8 @@ impl Engine {
             events: Vec::new(),
             outbox: Outbox::default(),
             stats: EngineStats::default(),
+            recorders: Default::default(),
+            record_pending: Vec::new(),
             dropped: Arc::new(AtomicU64::new(0)),
             last_housekeeping: now,
             node_id: config.node_id,
@@ -586,6 +591,20 @@ impl Engine {
                 let out = self.sfu.set_rooms(&meeting, plan);
                 self.apply(out);
             }
+            Command::Record { meeting, tap } => self.record(meeting, tap, now),
+            Command::RecordKeyframe { track } => {
+                if let Some(o) = self.sfu.keyframe_needed(track, now) {
+                    self.apply(vec![o]);
+                }
+            }
+            Command::Recording {
+                meeting,
+                state,
+                problem,
+            } => {
+                let out = self.sfu.set_recording(&meeting, state, problem);
+                self.apply(out);
+            }
             Command::NodeEvents {
                 node,
                 meeting,
@@ -811,6 +830,7 @@ impl Engine {
     }
 
     fn settle(&mut self, now: Instant) {
+        self.record_ready(now);
         // Each round only makes peers dirty by forwarding to them; a few rounds suffice.
         for _ in 0..8 {
             if self.dirty.is_empty() && self.renegotiate.is_empty() && self.failed.is_empty() {
@@ -977,6 +997,7 @@ impl Engine {
             payload: packet.payload,
         };
         // Written into each subscriber's stream when it is drained, maybe on a worker.
+        let mut recorders = Vec::new();
         let packet = Arc::new(Forwarded {
             incoming,
             track,
@@ -986,6 +1007,9 @@ impl Engine {
         });
         for &sub in self.sfu.subscribers(track) {
             let Some(peer) = self.peers.get_mut(&sub) else {
+                if self.recorders.is(sub) {
+                    recorders.push(sub);
+                }
                 continue;
             };
             let Some(out) = peer.out_mid(track) else {
@@ -996,6 +1020,9 @@ impl Engine {
             } else {
                 self.stats.packets_dropped += 1;
             }
+        }
+        for sub in recorders {
+            self.record_packet(sub, &packet);
         }
     }
 
@@ -1009,7 +1036,9 @@ impl Engine {
                     publisher,
                     source,
                 } => {
-                    if let Some(p) = self.peers.get_mut(&subscriber) {
+                    if self.recorders.is(subscriber) {
+                        self.record_subscribe(subscriber, track, publisher, source);
+                    } else if let Some(p) = self.peers.get_mut(&subscriber) {
                         p.subscribe(PendingSub {
                             track,
                             info: TrackInfo {
@@ -1022,7 +1051,9 @@ impl Engine {
                     }
                 }
                 Output::Unsubscribe { subscriber, track } => {
-                    if let Some(p) = self.peers.get_mut(&subscriber) {
+                    if self.recorders.is(subscriber) {
+                        self.record_unsubscribe(subscriber, track);
+                    } else if let Some(p) = self.peers.get_mut(&subscriber) {
                         p.unsubscribe(track);
                         self.renegotiate.insert(subscriber);
                     }

@@ -25,11 +25,12 @@ mod forward;
 mod net;
 mod outbox;
 mod peer;
+mod record;
 mod sdp;
 
 pub use api::{
     Attendance, Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo,
-    LinkOffer, Moderation, PeerEvent, Signal, TrackInfo,
+    LinkOffer, Moderation, PeerEvent, RecordTap, Recorded, Signal, TrackInfo,
 };
 pub use engine::{Engine, EngineConfig, StartError};
 pub use federation::{MAX_LINKS_IN_PER_NODE, MAX_MEETINGS_PER_NODE};

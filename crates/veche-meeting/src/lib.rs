@@ -812,6 +812,13 @@ impl Governance {
         }
     }
 
+    /// Whether `key` may have the meeting's recordings (list and download them): the host's
+    /// own key only, like the attendance. A moderator may start and stop a recording; what
+    /// it holds (everyone's faces and voices) is the host's to keep and hand on.
+    pub fn check_recordings(&self, key: &PublicKey) -> Result<(), Refused> {
+        self.check_attendance(key)
+    }
+
     /// Whether `key` may moderate now, holding `authority` (none: only the host may).
     pub fn may_moderate(
         &self,
@@ -963,7 +970,11 @@ impl Governance {
     fn checked(&self, action: Signed<Action>, token: &str) -> CheckedAction {
         let kind = action.body.kind;
         let change = match kind {
-            ActionKind::Mute | ActionKind::Allow => None,
+            // Carried out as they come (a recording is the node's, not the meeting's record).
+            ActionKind::Mute
+            | ActionKind::Allow
+            | ActionKind::StartRecording
+            | ActionKind::StopRecording => None,
             // Seen before (a replay, or the same action passed on twice): nothing new.
             _ if self.actions.iter().any(|t| t == token) => None,
             _ if self.room_action_known(&action.body) => None,
@@ -1187,7 +1198,10 @@ impl Governance {
                         }
                         return;
                     }
-                    ActionKind::Mute | ActionKind::Allow => return,
+                    ActionKind::Mute
+                    | ActionKind::Allow
+                    | ActionKind::StartRecording
+                    | ActionKind::StopRecording => return,
                 }
                 push_bounded(&mut self.actions, token, MAX_ACTIONS);
             }

@@ -11,6 +11,7 @@ mod fsutil;
 mod identity;
 mod meetings;
 mod person;
+pub mod recordings;
 mod tls;
 
 pub use config::{Config, ConfigError};

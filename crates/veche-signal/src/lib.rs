@@ -71,6 +71,8 @@ pub enum ClientMsg {
     },
     /// The host asks for the meeting's attendance (who was in it, when) as CSV.
     Attendance,
+    /// The host asks for the meeting's recordings on this node, with download links.
+    Recordings,
     /// Leave the meeting.
     Leave,
 }
@@ -165,6 +167,9 @@ pub enum ServerMsg {
         /// Recent chat.
         #[serde(default)]
         chat: Vec<Chat>,
+        /// The meeting is being recorded: who started it, when.
+        #[serde(default)]
+        recording: Option<RecordingState>,
     },
     /// Answer to your offer.
     Answer {
@@ -242,6 +247,27 @@ pub enum ServerMsg {
         #[serde(default)]
         rooms: HashMap<String, u8>,
     },
+    /// The meeting is being recorded (`on`), or no longer is.
+    Recording {
+        /// Recording now.
+        on: bool,
+        /// Who started it.
+        #[serde(default)]
+        by: String,
+        /// When it started, ms since the epoch.
+        #[serde(default)]
+        since_ms: u64,
+        /// Why it stopped by itself (the node's disk filled).
+        #[serde(default)]
+        problem: String,
+    },
+    /// The meeting's recordings on this node, for its host.
+    Recordings {
+        /// The meeting.
+        meeting: String,
+        /// Oldest first.
+        list: Vec<RecordingLink>,
+    },
     /// The meeting's attendance, for its host: one line per stay.
     Attendance {
         /// The meeting.
@@ -296,4 +322,26 @@ mod tests {
         );
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"chat"}"#).is_err());
     }
+}
+
+/// A recording running, as a welcome tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordingState {
+    /// Who started it.
+    pub by: String,
+    /// When, ms since the epoch.
+    pub since_ms: u64,
+}
+
+/// One recording the host may download.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordingLink {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Last written, ms since the epoch.
+    pub modified_ms: u64,
+    /// Where to download it (works for ten minutes).
+    pub url: String,
 }

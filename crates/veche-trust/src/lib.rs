@@ -402,6 +402,11 @@ pub enum ActionKind {
     },
     /// Close the breakout rooms: everyone back in the main room; `target` is the signer.
     CloseRooms,
+    /// Start recording the meeting, at the node the signer sends it to; `target` is the
+    /// signer.
+    StartRecording,
+    /// Stop recording the meeting, at every node recording it; `target` is the signer.
+    StopRecording,
 }
 
 /// Most breakout rooms open at once.

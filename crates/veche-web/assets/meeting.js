@@ -11,6 +11,7 @@ import { Session } from './session.js';
 import { personKey, fingerprint, pinOf, notePerson, signToken, randomId } from './keys.js';
 import { qrCanvas } from './qr.js';
 import { saveAttendance } from './attendance.js';
+import { recordingFrom, recordingText, askBeforeJoining, recordingsDialog } from './recording.js';
 import { roomsFrom, roomOf, roomBarText, roomsDialog, roomPicker } from './rooms.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
@@ -254,6 +255,10 @@ export class Meeting {
       knock: guard(this.onKnock),
       attendance: guard(this.onAttendance),
       rooms: guard(this.onRooms),
+      recording: guard(this.onRecording),
+      recordings: guard(this.onRecordings),
+      // Asked before anything of ours is sent: a recorded meeting says so first.
+      consent: (msg) => this.consent(msg),
     };
   }
 
@@ -434,6 +439,59 @@ export class Meeting {
     });
   }
 
+  /** Before we publish: in a recorded meeting, whether to go on (once per page). */
+  async consent(msg) {
+    const state = recordingFrom(msg);
+    if (!state || this.recordingAgreed) return;
+    const choice = await askBeforeJoining(state);
+    if (choice === 'join') {
+      this.recordingAgreed = true;
+      return;
+    }
+    this.leave();
+    throw new Error('left a recorded meeting');
+  }
+
+  /** A recording started or stopped (here or at another node). */
+  onRecording(msg) {
+    const was = !!this.recording;
+    this.recording = recordingFrom(msg);
+    if (msg.problem) toast(`Recording stopped: ${msg.problem}`, { kind: 'error', timeout: 10000 });
+    else if (this.recording && !was) toast(`${this.recording.by || 'Someone'} started recording the meeting`, { timeout: 5000 });
+    else if (!this.recording && was) toast('Recording stopped', { timeout: 4000 });
+    this.renderRecording();
+    this.renderPeople();
+  }
+
+  renderRecording() {
+    const bar = this.el && this.el.recordingBar;
+    if (!bar) return;
+    bar.hidden = !this.recording;
+    bar.textContent = recordingText(this.recording);
+  }
+
+  /** Host or moderator: start or stop recording the meeting (this node records it). */
+  async toggleRecording() {
+    const kind = this.recording ? 'stop_recording' : 'start_recording';
+    try {
+      const action = await this.signAction(kind, null, this.authority());
+      if (!action || !this.session || !this.session.send({ type: 'moderate', action })) throw new Error('not connected');
+    } catch (err) {
+      toast(`Could not ${this.recording ? 'stop' : 'start'} the recording: ${err && err.message || err}`, { kind: 'error' });
+    }
+  }
+
+  /** The host asks for this meeting's recordings; the answer comes as `recordings`. */
+  askRecordings() {
+    if (!this.session || !this.session.send({ type: 'recordings' })) {
+      toast('Not connected: try again in a moment', { kind: 'error' });
+    }
+  }
+
+  onRecordings(msg) {
+    recordingsDialog(msg);
+  }
+
   /** The host asks the node who was in the meeting; the answer comes as `attendance`. */
   askAttendance() {
     if (!this.session || !this.session.send({ type: 'attendance' })) {
@@ -562,6 +620,8 @@ export class Meeting {
     // The node says where we are right after the welcome, if rooms are open.
     this.rooms = null;
     this.renderRoomBar();
+    this.recording = recordingFrom(msg);
+    this.renderRecording();
     for (const p of msg.participants || []) {
       if (String(p.id) !== String(this.you)) this.participants.set(String(p.id), this.cleanParticipant(p));
     }
@@ -892,6 +952,7 @@ export class Meeting {
     el.stageInner = h('div', { class: 'stage-inner' });
     el.stage = h('main', { class: 'stage', 'aria-label': 'Video' }, el.stageInner);
     el.roomBar = h('div', { id: 'room-bar', class: 'room-bar', role: 'status', hidden: true });
+    el.recordingBar = h('div', { id: 'recording-bar', class: 'recording-bar', role: 'status', hidden: true });
 
     // People panel.
     el.peopleTitle = h('h2', { text: 'People' });
@@ -932,6 +993,7 @@ export class Meeting {
 
     this.el = el;
     mount(h('div', { class: 'meeting' }, topbar,
+      el.recordingBar,
       el.roomBar,
       h('div', { class: 'meeting-body' }, el.stage, el.panelPeople, el.panelChat),
       controls));
@@ -1163,6 +1225,11 @@ export class Meeting {
             text: this.locked ? 'Unlock meeting' : 'Lock meeting', onclick: () => this.moderate(this.locked ? 'unlock' : 'lock', null) }),
           h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'rooms' },
             text: this.rooms ? 'Breakout rooms (open)' : 'Breakout rooms', onclick: () => this.openRoomsDialog() }),
+          h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'record' },
+            text: this.recording ? 'Stop recording' : 'Record', title: 'Record the meeting on this node: the main picture and everyone\'s voice',
+            onclick: () => this.toggleRecording() }),
+          this.role === 'host' ? h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'recordings' },
+            text: 'Recordings', title: 'Download this meeting\'s recordings', onclick: () => this.askRecordings() }) : null,
           h('button', { class: 'btn btn-danger btn-small', type: 'button', dataset: { action: 'end' },
             text: 'End for everyone', onclick: () => this.moderate('end', null) }),
           this.role === 'host' ? h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { action: 'attendance' },
@@ -1502,6 +1569,7 @@ export class Meeting {
       role: this.role || null,
       lost: this.lost ? { ...this.lost } : null,
       rooms: this.rooms ? { count: this.rooms.count, untilMs: this.rooms.untilMs, mine: roomOf(this.rooms, this.you) } : null,
+      recording: this.recording ? { ...this.recording } : null,
     };
   }
 

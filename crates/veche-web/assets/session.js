@@ -142,7 +142,11 @@ export class Session {
         this.welcomed = true;
         this.stage = 'media';
         this.on.welcome(msg);
-        this.enqueue(() => this.publish());
+        // Nothing of ours goes out before the page agreed (a recorded meeting asks first).
+        this.enqueue(async () => {
+          if (this.on.consent) await this.on.consent(msg);
+          if (!this.closed) await this.publish();
+        });
         break;
       case 'answer':
         this.enqueue(() => this.acceptAnswer(msg));
@@ -165,6 +169,8 @@ export class Session {
       case 'knock': if (this.on.knock) this.on.knock(msg); break;
       case 'attendance': if (this.on.attendance) this.on.attendance(msg); break;
       case 'rooms': if (this.on.rooms) this.on.rooms(msg); break;
+      case 'recording': if (this.on.recording) this.on.recording(msg); break;
+      case 'recordings': if (this.on.recordings) this.on.recordings(msg); break;
       case 'error':
         if (msg.fatal) {
           this.fatal = true;

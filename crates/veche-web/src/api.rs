@@ -80,6 +80,8 @@ api_codes! {
     BadHost => "bad_host",
     /// A browser request from another origin (403).
     BadOrigin => "bad_origin",
+    /// A recording's download without a link its host was given (403).
+    NotAllowed => "not_allowed",
 }
 
 /// An HTTP error with a code and plain words.
@@ -625,6 +627,71 @@ pub(crate) async fn get_attendance(
             (header::CONTENT_DISPOSITION, disposition),
         ],
         csv,
+    )
+        .into_response())
+}
+
+/// The download link's ticket.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TicketQuery {
+    #[serde(default)]
+    ticket: String,
+}
+
+/// `GET /api/meetings/{id}/recordings/{name}?ticket=…`: one recording file, for whoever holds
+/// a link its host was given over their socket (`recordings`, the meeting's rules decide who
+/// may have one). Streamed from disk.
+pub(crate) async fn get_recording(
+    State(ctx): State<Ctx>,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<TicketQuery>,
+) -> Result<Response, ApiError> {
+    let recordings = &ctx.app.recordings;
+    if !recordings.admits(&q.ticket, &id, &name) {
+        tracing::info!(meeting = %id, "recording download without a valid link refused");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ApiCode::NotAllowed,
+            "A recording is downloaded only by its meeting's host, from the meeting's page (the link works for ten minutes).",
+        ));
+    }
+    let Some(path) = veche_node::recordings::path_of(recordings.data(), &id, &name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ApiCode::NotFound,
+            "this recording is no longer on the node",
+        ));
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiCode::Storage,
+            format!("the recording cannot be read: {e}"),
+        )
+    })?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let stream = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "video/webm".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}-{name}\""),
+            ),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(stream),
     )
         .into_response())
 }

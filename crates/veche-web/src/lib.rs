@@ -15,6 +15,7 @@ pub mod lobby;
 mod metrics;
 pub mod moderation;
 mod nodes;
+pub mod recording;
 pub mod revocation;
 pub mod rules;
 mod ws;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub creations: Arc<Mutex<limits::PerClient>>,
     /// Moderation actions carried out lately (none is carried out twice).
     pub recent: Arc<Mutex<moderation::Recent>>,
+    /// The recordings this node makes and keeps.
+    pub recordings: Arc<recording::Recordings>,
 }
 
 /// Which scheme a listener serves, for the absolute links the API returns.
@@ -102,6 +105,10 @@ pub fn router(app: AppState, scheme: Scheme) -> Router {
         )
         .route("/api/meetings/{id}/people", get(api::get_people))
         .route("/api/meetings/{id}/attendance", get(api::get_attendance))
+        .route(
+            "/api/meetings/{id}/recordings/{name}",
+            get(api::get_recording),
+        )
         .route("/api/meetings/{id}/doc", axum::routing::put(api::put_doc))
         .route("/api/meetings/{id}/revocations", post(api::post_revocation))
         .route("/ws", get(ws::upgrade))

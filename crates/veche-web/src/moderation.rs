@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use veche_media::EngineHandle;
 use veche_node::{MeetingStore, MeetingView};
 
+use crate::recording::Recordings;
 use crate::rules::{self, Undecided};
 
 /// Actions carried out in the last two minutes (an action is fresh for 60 s either way of
@@ -49,14 +50,25 @@ impl Recent {
     }
 }
 
+/// What a moderation action is decided with and carried out on.
+pub type Stores<'a> = (
+    &'a Arc<Mutex<MeetingStore>>,
+    &'a MeetingView,
+    &'a Mutex<Recent>,
+    &'a Arc<Recordings>,
+);
+
 /// Check `token` with meeting `meeting`'s rules at this node's time, commit what it changes
 /// (removal, lock, end, lobby decision) and carry it out on this node's people (the lobby's
-/// admit and deny are the caller's), once. Returns the action, or why it was refused.
+/// admit and deny are the caller's), once. `here`: the name of the person whose socket on
+/// this node sent it (`None`: another node passed it on); a recording starts at the node
+/// it was sent to. Returns the action, or why it was refused.
 pub async fn take(
     engine: &EngineHandle,
-    (meetings, view, recent): (&Arc<Mutex<MeetingStore>>, &MeetingView, &Mutex<Recent>),
+    (meetings, view, recent, recordings): Stores<'_>,
     meeting: &str,
     token: &str,
+    here: Option<&str>,
 ) -> Result<Signed<Action>, String> {
     let (m, t) = (meeting.to_owned(), token.to_owned());
     let action = rules::decide(meetings, meeting, move |rec| {
@@ -84,6 +96,13 @@ pub async fn take(
         ActionKind::OpenRooms { .. } | ActionKind::Assign { .. } | ActionKind::CloseRooms => {
             sync_rooms(engine, view, meeting).await;
             tracing::info!(%meeting, action = ?action.body.kind, by = %action.key.fingerprint(), "breakout rooms changed");
+            return Ok(action);
+        }
+        ActionKind::StartRecording | ActionKind::StopRecording => {
+            recordings
+                .decided(engine, meeting, &action, here)
+                .await
+                .map_err(|e| e.to_string())?;
             return Ok(action);
         }
         // Committed above; nobody in the meeting is affected now.

@@ -81,6 +81,27 @@ fn attendance_message(meeting: &str, csv: String) -> Value {
     })
 }
 
+/// A meeting's recordings, for its host: each with a download link of its own.
+fn recordings_message(
+    recordings: &crate::recording::Recordings,
+    meeting: &str,
+    files: Vec<veche_node::recordings::RecordingFile>,
+) -> Value {
+    let list: Vec<Value> = files
+        .into_iter()
+        .map(|f| {
+            let ticket = recordings.ticket(meeting, &f.name);
+            json!({
+                "name": f.name,
+                "bytes": f.bytes,
+                "modified_ms": f.modified_ms,
+                "url": format!("/api/meetings/{meeting}/recordings/{}?ticket={ticket}", f.name),
+            })
+        })
+        .collect();
+    json!({"type": "recordings", "meeting": meeting, "list": list})
+}
+
 /// The first message on a socket.
 fn challenge(nonce: &str, node: &str) -> String {
     json!({"type": "challenge", "nonce": nonce, "node": node}).to_string()
@@ -170,6 +191,8 @@ struct Session {
     role: Option<Role>,
     /// Their key, proven at the join (none before).
     key: Option<veche_trust::PublicKey>,
+    /// Their name as they joined (empty before).
+    name: String,
     /// Waiting in the lobby: the join to finish once a moderator decides, and the decision.
     pending: Option<PendingJoin>,
     waiting: Option<oneshot::Receiver<bool>>,
@@ -193,6 +216,7 @@ impl Session {
             last_heard: Instant::now(),
             moderator_of: None,
             role: None,
+            name: String::new(),
             key: None,
             pending: None,
             waiting: None,
@@ -343,9 +367,11 @@ impl Session {
                 &self.ctx.app.meetings,
                 &self.ctx.app.view,
                 &self.ctx.app.recent,
+                &self.ctx.app.recordings,
             ),
             &meeting,
             token,
+            Some(self.name.as_str()),
         )
         .await
         {
@@ -386,6 +412,37 @@ impl Session {
         };
         crate::nodes::tell(&self.ctx, &meeting, request).await;
         None
+    }
+
+    /// The meeting's recordings on this node with download links, if this socket's person
+    /// may have them (the meeting's rules decide: its host); else why not.
+    fn recordings(&self) -> Value {
+        let Some((_, meeting, _)) = &self.joined else {
+            return self.error(ErrorCode::NotJoined, "send join first", false);
+        };
+        let allowed = self.key.as_ref().and_then(|k| {
+            rules::read(&self.ctx.app.view, meeting, |m| m.rules.check_recordings(k))
+        });
+        match allowed {
+            None => return self.error(ErrorCode::UnknownMeeting, "this meeting is gone", false),
+            Some(Err(e)) => {
+                tracing::info!(participant = ?self.pid(), %meeting, error = %e, "recordings refused");
+                return self.error(ErrorCode::NotAllowed, e.to_string(), false);
+            }
+            Some(Ok(())) => {}
+        }
+        let recordings = &self.ctx.app.recordings;
+        match veche_node::recordings::list(recordings.data(), Some(meeting)) {
+            Ok(files) => recordings_message(recordings, meeting, files),
+            Err(e) => {
+                tracing::error!(%meeting, error = %e, "cannot list the recordings");
+                self.error(
+                    ErrorCode::Internal,
+                    format!("the recordings cannot be listed: {e}"),
+                    false,
+                )
+            }
+        }
     }
 
     /// The meeting's attendance as CSV, if this socket's person may have it (the meeting's
@@ -559,6 +616,10 @@ impl Session {
             }
             ClientMsg::Attendance => {
                 replies.push(self.attendance().await);
+                return Next::Continue;
+            }
+            ClientMsg::Recordings => {
+                replies.push(self.recordings());
                 return Next::Continue;
             }
             ClientMsg::Leave => return Next::Close,
@@ -820,6 +881,7 @@ impl Session {
         if open == Some(true) {
             crate::moderation::sync_rooms(&self.ctx.app.engine, &self.ctx.app.view, &meeting).await;
         }
+        self.name = name.clone();
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
@@ -932,6 +994,16 @@ mod tests {
                 you: ParticipantId(8),
                 participants: vec![ada.clone()],
                 chat: vec![said.clone()],
+                recording: Some(veche_core::Recording {
+                    by: "Ada".into(),
+                    since_ms: 3,
+                }),
+            }),
+            PeerEvent::Notice(veche_core::Notice::Recording {
+                on: false,
+                by: String::new(),
+                since_ms: 0,
+                problem: "the disk is full".into(),
             }),
             PeerEvent::Notice(veche_core::Notice::ParticipantJoined { participant: ada }),
             PeerEvent::Notice(veche_core::Notice::ParticipantLeft {
@@ -970,6 +1042,14 @@ mod tests {
         texts.push(knock("k", "Bob", true).to_string());
         texts.push(json!({"type": "lobby"}).to_string());
         texts.push(attendance_message("k3x-9qa-7mf", "name\n".into()).to_string());
+        let recordings = crate::recording::Recordings::new(std::env::temp_dir());
+        let file = veche_node::recordings::RecordingFile {
+            meeting: "k3x-9qa-7mf".into(),
+            name: "2026-12-04T10-00-00Z.webm".into(),
+            bytes: 1,
+            modified_ms: 2,
+        };
+        texts.push(recordings_message(&recordings, "k3x-9qa-7mf", vec![file]).to_string());
         for t in &texts {
             assert!(ServerMsg::parse(t).is_ok(), "a client cannot read {t}");
         }
@@ -980,8 +1060,10 @@ mod tests {
                 meeting,
                 participants,
                 chat,
+                recording,
             } => {
                 assert_eq!((you, role.as_deref()), (8, Some("host")));
+                assert_eq!(recording.map(|r| r.by).as_deref(), Some("Ada"));
                 assert_eq!(meeting.map(|m| m.title).as_deref(), Some("Physics"));
                 assert_eq!((participants.len(), chat.len()), (1, 1));
             }

@@ -1,0 +1,108 @@
+//! This node's recordings: each is a subscriber of the core (`Kind::Recorder`) that never
+//! negotiates; what the core would send it goes, as it arrives, into its tap.
+
+use std::collections::HashMap;
+use std::sync::mpsc::TrySendError;
+use std::sync::Arc;
+use std::time::Instant;
+
+use veche_core::{ParticipantId, Source, TrackId};
+
+use crate::api::{RecordTap, Recorded};
+use crate::engine::Engine;
+use crate::peer::Forwarded;
+
+/// The recordings running here, by their subscriber id and by meeting.
+#[derive(Debug, Default)]
+pub(crate) struct Recorders {
+    taps: HashMap<ParticipantId, RecordTap>,
+    of_meeting: HashMap<String, ParticipantId>,
+}
+
+impl Recorders {
+    /// Whether `id` is a recording.
+    pub(crate) fn is(&self, id: ParticipantId) -> bool {
+        self.taps.contains_key(&id)
+    }
+
+    /// Hand `msg` to recording `id` without waiting: false when it is full (or gone).
+    fn give(&self, id: ParticipantId, msg: Recorded) -> bool {
+        match self.taps.get(&id).map(|t| t.try_send(msg)) {
+            Some(Ok(())) => true,
+            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => false,
+        }
+    }
+}
+
+impl Engine {
+    /// Start or stop this node's recording of `meeting`.
+    pub(crate) fn record(&mut self, meeting: String, tap: Option<RecordTap>, now: Instant) {
+        if let Some(old) = self.recorders.of_meeting.remove(&meeting) {
+            // Closing the tap ends that recording's file.
+            self.recorders.taps.remove(&old);
+            let out = self.sfu.leave(old, now);
+            self.apply(out);
+        }
+        let Some(tap) = tap else { return };
+        let (id, out) = self.sfu.attach_recorder(&meeting, now);
+        self.recorders.taps.insert(id, tap);
+        self.recorders.of_meeting.insert(meeting, id);
+        self.apply(out);
+        self.record_ready(now);
+    }
+
+    /// The core chose to send `track` to recording `subscriber`: tell it what the track is.
+    /// It is ready at once (nothing to negotiate); see [`Engine::record_ready`].
+    pub(crate) fn record_subscribe(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        participant: ParticipantId,
+        source: Source,
+    ) {
+        let told = self.recorders.give(
+            subscriber,
+            Recorded::Track {
+                track,
+                participant,
+                source,
+            },
+        );
+        if told {
+            self.record_pending.push((subscriber, track));
+        } else {
+            self.stats.recorded_dropped += 1;
+        }
+    }
+
+    /// Recordings' new subscriptions are ready: packets flow to them from now on.
+    pub(crate) fn record_ready(&mut self, now: Instant) {
+        for (subscriber, track) in std::mem::take(&mut self.record_pending) {
+            // The recording asks for keyframes itself, for the picture it puts on stage.
+            let _ = self.sfu.subscription_ready(subscriber, track, now);
+        }
+    }
+
+    /// The core stopped sending `track` to recording `subscriber`.
+    pub(crate) fn record_unsubscribe(&mut self, subscriber: ParticipantId, track: TrackId) {
+        if !self.recorders.give(subscriber, Recorded::Gone { track }) {
+            self.stats.recorded_dropped += 1;
+        }
+    }
+
+    /// One forwarded packet for recording `subscriber`.
+    pub(crate) fn record_packet(&mut self, subscriber: ParticipantId, packet: &Arc<Forwarded>) {
+        let level = packet.ext.audio_level.map(|l| l.unsigned_abs().min(127));
+        let msg = Recorded::Packet {
+            track: packet.track,
+            seq: packet.incoming.seq,
+            ts: packet.incoming.ts,
+            marker: packet.incoming.marker,
+            payload: packet.incoming.payload.clone(),
+            audio_level: level,
+        };
+        if !self.recorders.give(subscriber, msg) {
+            self.stats.recorded_dropped += 1;
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Recording a meeting into one WebM file: the stage's video as it was sent (a screen share
+//! when there is one, else whoever speaks, switched on keyframes, never transcoded) and
+//! every voice mixed into one Opus track. Sans-IO: the caller hands in the packets of the
+//! meeting's tracks and the time, asks for the keyframes it is told to, and owns the file.
+
+pub mod mix;
+pub mod stage;
+pub mod vp8;
+pub mod webm;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Seek, Write};
+
+pub use mix::MixError;
+pub use webm::WriteError;
+
+use mix::{Mixer, RATE};
+use stage::{Stage, Video};
+use vp8::{Assembler, Frame, Pushed};
+use webm::{Muxer, AUDIO, VIDEO};
+
+/// How far the file trails the meeting: late packets within it still make the mix.
+pub const LATENCY_MS: u64 = 300;
+/// Longest wait for the first picture before the file is started without one.
+const FIRST_PICTURE_MS: u64 = 3_000;
+/// Picture size written when no picture came in time.
+const DEFAULT_SIZE: (u16, u16) = (640, 360);
+/// Shortest time between two keyframe requests for one track.
+const ASK_AGAIN_MS: u64 = 1_000;
+/// Frames held before the file starts or while they wait for the audio: bounded.
+const MAX_QUEUED_FRAMES: usize = 600;
+
+/// What a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A microphone.
+    Audio,
+    /// A camera.
+    Camera,
+    /// A screen share.
+    Screen,
+}
+
+/// One RTP packet of a track, as the node received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// Extended sequence number.
+    pub seq: u64,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// Marker bit (the end of a video frame).
+    pub marker: bool,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The audio level header extension, -dBov (audio only).
+    pub audio_level: Option<u8>,
+}
+
+#[derive(Debug)]
+struct Track {
+    participant: u64,
+    source: Source,
+    assembler: Assembler,
+    /// (RTP timestamp, ms) of the frame the track's times are anchored at.
+    anchor: Option<(u32, u64)>,
+    asked_ms: Option<u64>,
+}
+
+/// Why a recording could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The audio encoder would not start.
+    #[error(transparent)]
+    Mix(#[from] MixError),
+    /// The file could not be written (the disk is full, or gone).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// One recording. Times are ms since it started.
+pub struct Recorder<W: Write + Seek> {
+    tracks: HashMap<u64, Track>,
+    stage: Stage,
+    on_stage: Option<u64>,
+    /// Chosen for the stage, waiting for its keyframe.
+    next: Option<u64>,
+    mixer: Mixer,
+    frames: VecDeque<(u64, Frame)>,
+    dest: Option<W>,
+    mux: Option<Muxer<W>>,
+    keyframes: Vec<u64>,
+}
+
+impl<W: Write + Seek> std::fmt::Debug for Recorder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("tracks", &self.tracks.len())
+            .field("on_stage", &self.on_stage)
+            .field("mux", &self.mux)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Seek> Recorder<W> {
+    /// A recording into `dest` (nothing is written until the first picture, or
+    /// [`FIRST_PICTURE_MS`]).
+    pub fn new(dest: W) -> Result<Self, RecordError> {
+        Ok(Self {
+            tracks: HashMap::new(),
+            stage: Stage::default(),
+            on_stage: None,
+            next: None,
+            mixer: Mixer::new()?,
+            frames: VecDeque::new(),
+            dest: Some(dest),
+            mux: None,
+            keyframes: Vec::new(),
+        })
+    }
+
+    /// `participant` publishes `track`.
+    pub fn track(&mut self, track: u64, participant: u64, source: Source) {
+        match source {
+            Source::Camera => self.stage.add(participant, track, Video::Camera),
+            Source::Screen => self.stage.add(participant, track, Video::Screen),
+            Source::Audio => {}
+        }
+        self.tracks.insert(
+            track,
+            Track {
+                participant,
+                source,
+                assembler: Assembler::new(),
+                anchor: None,
+                asked_ms: None,
+            },
+        );
+    }
+
+    /// `track` stopped.
+    pub fn gone(&mut self, track: u64) {
+        if self.tracks.remove(&track).is_some() {
+            self.stage.remove(track);
+            self.mixer.remove(track);
+            if self.next == Some(track) {
+                self.next = None;
+            }
+        }
+    }
+
+    /// One packet of `track`, arrived at `now_ms`.
+    pub fn packet(&mut self, track: u64, p: Packet<'_>, now_ms: u64) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if t.source == Source::Audio {
+            self.stage.heard(t.participant, p.audio_level, now_ms);
+            self.mixer
+                .push(track, p.ts, p.payload, now_ms * RATE / 1000);
+            return;
+        }
+        self.stage.seen(track, now_ms);
+        // Only the picture on the stage, and the one about to take it, are put together.
+        if self.on_stage != Some(track) && self.next != Some(track) {
+            return;
+        }
+        match t.assembler.push(p.seq, p.ts, p.marker, p.payload) {
+            Pushed::Nothing => {}
+            Pushed::NeedKeyframe => ask(t, track, now_ms, &mut self.keyframes),
+            Pushed::Frame(frame) => {
+                let at = match t.anchor {
+                    Some((ts0, ms0)) => {
+                        ms0 as i64 + i64::from(frame.ts.wrapping_sub(ts0) as i32) / 90
+                    }
+                    None => -1,
+                };
+                let at = if at < 0 || at.abs_diff(now_ms as i64) > 1_000 {
+                    t.anchor = Some((frame.ts, now_ms));
+                    now_ms
+                } else {
+                    at as u64
+                };
+                if self.next == Some(track) {
+                    if frame.keyframe.is_none() {
+                        return;
+                    }
+                    self.on_stage = Some(track);
+                    self.next = None;
+                }
+                if self.frames.len() >= MAX_QUEUED_FRAMES {
+                    self.frames.pop_front();
+                }
+                self.frames.push_back((at, frame));
+            }
+        }
+    }
+
+    /// Tracks to ask a keyframe of (each asked once, at most every second).
+    pub fn keyframe_requests(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.keyframes)
+    }
+
+    /// Decide the stage and write what is due by `now_ms` (the meeting as it was
+    /// [`LATENCY_MS`] ago).
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), RecordError> {
+        let chosen = self.stage.choose(now_ms);
+        if chosen.is_none() {
+            self.on_stage = None;
+            self.next = None;
+        } else if chosen != self.on_stage {
+            if self.next != chosen {
+                self.next = chosen;
+                if let Some(t) = chosen.and_then(|c| self.tracks.get_mut(&c)) {
+                    t.assembler.reset();
+                    t.asked_ms = None;
+                }
+            }
+            if let Some(c) = chosen {
+                if let Some(t) = self.tracks.get_mut(&c) {
+                    ask(t, c, now_ms, &mut self.keyframes);
+                }
+            }
+        }
+        self.write(now_ms.saturating_sub(LATENCY_MS), now_ms)
+    }
+
+    /// Write everything up to `upto_ms`.
+    fn write(&mut self, upto_ms: u64, now_ms: u64) -> Result<(), RecordError> {
+        if self.mux.is_none() {
+            let size = self.frames.iter().find_map(|(_, f)| f.keyframe);
+            if size.is_none() && now_ms < FIRST_PICTURE_MS {
+                return Ok(());
+            }
+            let Some(dest) = self.dest.take() else {
+                return Ok(());
+            };
+            let (w, h) = size.unwrap_or(DEFAULT_SIZE);
+            // A picture that starts the file must be a keyframe.
+            while self
+                .frames
+                .front()
+                .is_some_and(|(_, f)| f.keyframe.is_none())
+            {
+                self.frames.pop_front();
+            }
+            self.mux = Some(Muxer::new(dest, w, h)?);
+        }
+        let Some(mux) = self.mux.as_mut() else {
+            return Ok(());
+        };
+        let mut audio = Vec::new();
+        self.mixer.pull(upto_ms * RATE / 1000, |at, p| {
+            audio.push((at * 1000 / RATE, p.to_vec()));
+        });
+        let mut audio = audio.into_iter().peekable();
+        loop {
+            let video_at = self
+                .frames
+                .front()
+                .map(|(at, _)| *at)
+                .filter(|at| *at <= upto_ms);
+            let audio_at = audio.peek().map(|(at, _)| *at);
+            match (video_at, audio_at) {
+                (Some(v), a) if a.is_none_or(|a| v <= a) => {
+                    if let Some((at, f)) = self.frames.pop_front() {
+                        mux.block(VIDEO, at, f.keyframe.is_some(), &f.data)?;
+                    }
+                }
+                (_, Some(_)) => {
+                    if let Some((at, p)) = audio.next() {
+                        mux.block(AUDIO, at, true, &p)?;
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// How much was written, ms.
+    pub fn written_ms(&self) -> u64 {
+        self.mux.as_ref().map_or(0, Muxer::last_ms)
+    }
+
+    /// Write what is left up to `now_ms` and close the file.
+    pub fn finish(mut self, now_ms: u64) -> Result<W, RecordError> {
+        self.write(now_ms, now_ms.max(FIRST_PICTURE_MS))?;
+        match self.mux {
+            Some(mux) => Ok(mux.finish()?),
+            None => Err(RecordError::Write(WriteError::from(
+                webm_iterable::errors::TagWriterError::TagSizeError("nothing was written".into()),
+            ))),
+        }
+    }
+}
+
+fn ask(t: &mut Track, track: u64, now_ms: u64, out: &mut Vec<u64>) {
+    if t.asked_ms
+        .is_none_or(|at| now_ms.saturating_sub(at) >= ASK_AGAIN_MS)
+    {
+        t.asked_ms = Some(now_ms);
+        out.push(track);
+    }
+}
