@@ -1121,7 +1121,35 @@ fn members_filter(
     };
     let mut introduced = Vec::new();
     let mut out = Vec::with_capacity(events.len());
-    for ev in events {
+    for mut ev in events {
+        // A message to every room: only if this node's rules make its sender the host or a
+        // moderator now (else it stays in the sender's room).
+        if let Ev::Chat {
+            id,
+            everyone: everyone @ true,
+            ..
+        } = &mut ev
+        {
+            let allowed = admitted.get(id).is_some_and(|p| {
+                veche_trust::decode_token::<veche_meeting::Presence>(&p.presence).is_ok_and(
+                    |presence| {
+                        rules::read(view, meeting, |m| {
+                            m.rules.may_address_every_room(
+                                meeting,
+                                node,
+                                &presence,
+                                rules::now_ms(),
+                            )
+                        })
+                        .unwrap_or(false)
+                    },
+                )
+            });
+            if !allowed {
+                tracing::info!(%node, %meeting, remote = *id, "a message to every room from someone who may not: kept to their room");
+                *everyone = false;
+            }
+        }
         let pass = match &ev {
             Ev::Sync { .. } | Ev::Left { .. } => true,
             Ev::Joined { id, .. } | Ev::State { id, .. } | Ev::Chat { id, .. } => {

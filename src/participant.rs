@@ -220,7 +220,10 @@ pub async fn join(opts: JoinOptions) -> Result<i32> {
     };
     ws.send(Message::text(offer.to_text())).await?;
     if let Some(text) = &opts.say {
-        let chat = ClientMsg::Chat { text: text.clone() };
+        let chat = ClientMsg::Chat {
+            text: text.clone(),
+            everyone: false,
+        };
         ws.send(Message::text(chat.to_text())).await?;
     }
 

@@ -178,8 +178,12 @@ async fn bytes_from(b: &mut support::Browser, name: &str, source: &str) -> u64 {
     .unwrap_or(0)
 }
 
+/// Browser tests take their turn: four Chromiums at once are all two cores carry.
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer() {
+    let _turn = BROWSERS.lock().await;
     use support::{assert_growing, click, host_starts, wait_text, Lab};
     let lab = Lab::new("rooms");
     let node = lab.local_node().await;
@@ -435,6 +439,39 @@ async fn a_room_spans_nodes_and_each_node_keeps_its_people_to_their_room() {
         .await
         .iter()
         .all(|t| t != "room one, across"));
+
+    chat_heard(&mut ben_s, Duration::from_millis(300)).await; // his own, echoed
+                                                              // A message to every room: Ana may not (not a moderator: refused, nobody hears it) ...
+    send(
+        &mut ana_s,
+        json!({"type": "chat", "text": "from me to all", "everyone": true}),
+    )
+    .await;
+    expect_refusal(&mut ana_s, "not_allowed", false, "host or a moderator").await;
+    // ... the host may: every room hears it, at both nodes, and it stays in their history.
+    send(
+        &mut hs,
+        json!({"type": "chat", "text": "five minutes left", "everyone": true}),
+    )
+    .await;
+    for (s, who) in [
+        (&mut ana_s, "Ana"),
+        (&mut ben_s, "Ben"),
+        (&mut cas_s, "Cas"),
+    ] {
+        assert_eq!(
+            chat_heard(s, Duration::from_secs(2)).await,
+            ["five minutes left"],
+            "{who}"
+        );
+    }
+    let dee = Keypair::from_secret(&[5; 32]);
+    let (_dee_s, w) = joined(b.http_port, &dee, &id, "Dee", None).await;
+    let history: Vec<&str> = w["chat"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|m| m["text"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(history.contains(&"five minutes left"), "{w}");
     a.kill().await;
     b.kill().await;
     std::fs::remove_dir_all(&dir).ok();
@@ -489,6 +526,7 @@ async fn where_the_host_lets_them_people_choose_their_own_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_the_browser_a_student_picks_a_room_from_the_bar() {
+    let _turn = BROWSERS.lock().await;
     use support::{click, host_starts, wait_text, Lab};
     let lab = Lab::new("roomspick");
     let node = lab.local_node().await;
@@ -538,6 +576,151 @@ async fn in_the_browser_a_student_picks_a_room_from_the_bar() {
         "Ada sees Bob in room 3",
         "([...document.querySelectorAll('.people-list li.person')].some(l => l.textContent.includes('Bob') && l.textContent.includes('room 3'))) || null",
         Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// Whether every source of `names` that `b` receives stays flat over 3 s, after `before`.
+async fn flat_from(b: &mut support::Browser, me: &str, names: &[&str]) {
+    let mut v0 = Vec::new();
+    for n in names {
+        for source in ["mic", "camera"] {
+            v0.push(bytes_from(b, n, source).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut v1 = Vec::new();
+    for n in names {
+        for source in ["mic", "camera"] {
+            v1.push(bytes_from(b, n, source).await);
+        }
+    }
+    assert!(
+        v0.iter().zip(&v1).all(|(a, b)| b <= a),
+        "{me} still receives {names:?}: {v0:?} → {v1:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_browsers_a_room_of_two_on_two_nodes_sees_hears_and_chats_only_with_itself() {
+    use support::{assert_growing, click, host_starts, lan_nodes, NatLab};
+    let _turn = BROWSERS.lock().await;
+    const BASE: &str = "http://localhost:7300";
+    let lab = NatLab::up("roomsx", "cone");
+    let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
+    let a_id = nodes[0].1.clone();
+    let mut ada = lab.browser("lan1a", &format!("{BASE}/")).await;
+    let path = host_starts(&mut ada, "Across", &[], "Ada").await;
+    let mut bob = lab
+        .browser("lan1a", &format!("{BASE}{path}?name=Bob&autojoin=1"))
+        .await;
+    let on_b = |name: &str| format!("{BASE}{path}?node={a_id}&name={name}&autojoin=1");
+    let mut cy = lab.browser("lan1b", &on_b("Cy")).await;
+    let mut dee = lab.browser("lan1b", &on_b("Dee")).await;
+    for (b, who) in [
+        (&mut ada, "Ada"),
+        (&mut bob, "Bob"),
+        (&mut cy, "Cy"),
+        (&mut dee, "Dee"),
+    ] {
+        b.wait_for(
+            &format!("{who} decoding the three others"),
+            "veche.stats().then(s => ['Ada','Bob','Cy','Dee'].filter(n => s.inbound.some(i => i.name === n && i.source === 'camera' && i.framesDecoded > 0)).length >= 3 || null)",
+            Duration::from_secs(90),
+        )
+        .await;
+    }
+
+    // Room 1: Bob (on A) and Cy (on B); room 2: Dee; Ada stays in the main room.
+    click(
+        &mut ada,
+        "the rooms button",
+        ".people-list button[data-action=\"rooms\"]",
+    )
+    .await;
+    ada.wait_for(
+        "the rooms dialog",
+        "document.getElementById('rooms-open') ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    ada.eval(
+        "(() => { const c = document.getElementById('rooms-count'); c.value = '2'; c.dispatchEvent(new Event('input'));
+           document.getElementById('rooms-minutes').value = '5';
+           document.getElementById('rooms-by-hand').click();
+           for (const [n, r] of [['Bob', '1'], ['Cy', '1'], ['Dee', '2']]) document.querySelector(`select[aria-label=\"Room for ${n}\"]`).value = r;
+           document.getElementById('rooms-open').click(); return true; })()",
+    )
+    .await
+    .expect("open the rooms");
+    for (b, who, room) in [
+        (&mut bob, "Bob", 1),
+        (&mut cy, "Cy", 1),
+        (&mut dee, "Dee", 2),
+    ] {
+        b.wait_for(
+            &format!("{who} in room {room}"),
+            &format!("(veche.state().rooms && veche.state().rooms.mine === {room}) || null"),
+            Duration::from_secs(15),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Bob and Cy see and hear each other across the nodes, and nobody else does.
+    assert_growing(
+        &mut [("Bob", &mut bob), ("Cy", &mut cy)],
+        &[("Bob", "Cy"), ("Cy", "Bob")],
+    )
+    .await;
+    flat_from(&mut bob, "Bob", &["Ada", "Dee"]).await;
+    flat_from(&mut cy, "Cy", &["Ada", "Dee"]).await;
+    flat_from(&mut dee, "Dee", &["Ada", "Bob", "Cy"]).await;
+    flat_from(&mut ada, "Ada", &["Bob", "Cy", "Dee"]).await;
+
+    // Chat stays in the room, across the nodes too.
+    bob.eval("document.getElementById('chat-input').value = 'room one, across'; document.getElementById('chat-send').click(); true")
+        .await
+        .expect("chat");
+    cy.wait_for(
+        "Cy reads Bob",
+        "(veche.state().chat.some(m => m.text === 'room one, across')) || null",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (b, who) in [(&mut dee, "Dee"), (&mut ada, "Ada")] {
+        let read = b
+            .eval("veche.state().chat.some(m => m.text === 'room one, across')")
+            .await
+            .expect("chat");
+        assert_eq!(read, json!(false), "{who} heard room 1");
+    }
+
+    // The host brings everyone back: Dee (on B) and Bob (on A) see each other again.
+    click(
+        &mut ada,
+        "the rooms button again",
+        ".people-list button[data-action=\"rooms\"]",
+    )
+    .await;
+    click(&mut ada, "bring everyone back", "dialog[open] #rooms-close").await;
+    for (b, who) in [(&mut bob, "Bob"), (&mut cy, "Cy"), (&mut dee, "Dee")] {
+        b.wait_for(
+            &format!("{who} back in the main room"),
+            "(veche.state().joined && veche.state().rooms === null) || null",
+            Duration::from_secs(15),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_growing(
+        &mut [("Bob", &mut bob), ("Dee", &mut dee), ("Ada", &mut ada)],
+        &[
+            ("Bob", "Dee"),
+            ("Dee", "Bob"),
+            ("Ada", "Cy"),
+            ("Dee", "Ada"),
+        ],
     )
     .await;
 }

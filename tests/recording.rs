@@ -562,6 +562,31 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
             .is_some_and(|u| u.contains("ticket=")),
         "{list:?}"
     );
+
+    // A recording nobody is left in stops by itself: whoever comes back is not told of it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    send(
+        &mut hs,
+        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
+    )
+    .await;
+    let told = next_of(&mut bs, "recording").await;
+    assert_eq!(told["on"], true, "{told}");
+    drop((hs, bs, _cs));
+    let mut back = None;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (ws, w) = joined(port, &host, &id, "Host", None).await;
+        if w.get("recording").is_none() {
+            back = Some(ws);
+            break;
+        }
+    }
+    assert!(
+        back.is_some(),
+        "the recording went on with nobody in the meeting"
+    );
+    assert_eq!(files(&dir.join("data"), &id).len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -621,4 +646,100 @@ async fn a_recording_at_one_node_is_shown_at_the_others_which_record_nothing() {
     .await;
     assert_eq!(kept("b"), 0, "B records nothing: the start was sent to A");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file system of its own for a node's data, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(tag: &str, mb: u64) -> SmallDisk {
+        support::require_root();
+        let dir = std::env::temp_dir().join(format!("veche-disk-{tag}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mount a tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_stops_the_recording_with_words_and_keeps_the_file() {
+    let disk = SmallDisk::mount("full", 300);
+    let node = start_node_in(&disk.0, free_udp_port()).await;
+    let port = node.http_port;
+    let host = Keypair::from_secret(&[1; 32]);
+    let bob = Keypair::from_secret(&[2; 32]);
+    let id = signed_meeting(port, &host, Policy::Anyone).await;
+    let (mut hs, _) = joined(port, &host, &id, "Host", None).await;
+    let (mut bs, _) = joined(port, &bob, &id, "Bob", None).await;
+    send(
+        &mut hs,
+        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
+    )
+    .await;
+    let told = next_of(&mut bs, "recording").await;
+    assert_eq!(told["on"], true, "{told}");
+
+    // Something else fills the disk: less than 64 MB left.
+    let free = veche_node::recordings::free_bytes(&disk.0).expect("statvfs");
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..(free >> 20).saturating_sub(40) {
+            f.write_all(&chunk).expect("fill");
+        }
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(10), next_of(&mut bs, "recording"))
+        .await
+        .expect("the recording stops within seconds");
+    println!("Bob is told: {stopped}");
+    assert_eq!(stopped["on"], false, "{stopped}");
+    assert!(
+        stopped["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("disk is nearly full")),
+        "{stopped}"
+    );
+    assert_eq!(
+        files(&disk.0.join("data"), &id).len(),
+        1,
+        "the file is kept"
+    );
+
+    // Starting again says how much room there is.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    send(
+        &mut hs,
+        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
+    )
+    .await;
+    expect_refusal(
+        &mut hs,
+        "not_allowed",
+        false,
+        "MB free; a recording needs at least 256 MB",
+    )
+    .await;
+    // The node goes on: Bob still gets what the host says.
+    send(&mut hs, json!({"type": "chat", "text": "still here"})).await;
+    let said = next_of(&mut bs, "chat").await;
+    assert_eq!(said["message"]["text"], "still here", "{said}");
+    node.kill().await;
 }

@@ -482,6 +482,7 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
             id: 2,
             text: "hello from nowhere".into(),
             at: now_ms(),
+            everyone: true,
         },
     ];
     let why = refusal(
@@ -1443,5 +1444,91 @@ async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_t
     );
     a.kill().await;
     b.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The chat a socket hears within `wait`.
+async fn chat_within(ws: &mut Ws, wait: Duration) -> Vec<String> {
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, next(ws)).await {
+        if v["type"] == "chat" {
+            heard.push(v["message"]["text"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    heard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_every_room_from_another_nodes_non_moderator_stays_in_their_room() {
+    let Scene {
+        node,
+        dir,
+        node_id,
+        host,
+        id,
+        mut ada,
+        peer,
+        peer_id,
+        ..
+    } = scene("everyone").await;
+    let port = node.http_port;
+    // Bo, here, and Pat, at the hostile node, are in the main room; the host visits room 1.
+    let bo = Keypair::from_secret(&[6; 32]);
+    let (mut bo_s, w) = joined(port, &bo, &id, "Bo", Some(&one_use(&host, &id, "bo-1"))).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    events_taken(
+        &peer,
+        node_id,
+        &id,
+        vec![
+            MeetingEvent::Sync { reply: true },
+            pat_joined(&host, &id, &peer_id.to_string(), 1),
+        ],
+    )
+    .await;
+    let v = next_of(&mut ada, "participant_joined").await;
+    assert_eq!(v["participant"]["name"], "Bo", "{v}");
+    let v = next_of(&mut ada, "participant_joined").await;
+    assert_eq!(v["participant"]["name"], "Pat", "{v}");
+    let open = ActionKind::OpenRooms {
+        rooms: 1,
+        until_ms: now_ms() + 60_000,
+        choose: false,
+    };
+    send(
+        &mut ada,
+        json!({"type": "moderate", "action": action(&host, &id, open, &host, None)}),
+    )
+    .await;
+    let visit = action(&host, &id, ActionKind::Assign { room: 1 }, &host, None);
+    send(&mut ada, json!({"type": "moderate", "action": visit})).await;
+    for _ in 0..20 {
+        let v = next_of(&mut ada, "rooms").await;
+        if v["rooms"].as_object().is_some_and(|r| r.len() == 1) {
+            break;
+        }
+    }
+    // Pat's node says she writes to every room: she is no moderator, so only her room (the
+    // main room: Bo) hears it, not the host in room 1.
+    let said = MeetingEvent::Chat {
+        id: 1,
+        text: "to every room, says Pat".into(),
+        at: now_ms(),
+        everyone: true,
+    };
+    events_taken(&peer, node_id, &id, vec![said]).await;
+    assert_eq!(
+        chat_within(&mut bo_s, Duration::from_secs(3)).await,
+        ["to every room, says Pat"],
+        "her room hears her (the positive control)"
+    );
+    assert!(
+        chat_within(&mut ada, Duration::from_secs(1))
+            .await
+            .is_empty(),
+        "another room heard a non-moderator's message to every room"
+    );
+    node.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }

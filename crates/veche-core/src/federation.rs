@@ -81,6 +81,10 @@ pub enum MeetingEvent {
         text: String,
         /// The sending node's clock, ms since the Unix epoch.
         at: u64,
+        /// To every breakout room (its node checked the sender is the host or a
+        /// moderator; the receiving node checks again).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        everyone: bool,
     },
     /// The sender cannot reach `peer` directly for media: the receiver, a relay node,
     /// forwards the sender's tracks to `peer` (and `peer` asks the same for its own).

@@ -51,6 +51,9 @@ pub struct ChatMessage {
     pub text: String,
     /// Node wall clock, milliseconds since the Unix epoch.
     pub at: u64,
+    /// Said by the host or a moderator to every breakout room at once.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub everyone: bool,
 }
 
 /// A recording of the meeting that is running.

@@ -478,7 +478,7 @@ impl Sfu {
                         chat: room
                             .chat
                             .iter()
-                            .filter(|(r, _)| *r == my_room)
+                            .filter(|(r, _)| *r == my_room || *r == EVERY_ROOM)
                             .map(|(_, m)| m.clone())
                             .collect(),
                         recording: self.recording.get(meeting).cloned(),
@@ -897,6 +897,27 @@ impl Sfu {
         text: &str,
         at_ms: u64,
     ) -> Result<Vec<Output>, ChatError> {
+        self.say(id, text, at_ms, false)
+    }
+
+    /// A message to every breakout room at once (and the main room): the caller decided
+    /// that `id` may (the host or a moderator). Kept in every room's history.
+    pub fn chat_everyone(
+        &mut self,
+        id: ParticipantId,
+        text: &str,
+        at_ms: u64,
+    ) -> Result<Vec<Output>, ChatError> {
+        self.say(id, text, at_ms, true)
+    }
+
+    fn say(
+        &mut self,
+        id: ParticipantId,
+        text: &str,
+        at_ms: u64,
+        everyone: bool,
+    ) -> Result<Vec<Output>, ChatError> {
         let p = self
             .participants
             .get(&id)
@@ -913,9 +934,10 @@ impl Sfu {
             name: p.name.clone(),
             text: text.to_owned(),
             at: at_ms,
+            everyone,
         };
         let meeting = p.meeting.clone();
-        let said_in = p.room;
+        let said_in = if everyone { EVERY_ROOM } else { p.room };
         let Some(room) = self.meetings.get_mut(&meeting) else {
             return Err(ChatError::UnknownParticipant);
         };
@@ -929,9 +951,9 @@ impl Sfu {
             .participants
             .iter()
             .filter(|to| {
-                participants
-                    .get(to)
-                    .is_some_and(|p| p.kind == Kind::Local && p.room == said_in)
+                participants.get(to).is_some_and(|p| {
+                    p.kind == Kind::Local && (said_in == EVERY_ROOM || p.room == said_in)
+                })
             })
             .map(|&to| Output::Notify {
                 to,
@@ -959,7 +981,7 @@ impl Sfu {
         };
         if !same_session {
             if let Some(m) = self.meetings.get_mut(meeting) {
-                m.chat.retain(|(room, _)| *room == 0);
+                m.chat.retain(|(room, _)| *room == 0 || *room == EVERY_ROOM);
             }
         }
         let Some(members) = self.meetings.get(meeting).map(|m| m.participants.clone()) else {
@@ -1165,6 +1187,9 @@ impl Sfu {
         }
     }
 }
+
+/// Where a message to every room is kept in the chat history (no room has this number).
+const EVERY_ROOM: u8 = u8::MAX;
 
 /// The room `key` is in under `plan` (0: the main room, and for everyone without rooms).
 fn room_in(plan: Option<&RoomPlan>, key: Option<&str>) -> u8 {

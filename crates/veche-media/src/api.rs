@@ -87,6 +87,8 @@ pub enum Command {
         id: ParticipantId,
         /// The text.
         text: String,
+        /// To every breakout room: the caller checked they are the host or a moderator.
+        everyone: bool,
     },
     /// The participant left or its signaling connection closed.
     Leave {

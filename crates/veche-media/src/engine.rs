@@ -497,15 +497,20 @@ impl Engine {
                 self.apply(out);
                 self.fed_local_state(id, state);
             }
-            Command::Chat { id, text } => {
+            Command::Chat { id, text, everyone } => {
                 let at = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
-                match self.sfu.chat(id, &text, at) {
+                let said = if everyone {
+                    self.sfu.chat_everyone(id, &text, at)
+                } else {
+                    self.sfu.chat(id, &text, at)
+                };
+                match said {
                     Ok(out) => {
                         self.apply(out);
-                        self.fed_local_chat(id, &text, at);
+                        self.fed_local_chat(id, &text, at, everyone);
                     }
                     Err(e @ ChatError::BadText { .. }) => {
                         tracing::info!(participant = %id, code = ?ErrorCode::BadChat, "chat refused");
@@ -1119,6 +1124,7 @@ impl Engine {
 
     fn housekeeping(&mut self, now: Instant) {
         self.fed_housekeeping(now);
+        self.record_housekeeping(now);
         for (id, p) in &self.peers {
             let failure = if !p.offered && now.duration_since(p.joined_at) > OFFER_DEADLINE {
                 Some(PeerFailure::new(

@@ -535,7 +535,13 @@ impl Engine {
     }
 
     /// A local browser said something.
-    pub(crate) fn fed_local_chat(&mut self, id: ParticipantId, text: &str, at: u64) {
+    pub(crate) fn fed_local_chat(
+        &mut self,
+        id: ParticipantId,
+        text: &str,
+        at: u64,
+        everyone: bool,
+    ) {
         if let Some(meeting) = self.local_meeting(id) {
             self.fed_broadcast(
                 &meeting,
@@ -543,6 +549,7 @@ impl Engine {
                     id: id.0,
                     text: text.to_owned(),
                     at,
+                    everyone,
                 },
             );
         }
@@ -641,9 +648,20 @@ impl Engine {
                         self.apply(out);
                     }
                 }
-                MeetingEvent::Chat { id, text, at } => {
+                MeetingEvent::Chat {
+                    id,
+                    text,
+                    at,
+                    everyone,
+                } => {
                     if let Some(pid) = self.remote_in(&node, id, &meeting) {
-                        if let Ok(out) = self.sfu.chat(pid, &text, at) {
+                        // `everyone` passed the bridge's check of the sender's role.
+                        let said = if everyone {
+                            self.sfu.chat_everyone(pid, &text, at)
+                        } else {
+                            self.sfu.chat(pid, &text, at)
+                        };
+                        if let Ok(out) = said {
                             self.apply(out);
                         }
                     }

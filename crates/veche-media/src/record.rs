@@ -51,6 +51,22 @@ impl Engine {
         self.record_ready(now);
     }
 
+    /// A recording whose meeting nobody is in any more (everyone left, or it ended) stops:
+    /// its tap closes, which ends the file, and the recording's owner tells who is left.
+    pub(crate) fn record_housekeeping(&mut self, now: Instant) {
+        let empty: Vec<String> = self
+            .recorders
+            .of_meeting
+            .keys()
+            .filter(|m| self.sfu.participants(m).is_empty())
+            .cloned()
+            .collect();
+        for meeting in empty {
+            tracing::info!(%meeting, "everyone left: the recording stops");
+            self.record(meeting, None, now);
+        }
+    }
+
     /// The core chose to send `track` to recording `subscriber`: tell it what the track is.
     /// It is ready at once (nothing to negotiate); see [`Engine::record_ready`].
     pub(crate) fn record_subscribe(

@@ -801,6 +801,28 @@ impl Governance {
         self.role_of(&key, invite.as_ref(), now_ms)
     }
 
+    /// Whether the person travelling with `presence` (made for `carrier`) may write to every
+    /// breakout room at once now: the host, or a moderator (by their invite, or made one
+    /// during the meeting) whose authority still holds.
+    pub fn may_address_every_room(
+        &self,
+        meeting: &str,
+        carrier: &str,
+        presence: &Presence,
+        now_ms: u64,
+    ) -> bool {
+        let Ok(key) = veche_trust::decode_key(&presence.key) else {
+            return false;
+        };
+        let proven = self.proof(meeting, &presence.person(carrier)).is_ok();
+        proven
+            && (self.moderators(now_ms).contains(&key)
+                || matches!(
+                    self.role_by_presence(meeting, carrier, presence, now_ms),
+                    Ok(Role::Host | Role::Moderator)
+                ))
+    }
+
     /// Whether `key` may have the meeting's attendance (who was in it, when): the host's
     /// own key only. It names people and their times, which is the host's to keep, not a
     /// moderator's.

@@ -57,6 +57,9 @@ pub enum ClientMsg {
     Chat {
         /// The text.
         text: String,
+        /// To every breakout room at once (the host and moderators only).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        everyone: bool,
     },
     /// A moderation action token (veche-trust `Action`, signed by the host or a moderator).
     Moderate {

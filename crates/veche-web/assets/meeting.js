@@ -436,6 +436,10 @@ export class Meeting {
       move: (key, room) => tell(act({ assign: { room } }, key), 'move them'),
       visit: (room) => tell(act({ assign: { room } }, null), 'go there'),
       close: () => tell(act('close_rooms', null), 'close the rooms'),
+      announce: (text) => tell((async () => {
+        if (!this.session || !this.session.send({ type: 'chat', text, everyone: true })) throw new Error('not connected');
+        toast('Sent to every room', { timeout: 3000 });
+      })(), 'write to every room'),
     });
   }
 
@@ -767,7 +771,7 @@ export class Meeting {
     let added = 0;
     for (const m of list) {
       if (!m || typeof m.text !== 'string') continue;
-      const entry = { from: m.from, name: String(m.name ?? ''), text: m.text, at: Number(m.at) || Date.now() };
+      const entry = { from: m.from, name: String(m.name ?? ''), text: m.text, at: Number(m.at) || Date.now(), everyone: !!m.everyone };
       const key = chatKey(entry);
       if (this.chatKeys.has(key)) continue;
       this.chatKeys.add(key);
@@ -1325,7 +1329,8 @@ export class Meeting {
     const time = h('span', { class: 'chat-time', text: formatTime(m.at) });
     time.title = new Date(m.at).toLocaleString();
     return h('div', { class: `chat-msg${mine ? ' mine' : ''}` },
-      h('div', { class: 'chat-meta' }, h('span', { class: 'chat-name', text: m.name }), time),
+      h('div', { class: 'chat-meta' }, h('span', { class: 'chat-name', text: m.name }),
+        m.everyone ? h('span', { class: 'chat-everyone', text: ' · to every room' }) : null, time),
       h('div', { class: 'chat-text' }, linkify(m.text)));
   }
 

@@ -55,9 +55,10 @@ export function roomBarText(room, left) {
  * The host's (or a moderator's) dialog. `people`: [{key, name}] (everyone but the one
  * opening it); `rooms`: the rooms open now (roomsFrom) and `roomOfKey(key)`; callbacks:
  * `open(count, minutes, assignment Map(key → room), choose)`, `move(key, room)`, `visit(room)`,
- * `close()`. Each returns a promise; the dialog closes once it resolves.
+ * `close()`, `announce(text)` (a message to every room). Each returns a promise; the dialog
+ * closes once it resolves.
  */
-export function roomsDialog({ people, rooms, roomOfKey, open, move, visit, close }) {
+export function roomsDialog({ people, rooms, roomOfKey, open, move, visit, close, announce }) {
   let dlg;
   const done = (p) => Promise.resolve(p).then(() => dlg.close()).catch(() => {});
   const body = h('div', { class: 'rooms-dialog' });
@@ -109,8 +110,12 @@ export function roomsDialog({ people, rooms, roomOfKey, open, move, visit, close
       sel.value = String(roomOfKey(p.key));
       return h('li', {}, h('span', { text: p.name }), sel);
     });
+    const note = h('input', { id: 'rooms-announce-text', type: 'text', maxlength: '2000',
+      placeholder: 'Five minutes left!', 'aria-label': 'Message to every room' });
     body.append(
       h('p', { text: `${rooms.count} rooms open. Move people, or visit a room to see and hear it.` }),
+      h('form', { class: 'field', onsubmit: (ev) => { ev.preventDefault(); if (note.value.trim()) done(announce(note.value.trim())); } },
+        note, h('button', { id: 'rooms-announce', class: 'btn btn-secondary btn-small', type: 'submit', text: 'Send to every room' })),
       h('ul', { class: 'rooms-people' }, ...rows),
       h('div', { class: 'rooms-visit' },
         h('button', { class: 'btn btn-secondary btn-small', type: 'button', dataset: { visit: '0' }, text: 'Main room', onclick: () => done(visit(0)) }),

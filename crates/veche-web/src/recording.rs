@@ -233,11 +233,17 @@ impl Recordings {
                 .lock_state()
                 .get(&meeting_id)
                 .is_some_and(|m| m.here.as_deref() == Some(file.as_str()));
-            if let Err(problem) = outcome {
-                tracing::error!(meeting = %meeting_id, file = %file, %problem, "recording stopped by itself");
-                if still {
-                    this.stop_here(&engine, &meeting_id, 0, Some(problem)).await;
+            // Stopped by itself (the disk filled; everyone left, and the engine closed it):
+            // who is left is told, with why.
+            let problem = match outcome {
+                Err(problem) => {
+                    tracing::error!(meeting = %meeting_id, file = %file, %problem, "recording stopped by itself");
+                    problem
                 }
+                Ok(()) => "everyone left the meeting".to_owned(),
+            };
+            if still {
+                this.stop_here(&engine, &meeting_id, 0, Some(problem)).await;
             }
         });
         Ok(name)

@@ -193,6 +193,9 @@ struct Session {
     key: Option<veche_trust::PublicKey>,
     /// Their name as they joined (empty before).
     name: String,
+    /// What they joined with (their proof for this node, their invite): what the meeting's
+    /// rules read their standing from, later.
+    presence: Option<Presence>,
     /// Waiting in the lobby: the join to finish once a moderator decides, and the decision.
     pending: Option<PendingJoin>,
     waiting: Option<oneshot::Receiver<bool>>,
@@ -217,6 +220,7 @@ impl Session {
             moderator_of: None,
             role: None,
             name: String::new(),
+            presence: None,
             key: None,
             pending: None,
             waiting: None,
@@ -414,6 +418,20 @@ impl Session {
         None
     }
 
+    /// Whether this socket's person may write to every breakout room now (the meeting's
+    /// rules decide: the host or a moderator).
+    fn may_address_every_room(&self) -> bool {
+        let (Some((_, meeting, _)), Some(presence)) = (&self.joined, &self.presence) else {
+            return false;
+        };
+        let node = &self.ctx.app.node.id;
+        rules::read(&self.ctx.app.view, meeting, |m| {
+            m.rules
+                .may_address_every_room(meeting, node, presence, rules::now_ms())
+        })
+        .unwrap_or(false)
+    }
+
     /// The meeting's recordings on this node with download links, if this socket's person
     /// may have them (the meeting's rules decide: its host); else why not.
     fn recordings(&self) -> Value {
@@ -601,7 +619,18 @@ impl Session {
                     hand,
                 },
             },
-            ClientMsg::Chat { text } => Command::Chat { id, text },
+            ClientMsg::Chat { text, everyone } => {
+                if everyone && !self.may_address_every_room() {
+                    tracing::info!(participant = ?self.pid(), "a message to every room refused");
+                    replies.push(self.error(
+                        ErrorCode::NotAllowed,
+                        "only the host or a moderator can write to every room",
+                        false,
+                    ));
+                    return Next::Continue;
+                }
+                Command::Chat { id, text, everyone }
+            }
             ClientMsg::Moderate { action } => {
                 if let Some(e) = self.moderate(&action).await {
                     replies.push(self.error(ErrorCode::NotAllowed, e, false));
@@ -882,6 +911,7 @@ impl Session {
             crate::moderation::sync_rooms(&self.ctx.app.engine, &self.ctx.app.view, &meeting).await;
         }
         self.name = name.clone();
+        self.presence = Some(presence.clone());
         let cmd = Command::Join {
             meeting: meeting.clone(),
             name,
@@ -978,6 +1008,7 @@ mod tests {
             name: "Ada".into(),
             text: "hello".into(),
             at: 1,
+            everyone: true,
         };
         let tracks = [(
             "3".to_owned(),
