@@ -696,6 +696,31 @@ async fn in_browsers_a_room_of_two_on_two_nodes_sees_hears_and_chats_only_with_i
         assert_eq!(read, json!(false), "{who} heard room 1");
     }
 
+    // The host writes to every room from the dialog: both rooms read it, on both nodes.
+    click(
+        &mut ada,
+        "the rooms button",
+        ".people-list button[data-action=\"rooms\"]",
+    )
+    .await;
+    ada.wait_for(
+        "the message field",
+        "document.getElementById('rooms-announce-text') ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    ada.eval("document.getElementById('rooms-announce-text').value = 'Five minutes left!'; document.getElementById('rooms-announce').click(); true")
+        .await
+        .expect("send to every room");
+    for (b, who) in [(&mut bob, "Bob"), (&mut cy, "Cy"), (&mut dee, "Dee")] {
+        b.wait_for(
+            &format!("{who} reads the host's message to every room"),
+            "(veche.state().chat.some(m => m.text === 'Five minutes left!' && m.everyone) && document.querySelector('.chat-everyone')) ? true : null",
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
     // The host brings everyone back: Dee (on B) and Bob (on A) see each other again.
     click(
         &mut ada,
