@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::raw::*;
-use veche_trust::{encode_token, Action, ActionKind, Keypair, Policy};
+use veche_trust::{encode_token, Action, ActionKind, Invite, Keypair, Policy, Role};
 
 /// The `.webm` files the node at `data` keeps for `meeting`, oldest first.
 fn files(data: &Path, meeting: &str) -> Vec<PathBuf> {
@@ -512,7 +512,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
         forged.to_string(),
     );
     send(&mut bs, json!({"type": "moderate", "action": forged})).await;
-    expect_refusal(&mut bs, "not_allowed", false, "").await;
+    expect_refusal(&mut bs, "not_allowed", false, "signature does not match").await;
     assert!(
         std::fs::read_dir(dir.join("recordings")).map_or(true, |mut d| d.next().is_none()),
         "a refused start made a file"
@@ -542,9 +542,51 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
     .await;
     expect_refusal(&mut hs, "not_allowed", false, "recorded already").await;
 
-    // Only the host lists them.
+    // Only the host lists them: not Bob, nor a moderator (who may start and stop one).
     send(&mut bs, json!({"type": "recordings"})).await;
     expect_refusal(&mut bs, "not_allowed", false, "host").await;
+    let mo = Keypair::from_secret(&[6; 32]);
+    let grant = host.sign(Invite {
+        meeting: id.clone(),
+        id: "mo-1".into(),
+        role: Role::Moderator,
+        expires_ms: now_ms() + 3_600_000,
+        max_uses: None,
+        invitee: Some(mo.public()),
+        parent: None,
+    });
+    let (mut ms, w) = joined(port, &mo, &id, "Mo", Some(&encode_token(&grant))).await;
+    assert_eq!(w["role"], "moderator", "{w}");
+    send(&mut ms, json!({"type": "recordings"})).await;
+    expect_refusal(&mut ms, "not_allowed", false, "host").await;
+    // The moderator stops the host's recording, and starts one (the host stops that).
+    let by_mo = |kind| {
+        encode_token(&mo.sign(Action {
+            meeting: id.clone(),
+            kind,
+            target: mo.public(),
+            at_ms: now_ms(),
+            authority: Some(Box::new(grant.clone())),
+        }))
+    };
+    send(
+        &mut ms,
+        json!({"type": "moderate", "action": by_mo(ActionKind::StopRecording)}),
+    )
+    .await;
+    let told = next_of(&mut bs, "recording").await;
+    assert_eq!(told["on"], false, "{told}");
+    send(
+        &mut ms,
+        json!({"type": "moderate", "action": by_mo(ActionKind::StartRecording)}),
+    )
+    .await;
+    let told = next_of(&mut bs, "recording").await;
+    assert_eq!(
+        (told["on"].as_bool(), told["by"].as_str()),
+        (Some(true), Some("Mo")),
+        "{told}"
+    );
     send(
         &mut hs,
         json!({"type": "moderate", "action": action(&host, &id, ActionKind::StopRecording)}),
@@ -555,7 +597,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
     send(&mut hs, json!({"type": "recordings"})).await;
     let list = next_of(&mut hs, "recordings").await;
     let list = list["list"].as_array().cloned().unwrap_or_default();
-    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list.len(), 2, "the host's and the moderator's: {list:?}");
     assert!(
         list[0]["url"]
             .as_str()
@@ -572,7 +614,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
     .await;
     let told = next_of(&mut bs, "recording").await;
     assert_eq!(told["on"], true, "{told}");
-    drop((hs, bs, _cs));
+    drop((hs, bs, _cs, ms));
     let mut back = None;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -586,7 +628,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
         back.is_some(),
         "the recording went on with nobody in the meeting"
     );
-    assert_eq!(files(&dir.join("data"), &id).len(), 2);
+    assert_eq!(files(&dir.join("data"), &id).len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -364,6 +364,10 @@ pub enum Recorded {
         payload: std::sync::Arc<[u8]>,
         /// Audio level, -dBov (0 loudest, 127 silence).
         audio_level: Option<u8>,
+        /// Where its numbering comes from: the publisher's SSRC and sending epoch.
+        source: (u32, u32),
+        /// When the node received it.
+        arrival: std::time::Instant,
     },
 }
 

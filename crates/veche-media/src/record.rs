@@ -1,7 +1,7 @@
 //! This node's recordings: each is a subscriber of the core (`Kind::Recorder`) that never
 //! negotiates; what the core would send it goes, as it arrives, into its tap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::TrySendError;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +17,13 @@ use crate::peer::Forwarded;
 pub(crate) struct Recorders {
     taps: HashMap<ParticipantId, RecordTap>,
     of_meeting: HashMap<String, ParticipantId>,
+    /// What a recording must be told of its tracks but had no room for yet, in order: it
+    /// is told before anything else (a packet may be dropped, never a track).
+    backlog: VecDeque<(ParticipantId, Recorded)>,
 }
+
+/// Most track changes waiting for a recording that fell behind.
+const MAX_BACKLOG: usize = 4096;
 
 impl Recorders {
     /// Whether `id` is a recording.
@@ -32,6 +38,42 @@ impl Recorders {
             Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => false,
         }
     }
+
+    /// Tell recording `id` of a track change, now or as soon as it has room.
+    fn tell(&mut self, id: ParticipantId, msg: Recorded) -> bool {
+        self.catch_up();
+        if self.backlog.iter().all(|(to, _)| *to != id) {
+            match self.taps.get(&id).map(|t| t.try_send(msg)) {
+                Some(Ok(())) | None => return true,
+                Some(Err(TrySendError::Disconnected(_))) => return true,
+                Some(Err(TrySendError::Full(m))) => return self.keep(id, m),
+            }
+        }
+        self.keep(id, msg)
+    }
+
+    fn keep(&mut self, id: ParticipantId, msg: Recorded) -> bool {
+        if self.backlog.len() >= MAX_BACKLOG {
+            return false;
+        }
+        self.backlog.push_back((id, msg));
+        true
+    }
+
+    /// Hand on what waits, in order, while the recordings take it.
+    fn catch_up(&mut self) {
+        while let Some((id, msg)) = self.backlog.pop_front() {
+            if let Some(Err(TrySendError::Full(m))) = self.taps.get(&id).map(|t| t.try_send(msg)) {
+                self.backlog.push_front((id, m));
+                return;
+            }
+        }
+    }
+
+    /// Whether recording `id` still waits to be told of track changes.
+    fn behind(&self, id: ParticipantId) -> bool {
+        self.backlog.iter().any(|(to, _)| *to == id)
+    }
 }
 
 impl Engine {
@@ -40,6 +82,7 @@ impl Engine {
         if let Some(old) = self.recorders.of_meeting.remove(&meeting) {
             // Closing the tap ends that recording's file.
             self.recorders.taps.remove(&old);
+            self.recorders.backlog.retain(|(to, _)| *to != old);
             let out = self.sfu.leave(old, now);
             self.apply(out);
         }
@@ -54,6 +97,7 @@ impl Engine {
     /// A recording whose meeting nobody is in any more (everyone left, or it ended) stops:
     /// its tap closes, which ends the file, and the recording's owner tells who is left.
     pub(crate) fn record_housekeeping(&mut self, now: Instant) {
+        self.recorders.catch_up();
         let empty: Vec<String> = self
             .recorders
             .of_meeting
@@ -76,7 +120,7 @@ impl Engine {
         participant: ParticipantId,
         source: Source,
     ) {
-        let told = self.recorders.give(
+        let told = self.recorders.tell(
             subscriber,
             Recorded::Track {
                 track,
@@ -101,13 +145,22 @@ impl Engine {
 
     /// The core stopped sending `track` to recording `subscriber`.
     pub(crate) fn record_unsubscribe(&mut self, subscriber: ParticipantId, track: TrackId) {
-        if !self.recorders.give(subscriber, Recorded::Gone { track }) {
+        if !self.recorders.tell(subscriber, Recorded::Gone { track }) {
             self.stats.recorded_dropped += 1;
         }
     }
 
     /// One forwarded packet for recording `subscriber`.
     pub(crate) fn record_packet(&mut self, subscriber: ParticipantId, packet: &Arc<Forwarded>) {
+        // Its tracks come first: a packet before the recording knows its track is worth
+        // nothing to it.
+        if self.recorders.behind(subscriber) {
+            self.recorders.catch_up();
+            if self.recorders.behind(subscriber) {
+                self.stats.recorded_dropped += 1;
+                return;
+            }
+        }
         let level = packet.ext.audio_level.map(|l| l.unsigned_abs().min(127));
         let msg = Recorded::Packet {
             track: packet.track,
@@ -116,6 +169,8 @@ impl Engine {
             marker: packet.incoming.marker,
             payload: packet.incoming.payload.clone(),
             audio_level: level,
+            source: packet.incoming.source,
+            arrival: packet.incoming.arrival,
         };
         if !self.recorders.give(subscriber, msg) {
             self.stats.recorded_dropped += 1;

@@ -54,16 +54,21 @@ pub struct Packet<'a> {
     pub payload: &'a [u8],
     /// The audio level header extension, -dBov (audio only).
     pub audio_level: Option<u8>,
+    /// Where its numbering comes from (the publisher's SSRC and sending epoch): a change
+    /// starts the track's frames and times afresh.
+    pub source: u64,
 }
 
 #[derive(Debug)]
 struct Track {
     participant: u64,
-    source: Source,
+    kind: Source,
     assembler: Assembler,
     /// (RTP timestamp, ms) of the frame the track's times are anchored at.
     anchor: Option<(u32, u64)>,
     asked_ms: Option<u64>,
+    /// The numbering its packets come with.
+    source: Option<u64>,
 }
 
 /// Why a recording could not go on.
@@ -129,10 +134,11 @@ impl<W: Write + Seek> Recorder<W> {
             track,
             Track {
                 participant,
-                source,
+                kind: source,
                 assembler: Assembler::new(),
                 anchor: None,
                 asked_ms: None,
+                source: None,
             },
         );
     }
@@ -153,7 +159,17 @@ impl<W: Write + Seek> Recorder<W> {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
-        if t.source == Source::Audio {
+        if t.source != Some(p.source) {
+            // Another sender behind the track (a new camera, a resumed stream): its numbers
+            // and times start afresh.
+            if t.source.is_some() {
+                t.assembler.reset();
+                t.anchor = None;
+                self.mixer.remove(track);
+            }
+            t.source = Some(p.source);
+        }
+        if t.kind == Source::Audio {
             self.stage.heard(t.participant, p.audio_level, now_ms);
             self.mixer
                 .push(track, p.ts, p.payload, now_ms * RATE / 1000);

@@ -104,10 +104,21 @@ impl Mixer {
             voice.anchor = Some((ts, arrival));
             at = arrival;
         }
-        let n = match voice.decoder.decode(payload, MAX_PACKET, &mut self.pcm) {
-            Ok(n) => n.min(self.pcm.len()),
+        // A participant's bytes: a decoder bug they trigger costs their voice a packet (and
+        // its decoder), not the recording.
+        let pcm = &mut self.pcm;
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            voice.decoder.decode(payload, MAX_PACKET, pcm)
+        }));
+        let n = match decoded {
+            Ok(Ok(n)) => n.min(self.pcm.len()),
+            Ok(Err(_)) => {
+                self.undecodable += 1;
+                return;
+            }
             Err(_) => {
                 self.undecodable += 1;
+                self.voices.remove(&track);
                 return;
             }
         };

@@ -91,9 +91,16 @@ impl Assembler {
 
     /// One packet: extended sequence number, RTP timestamp, marker bit and payload.
     pub fn push(&mut self, seq: u64, ts: u32, marker: bool, payload: &[u8]) -> Pushed {
+        // Something before this packet is missing: what was being put together is lost,
+        // but this packet may start the keyframe that mends it.
+        let mut lost = false;
         match self.next_seq {
             Some(n) if seq < n => return Pushed::Nothing, // a repeat or late: ignore
-            Some(n) if seq > n => return self.lost(seq),
+            Some(n) if seq > n => {
+                lost = true;
+                self.buf.clear();
+                self.synced = false;
+            }
             _ => {}
         }
         self.next_seq = Some(seq + 1);
@@ -105,6 +112,7 @@ impl Assembler {
                 // The previous picture never ended.
                 self.buf.clear();
                 self.synced = false;
+                lost = true;
             }
             self.ts = Some(ts);
         } else if self.buf.is_empty() || self.ts != Some(ts) {
@@ -118,7 +126,11 @@ impl Assembler {
         }
         self.buf.extend_from_slice(&payload[skip..]);
         if !marker {
-            return Pushed::Nothing;
+            return if lost {
+                Pushed::NeedKeyframe
+            } else {
+                Pushed::Nothing
+            };
         }
         let data = std::mem::take(&mut self.buf);
         let keyframe = keyframe_size(&data);
@@ -226,6 +238,14 @@ mod tests {
         ));
         // A repeat of a packet already taken changes nothing.
         assert_eq!(a.push(7, 15000, true, &key[0]), Pushed::Nothing);
+        // The keyframe that follows a gap directly is kept: it mends it.
+        assert!(matches!(
+            a.push(9, 18000, true, &key[0]),
+            Pushed::Frame(Frame {
+                keyframe: Some(_),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -18,6 +18,8 @@ use veche_media::{Command, EngineHandle, Recorded};
 use veche_node::recordings::{self, MIN_FREE_TO_GO_ON, MIN_FREE_TO_START};
 use veche_trust::{Action, ActionKind, Signed};
 
+use crate::rules;
+
 /// Packets a recording may fall behind by before the engine drops some (about 10 s of a
 /// meeting of twenty).
 const TAP_DEPTH: usize = 16_384;
@@ -40,10 +42,25 @@ pub struct Recordings {
 
 #[derive(Debug, Default)]
 struct Meeting {
-    /// Time of the newest decision applied: an older one arriving later changes nothing.
+    /// When (this node's clock) the last decision reached this node.
     at_ms: u64,
     /// Recording here: the file's name.
     here: Option<String>,
+    /// A start is under way here (the file being made).
+    starting: bool,
+}
+
+/// How a recording ends.
+enum Stopped {
+    /// A signed stop (or a start that failed), reached this node at this time.
+    Decided(u64),
+    /// Its writer ended (disk full, everyone left): only that file's recording stops.
+    ByItself {
+        /// The file.
+        file: String,
+        /// Why, in words.
+        problem: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -56,9 +73,6 @@ struct Ticket {
 /// Why a recording decision was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordRefused {
-    /// A newer start or stop was applied already.
-    #[error("a newer recording decision was taken already")]
-    Stale,
     /// This node records the meeting already.
     #[error("this meeting is being recorded already")]
     Already,
@@ -95,7 +109,9 @@ impl Recordings {
 
     /// Carry out a checked start or stop of `meeting`'s recording. `here`: the name of
     /// the person whose socket on this node it came from (this node records); `None`: passed
-    /// on by another node (its node records; this one tells its people).
+    /// on by another node (its node records; this one tells its people). Decisions are
+    /// ordered as they reach this node (a signer's clock may be a minute off): the last one
+    /// stands; a stop is never refused.
     pub async fn decided(
         self: &Arc<Self>,
         engine: &EngineHandle,
@@ -103,65 +119,108 @@ impl Recordings {
         action: &Signed<Action>,
         here: Option<&str>,
     ) -> Result<(), RecordRefused> {
-        let at_ms = action.body.at_ms;
-        let start = action.body.kind == ActionKind::StartRecording;
+        let at_ms = rules::now_ms();
+        if action.body.kind != ActionKind::StartRecording {
+            self.stop(engine, meeting, Stopped::Decided(at_ms)).await;
+            return Ok(());
+        }
         {
             let mut state = self.lock_state();
             let m = state.entry(meeting.to_owned()).or_default();
-            if at_ms < m.at_ms {
-                return Err(RecordRefused::Stale);
+            if here.is_some() {
+                if m.here.is_some() || m.starting {
+                    return Err(RecordRefused::Already);
+                }
+                m.starting = true;
             }
-            if start && here.is_some() && m.here.is_some() {
-                return Err(RecordRefused::Already);
-            }
-        }
-        if !start {
-            self.stop_here(engine, meeting, at_ms, None).await;
-            return Ok(());
+            m.at_ms = m.at_ms.max(at_ms);
         }
         let by = match here {
             Some(name) => name.to_owned(),
             None => name_of(engine, meeting, &veche_trust::encode_key(&action.key)).await,
         };
-        if here.is_some() {
-            let name = self.start_here(engine, meeting).await?;
-            tracing::info!(%meeting, file = %name, by = %action.key.fingerprint(), "recording started");
-            let mut state = self.lock_state();
-            let m = state.entry(meeting.to_owned()).or_default();
-            m.here = Some(name);
-        }
-        self.lock_state()
-            .entry(meeting.to_owned())
-            .or_default()
-            .at_ms = at_ms;
         let state = Some(veche_core::Recording {
             by,
             since_ms: at_ms,
         });
-        engine
+        // Everyone here is told before the first packet is recorded.
+        let told = engine
             .send(Command::Recording {
                 meeting: meeting.to_owned(),
                 state,
                 problem: None,
             })
-            .await
-            .map_err(|_| RecordRefused::Gone)
+            .await;
+        if here.is_none() {
+            // A stop that came in meanwhile told everyone already: tell them again.
+            if self.newer_than(meeting, at_ms) {
+                self.stop(engine, meeting, Stopped::Decided(0)).await;
+            }
+            return told.map_err(|_| RecordRefused::Gone);
+        }
+        let started = self.start_here(engine, meeting).await;
+        let newer = {
+            let mut state = self.lock_state();
+            let m = state.entry(meeting.to_owned()).or_default();
+            m.starting = false;
+            match &started {
+                Ok(name) if m.at_ms <= at_ms => {
+                    m.here = Some(name.clone());
+                    false
+                }
+                _ => true,
+            }
+        };
+        match started {
+            Ok(name) if !newer => {
+                tracing::info!(%meeting, file = %name, by = %action.key.fingerprint(), "recording started");
+                Ok(())
+            }
+            Ok(name) => {
+                // Stopped while it was starting: the stop stands.
+                tracing::info!(%meeting, file = %name, "a recording stopped as it started");
+                let _ = engine
+                    .send(Command::Record {
+                        meeting: meeting.to_owned(),
+                        tap: None,
+                    })
+                    .await;
+                self.stop(engine, meeting, Stopped::Decided(0)).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.stop(engine, meeting, Stopped::Decided(0)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a decision newer than `at_ms` reached this node for `meeting`.
+    fn newer_than(&self, meeting: &str, at_ms: u64) -> bool {
+        self.lock_state()
+            .get(meeting)
+            .is_some_and(|m| m.at_ms > at_ms)
     }
 
     /// Stop `meeting`'s recording: this node's file (if it records) is closed, and its
-    /// people told, with `problem` when it stopped by itself.
-    async fn stop_here(
-        &self,
-        engine: &EngineHandle,
-        meeting: &str,
-        at_ms: u64,
-        problem: Option<String>,
-    ) {
-        let was = {
+    /// people told (with why, when it stopped by itself). A writer that ended by itself
+    /// closes only its own file (`Stopped::ByItself`), never a newer recording's.
+    async fn stop(&self, engine: &EngineHandle, meeting: &str, how: Stopped) {
+        let (was, problem) = {
             let mut state = self.lock_state();
             let m = state.entry(meeting.to_owned()).or_default();
-            m.at_ms = m.at_ms.max(at_ms);
-            m.here.take()
+            match &how {
+                Stopped::Decided(at_ms) => {
+                    m.at_ms = m.at_ms.max(*at_ms);
+                    (m.here.take(), None)
+                }
+                Stopped::ByItself { file, problem } => {
+                    if m.here.as_deref() != Some(file.as_str()) {
+                        return;
+                    }
+                    (m.here.take(), Some(problem.clone()))
+                }
+            }
         };
         if let Some(name) = was {
             let _ = engine
@@ -229,12 +288,8 @@ impl Recordings {
             let outcome = done
                 .await
                 .unwrap_or(Err("the recording's writer stopped".into()));
-            let still = this
-                .lock_state()
-                .get(&meeting_id)
-                .is_some_and(|m| m.here.as_deref() == Some(file.as_str()));
-            // Stopped by itself (the disk filled; everyone left, and the engine closed it):
-            // who is left is told, with why.
+            // Ended by itself (the disk filled; everyone left, and the engine closed it):
+            // who is left is told, with why. After a stop, this finds nothing to do.
             let problem = match outcome {
                 Err(problem) => {
                     tracing::error!(meeting = %meeting_id, file = %file, %problem, "recording stopped by itself");
@@ -242,9 +297,8 @@ impl Recordings {
                 }
                 Ok(()) => "everyone left the meeting".to_owned(),
             };
-            if still {
-                this.stop_here(&engine, &meeting_id, 0, Some(problem)).await;
-            }
+            this.stop(&engine, &meeting_id, Stopped::ByItself { file, problem })
+                .await;
         });
         Ok(name)
     }
@@ -285,13 +339,6 @@ impl Recordings {
             .is_some_and(|k| k.meeting == meeting && k.name == name && k.until > Instant::now())
     }
 
-    /// Whether this node records `meeting` now.
-    pub fn recording_here(&self, meeting: &str) -> bool {
-        self.lock_state()
-            .get(meeting)
-            .is_some_and(|m| m.here.is_some())
-    }
-
     fn lock_state(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meeting>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -319,10 +366,33 @@ async fn name_of(engine: &EngineHandle, meeting: &str, key: &str) -> String {
 
 /// The writer thread: the engine's packets into the recording, the file written as it goes.
 /// Ends when the tap closes (the recording was stopped) with the file complete, or with why
-/// it could not go on (the file stays, playable up to there).
+/// it could not go on: the file stays, playable up to there, and gets its duration.
 fn write(
     file: std::fs::File,
     path: PathBuf,
+    rx: Receiver<Recorded>,
+    engine: &EngineHandle,
+) -> Result<(), String> {
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        write_file(file, &path, rx, engine)
+    }))
+    .unwrap_or_else(|_| Err("the recording's writer failed (a bug): it was kept".into()));
+    if done.is_err() {
+        let repaired = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| veche_record::webm::repair(&mut f));
+        if let Err(e) = repaired {
+            tracing::warn!(file = %path.display(), error = %e, "a stopped recording cannot be closed");
+        }
+    }
+    done
+}
+
+fn write_file(
+    file: std::fs::File,
+    path: &std::path::Path,
     rx: Receiver<Recorded>,
     engine: &EngineHandle,
 ) -> Result<(), String> {
@@ -334,7 +404,7 @@ fn write(
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(msg) => feed(&mut rec, msg, ms(Instant::now())),
+            Ok(msg) => feed(&mut rec, msg, &ms),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -351,7 +421,7 @@ fn write(
         }
         if now >= next_check {
             next_check = now + DISK_CHECK;
-            let free = recordings::free_bytes(&path).unwrap_or(u64::MAX);
+            let free = recordings::free_bytes(path).unwrap_or(u64::MAX);
             if free < MIN_FREE_TO_GO_ON {
                 let _ = rec.finish(ms(now));
                 return Err(format!(
@@ -367,7 +437,12 @@ fn write(
     Ok(())
 }
 
-fn feed<W: Write + std::io::Seek>(rec: &mut veche_record::Recorder<W>, msg: Recorded, now_ms: u64) {
+/// One message from the engine into the recording; `ms` places an arrival on its clock.
+fn feed<W: Write + std::io::Seek>(
+    rec: &mut veche_record::Recorder<W>,
+    msg: Recorded,
+    ms: &dyn Fn(Instant) -> u64,
+) {
     match msg {
         Recorded::Track {
             track,
@@ -389,6 +464,8 @@ fn feed<W: Write + std::io::Seek>(rec: &mut veche_record::Recorder<W>, msg: Reco
             marker,
             payload,
             audio_level,
+            source,
+            arrival,
         } => rec.packet(
             track.0,
             veche_record::Packet {
@@ -397,8 +474,9 @@ fn feed<W: Write + std::io::Seek>(rec: &mut veche_record::Recorder<W>, msg: Reco
                 marker,
                 payload: &payload,
                 audio_level,
+                source: u64::from(source.0) << 32 | u64::from(source.1),
             },
-            now_ms,
+            ms(arrival),
         ),
     }
 }
