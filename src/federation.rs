@@ -1169,6 +1169,8 @@ fn members_filter(
                 false
             }
             Ev::Relay { .. } => true,
+            // What a member node says of its own recording: its people's media is on it.
+            Ev::Recording { .. } => true,
         };
         if pass {
             out.push(ev);

@@ -98,6 +98,19 @@ pub enum MeetingEvent {
         /// The relay's peer id.
         relay: String,
     },
+    /// The sender records the meeting (`on`), or no longer does. A node says this of
+    /// itself only, at each change and in every list it sends: a node that learns the
+    /// meeting late, or restarts, tells its people too.
+    Recording {
+        /// Recording now.
+        on: bool,
+        /// Who started it (their name).
+        #[serde(default)]
+        by: String,
+        /// When it started, ms since the epoch (the recording node's clock).
+        #[serde(default)]
+        since_ms: u64,
+    },
     /// Another node takes part in this meeting: link with it too.
     Node {
         /// Its peer id.

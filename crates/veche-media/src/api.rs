@@ -116,8 +116,9 @@ pub enum Command {
         /// Which track.
         track: veche_core::TrackId,
     },
-    /// Whether a meeting is being recorded, here or at another node: every browser here is
-    /// told, and whoever joins is told in their welcome.
+    /// Whether this node records a meeting (other nodes say so of theirs): every browser
+    /// here is told, and whoever joins is told in their welcome, and so is every other node
+    /// of the meeting.
     Recording {
         /// Meeting id.
         meeting: String,

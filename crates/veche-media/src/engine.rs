@@ -606,10 +606,7 @@ impl Engine {
                 meeting,
                 state,
                 problem,
-            } => {
-                let out = self.sfu.set_recording(&meeting, state, problem);
-                self.apply(out);
-            }
+            } => self.own_recording(meeting, state, problem),
             Command::NodeEvents {
                 node,
                 meeting,

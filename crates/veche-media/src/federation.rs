@@ -174,6 +174,13 @@ impl Engine {
                 .iter()
                 .map(|p| event_of(p, self.fed.presence.get(&p.id))),
         );
+        if let Some(r) = self.recording_here(meeting) {
+            events.push(MeetingEvent::Recording {
+                on: true,
+                by: r.by.clone(),
+                since_ms: r.since_ms,
+            });
+        }
         if let Some(nodes) = self.fed.nodes.get(meeting) {
             for other in nodes.keys().filter(|n| *n != to) {
                 // The bridge adds the proof of one of its people on the way out.
@@ -592,6 +599,7 @@ impl Engine {
             self.ensure_link_out(&meeting, &node, now);
         }
         let mut listed = HashSet::new();
+        let mut saw_recording = false;
         for ev in events {
             match ev {
                 MeetingEvent::Sync { .. } => {}
@@ -669,10 +677,19 @@ impl Engine {
                 MeetingEvent::Node { peer, .. } => {
                     self.add_node(&meeting, &peer, true, now);
                 }
+                MeetingEvent::Recording { on, by, since_ms } => {
+                    saw_recording = true;
+                    let state = on.then_some(veche_core::Recording { by, since_ms });
+                    self.remote_recording(&meeting, &node, state);
+                }
                 MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
                 // For the bridge, which accepts the relay's link for that node's tracks.
                 MeetingEvent::Via { .. } => {}
             }
+        }
+        if is_sync && !saw_recording {
+            // Its list says nothing of a recording: it records nothing (any more).
+            self.remote_recording(&meeting, &node, None);
         }
         if is_sync {
             // Whoever it no longer lists is gone (a missed leave, or it restarted).
@@ -1032,6 +1049,7 @@ impl Engine {
                 continue;
             };
             tracing::info!(%node, meeting = %m, "lost the other node for this meeting");
+            self.remote_recording(&m, node, None);
             for link in [state.link_out, state.link_in].into_iter().flatten() {
                 self.remove(link, None, now);
             }

@@ -6,7 +6,7 @@ use std::sync::mpsc::TrySendError;
 use std::sync::Arc;
 use std::time::Instant;
 
-use veche_core::{ParticipantId, Source, TrackId};
+use veche_core::{MeetingEvent, ParticipantId, Recording, Source, TrackId};
 
 use crate::api::{RecordTap, Recorded};
 use crate::engine::Engine;
@@ -20,6 +20,10 @@ pub(crate) struct Recorders {
     /// What a recording must be told of its tracks but had no room for yet, in order: it
     /// is told before anything else (a packet may be dropped, never a track).
     backlog: VecDeque<(ParticipantId, Recorded)>,
+    /// Meetings this node records, as its owner says (who started it, when).
+    own: HashMap<String, Recording>,
+    /// (meeting, node) → that node's recording of it, as it says.
+    others: HashMap<(String, String), Recording>,
 }
 
 /// Most track changes waiting for a recording that fell behind.
@@ -77,6 +81,59 @@ impl Recorders {
 }
 
 impl Engine {
+    /// This node's recording of `meeting` (as its owner said), if it records it.
+    pub(crate) fn recording_here(&self, meeting: &str) -> Option<&Recording> {
+        self.recorders.own.get(meeting)
+    }
+
+    /// This node records `meeting` (`Some`), or no longer does: its people are told, and
+    /// so is every other node of the meeting (and every node that joins it later).
+    pub(crate) fn own_recording(
+        &mut self,
+        meeting: String,
+        state: Option<Recording>,
+        problem: Option<String>,
+    ) {
+        let event = MeetingEvent::Recording {
+            on: state.is_some(),
+            by: state.as_ref().map(|r| r.by.clone()).unwrap_or_default(),
+            since_ms: state.as_ref().map_or(0, |r| r.since_ms),
+        };
+        let changed = match state {
+            Some(r) => self.recorders.own.insert(meeting.clone(), r.clone()) != Some(r),
+            None => self.recorders.own.remove(&meeting).is_some(),
+        };
+        if changed {
+            self.fed_broadcast(&meeting, event);
+        }
+        self.show_recording(&meeting, problem);
+    }
+
+    /// What node `node` says of its recording of `meeting`.
+    pub(crate) fn remote_recording(&mut self, meeting: &str, node: &str, state: Option<Recording>) {
+        let key = (meeting.to_owned(), node.to_owned());
+        let changed = match state {
+            Some(r) => self.recorders.others.insert(key, r.clone()) != Some(r),
+            None => self.recorders.others.remove(&key).is_some(),
+        };
+        if changed {
+            self.show_recording(meeting, None);
+        }
+    }
+
+    /// Tell this node's people whether `meeting` is recorded anywhere.
+    fn show_recording(&mut self, meeting: &str, problem: Option<String>) {
+        let state = self.recorders.own.get(meeting).cloned().or_else(|| {
+            self.recorders
+                .others
+                .iter()
+                .find(|((m, _), _)| m == meeting)
+                .map(|(_, r)| r.clone())
+        });
+        let out = self.sfu.set_recording(meeting, state, problem);
+        self.apply(out);
+    }
+
     /// Start or stop this node's recording of `meeting`.
     pub(crate) fn record(&mut self, meeting: String, tap: Option<RecordTap>, now: Instant) {
         if let Some(old) = self.recorders.of_meeting.remove(&meeting) {

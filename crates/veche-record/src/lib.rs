@@ -145,8 +145,11 @@ impl<W: Write + Seek> Recorder<W> {
 
     /// `track` stopped.
     pub fn gone(&mut self, track: u64) {
-        if self.tracks.remove(&track).is_some() {
+        if let Some(t) = self.tracks.remove(&track) {
             self.stage.remove(track);
+            if t.kind == Source::Audio {
+                self.stage.quiet(t.participant);
+            }
             self.mixer.remove(track);
             if self.next == Some(track) {
                 self.next = None;
@@ -316,5 +319,126 @@ fn ask(t: &mut Track, track: u64, now_ms: u64, out: &mut Vec<u64>) {
     {
         t.asked_ms = Some(now_ms);
         out.push(track);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use webm_iterable::matroska_spec::{MatroskaSpec, SimpleBlock};
+    use webm_iterable::WebmIterator;
+
+    fn frame(key: Option<(u16, u16)>) -> Vec<u8> {
+        // One RTP payload: descriptor (start of frame, 15-bit picture id), then the frame.
+        let mut p = vec![0x90, 0x80, 0x81, 0x23];
+        match key {
+            Some((w, h)) => {
+                p.extend_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+                p.extend_from_slice(&w.to_le_bytes());
+                p.extend_from_slice(&h.to_le_bytes());
+                p.resize(p.len() + 200, 0xab);
+            }
+            None => p.extend_from_slice(&[0x01, 0, 0, 7, 7, 7]),
+        }
+        p
+    }
+
+    /// A video block of the file: time (ms), keyframe, size of the keyframe.
+    type Block = (u64, bool, Option<(u16, u16)>);
+
+    fn video(bytes: &[u8]) -> Vec<Block> {
+        let mut cluster = 0;
+        let mut out = Vec::new();
+        for t in WebmIterator::new(Cursor::new(bytes), &[]).take(100_000) {
+            match t {
+                Ok(MatroskaSpec::Timestamp(c)) => cluster = c,
+                Ok(ref t @ MatroskaSpec::SimpleBlock(_)) => {
+                    let b = SimpleBlock::try_from(t).expect("block");
+                    if b.track == webm::VIDEO {
+                        let data = b.read_frame_data().expect("frame")[0].data.to_vec();
+                        out.push((
+                            cluster + b.timestamp as u64,
+                            b.keyframe,
+                            vp8::keyframe_size(&data),
+                        ));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_picture_starts_and_switches_on_keyframes_only() {
+        let mut r = Recorder::new(Cursor::new(Vec::new())).expect("recorder");
+        r.track(1, 10, Source::Camera);
+        r.track(2, 20, Source::Camera);
+        r.track(3, 20, Source::Audio);
+        let mut asked = Vec::new();
+        let (mut seq1, mut seq2) = (0u64, 0u64);
+        for i in 0..180u64 {
+            let now = i * 33;
+            let ts = (i * 33 * 90) as u32;
+            // Ada's camera (1): a keyframe now and then; Bob's (2): only when asked.
+            let key1 = (i % 60 == 5).then_some((320, 240));
+            let key2 = (i == 120).then_some((640, 480));
+            for (track, seq, key) in [(1, &mut seq1, key1), (2, &mut seq2, key2)] {
+                *seq += 1;
+                let payload = frame(key);
+                let p = Packet {
+                    seq: *seq,
+                    ts,
+                    marker: true,
+                    payload: &payload,
+                    audio_level: None,
+                    source: 1,
+                };
+                r.packet(track, p, now);
+            }
+            // Bob speaks from the second second on.
+            let level = if now >= 1000 { 20 } else { 127 };
+            let p = Packet {
+                seq: i,
+                ts: (i * 960) as u32,
+                marker: true,
+                payload: &[0xf8, 0xff, 0xfe],
+                audio_level: Some(level),
+                source: 1,
+            };
+            r.packet(3, p, now);
+            r.tick(now).expect("tick");
+            asked.extend(r.keyframe_requests());
+        }
+        let bytes = r.finish(180 * 33).expect("finish").into_inner();
+        let v = video(&bytes);
+        assert!(!v.is_empty());
+        assert_eq!(
+            v[0].2,
+            Some((320, 240)),
+            "the file starts on a keyframe: {:?}",
+            &v[..3]
+        );
+        assert!(
+            asked.contains(&2),
+            "Bob's camera is asked for a keyframe when he speaks: {asked:?}"
+        );
+        let switch = v
+            .iter()
+            .position(|(_, _, k)| *k == Some((640, 480)))
+            .expect("Bob on the picture");
+        // Until Bob's keyframe, Ada's frames go on; from it on, only Bob's (no keyframe of Ada's).
+        assert!(v[..switch].iter().all(|(_, _, k)| *k != Some((640, 480))));
+        assert!(
+            v[switch..].iter().all(|(_, _, k)| *k != Some((320, 240))),
+            "Ada's camera came back"
+        );
+        assert!(v[switch].1, "the switch is a keyframe block");
+        assert!(
+            v.windows(2).all(|w| w[0].0 < w[1].0),
+            "video times only go up"
+        );
     }
 }

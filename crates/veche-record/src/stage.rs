@@ -77,6 +77,17 @@ impl Stage {
             .retain(|_, p| p.camera.is_some() || p.screen.is_some() || p.heard_ms > 0);
     }
 
+    /// `participant`'s voice stopped: forget them unless they still show something.
+    pub fn quiet(&mut self, participant: u64) {
+        if self
+            .people
+            .get(&participant)
+            .is_some_and(|p| p.camera.is_none() && p.screen.is_none())
+        {
+            self.people.remove(&participant);
+        }
+    }
+
     /// A voice packet of `participant` at `now_ms` with audio level `level` (-dBov).
     pub fn heard(&mut self, participant: u64, level: Option<u8>, now_ms: u64) {
         let p = self.people.entry(participant).or_default();

@@ -345,6 +345,10 @@ pub struct RecordingLink {
     pub bytes: u64,
     /// Last written, ms since the epoch.
     pub modified_ms: u64,
-    /// Where to download it (works for ten minutes).
-    pub url: String,
+    /// Where to download it (works for ten minutes); none while it is being written.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Still being written.
+    #[serde(default)]
+    pub recording: bool,
 }

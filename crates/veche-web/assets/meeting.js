@@ -447,7 +447,9 @@ export class Meeting {
   async consent(msg) {
     const state = recordingFrom(msg);
     if (!state || this.recordingAgreed) return;
+    this.asking = true;
     const choice = await askBeforeJoining(state);
+    this.asking = false;
     if (choice === 'join') {
       this.recordingAgreed = true;
       return;
@@ -456,10 +458,28 @@ export class Meeting {
     throw new Error('left a recorded meeting');
   }
 
+  async askDuring(hold) {
+    this.asking = true;
+    const L = this.local;
+    const held = hold ? [L.mic, L.cam, L.screen].filter((t) => t && t.enabled) : [];
+    for (const t of held) t.enabled = false;
+    const choice = await askBeforeJoining(this.recording || {});
+    this.asking = false;
+    if (choice !== 'join') { this.leave(); return; }
+    this.recordingAgreed = true;
+    for (const t of held) t.enabled = true;
+  }
+
   /** A recording started or stopped (here or at another node). */
   onRecording(msg) {
     const was = !!this.recording;
     this.recording = recordingFrom(msg);
+    // A recording started while we are in: we are asked to stay or leave. One that ran
+    // before we came in, which our node learned late: our camera, microphone and screen
+    // are held until we agree.
+    if (this.recording && !this.recordingAgreed && !this.asking) {
+      this.askDuring(!!this.recording.sinceMs && this.recording.sinceMs < this.joinedAt - 2000);
+    }
     if (msg.problem) toast(`Recording stopped: ${msg.problem}`, { kind: 'error', timeout: 10000 });
     else if (this.recording && !was) toast(`${this.recording.by || 'Someone'} started recording the meeting`, { timeout: 5000 });
     else if (!this.recording && was) toast('Recording stopped', { timeout: 4000 });
@@ -477,6 +497,8 @@ export class Meeting {
   /** Host or moderator: start or stop recording the meeting (this node records it). */
   async toggleRecording() {
     const kind = this.recording ? 'stop_recording' : 'start_recording';
+    // Whoever starts it is not asked whether to stay.
+    this.recordingAgreed = true;
     try {
       const action = await this.signAction(kind, null, this.authority());
       if (!action || !this.session || !this.session.send({ type: 'moderate', action })) throw new Error('not connected');
@@ -609,6 +631,7 @@ export class Meeting {
 
   onWelcome(msg) {
     const wasReconnect = this.attempt > 0;
+    if (!wasReconnect) this.joinedAt = Date.now();
     this.you = msg.you;
     this.myIds.add(String(msg.you));
     this.joined = true;

@@ -46,7 +46,9 @@ export function recordingsDialog(msg) {
   const list = Array.isArray(msg.list) ? msg.list : [];
   const body = list.length
     ? h('ul', { class: 'recordings-list' }, ...list.map((r) => h('li', {},
-      h('a', { href: String(r.url ?? ''), download: String(r.name ?? 'recording.webm'), dataset: { recording: String(r.name ?? '') }, text: String(r.name ?? '') }),
+      r.recording || !r.url
+        ? h('span', { text: `${String(r.name ?? '')} (still recording)` })
+        : h('a', { href: String(r.url), download: String(r.name ?? 'recording.webm'), dataset: { recording: String(r.name ?? '') }, text: String(r.name ?? '') }),
       h('span', { class: 'person-key', text: ` · ${Math.max(1, Math.round((Number(r.bytes) || 0) / 1048576))} MB` }))))
     : h('p', { text: 'No recordings of this meeting on this node yet.' });
   openDialog('Recordings', h('div', { class: 'recordings-dialog' }, body,

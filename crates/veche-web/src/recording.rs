@@ -135,29 +135,24 @@ impl Recordings {
             }
             m.at_ms = m.at_ms.max(at_ms);
         }
-        let by = match here {
-            Some(name) => name.to_owned(),
-            None => name_of(engine, meeting, &veche_trust::encode_key(&action.key)).await,
+        let Some(by) = here else {
+            // Another node records it: it tells its people, and every node of the meeting,
+            // itself (the node protocol's `recording`).
+            return Ok(());
         };
         let state = Some(veche_core::Recording {
-            by,
+            by: by.to_owned(),
             since_ms: at_ms,
         });
-        // Everyone here is told before the first packet is recorded.
-        let told = engine
+        // Everyone is told before the first packet is recorded.
+        engine
             .send(Command::Recording {
                 meeting: meeting.to_owned(),
                 state,
                 problem: None,
             })
-            .await;
-        if here.is_none() {
-            // A stop that came in meanwhile told everyone already: tell them again.
-            if self.newer_than(meeting, at_ms) {
-                self.stop(engine, meeting, Stopped::Decided(0)).await;
-            }
-            return told.map_err(|_| RecordRefused::Gone);
-        }
+            .await
+            .map_err(|_| RecordRefused::Gone)?;
         let started = self.start_here(engine, meeting).await;
         let newer = {
             let mut state = self.lock_state();
@@ -193,13 +188,6 @@ impl Recordings {
                 Err(e)
             }
         }
-    }
-
-    /// Whether a decision newer than `at_ms` reached this node for `meeting`.
-    fn newer_than(&self, meeting: &str, at_ms: u64) -> bool {
-        self.lock_state()
-            .get(meeting)
-            .is_some_and(|m| m.at_ms > at_ms)
     }
 
     /// Stop `meeting`'s recording: this node's file (if it records) is closed, and its
@@ -339,29 +327,14 @@ impl Recordings {
             .is_some_and(|k| k.meeting == meeting && k.name == name && k.until > Instant::now())
     }
 
+    /// The file this node is writing for `meeting` now, if any (not ready to download).
+    pub fn writing(&self, meeting: &str) -> Option<String> {
+        self.lock_state().get(meeting).and_then(|m| m.here.clone())
+    }
+
     fn lock_state(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meeting>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// The name of the person with `key` in `meeting`, as the engine knows them.
-async fn name_of(engine: &EngineHandle, meeting: &str, key: &str) -> String {
-    let (reply, rx) = oneshot::channel();
-    let asked = engine
-        .send(Command::Participants {
-            meeting: meeting.to_owned(),
-            reply,
-        })
-        .await;
-    let people = if asked.is_ok() {
-        rx.await.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    people
-        .into_iter()
-        .find(|p| p.key.as_deref() == Some(key))
-        .map_or_else(|| "a moderator".to_owned(), |p| p.name)
 }
 
 /// The writer thread: the engine's packets into the recording, the file written as it goes.

@@ -87,9 +87,14 @@ fn recordings_message(
     meeting: &str,
     files: Vec<veche_node::recordings::RecordingFile>,
 ) -> Value {
+    let writing = recordings.writing(meeting);
     let list: Vec<Value> = files
         .into_iter()
         .map(|f| {
+            if writing.as_deref() == Some(f.name.as_str()) {
+                // Still being written: its link comes once it is finished.
+                return json!({"name": f.name, "bytes": f.bytes, "modified_ms": f.modified_ms, "recording": true});
+            }
             let ticket = recordings.ticket(meeting, &f.name);
             json!({
                 "name": f.name,
