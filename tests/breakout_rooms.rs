@@ -52,17 +52,6 @@ async fn rooms_placed(ws: &mut Ws, count: u64, placed: usize) -> Value {
 }
 
 /// Chat texts `ws` receives within `wait` (after which it has heard all it will).
-async fn chat_heard(ws: &mut Ws, wait: Duration) -> Vec<String> {
-    let mut heard = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, next(ws)).await {
-        if v["type"] == "chat" {
-            heard.push(v["message"]["text"].as_str().unwrap_or_default().to_owned());
-        }
-    }
-    heard
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_keep_chat_to_the_room_and_close_by_themselves() {
     let (node, dir) = start_node("rooms", free_udp_port()).await;
@@ -167,6 +156,42 @@ async fn rooms_keep_chat_to_the_room_and_close_by_themselves() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// On the host's page `b`: open `count` breakout rooms for `minutes`, people placed by hand
+/// (name → room).
+async fn open_rooms_by_hand(
+    b: &mut support::Browser,
+    count: u8,
+    minutes: &str,
+    placed: &[(&str, u8)],
+) {
+    support::click(
+        b,
+        "the rooms button",
+        ".people-list button[data-action=\"rooms\"]",
+    )
+    .await;
+    b.wait_for(
+        "the rooms dialog",
+        "document.getElementById('rooms-open') ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    let places: Vec<String> = placed
+        .iter()
+        .map(|(n, r)| format!("[{n:?}, '{r}']"))
+        .collect();
+    b.eval(&format!(
+        "(() => {{ const c = document.getElementById('rooms-count'); c.value = '{count}'; c.dispatchEvent(new Event('input'));
+           document.getElementById('rooms-minutes').value = '{minutes}';
+           document.getElementById('rooms-by-hand').click();
+           for (const [n, r] of [{}]) document.querySelector(`select[aria-label=\"Room for ${{n}}\"]`).value = r;
+           document.getElementById('rooms-open').click(); return true; }})()",
+        places.join(", ")
+    ))
+    .await
+    .expect("open the rooms");
+}
+
 /// Bytes `b` has received from `name`'s `source` (0 once that stream is gone).
 async fn bytes_from(b: &mut support::Browser, name: &str, source: &str) -> u64 {
     b.eval(&format!(
@@ -220,27 +245,7 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
 
     // The host opens two rooms by hand for 36 s: Bob in 1, Cy and Dee in 2; she stays in
     // the main room, then visits room 1.
-    click(
-        &mut ada,
-        "the rooms button",
-        ".people-list button[data-action=\"rooms\"]",
-    )
-    .await;
-    ada.wait_for(
-        "the rooms dialog",
-        "document.getElementById('rooms-open') ? true : null",
-        Duration::from_secs(10),
-    )
-    .await;
-    ada.eval(
-        "(() => { const c = document.getElementById('rooms-count'); c.value = '2'; c.dispatchEvent(new Event('input'));
-           document.getElementById('rooms-minutes').value = '0.6';
-           document.getElementById('rooms-by-hand').click();
-           for (const [n, r] of [['Bob', '1'], ['Cy', '2'], ['Dee', '2']]) document.querySelector(`select[aria-label=\"Room for ${n}\"]`).value = r;
-           document.getElementById('rooms-open').click(); return true; })()",
-    )
-    .await
-    .expect("open the rooms");
+    open_rooms_by_hand(&mut ada, 2, "0.6", &[("Bob", 1), ("Cy", 2), ("Dee", 2)]).await;
     for (b, who, room) in [
         (&mut bob, "Bob", 1),
         (&mut cy, "Cy", 2),
@@ -632,27 +637,7 @@ async fn in_browsers_a_room_of_two_on_two_nodes_sees_hears_and_chats_only_with_i
     }
 
     // Room 1: Bob (on A) and Cy (on B); room 2: Dee; Ada stays in the main room.
-    click(
-        &mut ada,
-        "the rooms button",
-        ".people-list button[data-action=\"rooms\"]",
-    )
-    .await;
-    ada.wait_for(
-        "the rooms dialog",
-        "document.getElementById('rooms-open') ? true : null",
-        Duration::from_secs(10),
-    )
-    .await;
-    ada.eval(
-        "(() => { const c = document.getElementById('rooms-count'); c.value = '2'; c.dispatchEvent(new Event('input'));
-           document.getElementById('rooms-minutes').value = '5';
-           document.getElementById('rooms-by-hand').click();
-           for (const [n, r] of [['Bob', '1'], ['Cy', '1'], ['Dee', '2']]) document.querySelector(`select[aria-label=\"Room for ${n}\"]`).value = r;
-           document.getElementById('rooms-open').click(); return true; })()",
-    )
-    .await
-    .expect("open the rooms");
+    open_rooms_by_hand(&mut ada, 2, "5", &[("Bob", 1), ("Cy", 1), ("Dee", 2)]).await;
     for (b, who, room) in [
         (&mut bob, "Bob", 1),
         (&mut cy, "Cy", 1),

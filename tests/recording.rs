@@ -476,6 +476,12 @@ async fn a_recorded_lesson_plays_with_the_stage_and_both_voices_and_only_the_hos
     assert_eq!(std::fs::read(&copy).ok(), std::fs::read(&killed[1]).ok());
 }
 
+/// `signer` signs `kind` of `meeting` and sends it on `ws`.
+async fn act(ws: &mut Ws, signer: &Keypair, meeting: &str, kind: ActionKind) {
+    let action = action(signer, meeting, kind);
+    send(ws, json!({"type": "moderate", "action": action})).await;
+}
+
 fn action(signer: &Keypair, meeting: &str, kind: ActionKind) -> String {
     encode_token(&signer.sign(Action {
         meeting: meeting.into(),
@@ -500,11 +506,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
     assert_eq!(w["type"], "welcome", "{w}");
 
     // A participant cannot start one, nor sign one in the host's name.
-    send(
-        &mut bs,
-        json!({"type": "moderate", "action": action(&bob, &id, ActionKind::StartRecording)}),
-    )
-    .await;
+    act(&mut bs, &bob, &id, ActionKind::StartRecording).await;
     expect_refusal(&mut bs, "not_allowed", false, "moderator").await;
     let mut forged: Value = serde_json::from_str(
         &String::from_utf8(
@@ -530,11 +532,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
     );
 
     // The host starts it: everyone is told, and a joiner's welcome says so.
-    send(
-        &mut hs,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
-    )
-    .await;
+    act(&mut hs, &host, &id, ActionKind::StartRecording).await;
     let told = next_of(&mut bs, "recording").await;
     assert_eq!(
         (told["on"].as_bool(), told["by"].as_str()),
@@ -546,11 +544,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
     assert_eq!(w["recording"]["by"], "Host", "{w}");
     // Twice is refused with the reason.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    send(
-        &mut hs,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
-    )
-    .await;
+    act(&mut hs, &host, &id, ActionKind::StartRecording).await;
     expect_refusal(&mut hs, "not_allowed", false, "recorded already").await;
 
     // Only the host lists them: not Bob, nor a moderator (who may start and stop one).
@@ -598,11 +592,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
         (Some(true), Some("Mo")),
         "{told}"
     );
-    send(
-        &mut hs,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StopRecording)}),
-    )
-    .await;
+    act(&mut hs, &host, &id, ActionKind::StopRecording).await;
     let told = next_of(&mut bs, "recording").await;
     assert_eq!(told["on"], false, "{told}");
     send(&mut hs, json!({"type": "recordings"})).await;
@@ -618,11 +608,7 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
 
     // A recording nobody is left in stops by itself: whoever comes back is not told of it.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    send(
-        &mut hs,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
-    )
-    .await;
+    act(&mut hs, &host, &id, ActionKind::StartRecording).await;
     let told = next_of(&mut bs, "recording").await;
     assert_eq!(told["on"], true, "{told}");
     drop((hs, bs, _cs, ms));
@@ -653,11 +639,7 @@ async fn a_recording_at_one_node_is_shown_at_the_others_which_record_nothing() {
     let (mut ada, w) = joined(a.http_port, &host, &id, "Ada", None).await;
     assert_eq!(w["type"], "welcome", "{w}");
     // A records before B even knows the meeting: B learns it from A, with A's list.
-    send(
-        &mut ada,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
-    )
-    .await;
+    act(&mut ada, &host, &id, ActionKind::StartRecording).await;
     next_of(&mut ada, "recording").await;
     learn_meeting(b.http_port, &id, &a_id, &host).await;
     let (mut rae_ws, w) = joined(b.http_port, &rae, &id, "Rae", None).await;
@@ -680,11 +662,7 @@ async fn a_recording_at_one_node_is_shown_at_the_others_which_record_nothing() {
         "a joiner at B is told in the welcome: {w}"
     );
 
-    send(
-        &mut ada,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StopRecording)}),
-    )
-    .await;
+    act(&mut ada, &host, &id, ActionKind::StopRecording).await;
     for ws in [&mut rae_ws, &mut sam_ws] {
         let told = next_of(ws, "recording").await;
         assert_eq!(told["on"], false, "{told}");
@@ -741,11 +719,7 @@ async fn a_disk_that_fills_stops_the_recording_with_words_and_keeps_the_file() {
     let id = signed_meeting(port, &host, Policy::Anyone).await;
     let (mut hs, _) = joined(port, &host, &id, "Host", None).await;
     let (mut bs, _) = joined(port, &bob, &id, "Bob", None).await;
-    send(
-        &mut hs,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
-    )
-    .await;
+    act(&mut hs, &host, &id, ActionKind::StartRecording).await;
     let told = next_of(&mut bs, "recording").await;
     assert_eq!(told["on"], true, "{told}");
 
@@ -779,11 +753,7 @@ async fn a_disk_that_fills_stops_the_recording_with_words_and_keeps_the_file() {
 
     // Starting again says how much room there is.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    send(
-        &mut hs,
-        json!({"type": "moderate", "action": action(&host, &id, ActionKind::StartRecording)}),
-    )
-    .await;
+    act(&mut hs, &host, &id, ActionKind::StartRecording).await;
     expect_refusal(
         &mut hs,
         "not_allowed",

@@ -1447,18 +1447,6 @@ async fn a_person_waiting_at_another_node_is_let_in_or_turned_away_by_the_host_t
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The chat a socket hears within `wait`.
-async fn chat_within(ws: &mut Ws, wait: Duration) -> Vec<String> {
-    let mut heard = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, next(ws)).await {
-        if v["type"] == "chat" {
-            heard.push(v["message"]["text"].as_str().unwrap_or_default().to_owned());
-        }
-    }
-    heard
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_to_every_room_from_another_nodes_non_moderator_stays_in_their_room() {
     let Scene {
@@ -1519,12 +1507,12 @@ async fn a_message_to_every_room_from_another_nodes_non_moderator_stays_in_their
     };
     events_taken(&peer, node_id, &id, vec![said]).await;
     assert_eq!(
-        chat_within(&mut bo_s, Duration::from_secs(3)).await,
+        chat_heard(&mut bo_s, Duration::from_secs(3)).await,
         ["to every room, says Pat"],
         "her room hears her (the positive control)"
     );
     assert!(
-        chat_within(&mut ada, Duration::from_secs(1))
+        chat_heard(&mut ada, Duration::from_secs(1))
             .await
             .is_empty(),
         "another room heard a non-moderator's message to every room"

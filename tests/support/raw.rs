@@ -315,3 +315,15 @@ pub async fn learn_meeting(b_port: u16, meeting: &str, a_id: &str, host: &Keypai
     let (status, body) = http(b_port, "GET", &path, "", "").await;
     assert_eq!(status, 200, "B learns the meeting: {body}");
 }
+
+/// The chat texts a socket hears within `wait` (whatever else comes is passed over).
+pub async fn chat_heard(ws: &mut Ws, wait: Duration) -> Vec<String> {
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, next(ws)).await {
+        if v["type"] == "chat" {
+            heard.push(v["message"]["text"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    heard
+}

@@ -1,8 +1,9 @@
 //! Recordings: a signed start or stop (decided by the meeting's rules, like every moderation
 //! action) carried out here. The node whose socket the start came from records: it attaches
 //! a recorder to the engine and writes the file on a thread of its own (veche-record mixes
-//! and muxes; this module owns the file, the clock and the disk checks). Every node that
-//! learns of the start tells its people, and whoever joins is told in their welcome.
+//! and muxes; this module owns the file, the clock and the disk checks). It says so to its
+//! people (whoever joins is told in their welcome) and, through the engine, to every node
+//! of the meeting, which tell theirs.
 
 use std::collections::HashMap;
 use std::io::Write;
