@@ -626,6 +626,92 @@ async fn only_the_host_or_a_moderator_records_and_only_the_host_lists_recordings
         "the recording went on with nobody in the meeting"
     );
     assert_eq!(files(&dir.join("data"), &id).len(), 3);
+
+    // Once the meeting is over (nobody joins it), its host has them with their key's proof.
+    let mut hs = back.expect("the host");
+    act(&mut hs, &host, &id, ActionKind::End).await;
+    let after_end = |who: Keypair, forge: bool| {
+        let id = id.clone();
+        async move {
+            let mut ws = ws(port).await;
+            let (node, nonce) = challenge(&mut ws).await;
+            let sig = serde_json::to_value(who.sign_challenge(&node, &id, &nonce)).expect("sig");
+            let mut sig = sig.as_str().expect("sig").to_owned();
+            if forge {
+                let mut b = sig.into_bytes();
+                b[10] = if b[10] == b'A' { b'B' } else { b'A' };
+                sig = String::from_utf8(b).expect("ascii");
+            }
+            let key = veche_trust::encode_key(&who.public());
+            send(
+                &mut ws,
+                json!({"type": "recordings", "meeting": id, "key": key, "sig": sig}),
+            )
+            .await;
+            ws
+        }
+    };
+    let mut ws1 = after_end(Keypair::from_secret(&[1; 32]), false).await;
+    let list = next_of(&mut ws1, "recordings").await;
+    assert_eq!(list["list"].as_array().map(Vec::len), Some(3), "{list}");
+    let mut ws2 = after_end(Keypair::from_secret(&[2; 32]), false).await;
+    expect_refusal(&mut ws2, "not_allowed", false, "host").await;
+    let mut ws3 = after_end(Keypair::from_secret(&[1; 32]), true).await;
+    expect_refusal(&mut ws3, "not_allowed", false, "proof was refused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_ending_the_meeting_the_host_downloads_its_recordings_from_the_end_screen() {
+    use support::{click, host_starts, Lab};
+    let lab = Lab::new("recend");
+    let node = lab.local_node().await;
+    let base = node.base();
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    host_starts(&mut ada, "Biology", &[], "Ada").await;
+    click(
+        &mut ada,
+        "the record button",
+        ".people-list button[data-action=\"record\"]",
+    )
+    .await;
+    ada.wait_for(
+        "recording",
+        "veche.state().recording ? true : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    click(
+        &mut ada,
+        "end for everyone",
+        ".people-list button[data-action=\"end\"]",
+    )
+    .await;
+    ada.wait_for(
+        "the end screen's download button",
+        "(() => { const b = [...document.querySelectorAll('#fatal button')].find(b => b.textContent === 'Download the recordings'); if (!b) return null; b.click(); return true; })()",
+        Duration::from_secs(20),
+    )
+    .await;
+    let url = ada
+        .wait_for(
+            "the recording's link",
+            "(() => { const a = document.querySelector('a[data-recording]'); return a ? a.getAttribute('href') : null; })()",
+            Duration::from_secs(20),
+        )
+        .await;
+    let url = url.as_str().expect("a link").to_owned();
+    let got = ada
+        .eval(&format!(
+            "fetch({url:?}).then(r => r.ok ? r.arrayBuffer().then(b => b.byteLength) : -r.status)"
+        ))
+        .await
+        .expect("download");
+    assert!(
+        got.as_i64().is_some_and(|n| n > 10_000),
+        "the download: {got}"
+    );
+    node.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,8 +74,20 @@ pub enum ClientMsg {
     },
     /// The host asks for the meeting's attendance (who was in it, when) as CSV.
     Attendance,
-    /// The host asks for the meeting's recordings on this node, with download links.
-    Recordings,
+    /// The host asks for the meeting's recordings on this node, with download links: on the
+    /// socket they joined with, or (a meeting over, which nobody joins) on a fresh socket
+    /// with the meeting and their key's proof of this socket's challenge, as `join` has it.
+    Recordings {
+        /// The meeting (without a join).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meeting: Option<String>,
+        /// The host's key (without a join).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// Their signature of the challenge (without a join).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sig: Option<String>,
+    },
     /// Leave the meeting.
     Leave,
 }

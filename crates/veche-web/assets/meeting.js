@@ -11,7 +11,7 @@ import { Session } from './session.js';
 import { personKey, fingerprint, pinOf, notePerson, signToken, randomId } from './keys.js';
 import { qrCanvas } from './qr.js';
 import { saveAttendance } from './attendance.js';
-import { recordingFrom, recordingText, askBeforeJoining, recordingsDialog } from './recording.js';
+import { recordingFrom, recordingText, askBeforeJoining, recordingsDialog, recordingsAfterEnd } from './recording.js';
 import { roomsFrom, roomOf, roomBarText, roomsDialog, roomPicker } from './rooms.js';
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000]; // then 10 s forever
@@ -736,7 +736,13 @@ export class Meeting {
     } else if (code === 'ended' && this.deleting) {
       this.fail(code, 'Meeting deleted', 'You ended this meeting for everyone and deleted it from this node.', [{ label: 'Start a meeting', href: '/' }]);
     } else if (code === 'ended') {
-      this.fail(code, 'The host ended the meeting', 'This meeting is over.', [{ label: 'Start a meeting', href: '/' }]);
+      const actions = [{ label: 'Start a meeting', href: '/' }];
+      // The host keeps the lesson's recordings: they are had from here once it is over.
+      if (this.role === 'host') {
+        actions.push({ label: 'Download the recordings', onClick: () => recordingsAfterEnd(this.id)
+          .catch((err) => toast(`Could not list the recordings: ${err && err.message || err}`, { kind: 'error' })) });
+      }
+      this.fail(code, 'The host ended the meeting', 'This meeting is over.', actions);
     } else if (code === 'denied') {
       this.fail(code, 'The host did not let you in', 'You waited in this meeting\'s waiting room and the host turned you away.',
         [{ label: 'Start a meeting', href: '/' }]);

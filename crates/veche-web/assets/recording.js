@@ -2,6 +2,7 @@
 // asked before their camera and microphone go out, and the host's list of recordings.
 
 import { h, openDialog, formatTime } from './ui.js';
+import { signChallenge } from './keys.js';
 
 /** The recording state in a `welcome` or `recording` message: {by, sinceMs}, or null. */
 export function recordingFrom(msg) {
@@ -53,4 +54,36 @@ export function recordingsDialog(msg) {
     : h('p', { text: 'No recordings of this meeting on this node yet.' });
   openDialog('Recordings', h('div', { class: 'recordings-dialog' }, body,
     h('p', { class: 'person-key', text: 'The files play in any browser or video player. Links work for ten minutes; open this list again for new ones.' })));
+}
+
+/**
+ * The host's recordings of `meetingId` when the meeting is over (nobody joins an ended
+ * meeting): a socket of its own, the node's challenge signed with the host's key, and the
+ * list in the usual dialog. Rejects with the node's words.
+ */
+export async function recordingsAfterEnd(meetingId) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${proto}//${location.host}/ws`);
+  try {
+    const msg = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the node did not answer')), 20000);
+      ws.onerror = () => { clearTimeout(timer); reject(new Error('the node cannot be reached')); };
+      ws.onmessage = (ev) => {
+        let m;
+        try { m = JSON.parse(ev.data); } catch { return; }
+        if (m && m.type === 'challenge') {
+          signChallenge(String(m.node ?? ''), meetingId, String(m.nonce ?? ''))
+            .then(({ key, sig }) => ws.send(JSON.stringify({ type: 'recordings', meeting: meetingId, key, sig })))
+            .catch((err) => { clearTimeout(timer); reject(err); });
+        } else if (m && (m.type === 'recordings' || m.type === 'error')) {
+          clearTimeout(timer);
+          resolve(m);
+        }
+      };
+    });
+    if (msg.type === 'error') throw new Error(String(msg.message || msg.code));
+    recordingsDialog(msg);
+  } finally {
+    ws.close();
+  }
 }

@@ -110,6 +110,11 @@ pub async fn take(
             return Ok(action)
         }
     };
+    if what == Moderation::End {
+        // The recording closes before anyone is told the meeting is over: the host's end
+        // screen lists it finished.
+        recordings.ended(engine, meeting).await;
+    }
     let reached = carry_out(engine, meeting, &action, what)
         .await
         .ok_or_else(|| "the node is shutting down".to_string())?;

@@ -191,6 +191,12 @@ impl Recordings {
         }
     }
 
+    /// `meeting` was ended: its recording here (if any) stops now.
+    pub async fn ended(&self, engine: &EngineHandle, meeting: &str) {
+        self.stop(engine, meeting, Stopped::Decided(rules::now_ms()))
+            .await;
+    }
+
     /// Stop `meeting`'s recording: this node's file (if it records) is closed, and its
     /// people told (with why, when it stopped by itself). A writer that ended by itself
     /// closes only its own file (`Stopped::ByItself`), never a newer recording's.

@@ -440,11 +440,19 @@ impl Session {
     /// The meeting's recordings on this node with download links, if this socket's person
     /// may have them (the meeting's rules decide: its host); else why not.
     fn recordings(&self) -> Value {
-        let Some((_, meeting, _)) = &self.joined else {
+        let (Some((_, meeting, _)), Some(key)) = (&self.joined, &self.key) else {
             return self.error(ErrorCode::NotJoined, "send join first", false);
         };
-        let allowed = self.key.as_ref().and_then(|k| {
-            rules::read(&self.ctx.app.view, meeting, |m| m.rules.check_recordings(k))
+        self.recordings_for(meeting, key)
+    }
+
+    /// `meeting`'s recordings with download links, if `key` (proven) may have them.
+    fn recordings_for(&self, meeting: &str, key: &veche_trust::PublicKey) -> Value {
+        if !veche_node::is_meeting_id(meeting) {
+            return self.error(ErrorCode::UnknownMeeting, "no such meeting", false);
+        }
+        let allowed = rules::read(&self.ctx.app.view, meeting, |m| {
+            m.rules.check_recordings(key)
         });
         match allowed {
             None => return self.error(ErrorCode::UnknownMeeting, "this meeting is gone", false),
@@ -575,6 +583,36 @@ impl Session {
             return Next::Continue;
         }
         let engine = self.ctx.app.engine.clone();
+        if let (
+            None,
+            ClientMsg::Recordings {
+                meeting: Some(meeting),
+                key: Some(key),
+                sig: Some(sig),
+            },
+        ) = (self.pid(), &msg)
+        {
+            // A meeting over is joined by nobody: its host proves their key to this socket.
+            let proven = veche_trust::verify_challenge(
+                &self.ctx.app.node.id,
+                meeting,
+                &self.nonce,
+                key,
+                sig,
+            );
+            replies.push(match proven {
+                Ok(key) => self.recordings_for(meeting, &key),
+                Err(e) => {
+                    tracing::info!(%meeting, error = %e, "recordings asked with a refused proof");
+                    self.error(
+                        ErrorCode::NotAllowed,
+                        format!("your key's proof was refused: {e}"),
+                        false,
+                    )
+                }
+            });
+            return Next::Continue;
+        }
         let Some(id) = self.pid() else {
             let ClientMsg::Join {
                 meeting,
@@ -652,7 +690,7 @@ impl Session {
                 replies.push(self.attendance().await);
                 return Next::Continue;
             }
-            ClientMsg::Recordings => {
+            ClientMsg::Recordings { .. } => {
                 replies.push(self.recordings());
                 return Next::Continue;
             }
