@@ -304,9 +304,12 @@ async fn a_recorded_lesson_plays_with_the_stage_and_both_voices_and_only_the_hos
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the writer's last blocks
     let (streams, duration) = probe(&file);
+    let size = std::fs::metadata(&file).map_or(0, |m| m.len());
     println!(
-        "recording {}: {streams:?}, {duration:.2} s of {recorded:.2} s recorded",
-        file.display()
+        "recording {}: {streams:?}, {duration:.2} s of {recorded:.2} s recorded, {size} bytes ({:.0} kbit/s, {:.0} MB an hour)",
+        file.display(),
+        size as f64 * 8.0 / duration.max(0.1) / 1000.0,
+        size as f64 / duration.max(0.1) * 3600.0 / 1e6
     );
     assert_eq!(
         streams,

@@ -518,13 +518,20 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
         .await,
     );
     assert!(why.contains("only the host or a moderator"), "{why}");
-    // Nor can it open breakout rooms or put anyone (Eve herself included) in one.
+    // Nor can it open breakout rooms or put anyone (Eve herself included) in one, nor start
+    // or stop a recording.
     let open = ActionKind::OpenRooms {
         rooms: 2,
         until_ms: now_ms() + 60_000,
         choose: false,
     };
-    for kind in [open, ActionKind::Assign { room: 1 }, ActionKind::CloseRooms] {
+    for kind in [
+        open,
+        ActionKind::Assign { room: 1 },
+        ActionKind::CloseRooms,
+        ActionKind::StartRecording,
+        ActionKind::StopRecording,
+    ] {
         let why = refusal(
             ask(Request::Action {
                 meeting: id.clone(),
@@ -537,6 +544,19 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
             "{kind:?}: {why}"
         );
     }
+
+    // The host's own start, passed on by a node: checked, but nothing is recorded here (a
+    // recording is made at the node the host sent it to, from their socket).
+    let hosts_start = action(&host, &id, ActionKind::StartRecording, &host, None);
+    let answer = ask(Request::Action {
+        meeting: id.clone(),
+        action: hosts_start,
+    })
+    .await;
+    assert!(matches!(answer, Response::Ok), "{answer:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let made = std::fs::read_dir(dir.join("data").join("recordings")).map_or(0, |d| d.count());
+    assert_eq!(made, 0, "a node's passed-on start made a recording here");
 
     // Ada saw none of it, while a real newcomer reaches her (the positive control).
     let bob = Keypair::from_secret(&[3; 32]);

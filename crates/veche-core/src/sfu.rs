@@ -323,16 +323,20 @@ impl Sfu {
     /// Add the outgoing media link to another node: it subscribes to every local
     /// participant's track, now and later.
     pub fn attach_link(&mut self, meeting: &str, now: Instant) -> (ParticipantId, Vec<Output>) {
-        match self.add(
-            meeting,
-            "node link",
-            Kind::Link,
-            MediaState::default(),
-            None,
-            now,
-        ) {
+        self.add_unlisted(meeting, "node link", Kind::Link, now)
+    }
+
+    /// Add something that is not a person (a node link, a recording).
+    fn add_unlisted(
+        &mut self,
+        meeting: &str,
+        name: &str,
+        kind: Kind,
+        now: Instant,
+    ) -> (ParticipantId, Vec<Output>) {
+        match self.add(meeting, name, kind, MediaState::default(), None, now) {
             Ok(ok) => ok,
-            // Links are not counted against the meeting's size and always have a name.
+            // Not counted against the meeting's size, and always named.
             Err(_) => (ParticipantId(self.next_id()), Vec::new()),
         }
     }
@@ -340,17 +344,7 @@ impl Sfu {
     /// Add this node's recording of `meeting`: it receives every track of the main room,
     /// now and later, from this node's people and from those other nodes carry.
     pub fn attach_recorder(&mut self, meeting: &str, now: Instant) -> (ParticipantId, Vec<Output>) {
-        match self.add(
-            meeting,
-            "recording",
-            Kind::Recorder,
-            MediaState::default(),
-            None,
-            now,
-        ) {
-            Ok(ok) => ok,
-            Err(_) => (ParticipantId(self.next_id()), Vec::new()),
-        }
+        self.add_unlisted(meeting, "recording", Kind::Recorder, now)
     }
 
     /// Whether `meeting` is being recorded (here or at another node), as the driver says:
@@ -900,18 +894,10 @@ impl Sfu {
         self.say(id, text, at_ms, false)
     }
 
-    /// A message to every breakout room at once (and the main room): the caller decided
-    /// that `id` may (the host or a moderator). Kept in every room's history.
-    pub fn chat_everyone(
-        &mut self,
-        id: ParticipantId,
-        text: &str,
-        at_ms: u64,
-    ) -> Result<Vec<Output>, ChatError> {
-        self.say(id, text, at_ms, true)
-    }
-
-    fn say(
+    /// A chat message, to the sender's room or (`everyone`) to every breakout room at once
+    /// and the main room, kept in every room's history: the caller decided that `id` may
+    /// (the host or a moderator).
+    pub fn say(
         &mut self,
         id: ParticipantId,
         text: &str,

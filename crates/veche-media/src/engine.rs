@@ -502,12 +502,7 @@ impl Engine {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
-                let said = if everyone {
-                    self.sfu.chat_everyone(id, &text, at)
-                } else {
-                    self.sfu.chat(id, &text, at)
-                };
-                match said {
+                match self.sfu.say(id, &text, at, everyone) {
                     Ok(out) => {
                         self.apply(out);
                         self.fed_local_chat(id, &text, at, everyone);

@@ -664,12 +664,7 @@ impl Engine {
                 } => {
                     if let Some(pid) = self.remote_in(&node, id, &meeting) {
                         // `everyone` passed the bridge's check of the sender's role.
-                        let said = if everyone {
-                            self.sfu.chat_everyone(pid, &text, at)
-                        } else {
-                            self.sfu.chat(pid, &text, at)
-                        };
-                        if let Ok(out) = said {
+                        if let Ok(out) = self.sfu.say(pid, &text, at, everyone) {
                             self.apply(out);
                         }
                     }
