@@ -5,7 +5,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    // Read at run time: a build script compiled for a checkout elsewhere (a copy of the
+    // target directory) must still embed this checkout's assets.
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let dir = Path::new(&manifest).join("assets");
     println!("cargo:rerun-if-changed={}", dir.display());
     // A node without its UI must not build: fail loudly rather than embed nothing.
     let mut entries: Vec<_> = match std::fs::read_dir(&dir) {

@@ -1,0 +1,11 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { nodeLine } from '../../assets/people.js';
+
+test('a node line says its people, the media path and loss worth mentioning', () => {
+  const line = nodeLine({ id: '12D3KooWabcdefgh', participants: 1, media: 'connected', path: 'relayed', via: 'QmRelay12345678',
+    control: 'direct', media_rtt_ms: 41.6, kbps_out: 300.4, kbps_in: 120, loss_in: 0.02 });
+  assert.equal(line.who, 'abcdefgh · 1 person');
+  assert.equal(line.path, ' media relayed via 12345678, control direct · 42 ms · ↑300 ↓120 kbit/s · 2.0% loss');
+  assert.equal(nodeLine({ id: 'n', name: 'School', participants: 3, media: 'connecting' }).path, ' media connecting…, control ?');
+});

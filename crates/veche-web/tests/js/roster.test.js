@@ -1,0 +1,138 @@
+// The roster's rules, one node message at a time (run: node --test crates/veche-web/tests/js).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { emptyRoster, update, FEW_PEOPLE, sameRoom } from '../../assets/roster.js';
+
+const T = 1_700_000_000_000;
+const ada = { id: 1, name: 'Ada', audio: true, video: true, key: 'a-key' };
+const bob = { id: 2, name: 'Bob', audio: true, video: false, key: 'b-key' };
+
+/** Feed events in order; returns the last state and every note. */
+function run(events, s = emptyRoster('Lesson')) {
+  const notes = [];
+  for (const ev of events) {
+    const out = update(s, ev, T);
+    s = out.state;
+    notes.push(...out.notes);
+  }
+  return { s, notes };
+}
+
+const welcome = (extra = {}) => ({ type: 'welcome', you: 7, participants: [ada, bob, { id: 7, name: 'Me' }], chat: [], ...extra });
+
+test('a welcome lists the others, never ourselves, and says we are connected', () => {
+  const { s, notes } = run([welcome({ meeting: { title: 'Maths' }, role: 'host' })]);
+  assert.deepEqual([...s.participants.keys()], ['1', '2']);
+  assert.equal(s.participants.get('1').name, 'Ada');
+  assert.equal(s.joined, true);
+  assert.equal(s.connection, 'connected');
+  assert.equal(s.title, 'Maths');
+  assert.equal(s.role, 'host');
+  assert.deepEqual(notes, []);
+});
+
+test('the state before an update is never changed', () => {
+  const before = run([welcome()]).s;
+  const snapshot = [...before.participants.keys()];
+  const after = update(before, { type: 'participant_left', id: 1 }, T).state;
+  assert.deepEqual([...before.participants.keys()], snapshot);
+  assert.deepEqual([...after.participants.keys()], ['2']);
+});
+
+test('a loss forgets everyone, counts the attempt and keeps the chat; the next welcome says reconnected', () => {
+  const said = { from: 1, name: 'Ada', text: 'hello', at: T - 5000 };
+  const { s: lost } = run([welcome({ chat: [said] }), { type: 'lost', reason: 'timeout', stage: 'joined' }]);
+  assert.equal(lost.participants.size, 0);
+  assert.equal(lost.joined, false);
+  assert.equal(lost.connection, 'reconnecting');
+  assert.deepEqual(lost.lost, { reason: 'timeout', stage: 'joined', attempt: 1 });
+  assert.equal(lost.chat.length, 1);
+  const later = { from: 2, name: 'Bob', text: 'while you were away', at: T - 1000 };
+  const earlier = { from: 2, name: 'Bob', text: 'before that', at: T - 9000 };
+  const { s, notes } = run([welcome({ chat: [said, later, earlier] })], lost);
+  assert.deepEqual(notes.map((n) => n.kind), ['reconnected']);
+  assert.equal(s.attempt, 0);
+  assert.equal(s.lost, null);
+  // History repeats what we kept: no duplicate, in time order.
+  assert.deepEqual(s.chat.map((m) => m.text), ['before that', 'hello', 'while you were away']);
+});
+
+test('a listener is told so once, not at every reconnect', () => {
+  const first = run([welcome({ role: 'listener' })]);
+  assert.deepEqual(first.notes.map((n) => n.kind), ['listener']);
+  const again = run([{ type: 'lost' }, welcome({ role: 'listener' })], first.s);
+  assert.deepEqual(again.notes.map((n) => n.kind), ['reconnected']);
+});
+
+test('joins and leaves are announced only in a small meeting', () => {
+  const { notes } = run([welcome(), { type: 'participant_joined', participant: { id: 3, name: 'Cy' } }, { type: 'participant_left', id: 3 }]);
+  assert.deepEqual(notes, [{ kind: 'joined', name: 'Cy' }, { kind: 'left', name: 'Cy' }]);
+  const many = Array.from({ length: FEW_PEOPLE + 2 }, (_, i) => ({ id: 100 + i, name: `P${i}` }));
+  const big = run([welcome({ participants: many }), { type: 'participant_joined', participant: { id: 3, name: 'Cy' } }]);
+  assert.equal(big.s.participants.size, FEW_PEOPLE + 3);
+  assert.deepEqual(big.notes, []);
+});
+
+test('our own join echo and a stranger leaving change nothing', () => {
+  const { s } = run([welcome()]);
+  assert.equal(update(s, { type: 'participant_joined', participant: { id: 7, name: 'Me' } }, T).state, s);
+  assert.equal(update(s, { type: 'participant_left', id: 99 }, T).state, s);
+  assert.equal(update(s, { type: 'state', id: 99, audio: true }, T).state, s);
+});
+
+test('a raised hand is a note for the host and moderators only, and only when it goes up', () => {
+  const raise = { type: 'state', id: 2, audio: true, hand: true };
+  const host = run([welcome({ role: 'host' }), raise, raise]);
+  assert.deepEqual(host.notes, [{ kind: 'hand', name: 'Bob' }]);
+  assert.equal(host.s.participants.get('2').hand, true);
+  const speaker = run([welcome({ role: 'speaker' }), raise]);
+  assert.deepEqual(speaker.notes, []);
+  const promoted = run([welcome({ role: 'speaker' }), { type: 'granted' }, raise]);
+  assert.equal(promoted.s.role, 'moderator');
+  assert.deepEqual(promoted.notes, [{ kind: 'hand', name: 'Bob' }]);
+});
+
+test('chat: each message once, ours marked', () => {
+  const m = { from: 7, name: 'Me', text: 'hi', at: T };
+  const { s, notes } = run([welcome(), { type: 'chat', message: m }, { type: 'chat', message: m }, { type: 'chat', message: { from: 1, text: 'yo', at: T } }]);
+  assert.deepEqual(s.chat.map((c) => c.text), ['hi', 'yo']);
+  assert.deepEqual(notes.map((n) => [n.kind, n.mine]), [['chat', true], ['chat', false]]);
+  // A message without text is not chat.
+  assert.equal(update(s, { type: 'chat', message: { from: 1, at: T } }, T).state, s);
+});
+
+test('breakout rooms: we are told our room, and when everyone is back', () => {
+  const open = { type: 'rooms', count: 2, until_ms: T + 60000, rooms: { 7: 1, 1: 1, 2: 2 } };
+  const { s, notes } = run([welcome(), open]);
+  assert.deepEqual(notes, [{ kind: 'room', room: 1 }]);
+  assert.equal(sameRoom(s, 1), true);
+  assert.equal(sameRoom(s, 2), false);
+  const closed = update(s, { type: 'rooms', count: 0 }, T);
+  assert.deepEqual(closed.notes, [{ kind: 'rooms_closed' }]);
+  assert.equal(sameRoom(closed.state, 2), true);
+});
+
+test('recording: started, stopped and a problem are each a note', () => {
+  const { s, notes } = run([welcome(), { type: 'recording', on: true, by: 'Ada', since_ms: T },
+    { type: 'recording', on: false }, { type: 'recording', on: false, problem: 'the disk is full' }]);
+  assert.equal(s.recording, null);
+  assert.deepEqual(notes, [{ kind: 'recording_started', by: 'Ada' }, { kind: 'recording_stopped' }, { kind: 'recording_problem', problem: 'the disk is full' }]);
+});
+
+test('speaking: only people we know with their microphone on; an unchanged set is the same state', () => {
+  const { s } = run([welcome(), { type: 'state', id: 2, audio: false }]);
+  const next = update(s, { type: 'speaking', ids: [1, 2, 99] }, T).state;
+  assert.deepEqual([...next.speaking], ['1']);
+  assert.equal(update(next, { type: 'speaking', ids: ['1'] }, T).state, next);
+  // Turning the microphone off stops the highlight; leaving too.
+  assert.equal(update(next, { type: 'state', id: 1, audio: false }, T).state.speaking.size, 0);
+  assert.equal(update(next, { type: 'participant_left', id: 1 }, T).state.speaking.size, 0);
+});
+
+test('the lobby and the end are connection states', () => {
+  assert.equal(run([{ type: 'lobby' }]).s.connection, 'waiting');
+  const ended = run([welcome(), { type: 'ended', connection: 'failed' }]).s;
+  assert.equal(ended.connection, 'failed');
+  assert.equal(ended.joined, false);
+  assert.equal(ended.participants.size, 0);
+});

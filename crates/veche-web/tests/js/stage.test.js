@@ -1,0 +1,54 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { gridRects, wantedTiles } from '../../assets/stage.js';
+
+const box = { x: 0, y: 0, w: 1600, h: 900 };
+
+function overlap(a, b) {
+  return a.left < b.left + b.width && b.left < a.left + a.width && a.top < b.top + b.height && b.top < a.top + a.height;
+}
+
+test('no tiles, no rectangles', () => {
+  assert.deepEqual(gridRects(0, box, 10), { rects: [], bottom: 0 });
+});
+
+test('tiles fill a wide stage side by side, inside it, never overlapping', () => {
+  for (const n of [1, 2, 3, 4, 7, 12, 30]) {
+    const { rects } = gridRects(n, box, 10, 180);
+    assert.equal(rects.length, n);
+    for (const r of rects) {
+      assert.ok(r.left >= 0 && r.top >= 0 && r.left + r.width <= box.w + 1 && r.top + r.height <= box.h + 1, `${n}: ${JSON.stringify(r)}`);
+    }
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) assert.ok(!overlap(rects[i], rects[j]), `${n}: ${i} and ${j}`);
+  }
+  const two = gridRects(2, box, 10).rects;
+  assert.equal(two[0].top, two[1].top, 'two people on a wide screen sit side by side');
+});
+
+test('too many to read on a phone: tiles keep their minimum width and the stage scrolls', () => {
+  const phone = { x: 0, y: 0, w: 360, h: 640 };
+  const { rects, bottom } = gridRects(30, phone, 6, 130);
+  assert.ok(rects.every((r) => r.width >= 130));
+  assert.ok(bottom > phone.h);
+});
+
+test('screens come first, then you, then the others of your room', () => {
+  const want = wantedTiles({
+    name: 'Me',
+    local: { screen: null, cam: null },
+    me: { audio: true, video: false },
+    participants: [
+      { id: 1, name: 'Ada', audio: true, video: true, screen: true },
+      { id: 2, name: 'Bob', audio: false, video: true, screen: false },
+      { id: 3, name: 'Cy', audio: true, video: true, screen: true },
+    ],
+    media: new Map([['1', { camera: 'cam1', mic: 'mic1', screen: 'scr1' }]]),
+    speaking: new Set(['1', '2']),
+    inRoom: (p) => p.id !== 3,
+  });
+  assert.deepEqual(want.map((t) => t.key), ['p:1:screen', 'self:camera', 'p:1:camera', 'p:2:camera']);
+  assert.equal(want[0].videoTrack, 'scr1');
+  assert.equal(want[2].audioTrack, 'mic1');
+  // Bob's microphone is off: he is not shown speaking even if a level came through.
+  assert.deepEqual(want.filter((t) => t.speaking).map((t) => t.id), [1]);
+});
