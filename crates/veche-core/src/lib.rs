@@ -31,10 +31,12 @@
 //! ```
 
 pub mod federation;
+mod layers;
 mod notice;
 mod sfu;
 
 pub use federation::{LinkTrack, MeetingEvent};
+pub use layers::{want_for, Gate, Layer, Layers, TileView, Want};
 pub use notice::{ChatMessage, Notice, ParticipantInfo, Recording};
 pub use sfu::{ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, Sfu, StateChange};
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::layers::{want_for, Layer, Layers, TileView, Viewers, Want};
 use crate::notice::Recording;
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
 use crate::{MediaState, ParticipantId, RoomPlan, Source, TrackId, TrackKind};
@@ -63,6 +64,20 @@ pub enum Output {
         publisher: ParticipantId,
         /// Which track.
         track: TrackId,
+        /// Of this simulcast layer; `None`: of a track without layers, or of every layer.
+        layer: Option<Layer>,
+    },
+    /// Tell the publisher of a camera in layers which of them to send (the others nobody
+    /// watches: its browser stops encoding them).
+    SendLayers {
+        /// Whose track.
+        publisher: ParticipantId,
+        /// Which track.
+        track: TrackId,
+        /// What it carries.
+        source: Source,
+        /// The layers to send.
+        layers: Layers,
     },
     /// Deliver a notice to one participant.
     Notify {
@@ -207,10 +222,12 @@ struct Participant {
     published: BTreeMap<SourceKey, TrackId>,
     /// Tracks this participant receives (negotiating or ready).
     subscribed: Vec<TrackId>,
+    /// What its page shows of each other participant's video (the last it said).
+    views: HashMap<(ParticipantId, SourceKey), TileView>,
 }
 
 /// `Source` as an ordered map key, so iteration order (and so output order) is stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum SourceKey {
     Mic,
     Camera,
@@ -231,9 +248,8 @@ impl From<Source> for SourceKey {
 struct Track {
     publisher: ParticipantId,
     source: Source,
-    /// Subscribers whose outgoing stream is negotiated: the forwarding set.
-    ready: Vec<ParticipantId>,
-    last_keyframe_request: Option<Instant>,
+    /// Who receives it (negotiated), what each viewer's stream carries, the layers sent.
+    viewers: Viewers,
 }
 
 #[derive(Debug, Default)]
@@ -526,6 +542,7 @@ impl Sfu {
                 room: my_room,
                 published: BTreeMap::new(),
                 subscribed,
+                views: HashMap::new(),
             },
         );
         if kind.person() {
@@ -562,7 +579,7 @@ impl Sfu {
         // Stop receiving: drop this participant from the forwarding sets it was in.
         for track in &p.subscribed {
             if let Some(t) = self.tracks.get_mut(track) {
-                t.ready.retain(|s| *s != id);
+                t.viewers.remove(id);
             }
         }
 
@@ -656,8 +673,7 @@ impl Sfu {
             Track {
                 publisher: id,
                 source,
-                ready: Vec::new(),
-                last_keyframe_request: None,
+                viewers: Viewers::default(),
             },
         );
         if let Some(p) = self.participants.get_mut(&id) {
@@ -766,71 +782,226 @@ impl Sfu {
         track: TrackId,
         now: Instant,
     ) -> Vec<Output> {
-        let subscribed = self
-            .participants
-            .get(&subscriber)
-            .is_some_and(|p| p.subscribed.contains(&track));
+        let Some(sub) = self.participants.get(&subscriber) else {
+            return Vec::new();
+        };
+        if !sub.subscribed.contains(&track) {
+            return Vec::new();
+        }
         let Some(t) = self.tracks.get_mut(&track) else {
             return Vec::new();
         };
-        if !subscribed || t.ready.contains(&subscriber) {
+        if t.viewers.contains(subscriber) {
             return Vec::new();
         }
-        t.ready.push(subscriber);
+        let view = sub.views.get(&(t.publisher, t.source.into())).copied();
+        let want = want_for(view);
+        t.viewers.add(subscriber, want);
+        let mut out = Vec::new();
         if t.source.kind() == TrackKind::Video {
             // A new viewer always gets its keyframe, even right after another request:
             // waiting out the rate limit would leave its tile black.
-            t.last_keyframe_request = Some(now);
-            return vec![Output::RequestKeyframe {
-                publisher: t.publisher,
-                track,
-            }];
+            if let Want::Layer(l) = want {
+                let layer = (t.viewers.layers() != Layers::NONE).then_some(l);
+                t.viewers
+                    .keyframe_due(layer, now, self.limits.keyframe_interval, true);
+                out.push(Output::RequestKeyframe {
+                    publisher: t.publisher,
+                    track,
+                    layer,
+                });
+            }
         }
-        Vec::new()
+        out.extend(Self::layers_output(track, t, now));
+        out
     }
 
     /// Who receives `track` right now. Empty for unknown tracks.
     pub fn subscribers(&self, track: TrackId) -> &[ParticipantId] {
         self.tracks
             .get(&track)
-            .map(|t| t.ready.as_slice())
+            .map(|t| t.viewers.ready())
             .unwrap_or_default()
     }
 
-    /// A viewer lost a picture (decoder error, packet loss) and asks for a keyframe, or the
-    /// node saw a gap in the publisher's stream. Rate limited per track; audio has no
-    /// keyframes, so nothing is asked for it.
-    pub fn keyframe_needed(&mut self, track: TrackId, now: Instant) -> Option<Output> {
+    /// Who gets one packet of `track` (of simulcast `layer`; `keyframe`: it starts one),
+    /// each with the stretch of their stream (see [`crate::Gate`]), into `out`. A viewer's
+    /// video switches layers, starts and resumes only at a keyframe.
+    pub fn route(
+        &mut self,
+        track: TrackId,
+        layer: Option<Layer>,
+        keyframe: bool,
+        out: &mut Vec<(ParticipantId, u32)>,
+    ) {
+        match self.tracks.get_mut(&track) {
+            Some(t) => {
+                let video = t.source.kind() == TrackKind::Video;
+                t.viewers.route(video, layer, keyframe, out);
+            }
+            None => out.clear(),
+        }
+    }
+
+    /// The publisher of `track` sends it in these simulcast layers (from its offer).
+    pub fn set_simulcast(&mut self, track: TrackId, layers: Layers) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            if t.source.kind() == TrackKind::Video {
+                t.viewers.set_layers(layers);
+            }
+        }
+    }
+
+    /// What `viewer`'s page shows of the others' video now: each tile's publisher, source
+    /// and view (tiles it does not list keep what they had). Each of its streams moves to
+    /// the layer that fits (none for a tile it does not show), at that layer's keyframe,
+    /// asked for now; the publishers are told of layers that are needed again.
+    pub fn set_view(
+        &mut self,
+        viewer: ParticipantId,
+        tiles: &[(ParticipantId, Source, TileView)],
+        now: Instant,
+    ) -> Vec<Output> {
+        let cap = self.limits.participants_per_meeting * 3;
+        let Some(v) = self.participants.get_mut(&viewer) else {
+            return Vec::new();
+        };
+        for &(publisher, source, view) in tiles {
+            if v.views.len() >= cap && !v.views.contains_key(&(publisher, source.into())) {
+                break;
+            }
+            v.views.insert((publisher, source.into()), view);
+        }
+        let mut out = Vec::new();
         let interval = self.limits.keyframe_interval;
-        let t = self.tracks.get_mut(&track)?;
-        if t.source.kind() != TrackKind::Video {
-            return None;
+        for track in v.subscribed.clone() {
+            let Some(t) = self.tracks.get_mut(&track) else {
+                continue;
+            };
+            if t.source.kind() != TrackKind::Video {
+                continue;
+            }
+            let Some(view) = v.views.get(&(t.publisher, t.source.into())) else {
+                continue;
+            };
+            if let Some(layer) = t.viewers.set_want(viewer, want_for(Some(*view))) {
+                if t.viewers.keyframe_due(layer, now, interval, false) {
+                    out.push(Output::RequestKeyframe {
+                        publisher: t.publisher,
+                        track,
+                        layer,
+                    });
+                }
+            }
+            out.extend(Self::layers_output(track, t, now));
         }
-        if t.last_keyframe_request
-            .is_some_and(|last| now.saturating_duration_since(last) < interval)
-        {
-            return None;
-        }
-        t.last_keyframe_request = Some(now);
-        Some(Output::RequestKeyframe {
+        out
+    }
+
+    /// What the publisher of `t` should be told of its layers, if that changed.
+    fn layers_output(track: TrackId, t: &mut Track, now: Instant) -> Option<Output> {
+        t.viewers.layers_to_send(now).map(|layers| Output::SendLayers {
             publisher: t.publisher,
             track,
+            source: t.source,
+            layers,
         })
     }
 
-    /// What a viewer receives on `track` now comes from another source (the publisher
-    /// restarted its sender, or, next, another simulcast layer): its decoder needs a keyframe
-    /// of it at once, like a new viewer's, whatever the rate limit says.
-    pub fn source_switched(&mut self, track: TrackId, now: Instant) -> Option<Output> {
-        let t = self.tracks.get_mut(&track)?;
-        if t.source.kind() != TrackKind::Video {
-            return None;
+    /// Time passes (call it about once a second): layers nobody needed for a while are
+    /// paused at their publishers, and keyframes a viewer waited too long for are asked
+    /// for again.
+    pub fn tick(&mut self, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        let mut ids: Vec<TrackId> = self.tracks.keys().copied().collect();
+        ids.sort();
+        for track in ids {
+            let Some(t) = self.tracks.get_mut(&track) else {
+                continue;
+            };
+            if t.source.kind() != TrackKind::Video {
+                continue;
+            }
+            let simulcast = t.viewers.layers() != Layers::NONE;
+            for l in t.viewers.overdue(now) {
+                let layer = simulcast.then_some(l);
+                if t.viewers
+                    .keyframe_due(layer, now, self.limits.keyframe_interval, false)
+                {
+                    out.push(Output::RequestKeyframe {
+                        publisher: t.publisher,
+                        track,
+                        layer,
+                    });
+                }
+            }
+            out.extend(Self::layers_output(track, t, now));
         }
-        t.last_keyframe_request = Some(now);
-        Some(Output::RequestKeyframe {
-            publisher: t.publisher,
-            track,
-        })
+        out
+    }
+
+    /// A viewer lost a picture (decoder error, packet loss) and asks for a keyframe of what
+    /// its stream carries (`viewer`), or the node needs one of every layer viewers carry
+    /// (`None`: a gap in the publisher's stream, a recording's new picture). Rate limited
+    /// per layer; audio has no keyframes, so nothing is asked for it.
+    pub fn keyframe_needed(
+        &mut self,
+        track: TrackId,
+        viewer: Option<ParticipantId>,
+        now: Instant,
+    ) -> Vec<Output> {
+        self.ask_keyframes(track, viewer, now, false)
+    }
+
+    /// What a viewer receives on `track` now comes from another source without starting at
+    /// a keyframe (the publisher restarted its sender): its decoder needs a keyframe of it
+    /// at once, like a new viewer's, whatever the rate limit says.
+    pub fn source_switched(
+        &mut self,
+        track: TrackId,
+        viewer: ParticipantId,
+        now: Instant,
+    ) -> Vec<Output> {
+        self.ask_keyframes(track, Some(viewer), now, true)
+    }
+
+    fn ask_keyframes(
+        &mut self,
+        track: TrackId,
+        viewer: Option<ParticipantId>,
+        now: Instant,
+        force: bool,
+    ) -> Vec<Output> {
+        let interval = self.limits.keyframe_interval;
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return Vec::new();
+        };
+        if t.source.kind() != TrackKind::Video {
+            return Vec::new();
+        }
+        let simulcast = t.viewers.layers() != Layers::NONE;
+        let layers: Vec<Option<Layer>> = match viewer {
+            Some(v) => match t.viewers.current(v) {
+                Some(c) => vec![c],
+                // Nothing shown yet: it waits for the keyframe it was promised.
+                None if t.viewers.contains(v) => Vec::new(),
+                None => vec![None],
+            },
+            None if simulcast => t.viewers.carried(),
+            None => vec![None],
+        };
+        let mut out = Vec::new();
+        for layer in layers {
+            let layer = layer.filter(|_| simulcast);
+            if t.viewers.keyframe_due(layer, now, interval, force) {
+                out.push(Output::RequestKeyframe {
+                    publisher: t.publisher,
+                    track,
+                    layer,
+                });
+            }
+        }
+        out
     }
 
     /// A participant changed what it sends. Everyone else is told; a screen share that just
@@ -864,9 +1035,7 @@ impl Sfu {
 
         let mut out = Vec::new();
         for track in restarted {
-            if let Some(o) = self.keyframe_needed(track, now) {
-                out.push(o);
-            }
+            out.extend(self.keyframe_needed(track, None, now));
         }
         self.notify_others(
             &meeting,
@@ -1016,7 +1185,7 @@ impl Sfu {
                 } else if !want && have {
                     v.subscribed.retain(|t| *t != track);
                     if let Some(t) = self.tracks.get_mut(&track) {
-                        t.ready.retain(|s| s != viewer);
+                        t.viewers.remove(*viewer);
                     }
                     out.push(Output::Unsubscribe {
                         subscriber: *viewer,
@@ -1102,7 +1271,7 @@ impl Sfu {
             participants: self.participants.len(),
             tracks: self.tracks.len(),
             subscriptions: self.participants.values().map(|p| p.subscribed.len()).sum(),
-            forwarding: self.tracks.values().map(|t| t.ready.len()).sum(),
+            forwarding: self.tracks.values().map(|t| t.viewers.len()).sum(),
         }
     }
 

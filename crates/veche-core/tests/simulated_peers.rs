@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use veche_core::{
-    ChatError, JoinError, Limits, MediaState, Notice, Output, ParticipantId, RoomPlan, Sfu, Source,
-    StateChange, TrackId, TrackKind,
+    ChatError, JoinError, Layer, Layers, Limits, MediaState, Notice, Output, ParticipantId,
+    RoomPlan, Sfu, Source, StateChange, TileView, TrackId, TrackKind,
 };
 
 struct Sim {
@@ -25,6 +25,10 @@ struct Sim {
     unsubscribed: HashSet<(ParticipantId, TrackId)>,
     /// Arrivals (`true`) and departures, in order: (meeting, participant, arrived).
     attendance: Vec<(String, ParticipantId, bool)>,
+    /// The layers each publisher was last told to send.
+    layers_sent: HashMap<TrackId, Layers>,
+    /// Every keyframe request, in order, with its layer.
+    keyframe_layers: Vec<(TrackId, Option<Layer>)>,
 }
 
 impl Sim {
@@ -43,6 +47,8 @@ impl Sim {
             notices: HashMap::new(),
             unsubscribed: HashSet::new(),
             attendance: Vec::new(),
+            layers_sent: HashMap::new(),
+            keyframe_layers: Vec::new(),
         }
     }
 
@@ -59,8 +65,12 @@ impl Sim {
                         .retain(|(_, s, t)| !(*s == subscriber && *t == track));
                     self.unsubscribed.insert((subscriber, track));
                 }
-                Output::RequestKeyframe { track, .. } => {
-                    *self.keyframe_requests.entry(track).or_default() += 1
+                Output::RequestKeyframe { track, layer, .. } => {
+                    *self.keyframe_requests.entry(track).or_default() += 1;
+                    self.keyframe_layers.push((track, layer));
+                }
+                Output::SendLayers { track, layers, .. } => {
+                    self.layers_sent.insert(track, layers);
                 }
                 Output::Notify { to, notice } => self.notices.entry(to).or_default().push(notice),
                 Output::Arrived {
@@ -125,6 +135,17 @@ impl Sim {
         for &s in self.sfu.subscribers(track) {
             *self.received.entry((s, track)).or_default() += 1;
         }
+    }
+
+    /// The publisher sends one packet of simulcast `layer` on `track` (`keyframe`: it
+    /// starts one); the core says who gets it.
+    fn send_layer(&mut self, track: TrackId, layer: Layer, keyframe: bool) -> Vec<ParticipantId> {
+        let mut routes = Vec::new();
+        self.sfu.route(track, Some(layer), keyframe, &mut routes);
+        for &(s, _) in &routes {
+            *self.received.entry((s, track)).or_default() += 1;
+        }
+        routes.into_iter().map(|(s, _)| s).collect()
     }
 
     fn got(&self, who: ParticipantId, track: TrackId) -> u32 {
@@ -320,25 +341,36 @@ fn keyframe_requests_from_many_viewers_are_rate_limited() {
     // All ten viewers ask at once, then again 100 ms later: one request goes upstream.
     sim.advance(Duration::from_secs(1));
     for _ in 0..10 {
-        let o = sim.sfu.keyframe_needed(cam, sim.now);
-        sim.apply(o.into_iter().collect());
+        let o = sim.sfu.keyframe_needed(cam, None, sim.now);
+        sim.apply(o);
     }
     sim.advance(Duration::from_millis(100));
-    let o = sim.sfu.keyframe_needed(cam, sim.now);
-    sim.apply(o.into_iter().collect());
+    let o = sim.sfu.keyframe_needed(cam, None, sim.now);
+    sim.apply(o);
     assert_eq!(sim.keyframe_requests[&cam], after_subscribe + 1);
     // After the interval, the next ask goes through.
     sim.advance(Duration::from_millis(300));
-    let o = sim.sfu.keyframe_needed(cam, sim.now);
-    assert!(matches!(o, Some(Output::RequestKeyframe { track, .. }) if track == cam));
+    let o = sim.sfu.keyframe_needed(cam, None, sim.now);
+    assert!(
+        matches!(o.as_slice(), [Output::RequestKeyframe { track, layer: None, .. }] if *track == cam)
+    );
     // Audio has no keyframes: a gap in the microphone stream asks nothing.
-    assert_eq!(sim.sfu.keyframe_needed(ta[0], sim.now), None);
-    // A change of source is not rate limited: the viewers' decoders need the new one's.
-    let o = sim.sfu.keyframe_needed(cam, sim.now);
-    assert_eq!(o, None, "limited right after the last");
-    let o = sim.sfu.source_switched(cam, sim.now);
-    assert!(matches!(o, Some(Output::RequestKeyframe { track, .. }) if track == cam));
-    assert_eq!(sim.sfu.source_switched(ta[0], sim.now), None, "audio: none");
+    assert!(sim.sfu.keyframe_needed(ta[0], None, sim.now).is_empty());
+    // A change of source is not rate limited: the viewer's decoder needs the new one's.
+    assert!(
+        sim.sfu.keyframe_needed(cam, None, sim.now).is_empty(),
+        "limited right after the last"
+    );
+    let viewer = sim.sfu.subscribers(cam)[0];
+    let mut routes = Vec::new();
+    sim.sfu.route(cam, None, true, &mut routes);
+    assert_eq!(routes.len(), 10, "a keyframe starts every viewer's picture");
+    let o = sim.sfu.source_switched(cam, viewer, sim.now);
+    assert!(matches!(o.as_slice(), [Output::RequestKeyframe { track, .. }] if *track == cam));
+    assert!(
+        sim.sfu.source_switched(ta[0], viewer, sim.now).is_empty(),
+        "audio: none"
+    );
 }
 
 #[test]
@@ -923,4 +955,146 @@ fn a_recording_gets_the_main_rooms_tracks_is_nobody_and_everyone_is_told() {
         .all(|o| !matches!(o, Output::Departed { .. } | Output::Notify { .. })));
     sim.send(at[0]);
     assert_eq!(sim.got(rec, at[0]), 1, "nothing more after it left");
+}
+
+#[test]
+fn each_viewer_gets_the_layer_its_tile_needs_and_layers_nobody_needs_pause() {
+    let mut sim = Sim::new();
+    let (ada, ta) = sim.join_publishing("m", "Ada");
+    let cam = ta[1];
+    sim.sfu.set_simulcast(cam, Layers::ALL);
+    let bob = sim.join("m", "Bob");
+    let cy = sim.join("m", "Cy");
+    let [q, h, f] = Layer::ALL;
+    let tile = |height| TileView {
+        visible: true,
+        height,
+    };
+    // Their pages say how big Ada's camera is on their screens before it is negotiated.
+    let out = sim
+        .sfu
+        .set_view(bob, &[(ada, Source::Camera, tile(700))], sim.now);
+    sim.apply(out);
+    let out = sim
+        .sfu
+        .set_view(cy, &[(ada, Source::Camera, tile(150))], sim.now);
+    sim.apply(out);
+    sim.keyframe_layers.clear();
+    sim.advance(Duration::from_millis(50));
+    let asked: Vec<_> = sim
+        .keyframe_layers
+        .iter()
+        .filter(|(t, _)| *t == cam)
+        .collect();
+    assert_eq!(
+        asked,
+        [&(cam, Some(f)), &(cam, Some(q))],
+        "each new viewer's own layer"
+    );
+
+    // Nothing before a keyframe; then each gets its layer only.
+    assert!(sim.send_layer(cam, q, false).is_empty());
+    assert_eq!(
+        sim.send_layer(cam, q, true),
+        [bob, cy],
+        "q is nearer f than nothing"
+    );
+    assert_eq!(
+        sim.send_layer(cam, h, true),
+        [bob],
+        "h is nearer still for Bob"
+    );
+    assert_eq!(sim.send_layer(cam, f, true), [bob]);
+    assert_eq!(sim.send_layer(cam, f, false), [bob]);
+    assert_eq!(sim.send_layer(cam, q, false), [cy]);
+    assert!(sim.send_layer(cam, h, false).is_empty());
+
+    // Nobody needs h: it pauses once the hold-off has passed, not before.
+    let out = sim.sfu.tick(sim.now);
+    sim.apply(out);
+    assert_eq!(sim.layers_sent.get(&cam), None, "all three are still sent");
+    sim.advance(Duration::from_secs(4));
+    let out = sim.sfu.tick(sim.now);
+    sim.apply(out);
+    assert_eq!(sim.layers_sent[&cam], Layers::NONE.with(q).with(f));
+
+    // Cy hides the tile: her stream stops at once, and q pauses after the hold-off.
+    let out = sim.sfu.set_view(
+        cy,
+        &[(
+            ada,
+            Source::Camera,
+            TileView {
+                visible: false,
+                height: 150,
+            },
+        )],
+        sim.now,
+    );
+    sim.apply(out);
+    assert!(sim.send_layer(cam, q, true).is_empty());
+    sim.advance(Duration::from_secs(4));
+    let out = sim.sfu.tick(sim.now);
+    sim.apply(out);
+    assert_eq!(sim.layers_sent[&cam], Layers::NONE.with(f));
+
+    // Shown again: q is asked for at once, with its keyframe; she resumes at that keyframe.
+    sim.keyframe_layers.clear();
+    let out = sim
+        .sfu
+        .set_view(cy, &[(ada, Source::Camera, tile(150))], sim.now);
+    sim.apply(out);
+    assert_eq!(sim.layers_sent[&cam], Layers::NONE.with(q).with(f));
+    assert_eq!(sim.keyframe_layers, [(cam, Some(q))]);
+    assert!(
+        sim.send_layer(cam, q, false).is_empty(),
+        "mid-picture: not yet"
+    );
+    assert_eq!(sim.send_layer(cam, q, true), [cy]);
+
+    // A viewer's keyframe request names the layer it carries.
+    sim.keyframe_layers.clear();
+    sim.advance(Duration::from_secs(1));
+    let out = sim.sfu.keyframe_needed(cam, Some(bob), sim.now);
+    sim.apply(out);
+    assert_eq!(sim.keyframe_layers, [(cam, Some(f))]);
+    // Audio is never held back by any of this.
+    let mut routes = Vec::new();
+    sim.sfu.route(ta[0], None, false, &mut routes);
+    assert_eq!(routes.len(), 2);
+}
+
+#[test]
+fn a_viewer_that_waits_too_long_for_its_keyframe_asks_again() {
+    let mut sim = Sim::new();
+    let (ada, ta) = sim.join_publishing("m", "Ada");
+    let cam = ta[1];
+    sim.sfu.set_simulcast(cam, Layers::ALL);
+    let bob = sim.join("m", "Bob");
+    sim.advance(Duration::from_millis(50));
+    let [_, h, f] = Layer::ALL;
+    assert_eq!(sim.send_layer(cam, f, true), [bob]);
+    let tile = TileView {
+        visible: true,
+        height: 300,
+    };
+    let out = sim
+        .sfu
+        .set_view(bob, &[(ada, Source::Camera, tile)], sim.now);
+    sim.apply(out);
+    sim.keyframe_layers.clear();
+    // The keyframe of h was lost: f goes on meanwhile, and h is asked for again (the
+    // screen, which Ada does not share, sends nothing and is not asked for).
+    assert_eq!(sim.send_layer(cam, f, false), [bob]);
+    sim.advance(Duration::from_millis(500));
+    let out = sim.sfu.tick(sim.now);
+    sim.apply(out);
+    assert!(sim.keyframe_layers.is_empty(), "not yet");
+    sim.advance(Duration::from_millis(600));
+    assert_eq!(sim.send_layer(cam, f, false), [bob]);
+    let out = sim.sfu.tick(sim.now);
+    sim.apply(out);
+    assert_eq!(sim.keyframe_layers, [(cam, Some(h))]);
+    assert_eq!(sim.send_layer(cam, h, true), [bob]);
+    assert!(sim.send_layer(cam, f, false).is_empty(), "switched");
 }

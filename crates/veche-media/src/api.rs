@@ -90,6 +90,13 @@ pub enum Command {
         /// To every breakout room: the caller checked they are the host or a moderator.
         everyone: bool,
     },
+    /// What a participant's page shows of the others' video: (publisher, source, view).
+    View {
+        /// Who.
+        id: ParticipantId,
+        /// Its tiles.
+        tiles: Vec<(ParticipantId, Source, veche_core::TileView)>,
+    },
     /// The participant left or its signaling connection closed.
     Leave {
         /// Who.
@@ -450,6 +457,14 @@ pub enum Signal {
     Moderated {
         /// What they did.
         action: Moderation,
+    },
+    /// Send only these simulcast layers of `source` (rids, smallest first): nobody here
+    /// watches the others, so the browser stops encoding them.
+    Layers {
+        /// Which of its videos.
+        source: Source,
+        /// The rids to send.
+        active: Vec<&'static str>,
     },
     /// Something the participant sent was refused, or its connection failed.
     Error {

@@ -11,7 +11,7 @@ use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tokio::sync::mpsc;
-use veche_core::{ChatError, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
+use veche_core::{ChatError, Layer, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
 
 use crate::api::{
     Attendance, Command, EngineHandle, EngineStats, ErrorCode, FedOut, Moderation, PeerEvent,
@@ -181,6 +181,8 @@ pub struct Engine {
     /// Datagrams the socket readers dropped (their queue was full).
     pub(crate) dropped: Arc<AtomicU64>,
     last_housekeeping: Instant,
+    /// Who gets the packet being forwarded (the core's answer, reused).
+    routes: Vec<(ParticipantId, u32)>,
 }
 
 impl Engine {
@@ -303,6 +305,7 @@ impl Engine {
             record_pending: Vec::new(),
             dropped: Arc::new(AtomicU64::new(0)),
             last_housekeeping: now,
+            routes: Vec::new(),
             node_id: config.node_id,
             fed_out: config.federation,
             attendance: config.attendance,
@@ -584,6 +587,10 @@ impl Engine {
                 }
                 let _ = reply.send(targets.len());
             }
+            Command::View { id, tiles } => {
+                let out = self.sfu.set_view(id, &tiles, now);
+                self.apply(out);
+            }
             Command::Participants { meeting, reply } => {
                 let _ = reply.send(self.sfu.participants(&meeting));
             }
@@ -593,9 +600,8 @@ impl Engine {
             }
             Command::Record { meeting, tap } => self.record(meeting, tap, now),
             Command::RecordKeyframe { track } => {
-                if let Some(o) = self.sfu.keyframe_needed(track, now) {
-                    self.apply(vec![o]);
-                }
+                let out = self.sfu.keyframe_needed(track, None, now);
+                self.apply(out);
             }
             Command::Recording {
                 meeting,
@@ -729,9 +735,8 @@ impl Engine {
                 // Its stream now carries another source (or resumes after a withheld
                 // stretch): the decoder needs a keyframe of it.
                 for track in done.switched {
-                    if let Some(o) = self.sfu.source_switched(track, now) {
-                        self.apply(vec![o]);
-                    }
+                    let out = self.sfu.source_switched(track, id, now);
+                    self.apply(out);
                 }
                 for ev in events.drain(..) {
                     self.on_event(id, ev, now);
@@ -915,6 +920,17 @@ impl Engine {
                 match self.sfu.publish(id, source, kind, now) {
                     Ok((track, out)) => {
                         p.add_published(m.mid, track);
+                        // A camera in layers (the rids of its offer).
+                        let layers = m
+                            .simulcast
+                            .iter()
+                            .flat_map(|s| &s.recv)
+                            .fold(veche_core::Layers::NONE, |set, l| {
+                                Layer::from_rid(&l.rid).map_or(set, |l| set.with(l))
+                            });
+                        if layers != veche_core::Layers::NONE {
+                            self.sfu.set_simulcast(track, layers);
+                        }
                         tracing::debug!(participant = %id, %track, ?source, "published");
                         self.apply(out);
                     }
@@ -933,9 +949,8 @@ impl Engine {
                 let Some(track) = self.peers.get(&id).and_then(|p| p.out_track(req.mid)) else {
                     return;
                 };
-                if let Some(o) = self.sfu.keyframe_needed(track, now) {
-                    self.apply(vec![o]);
-                }
+                let out = self.sfu.keyframe_needed(track, Some(id), now);
+                self.apply(out);
             }
             _ => {}
         }
@@ -946,7 +961,7 @@ impl Engine {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(mid) = p.in_mid_of(packet.header.ssrc) else {
+        let Some((mid, layer)) = p.in_mid_of(packet.header.ssrc) else {
             return;
         };
         let Some(&track) = p.in_tracks.get(&mid) else {
@@ -993,6 +1008,9 @@ impl Engine {
                 .and_then(|r| r.ok().flatten()),
             payload: packet.payload,
         };
+        let keyframe = incoming
+            .vp8
+            .is_some_and(|d| d.starts_keyframe(&incoming.payload));
         // Written into each subscriber's stream when it is drained, maybe on a worker.
         let mut recorders = Vec::new();
         let packet = Arc::new(Forwarded {
@@ -1001,8 +1019,13 @@ impl Engine {
             params,
             ext,
             frame,
+            keyframe,
         });
-        for &sub in self.sfu.subscribers(track) {
+        // The core says who gets it: a viewer's video takes one layer, and switches at
+        // keyframes.
+        let mut routes = std::mem::take(&mut self.routes);
+        self.sfu.route(track, layer, keyframe, &mut routes);
+        for &(sub, stretch) in &routes {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 if self.recorders.is(sub) {
                     recorders.push(sub);
@@ -1012,12 +1035,13 @@ impl Engine {
             let Some(out) = peer.out_mid(track) else {
                 continue;
             };
-            if peer.queue(out, packet.clone()) {
+            if peer.queue(out, stretch, packet.clone()) {
                 self.dirty.insert(sub);
             } else {
                 self.stats.packets_dropped += 1;
             }
         }
+        self.routes = routes;
         for sub in recorders {
             self.record_packet(sub, &packet);
         }
@@ -1055,7 +1079,11 @@ impl Engine {
                         self.renegotiate.insert(subscriber);
                     }
                 }
-                Output::RequestKeyframe { publisher, track } => {
+                Output::RequestKeyframe {
+                    publisher,
+                    track,
+                    layer,
+                } => {
                     // A remote participant's tracks come in on a node link: ask upstream.
                     let owner = if self.peers.contains_key(&publisher) {
                         Some(publisher)
@@ -1066,11 +1094,27 @@ impl Engine {
                         let Some(p) = self.peers.get_mut(&publisher) else {
                             continue;
                         };
-                        match p.request_keyframe(track) {
+                        match p.request_keyframe(track, layer) {
                             Ok(()) => {
                                 self.dirty.insert(publisher);
                             }
                             Err(f) => self.failed.push((publisher, f)),
+                        }
+                    }
+                }
+                Output::SendLayers {
+                    publisher,
+                    source,
+                    layers,
+                    ..
+                } => {
+                    // A publisher at another node decides for itself (its node link is
+                    // one of its viewers).
+                    if let Some(p) = self.peers.get(&publisher) {
+                        let active = layers.rids();
+                        if let Err(f) = p.send(PeerEvent::Signal(Signal::Layers { source, active }))
+                        {
+                            self.failed.push((publisher, f));
                         }
                     }
                 }
@@ -1115,6 +1159,8 @@ impl Engine {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        let out = self.sfu.tick(now);
+        self.apply(out);
         self.fed_housekeeping(now);
         self.record_housekeeping(now);
         for (id, p) in &self.peers {

@@ -49,13 +49,13 @@ pub(crate) struct Mapped {
 pub(crate) struct Rewriter {
     /// The source of the current segment and its first incoming sequence number: older
     /// packets of it would reuse numbers already sent, so they are dropped.
-    segment: Option<((u32, u32), u64)>,
+    segment: Option<(SegmentKey, u64)>,
     /// The highest incoming sequence number of the current segment.
     high: u64,
     /// Sources this stream carried before, with the highest number it took from each: a
     /// straggler of theirs (late, or retransmitted) is dropped rather than switching the
     /// stream back; a newer packet is a real switch back.
-    retired: [Option<((u32, u32), u64)>; 4],
+    retired: [Option<(SegmentKey, u64)>; 4],
     seq_off: u64,
     ts_off: u32,
     /// Highest outgoing sequence number, and the timestamp and arrival of that packet.
@@ -69,6 +69,10 @@ pub(crate) struct Rewriter {
 }
 
 const PIC_MASK: u16 = 0x7fff;
+
+/// What a segment's numbers come from: the publisher's SSRC and epoch, and the viewer's
+/// stretch.
+type SegmentKey = (u32, u32, u32);
 
 impl Rewriter {
     /// A stream whose first packet will be numbered `first_seq` (below 2^15, so the stream
@@ -90,10 +94,13 @@ impl Rewriter {
     }
 
     /// Map `p` into this stream, or `None` for a late packet of an earlier segment.
-    pub fn map(&mut self, p: &Incoming) -> Option<Mapped> {
+    /// `stretch`: the viewer's own count of resumptions (its video was off meanwhile):
+    /// a new one starts a segment as a new source would.
+    pub fn map(&mut self, p: &Incoming, stretch: u32) -> Option<Mapped> {
         let mut switched = false;
+        let key = (p.source.0, p.source.1, stretch);
         match self.segment {
-            Some((source, first)) if source == p.source => {
+            Some((source, first)) if source == key => {
                 if p.seq < first {
                     return None;
                 }
@@ -102,7 +109,7 @@ impl Rewriter {
                 .retired
                 .iter()
                 .flatten()
-                .any(|(source, high)| *source == p.source && p.seq <= *high) =>
+                .any(|(source, high)| *source == key && p.seq <= *high) =>
             {
                 return None;
             }
@@ -115,7 +122,7 @@ impl Rewriter {
                 // A new segment: its first packet follows the last one sent.
                 let next = self.last.map_or(self.first_seq, |(s, _, _)| s + 1);
                 self.seq_off = next.wrapping_sub(p.seq);
-                let ssrc_changed = previous.is_some_and(|((ssrc, _), _)| ssrc != p.source.0);
+                let ssrc_changed = previous.is_some_and(|((ssrc, _, _), _)| ssrc != p.source.0);
                 if let Some((_, ts, at)) = self.last {
                     if ssrc_changed {
                         // Another clock: continue ours by the time that passed.
@@ -128,7 +135,7 @@ impl Rewriter {
                     // running, and the jump in timestamps reads as silence.)
                 }
                 switched = previous.is_some();
-                self.segment = Some((p.source, p.seq));
+                self.segment = Some((key, p.seq));
             }
         }
         self.high = self.high.max(p.seq);
@@ -237,11 +244,11 @@ mod tests {
         let mut w = Rewriter::new(1000);
         // The publisher is past several wraps (ROC 5).
         let first = w
-            .map(&packet(7, 0, 5 * 65_536 + 300, 1234, t))
+            .map(&packet(7, 0, 5 * 65_536 + 300, 1234, t), 0)
             .expect("mapped");
         assert_eq!((first.seq, first.ts, first.switched), (1000, 1234, false));
         let next = w
-            .map(&packet(7, 0, 5 * 65_536 + 301, 1234 + 3000, t))
+            .map(&packet(7, 0, 5 * 65_536 + 301, 1234 + 3000, t), 0)
             .expect("mapped");
         assert_eq!((next.seq, next.ts), (1001, 4234));
     }
@@ -252,14 +259,14 @@ mod tests {
         let mut w = Rewriter::new(65_530);
         let seqs: Vec<u64> = [10u64, 12, 11, 20]
             .iter()
-            .map(|s| w.map(&packet(7, 0, *s, 0, t)).expect("mapped").seq)
+            .map(|s| w.map(&packet(7, 0, *s, 0, t), 0).expect("mapped").seq)
             .collect();
         // 0x7fff caps the start: 65_530 & 0x7fff = 32_762.
         assert_eq!(seqs, [32_762, 32_764, 32_763, 32_772]);
         let mut w = Rewriter::new(32_767);
         let mut out = Vec::new();
         for s in 0..40_000u64 {
-            out.push(w.map(&packet(7, 0, 100 + s, 0, t)).expect("mapped").seq);
+            out.push(w.map(&packet(7, 0, 100 + s, 0, t), 0).expect("mapped").seq);
         }
         assert!(out.windows(2).all(|p| p[1] == p[0] + 1), "continuous");
         assert!(
@@ -274,10 +281,10 @@ mod tests {
         let t = Instant::now();
         let mut w = Rewriter::new(100);
         for s in 0..5 {
-            w.map(&packet(7, 0, 1000 + s, 960 * s as u32, t));
+            w.map(&packet(7, 0, 1000 + s, 960 * s as u32, t), 0);
         }
         // 500 packets withheld; the epoch moved on.
-        let resumed = w.map(&packet(7, 1, 1505, 960 * 505, t)).expect("mapped");
+        let resumed = w.map(&packet(7, 1, 1505, 960 * 505, t), 0).expect("mapped");
         assert_eq!(resumed.seq, 105, "no hole for the receiver to ask for");
         assert_eq!(
             resumed.ts,
@@ -286,26 +293,26 @@ mod tests {
         );
         assert!(resumed.switched);
         // A straggler from before the stretch would reuse a number: dropped.
-        assert_eq!(w.map(&packet(7, 1, 1004, 0, t)), None);
+        assert_eq!(w.map(&packet(7, 1, 1004, 0, t), 0), None);
     }
 
     #[test]
     fn a_straggler_of_an_earlier_source_does_not_switch_the_stream_back() {
         let t = Instant::now();
         let mut w = Rewriter::new(100);
-        w.map(&packet(7, 0, 50, 0, t));
-        let first = w.map(&packet(8, 0, 9000, 0, t)).expect("the new source");
+        w.map(&packet(7, 0, 50, 0, t), 0);
+        let first = w.map(&packet(8, 0, 9000, 0, t), 0).expect("the new source");
         assert_eq!(
-            w.map(&packet(7, 0, 49, 0, t)),
+            w.map(&packet(7, 0, 49, 0, t), 0),
             None,
             "a late packet of the old one"
         );
         let next = w
-            .map(&packet(8, 0, 9001, 0, t))
+            .map(&packet(8, 0, 9001, 0, t), 0)
             .expect("the new source goes on");
         assert_eq!((next.seq, next.switched), (first.seq + 1, false));
         // A newer packet of the old source is a real switch back, and continues the stream.
-        let back = w.map(&packet(7, 0, 51, 0, t)).expect("switched back");
+        let back = w.map(&packet(7, 0, 51, 0, t), 0).expect("switched back");
         assert_eq!((back.seq, back.switched), (next.seq + 1, true));
     }
 
@@ -313,13 +320,13 @@ mod tests {
     fn a_new_source_continues_the_clock_by_the_time_that_passed() {
         let t = Instant::now();
         let mut w = Rewriter::new(100);
-        w.map(&packet(7, 0, 50, 90_000, t));
+        w.map(&packet(7, 0, 50, 90_000, t), 0);
         let later = t + Duration::from_millis(100);
-        let m = w.map(&packet(8, 0, 9000, 5, later)).expect("mapped");
+        let m = w.map(&packet(8, 0, 9000, 5, later), 0).expect("mapped");
         assert_eq!(m.seq, 101);
         assert_eq!(m.ts, 90_000 + 9000, "100 ms at 90 kHz after the last");
         assert!(m.switched);
-        let m = w.map(&packet(8, 0, 9001, 3005, later)).expect("mapped");
+        let m = w.map(&packet(8, 0, 9001, 3005, later), 0).expect("mapped");
         assert_eq!((m.seq, m.ts), (102, 90_000 + 9000 + 3000));
     }
 
@@ -333,7 +340,7 @@ mod tests {
             ..vp8(500, 9)
         };
         assert_eq!(
-            w.map(&a).expect("mapped").vp8,
+            w.map(&a, 0).expect("mapped").vp8,
             None,
             "one source: untouched"
         );
@@ -343,7 +350,7 @@ mod tests {
             arrival: t,
             ..vp8(20_000, 200)
         };
-        let m = w.map(&b).expect("mapped");
+        let m = w.map(&b, 0).expect("mapped");
         let patch = m.vp8.expect("renumbered after the switch");
         let want = Vp8Descriptor::parse(&b.payload)
             .expect("d")

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
-use veche_core::{LinkTrack, ParticipantId, Source, TrackId, TrackKind};
+use veche_core::{Layer, LinkTrack, ParticipantId, Source, TrackId, TrackKind};
 
 use crate::api::{ErrorCode, PeerEvent, TrackInfo};
 use crate::forward::{Incoming, Rewriter};
@@ -58,6 +58,8 @@ pub(crate) struct Forwarded {
     pub ext: ExtensionValues,
     /// It ends a frame (every audio packet does).
     pub frame: bool,
+    /// It starts a VP8 keyframe: a stream that switches to it needs no keyframe request.
+    pub keyframe: bool,
 }
 
 /// Most packets queued for one subscriber between two drains (a drain comes every pass:
@@ -196,8 +198,9 @@ pub(crate) struct Peer {
     /// Published tracks: incoming mid → track, and back.
     pub in_tracks: HashMap<Mid, TrackId>,
     in_mids: HashMap<TrackId, Mid>,
-    /// Incoming SSRC → mid (a packet names only its SSRC), learned from str0m once.
-    in_ssrcs: HashMap<Ssrc, Mid>,
+    /// Incoming SSRC → mid and simulcast layer (a packet names only its SSRC; browsers
+    /// stop sending the mid and rid once the node has seen them), learned from str0m once.
+    in_ssrcs: HashMap<Ssrc, (Mid, Option<Layer>)>,
     /// Per incoming mid: a counter that moves on after a stretch that was withheld, and
     /// whether the last packet was (so subscribers' streams continue without a hole).
     in_epochs: HashMap<Mid, (u32, bool)>,
@@ -216,7 +219,8 @@ pub(crate) struct Peer {
     /// on subscribe is not dropped on a connection that cannot carry it yet.
     ready_when_connected: Vec<TrackId>,
     /// Packets forwarded to it since it was last drained: (its mid, the packet).
-    queued: Vec<(Mid, Arc<Forwarded>)>,
+    /// Outgoing mid, the stretch of the viewer's stream (see `veche_core::Gate`), packet.
+    queued: Vec<(Mid, u32, Arc<Forwarded>)>,
 }
 
 impl Peer {
@@ -306,8 +310,13 @@ impl Peer {
         self.in_mids.insert(track, mid);
     }
 
-    /// Ask this peer (as publisher) for a keyframe on `track`.
-    pub fn request_keyframe(&mut self, track: TrackId) -> Result<(), PeerFailure> {
+    /// Ask this peer (as publisher) for a keyframe on `track`: of simulcast `layer`, or
+    /// (`None`) of each layer it sends.
+    pub fn request_keyframe(
+        &mut self,
+        track: TrackId,
+        layer: Option<Layer>,
+    ) -> Result<(), PeerFailure> {
         let Some(&mid) = self.in_mids.get(&track) else {
             return Ok(());
         };
@@ -320,13 +329,31 @@ impl Peer {
             } else {
                 return false;
             };
-            match self.rtc.direct_api().stream_rx_by_mid(mid, None) {
-                Some(rx) => {
-                    rx.request_keyframe(kind);
-                    true
+            let mut api = self.rtc.direct_api();
+            // `None` finds any one of a simulcast track's streams: name each layer.
+            let rids: Vec<Option<Rid>> = match layer {
+                Some(l) => vec![Some(Rid::from(l.rid()))],
+                None => {
+                    let mut r: Vec<Option<Rid>> = Layer::ALL
+                        .iter()
+                        .map(|l| Rid::from(l.rid()))
+                        .filter(|rid| api.stream_rx_by_mid(mid, Some(*rid)).is_some())
+                        .map(Some)
+                        .collect();
+                    if r.is_empty() {
+                        r.push(None);
+                    }
+                    r
                 }
-                None => false,
+            };
+            let mut sent = false;
+            for rid in rids {
+                if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+                    rx.request_keyframe(kind);
+                    sent = true;
+                }
             }
+            sent
         })?;
         if sent {
             // Out with the next poll, not at the next unrelated timer.
@@ -337,20 +364,25 @@ impl Peer {
         Ok(())
     }
 
-    /// The incoming mid a packet's SSRC belongs to.
-    pub fn in_mid_of(&mut self, ssrc: Ssrc) -> Option<Mid> {
-        if let Some(mid) = self.in_ssrcs.get(&ssrc) {
-            return Some(*mid);
+    /// The incoming mid a packet's SSRC belongs to, and its simulcast layer.
+    pub fn in_mid_of(&mut self, ssrc: Ssrc) -> Option<(Mid, Option<Layer>)> {
+        if let Some(found) = self.in_ssrcs.get(&ssrc) {
+            return Some(*found);
         }
-        let mid = contained(|| self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()))
-            .ok()
-            .flatten()?;
+        let found = contained(|| {
+            self.rtc
+                .direct_api()
+                .stream_rx(&ssrc)
+                .map(|s| (s.mid(), s.rid().and_then(|r| Layer::from_rid(&r))))
+        })
+        .ok()
+        .flatten()?;
         // Bounded: a publisher has a few SSRCs; a flood of new ones starts over.
         if self.in_ssrcs.len() >= 64 {
             self.in_ssrcs.clear();
         }
-        self.in_ssrcs.insert(ssrc, mid);
-        Some(mid)
+        self.in_ssrcs.insert(ssrc, found);
+        Some(found)
     }
 
     /// A packet on `mid` was withheld (its publisher is muted): nobody gets it.
@@ -374,6 +406,7 @@ impl Peer {
     fn forward(
         &mut self,
         mid: Mid,
+        stretch: u32,
         p: &Incoming,
         params: PayloadParams,
         ext: &ExtensionValues,
@@ -399,7 +432,7 @@ impl Peer {
         let written = contained(|| {
             let mut api = self.rtc.direct_api();
             let tx = api.stream_tx_by_mid(mid, None)?;
-            let m = rewriter.map(p)?;
+            let m = rewriter.map(p, stretch)?;
             let mut w = RtpWrite::new(pt, m.seq.into(), m.ts, p.arrival, p.payload.clone())
                 .marker(p.marker)
                 .ext_vals(ext.clone())
@@ -419,11 +452,11 @@ impl Peer {
 
     /// Queue a packet for outgoing stream `mid`, written at the next drain. Returns false
     /// when the queue is full and the packet was dropped.
-    pub fn queue(&mut self, mid: Mid, packet: Arc<Forwarded>) -> bool {
+    pub fn queue(&mut self, mid: Mid, stretch: u32, packet: Arc<Forwarded>) -> bool {
         if self.queued.len() >= MAX_QUEUED {
             return false;
         }
-        self.queued.push((mid, packet));
+        self.queued.push((mid, stretch, packet));
         true
     }
 
@@ -437,12 +470,16 @@ impl Peer {
     ) -> Result<Drained, PeerFailure> {
         let mut done = Drained::default();
         let mut queued = std::mem::take(&mut self.queued);
-        for (mid, f) in queued.drain(..) {
-            if let Some(switched) = self.forward(mid, &f.incoming, f.params, &f.ext)? {
+        for (mid, stretch, f) in queued.drain(..) {
+            if let Some(switched) = self.forward(mid, stretch, &f.incoming, f.params, &f.ext)? {
                 if f.frame {
                     done.frames += 1;
                 }
-                if switched && f.params.spec().codec.is_video() && !done.switched.contains(&f.track)
+                // A switch at a keyframe (a simulcast layer's, a stream resuming) needs none.
+                if switched
+                    && !f.keyframe
+                    && f.params.spec().codec.is_video()
+                    && !done.switched.contains(&f.track)
                 {
                     done.switched.push(f.track);
                 }
@@ -466,7 +503,7 @@ impl Peer {
             self.out_tracks.remove(&mid);
             self.rewriters.remove(&mid);
             // Queued this pass for the stream now stopped: not written (nor renumbered anew).
-            self.queued.retain(|(m, _)| *m != mid);
+            self.queued.retain(|(m, _, _)| *m != mid);
             self.to_stop.push(mid);
         }
     }
@@ -549,7 +586,7 @@ impl Peer {
     pub fn forget_in_track(&mut self, track: TrackId) {
         if let Some(mid) = self.in_mids.remove(&track) {
             self.in_tracks.remove(&mid);
-            self.in_ssrcs.retain(|_, m| *m != mid);
+            self.in_ssrcs.retain(|_, m| m.0 != mid);
             self.in_epochs.remove(&mid);
         }
     }

@@ -88,8 +88,28 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sig: Option<String>,
     },
+    /// What the page shows of the others' video now (sent when its tiles change): each
+    /// tile's size and whether it is seen. The node sends each tile the smallest
+    /// simulcast layer that fills it, and no video for one not seen.
+    View {
+        /// The tiles (at most 300).
+        tiles: Vec<TileView>,
+    },
     /// Leave the meeting.
     Leave,
+}
+
+/// One video tile on a page (`view`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileView {
+    /// Whose video.
+    pub participant: u64,
+    /// Which of their videos (`camera` or `screen`).
+    pub source: Source,
+    /// On screen (not hidden, scrolled away or behind another tab).
+    pub visible: bool,
+    /// Its height on screen in device pixels.
+    pub height: u32,
 }
 
 impl ClientMsg {
@@ -248,6 +268,14 @@ pub enum ServerMsg {
     Moderated {
         /// `mute` or `allow`.
         action: String,
+    },
+    /// Send these simulcast layers of your camera (rids, smallest first); pause the others,
+    /// which nobody watches.
+    Layers {
+        /// Which of your videos.
+        source: Source,
+        /// The rids to send.
+        active: Vec<String>,
     },
     /// Breakout rooms opened, changed or closed (`count` 0): who is in which.
     Rooms {

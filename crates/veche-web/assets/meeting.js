@@ -21,6 +21,7 @@ import { Moderation } from './moderation.js';
 import { inviteDialog } from './invites.js';
 
 const SPEAKING_POLL_MS = 400;
+const VIEW_DEBOUNCE_MS = 200; // a resize or scroll sends one view, not one per frame
 const SPEAKING_LEVEL = 0.04; // audioLevel is 0..1 (linear); above this = talking
 
 export class Meeting {
@@ -71,6 +72,7 @@ export class Meeting {
     this.listen(window, 'pagehide', () => { if (this.session) this.session.leave(); });
     this.listen(window, 'pageshow', (ev) => { if (ev.persisted) location.reload(); }); // back/forward cache
     this.listen(document, 'pointerdown', () => { if (this.stage.soundBlocked) this.stage.unlockSound(); });
+    this.listen(document, 'visibilitychange', () => this.stage.reportView());
     this.listen(document, 'keydown', (ev) => {
       if (ev.key === 'Escape' && this.panel && !document.querySelector('dialog[open]')) this.togglePanel(null);
     });
@@ -287,6 +289,7 @@ export class Meeting {
     this.ended = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.roomTimer);
+    clearTimeout(this.viewTimer);
     this.retryTimer = null;
     this.session = null;
     if (error) this.error = error;
@@ -311,6 +314,7 @@ export class Meeting {
     hideBanner();
     document.title = `${this.s.title} — veche`;
     this.media.clear();
+    this.sentView = null; // a new session: the node knows nothing of our tiles yet
     this.renderRoomBar();
     this.chat.renderLog(this.s.chat, (m) => this.s.myIds.has(String(m.from)));
     // join carries no media state; tell everyone if we start muted or sharing.
@@ -374,6 +378,18 @@ export class Meeting {
     if (this.s.joined && this.session) this.session.send({ type: 'state', ...this.local.state() });
   }
 
+  /** The node is told what our tiles show (after a short pause, and only what changed). */
+  viewChanged(tiles) {
+    this.pendingView = tiles;
+    if (this.viewTimer) return;
+    this.viewTimer = setTimeout(() => {
+      this.viewTimer = null;
+      const text = JSON.stringify(this.pendingView);
+      if (!this.s.joined || !this.session || text === this.sentView) return;
+      if (this.session.send({ type: 'view', tiles: this.pendingView })) this.sentView = text;
+    }, VIEW_DEBOUNCE_MS);
+  }
+
   sendChat(text) {
     if (!this.s.joined || !this.session || !this.session.send({ type: 'chat', text })) {
       toast('Not connected — your message was not sent. Try again in a moment.', { kind: 'error' });
@@ -386,6 +402,7 @@ export class Meeting {
 
   buildScreen() {
     this.stage = new Stage();
+    this.stage.onView = (tiles) => this.viewChanged(tiles);
     this.people = new PeoplePanel({ close: () => this.togglePanel(null) });
     this.chat = new ChatPanel({
       send: (text) => this.sendChat(text),

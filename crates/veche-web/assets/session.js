@@ -9,6 +9,18 @@ const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 const ICE_GATHER_CAP_MS = 2000;  // the node does not take trickled candidates
 const WELCOME_TIMEOUT_MS = 15000; // a socket that opens but never welcomes is dead
 
+// The camera in three simulcast layers (a quarter, half and the full size), smallest
+// first; the node sends each viewer the one that fills its tile and tells us which layers
+// nobody watches, whose encoders then stop. A camera too small for all three gets fewer
+// (the browser drops the largest).
+const CAMERA_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+// A screen share: the full resolution at a low frame rate (text stays sharp).
+const SCREEN_ENCODING = [{ maxBitrate: 2_500_000, maxFramerate: 15 }];
+
 /** Resolve once ICE gathering is complete, or after the cap. */
 function iceGatheringDone(pc) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
@@ -44,6 +56,7 @@ export class Session {
     this.sources = {};        // our mid → "mic" | "camera" | "screen"
     this.tracks = new Map();  // node's mid → {participant, source, kind}
     this.chain = Promise.resolve(); // SDP work, strictly in arrival order
+    this.layers = Promise.resolve(); // encoding changes, one at a time
     this.closed = false;
     this.fatal = false;
     this.welcomed = false;
@@ -171,6 +184,9 @@ export class Session {
       case 'rooms': if (this.on.rooms) this.on.rooms(msg); break;
       case 'recording': if (this.on.recording) this.on.recording(msg); break;
       case 'recordings': if (this.on.recordings) this.on.recordings(msg); break;
+      case 'layers': this.layers = this.layers.then(() => this.setLayers(String(msg.source ?? ''), msg.active)).catch((err) => {
+        console.warn('veche: could not change the layers sent', err);
+      }); break;
       case 'error':
         if (msg.fatal) {
           this.fatal = true;
@@ -211,11 +227,13 @@ export class Session {
     };
 
     const { stream, mic, cam, screen } = this.local;
-    const add = (trackOrKind) => pc.addTransceiver(trackOrKind, { direction: 'sendonly', streams: [stream] });
+    const add = (trackOrKind, encodings) => pc.addTransceiver(trackOrKind, {
+      direction: 'sendonly', streams: [stream], ...(encodings ? { sendEncodings: encodings.map((e) => ({ ...e })) } : {}),
+    });
     this.transceivers = {
       mic: add(mic || 'audio'),
-      camera: add(cam || 'video'),
-      screen: add(screen || 'video'),
+      camera: add(cam || 'video', CAMERA_LAYERS),
+      screen: add(screen || 'video', SCREEN_ENCODING),
     };
 
     const offer = await pc.createOffer();
@@ -246,6 +264,20 @@ export class Session {
     if (this.closed) return;
     this.send({ type: 'answer', sdp: pc.localDescription.sdp });
     this.on.tracksChanged();
+  }
+
+  /** Send only the simulcast layers `active` (rids) of `source`: nobody watches the others. */
+  async setLayers(source, active) {
+    const t = this.transceivers && this.transceivers[source];
+    if (!t || this.closed || !Array.isArray(active)) return;
+    const params = t.sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    let changed = false;
+    for (const e of params.encodings) {
+      const on = active.includes(e.rid);
+      if (e.active !== on) { e.active = on; changed = true; }
+    }
+    if (changed) await t.sender.setParameters(params);
   }
 
   /** Swap the track on one of our senders (mute/camera/screen need no renegotiation). */
@@ -315,9 +347,13 @@ export class Session {
           kind: r.kind || r.mediaType,
           mid: mid ?? null,
           source: mid != null ? this.sources[mid] || null : null,
+          rid: r.rid || null,
+          active: r.active !== false,
           packetsSent: n(r.packetsSent),
           bytesSent: n(r.bytesSent),
           framesEncoded: n(r.framesEncoded),
+          keyFramesEncoded: n(r.keyFramesEncoded),
+          frameWidth: n(r.frameWidth),
         });
       }
     });

@@ -1,6 +1,9 @@
 // The stage: which video tiles the meeting shows and in what order (`wantedTiles`, pure),
 // where each goes (`gridRects`, pure), and the tiles themselves (`Stage`: their video and
-// audio elements, sound the browser holds back, the speaking highlight).
+// audio elements, sound the browser holds back, the speaking highlight). It tells the node
+// what it shows of each remote video (`tileViews`, pure): each tile's height and whether
+// it is seen, so the node sends the smallest layer that fills it, and nothing for a tile
+// hidden, scrolled away or behind another tab.
 
 import { h, icon, toast, initials, hueFor } from './ui.js';
 
@@ -88,6 +91,21 @@ export function wantedTiles(view) {
   return want;
 }
 
+/**
+ * What the node is told of the remote tiles (`view`): [{participant, source, visible,
+ * height}] in device pixels. tiles: [{id, source, top, height, hidden}] (top and height
+ * in the stage's pixels), the stage's visible band [scrollTop, scrollTop + clientHeight),
+ * `pageHidden`: the tab is not shown.
+ */
+export function tileViews(tiles, band, pageHidden, dpr = 1) {
+  return tiles.map((t) => ({
+    participant: t.id,
+    source: t.source,
+    visible: !pageHidden && !t.hidden && t.height > 0 && t.top < band.bottom && t.top + t.height > band.top,
+    height: Math.round(t.height * dpr),
+  }));
+}
+
 /** The stage's tiles, kept in step with `wantedTiles` by `show`. */
 export class Stage {
   constructor() {
@@ -97,15 +115,41 @@ export class Stage {
     this.order = [];
     this.soundBlocked = false;
     this.soundToast = null;
+    this.hidden = new Set(); // keys of tiles whose video the person hid
+    this.onView = null;      // called with tileViews() after each layout and scroll
     this.resizeObserver = new ResizeObserver(() => this.layout());
     this.resizeObserver.observe(this.el);
+    this.el.addEventListener('scroll', () => this.reportView(), { passive: true });
+  }
+
+  /** Hide or show one remote tile's video (the node then stops or resumes sending it). */
+  toggleHidden(key) {
+    if (this.hidden.has(key)) this.hidden.delete(key);
+    else this.hidden.add(key);
+    const tile = this.tiles.get(key);
+    if (tile && tile.spec) this.updateTile(tile, tile.spec);
+    this.reportView();
+  }
+
+  /** Tell the node what each remote tile shows now. */
+  reportView() {
+    if (!this.onView) return;
+    const remote = [...this.tiles.entries()].filter(([, t]) => t.spec && !t.spec.self);
+    const band = { top: this.el.scrollTop, bottom: this.el.scrollTop + this.el.clientHeight };
+    this.onView(tileViews(remote.map(([key, t]) => ({
+      id: t.spec.id,
+      source: t.spec.source,
+      top: t.el.offsetTop,
+      height: t.el.offsetHeight,
+      hidden: this.hidden.has(key),
+    })), band, document.visibilityState === 'hidden', window.devicePixelRatio || 1));
   }
 
   /** Show exactly these tiles (from `wantedTiles`), in this order. */
   show(want) {
     const keys = new Set(want.map((w) => w.key));
     for (const [key, tile] of this.tiles) {
-      if (!keys.has(key)) { destroyTile(tile); this.tiles.delete(key); }
+      if (!keys.has(key)) { destroyTile(tile); this.tiles.delete(key); this.hidden.delete(key); }
     }
     for (const spec of want) {
       let tile = this.tiles.get(spec.key);
@@ -134,6 +178,12 @@ export class Stage {
       ? { class: `tile self tile-${spec.source}`, dataset: { local: spec.source } }
       : { class: `tile tile-${spec.source}`, dataset: { participant: String(spec.id), source: spec.source } };
     const el = h('div', attrs, video, h('div', { class: 'tile-placeholder' }, avatar), h('div', { class: 'tile-label' }, micOff, name));
+    let hide = null;
+    if (!spec.self) {
+      // Someone with a slow link, or who does not need a picture, hides it: it stops coming.
+      hide = h('button', { class: 'tile-hide', type: 'button', onclick: () => this.toggleHidden(spec.key) });
+      el.append(hide);
+    }
     let audio = null;
     if (!spec.self && spec.source === 'camera') {
       // Separate <audio>: sound keeps playing while the video shows a placeholder.
@@ -141,10 +191,17 @@ export class Stage {
       el.append(audio);
     }
     this.inner.append(el);
-    return { el, video, audio, avatar, micOff, name, screen: spec.source === 'screen' };
+    return { el, video, audio, avatar, micOff, name, hide, screen: spec.source === 'screen' };
   }
 
   updateTile(tile, spec) {
+    tile.spec = spec;
+    const hidden = this.hidden.has(spec.key);
+    if (tile.hide) {
+      tile.hide.textContent = hidden ? 'Show video' : 'Hide video';
+      tile.hide.setAttribute('aria-label', `${hidden ? 'Show' : 'Hide'} ${spec.label}'s video`);
+      tile.el.classList.toggle('video-hidden', hidden);
+    }
     tile.name.textContent = spec.label;
     tile.el.setAttribute('aria-label', spec.label);
     tile.micOff.hidden = !(spec.source === 'camera' && !spec.audio);
@@ -153,7 +210,7 @@ export class Stage {
     const t = spec.videoTrack;
     // Remote tracks stay "muted" until the first packets arrive: keep the placeholder till then.
     const live = !!t && t.readyState === 'live' && (spec.self || !t.muted);
-    tile.el.classList.toggle('no-video', !(spec.videoOn && live));
+    tile.el.classList.toggle('no-video', hidden || !(spec.videoOn && live));
     tile.el.classList.toggle('mirror', !!spec.mirror);
     tile.el.classList.toggle('speaking', !!spec.speaking);
     this.attach(tile.video, t);
@@ -233,6 +290,7 @@ export class Stage {
     }
     // Taller than the stage (many people on a phone): let it scroll.
     this.inner.style.height = `${Math.max(stage.clientHeight, bottom + pad)}px`;
+    this.reportView();
   }
 
   /** Stop every element and observer: the meeting is over. */

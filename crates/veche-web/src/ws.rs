@@ -15,7 +15,7 @@ use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use veche_core::{JoinError, MediaState, ParticipantId};
+use veche_core::{JoinError, MediaState, ParticipantId, Source};
 use veche_media::{Command, ErrorCode, PeerEvent, Signal};
 use veche_meeting::{Change, JoinRefused, Presence};
 use veche_node::is_meeting_id;
@@ -39,6 +39,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// other messages: sustained per second, and burst.
 const BROADCAST_RATE: f64 = 5.0;
 const BROADCAST_BURST: f64 = 20.0;
+/// A page's view lists at most this many tiles (a meeting holds 100 people, each with a
+/// camera and a screen), each at most this high.
+const MAX_TILES: usize = 300;
+const MAX_TILE_HEIGHT: u32 = 20_000;
 /// Message rate: sustained per second, and burst.
 const RATE: f64 = 50.0;
 const BURST: f64 = 100.0;
@@ -648,6 +652,31 @@ impl Session {
                 Command::Offer { id, sdp, sources }
             }
             ClientMsg::Answer { sdp } => Command::Answer { id, sdp },
+            ClientMsg::View { tiles } => {
+                if tiles.len() > MAX_TILES
+                    || tiles
+                        .iter()
+                        .any(|t| t.source == Source::Mic || t.height > MAX_TILE_HEIGHT)
+                {
+                    replies.push(self.error(
+                        ErrorCode::BadMessage,
+                        format!("a view lists at most {MAX_TILES} camera or screen tiles, each at most {MAX_TILE_HEIGHT} pixels high"),
+                        false,
+                    ));
+                    return Next::Continue;
+                }
+                let tiles = tiles
+                    .into_iter()
+                    .map(|t| {
+                        let view = veche_core::TileView {
+                            visible: t.visible,
+                            height: t.height,
+                        };
+                        (ParticipantId(t.participant), t.source, view)
+                    })
+                    .collect();
+                Command::View { id, tiles }
+            }
             ClientMsg::State {
                 audio,
                 video,
@@ -1105,6 +1134,10 @@ mod tests {
             PeerEvent::Signal(Signal::Granted { invite: "i".into() }),
             PeerEvent::Signal(Signal::Moderated {
                 action: Moderation::Mute,
+            }),
+            PeerEvent::Signal(Signal::Layers {
+                source: veche_core::Source::Camera,
+                active: vec!["q", "h"],
             }),
             PeerEvent::Signal(Signal::error(ErrorCode::InviteRefused, "no", true)),
         ];

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { gridRects, wantedTiles } from '../../assets/stage.js';
+import { gridRects, wantedTiles, tileViews } from '../../assets/stage.js';
 
 const box = { x: 0, y: 0, w: 1600, h: 900 };
 
@@ -51,4 +51,23 @@ test('screens come first, then you, then the others of your room', () => {
   assert.equal(want[2].audioTrack, 'mic1');
   // Bob's microphone is off: he is not shown speaking even if a level came through.
   assert.deepEqual(want.filter((t) => t.speaking).map((t) => t.id), [1]);
+});
+
+test('the node is told each remote tile height in device pixels, and which are not seen', () => {
+  const band = { top: 0, bottom: 800 };
+  const tiles = [
+    { id: 1, source: 'camera', top: 10, height: 300, hidden: false },
+    { id: 2, source: 'camera', top: 10, height: 300, hidden: true },
+    { id: 3, source: 'camera', top: 900, height: 300, hidden: false },
+    { id: 1, source: 'screen', top: 790, height: 300, hidden: false },
+  ];
+  assert.deepEqual(tileViews(tiles, band, false, 2), [
+    { participant: 1, source: 'camera', visible: true, height: 600 },
+    { participant: 2, source: 'camera', visible: false, height: 600 },
+    { participant: 3, source: 'camera', visible: false, height: 600 },
+    { participant: 1, source: 'screen', visible: true, height: 600 },
+  ]);
+  // Behind another tab, nothing is seen.
+  assert.ok(tileViews(tiles, band, true).every((t) => !t.visible));
+  assert.deepEqual(tileViews([], band, false), []);
 });

@@ -1,0 +1,529 @@
+//! Simulcast: a camera arrives in up to three layers (VP8 rids `q`, `h`, `f`: a quarter,
+//! half and the full size), and each viewer's stream of it carries one layer at a time.
+//!
+//! What a viewer should get ([`want_for`]) follows what its page shows: nothing for a
+//! tile it does not show, else the smallest layer that fills the tile. Its stream switches
+//! ([`Gate::admit`]) only where a picture can start: at a keyframe of the layer it moves
+//! to, so the viewer's decoder never sees a frame it cannot decode, and until then it keeps
+//! the layer it has. A layer no viewer has or wants is paused at the publisher.
+
+use std::time::{Duration, Instant};
+
+use crate::ParticipantId;
+
+/// One simulcast layer: 0 is the smallest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Layer(u8);
+
+impl Layer {
+    /// The layers a camera is published in, smallest first.
+    pub const ALL: [Layer; 3] = [Layer(0), Layer(1), Layer(2)];
+    /// The largest.
+    pub const TOP: Layer = Layer(2);
+
+    /// The layer of a VP8 rid (`q`, `h`, `f`), or `None` for any other.
+    pub fn from_rid(rid: &str) -> Option<Layer> {
+        match rid {
+            "q" => Some(Layer(0)),
+            "h" => Some(Layer(1)),
+            "f" => Some(Layer(2)),
+            _ => None,
+        }
+    }
+
+    /// Its rid, as the page names its encodings.
+    pub fn rid(self) -> &'static str {
+        ["q", "h", "f"][usize::from(self.0.min(2))]
+    }
+
+    /// 0 for the smallest.
+    pub fn index(self) -> u8 {
+        self.0
+    }
+
+    /// The picture's height at a 720p camera (what the page's encodings make of it).
+    pub fn height(self) -> u32 {
+        [180, 360, 720][usize::from(self.0.min(2))]
+    }
+
+    fn distance(self, other: Layer) -> u8 {
+        self.0.abs_diff(other.0)
+    }
+}
+
+/// A set of layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Layers(u8);
+
+impl Layers {
+    /// No layer.
+    pub const NONE: Layers = Layers(0);
+    /// Every layer.
+    pub const ALL: Layers = Layers(0b111);
+
+    /// With `l` too.
+    pub fn with(self, l: Layer) -> Layers {
+        Layers(self.0 | 1 << l.0)
+    }
+
+    /// Whether `l` is in it.
+    pub fn has(self, l: Layer) -> bool {
+        self.0 & (1 << l.0) != 0
+    }
+
+    /// Its layers, smallest first.
+    pub fn iter(self) -> impl Iterator<Item = Layer> {
+        Layer::ALL.into_iter().filter(move |l| self.has(*l))
+    }
+
+    /// Their rids, smallest first.
+    pub fn rids(self) -> Vec<&'static str> {
+        self.iter().map(Layer::rid).collect()
+    }
+}
+
+/// What a viewer's page shows of one video track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileView {
+    /// On screen: false for a tile hidden, scrolled away or on a page not shown.
+    pub visible: bool,
+    /// Its height on screen in device pixels.
+    pub height: u32,
+}
+
+/// What a viewer should receive of one video track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// No video (audio goes on).
+    Off,
+    /// This layer (any picture, for a track without layers).
+    Layer(Layer),
+}
+
+/// The layer for a tile: none for a tile not shown, else the smallest whose picture is at
+/// least nine tenths of the tile's height (a little upscaling is not seen; a layer twice
+/// the size is twice the bits). Without a view (a page that does not say, a node link, a
+/// recording), the largest.
+pub fn want_for(view: Option<TileView>) -> Want {
+    let Some(v) = view else {
+        return Want::Layer(Layer::TOP);
+    };
+    if !v.visible || v.height == 0 {
+        return Want::Off;
+    }
+    let layer = Layer::ALL
+        .into_iter()
+        .find(|l| l.height() * 10 >= v.height * 9)
+        .unwrap_or(Layer::TOP);
+    Want::Layer(layer)
+}
+
+/// A viewer's stream of one video track: which layer it carries, switching to the one it
+/// wants at that layer's keyframe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    want: Want,
+    /// What the stream carries now: nothing yet (or after it was off), a track without
+    /// layers (`Some(None)`), or a layer.
+    current: Option<Option<Layer>>,
+    /// Moves on each time the stream resumes after being off: the renumbering treats what
+    /// follows as a new stretch, so the viewer sees no hole to ask for.
+    stretch: u32,
+}
+
+impl Gate {
+    /// A stream that wants `want` and carries nothing yet.
+    pub fn new(want: Want) -> Self {
+        Self {
+            want,
+            current: None,
+            stretch: 0,
+        }
+    }
+
+    /// What it wants.
+    pub fn want(&self) -> Want {
+        self.want
+    }
+
+    /// What it carries: `None` nothing; `Some(None)` a track without layers.
+    pub fn current(&self) -> Option<Option<Layer>> {
+        self.current
+    }
+
+    /// The stretch number of what it forwards (see the field).
+    pub fn stretch(&self) -> u32 {
+        self.stretch
+    }
+
+    /// Want `want` from now on. Returns the layer whose keyframe the switch waits for, if
+    /// it waits for one.
+    pub fn set(&mut self, want: Want) -> Option<Option<Layer>> {
+        self.want = want;
+        match want {
+            Want::Off => {
+                self.stop();
+                None
+            }
+            Want::Layer(l) => match self.current {
+                Some(Some(c)) if c == l => None,
+                // A track without layers that was on stays on.
+                Some(None) => None,
+                Some(Some(_)) => Some(Some(l)),
+                None => Some(Some(l)),
+            },
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.current.take().is_some() {
+            self.stretch = self.stretch.wrapping_add(1);
+        }
+    }
+
+    /// Whether a packet of `layer` (`None`: the track has no layers) goes into this
+    /// stream; `keyframe`: the packet starts a keyframe. A stream switches only at a
+    /// keyframe: to the layer it wants, or, while that one does not come (the publisher's
+    /// camera is too small for it, or it was paused), to the one nearest to it.
+    pub fn admit(&mut self, layer: Option<Layer>, keyframe: bool) -> bool {
+        let want = match self.want {
+            Want::Off => return false,
+            Want::Layer(l) => l,
+        };
+        if self.current == Some(layer) {
+            return true;
+        }
+        if !keyframe {
+            return false;
+        }
+        let better = match (self.current, layer) {
+            (None, _) => true,
+            (Some(Some(c)), Some(l)) => l.distance(want) < c.distance(want),
+            // The publisher went from layers to none, or back: take what comes.
+            _ => true,
+        };
+        if better {
+            self.current = Some(layer);
+        }
+        better
+    }
+
+    /// The layers this stream needs from the publisher: the one it carries and the one it
+    /// waits for.
+    pub fn needs(&self) -> Layers {
+        let mut n = Layers::NONE;
+        if let Some(Some(c)) = self.current {
+            n = n.with(c);
+        }
+        if let Want::Layer(l) = self.want {
+            n = n.with(l);
+        }
+        n
+    }
+}
+
+/// Who receives one track and, for video, what each viewer's stream carries; and which
+/// layers its publisher is asked to send.
+#[derive(Debug, Default)]
+pub(crate) struct Viewers {
+    /// Subscribers whose outgoing stream is negotiated: the forwarding set.
+    ready: Vec<ParticipantId>,
+    /// One per subscriber in `ready`, in the same order.
+    gates: Vec<Gate>,
+    /// The layers the publisher sends; none for a picture without layers (and audio).
+    layers: Layers,
+    /// What the publisher was last asked to send.
+    asked: Layers,
+    /// Since when each layer it was asked for is no longer needed.
+    idle_since: [Option<Instant>; 3],
+    /// When a keyframe of each layer (the last: of a track without layers) was asked for.
+    keyframe_asked: [Option<Instant>; 4],
+    /// Packets came since the last [`Viewers::overdue`] (a track whose publisher sends
+    /// nothing, a screen not shared, is not asked for keyframes over and over).
+    flowing: bool,
+}
+
+/// A layer nobody needs is paused this long after: a viewer moving between sizes does not
+/// make the publisher stop and restart an encoder.
+pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(3);
+
+/// A viewer that still waits for its layer's keyframe this long asks again (the request,
+/// or the keyframe, was lost).
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
+impl Viewers {
+    pub fn ready(&self) -> &[ParticipantId] {
+        &self.ready
+    }
+
+    pub fn contains(&self, viewer: ParticipantId) -> bool {
+        self.ready.contains(&viewer)
+    }
+
+    pub fn add(&mut self, viewer: ParticipantId, want: Want) {
+        if !self.contains(viewer) {
+            self.ready.push(viewer);
+            self.gates.push(Gate::new(want));
+        }
+    }
+
+    pub fn remove(&mut self, viewer: ParticipantId) {
+        if let Some(i) = self.ready.iter().position(|v| *v == viewer) {
+            self.ready.remove(i);
+            self.gates.remove(i);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ready.len()
+    }
+
+    pub fn layers(&self) -> Layers {
+        self.layers
+    }
+
+    /// The publisher sends these layers (from its offer); all of them at first.
+    pub fn set_layers(&mut self, layers: Layers) {
+        self.layers = layers;
+        self.asked = layers;
+    }
+
+    fn gate(&self, viewer: ParticipantId) -> Option<&Gate> {
+        let i = self.ready.iter().position(|v| *v == viewer)?;
+        self.gates.get(i)
+    }
+
+    /// What `viewer`'s stream carries now (see [`Gate::current`]).
+    pub fn current(&self, viewer: ParticipantId) -> Option<Option<Layer>> {
+        self.gate(viewer).and_then(Gate::current)
+    }
+
+    /// `viewer` wants `want` from now on: the layer whose keyframe it waits for, if any.
+    pub fn set_want(&mut self, viewer: ParticipantId, want: Want) -> Option<Option<Layer>> {
+        let i = self.ready.iter().position(|v| *v == viewer)?;
+        let gate = self.gates.get_mut(i)?;
+        if gate.want() == want {
+            return None;
+        }
+        gate.set(want)
+            .map(|l| l.filter(|_| self.layers != Layers::NONE))
+    }
+
+    /// Who gets a packet of `layer` (`keyframe`: it starts one), with the stretch their
+    /// stream is in, into `out`. Audio goes to everyone.
+    pub fn route(
+        &mut self,
+        video: bool,
+        layer: Option<Layer>,
+        keyframe: bool,
+        out: &mut Vec<(ParticipantId, u32)>,
+    ) {
+        out.clear();
+        self.flowing = true;
+        if !video {
+            out.extend(self.ready.iter().map(|v| (*v, 0)));
+            return;
+        }
+        for (viewer, gate) in self.ready.iter().zip(self.gates.iter_mut()) {
+            if gate.admit(layer, keyframe) {
+                out.push((*viewer, gate.stretch()));
+            }
+        }
+    }
+
+    /// Whether a keyframe of `layer` may be asked for at `now` (at most one per `interval`
+    /// each), noting it. `force`: a viewer with nothing to show asks regardless.
+    pub fn keyframe_due(
+        &mut self,
+        layer: Option<Layer>,
+        now: Instant,
+        interval: Duration,
+        force: bool,
+    ) -> bool {
+        let slot = &mut self.keyframe_asked[layer.map_or(3, |l| usize::from(l.index()))];
+        if !force && slot.is_some_and(|at| now.saturating_duration_since(at) < interval) {
+            return false;
+        }
+        *slot = Some(now);
+        true
+    }
+
+    /// The layers the viewers' streams carry (those whose pictures a lost frame breaks).
+    pub fn carried(&self) -> Vec<Option<Layer>> {
+        let mut out: Vec<Option<Layer>> = Vec::new();
+        for c in self.gates.iter().filter_map(Gate::current) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Layers whose keyframe some viewer has waited for too long, while the publisher
+    /// sends: ask again.
+    pub fn overdue(&mut self, now: Instant) -> Vec<Layer> {
+        let mut due = Vec::new();
+        if !std::mem::take(&mut self.flowing) {
+            return due;
+        }
+        for gate in &self.gates {
+            let Want::Layer(l) = gate.want() else {
+                continue;
+            };
+            let waiting = match gate.current() {
+                None => true,
+                Some(Some(c)) => c != l,
+                Some(None) => false,
+            };
+            if !waiting || due.contains(&l) || (self.layers != Layers::NONE && !self.layers.has(l))
+            {
+                continue;
+            }
+            let slot = self.keyframe_asked[if self.layers == Layers::NONE {
+                3
+            } else {
+                usize::from(l.index())
+            }];
+            if slot.is_none_or(|at| now.saturating_duration_since(at) >= ASK_AGAIN_AFTER) {
+                due.push(l);
+            }
+        }
+        due
+    }
+
+    /// What the publisher should send now, if that changed: at once every layer some viewer
+    /// carries or waits for; a layer nobody needs, once it has not been needed for
+    /// [`PAUSE_AFTER`].
+    pub fn layers_to_send(&mut self, now: Instant) -> Option<Layers> {
+        if self.layers == Layers::NONE {
+            return None;
+        }
+        let mut needed = Layers::NONE;
+        for gate in &self.gates {
+            for l in gate.needs().iter() {
+                if self.layers.has(l) {
+                    needed = needed.with(l);
+                }
+            }
+        }
+        let mut send = Layers::NONE;
+        for l in self.layers.iter() {
+            let i = usize::from(l.index());
+            if needed.has(l) {
+                self.idle_since[i] = None;
+                send = send.with(l);
+            } else if self.asked.has(l) {
+                let since = *self.idle_since[i].get_or_insert(now);
+                if now.saturating_duration_since(since) < PAUSE_AFTER {
+                    send = send.with(l);
+                }
+            }
+        }
+        if send == self.asked {
+            return None;
+        }
+        self.asked = send;
+        Some(send)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: Layer = Layer(0);
+    const H: Layer = Layer(1);
+    const F: Layer = Layer(2);
+
+    #[test]
+    fn rids_name_the_layers_smallest_first() {
+        assert_eq!(
+            ["q", "h", "f", "x"].map(Layer::from_rid),
+            [Some(Q), Some(H), Some(F), None]
+        );
+        assert_eq!(Layers::NONE.with(F).with(Q).rids(), ["q", "f"]);
+        assert_eq!(Layers::ALL.iter().count(), 3);
+    }
+
+    #[test]
+    fn a_tile_gets_the_smallest_layer_that_fills_it_and_a_hidden_one_none() {
+        let at = |height| {
+            want_for(Some(TileView {
+                visible: true,
+                height,
+            }))
+        };
+        assert_eq!(at(120), Want::Layer(Q), "a thumbnail");
+        assert_eq!(at(200), Want::Layer(Q), "180 is nine tenths of 200");
+        assert_eq!(at(201), Want::Layer(H));
+        assert_eq!(at(400), Want::Layer(H));
+        assert_eq!(at(1080), Want::Layer(F), "nothing larger: the largest");
+        assert_eq!(
+            want_for(Some(TileView {
+                visible: false,
+                height: 700
+            })),
+            Want::Off
+        );
+        assert_eq!(want_for(None), Want::Layer(F), "no view: the largest");
+    }
+
+    #[test]
+    fn a_stream_starts_and_switches_only_at_keyframes() {
+        let mut g = Gate::new(Want::Layer(H));
+        assert!(!g.admit(Some(H), false), "no picture starts here");
+        assert!(g.admit(Some(H), true));
+        assert!(g.admit(Some(H), false));
+        assert!(
+            !g.admit(Some(Q), true),
+            "not the wanted layer, and no nearer"
+        );
+        assert!(!g.admit(Some(F), true));
+        // Down to q: h goes on until q's keyframe.
+        assert_eq!(g.set(Want::Layer(Q)), Some(Some(Q)));
+        assert!(g.admit(Some(H), false));
+        assert!(!g.admit(Some(Q), false));
+        assert!(g.admit(Some(Q), true));
+        assert!(
+            !g.admit(Some(H), false),
+            "the old layer stops at the switch"
+        );
+        assert_eq!(g.current(), Some(Some(Q)));
+    }
+
+    #[test]
+    fn while_the_wanted_layer_does_not_come_the_nearest_one_is_taken() {
+        // A camera too small for the full layer sends q and h only.
+        let mut g = Gate::new(Want::Layer(F));
+        assert!(g.admit(Some(Q), true), "something rather than nothing");
+        assert!(g.admit(Some(H), true), "nearer to f");
+        assert!(!g.admit(Some(Q), true), "farther again");
+        assert!(g.admit(Some(H), false));
+        assert_eq!(g.needs(), Layers::NONE.with(H).with(F));
+    }
+
+    #[test]
+    fn off_forwards_nothing_and_coming_back_is_a_new_stretch_from_a_keyframe() {
+        let mut g = Gate::new(Want::Layer(Q));
+        assert!(g.admit(Some(Q), true));
+        assert_eq!(g.stretch(), 0);
+        assert_eq!(g.set(Want::Off), None);
+        assert!(!g.admit(Some(Q), true));
+        assert_eq!(g.needs(), Layers::NONE);
+        assert_eq!(g.set(Want::Layer(Q)), Some(Some(Q)), "waits for a keyframe");
+        assert!(!g.admit(Some(Q), false));
+        assert!(g.admit(Some(Q), true));
+        assert_eq!(g.stretch(), 1);
+    }
+
+    #[test]
+    fn a_track_without_layers_is_on_or_off() {
+        let mut g = Gate::new(Want::Layer(F));
+        assert!(!g.admit(None, false), "a first picture needs its keyframe");
+        assert!(g.admit(None, true));
+        assert_eq!(g.set(Want::Layer(Q)), None, "any size: it stays on");
+        assert!(g.admit(None, false));
+        g.set(Want::Off);
+        assert!(!g.admit(None, true));
+    }
+}

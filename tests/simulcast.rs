@@ -1,0 +1,202 @@
+//! Simulcast in real headless Chromium: a 1280x720 camera published in three layers, a
+//! viewer with a large window getting the full one and a viewer with a small window the
+//! quarter one, with no keyframe storm; a layer nobody watches stops being encoded; a tile
+//! hidden by its viewer stops receiving video within two seconds (its sound goes on), and
+//! gets it back when shown again.
+//!
+//! Runs as root (it makes a network namespace so the browsers' traffic stays inside it).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{inbound, num, Browser, Lab};
+
+/// Ada's outbound camera layers, rid → (framesEncoded, keyFramesEncoded, frameWidth).
+async fn layers(ada: &mut Browser) -> Vec<(String, u64, u64, u64)> {
+    let s = ada.stats().await;
+    let mut out: Vec<(String, u64, u64, u64)> = s["outbound"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["source"] == "camera" && o["rid"].is_string())
+        .map(|o| {
+            (
+                o["rid"].as_str().unwrap_or_default().to_owned(),
+                num(o, "framesEncoded"),
+                num(o, "keyFramesEncoded"),
+                num(o, "frameWidth"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn layer<'a>(all: &'a [(String, u64, u64, u64)], rid: &str) -> &'a (String, u64, u64, u64) {
+    all.iter()
+        .find(|l| l.0 == rid)
+        .unwrap_or_else(|| panic!("no layer {rid} in {all:?}"))
+}
+
+/// What `b` receives of `name`'s `source` (bytes, frames decoded, frame width).
+async fn from(b: &mut Browser, name: &str, source: &str) -> (u64, u64, u64) {
+    let s: Value = b.stats().await;
+    let i = inbound(&s, name, source).unwrap_or(Value::Null);
+    (
+        num(&i, "bytesReceived"),
+        num(&i, "framesDecoded"),
+        num(&i, "frameWidth"),
+    )
+}
+
+/// Wait until `b` decodes `name`'s camera at a width `ok` accepts; returns the width.
+async fn decoding_at(b: &mut Browser, who: &str, name: &str, ok: &str) -> u64 {
+    let js = format!(
+        "veche.stats().then(s => {{ const i = s.inbound.find(i => i.name === {name:?} && i.source === 'camera');
+           return i && i.framesDecoded > 10 && ({ok})(i.frameWidth) ? i.frameWidth : null; }})"
+    );
+    let v = b
+        .wait_for(
+            &format!("{who} decoding {name}'s camera ({ok})"),
+            &js,
+            Duration::from_secs(45),
+        )
+        .await;
+    v.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
+    let lab = Lab::new("simul");
+    let node = lab.local_node().await;
+    let base = node.base();
+
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    ada.wait_for(
+        "landing page",
+        "location.href.startsWith('http:') && document.readyState === 'complete'",
+        Duration::from_secs(20),
+    )
+    .await;
+    let created = ada
+        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Layers'})}).then(r => r.json())")
+        .await
+        .expect("create meeting");
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let link = |name: &str| format!("{base}/m/{id}?name={name}&autojoin=1");
+    ada.eval(&format!("location.href = {:?}", link("Ada")))
+        .await
+        .expect("navigate");
+    // Bob on a large screen, Cy in a small window.
+    let mut bob = lab
+        .browser(&link("Bob"), &["--window-size=1920,1200"])
+        .await;
+    let mut cy = lab.browser(&link("Cy"), &["--window-size=800,500"]).await;
+
+    let big = decoding_at(&mut bob, "Bob", "Ada", "w => w >= 1200").await;
+    let small = decoding_at(&mut cy, "Cy", "Ada", "w => w > 0 && w <= 400").await;
+    let tile_height = |who: &str| {
+        format!(
+            "(() => {{ const p = veche.state().participants.find(p => p.name === {who:?});
+               const t = p && document.querySelector(`.tile[data-participant=\"${{p.id}}\"][data-source=\"camera\"]`);
+               return t ? t.offsetHeight : null; }})()"
+        )
+    };
+    let bob_tile = bob.eval(&tile_height("Ada")).await.unwrap_or(Value::Null);
+    let cy_tile = cy.eval(&tile_height("Ada")).await.unwrap_or(Value::Null);
+    println!("simulcast: Bob's tile of Ada {bob_tile} px high gets {big} px wide, Cy's {cy_tile} px high gets {small} px wide");
+
+    // Nobody watches the middle layer: after the node's hold-off Ada stops encoding it,
+    // while the two that are watched go on (the positive control).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = layers(&mut ada).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = layers(&mut ada).await;
+    println!("simulcast: Ada's layers (rid, frames, keyframes, width) over 10 s: {before:?} -> {after:?}");
+    assert_eq!(
+        before.len(),
+        3,
+        "a 1280x720 camera is sent in three layers: {before:?}"
+    );
+    for rid in ["q", "f"] {
+        assert!(
+            layer(&after, rid).1 > layer(&before, rid).1 + 100,
+            "layer {rid} is watched and keeps being encoded: {before:?} -> {after:?}"
+        );
+    }
+    assert_eq!(
+        layer(&after, "h").1,
+        layer(&before, "h").1,
+        "nobody watches h: it is not encoded"
+    );
+    // No keyframe storm: a watched layer makes at most a few keyframes in 10 s.
+    for rid in ["q", "f"] {
+        let more = layer(&after, rid).2 - layer(&before, rid).2;
+        assert!(
+            more <= 3,
+            "layer {rid} made {more} keyframes in 10 s: {before:?} -> {after:?}"
+        );
+    }
+    assert!(
+        layer(&after, "f").3 >= 1200 && layer(&after, "q").3 <= 400,
+        "{after:?}"
+    );
+
+    // Cy hides Ada's video: it stops coming within 2 s; her sound goes on.
+    let (b0, _, _) = from(&mut cy, "Ada", "camera").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (b1, _, _) = from(&mut cy, "Ada", "camera").await;
+    assert!(b1 > b0, "Ada's video flows to Cy before she hides it");
+    let hide = "(() => { const p = veche.state().participants.find(p => p.name === 'Ada');
+        const b = p && document.querySelector(`.tile[data-participant=\"${p.id}\"][data-source=\"camera\"] .tile-hide`);
+        if (!b) return null; b.click(); return b.textContent; })()";
+    let label = cy.eval(hide).await.expect("hide");
+    assert_eq!(
+        label, "Show video",
+        "the button now offers to show it again"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (h0, _, _) = from(&mut cy, "Ada", "camera").await;
+    let (a0, _, _) = from(&mut cy, "Ada", "mic").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (h1, _, _) = from(&mut cy, "Ada", "camera").await;
+    let (a1, _, _) = from(&mut cy, "Ada", "mic").await;
+    println!("simulcast: Cy's bytes of Ada's hidden video over 3 s: {h0} -> {h1}; her audio {a0} -> {a1}");
+    assert_eq!(h1, h0, "a hidden tile receives no video");
+    assert!(a1 > a0, "its sound goes on");
+
+    // Nobody watches q now either: Ada stops encoding it; f goes on for Bob.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = layers(&mut ada).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = layers(&mut ada).await;
+    assert_eq!(
+        layer(&after, "q").1,
+        layer(&before, "q").1,
+        "q unwatched: {before:?} -> {after:?}"
+    );
+    assert!(layer(&after, "f").1 > layer(&before, "f").1 + 30);
+
+    // Shown again: the video comes back (at q, from a keyframe), and decodes.
+    let label = cy.eval(hide).await.expect("show");
+    assert_eq!(label, "Hide video");
+    let (_, f0, _) = from(&mut cy, "Ada", "camera").await;
+    let js = format!(
+        "veche.stats().then(s => {{ const i = s.inbound.find(i => i.name === 'Ada' && i.source === 'camera');
+           return i && i.framesDecoded > {} ? i.framesDecoded : null; }})",
+        f0 + 20
+    );
+    cy.wait_for(
+        "Cy decoding Ada's video again",
+        &js,
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, _, w) = from(&mut cy, "Ada", "camera").await;
+    assert!(w > 0 && w <= 400, "back on the small layer: {w}");
+    // Bob kept the full layer all along.
+    let (_, _, bw) = from(&mut bob, "Ada", "camera").await;
+    assert!(bw >= 1200, "Bob still gets the full layer: {bw}");
+}
