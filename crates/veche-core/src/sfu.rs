@@ -900,12 +900,14 @@ impl Sfu {
 
     /// What the publisher of `t` should be told of its layers, if that changed.
     fn layers_output(track: TrackId, t: &mut Track, now: Instant) -> Option<Output> {
-        t.viewers.layers_to_send(now).map(|layers| Output::SendLayers {
-            publisher: t.publisher,
-            track,
-            source: t.source,
-            layers,
-        })
+        t.viewers
+            .layers_to_send(now)
+            .map(|layers| Output::SendLayers {
+                publisher: t.publisher,
+                track,
+                source: t.source,
+                layers,
+            })
     }
 
     /// Time passes (call it about once a second): layers nobody needed for a while are
