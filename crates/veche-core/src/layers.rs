@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::alloc::Reason;
 use crate::ParticipantId;
 
 /// One simulcast layer: 0 is the smallest.
@@ -241,7 +242,22 @@ pub(crate) struct Viewers {
     /// Packets came since the last [`Viewers::overdue`] (a track whose publisher sends
     /// nothing, a screen not shared, is not asked for keyframes over and over).
     flowing: bool,
+    /// Housekeeping rounds since a packet came, and whether one ever came.
+    idle_rounds: u8,
+    heard: bool,
+    /// Bits per second of each layer (of the one picture, or the audio, at index 0) the
+    /// last time it was sent; 0: not measured yet.
+    rates: [u64; 3],
+    /// One per subscriber in `ready`: why it gets what it gets.
+    reasons: Vec<Reason>,
 }
+
+/// What a layer is taken to cost before it was measured: the page's caps (a screen share
+/// or a picture without layers: the largest; audio: Opus for speech).
+const NOMINAL: [u64; 3] = [120_000, 500_000, 1_500_000];
+const NOMINAL_PICTURE: u64 = 1_500_000;
+/// Opus for speech with its headers (50 packets a second), before it was measured.
+pub(crate) const NOMINAL_AUDIO: u64 = 64_000;
 
 /// A layer nobody needs is paused this long after: a viewer moving between sizes does not
 /// make the publisher stop and restart an encoder.
@@ -264,6 +280,7 @@ impl Viewers {
         if !self.contains(viewer) {
             self.ready.push(viewer);
             self.gates.push(Gate::new(want));
+            self.reasons.push(Reason::View);
         }
     }
 
@@ -271,6 +288,51 @@ impl Viewers {
         if let Some(i) = self.ready.iter().position(|v| *v == viewer) {
             self.ready.remove(i);
             self.gates.remove(i);
+            self.reasons.remove(i);
+        }
+    }
+
+    /// `layer` (`None`: the one picture, or the audio) was measured at `bps`.
+    pub fn set_rate(&mut self, layer: Option<Layer>, bps: u64) {
+        if bps > 0 {
+            self.rates[layer.map_or(0, |l| usize::from(l.index()))] = bps;
+        }
+    }
+
+    /// What each layer costs (measured, else the nominal figure): for a video without
+    /// layers (and audio), at index 0.
+    pub fn rates(&self, video: bool) -> [u64; 3] {
+        let nominal = match (video, self.layers == Layers::NONE) {
+            (false, _) => [NOMINAL_AUDIO; 3],
+            (true, true) => [NOMINAL_PICTURE; 3],
+            (true, false) => NOMINAL,
+        };
+        let mut r = self.rates;
+        for (have, n) in r.iter_mut().zip(nominal) {
+            if *have == 0 {
+                *have = n;
+            }
+        }
+        r
+    }
+
+    /// Whether its publisher sends: a packet came in the last two housekeeping rounds.
+    pub fn sending(&self) -> bool {
+        self.heard && self.idle_rounds < 2
+    }
+
+    /// What `viewer` wants now, and why.
+    pub fn want_of(&self, viewer: ParticipantId) -> Option<(Want, Reason)> {
+        let i = self.ready.iter().position(|v| *v == viewer)?;
+        Some((self.gates.get(i)?.want(), *self.reasons.get(i)?))
+    }
+
+    /// Note why `viewer` gets what it gets.
+    pub fn set_reason(&mut self, viewer: ParticipantId, reason: Reason) {
+        if let Some(i) = self.ready.iter().position(|v| *v == viewer) {
+            if let Some(r) = self.reasons.get_mut(i) {
+                *r = reason;
+            }
         }
     }
 
@@ -320,6 +382,7 @@ impl Viewers {
     ) {
         out.clear();
         self.flowing = true;
+        self.heard = true;
         if !video {
             out.extend(self.ready.iter().map(|v| (*v, 0)));
             return;
@@ -364,8 +427,10 @@ impl Viewers {
     pub fn overdue(&mut self, now: Instant) -> Vec<Layer> {
         let mut due = Vec::new();
         if !std::mem::take(&mut self.flowing) {
+            self.idle_rounds = self.idle_rounds.saturating_add(1);
             return due;
         }
+        self.idle_rounds = 0;
         for gate in &self.gates {
             let Want::Layer(l) = gate.want() else {
                 continue;

@@ -30,15 +30,20 @@
 //! assert_eq!(sfu.subscribers(cam), &[bob]);
 //! ```
 
+mod alloc;
 pub mod federation;
 mod layers;
 mod notice;
 mod sfu;
 
+pub use alloc::{allocate, Reason, Video};
 pub use federation::{LinkTrack, MeetingEvent};
 pub use layers::{want_for, Gate, Layer, Layers, TileView, Want};
 pub use notice::{ChatMessage, Notice, ParticipantInfo, Recording};
-pub use sfu::{ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, Sfu, StateChange};
+pub use sfu::{
+    ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, Received, Reception, Sfu,
+    StateChange,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::alloc::{allocate, Reason, Video};
 use crate::layers::{want_for, Layer, Layers, TileView, Viewers, Want};
 use crate::notice::Recording;
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
@@ -67,6 +68,16 @@ pub enum Output {
         /// Of this simulcast layer; `None`: of a track without layers, or of every layer.
         layer: Option<Layer>,
     },
+    /// Toward `viewer`, keep sending at least `minimum` bits per second (padding fills up
+    /// to it: the next layer's rate) and probe for up to `desired` (what its tiles need).
+    Bitrate {
+        /// Who receives.
+        viewer: ParticipantId,
+        /// What it receives now, in bits per second.
+        minimum: u64,
+        /// What its tiles need.
+        desired: u64,
+    },
     /// Tell the publisher of a camera in layers which of them to send (the others nobody
     /// watches: its browser stops encoding them).
     SendLayers {
@@ -107,6 +118,88 @@ pub enum Output {
         /// Who.
         participant: ParticipantId,
     },
+}
+
+/// A stream made smaller for lack of bandwidth grows again only after this; and after one
+/// grew, the next grows only after `GROW_STEP`.
+const GROW_AFTER: Duration = Duration::from_secs(8);
+const GROW_STEP: Duration = Duration::from_secs(2);
+/// A stream grows into this share of the estimate (`GROW_MUL / GROW_DIV`).
+const GROW_MUL: u64 = 4;
+const GROW_DIV: u64 = 5;
+
+/// What a viewer receives of its videos ([`Sfu::reception`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reception {
+    /// The bandwidth estimate toward it, bits per second.
+    pub estimate: Option<u64>,
+    /// Each video it receives.
+    pub videos: Vec<Received>,
+}
+
+/// One video a viewer receives.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Received {
+    /// Whose.
+    pub publisher: ParticipantId,
+    /// Which.
+    pub source: Source,
+    /// What its stream carries now: `None` nothing, `Some(None)` a picture without layers.
+    #[serde(serialize_with = "carries")]
+    pub carries: Option<Option<Layer>>,
+    /// What it should get.
+    #[serde(serialize_with = "want")]
+    pub want: Want,
+    /// Why.
+    pub reason: Reason,
+}
+
+fn carries<S: serde::Serializer>(c: &Option<Option<Layer>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match c {
+        None => "none",
+        Some(None) => "picture",
+        Some(Some(l)) => l.rid(),
+    })
+}
+
+fn want<S: serde::Serializer>(w: &Want, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match w {
+        Want::Off => "off",
+        Want::Layer(l) => l.rid(),
+    })
+}
+
+/// Off below every layer, then the layers smallest first.
+fn rank(w: Want) -> u8 {
+    match w {
+        Want::Off => 0,
+        Want::Layer(l) => 1 + l.index(),
+    }
+}
+
+/// What `want` of `video` costs, bits per second.
+fn cost(video: &Video, want: Want) -> u64 {
+    match want {
+        Want::Off => 0,
+        Want::Layer(_) if video.layers == Layers::NONE => video.rates[0],
+        Want::Layer(l) => video.rates[usize::from(l.index())],
+    }
+}
+
+/// What `video` costs more one layer up from `want`, toward what its tile needs.
+fn step_up(video: &Video, want: Want) -> Option<u64> {
+    let Want::Layer(cap) = video.cap else {
+        return None;
+    };
+    let next = match want {
+        Want::Off if video.layers == Layers::NONE => Layer::TOP,
+        Want::Off => video.layers.iter().next()?,
+        Want::Layer(l) => video.layers.iter().find(|n| *n > l)?,
+    };
+    if next > cap && want != Want::Off {
+        return None;
+    }
+    Some(cost(video, Want::Layer(next)).saturating_sub(cost(video, want)))
 }
 
 /// Why a join was refused.
@@ -224,6 +317,15 @@ struct Participant {
     subscribed: Vec<TrackId>,
     /// What its page shows of each other participant's video (the last it said).
     views: HashMap<(ParticipantId, SourceKey), TileView>,
+    /// The bandwidth estimate toward it (bits per second), once its connection has one.
+    estimate: Option<u64>,
+    /// The estimate the last allocation was made for.
+    allocated_for: Option<u64>,
+    /// After the link made a stream smaller, none grows again before this (a link that
+    /// just dropped is not tried again at once).
+    grow_after: Option<Instant>,
+    /// The last `Output::Bitrate` for it.
+    bitrate_told: (u64, u64),
 }
 
 /// `Source` as an ordered map key, so iteration order (and so output order) is stable.
@@ -543,6 +645,10 @@ impl Sfu {
                 published: BTreeMap::new(),
                 subscribed,
                 views: HashMap::new(),
+                estimate: None,
+                allocated_for: None,
+                grow_after: None,
+                bitrate_told: (0, 0),
             },
         );
         if kind.person() {
@@ -813,6 +919,7 @@ impl Sfu {
             }
         }
         out.extend(Self::layers_output(track, t, now));
+        out.extend(self.reallocate(subscriber, now));
         out
     }
 
@@ -872,28 +979,216 @@ impl Sfu {
             }
             v.views.insert((publisher, source.into()), view);
         }
-        let mut out = Vec::new();
-        let interval = self.limits.keyframe_interval;
-        for track in v.subscribed.clone() {
-            let Some(t) = self.tracks.get_mut(&track) else {
+        self.reallocate(viewer, now)
+    }
+
+    /// The bandwidth estimate toward `viewer` is now `bps` (from its connection's
+    /// transport-wide feedback): its videos are shared out again when it moved by a tenth.
+    pub fn set_estimate(&mut self, viewer: ParticipantId, bps: u64, now: Instant) -> Vec<Output> {
+        let Some(v) = self.participants.get_mut(&viewer) else {
+            return Vec::new();
+        };
+        v.estimate = Some(bps);
+        let moved = v
+            .allocated_for
+            .is_none_or(|at| bps.abs_diff(at) * 10 > at.max(1));
+        if moved {
+            self.reallocate(viewer, now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// `track`'s simulcast `layer` (`None`: its one picture, or its audio) arrives at
+    /// `bps` bits per second (the driver measures it about once a second).
+    pub fn set_rate(&mut self, track: TrackId, layer: Option<Layer>, bps: u64) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.viewers.set_rate(layer, bps);
+        }
+    }
+
+    /// What `viewer` receives of each video, and why: (publisher, source, what its stream
+    /// carries, what it wants, why), and the estimate toward it.
+    pub fn reception(&self, viewer: ParticipantId) -> Option<Reception> {
+        let v = self.participants.get(&viewer)?;
+        let mut videos = Vec::new();
+        for track in &v.subscribed {
+            let Some(t) = self.tracks.get(track) else {
                 continue;
             };
             if t.source.kind() != TrackKind::Video {
                 continue;
             }
-            let Some(view) = v.views.get(&(t.publisher, t.source.into())) else {
+            let Some((want, reason)) = t.viewers.want_of(viewer) else {
                 continue;
             };
-            if let Some(layer) = t.viewers.set_want(viewer, want_for(Some(*view))) {
+            videos.push(Received {
+                publisher: t.publisher,
+                source: t.source,
+                carries: t.viewers.current(viewer),
+                want,
+                reason,
+            });
+        }
+        Some(Reception {
+            estimate: v.estimate,
+            videos,
+        })
+    }
+
+    /// Share `viewer`'s downlink among the videos it receives again (its view, its
+    /// estimate or what the videos cost changed): each stream moves to its new layer at
+    /// that layer's keyframe; a stream grows again only a while after the link made one
+    /// smaller.
+    fn reallocate(&mut self, viewer: ParticipantId, now: Instant) -> Vec<Output> {
+        let Some(v) = self.participants.get(&viewer) else {
+            return Vec::new();
+        };
+        let mut videos = Vec::new();
+        let mut ids = Vec::new();
+        let mut idle = Vec::new();
+        let mut audio = 0u64;
+        for &track in &v.subscribed {
+            let Some(t) = self.tracks.get(&track) else {
+                continue;
+            };
+            if !t.viewers.contains(viewer) {
+                continue;
+            }
+            if t.source.kind() == TrackKind::Audio {
+                audio += t.viewers.rates(false)[0];
+                continue;
+            }
+            let view = v.views.get(&(t.publisher, t.source.into())).copied();
+            // A picture without layers that sends nothing (a screen not shared) costs nothing
+            // and is not in the way of the others; it is let through as its tile says, so
+            // it shows at once when it starts.
+            if t.viewers.layers() == Layers::NONE && !t.viewers.sending() {
+                idle.push((track, want_for(view)));
+                continue;
+            }
+            videos.push(Video {
+                priority: u8::from(t.source != Source::Screen),
+                cap: want_for(view),
+                layers: t.viewers.layers(),
+                rates: t.viewers.rates(true),
+            });
+            ids.push(track);
+        }
+        let estimate = v.estimate;
+        let by_view = || -> Vec<(Want, Reason)> {
+            videos
+                .iter()
+                .map(|x| match x.cap {
+                    Want::Off => (Want::Off, Reason::Hidden),
+                    w => (w, Reason::View),
+                })
+                .collect()
+        };
+        // What the link keeps, and what it grows to: a stream shrinks when the estimate no
+        // longer carries it, and grows only into four fifths of it (the estimate is a
+        // guess, retransmissions and RTCP come on top, and a stream that flaps between
+        // layers costs a keyframe at each change).
+        let (keep, grow) = match estimate {
+            Some(e) => (
+                allocate(e / 20 * 19, audio, &videos),
+                allocate(e / GROW_DIV * GROW_MUL, audio, &videos),
+            ),
+            None => (by_view(), by_view()),
+        };
+        let hold = v.grow_after.is_some_and(|at| now < at);
+        let told = v.bitrate_told;
+        let interval = self.limits.keyframe_interval;
+        let mut out = Vec::new();
+        for (track, want) in idle {
+            let Some(t) = self.tracks.get_mut(&track) else {
+                continue;
+            };
+            let reason = if want == Want::Off {
+                Reason::Hidden
+            } else {
+                Reason::View
+            };
+            t.viewers.set_reason(viewer, reason);
+            // Nothing comes yet: its keyframe is asked for when it starts (`set_state`).
+            t.viewers.set_want(viewer, want);
+        }
+        let (mut shrank, mut grew) = (false, false);
+        let (mut minimum, mut desired) = (audio, audio);
+        // The smallest step up any stream could take: the estimator is kept busy up to it
+        // (padding), so it finds out whether the link would carry it.
+        let mut next_step: Option<u64> = None;
+        for (((track, video), kept), grown) in ids.iter().zip(&videos).zip(keep).zip(grow) {
+            let Some(t) = self.tracks.get_mut(track) else {
+                continue;
+            };
+            let Some((old, was)) = t.viewers.want_of(viewer) else {
+                continue;
+            };
+            // Held small by the link, a stream waits a while before growing; a tile shown or
+            // made larger grows at once, as far as the link allows.
+            let (want, reason) = if rank(kept.0) < rank(old) {
+                kept
+            } else if rank(grown.0) > rank(old) && !(hold && was == Reason::Bandwidth) {
+                grown
+            } else if old == kept.0 {
+                kept
+            } else {
+                (old, Reason::Bandwidth)
+            };
+            if rank(want) < rank(old) && reason == Reason::Bandwidth {
+                shrank = true;
+            }
+            if rank(want) > rank(old) && was == Reason::Bandwidth {
+                grew = true;
+            }
+            t.viewers.set_reason(viewer, reason);
+            if let Some(layer) = t.viewers.set_want(viewer, want) {
                 if t.viewers.keyframe_due(layer, now, interval, false) {
                     out.push(Output::RequestKeyframe {
                         publisher: t.publisher,
-                        track,
+                        track: *track,
                         layer,
                     });
                 }
             }
-            out.extend(Self::layers_output(track, t, now));
+            out.extend(Self::layers_output(*track, t, now));
+            minimum += cost(video, want);
+            desired += cost(video, video.cap);
+            // Held below its tile by the link: the next step is worth finding room for.
+            if reason == Reason::Bandwidth {
+                if let Some(up) = step_up(video, want) {
+                    next_step = Some(next_step.map_or(up, |n| n.min(up)));
+                }
+            }
+        }
+        // Only while a stream is held small by the link: kept busy up to where its next
+        // step would grow (str0m pads, never above the estimate), and probing for what the
+        // tiles need. Otherwise nothing is padded or probed: nothing would use it.
+        let (minimum, desired) = match next_step {
+            Some(step) => (
+                (minimum + step) / GROW_MUL * GROW_DIV,
+                desired / GROW_MUL * GROW_DIV,
+            ),
+            None => (minimum, minimum),
+        };
+        if let Some(v) = self.participants.get_mut(&viewer) {
+            v.allocated_for = estimate;
+            if shrank {
+                v.grow_after = Some(now + GROW_AFTER);
+            } else if grew {
+                // One step at a time: the next only once this one has shown it fits.
+                v.grow_after = Some(now + GROW_STEP);
+            }
+            let moved = |a: u64, b: u64| a.abs_diff(b) * 20 > b.max(1);
+            if estimate.is_some() && (moved(minimum, told.0) || moved(desired, told.1)) {
+                v.bitrate_told = (minimum, desired);
+                out.push(Output::Bitrate {
+                    viewer,
+                    minimum,
+                    desired,
+                });
+            }
         }
         out
     }
@@ -938,6 +1233,17 @@ impl Sfu {
                 }
             }
             out.extend(Self::layers_output(track, t, now));
+        }
+        // Streams held small after the link shrank may grow again.
+        let mut viewers: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.estimate.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        viewers.sort();
+        for viewer in viewers {
+            out.extend(self.reallocate(viewer, now));
         }
         out
     }

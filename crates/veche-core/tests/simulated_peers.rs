@@ -29,6 +29,8 @@ struct Sim {
     layers_sent: HashMap<TrackId, Layers>,
     /// Every keyframe request, in order, with its layer.
     keyframe_layers: Vec<(TrackId, Option<Layer>)>,
+    /// What each viewer's connection was last told to keep and probe for.
+    bitrates: HashMap<ParticipantId, (u64, u64)>,
 }
 
 impl Sim {
@@ -49,6 +51,7 @@ impl Sim {
             attendance: Vec::new(),
             layers_sent: HashMap::new(),
             keyframe_layers: Vec::new(),
+            bitrates: HashMap::new(),
         }
     }
 
@@ -71,6 +74,13 @@ impl Sim {
                 }
                 Output::SendLayers { track, layers, .. } => {
                     self.layers_sent.insert(track, layers);
+                }
+                Output::Bitrate {
+                    viewer,
+                    minimum,
+                    desired,
+                } => {
+                    self.bitrates.insert(viewer, (minimum, desired));
                 }
                 Output::Notify { to, notice } => self.notices.entry(to).or_default().push(notice),
                 Output::Arrived {
@@ -1097,4 +1107,96 @@ fn a_viewer_that_waits_too_long_for_its_keyframe_asks_again() {
     assert_eq!(sim.keyframe_layers, [(cam, Some(h))]);
     assert_eq!(sim.send_layer(cam, h, true), [bob]);
     assert!(sim.send_layer(cam, f, false).is_empty(), "switched");
+}
+
+#[test]
+fn a_viewer_on_a_weak_link_gets_small_layers_and_grows_back_slowly() {
+    let mut sim = Sim::new();
+    let (ada, ta) = sim.join_publishing("m", "Ada");
+    let (bob, tb) = sim.join_publishing("m", "Bob");
+    for t in [ta[1], tb[1]] {
+        sim.sfu.set_simulcast(t, Layers::ALL);
+    }
+    let cy = sim.join("m", "Cy");
+    sim.advance(Duration::from_millis(50));
+    let [q, h, f] = Layer::ALL;
+    let big = TileView {
+        visible: true,
+        height: 700,
+    };
+    let out = sim.sfu.set_view(
+        cy,
+        &[(ada, Source::Camera, big), (bob, Source::Camera, big)],
+        sim.now,
+    );
+    sim.apply(out);
+    let wants = |sim: &Sim| -> Vec<String> {
+        let r = sim.sfu.reception(cy).expect("cy");
+        r.videos
+            .iter()
+            .filter(|v| v.source == Source::Camera)
+            .map(|v| format!("{:?}/{:?}", v.want, v.reason))
+            .collect()
+    };
+    assert_eq!(
+        wants(&sim),
+        ["Layer(Layer(2))/View", "Layer(Layer(2))/View"],
+        "no estimate yet: the view decides"
+    );
+
+    // 600 kbit/s: two voices (64k each at first) and both smallest layers fit, nothing more.
+    let out = sim.sfu.set_estimate(cy, 600_000, sim.now);
+    sim.apply(out);
+    assert_eq!(
+        wants(&sim),
+        ["Layer(Layer(0))/Bandwidth", "Layer(Layer(0))/Bandwidth"]
+    );
+    let (minimum, desired) = sim.bitrates[&cy];
+    assert!(
+        minimum > 128_000 + 2 * 120_000,
+        "kept busy toward the next step: {minimum}"
+    );
+    assert!(
+        desired > 3_000_000,
+        "probing toward what the tiles need: {desired}"
+    );
+    // With room for everything, nothing is padded or probed.
+    let out = sim.sfu.set_estimate(bob, 20_000_000, sim.now);
+    sim.apply(out);
+    let (minimum, desired) = sim.bitrates[&bob];
+    assert_eq!(minimum, desired, "Bob's tiles have what they need");
+    // Bob (no view: the largest) and Cy both start at the first keyframe; Cy then moves
+    // to q, which is what she may have, and Bob keeps f.
+    assert_eq!(sim.send_layer(ta[1], f, true), [bob, cy]);
+    assert_eq!(sim.send_layer(ta[1], q, true), [cy]);
+    assert_eq!(sim.send_layer(ta[1], f, false), [bob]);
+
+    // The link recovers: nothing grows for a while after it shrank...
+    sim.advance(Duration::from_secs(1));
+    let out = sim.sfu.set_estimate(cy, 5_000_000, sim.now);
+    sim.apply(out);
+    assert_eq!(
+        wants(&sim),
+        ["Layer(Layer(0))/Bandwidth", "Layer(Layer(0))/Bandwidth"]
+    );
+    // ...then one step at a time.
+    sim.advance(Duration::from_secs(8));
+    let out = sim.sfu.tick(sim.now);
+    sim.apply(out);
+    let first = wants(&sim);
+    assert_ne!(
+        first,
+        ["Layer(Layer(0))/Bandwidth", "Layer(Layer(0))/Bandwidth"],
+        "grown"
+    );
+    for _ in 0..10 {
+        sim.advance(Duration::from_secs(2));
+        let out = sim.sfu.tick(sim.now);
+        sim.apply(out);
+    }
+    assert_eq!(
+        wants(&sim),
+        ["Layer(Layer(2))/View", "Layer(Layer(2))/View"]
+    );
+    let _ = h;
 }

@@ -197,6 +197,14 @@ pub enum Command {
         /// Meeting id.
         meeting: String,
     },
+    /// What each browser here in a meeting (`None`: in every meeting) receives of each
+    /// video, with its bandwidth estimate, and why.
+    Reception {
+        /// Meeting id, or every meeting.
+        meeting: Option<String>,
+        /// (meeting, participant, what it receives).
+        reply: oneshot::Sender<Vec<(String, ParticipantId, veche_core::Reception)>>,
+    },
     /// The media links of a meeting, per other node.
     Links {
         /// Meeting id.
@@ -669,6 +677,20 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Participants {
             meeting: meeting.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// What each browser here in `meeting` (`None`: in every meeting) receives.
+    pub async fn reception(
+        &self,
+        meeting: Option<&str>,
+    ) -> Result<Vec<(String, ParticipantId, veche_core::Reception)>, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Reception {
+            meeting: meeting.map(str::to_owned),
             reply,
         })
         .await?;

@@ -109,6 +109,13 @@ const LINK_DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 const LINK_IN_GIVE_UP: Duration = Duration::from_secs(30);
 /// A connected link that receives nothing at all this long is dead.
 const LINK_SILENCE: Duration = Duration::from_secs(4);
+/// Bytes a forwarded packet takes on the wire beyond its payload.
+const WIRE_OVERHEAD: usize = 60;
+
+/// The bandwidth estimate toward a new browser before its feedback says more, kbit/s: two
+/// cameras at their middle layer and the voices.
+const INITIAL_ESTIMATE_KBPS: u64 = 1_200;
+
 /// The loop wakes at least this often for housekeeping.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
@@ -183,6 +190,8 @@ pub struct Engine {
     last_housekeeping: Instant,
     /// Who gets the packet being forwarded (the core's answer, reused).
     routes: Vec<(ParticipantId, u32)>,
+    /// When the layers' rates were last measured.
+    last_rates: Instant,
 }
 
 impl Engine {
@@ -306,6 +315,7 @@ impl Engine {
             dropped: Arc::new(AtomicU64::new(0)),
             last_housekeeping: now,
             routes: Vec::new(),
+            last_rates: now,
             node_id: config.node_id,
             fed_out: config.federation,
             attendance: config.attendance,
@@ -426,6 +436,9 @@ impl Engine {
                     // Packets are forwarded as they arrive, their payload shared by every
                     // viewer (forward.rs), not reassembled into frames and cut up again.
                     .set_rtp_mode(true)
+                    // The estimate toward the browser decides which layers it gets
+                    // (veche-core's alloc.rs); it starts here and probes up.
+                    .enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
                     .build(now);
                 let local_client = client.is_none_or(|a| a.ip().is_loopback());
                 for c in &self.candidates {
@@ -627,6 +640,25 @@ impl Engine {
             Command::Resync { node, meeting } => self.resync_later(node, meeting),
             Command::ObservedIp { ip } => self.observed_ip(ip),
             Command::UseRelay { meeting, node, via } => self.use_relay(&meeting, &node, via, now),
+            Command::Reception { meeting, reply } => {
+                let mut out = Vec::new();
+                for (&id, p) in &self.peers {
+                    if p.role.is_link() {
+                        continue;
+                    }
+                    let Some(m) = self.sfu.meeting_of(id) else {
+                        continue;
+                    };
+                    if meeting.as_deref().is_some_and(|want| want != m) {
+                        continue;
+                    }
+                    if let Some(r) = self.sfu.reception(id) {
+                        out.push((m.to_owned(), id, r));
+                    }
+                }
+                out.sort_by_key(|(_, id, _)| *id);
+                let _ = reply.send(out);
+            }
             Command::Links { meeting, reply } => {
                 let _ = reply.send(self.links(&meeting));
             }
@@ -940,6 +972,11 @@ impl Engine {
                 }
             }
             Event::RtpPacket(packet) => self.forward(id, packet),
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
+                tracing::debug!(viewer = %id, kbps = estimate.as_u64() / 1000, "estimate");
+                let out = self.sfu.set_estimate(id, estimate.as_u64(), now);
+                self.apply(out);
+            }
             Event::PeerStats(stats) => {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.link_stats.update(&stats);
@@ -975,6 +1012,10 @@ impl Engine {
         if packet.payload.is_empty() {
             return;
         }
+        // What it costs a viewer on the wire: its payload, and IP, UDP, RTP and SRTP
+        // headers with their extensions (about 60 bytes; at audio's 50 packets a second,
+        // a third of what a voice costs).
+        p.count_in(mid, layer, packet.payload.len() + WIRE_OVERHEAD);
         let video = params.spec().codec.is_video();
         let frame = !video || packet.header.marker;
         if frame {
@@ -1084,6 +1125,7 @@ impl Engine {
                     track,
                     layer,
                 } => {
+                    tracing::debug!(%publisher, %track, layer = layer.map(|l| l.rid()), "keyframe asked for");
                     // A remote participant's tracks come in on a node link: ask upstream.
                     let owner = if self.peers.contains_key(&publisher) {
                         Some(publisher)
@@ -1102,6 +1144,20 @@ impl Engine {
                         }
                     }
                 }
+                Output::Bitrate {
+                    viewer,
+                    minimum,
+                    desired,
+                } => {
+                    if let Some(p) = self.peers.get_mut(&viewer) {
+                        match p.set_bitrate(minimum, desired) {
+                            Ok(()) => {
+                                self.dirty.insert(viewer);
+                            }
+                            Err(f) => self.failed.push((viewer, f)),
+                        }
+                    }
+                }
                 Output::SendLayers {
                     publisher,
                     source,
@@ -1112,6 +1168,7 @@ impl Engine {
                     // one of its viewers).
                     if let Some(p) = self.peers.get(&publisher) {
                         let active = layers.rids();
+                        tracing::debug!(%publisher, ?active, "layers to send");
                         if let Err(f) = p.send(PeerEvent::Signal(Signal::Layers { source, active }))
                         {
                             self.failed.push((publisher, f));
@@ -1159,6 +1216,20 @@ impl Engine {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        // What each layer costs a viewer, measured over the last second or so.
+        let secs = now
+            .saturating_duration_since(self.last_rates)
+            .as_secs_f64()
+            .max(0.5);
+        self.last_rates = now;
+        let mut rates = Vec::new();
+        for p in self.peers.values_mut() {
+            rates.extend(p.take_in_bytes());
+        }
+        for (track, layer, bytes) in rates {
+            self.sfu
+                .set_rate(track, layer, (bytes as f64 * 8.0 / secs) as u64);
+        }
         let out = self.sfu.tick(now);
         self.apply(out);
         self.fed_housekeeping(now);

@@ -26,7 +26,6 @@ mod net;
 mod outbox;
 mod peer;
 mod record;
-mod sdp;
 
 pub use api::{
     Attendance, Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo,

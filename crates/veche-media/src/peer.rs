@@ -201,6 +201,9 @@ pub(crate) struct Peer {
     /// Incoming SSRC → mid and simulcast layer (a packet names only its SSRC; browsers
     /// stop sending the mid and rid once the node has seen them), learned from str0m once.
     in_ssrcs: HashMap<Ssrc, (Mid, Option<Layer>)>,
+    /// Bytes received per incoming mid and simulcast layer since the engine last measured
+    /// (what each layer costs a viewer).
+    in_bytes: HashMap<(Mid, Option<Layer>), u64>,
     /// Per incoming mid: a counter that moves on after a stretch that was withheld, and
     /// whether the last packet was (so subscribers' streams continue without a hole).
     in_epochs: HashMap<Mid, (u32, bool)>,
@@ -251,6 +254,7 @@ impl Peer {
             in_tracks: HashMap::new(),
             in_mids: HashMap::new(),
             in_ssrcs: HashMap::new(),
+            in_bytes: HashMap::new(),
             in_epochs: HashMap::new(),
             rewriters: HashMap::new(),
             out_mids: HashMap::new(),
@@ -383,6 +387,35 @@ impl Peer {
         }
         self.in_ssrcs.insert(ssrc, found);
         Some(found)
+    }
+
+    /// Count a packet of `len` bytes on `mid`, `layer`, toward its layer's rate.
+    pub fn count_in(&mut self, mid: Mid, layer: Option<Layer>, len: usize) {
+        // Bounded like `in_ssrcs`: a few mids and layers per publisher.
+        if self.in_bytes.len() >= 64 && !self.in_bytes.contains_key(&(mid, layer)) {
+            return;
+        }
+        *self.in_bytes.entry((mid, layer)).or_default() += len as u64;
+    }
+
+    /// What was counted since the last call: (track, layer, bytes).
+    pub fn take_in_bytes(&mut self) -> Vec<(TrackId, Option<Layer>, u64)> {
+        let tracks = &self.in_tracks;
+        self.in_bytes
+            .drain()
+            .filter_map(|((mid, layer), bytes)| tracks.get(&mid).map(|t| (*t, layer, bytes)))
+            .collect()
+    }
+
+    /// Keep at least `minimum` bits per second toward this browser and probe for up to
+    /// `desired` (str0m's estimator and pacer).
+    pub fn set_bitrate(&mut self, minimum: u64, desired: u64) -> Result<(), PeerFailure> {
+        contained(|| {
+            self.rtc.bwe().set_bitrate(
+                str0m::bwe::Bitrate::bps(minimum),
+                str0m::bwe::Bitrate::bps(desired.max(minimum)),
+            );
+        })
     }
 
     /// A packet on `mid` was withheld (its publisher is muted): nobody gets it.
@@ -572,13 +605,9 @@ impl Peer {
             .iter()
             .map(|(mid, (_, info))| (mid.to_string(), *info))
             .collect();
+        // Every m-line keeps transport-cc: the bandwidth estimate toward the browser, which
+        // decides the layers it gets, is made from its feedback.
         let sdp = offer.to_sdp_string();
-        // A browser's view tracks go without transport-cc (see `sdp.rs`); a link keeps it.
-        let sdp = if self.role.is_link() {
-            sdp
-        } else {
-            crate::sdp::without_send_twcc(&sdp)
-        };
         Ok(Some(MadeOffer { sdp, tracks }))
     }
 

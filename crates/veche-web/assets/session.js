@@ -14,7 +14,7 @@ const WELCOME_TIMEOUT_MS = 15000; // a socket that opens but never welcomes is d
 // nobody watches, whose encoders then stop. A camera too small for all three gets fewer
 // (the browser drops the largest).
 const CAMERA_LAYERS = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 120_000 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
@@ -333,6 +333,9 @@ export class Session {
           mid,
           framesDecoded: n(r.framesDecoded),
           packetsReceived: n(r.packetsReceived),
+          packetsLost: n(r.packetsLost),
+          pliCount: n(r.pliCount),
+          nackCount: n(r.nackCount),
           bytesReceived: n(r.bytesReceived),
           frameWidth: n(r.frameWidth),
           frameHeight: n(r.frameHeight),

@@ -723,6 +723,17 @@ pub(crate) async fn get_people(
         .links(&id)
         .await
         .map_err(|_| ApiError::engine_gone())?;
+    // Per browser here: the bandwidth estimate toward it, and for each video it receives
+    // the layer its stream carries, the one it should get and why (docs/simulcast.md).
+    let reception: Vec<serde_json::Value> = ctx
+        .app
+        .engine
+        .reception(Some(&id))
+        .await
+        .map_err(|_| ApiError::engine_gone())?
+        .into_iter()
+        .map(|(_, participant, r)| json!({ "participant": participant, "estimate_bps": r.estimate, "videos": r.videos }))
+        .collect();
     let peers = if links.is_empty() {
         Vec::new()
     } else {
@@ -764,7 +775,10 @@ pub(crate) async fn get_people(
             })
         })
         .collect();
-    Ok(Json(json!({ "id": id, "participants": participants, "nodes": nodes })).into_response())
+    Ok(Json(
+        json!({ "id": id, "participants": participants, "nodes": nodes, "reception": reception }),
+    )
+    .into_response())
 }
 
 #[cfg(test)]

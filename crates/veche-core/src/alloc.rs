@@ -1,0 +1,221 @@
+//! How a viewer's downlink is shared among the videos it shows: from the bandwidth
+//! estimate toward it (str0m's, from the viewer's transport-wide feedback), the layer each
+//! tile needs ([`crate::want_for`]) and priority (a screen share first, then cameras):
+//! audio is set aside first and never cut; a picture without layers (a screen share, a
+//! camera another node carries) cannot be made smaller, so it is sent whenever its tile is
+//! seen, and what it costs is taken first; every camera in layers gets its smallest layer
+//! before any gets a larger one; what is left goes to larger layers, in priority order, up
+//! to what each tile needs. Pure: the core calls it with what it knows.
+
+use crate::layers::{Layer, Layers, Want};
+
+/// One video a viewer receives, as the allocation sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Video {
+    /// Lower goes first (0: a screen share).
+    pub priority: u8,
+    /// What its tile needs.
+    pub cap: Want,
+    /// The layers its publisher sends; none for a video without layers.
+    pub layers: Layers,
+    /// Bits per second of each layer (of the one picture, for a video without layers, at
+    /// index 0).
+    pub rates: [u64; 3],
+}
+
+/// Why a viewer gets what it gets of a video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// What its tile needs (or no estimate yet).
+    View,
+    /// The tile is not seen.
+    Hidden,
+    /// Less than the tile needs: the viewer's link has no room for more.
+    Bandwidth,
+}
+
+/// Share `budget` bits per second (after `audio`) among `videos`: what each gets, and
+/// why, in the same order.
+pub fn allocate(budget: u64, audio: u64, videos: &[Video]) -> Vec<(Want, Reason)> {
+    let mut budget = budget.saturating_sub(audio);
+    let mut order: Vec<usize> = (0..videos.len()).collect();
+    order.sort_by_key(|&i| videos[i].priority);
+    let mut out = vec![(Want::Off, Reason::Hidden); videos.len()];
+    // Each video's steps, smallest first: its layers up to what the tile needs.
+    let steps = |v: &Video| -> Vec<(Layer, u64)> {
+        let Want::Layer(cap) = v.cap else {
+            return Vec::new();
+        };
+        if v.layers == Layers::NONE {
+            return vec![(Layer::TOP, v.rates[0])];
+        }
+        let mut s: Vec<(Layer, u64)> = v
+            .layers
+            .iter()
+            .filter(|l| *l <= cap)
+            .map(|l| (l, v.rates[usize::from(l.index())]))
+            .collect();
+        if s.is_empty() {
+            // The tile needs less than the smallest layer sent: that one.
+            s.extend(
+                v.layers
+                    .iter()
+                    .take(1)
+                    .map(|l| (l, v.rates[usize::from(l.index())])),
+            );
+        }
+        s
+    };
+    let mut chosen: Vec<Option<usize>> = vec![None; videos.len()];
+    // First the smallest layer of each, in priority order (a picture without layers,
+    // whatever it costs).
+    for &i in &order {
+        let s = steps(&videos[i]);
+        let Some(&(_, rate)) = s.first() else {
+            continue;
+        };
+        if videos[i].layers == Layers::NONE {
+            budget = budget.saturating_sub(rate);
+            chosen[i] = Some(0);
+        } else if rate <= budget {
+            budget -= rate;
+            chosen[i] = Some(0);
+        } else {
+            out[i].1 = Reason::Bandwidth;
+        }
+    }
+    // Then larger layers, in priority order, each as far as it fits.
+    for &i in &order {
+        let s = steps(&videos[i]);
+        let Some(mut at) = chosen[i] else {
+            continue;
+        };
+        while let Some(&(_, next)) = s.get(at + 1) {
+            let more = next.saturating_sub(s[at].1);
+            if more > budget {
+                break;
+            }
+            budget -= more;
+            at += 1;
+        }
+        chosen[i] = Some(at);
+        let full = at + 1 == s.len();
+        out[i] = (
+            Want::Layer(s[at].0),
+            if full {
+                Reason::View
+            } else {
+                Reason::Bandwidth
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: Layer = Layer::ALL[0];
+    const H: Layer = Layer::ALL[1];
+    const F: Layer = Layer::ALL[2];
+
+    fn camera(cap: Want) -> Video {
+        Video {
+            priority: 1,
+            cap,
+            layers: Layers::ALL,
+            rates: [150_000, 500_000, 1_500_000],
+        }
+    }
+
+    #[test]
+    fn with_room_every_tile_gets_what_it_needs() {
+        let v = [
+            camera(Want::Layer(F)),
+            camera(Want::Layer(H)),
+            camera(Want::Off),
+        ];
+        assert_eq!(
+            allocate(10_000_000, 128_000, &v),
+            [
+                (Want::Layer(F), Reason::View),
+                (Want::Layer(H), Reason::View),
+                (Want::Off, Reason::Hidden)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_smallest_layer_of_each_comes_before_a_larger_one_of_any() {
+        // 128k of voices, then 450k: three cameras at q, not one at h.
+        let v = [
+            camera(Want::Layer(F)),
+            camera(Want::Layer(F)),
+            camera(Want::Layer(F)),
+        ];
+        let got = allocate(578_000, 128_000, &v);
+        assert!(
+            got.iter()
+                .all(|(w, r)| *w == Want::Layer(Q) && *r == Reason::Bandwidth),
+            "{got:?}"
+        );
+        // More room goes to the first in priority, one step at a time.
+        let got = allocate(578_000 + 350_000, 128_000, &v);
+        assert_eq!(got[0].0, Want::Layer(H));
+        assert_eq!(got[1].0, Want::Layer(Q));
+    }
+
+    #[test]
+    fn the_voices_come_first_and_a_screen_share_before_the_cameras() {
+        let screen = Video {
+            priority: 0,
+            cap: Want::Layer(F),
+            layers: Layers::NONE,
+            rates: [800_000, 0, 0],
+        };
+        let v = [camera(Want::Layer(F)), screen];
+        let got = allocate(1_000_000, 128_000, &v);
+        assert_eq!(
+            got[1],
+            (Want::Layer(Layer::TOP), Reason::View),
+            "the screen fits"
+        );
+        assert_eq!(
+            got[0],
+            (Want::Off, Reason::Bandwidth),
+            "no room left for the camera"
+        );
+        // Less than the voices: no camera; the screen, which cannot be made smaller, goes on.
+        let got = allocate(100_000, 128_000, &v);
+        assert_eq!(
+            got,
+            [
+                (Want::Off, Reason::Bandwidth),
+                (Want::Layer(Layer::TOP), Reason::View)
+            ]
+        );
+        let hidden = Video {
+            cap: Want::Off,
+            ..screen
+        };
+        assert_eq!(
+            allocate(100_000, 128_000, &[hidden]),
+            [(Want::Off, Reason::Hidden)]
+        );
+        assert!(allocate(1_000_000, 0, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_tile_smaller_than_the_smallest_layer_still_gets_it() {
+        let v = Video {
+            layers: Layers::NONE.with(H).with(F),
+            ..camera(Want::Layer(Q))
+        };
+        assert_eq!(
+            allocate(10_000_000, 0, &[v]),
+            [(Want::Layer(H), Reason::View)]
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! A viewer on a weak link, in real headless Chromium: Cy's device gets 600 kbit/s from the
+//! node (`tbf` on the link to her namespace). She keeps hearing everyone and sees the
+//! smallest layer of the others' cameras, while Bob, on the node's machine with the same
+//! large window, gets Ada's full layer, and Ada's camera makes no keyframe storm. When the
+//! limit is lifted, Cy is back on a larger layer within 15 s.
+//!
+//! Runs as root (network namespaces, `tc`).
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{inbound, num, Browser, Lab};
+
+/// Two voices (about 64 kbit/s each on the wire) and the two smallest layers (about 150
+/// each) fit; one full layer (1.5 Mbit/s) is far beyond it.
+const LIMIT: &str = "600kbit";
+
+fn tc(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "tc"])
+        .args(args)
+        .output()
+        .expect("tc (iproute2)");
+    assert!(
+        out.status.success(),
+        "tc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `b` receives of `name`'s `source`: (bytes, frames decoded, frame width, packets
+/// received, packets lost).
+async fn from(b: &mut Browser, name: &str, source: &str) -> (u64, u64, u64, u64, u64) {
+    let s: Value = b.stats().await;
+    let i = inbound(&s, name, source).unwrap_or(Value::Null);
+    (
+        num(&i, "bytesReceived"),
+        num(&i, "framesDecoded"),
+        num(&i, "frameWidth"),
+        num(&i, "packetsReceived"),
+        num(&i, "packetsLost"),
+    )
+}
+
+/// Wait until `b` decodes `name`'s camera at a width `ok` accepts, with frames growing;
+/// returns the width and how long it took.
+async fn decoding_at(
+    b: &mut Browser,
+    who: &str,
+    name: &str,
+    ok: &str,
+    limit: Duration,
+) -> (u64, Duration) {
+    let start = Instant::now();
+    let (_, f0, _, _, _) = from(b, name, "camera").await;
+    let js = format!(
+        "veche.stats().then(s => {{ const i = s.inbound.find(i => i.name === {name:?} && i.source === 'camera');
+           return i && i.framesDecoded > {} && ({ok})(i.frameWidth) ? i.frameWidth : null; }})",
+        f0 + 10
+    );
+    let v = b
+        .wait_for(
+            &format!("{who} decoding {name}'s camera ({ok})"),
+            &js,
+            limit,
+        )
+        .await;
+    (v.as_u64().unwrap_or(0), start.elapsed())
+}
+
+/// Ada's keyframes so far per layer, and what Cy's page asked of the node (PLIs, NACKs).
+async fn keyframe_detail(ada: &mut Browser, cy: &mut Browser) -> String {
+    let s = ada.stats().await;
+    let per: Vec<String> = s["outbound"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["source"] == "camera")
+        .map(|o| format!("{}:{}", o["rid"], num(o, "keyFramesEncoded")))
+        .collect();
+    let c = cy.stats().await;
+    let asked: Vec<String> = c["inbound"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["source"] == "camera")
+        .map(|i| {
+            format!(
+                "{} pli {} nack {}",
+                i["name"],
+                num(i, "pliCount"),
+                num(i, "nackCount")
+            )
+        })
+        .collect();
+    format!("{per:?} {asked:?}")
+}
+
+/// Ada's keyframes so far, over every layer of her camera.
+async fn keyframes(ada: &mut Browser) -> u64 {
+    let s = ada.stats().await;
+    s["outbound"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["source"] == "camera")
+        .map(|o| num(o, "keyFramesEncoded"))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
+    let lab = Lab::new("bwe");
+    let data = lab.dir().join("data");
+    let https = format!("{}:7443", lab.lan_ip);
+    let node = lab
+        .node(
+            &data,
+            &[
+                "--http",
+                "127.0.0.1:7300",
+                "--media-port",
+                "7301",
+                "--lan",
+                "--https",
+                &https,
+            ],
+        )
+        .await;
+    let base = node.base();
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    ada.wait_for(
+        "landing",
+        "location.href.startsWith('http:') && document.readyState === 'complete'",
+        Duration::from_secs(20),
+    )
+    .await;
+    let created = ada
+        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Weak link'})}).then(r => r.json())")
+        .await
+        .expect("create");
+    let id = created["id"].as_str().expect("id").to_owned();
+    ada.eval(&format!(
+        "location.href = '{base}/m/{id}?name=Ada&autojoin=1'"
+    ))
+    .await
+    .expect("navigate");
+    let big = "--window-size=1920,1200";
+    let mut bob = lab
+        .browser(&format!("{base}/m/{id}?name=Bob&autojoin=1"), &[big])
+        .await;
+    let mut cy = lab
+        .device_browser(
+            &format!("https://{https}/m/{id}?name=Cy&autojoin=1"),
+            &["--ignore-certificate-errors", big],
+        )
+        .await;
+
+    // Unlimited, Cy's large tile of Ada gets the full layer, like Bob's.
+    let (w, _) = decoding_at(
+        &mut cy,
+        "Cy",
+        "Ada",
+        "w => w >= 1200",
+        Duration::from_secs(60),
+    )
+    .await;
+    println!("bandwidth: unlimited, Cy decodes Ada {w} px wide");
+    decoding_at(
+        &mut bob,
+        "Bob",
+        "Ada",
+        "w => w >= 1200",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Her link drops to 400 kbit/s.
+    tc(
+        &lab.name,
+        &[
+            "qdisc", "add", "dev", "v0", "root", "tbf", "rate", LIMIT, "burst", "8kb", "latency",
+            "300ms",
+        ],
+    );
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let c = reception(&mut ada, "Cy").await;
+        let b = reception(&mut ada, "Bob").await;
+        println!(
+            "bandwidth: Cy {} / Bob {}",
+            c["estimate_bps"], b["estimate_bps"]
+        );
+    }
+    let (w, took) = decoding_at(
+        &mut cy,
+        "Cy (limited)",
+        "Ada",
+        "w => w > 0 && w <= 400",
+        Duration::from_secs(30),
+    )
+    .await;
+    println!(
+        "bandwidth: limited to {LIMIT}, Cy is on Ada's {w} px layer after {:.1} s",
+        took.as_secs_f64()
+    );
+    decoding_at(
+        &mut cy,
+        "Cy (limited)",
+        "Bob",
+        "w => w > 0 && w <= 400",
+        Duration::from_secs(30),
+    )
+    .await;
+    // Settled: over 10 s she decodes both small pictures and hears both, with little loss;
+    // Bob keeps the full layer; Ada's camera is not asked for keyframe after keyframe.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let k0 = keyframes(&mut ada).await;
+    let d0 = keyframe_detail(&mut ada, &mut cy).await;
+    let a0 = from(&mut cy, "Ada", "mic").await;
+    let b0 = from(&mut cy, "Bob", "mic").await;
+    let v0 = from(&mut cy, "Ada", "camera").await;
+    let u0 = from(&mut cy, "Bob", "camera").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let k1 = keyframes(&mut ada).await;
+    println!(
+        "bandwidth: keyframes and requests {d0} -> {}",
+        keyframe_detail(&mut ada, &mut cy).await
+    );
+    let a1 = from(&mut cy, "Ada", "mic").await;
+    let b1 = from(&mut cy, "Bob", "mic").await;
+    let v1 = from(&mut cy, "Ada", "camera").await;
+    let u1 = from(&mut cy, "Bob", "camera").await;
+    let loss = |x: (u64, u64, u64, u64, u64), y: (u64, u64, u64, u64, u64)| {
+        let got = y.3.saturating_sub(x.3);
+        let lost = y.4.saturating_sub(x.4);
+        lost as f64 / (got + lost).max(1) as f64
+    };
+    let estimate = reception(&mut ada, "Cy").await;
+    println!(
+        "bandwidth: limited 10 s: Cy's frames of Ada {} and Bob {} ({} and {} px), audio loss {:.2} % and {:.2} %, Ada's keyframes +{}, Cy's estimate {estimate}",
+        v1.1 - v0.1,
+        u1.1 - u0.1,
+        v1.2,
+        u1.2,
+        loss(a0, a1) * 100.0,
+        loss(b0, b1) * 100.0,
+        k1 - k0
+    );
+    assert!(
+        v1.1 > v0.1 + 20 && u1.1 > u0.1 + 20,
+        "both pictures keep coming"
+    );
+    assert!(v1.2 <= 400 && u1.2 <= 400, "on the small layer");
+    assert!(
+        a1.3 > a0.3 + 200 && b1.3 > b0.3 + 200,
+        "both voices keep coming"
+    );
+    assert!(
+        loss(a0, a1) < 0.02 && loss(b0, b1) < 0.02,
+        "audio loses under 2 %"
+    );
+    assert!(k1 - k0 <= 4, "no keyframe storm: {} in 10 s", k1 - k0);
+    let (_, _, bw, _, _) = from(&mut bob, "Ada", "camera").await;
+    assert!(bw >= 1200, "Bob keeps Ada's full layer: {bw}");
+
+    // The limit is lifted: Cy is back on a larger layer within 15 s.
+    tc(&lab.name, &["qdisc", "del", "dev", "v0", "root"]);
+    let (w, took) = decoding_at(
+        &mut cy,
+        "Cy (unlimited again)",
+        "Ada",
+        "w => w >= 640",
+        Duration::from_secs(15),
+    )
+    .await;
+    println!(
+        "bandwidth: limit lifted, Cy is on Ada's {w} px layer after {:.1} s",
+        took.as_secs_f64()
+    );
+}
+
+/// What the node says `who` receives (the operator's view, from the node's machine).
+async fn reception(ada: &mut Browser, who: &str) -> Value {
+    let js = format!(
+        "(async () => {{ const id = location.pathname.split('/')[2];
+           const r = await fetch(`/api/meetings/${{id}}/people`).then(r => r.json());
+           const p = veche.state().participants.find(p => p.name === {who:?});
+           return r.reception.find(x => p && x.participant === p.id) || r; }})()"
+    );
+    ada.eval(&js).await.unwrap_or(Value::Null)
+}
