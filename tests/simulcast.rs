@@ -2,7 +2,7 @@
 //! viewer with a large window getting the full one and a viewer with a small window the
 //! quarter one, with no keyframe storm; a layer nobody watches stops being encoded; a tile
 //! hidden by its viewer stops receiving video within two seconds (its sound goes on), and
-//! gets it back when shown again.
+//! gets it back when shown again; the node says who speaks, and a muted voice is not one.
 //!
 //! Runs as root (it makes a network namespace so the browsers' traffic stays inside it).
 
@@ -109,9 +109,22 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
     println!("simulcast: Bob's tile of Ada {bob_tile} px high gets {big} px wide, Cy's {cy_tile} px high gets {small} px wide");
 
     // Nobody watches the middle layer: after the node's hold-off Ada stops encoding it,
-    // while the two that are watched go on (the positive control).
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = layers(&mut ada).await;
+    // while the two that are watched go on (the positive control). Bob's link estimate
+    // starts below what his two large tiles need and grows as the node probes it; until
+    // then his tiles get smaller layers, h among them: wait (at most 40 s) until h is idle.
+    let mut settled = None;
+    for _ in 0..10 {
+        let a = layers(&mut ada).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let b = layers(&mut ada).await;
+        if a.len() == 3 && layer(&a, "h").1 == layer(&b, "h").1 {
+            settled = Some(b);
+            break;
+        }
+    }
+    let Some(before) = settled else {
+        panic!("h is still encoded 40 s on: {:?}", layers(&mut ada).await);
+    };
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = layers(&mut ada).await;
     println!("simulcast: Ada's layers (rid, frames, keyframes, width) over 10 s: {before:?} -> {after:?}");
@@ -178,6 +191,29 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
         "q unwatched: {before:?} -> {after:?}"
     );
     assert!(layer(&after, "f").1 > layer(&before, "f").1 + 30);
+
+    // Who speaks comes from the node (the level in Ada's packets): Cy is told Ada speaks
+    // (Chromium's fake microphone beeps), and once Ada mutes, no longer.
+    let ada_speaks = "(() => { const p = veche.state().participants.find(p => p.name === 'Ada');
+        return !!p && veche.state().speaking.includes(String(p.id)); })()";
+    cy.wait_for(
+        "Cy told that Ada speaks",
+        &format!("{ada_speaks} || null"),
+        Duration::from_secs(10),
+    )
+    .await;
+    ada.eval("document.getElementById('btn-mic').click(); true")
+        .await
+        .expect("mute");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..6 {
+        assert_eq!(
+            cy.eval(ada_speaks).await.expect("speaking"),
+            false,
+            "Ada is muted: not a speaker"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Shown again: the video comes back (at q, from a keyframe), and decodes.
     let label = cy.eval(hide).await.expect("show");

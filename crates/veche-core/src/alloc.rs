@@ -1,11 +1,11 @@
 //! How a viewer's downlink is shared among the videos it shows: from the bandwidth
 //! estimate toward it (str0m's, from the viewer's transport-wide feedback), the layer each
-//! tile needs ([`crate::want_for`]) and priority (a screen share first, then cameras):
-//! audio is set aside first and never cut; a picture without layers (a screen share, a
-//! camera another node carries) cannot be made smaller, so it is sent whenever its tile is
-//! seen, and what it costs is taken first; every camera in layers gets its smallest layer
-//! before any gets a larger one; what is left goes to larger layers, in priority order, up
-//! to what each tile needs. Pure: the core calls it with what it knows.
+//! tile needs ([`crate::want_for`]) and priority (a screen share first, then the speakers'
+//! cameras, then the others): audio is set aside first and never cut; every tile that is
+//! seen gets its smallest layer (a picture without layers, a screen share or a camera
+//! another node carries, as it is), whatever the estimate says, since the page shows only
+//! as many as fit on its screen; what is left goes to larger layers, in priority order, one
+//! step at a time, up to what each tile needs. Pure: the core calls it with what it knows.
 
 use crate::layers::{Layer, Layers, Want};
 
@@ -68,22 +68,15 @@ pub fn allocate(budget: u64, audio: u64, videos: &[Video]) -> Vec<(Want, Reason)
         s
     };
     let mut chosen: Vec<Option<usize>> = vec![None; videos.len()];
-    // First the smallest layer of each, in priority order (a picture without layers,
-    // whatever it costs).
+    // First the smallest layer of each, whatever it costs: a tile that is seen always
+    // gets a picture (the page bounds how many are seen: those on screen).
     for &i in &order {
         let s = steps(&videos[i]);
         let Some(&(_, rate)) = s.first() else {
             continue;
         };
-        if videos[i].layers == Layers::NONE {
-            budget = budget.saturating_sub(rate);
-            chosen[i] = Some(0);
-        } else if rate <= budget {
-            budget -= rate;
-            chosen[i] = Some(0);
-        } else {
-            out[i].1 = Reason::Bandwidth;
-        }
+        budget = budget.saturating_sub(rate);
+        chosen[i] = Some(0);
     }
     // Then larger layers, in priority order, each as far as it fits.
     for &i in &order {
@@ -184,15 +177,15 @@ mod tests {
         );
         assert_eq!(
             got[0],
-            (Want::Off, Reason::Bandwidth),
-            "no room left for the camera"
+            (Want::Layer(Q), Reason::Bandwidth),
+            "the camera gets its smallest layer only"
         );
-        // Less than the voices: no camera; the screen, which cannot be made smaller, goes on.
+        // Less than the voices: every seen tile still gets its smallest picture.
         let got = allocate(100_000, 128_000, &v);
         assert_eq!(
             got,
             [
-                (Want::Off, Reason::Bandwidth),
+                (Want::Layer(Q), Reason::Bandwidth),
                 (Want::Layer(Layer::TOP), Reason::View)
             ]
         );

@@ -35,6 +35,7 @@ pub mod federation;
 mod layers;
 mod notice;
 mod sfu;
+mod speakers;
 
 pub use alloc::{allocate, Reason, Video};
 pub use federation::{LinkTrack, MeetingEvent};

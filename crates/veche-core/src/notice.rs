@@ -121,6 +121,12 @@ pub enum Notice {
         /// Participant → room, for those not in the main room (0).
         rooms: std::collections::BTreeMap<ParticipantId, u8>,
     },
+    /// Who speaks now, loudest first (empty: nobody), from the audio level their packets
+    /// carry; sent when that changes.
+    Speaking {
+        /// The speakers.
+        ids: Vec<ParticipantId>,
+    },
     /// A recording of the meeting started or stopped.
     Recording {
         /// Recording now.

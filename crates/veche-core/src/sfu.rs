@@ -7,6 +7,7 @@ use crate::alloc::{allocate, Reason, Video};
 use crate::layers::{want_for, Layer, Layers, TileView, Viewers, Want};
 use crate::notice::Recording;
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
+use crate::speakers::Speakers;
 use crate::{MediaState, ParticipantId, RoomPlan, Source, TrackId, TrackKind};
 
 /// Bounds on what participants can make the core hold.
@@ -375,6 +376,8 @@ pub struct Sfu {
     rooms: HashMap<String, RoomPlan>,
     /// Meetings being recorded (here or at another node), for everyone who joins.
     recording: HashMap<String, Recording>,
+    /// Who speaks in each meeting (here or at another node).
+    speakers: HashMap<String, Speakers>,
 }
 
 impl Sfu {
@@ -740,6 +743,11 @@ impl Sfu {
             }
             // An empty meeting keeps nothing but its chat; forget it entirely when that is
             // empty too, so meetings nobody uses cost nothing.
+            if room.participants.is_empty() {
+                self.speakers.remove(&p.meeting);
+            } else if let Some(s) = self.speakers.get_mut(&p.meeting) {
+                s.forget(id);
+            }
             if room.participants.is_empty() && room.chat.is_empty() {
                 self.meetings.remove(&p.meeting);
             }
@@ -950,6 +958,33 @@ impl Sfu {
         }
     }
 
+    /// A packet of `track` (a voice) said its level: `dbov` from −127 (silence) to 0. When
+    /// who speaks in the meeting changes, everyone here is told (at most every 250 ms).
+    pub fn heard(&mut self, track: TrackId, dbov: i8, now: Instant) -> Vec<Output> {
+        let Some(t) = self.tracks.get(&track) else {
+            return Vec::new();
+        };
+        if t.source != Source::Mic {
+            return Vec::new();
+        }
+        let who = t.publisher;
+        let Some(meeting) = self.participants.get(&who).map(|p| p.meeting.clone()) else {
+            return Vec::new();
+        };
+        let speakers = self.speakers.entry(meeting.clone()).or_default();
+        speakers.heard(who, dbov, now);
+        let Some(ids) = speakers.changed(now) else {
+            return Vec::new();
+        };
+        self.local_ids(&meeting)
+            .into_iter()
+            .map(|to| Output::Notify {
+                to,
+                notice: Notice::Speaking { ids: ids.clone() },
+            })
+            .collect()
+    }
+
     /// The publisher of `track` sends it in these simulcast layers (from its offer).
     pub fn set_simulcast(&mut self, track: TrackId, layers: Layers) {
         if let Some(t) = self.tracks.get_mut(&track) {
@@ -1067,8 +1102,17 @@ impl Sfu {
                 idle.push((track, want_for(view)));
                 continue;
             }
+            let speaks = self
+                .speakers
+                .get(&v.meeting)
+                .is_some_and(|s| s.speaking().contains(&t.publisher));
             videos.push(Video {
-                priority: u8::from(t.source != Source::Screen),
+                // A screen share first, then the speakers' cameras, then the others.
+                priority: match (t.source, speaks) {
+                    (Source::Screen, _) => 0,
+                    (_, true) => 1,
+                    _ => 2,
+                },
                 cap: want_for(view),
                 layers: t.viewers.layers(),
                 rates: t.viewers.rates(true),

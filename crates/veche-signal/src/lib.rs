@@ -269,6 +269,11 @@ pub enum ServerMsg {
         /// `mute` or `allow`.
         action: String,
     },
+    /// Who speaks now, loudest first (empty: nobody).
+    Speaking {
+        /// Their participant ids.
+        ids: Vec<u64>,
+    },
     /// Send these simulcast layers of your camera (rids, smallest first); pause the others,
     /// which nobody watches.
     Layers {

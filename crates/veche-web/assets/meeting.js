@@ -10,7 +10,7 @@ import { personKey, fingerprint, notePerson } from './keys.js';
 import { saveAttendance } from './attendance.js';
 import { askBeforeJoining, recordingFrom, recordingText, recordingsDialog, recordingsAfterEnd } from './recording.js';
 import { roomBarText, roomPicker } from './rooms.js';
-import { emptyRoster, update, sameRoom, myRoom } from './roster.js';
+import { emptyRoster, update, sameRoom, myRoom, galleryOrder, SPEAKERS_FIRST_FROM } from './roster.js';
 import { retryDelay, lostWhy, lostBanner, TRANSIENT_FATAL, ERROR_TEXT, fatalScreen as fatalFor } from './connection.js';
 import { LocalMedia } from './local.js';
 import { Stage, wantedTiles } from './stage.js';
@@ -20,9 +20,7 @@ import { Controls } from './controls.js';
 import { Moderation } from './moderation.js';
 import { inviteDialog } from './invites.js';
 
-const SPEAKING_POLL_MS = 400;
 const VIEW_DEBOUNCE_MS = 200; // a resize or scroll sends one view, not one per frame
-const SPEAKING_LEVEL = 0.04; // audioLevel is 0..1 (linear); above this = talking
 
 export class Meeting {
   /**
@@ -76,8 +74,6 @@ export class Meeting {
     this.listen(document, 'keydown', (ev) => {
       if (ev.key === 'Escape' && this.panel && !document.querySelector('dialog[open]')) this.togglePanel(null);
     });
-    const poll = setInterval(() => this.pollSpeaking(), SPEAKING_POLL_MS);
-    this.cleanups.push(() => clearInterval(poll));
     // The other nodes of the meeting and the media path to each, for the people panel.
     const nodesPoll = setInterval(() => this.pollNodes(), 3000);
     this.cleanups.push(() => clearInterval(nodesPoll));
@@ -122,6 +118,7 @@ export class Meeting {
       rooms: roster((msg) => ({ ...msg, type: 'rooms' }), () => this.renderRoomBar()),
       recording: roster((msg) => ({ ...msg, type: 'recording' }), this.onRecording),
       lobby: roster(() => ({ type: 'lobby' }), () => showBanner('Waiting for the host to let you in…')),
+      speaking: guard(this.onSpeaking),
       error: guard(this.onError),
       track: guard(this.onTrack),
       tracksChanged: guard(this.syncTracks),
@@ -451,7 +448,7 @@ export class Meeting {
       name: this.name,
       local: this.local,
       me: this.local.state(),
-      participants: [...s.participants.values()],
+      participants: galleryOrder(s),
       media: this.media,
       speaking: s.speaking,
       inRoom: (p) => sameRoom(s, p.id),
@@ -527,18 +524,14 @@ export class Meeting {
     } catch { /* the connection state shows node trouble already */ }
   }
 
-  /** Highlight people who are talking, from the receivers' audio levels (cheap, no WebAudio). */
-  pollSpeaking() {
-    if (!this.session || !this.s.joined || document.hidden) return;
-    const ids = [];
-    for (const t of this.session.remoteTracks()) {
-      if (t.source !== 'mic' || typeof t.receiver.getSynchronizationSources !== 'function') continue;
-      const src = t.receiver.getSynchronizationSources()[0];
-      if (src && src.audioLevel > SPEAKING_LEVEL) ids.push(String(t.participant));
-    }
+  /** The node says who speaks (from the audio level each packet carries): highlight them;
+   * in a larger meeting they come to the top of the gallery. */
+  onSpeaking(ids) {
     const before = this.s;
     this.s = update(before, { type: 'speaking', ids }, Date.now()).state;
-    if (this.s !== before) this.stage.markSpeaking((id) => this.s.speaking.has(id));
+    if (this.s === before) return;
+    if (this.s.participants.size > SPEAKERS_FIRST_FROM) this.render();
+    else this.stage.markSpeaking((id) => this.s.speaking.has(id));
   }
 
   // ---- test hook ------------------------------------------------------------
@@ -561,6 +554,7 @@ export class Meeting {
       lost: s.lost ? { ...s.lost } : null,
       rooms: s.rooms ? { count: s.rooms.count, untilMs: s.rooms.untilMs, mine: myRoom(s) } : null,
       recording: s.recording ? { ...s.recording } : null,
+      speaking: [...s.speaking],
     };
   }
 

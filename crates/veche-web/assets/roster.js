@@ -26,6 +26,7 @@ export function emptyRoster(title = 'Meeting') {
     rooms: null,               // roomsFrom(): {count, untilMs, choose, of}
     recording: null,           // recordingFrom(): {by, sinceMs}
     speaking: new Set(),       // String(id) of those whose voice is heard now
+    spokeAt: new Map(),        // String(id) → when they last spoke (ms), for the gallery's order
   };
 }
 
@@ -59,7 +60,22 @@ export function myRoom(s) { return roomOf(s.rooms, s.you); }
 
 /** Everyone else's presence gone: after a loss, and before a fresh welcome's list. */
 function withoutRemote(s) {
-  return { ...s, participants: new Map(), speaking: new Set() };
+  return { ...s, participants: new Map(), speaking: new Set(), spokeAt: new Map() };
+}
+
+/** Above this many others, the gallery puts the latest speakers first. */
+export const SPEAKERS_FIRST_FROM = 6;
+
+/**
+ * The others in gallery order: as they joined; in a larger meeting, whoever spoke last
+ * first (those who never spoke keep their order after them), so the first screen shows
+ * the conversation.
+ */
+export function galleryOrder(s) {
+  const people = [...s.participants.values()];
+  if (people.length <= SPEAKERS_FIRST_FROM) return people;
+  const at = (p) => s.spokeAt.get(String(p.id)) ?? -Infinity;
+  return people.map((p, i) => ({ p, i })).sort((a, b) => (at(b.p) - at(a.p)) || (a.i - b.i)).map((x) => x.p);
 }
 
 /**
@@ -113,8 +129,10 @@ function apply(s, ev, now, notes) {
       participants.delete(id);
       const speaking = new Set(s.speaking);
       speaking.delete(id);
+      const spokeAt = new Map(s.spokeAt);
+      spokeAt.delete(id);
       if (participants.size < FEW_PEOPLE) notes.push({ kind: 'left', name: p.name });
-      return { ...s, participants, speaking };
+      return { ...s, participants, speaking, spokeAt };
     }
     case 'state': {
       const id = String(ev.id);
@@ -149,14 +167,17 @@ function apply(s, ev, now, notes) {
       return { ...s, recording };
     }
     case 'speaking': {
-      // Only people we know, whose microphone is on, are shown speaking.
+      // The node says who speaks (loudest first). Only people we know, whose microphone
+      // is on, are shown speaking.
       const ids = [...(ev.ids || [])].map(String).filter((id) => {
         const p = s.participants.get(id);
         return p && p.audio;
       });
       const speaking = new Set(ids);
       if (speaking.size === s.speaking.size && ids.every((id) => s.speaking.has(id))) return s;
-      return { ...s, speaking };
+      const spokeAt = new Map(s.spokeAt);
+      for (const id of ids) spokeAt.set(id, now);
+      return { ...s, speaking, spokeAt };
     }
     case 'granted':
       return s.role === 'host' ? s : { ...s, role: 'moderator' };

@@ -1135,6 +1135,9 @@ mod tests {
             PeerEvent::Signal(Signal::Moderated {
                 action: Moderation::Mute,
             }),
+            PeerEvent::Notice(veche_core::Notice::Speaking {
+                ids: vec![ParticipantId(7)],
+            }),
             PeerEvent::Signal(Signal::Layers {
                 source: veche_core::Source::Camera,
                 active: vec!["q", "h"],

@@ -1,7 +1,7 @@
 // The roster's rules, one node message at a time (run: node --test crates/veche-web/tests/js).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { emptyRoster, update, FEW_PEOPLE, sameRoom } from '../../assets/roster.js';
+import { emptyRoster, update, FEW_PEOPLE, sameRoom, galleryOrder, SPEAKERS_FIRST_FROM } from '../../assets/roster.js';
 
 const T = 1_700_000_000_000;
 const ada = { id: 1, name: 'Ada', audio: true, video: true, key: 'a-key' };
@@ -135,4 +135,19 @@ test('the lobby and the end are connection states', () => {
   assert.equal(ended.connection, 'failed');
   assert.equal(ended.joined, false);
   assert.equal(ended.participants.size, 0);
+});
+
+test('in a larger meeting the latest speakers come first; a small one keeps its order', () => {
+  const many = Array.from({ length: SPEAKERS_FIRST_FROM + 3 }, (_, i) => ({ id: i + 1, name: `P${i + 1}`, audio: true }));
+  let { s } = run([welcome({ participants: many })]);
+  assert.deepEqual(galleryOrder(s).slice(0, 3).map((p) => p.id), [1, 2, 3], 'nobody spoke: as they joined');
+  s = update(s, { type: 'speaking', ids: [8] }, T).state;
+  s = update(s, { type: 'speaking', ids: [4] }, T + 1000).state;
+  assert.deepEqual(galleryOrder(s).slice(0, 4).map((p) => p.id), [4, 8, 1, 2]);
+  assert.equal(galleryOrder(s).length, many.length - 1, 'nobody dropped (we are not in it)');
+  const few = run([welcome()]).s;
+  const after = update(few, { type: 'speaking', ids: [2] }, T).state;
+  assert.deepEqual(galleryOrder(after).map((p) => p.id), [1, 2], 'a small meeting does not reshuffle');
+  // Someone who leaves is forgotten.
+  assert.equal(update(s, { type: 'participant_left', id: 4 }, T).state.spokeAt.has('4'), false);
 });
