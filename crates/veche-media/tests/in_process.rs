@@ -597,8 +597,8 @@ fn a_viewer_gets_every_audio_packet_and_video_frame_in_order() {
         "frames in order, none missing: {numbers:?}"
     );
     assert_eq!(sim.clients[v].video.gaps, 0);
-    // Sent to the viewer without transport-cc (str0m would keep 1000 send records per
-    // viewer for an estimate the node does not make); the publisher's uplink keeps it.
+    // Sent to the viewer with transport-cc: the bandwidth estimate toward it, which picks
+    // its layers, is made from its feedback; the publisher's uplink keeps it too.
     let twcc = "transport-wide-cc-extensions";
     let offers = &sim.clients[v].offers;
     assert!(!offers.is_empty(), "the node offered the viewer its tracks");
@@ -609,7 +609,7 @@ fn a_viewer_gets_every_audio_packet_and_video_frame_in_order() {
             .filter(|m| m.contains("a=sendonly"))
             .collect();
         assert!(!sending.is_empty(), "{offer}");
-        assert!(sending.iter().all(|m| !m.contains(twcc)), "{offer}");
+        assert!(sending.iter().all(|m| m.contains(twcc)), "{offer}");
     }
     let answered = &sim.clients[p].answers;
     assert!(
