@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{inbound, num, Browser, Lab};
+use support::{create_and_enter, inbound, num, Browser, Lab};
 
 /// Two voices (about 64 kbit/s each on the wire) and the two smallest layers (about 150
 /// each) fit; one full layer (1.5 Mbit/s) is far beyond it.
@@ -132,22 +132,7 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
         .await;
     let base = node.base();
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for(
-        "landing",
-        "location.href.startsWith('http:') && document.readyState === 'complete'",
-        Duration::from_secs(20),
-    )
-    .await;
-    let created = ada
-        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Weak link'})}).then(r => r.json())")
-        .await
-        .expect("create");
-    let id = created["id"].as_str().expect("id").to_owned();
-    ada.eval(&format!(
-        "location.href = '{base}/m/{id}?name=Ada&autojoin=1'"
-    ))
-    .await
-    .expect("navigate");
+    let id = create_and_enter(&mut ada, &base, "Weak link", "Ada").await;
     let big = "--window-size=1920,1200";
     let mut bob = lab
         .browser(&format!("{base}/m/{id}?name=Bob&autojoin=1"), &[big])

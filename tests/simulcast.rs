@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{inbound, num, Browser, Lab};
+use support::{create_and_enter, inbound, num, Browser, Lab};
 
 /// Ada's outbound camera layers, rid → (framesEncoded, keyFramesEncoded, frameWidth).
 async fn layers(ada: &mut Browser) -> Vec<(String, u64, u64, u64)> {
@@ -74,21 +74,8 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
     let base = node.base();
 
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    ada.wait_for(
-        "landing page",
-        "location.href.startsWith('http:') && document.readyState === 'complete'",
-        Duration::from_secs(20),
-    )
-    .await;
-    let created = ada
-        .eval("fetch('/api/meetings', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({title: 'Layers'})}).then(r => r.json())")
-        .await
-        .expect("create meeting");
-    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let id = create_and_enter(&mut ada, &base, "Layers", "Ada").await;
     let link = |name: &str| format!("{base}/m/{id}?name={name}&autojoin=1");
-    ada.eval(&format!("location.href = {:?}", link("Ada")))
-        .await
-        .expect("navigate");
     // Bob on a large screen, Cy in a small window.
     let mut bob = lab
         .browser(&link("Bob"), &["--window-size=1920,1200"])

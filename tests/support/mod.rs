@@ -607,6 +607,31 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
+/// In `b`, open the node's landing page at `base`, create a meeting titled `title` over
+/// the API (no host key) and go into it as `name`; returns the meeting's id.
+pub async fn create_and_enter(b: &mut Browser, base: &str, title: &str, name: &str) -> String {
+    b.eval(&format!("location.href = '{base}/'"))
+        .await
+        .expect("landing page");
+    b.wait_for(
+        "landing page",
+        "location.href.startsWith('http:') && document.readyState === 'complete'",
+        Duration::from_secs(20),
+    )
+    .await;
+    let created = b
+        .eval(&format!("fetch('/api/meetings', {{method: 'POST', headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{title: {title:?}}})}}).then(r => r.json())"))
+        .await
+        .expect("create meeting");
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    b.eval(&format!(
+        "location.href = '{base}/m/{id}?name={name}&autojoin=1'"
+    ))
+    .await
+    .expect("navigate");
+    id
+}
+
 /// Inbound numbers for (participant name, source) from a `veche.stats()` result.
 pub fn inbound(stats: &Value, name: &str, source: &str) -> Option<Value> {
     stats["inbound"]

@@ -210,8 +210,12 @@ impl Gate {
     }
 
     /// The layers this stream needs from the publisher: the one it carries and the one it
-    /// waits for.
+    /// waits for; while it has no picture yet, every layer (the one it wants may never
+    /// come: a camera too small for it), so whichever comes first starts it.
     pub fn needs(&self) -> Layers {
+        if self.current.is_none() && matches!(self.want, Want::Layer(_)) {
+            return Layers::ALL;
+        }
         let mut n = Layers::NONE;
         if let Some(Some(c)) = self.current {
             n = n.with(c);
@@ -252,8 +256,9 @@ pub(crate) struct Viewers {
     reasons: Vec<Reason>,
 }
 
-/// What a layer is taken to cost before it was measured: the page's caps (a screen share
-/// or a picture without layers: the largest; audio: Opus for speech).
+/// What a layer is taken to cost before it was measured: the page's caps for its camera
+/// layers; a picture without layers (a screen share, capped at 2.5 Mbit/s, mostly sends
+/// far less) is taken as the largest camera layer.
 const NOMINAL: [u64; 3] = [120_000, 500_000, 1_500_000];
 const NOMINAL_PICTURE: u64 = 1_500_000;
 /// Opus for speech with its headers (50 packets a second), before it was measured.
@@ -440,6 +445,18 @@ impl Viewers {
                 Some(Some(c)) => c != l,
                 Some(None) => false,
             };
+            // With no picture yet, any layer's keyframe starts one.
+            if gate.current().is_none() && self.layers != Layers::NONE {
+                for any in self.layers.iter() {
+                    let slot = self.keyframe_asked[usize::from(any.index())];
+                    let quiet =
+                        slot.is_none_or(|at| now.saturating_duration_since(at) >= ASK_AGAIN_AFTER);
+                    if quiet && !due.contains(&any) {
+                        due.push(any);
+                    }
+                }
+                continue;
+            }
             if !waiting || due.contains(&l) || (self.layers != Layers::NONE && !self.layers.has(l))
             {
                 continue;

@@ -70,7 +70,8 @@ pub enum Output {
         layer: Option<Layer>,
     },
     /// Toward `viewer`, keep sending at least `minimum` bits per second (padding fills up
-    /// to it: the next layer's rate) and probe for up to `desired` (what its tiles need).
+    /// to it: while a stream is held small, what the next step would need) and probe for up
+    /// to `desired` (what its tiles need); both equal what it gets when nothing is held.
     Bitrate {
         /// Who receives.
         viewer: ParticipantId,
@@ -123,7 +124,7 @@ pub enum Output {
 
 /// A stream made smaller for lack of bandwidth grows again only after this; and after one
 /// grew, the next grows only after `GROW_STEP`.
-const GROW_AFTER: Duration = Duration::from_secs(8);
+const GROW_AFTER: Duration = Duration::from_secs(5);
 const GROW_STEP: Duration = Duration::from_secs(2);
 /// A stream grows into this share of the estimate (`GROW_MUL / GROW_DIV`).
 const GROW_MUL: u64 = 4;
@@ -725,6 +726,12 @@ impl Sfu {
                 participant: id,
             });
         }
+        // Nobody keeps a view of someone who is gone.
+        for other in &room_members {
+            if let Some(o) = self.participants.get_mut(other) {
+                o.views.retain(|(publisher, _), _| *publisher != id);
+            }
+        }
         if let Some(room) = self.meetings.get_mut(&p.meeting) {
             room.participants.retain(|x| *x != id);
             if p.kind.person() {
@@ -976,11 +983,17 @@ impl Sfu {
         let Some(ids) = speakers.changed(now) else {
             return Vec::new();
         };
+        // Each hears only their own breakout room: they are told only of its speakers.
+        let room_of = |id: &ParticipantId| self.participants.get(id).map(|p| p.room);
         self.local_ids(&meeting)
             .into_iter()
-            .map(|to| Output::Notify {
-                to,
-                notice: Notice::Speaking { ids: ids.clone() },
+            .map(|to| {
+                let mine = room_of(&to);
+                let ids = ids.iter().copied().filter(|s| room_of(s) == mine).collect();
+                Output::Notify {
+                    to,
+                    notice: Notice::Speaking { ids },
+                }
             })
             .collect()
     }
@@ -1010,7 +1023,7 @@ impl Sfu {
         };
         for &(publisher, source, view) in tiles {
             if v.views.len() >= cap && !v.views.contains_key(&(publisher, source.into())) {
-                break;
+                continue;
             }
             v.views.insert((publisher, source.into()), view);
         }
@@ -1082,6 +1095,7 @@ impl Sfu {
         let mut videos = Vec::new();
         let mut ids = Vec::new();
         let mut idle = Vec::new();
+        let mut idle_out = Vec::new();
         let mut audio = 0u64;
         for &track in &v.subscribed {
             let Some(t) = self.tracks.get(&track) else {
@@ -1095,10 +1109,11 @@ impl Sfu {
                 continue;
             }
             let view = v.views.get(&(t.publisher, t.source.into())).copied();
-            // A picture without layers that sends nothing (a screen not shared) costs nothing
-            // and is not in the way of the others; it is let through as its tile says, so
-            // it shows at once when it starts.
-            if t.viewers.layers() == Layers::NONE && !t.viewers.sending() {
+            // A video that sends nothing (a screen not shared, a camera-less person's camera,
+            // a camera nobody wanted until now) costs nothing and is not in the way of the
+            // others; it is let through as its tile says, so it shows at once when it starts
+            // (and a camera's layers are asked for).
+            if !t.viewers.sending() {
                 idle.push((track, want_for(view)));
                 continue;
             }
@@ -1143,7 +1158,6 @@ impl Sfu {
         let hold = v.grow_after.is_some_and(|at| now < at);
         let told = v.bitrate_told;
         let interval = self.limits.keyframe_interval;
-        let mut out = Vec::new();
         for (track, want) in idle {
             let Some(t) = self.tracks.get_mut(&track) else {
                 continue;
@@ -1154,11 +1168,14 @@ impl Sfu {
                 Reason::View
             };
             t.viewers.set_reason(viewer, reason);
-            // Nothing comes yet: its keyframe is asked for when it starts (`set_state`).
+            // Nothing comes yet: its keyframe is asked for when it starts (`set_state`, or
+            // `tick` while a viewer waits for its first picture).
             t.viewers.set_want(viewer, want);
+            idle_out.extend(Self::layers_output(track, t, now));
         }
         let (mut shrank, mut grew) = (false, false);
         let (mut minimum, mut desired) = (audio, audio);
+        let mut out = idle_out;
         // The smallest step up any stream could take: the estimator is kept busy up to it
         // (padding), so it finds out whether the link would carry it.
         let mut next_step: Option<u64> = None;

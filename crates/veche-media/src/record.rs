@@ -6,7 +6,7 @@ use std::sync::mpsc::TrySendError;
 use std::sync::Arc;
 use std::time::Instant;
 
-use veche_core::{MeetingEvent, ParticipantId, Recording, Source, TrackId};
+use veche_core::{MeetingEvent, Output, ParticipantId, Recording, Source, TrackId};
 
 use crate::api::{RecordTap, Recorded};
 use crate::engine::Engine;
@@ -195,8 +195,15 @@ impl Engine {
     /// Recordings' new subscriptions are ready: packets flow to them from now on.
     pub(crate) fn record_ready(&mut self, now: Instant) {
         for (subscriber, track) in std::mem::take(&mut self.record_pending) {
-            // The recording asks for keyframes itself, for the picture it puts on stage.
-            let _ = self.sfu.subscription_ready(subscriber, track, now);
+            // The recording asks for keyframes itself, for the picture it puts on stage;
+            // the layers it needs must still reach the publisher.
+            let out: Vec<Output> = self
+                .sfu
+                .subscription_ready(subscriber, track, now)
+                .into_iter()
+                .filter(|o| !matches!(o, Output::RequestKeyframe { .. }))
+                .collect();
+            self.apply(out);
         }
     }
 

@@ -21,6 +21,9 @@ import { Moderation } from './moderation.js';
 import { inviteDialog } from './invites.js';
 
 const VIEW_DEBOUNCE_MS = 200; // a resize or scroll sends one view, not one per frame
+// The gallery is reordered by who spoke at most this often: each move of a tile in or out
+// of view costs its video a keyframe.
+const REORDER_MS = 5000;
 
 export class Meeting {
   /**
@@ -530,8 +533,13 @@ export class Meeting {
     const before = this.s;
     this.s = update(before, { type: 'speaking', ids }, Date.now()).state;
     if (this.s === before) return;
-    if (this.s.participants.size > SPEAKERS_FIRST_FROM) this.render();
-    else this.stage.markSpeaking((id) => this.s.speaking.has(id));
+    const now = Date.now();
+    if (this.s.participants.size > SPEAKERS_FIRST_FROM && !(now < (this.reorderedAt || 0) + REORDER_MS)) {
+      this.reorderedAt = now;
+      this.render();
+    } else {
+      this.stage.markSpeaking((id) => this.s.speaking.has(id));
+    }
   }
 
   // ---- test hook ------------------------------------------------------------
