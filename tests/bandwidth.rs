@@ -1,6 +1,6 @@
 //! A viewer on a weak link, in real headless Chromium: Cy's device gets 600 kbit/s from the
-//! node (`tbf` on the link to her namespace). She keeps hearing everyone and sees the
-//! smallest layer of the others' cameras, while Bob, on the node's machine with the same
+//! node (`tbf` on the link to her namespace). She keeps hearing everyone and sees small
+//! layers of the others' cameras (the smallest at once), while Bob, on the node's machine with the same
 //! large window, gets Ada's full layer, and Ada's camera makes no keyframe storm. When the
 //! limit is lifted, Cy is back on a larger layer within 15 s.
 //!
@@ -12,10 +12,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{create_and_enter, inbound, num, Browser, Lab};
+use support::{create_and_enter, inbound, num, reception, Browser, Lab};
 
 /// Two voices (about 64 kbit/s each on the wire) and the two smallest layers (about 150
-/// each) fit; one full layer (1.5 Mbit/s) is far beyond it.
+/// each) fit, with room at most for one middle layer at the fake camera's rate; a full
+/// one (1.5 Mbit/s) is far beyond it.
 const LIMIT: &str = "600kbit";
 
 fn tc(ns: &str, args: &[&str]) {
@@ -239,7 +240,14 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
         v1.1 > v0.1 + 20 && u1.1 > u0.1 + 20,
         "both pictures keep coming"
     );
-    assert!(v1.2 <= 400 && u1.2 <= 400, "on the small layer");
+    // The link drops her to the smallest layers at once; what measured room is left may
+    // grow one of them a step, never to the full layer.
+    assert!(
+        v1.2 <= 640 && u1.2 <= 640 && v1.2.min(u1.2) <= 400,
+        "small layers only: {} and {} px",
+        v1.2,
+        u1.2
+    );
     assert!(
         a1.3 > a0.3 + 200 && b1.3 > b0.3 + 200,
         "both voices keep coming"
@@ -266,15 +274,4 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
         "bandwidth: limit lifted, Cy is on Ada's {w} px layer after {:.1} s",
         took.as_secs_f64()
     );
-}
-
-/// What the node says `who` receives (the operator's view, from the node's machine).
-async fn reception(ada: &mut Browser, who: &str) -> Value {
-    let js = format!(
-        "(async () => {{ const id = location.pathname.split('/')[2];
-           const r = await fetch(`/api/meetings/${{id}}/people`).then(r => r.json());
-           const p = veche.state().participants.find(p => p.name === {who:?});
-           return r.reception.find(x => p && x.participant === p.id) || r; }})()"
-    );
-    ada.eval(&js).await.unwrap_or(Value::Null)
 }

@@ -632,6 +632,17 @@ pub async fn create_and_enter(b: &mut Browser, base: &str, title: &str, name: &s
     id
 }
 
+/// What the node says `who` receives (the operator's view, from the node's machine).
+pub async fn reception(ada: &mut Browser, who: &str) -> Value {
+    let js = format!(
+        "(async () => {{ const id = location.pathname.split('/')[2];
+           const r = await fetch(`/api/meetings/${{id}}/people`).then(r => r.json());
+           const p = veche.state().participants.find(p => p.name === {who:?});
+           return r.reception.find(x => p && x.participant === p.id) || r; }})()"
+    );
+    ada.eval(&js).await.unwrap_or(Value::Null)
+}
+
 /// Inbound numbers for (participant name, source) from a `veche.stats()` result.
 pub fn inbound(stats: &Value, name: &str, source: &str) -> Option<Value> {
     stats["inbound"]
