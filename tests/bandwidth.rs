@@ -100,37 +100,41 @@ async fn keyframe_detail(ada: &mut Browser, cy: &mut Browser) -> String {
     format!("{per:?} {asked:?}")
 }
 
-/// Ada's keyframes so far, over every layer of her camera.
-async fn keyframes(ada: &mut Browser) -> u64 {
+/// Ada's keyframes so far on each layer of her camera (by rid, sorted). Chromium's VP8
+/// simulcast encoder makes a keyframe on every layer at once, whichever layer was asked
+/// for, so one request shows on each.
+async fn keyframes(ada: &mut Browser) -> Vec<(String, u64)> {
     let s = ada.stats().await;
-    s["outbound"]
+    let mut k: Vec<(String, u64)> = s["outbound"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|o| o["source"] == "camera")
-        .map(|o| num(o, "keyFramesEncoded"))
-        .sum()
+        .map(|o| (o["rid"].to_string(), num(o, "keyFramesEncoded")))
+        .collect();
+    k.sort();
+    k
+}
+
+/// The most keyframes any one layer made from `k0` to `k1`; fails on a camera without
+/// layers (the check would prove nothing).
+fn most_keyframes(k0: &[(String, u64)], k1: &[(String, u64)]) -> u64 {
+    assert!(
+        k0.len() == 3 && k1.len() == 3,
+        "Ada's camera sends three layers: {k0:?} / {k1:?}"
+    );
+    k0.iter()
+        .zip(k1)
+        .map(|((_, a), (_, b))| b.saturating_sub(*a))
+        .max()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     let lab = Lab::new("bwe");
-    let data = lab.dir().join("data");
     let https = format!("{}:7443", lab.lan_ip);
-    let node = lab
-        .node(
-            &data,
-            &[
-                "--http",
-                "127.0.0.1:7300",
-                "--media-port",
-                "7301",
-                "--lan",
-                "--https",
-                &https,
-            ],
-        )
-        .await;
+    let node = lab.lan_node().await;
     let base = node.base();
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
     let id = create_and_enter(&mut ada, &base, "Weak link", "Ada").await;
@@ -164,7 +168,7 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     )
     .await;
 
-    // Her link drops to 400 kbit/s.
+    // Her link drops to `LIMIT`.
     tc(
         &lab.name,
         &[
@@ -212,6 +216,7 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     let u0 = from(&mut cy, "Bob", "camera").await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let k1 = keyframes(&mut ada).await;
+    let storm = most_keyframes(&k0, &k1);
     println!(
         "bandwidth: keyframes and requests {d0} -> {}",
         keyframe_detail(&mut ada, &mut cy).await
@@ -227,14 +232,13 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     };
     let estimate = reception(&mut ada, "Cy").await;
     println!(
-        "bandwidth: limited 10 s: Cy's frames of Ada {} and Bob {} ({} and {} px), audio loss {:.2} % and {:.2} %, Ada's keyframes +{}, Cy's estimate {estimate}",
+        "bandwidth: limited 10 s: Cy's frames of Ada {} and Bob {} ({} and {} px), audio loss {:.2} % and {:.2} %, Ada's keyframes at most +{storm} a layer, Cy's estimate {estimate}",
         v1.1 - v0.1,
         u1.1 - u0.1,
         v1.2,
         u1.2,
         loss(a0, a1) * 100.0,
         loss(b0, b1) * 100.0,
-        k1 - k0
     );
     assert!(
         v1.1 > v0.1 + 20 && u1.1 > u0.1 + 20,
@@ -256,7 +260,13 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
         loss(a0, a1) < 0.02 && loss(b0, b1) < 0.02,
         "audio loses under 2 %"
     );
-    assert!(k1 - k0 <= 4, "no keyframe storm: {} in 10 s", k1 - k0);
+    // A storm is a keyframe for each loss report of the weak link (several a second);
+    // what a few can come from is the others' links: Bob's estimate, on a loaded machine,
+    // dips and grows back, and each change of his layer costs one.
+    assert!(
+        storm <= 4,
+        "no keyframe storm: up to {storm} on a layer in 10 s ({k0:?} -> {k1:?})"
+    );
     let (_, _, bw, _, _) = from(&mut bob, "Ada", "camera").await;
     assert!(bw >= 1200, "Bob keeps Ada's full layer: {bw}");
 

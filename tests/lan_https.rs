@@ -13,20 +13,7 @@ async fn browser_over_lan_https_publishes_its_camera() {
     let lab = Lab::new("lan");
     let data = lab.dir().join("data");
     let https = format!("{}:7443", lab.lan_ip);
-    let node = lab
-        .node(
-            &data,
-            &[
-                "--http",
-                "127.0.0.1:7300",
-                "--media-port",
-                "7301",
-                "--lan",
-                "--https",
-                &https,
-            ],
-        )
-        .await;
+    let node = lab.lan_node().await;
     let lan_url = format!("https://{https}");
     assert!(
         node.printed.iter().any(|l| l.contains(&lan_url)),

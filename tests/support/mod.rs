@@ -162,6 +162,26 @@ impl Lab {
             .await
     }
 
+    /// A node as `local_node`, also serving the LAN over HTTPS at `https://LAN_IP:7443`
+    /// (`--lan`): the second device reaches it there.
+    pub async fn lan_node(&self) -> Node {
+        let data = self.dir.join("data");
+        let https = format!("{}:7443", self.lan_ip);
+        self.node(
+            &data,
+            &[
+                "--http",
+                "127.0.0.1:7300",
+                "--media-port",
+                "7301",
+                "--lan",
+                "--https",
+                &https,
+            ],
+        )
+        .await
+    }
+
     /// Start `veche run` in the namespace with `args`; waits for its web address.
     pub async fn node(&self, data_dir: &Path, args: &[&str]) -> Node {
         Node::start(Some(&self.name), &self.dir, data_dir, args).await

@@ -975,14 +975,19 @@ impl Sfu {
             return Vec::new();
         }
         let who = t.publisher;
-        let Some(meeting) = self.participants.get(&who).map(|p| p.meeting.clone()) else {
+        let Some(p) = self.participants.get(&who) else {
             return Vec::new();
         };
-        let speakers = self.speakers.entry(meeting.clone()).or_default();
+        // Per voice packet: no copy of the meeting's id unless it is new here.
+        let speakers = match self.speakers.get_mut(p.meeting.as_str()) {
+            Some(s) => s,
+            None => self.speakers.entry(p.meeting.clone()).or_default(),
+        };
         speakers.heard(who, dbov, now);
         let Some(ids) = speakers.changed(now) else {
             return Vec::new();
         };
+        let meeting = p.meeting.clone();
         // Each hears only their own breakout room: they are told only of its speakers.
         let room_of = |id: &ParticipantId| self.participants.get(id).map(|p| p.room);
         self.local_ids(&meeting)

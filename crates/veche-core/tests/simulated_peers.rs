@@ -1204,3 +1204,50 @@ fn a_viewer_on_a_weak_link_gets_small_layers_and_grows_back_slowly() {
     );
     let _ = h;
 }
+
+#[test]
+fn who_speaks_in_a_breakout_room_is_told_only_to_that_room() {
+    let mut sim = Sim::new();
+    let (ada, ta) = sim.join_keyed_publishing("Ada", "ak");
+    let (bob, _) = sim.join_keyed_publishing("Bob", "bk");
+    let (cy, _) = sim.join_keyed_publishing("Cy", "ck");
+    sim.advance(Duration::from_millis(50));
+    let told = |out: &[Output], to: ParticipantId| -> Option<Vec<ParticipantId>> {
+        out.iter().find_map(|o| match o {
+            Output::Notify {
+                to: t,
+                notice: Notice::Speaking { ids },
+            } if *t == to => Some(ids.clone()),
+            _ => None,
+        })
+    };
+    // Without rooms everyone is told Ada speaks (the positive control).
+    let mut out = Vec::new();
+    for i in 0..20u32 {
+        out.extend(sim.sfu.heard(
+            ta[0],
+            -20,
+            sim.now + Duration::from_millis(20 * u64::from(i)),
+        ));
+    }
+    let later = sim.now + Duration::from_millis(500);
+    out.extend(sim.sfu.heard(ta[0], -20, later));
+    assert_eq!(told(&out, bob), Some(vec![ada]));
+    assert_eq!(told(&out, cy), Some(vec![ada]));
+    // Ada and Bob in room 1, Cy in room 2: Cy is no longer told of Ada's voice.
+    sim.rooms(&[("ak", 1), ("bk", 1), ("ck", 2)]);
+    let mut out = Vec::new();
+    // Bob starts speaking too: the set changes, and each is told of their room only.
+    let bob_mic = sim.sfu.published(bob)[0];
+    for i in 0..20u64 {
+        let at = later + Duration::from_millis(300 + 20 * i);
+        out.extend(sim.sfu.heard(ta[0], -20, at));
+        out.extend(sim.sfu.heard(bob_mic, -15, at));
+    }
+    assert_eq!(told(&out, ada), Some(vec![bob, ada]));
+    assert_eq!(
+        told(&out, cy),
+        Some(vec![]),
+        "another room's voices stay in it"
+    );
+}
