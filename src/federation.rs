@@ -1171,6 +1171,8 @@ fn members_filter(
             Ev::Relay { .. } => true,
             // What a member node says of its own recording: its people's media is on it.
             Ev::Recording { .. } => true,
+            // What a member's viewers show of our tracks: it shapes only our link to it.
+            Ev::Views { .. } => true,
         };
         if pass {
             out.push(ev);

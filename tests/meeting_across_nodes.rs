@@ -8,7 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{assert_growing, inbound, lan_nodes, node_id, num, until, Browser, NatLab};
+use support::{
+    assert_growing, inbound, lan_nodes, node_id, num, sent_layer, sent_layers, until, Browser,
+    NatLab,
+};
 
 /// One lab at a time: each holds several nodes and browsers and the suite has two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -237,6 +240,134 @@ async fn a_link_between_nodes_carries_each_track_once() {
     );
     assert_eq!(later["tracks_in"], 9, "{later}");
     for b in on_a.into_iter().chain(on_b) {
+        b.close().await;
+    }
+}
+
+/// What our link to the other node carries of `source` videos, from a `link_to` entry:
+/// (carries, want, reason) each.
+fn link_videos(n: &Value, source: &str) -> Vec<(String, String, String)> {
+    n["videos_out"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["source"] == source)
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (s("carries"), s("want"), s("reason"))
+        })
+        .collect()
+}
+
+/// Wait until `b` decodes `name`'s camera, `more` frames past what it had, at a width `ok`
+/// accepts; returns the width.
+async fn decoding(b: &mut Browser, what: &str, name: &str, more: u64, ok: &str) -> u64 {
+    let had = inbound(&b.stats().await, name, "camera").map_or(0, |i| num(&i, "framesDecoded"));
+    let js = format!(
+        "veche.stats().then(s => {{ const i = s.inbound.find(i => i.name === {name:?} && i.source === 'camera');
+           return i && i.framesDecoded > {} && ({ok})(i.frameWidth) ? i.frameWidth : null; }})",
+        had + more
+    );
+    let w = b.wait_for(what, &js, Duration::from_secs(45)).await;
+    w.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_carries_only_the_layer_the_other_nodes_viewers_show() {
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("layer", "cone");
+    let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
+    let (a_id, b_id) = (nodes[0].1.clone(), nodes[1].1.clone());
+    let created = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Layers"}"#)
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+
+    // Ann's 1280x720 camera on A, in three layers; Ben alone on B, in a small window.
+    let mut ann = lab.browser("lan1a", &meeting_link(&id, None, "Ann")).await;
+    let mut ben = lab
+        .browser_with(
+            "lan1b",
+            &meeting_link(&id, Some(&a_id), "Ben"),
+            &["--window-size=800,500"],
+        )
+        .await;
+    let w = decoding(
+        &mut ben,
+        "Ben decoding Ann's small layer",
+        "Ann",
+        10,
+        "w => w > 0 && w <= 400",
+    )
+    .await;
+    // B told A what its viewer shows: A's link to B carries Ann's camera in one layer, q.
+    let link = link_to(&lab, "lan1a", &id, &b_id, |n| {
+        link_videos(n, "camera").first().is_some_and(|v| v.0 == "q")
+    })
+    .await;
+    let cams = link_videos(&link, "camera");
+    println!("layers across nodes: Ben decodes Ann at {w} px; A's link to B carries {cams:?}");
+    assert_eq!(cams.len(), 1, "one camera on the link: {link}");
+
+    // Nobody on either node needs h or f: Ann's page stops encoding them (after the
+    // node's hold-off), while q goes on (the positive control).
+    let mut window = None;
+    for _ in 0..6 {
+        let a = sent_layers(&mut ann, "camera").await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let b = sent_layers(&mut ann, "camera").await;
+        if a.len() == 3
+            && ["h", "f"]
+                .iter()
+                .all(|r| sent_layer(&a, r).1 == sent_layer(&b, r).1)
+        {
+            window = Some((a, b));
+            break;
+        }
+    }
+    let (a, b) = window.unwrap_or_else(|| panic!("h and f still encoded after 24 s"));
+    println!("layers across nodes: Ann's layers over 4 s: {a:?} -> {b:?}");
+    assert!(
+        sent_layer(&b, "q").1 > sent_layer(&a, "q").1 + 40,
+        "q, which the link carries, is encoded: {a:?} -> {b:?}"
+    );
+
+    // Ben hides Ann's video: the link stops carrying it; shown again, it comes back.
+    let hide = "(() => { const p = veche.state().participants.find(p => p.name === 'Ann');
+        const b = p && document.querySelector(`.tile[data-participant=\"${p.id}\"][data-source=\"camera\"] .tile-hide`);
+        if (!b) return null; b.click(); return b.textContent; })()";
+    assert_eq!(ben.eval(hide).await.expect("hide"), "Show video");
+    let link = link_to(&lab, "lan1a", &id, &b_id, |n| {
+        link_videos(n, "camera")
+            .first()
+            .is_some_and(|v| v.1 == "off")
+    })
+    .await;
+    println!(
+        "layers across nodes: hidden on B, A's link carries {:?}",
+        link_videos(&link, "camera")
+    );
+    // After the node's hold-off, Ann's page encodes nothing of it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let a0 = sent_layers(&mut ann, "camera").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a1 = sent_layers(&mut ann, "camera").await;
+    assert_eq!(
+        sent_layer(&a1, "q").1,
+        sent_layer(&a0, "q").1,
+        "nobody shows Ann's camera: no layer is encoded ({a0:?} -> {a1:?})"
+    );
+    assert_eq!(ben.eval(hide).await.expect("show"), "Hide video");
+    let w = decoding(
+        &mut ben,
+        "Ben decoding Ann again",
+        "Ann",
+        20,
+        "w => w > 0 && w <= 400",
+    )
+    .await;
+    println!("layers across nodes: shown again, Ben decodes Ann at {w} px");
+    for b in [ann, ben] {
         b.close().await;
     }
 }

@@ -11,33 +11,15 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{create_and_enter, inbound, num, reception, Browser, Lab};
+use support::{create_and_enter, inbound, num, reception, sent_layer, sent_layers, Browser, Lab};
 
 /// Ada's outbound camera layers, rid → (framesEncoded, keyFramesEncoded, frameWidth).
 async fn layers(ada: &mut Browser) -> Vec<(String, u64, u64, u64)> {
-    let s = ada.stats().await;
-    let mut out: Vec<(String, u64, u64, u64)> = s["outbound"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|o| o["source"] == "camera" && o["rid"].is_string())
-        .map(|o| {
-            (
-                o["rid"].as_str().unwrap_or_default().to_owned(),
-                num(o, "framesEncoded"),
-                num(o, "keyFramesEncoded"),
-                num(o, "frameWidth"),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    sent_layers(ada, "camera").await
 }
 
 fn layer<'a>(all: &'a [(String, u64, u64, u64)], rid: &str) -> &'a (String, u64, u64, u64) {
-    all.iter()
-        .find(|l| l.0 == rid)
-        .unwrap_or_else(|| panic!("no layer {rid} in {all:?}"))
+    sent_layer(all, rid)
 }
 
 /// What `b` receives of `name`'s `source` (bytes, frames decoded, frame width).

@@ -672,6 +672,38 @@ pub fn inbound(stats: &Value, name: &str, source: &str) -> Option<Value> {
         .cloned()
 }
 
+/// A browser's outbound layers of its `source` (from `veche.stats()`), by rid:
+/// (rid, framesEncoded, keyFramesEncoded, frameWidth).
+pub async fn sent_layers(b: &mut Browser, source: &str) -> Vec<(String, u64, u64, u64)> {
+    let s = b.stats().await;
+    let mut out: Vec<(String, u64, u64, u64)> = s["outbound"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["source"] == source && o["rid"].is_string())
+        .map(|o| {
+            (
+                o["rid"].as_str().unwrap_or_default().to_owned(),
+                num(o, "framesEncoded"),
+                num(o, "keyFramesEncoded"),
+                num(o, "frameWidth"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Layer `rid` of [`sent_layers`]' answer; panics naming what there was.
+pub fn sent_layer<'a>(
+    all: &'a [(String, u64, u64, u64)],
+    rid: &str,
+) -> &'a (String, u64, u64, u64) {
+    all.iter()
+        .find(|l| l.0 == rid)
+        .unwrap_or_else(|| panic!("no layer {rid} in {all:?}"))
+}
+
 pub fn num(v: &Value, field: &str) -> u64 {
     v[field]
         .as_u64()
@@ -738,6 +770,11 @@ impl NatLab {
     /// Launch headless Chromium on lab host `host` at `url`.
     pub async fn browser(&self, host: &str, url: &str) -> Browser {
         Browser::launch_in(&self.dir, &self.ns(host), url, &[]).await
+    }
+
+    /// Launch headless Chromium on lab host `host` at `url`, with more switches.
+    pub async fn browser_with(&self, host: &str, url: &str, extra: &[&str]) -> Browser {
+        Browser::launch_in(&self.dir, &self.ns(host), url, extra).await
     }
 
     /// `GET path` from the node on `host` (its HTTP API on the default loopback port).

@@ -20,6 +20,21 @@ pub struct LinkTrack {
     pub origin: Option<String>,
 }
 
+/// What a node shows of one track it receives on a link ([`MeetingEvent::Views`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkView {
+    /// Whose track, as the link named them ([`LinkTrack::participant`]).
+    pub participant: u64,
+    /// Their node, when it is not the receiver (as [`LinkTrack::origin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Which of their tracks.
+    pub source: Source,
+    /// The largest tile of it there; `None`: the whole picture (someone there does not
+    /// say what they show).
+    pub view: Option<crate::TileView>,
+}
+
 /// Something that happened to a participant attached to the sending node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -91,6 +106,13 @@ pub enum MeetingEvent {
     Relay {
         /// The node the sender's tracks go to.
         peer: String,
+    },
+    /// What the sender's viewers (and the links it forwards on) show of tracks the
+    /// receiver's link to it carries: the receiver sends each only as large as that, and
+    /// none that nobody there shows. Only what changed is said.
+    Views {
+        /// One per track.
+        tiles: Vec<LinkView>,
     },
     /// The sender's tracks reach the receiver through the relay node `relay` (its direct
     /// link did not connect): links from that relay may carry them.

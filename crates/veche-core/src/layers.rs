@@ -84,7 +84,7 @@ impl Layers {
 }
 
 /// What a viewer's page shows of one video track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TileView {
     /// On screen: false for a tile hidden, scrolled away or on a page not shown.
     pub visible: bool,
@@ -114,7 +114,8 @@ pub fn want_for(view: Option<TileView>) -> Want {
     }
     let layer = Layer::ALL
         .into_iter()
-        .find(|l| l.height() * 10 >= v.height * 9)
+        // In u64: a height comes from a page or another node, and any u32 is fine.
+        .find(|l| u64::from(l.height()) * 10 >= u64::from(v.height) * 9)
         .unwrap_or(Layer::TOP);
     Want::Layer(layer)
 }
@@ -540,6 +541,11 @@ mod tests {
         assert_eq!(at(201), Want::Layer(H));
         assert_eq!(at(400), Want::Layer(H));
         assert_eq!(at(1080), Want::Layer(F), "nothing larger: the largest");
+        assert_eq!(
+            at(u32::MAX),
+            Want::Layer(F),
+            "any height another node says is taken, without overflow"
+        );
         assert_eq!(
             want_for(Some(TileView {
                 visible: false,

@@ -1035,6 +1035,33 @@ impl Sfu {
         self.reallocate(viewer, now)
     }
 
+    /// What this node's subscribers of video `track` show of it at most: visible if any
+    /// tile of it is, as high as the largest. `None`: one of them does not say (a page that
+    /// sent no view, a recording, a link whose node sent none), so the whole picture is
+    /// needed. Nobody subscribed: not visible. Another node's track asks its node for this
+    /// (`MeetingEvent::Views`), so the link carries only what is watched here.
+    pub fn shown(&self, track: TrackId) -> Option<TileView> {
+        let Some(t) = self.tracks.get(&track) else {
+            return Some(TileView {
+                visible: false,
+                height: 0,
+            });
+        };
+        let mut most = TileView {
+            visible: false,
+            height: 0,
+        };
+        for viewer in t.viewers.ready() {
+            let p = self.participants.get(viewer)?;
+            let v = p.views.get(&(t.publisher, t.source.into())).copied()?;
+            if v.visible && v.height > 0 {
+                most.visible = true;
+                most.height = most.height.max(v.height);
+            }
+        }
+        Some(most)
+    }
+
     /// The bandwidth estimate toward `viewer` is now `bps` (from its connection's
     /// transport-wide feedback): its videos are shared out again when it moved by a tenth.
     pub fn set_estimate(&mut self, viewer: ParticipantId, bps: u64, now: Instant) -> Vec<Output> {

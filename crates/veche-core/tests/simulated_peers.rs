@@ -1251,3 +1251,100 @@ fn who_speaks_in_a_breakout_room_is_told_only_to_that_room() {
         "another room's voices stay in it"
     );
 }
+
+#[test]
+fn a_node_link_carries_the_layer_its_node_shows_and_nothing_nobody_there_shows() {
+    // Node A: Ada publishes a camera in three layers; Ann watches on A; node B's viewers
+    // watch through A's link to B.
+    let mut a = Sim::new();
+    let (ada, ta) = a.join_publishing("m", "Ada");
+    let cam = ta[1];
+    a.sfu.set_simulcast(cam, Layers::ALL);
+    let (link, out) = a.sfu.attach_link("m", a.now);
+    a.apply(out);
+    a.advance(Duration::from_millis(50));
+    let [q, _h, f] = Layer::ALL;
+    // Before B says anything, its link takes the whole picture.
+    assert!(a.send_layer(cam, f, true).contains(&link));
+    assert!(!a.send_layer(cam, q, true).contains(&link));
+    // B's viewers show Ada small: the link moves to q at q's keyframe, and carries only it.
+    let small = TileView {
+        visible: true,
+        height: 150,
+    };
+    let out = a.sfu.set_view(link, &[(ada, Source::Camera, small)], a.now);
+    a.apply(out);
+    assert!(a.send_layer(cam, q, true).contains(&link));
+    assert!(!a.send_layer(cam, f, false).contains(&link));
+    let out = a.sfu.tick(a.now);
+    a.apply(out);
+    a.advance(Duration::from_secs(4));
+    let out = a.sfu.tick(a.now);
+    a.apply(out);
+    assert_eq!(
+        a.layers_sent[&cam],
+        Layers::NONE.with(q),
+        "nobody needs h or f: paused at Ada's page"
+    );
+    // Nobody on B shows her: the link carries none of her video (her voice goes on).
+    let hidden = TileView {
+        visible: false,
+        height: 150,
+    };
+    let out = a
+        .sfu
+        .set_view(link, &[(ada, Source::Camera, hidden)], a.now);
+    a.apply(out);
+    assert!(!a.send_layer(cam, q, true).contains(&link));
+    let mut routes = Vec::new();
+    a.sfu.route(ta[0], None, false, &mut routes);
+    assert!(routes.iter().any(|(v, _)| *v == link));
+}
+
+#[test]
+fn what_a_node_shows_of_a_remote_track_is_its_largest_visible_tile() {
+    let mut b = Sim::new();
+    let (ada, out) = b
+        .sfu
+        .join_remote("m", "Ada", MediaState::default(), None, b.now)
+        .expect("remote join");
+    b.apply(out);
+    let (cam, out) = b
+        .sfu
+        .publish(ada, Source::Camera, TrackKind::Video, b.now)
+        .expect("remote publish");
+    b.apply(out);
+    // Nobody here yet: not shown.
+    assert_eq!(
+        b.sfu.shown(cam),
+        Some(TileView {
+            visible: false,
+            height: 0
+        })
+    );
+    let ben = b.join("m", "Ben");
+    let bea = b.join("m", "Bea");
+    b.advance(Duration::from_millis(50));
+    // Pages that said nothing yet: the whole picture.
+    assert_eq!(b.sfu.shown(cam), None);
+    let tile = |visible, height| TileView { visible, height };
+    let out = b
+        .sfu
+        .set_view(ben, &[(ada, Source::Camera, tile(true, 180))], b.now);
+    b.apply(out);
+    assert_eq!(b.sfu.shown(cam), None, "Bea still says nothing");
+    let out = b
+        .sfu
+        .set_view(bea, &[(ada, Source::Camera, tile(false, 700))], b.now);
+    b.apply(out);
+    assert_eq!(
+        b.sfu.shown(cam),
+        Some(tile(true, 180)),
+        "a hidden tile's size does not count"
+    );
+    let out = b
+        .sfu
+        .set_view(ben, &[(ada, Source::Camera, tile(false, 180))], b.now);
+    b.apply(out);
+    assert_eq!(b.sfu.shown(cam), Some(tile(false, 0)));
+}

@@ -317,6 +317,8 @@ pub struct LinkInfo {
     pub path: Option<String>,
     /// The relay node the media goes through, when the direct path failed.
     pub via: Option<String>,
+    /// What our link to it carries of each video, and why (what that node's viewers show).
+    pub videos_out: Vec<veche_core::Received>,
 }
 
 /// The engine's counters since start.

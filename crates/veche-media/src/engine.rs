@@ -603,6 +603,8 @@ impl Engine {
             Command::View { id, tiles } => {
                 let out = self.sfu.set_view(id, &tiles, now);
                 self.apply(out);
+                // A tile of another node's track shown or hidden: that node hears it now.
+                self.fed_views();
             }
             Command::Participants { meeting, reply } => {
                 let _ = reply.send(self.sfu.participants(&meeting));
@@ -1238,6 +1240,8 @@ impl Engine {
         let out = self.sfu.tick(now);
         self.apply(out);
         self.fed_housekeeping(now);
+        // Viewers who left or came, and views that changed with them.
+        self.fed_views();
         self.record_housekeeping(now);
         for (id, p) in &self.peers {
             let failure = if !p.offered && now.duration_since(p.joined_at) > OFFER_DEADLINE {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use str0m::Rtc;
 use tokio::sync::mpsc;
 use veche_core::{
-    LinkTrack, MediaState, MeetingEvent, ParticipantId, ParticipantInfo, StateChange,
+    LinkTrack, LinkView, MediaState, MeetingEvent, ParticipantId, ParticipantInfo, StateChange,
+    TileView, TrackKind,
 };
 
 use crate::api::{FedOut, LinkError, LinkInfo, LinkOffer, PeerEvent};
@@ -51,6 +52,8 @@ const RESYNC_FOR: Duration = Duration::from_secs(60);
 const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// With no relay to use, the direct link is tried again after this long.
 const DIRECT_RETRY: Duration = Duration::from_secs(15);
+/// Most tracks one `MeetingEvent::Views` names (a meeting's people times their two videos).
+const MAX_VIEWS_PER_EVENT: usize = 256;
 /// Most meetings one node may have this relay forward for it.
 const MAX_RELAYED_MEETINGS: usize = 8;
 /// Most pairs one relay node forwards for, per meeting.
@@ -88,6 +91,9 @@ pub(crate) struct Fed {
     resync: HashSet<(String, String)>,
     /// When our list last went again to (meeting, node), to send it at most every 5 s.
     resync_sent: HashMap<(String, String), Instant>,
+    /// Track that arrives on a link → what we last told its sending node our viewers show
+    /// of it (`MeetingEvent::Views`).
+    views_sent: HashMap<veche_core::TrackId, Option<TileView>>,
     /// Participant → what they travel with (their proof, opaque here): for a browser here,
     /// what goes to other nodes; for someone another node carries, what it announced.
     pub presence: HashMap<ParticipantId, String>,
@@ -678,6 +684,7 @@ impl Engine {
                     self.remote_recording(&meeting, &node, state);
                 }
                 MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
+                MeetingEvent::Views { tiles } => self.link_views(&meeting, &node, &tiles, now),
                 // For the bridge, which accepts the relay's link for that node's tracks.
                 MeetingEvent::Via { .. } => {}
             }
@@ -687,6 +694,21 @@ impl Engine {
             self.remote_recording(&meeting, &node, None);
         }
         if is_sync {
+            // It may have lost what we told it our viewers show: said again.
+            let from_it: Vec<veche_core::TrackId> = self
+                .fed
+                .track_in
+                .iter()
+                .filter(|(_, link)| {
+                    self.peers.get(*link).is_some_and(
+                        |p| matches!(&p.role, Role::LinkIn { node: n, .. } if *n == node),
+                    )
+                })
+                .map(|(t, _)| *t)
+                .collect();
+            for t in from_it {
+                self.fed.views_sent.remove(&t);
+            }
             // Whoever it no longer lists is gone (a missed leave, or it restarted).
             let stale: Vec<u64> = self
                 .fed
@@ -702,6 +724,95 @@ impl Engine {
             for id in stale {
                 self.remote_left(&node, id, now);
             }
+        }
+    }
+
+    /// Tell the nodes whose links we receive what our viewers (and the links we forward
+    /// on) show of each of their video tracks, where that changed: each link then carries
+    /// a track only as large as it is shown here, and not at all when nobody here shows it.
+    pub(crate) fn fed_views(&mut self) {
+        let mut batches: BTreeMap<(String, String), Vec<LinkView>> = BTreeMap::new();
+        for (&track, link) in &self.fed.track_in {
+            let Some((publisher, source)) = self.sfu.track(track) else {
+                continue;
+            };
+            if source.kind() != TrackKind::Video {
+                continue;
+            }
+            let Some(Role::LinkIn { node, meeting, .. }) = self.peers.get(link).map(|p| &p.role)
+            else {
+                continue;
+            };
+            let Some((origin, id)) = self.fed.remote_of.get(&publisher) else {
+                continue;
+            };
+            let view = self.sfu.shown(track);
+            if self.fed.views_sent.get(&track) == Some(&view) {
+                continue;
+            }
+            self.fed.views_sent.insert(track, view);
+            batches
+                .entry((meeting.clone(), node.clone()))
+                .or_default()
+                .push(LinkView {
+                    participant: *id,
+                    origin: (origin != node).then(|| origin.clone()),
+                    source,
+                    view,
+                });
+        }
+        let track_in = &self.fed.track_in;
+        self.fed.views_sent.retain(|t, _| track_in.contains_key(t));
+        for ((meeting, node), tiles) in batches {
+            for chunk in tiles.chunks(MAX_VIEWS_PER_EVENT) {
+                self.fed_send(
+                    &node,
+                    &meeting,
+                    vec![MeetingEvent::Views {
+                        tiles: chunk.to_vec(),
+                    }],
+                );
+            }
+        }
+    }
+
+    /// `node` says what its viewers show of the tracks our link to it carries: that link
+    /// takes each track's layer from it, as a viewer's stream takes its tile's.
+    fn link_views(&mut self, meeting: &str, node: &str, tiles: &[LinkView], now: Instant) {
+        let Some(link) = self
+            .fed
+            .nodes
+            .get(meeting)
+            .and_then(|n| n.get(node))
+            .and_then(|s| s.link_out)
+        else {
+            return;
+        };
+        let mut views = Vec::new();
+        for t in tiles.iter().take(MAX_VIEWS_PER_EVENT) {
+            // Our own participant, or (as a relay) one of the node we forward for.
+            let pid = match &t.origin {
+                None => Some(ParticipantId(t.participant))
+                    .filter(|p| self.sfu.kind(*p) == Some(veche_core::Kind::Local)),
+                Some(origin) => self
+                    .fed
+                    .remotes
+                    .get(&(origin.clone(), t.participant))
+                    .copied(),
+            };
+            let Some(pid) = pid.filter(|p| self.sfu.meeting_of(*p) == Some(meeting)) else {
+                continue;
+            };
+            // Someone there who does not say what they show needs the whole picture.
+            let view = t.view.unwrap_or(TileView {
+                visible: true,
+                height: u32::MAX,
+            });
+            views.push((pid, t.source, view));
+        }
+        if !views.is_empty() {
+            let out = self.sfu.set_view(link, &views, now);
+            self.apply(out);
         }
     }
 
@@ -1300,6 +1411,11 @@ impl Engine {
                         .map(|d| d.as_secs_f64() * 1000.0),
                     path,
                     via: s.via.clone(),
+                    videos_out: hop
+                        .link_out
+                        .and_then(|id| self.sfu.reception(id))
+                        .map(|r| r.videos)
+                        .unwrap_or_default(),
                 }
             })
             .collect()

@@ -772,6 +772,7 @@ pub(crate) async fn get_people(
                 "loss_out": l.loss_out,
                 "loss_in": l.loss_in,
                 "media_rtt_ms": l.media_rtt_ms,
+                "videos_out": l.videos_out,
             })
         })
         .collect();
