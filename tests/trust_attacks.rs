@@ -493,6 +493,27 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
         .await,
     );
     assert!(why.contains("let into this meeting"), "{why}");
+    // Nor may it say what "its viewers" show of Ada's camera (which shapes only the link to
+    // a member node, and the layers Ada's page encodes).
+    let views = vec![MeetingEvent::Views {
+        tiles: vec![veche_core::LinkView {
+            participant: 1,
+            origin: None,
+            source: veche_core::Source::Camera,
+            view: Some(veche_core::TileView {
+                visible: false,
+                height: 0,
+            }),
+        }],
+    }];
+    let why = refusal(
+        ask(Request::Events {
+            meeting: id.clone(),
+            events: views,
+        })
+        .await,
+    );
+    assert!(why.contains("let into this meeting"), "{why}");
     // A real media offer: refused, so it never learns the node's ICE credentials or media
     // address, and no link exists for it (a member's same offer is answered: see
     // `removing_its_person_ends_what_a_node_receives`).
