@@ -160,6 +160,7 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
     let load = Load {
         video_bps: args.video_bps,
         keyframe_every: Duration::from_secs(3),
+        simulcast: false,
     };
 
     let mut report = String::new();
@@ -294,6 +295,21 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
         let f = scenario::mesh(t, mesh_n, secs, load)
             .await
             .unwrap_or_else(|e| failed(t, &format!("{mesh_n} all-to-all"), mesh_n, e));
+        eprintln!("{}", row(&f));
+        rows.push(f);
+    }
+    // The same classroom with cameras in three layers and every page showing a gallery of
+    // small tiles (veche only: the harness drives Janus without simulcast).
+    if let Some(t) = targets.iter().find(|t| matches!(t, Target::Veche(_))) {
+        let name = format!("{mesh_n} all-to-all, simulcast gallery");
+        let simulcast = Load {
+            simulcast: true,
+            ..load
+        };
+        let mut f = scenario::mesh(t, mesh_n, secs, simulcast)
+            .await
+            .unwrap_or_else(|e| failed(t, &name, mesh_n, e));
+        f.scenario = name;
         eprintln!("{}", row(&f));
         rows.push(f);
     }
@@ -662,6 +678,28 @@ fn comparisons(rows: &[Figures], ceiling: f64, direct_p99: f64, rtt_ms: f64) -> 
             num(added, 2),
             num(m.cpu, 2),
             mark(ok)
+        );
+    }
+    if let (Some(m), Some(g)) = (
+        rows.iter()
+            .find(|f| f.server == "veche" && f.scenario.ends_with("all-to-all") && f.n >= 2),
+        rows.iter()
+            .find(|f| f.server == "veche" && f.scenario.ends_with("simulcast gallery")),
+    ) {
+        let down = |f: &Figures| f.recv_mbps / f.n.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "  {} with simulcast and gallery tiles, against without: node CPU {} vs {} cores, downlink per participant {} vs {} Mbit/s (×{}), loss {} vs {} %, p99 {} vs {} ms",
+            g.scenario.trim_end_matches(", simulcast gallery"),
+            num(g.cpu, 2),
+            num(m.cpu, 2),
+            num(down(g), 2),
+            num(down(m), 2),
+            num(down(g) / down(m), 2),
+            num(g.loss * 100.0, 4),
+            num(m.loss * 100.0, 4),
+            num(g.p99_ms, 2),
+            num(m.p99_ms, 2),
         );
     }
     if let Some(st) = rows

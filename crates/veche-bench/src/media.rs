@@ -24,9 +24,24 @@ pub struct Load {
     pub video_bps: u32,
     /// A keyframe this often.
     pub keyframe_every: Duration,
+    /// The camera in three simulcast layers ([`LAYERS`]), as the page sends it, and a
+    /// view of gallery-sized tiles from every receiver.
+    pub simulcast: bool,
 }
 
+/// A simulcast camera's layers, smallest first: rid and the share of `video_bps` each sends
+/// (the page's caps, 120 / 500 / 1500 kbit/s, in proportion).
+pub const LAYERS: [(&str, u32); 3] = [("q", 12), ("h", 3), ("f", 1)];
+
 impl Load {
+    /// The load of one layer that sends `1 / divisor` of the whole.
+    pub fn layer(&self, divisor: u32) -> Load {
+        Load {
+            video_bps: self.video_bps / divisor.max(1),
+            ..*self
+        }
+    }
+
     /// Frame sizes that average out to the bitrate with a keyframe 5× a delta frame.
     pub fn frame_bytes(&self, keyframe: bool) -> usize {
         let per_frame = self.video_bps as f64 / 8.0 / FPS as f64;
@@ -139,6 +154,7 @@ mod tests {
         let load = Load {
             video_bps: 600_000,
             keyframe_every: Duration::from_secs(3),
+            simulcast: false,
         };
         let per_3s = load.frame_bytes(true) + 89 * load.frame_bytes(false);
         assert!((per_3s as f64 - 225_000.0).abs() < 500.0, "{per_3s}");

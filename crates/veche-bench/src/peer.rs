@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -25,6 +25,8 @@ use crate::media::{self, Load};
 pub enum SigIn {
     Offer(String),
     Answer(String),
+    /// Send only these simulcast layers (rids) of the camera: nobody needs the others.
+    Layers(Vec<String>),
 }
 
 /// SDP for the server.
@@ -162,7 +164,14 @@ async fn drive(
         let mut sources = Vec::new();
         if opening == Opening::Publish {
             let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            let layers = load.simulcast.then(|| {
+                let mut sim = Simulcast::new();
+                for (rid, _) in media::LAYERS {
+                    sim.add_send_layer(SimulcastLayer::new(rid));
+                }
+                sim
+            });
+            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers);
             sources.push((a.to_string(), "mic"));
             sources.push((v.to_string(), "camera"));
             mics = Some((a, v));
@@ -240,6 +249,12 @@ async fn drive(
                             rtc.sdp_api().accept_answer(p, a).map_err(|e| format!("answer: {e}"))?;
                         }
                     }
+                    Some(SigIn::Layers(active)) => {
+                        if let Some(s) = sender.as_mut() {
+                            s.set_active(&active);
+                        }
+                        continue;
+                    }
                     Some(SigIn::Offer(sdp)) => {
                         let o = SdpOffer::from_sdp_string(&sdp).map_err(|e| format!("offer: {e}"))?;
                         let a = rtc.sdp_api().accept_offer(o).map_err(|e| format!("offer: {e}"))?;
@@ -314,10 +329,21 @@ fn receive(clock: &Clock, counters: &Shared, codec: Option<Codec>, p: &str0m::rt
     }
 }
 
-/// The publishing half: paces audio at 50 packets/s and video at 30 frames/s.
+/// One video stream the camera sends: the whole picture, or one simulcast layer.
+struct VideoOut {
+    rid: Option<Rid>,
+    seq: SeqNo,
+    load: Load,
+    /// The node asked for it (all at first).
+    active: bool,
+}
+
+/// The publishing half: paces audio at 50 packets/s and video at 30 frames/s, on every
+/// active layer.
 struct Sender {
     audio: (Mid, u8, SeqNo),
-    video: (Mid, u8, SeqNo),
+    video: (Mid, u8),
+    layers: Vec<VideoOut>,
     load: Load,
     start: Option<Instant>,
     audio_n: u64,
@@ -337,9 +363,28 @@ impl Sender {
         };
         let apt = pt(Codec::Opus, a, rtc)?;
         let vpt = pt(Codec::Vp8, v, rtc)?;
+        let layers = if load.simulcast {
+            media::LAYERS
+                .iter()
+                .map(|(rid, share)| VideoOut {
+                    rid: Some(Rid::from(*rid)),
+                    seq: SeqNo::default(),
+                    load: load.layer(*share),
+                    active: true,
+                })
+                .collect()
+        } else {
+            vec![VideoOut {
+                rid: None,
+                seq: SeqNo::default(),
+                load,
+                active: true,
+            }]
+        };
         Some(Self {
             audio: (a, apt, SeqNo::default()),
-            video: (v, vpt, SeqNo::default()),
+            video: (v, vpt),
+            layers,
             load,
             start: None,
             audio_n: 0,
@@ -347,6 +392,20 @@ impl Sender {
             last_key: None,
             keyframe_asked: false,
         })
+    }
+
+    /// Send only the layers `active` names (a camera without layers always sends).
+    fn set_active(&mut self, active: &[String]) {
+        for l in &mut self.layers {
+            if let Some(rid) = &l.rid {
+                let was = l.active;
+                l.active = active.iter().any(|a| a.as_str() == &**rid);
+                // A layer that starts again starts with a keyframe, as an encoder does.
+                if l.active && !was {
+                    self.keyframe_asked = true;
+                }
+            }
+        }
     }
 
     fn next(&self) -> Instant {
@@ -378,10 +437,8 @@ impl Sender {
             sent += 1;
         }
         while start + Duration::from_micros(self.video_n * 1_000_000 / media::FPS as u64) <= now {
-            let (mid, pt, seq) = &mut self.video;
-            let Some(tx) = api.stream_tx_by_mid(*mid, None) else {
-                break;
-            };
+            let (mid, pt) = self.video;
+            // Like libvpx's simulcast: a keyframe on one layer is a keyframe on all.
             let key = self.keyframe_asked
                 && self
                     .last_key
@@ -393,19 +450,24 @@ impl Sender {
                 self.last_key = Some(now);
                 self.keyframe_asked = false;
             }
-            let bytes = self.load.frame_bytes(key);
-            let packets =
-                media::vp8_packets(bytes, key, (self.video_n & 0x7FFF) as u16, clock.now_us());
             let time = (self.video_n * 3000) as u32;
-            let last = packets.len() - 1;
-            for (i, p) in packets.into_iter().enumerate() {
-                tx.write_rtp(
-                    RtpWrite::new((*pt).into(), *seq, time, now, p)
-                        .marker(i == last)
-                        .nackable(true),
-                );
-                *seq = (**seq + 1).into();
-                sent += 1;
+            for layer in self.layers.iter_mut().filter(|l| l.active) {
+                let Some(tx) = api.stream_tx_by_mid(mid, layer.rid) else {
+                    continue;
+                };
+                let bytes = layer.load.frame_bytes(key);
+                let packets =
+                    media::vp8_packets(bytes, key, (self.video_n & 0x7FFF) as u16, clock.now_us());
+                let last = packets.len() - 1;
+                for (i, p) in packets.into_iter().enumerate() {
+                    tx.write_rtp(
+                        RtpWrite::new(pt.into(), layer.seq, time, now, p)
+                            .marker(i == last)
+                            .nackable(true),
+                    );
+                    layer.seq = (*layer.seq + 1).into();
+                    sent += 1;
+                }
             }
             self.video_n += 1;
         }

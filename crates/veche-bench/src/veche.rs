@@ -12,12 +12,15 @@ use serde_json::json;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use veche_signal::{ClientMsg, ServerMsg, Source};
+use veche_signal::{ClientMsg, ServerMsg, Source, TileView};
 
 use crate::http;
 use crate::media::Load;
 use crate::peer::{self, Clock, Opening, SigIn, SigOut};
 use crate::server::{free_port, spawn_pinned, wait_listening, Participant, Scratch};
+
+/// A tile of a 30-person gallery on a 1280x800 window (6 x 5), in pixels: the quarter layer.
+const GALLERY_TILE_HEIGHT: u32 = 150;
 
 pub struct Veche {
     pub pid: u32,
@@ -131,13 +134,17 @@ impl Veche {
             invite: None,
         };
         ws.send(Message::text(join.to_text())).await?;
+        let mut others: Vec<u64> = Vec::new();
         loop {
             let m = tokio::time::timeout_at(end, ws.next())
                 .await
                 .context("no welcome in 10 s")?;
             match m {
                 Some(Ok(Message::Text(t))) => match ServerMsg::parse(&t) {
-                    Ok(ServerMsg::Welcome { .. }) => break,
+                    Ok(ServerMsg::Welcome { participants, .. }) => {
+                        others.extend(participants.iter().map(|p| p.id));
+                        break;
+                    }
                     _ => bail!("join refused: {t}"),
                 },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -164,6 +171,22 @@ impl Veche {
             out_tx,
             stop,
         )));
+        // A gallery page tells the node how large it shows everyone's camera.
+        let gallery = load.simulcast;
+        let view = move |others: &[u64]| ClientMsg::View {
+            tiles: others
+                .iter()
+                .map(|&participant| TileView {
+                    participant,
+                    source: Source::Camera,
+                    visible: true,
+                    height: GALLERY_TILE_HEIGHT,
+                })
+                .collect(),
+        };
+        if gallery && !others.is_empty() {
+            ws.send(Message::text(view(&others).to_text())).await?;
+        }
         p.tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -177,7 +200,23 @@ impl Veche {
                             eprintln!("veche → bench: {t}");
                         }
                         let Ok(msg) = ServerMsg::parse(&t) else { continue };
+                        let changed = match &msg {
+                            ServerMsg::ParticipantJoined { participant } => {
+                                others.push(participant.id);
+                                true
+                            }
+                            ServerMsg::ParticipantLeft { id } => {
+                                others.retain(|o| o != id);
+                                true
+                            }
+                            _ => false,
+                        };
+                        if gallery && changed {
+                            let _ = ws.send(Message::text(view(&others).to_text())).await;
+                            continue;
+                        }
                         let sig = match msg {
+                            ServerMsg::Layers { source: Source::Camera, active } => SigIn::Layers(active),
                             ServerMsg::Offer { sdp, .. } => SigIn::Offer(sdp),
                             ServerMsg::Answer { sdp } => SigIn::Answer(sdp),
                             ServerMsg::Error { code, fatal: true, .. } => {
