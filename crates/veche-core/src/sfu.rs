@@ -666,6 +666,13 @@ impl Sfu {
                 }
             }
         }
+        if kind == Kind::Local {
+            // Someone already speaking is news to the newcomer: the others were told.
+            let speaking = self.speaking_now(meeting);
+            if !speaking.is_empty() {
+                out.extend(self.speaking_notices(meeting, &speaking, vec![id]));
+            }
+        }
         Ok((id, out))
     }
 
@@ -988,10 +995,24 @@ impl Sfu {
             return Vec::new();
         };
         let meeting = p.meeting.clone();
-        // Each hears only their own breakout room: they are told only of its speakers.
-        let room_of = |id: &ParticipantId| self.participants.get(id).map(|p| p.room);
-        self.local_ids(&meeting)
-            .into_iter()
+        self.speaking_notices(&meeting, &ids, self.local_ids(&meeting))
+    }
+
+    /// Tell each of `to` who of `ids` speaks in their own breakout room (each hears only
+    /// their room, so they are told only of its speakers).
+    fn speaking_notices(
+        &self,
+        meeting: &str,
+        ids: &[ParticipantId],
+        to: Vec<ParticipantId>,
+    ) -> Vec<Output> {
+        let room_of = |id: &ParticipantId| {
+            self.participants
+                .get(id)
+                .filter(|p| p.meeting == meeting)
+                .map(|p| p.room)
+        };
+        to.into_iter()
             .map(|to| {
                 let mine = room_of(&to);
                 let ids = ids.iter().copied().filter(|s| room_of(s) == mine).collect();
@@ -1001,6 +1022,14 @@ impl Sfu {
                 }
             })
             .collect()
+    }
+
+    /// Who was last said to speak in `meeting` (all rooms), loudest first.
+    fn speaking_now(&self, meeting: &str) -> Vec<ParticipantId> {
+        self.speakers
+            .get(meeting)
+            .map(|s| s.speaking().to_vec())
+            .unwrap_or_default()
     }
 
     /// The publisher of `track` sends it in these simulcast layers (from its offer).
@@ -1607,6 +1636,9 @@ impl Sfu {
                 notice: notice.clone(),
             });
         }
+        // Moved to another room: its speakers, not the old room's.
+        let speaking = self.speaking_now(meeting);
+        out.extend(self.speaking_notices(meeting, &speaking, self.local_ids(meeting)));
         out
     }
 

@@ -1250,6 +1250,32 @@ fn who_speaks_in_a_breakout_room_is_told_only_to_that_room() {
         Some(vec![]),
         "another room's voices stay in it"
     );
+    // Someone who joins while Ada and Bob speak is told at once (nothing changes to make
+    // news later): Dan, put in room 1, hears them; the others were told already.
+    sim.rooms(&[("ak", 1), ("bk", 1), ("ck", 2), ("dk", 1)]);
+    let (dan, _) = sim.join_keyed_publishing("Dan", "dk");
+    let speaking: Vec<&Notice> = sim
+        .notices_of(dan)
+        .iter()
+        .filter(|n| matches!(n, Notice::Speaking { .. }))
+        .collect();
+    assert_eq!(
+        speaking,
+        [&Notice::Speaking {
+            ids: vec![bob, ada]
+        }],
+        "the newcomer told who speaks in its room"
+    );
+    assert!(matches!(sim.notices_of(dan)[0], Notice::Welcome { .. }));
+    // Cy moved into room 1 is told its speakers with the move, before anyone's next word.
+    let before = sim.notices_of(cy).len();
+    sim.rooms(&[("ak", 1), ("bk", 1), ("ck", 1), ("dk", 1)]);
+    assert!(
+        sim.notices_of(cy)[before..].contains(&Notice::Speaking {
+            ids: vec![bob, ada]
+        }),
+        "moved rooms: told that room's speakers"
+    );
 }
 
 #[test]
