@@ -1067,8 +1067,11 @@ impl Sfu {
     /// What this node's subscribers of video `track` show of it at most: visible if any
     /// tile of it is, as high as the largest. `None`: one of them does not say (a page that
     /// sent no view, a recording, a link whose node sent none), so the whole picture is
-    /// needed. Nobody subscribed: not visible. Another node's track asks its node for this
-    /// (`MeetingEvent::Views`), so the link carries only what is watched here.
+    /// needed. A subscription still being negotiated counts (its page will show the tile:
+    /// a breakout room's people moved one by one are unsubscribed and subscribed again,
+    /// and the other node must not pause the camera meanwhile). Nobody subscribed: not
+    /// visible. Another node's track asks its node for this (`MeetingEvent::Views`), so the
+    /// link carries only what is watched here.
     pub fn shown(&self, track: TrackId) -> Option<TileView> {
         let Some(t) = self.tracks.get(&track) else {
             return Some(TileView {
@@ -1080,9 +1083,22 @@ impl Sfu {
             visible: false,
             height: 0,
         };
-        for viewer in t.viewers.ready() {
+        let key = (t.publisher, t.source.into());
+        let negotiating = self
+            .participants
+            .get(&t.publisher)
+            .and_then(|p| self.meetings.get(&p.meeting))
+            .into_iter()
+            .flat_map(|m| &m.participants)
+            .filter(|id| !t.viewers.contains(**id))
+            .filter(|id| {
+                self.participants
+                    .get(id)
+                    .is_some_and(|p| p.subscribed.contains(&track))
+            });
+        for viewer in t.viewers.ready().iter().chain(negotiating) {
             let p = self.participants.get(viewer)?;
-            let v = p.views.get(&(t.publisher, t.source.into())).copied()?;
+            let v = p.views.get(&key).copied()?;
             if v.visible && v.height > 0 {
                 most.visible = true;
                 most.height = most.height.max(v.height);
@@ -1638,7 +1654,9 @@ impl Sfu {
         }
         // Moved to another room: its speakers, not the old room's.
         let speaking = self.speaking_now(meeting);
-        out.extend(self.speaking_notices(meeting, &speaking, self.local_ids(meeting)));
+        if !speaking.is_empty() {
+            out.extend(self.speaking_notices(meeting, &speaking, self.local_ids(meeting)));
+        }
         out
     }
 

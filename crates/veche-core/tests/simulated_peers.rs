@@ -1373,4 +1373,17 @@ fn what_a_node_shows_of_a_remote_track_is_its_largest_visible_tile() {
         .set_view(ben, &[(ada, Source::Camera, tile(false, 180))], b.now);
     b.apply(out);
     assert_eq!(b.sfu.shown(cam), Some(tile(false, 0)));
+    // Someone whose subscription is still being negotiated (a newcomer, or one moved into
+    // Ada's breakout room) will show her: the whole picture until their page says.
+    let cy = b.join("m", "Cy");
+    assert!(
+        b.sfu.subscribers(cam).iter().all(|v| *v != cy),
+        "negotiating"
+    );
+    assert_eq!(b.sfu.shown(cam), None, "a negotiating viewer counts");
+    let out = b
+        .sfu
+        .set_view(cy, &[(ada, Source::Camera, tile(true, 360))], b.now);
+    b.apply(out);
+    assert_eq!(b.sfu.shown(cam), Some(tile(true, 360)));
 }
