@@ -2,7 +2,9 @@
 //! viewer with a large window getting the full one and a viewer with a small window the
 //! quarter one, with no keyframe storm; a layer nobody watches stops being encoded; a tile
 //! hidden by its viewer stops receiving video within two seconds (its sound goes on), and
-//! gets it back when shown again; the node says who speaks, and a muted voice is not one.
+//! gets it back when shown again; the node says who speaks, and a muted voice is not one;
+//! a camera pinned by a viewer takes the big spot and keeps its full layer while the others,
+//! in the strip, get smaller ones.
 //!
 //! Runs as root (it makes a network namespace so the browsers' traffic stays inside it).
 
@@ -225,7 +227,37 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
     .await;
     let (_, _, w) = from(&mut cy, "Ada", "camera").await;
     assert!(w > 0 && w <= 400, "back on the small layer: {w}");
+
     // Bob kept the full layer all along.
     let (_, _, bw) = from(&mut bob, "Ada", "camera").await;
     assert!(bw >= 1200, "Bob still gets the full layer: {bw}");
+
+    // Bob pins Cy: her tile takes the big spot and keeps the full layer, while Ada's, in
+    // the strip beside it, gets a smaller one; unpinned, Ada is back on the full layer.
+    let pin = |who: &str| {
+        format!(
+            "(() => {{ const p = veche.state().participants.find(p => p.name === {who:?});
+               const b = p && document.querySelector(`.tile[data-participant=\"${{p.id}}\"][data-source=\"camera\"] .tile-pin`);
+               if (!b) return null; b.click(); return b.textContent; }})()"
+        )
+    };
+    let cy_on_bob = bob.eval(&tile_height("Cy")).await.unwrap_or(Value::Null);
+    assert_eq!(bob.eval(&pin("Cy")).await.expect("pin"), "Unpin");
+    let smaller = format!(
+        "(() => {{ const h = {}; return h < {} ? h : null; }})()",
+        tile_height("Ada"),
+        bob_tile.as_u64().unwrap_or(0)
+    );
+    let ada_in_strip = bob
+        .wait_for("Ada's tile in the strip", &smaller, Duration::from_secs(5))
+        .await;
+    let cy_pinned = bob.eval(&tile_height("Cy")).await.unwrap_or(Value::Null);
+    let aw = decoding_at(&mut bob, "Bob", "Ada", "w => w > 0 && w <= 700").await;
+    let (_, _, cw) = from(&mut bob, "Cy", "camera").await;
+    println!(
+        "simulcast: Bob pinned Cy: her tile {cy_on_bob} -> {cy_pinned} px high, {cw} px wide; Ada's {bob_tile} -> {ada_in_strip} px high, {aw} px wide"
+    );
+    assert!(cw >= 1200, "the pinned camera keeps the full layer: {cw}");
+    assert_eq!(bob.eval(&pin("Cy")).await.expect("unpin"), "Pin");
+    decoding_at(&mut bob, "Bob", "Ada", "w => w >= 1200").await;
 }

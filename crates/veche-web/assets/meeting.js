@@ -403,6 +403,8 @@ export class Meeting {
   buildScreen() {
     this.stage = new Stage();
     this.stage.onView = (tiles) => this.viewChanged(tiles);
+    // One camera pinned to the big spot, for this page only; pressed again, unpinned.
+    this.stage.onPin = (key) => { this.pinned = this.pinned === key ? null : key; this.render(); };
     this.people = new PeoplePanel({ close: () => this.togglePanel(null) });
     this.chat = new ChatPanel({
       send: (text) => this.sendChat(text),
@@ -447,7 +449,7 @@ export class Meeting {
   render() {
     if (this.ended || !this.el) return;
     const s = this.s;
-    this.stage.show(wantedTiles({
+    const want = wantedTiles({
       name: this.name,
       local: this.local,
       me: this.local.state(),
@@ -455,7 +457,11 @@ export class Meeting {
       media: this.media,
       speaking: s.speaking,
       inRoom: (p) => sameRoom(s, p.id),
-    }));
+      pinned: this.pinned || null,
+    });
+    // Pinned someone who left (or went to another room): nothing stays pinned.
+    if (this.pinned && !want.some((t) => t.pinned)) this.pinned = null;
+    this.stage.show(want);
     this.renderPeople();
     this.renderControls();
     this.el.title.textContent = s.title;

@@ -1,6 +1,7 @@
 // The stage: which video tiles the meeting shows and in what order (`wantedTiles`, pure),
 // where each goes (`gridRects`, pure), and the tiles themselves (`Stage`: their video and
-// audio elements, sound the browser holds back, the speaking highlight). It tells the node
+// audio elements, sound the browser holds back, the speaking highlight, a camera pinned to
+// the big spot). It tells the node
 // what it shows of each remote video (`tileViews`, pure): each tile's height and whether
 // it is seen, so the node sends the smallest layer that fills it, and nothing for a tile
 // hidden, scrolled away or behind another tab.
@@ -28,11 +29,15 @@ export function fitGrid(n, W, H, gap, aspect = 16 / 9) {
 }
 
 /** n tiles in a centred grid inside `box` ({x, y, w, h}): `{ rects, bottom }`, rects in
- * order ({left, top, width, height}, whole pixels), bottom the lowest edge used. */
-export function gridRects(n, box, gap, minW = 0) {
+ * order ({left, top, width, height}, whole pixels), bottom the lowest edge used. `fill`:
+ * tiles may grow taller than 16:9 into spare height (the main grid; not the strip beside
+ * the big spot, where a tall tile would crop the picture and need a larger layer). */
+export function gridRects(n, box, gap, minW = 0, fill = true) {
   if (!n) return { rects: [], bottom: box.y };
   let g = fitGrid(n, box.w, box.h, gap);
-  if (g.w >= minW) {
+  if (g.w >= minW && !fill) {
+    // As fitted: 16:9.
+  } else if (g.w >= minW) {
     // Use spare height: let tiles grow taller than 16:9 (4:3, or 3:4 in a tall box); video is cropped to fit.
     const availH = (box.h - gap * (g.rows - 1)) / g.rows;
     const minAspect = box.h > box.w ? 3 / 4 : 4 / 3;
@@ -62,31 +67,39 @@ export function gridRects(n, box, gap, minW = 0) {
 }
 
 /**
- * The tiles to show, in display order: screens first (they get the big spot), then you,
- * then the others in our room. `view`: {name, local: {screen, cam}, me: {audio, video},
- * participants: [p], media: Map(id → {mic, camera, screen}), speaking: Set(id),
- * inRoom(p)}.
+ * The tiles to show, in display order: the camera you pinned, then screens (these get the
+ * big spot: `stage: true`), then you, then the others in our room. `view`: {name, local:
+ * {screen, cam}, me: {audio, video}, participants: [p], media: Map(id → {mic, camera,
+ * screen}), speaking: Set(id), inRoom(p), pinned: a tile key or null}. A pin of someone
+ * not here (left, or in another room) pins nothing.
  */
 export function wantedTiles(view) {
   const { local, me, name } = view;
   const media = (id) => view.media.get(String(id)) || {};
   const others = view.participants.filter((p) => view.inRoom(p));
   const want = [];
+  const camera = (p) => {
+    const m = media(p.id);
+    const key = `p:${p.id}:camera`;
+    return { key, id: p.id, source: 'camera', name: p.name, label: p.name,
+      audio: p.audio, videoOn: p.video, videoTrack: m.camera || null, audioTrack: m.mic || null,
+      speaking: p.audio && view.speaking.has(String(p.id)), pinned: key === view.pinned, stage: key === view.pinned };
+  };
+  const pinned = others.map(camera).find((t) => t.pinned);
+  if (pinned) want.push(pinned);
   if (local.screen) {
-    want.push({ key: 'self:screen', self: true, source: 'screen', name, label: 'You (screen)', videoOn: true, videoTrack: local.screen });
+    want.push({ key: 'self:screen', self: true, source: 'screen', name, label: 'You (screen)', videoOn: true, videoTrack: local.screen, stage: true });
   }
   for (const p of others) {
     if (!p.screen) continue;
     want.push({ key: `p:${p.id}:screen`, id: p.id, source: 'screen', name: p.name, label: `${p.name} (screen)`,
-      videoOn: true, videoTrack: media(p.id).screen || null });
+      videoOn: true, videoTrack: media(p.id).screen || null, stage: true });
   }
   want.push({ key: 'self:camera', self: true, source: 'camera', name, label: 'You', mirror: true,
     audio: me.audio, videoOn: me.video, videoTrack: local.cam });
   for (const p of others) {
-    const m = media(p.id);
-    want.push({ key: `p:${p.id}:camera`, id: p.id, source: 'camera', name: p.name, label: p.name,
-      audio: p.audio, videoOn: p.video, videoTrack: m.camera || null, audioTrack: m.mic || null,
-      speaking: p.audio && view.speaking.has(String(p.id)) });
+    const tile = camera(p);
+    if (!tile.pinned) want.push(tile);
   }
   return want;
 }
@@ -117,6 +130,7 @@ export class Stage {
     this.soundToast = null;
     this.hidden = new Set(); // keys of tiles whose video the person hid
     this.onView = null;      // called with tileViews() after each layout and scroll
+    this.onPin = null;       // called with a camera tile's key when its pin is pressed
     this.resizeObserver = new ResizeObserver(() => this.layout());
     this.resizeObserver.observe(this.el);
     this.el.addEventListener('scroll', () => this.reportView(), { passive: true });
@@ -136,11 +150,13 @@ export class Stage {
     if (!this.onView) return;
     const remote = [...this.tiles.entries()].filter(([, t]) => t.spec && !t.spec.self);
     const band = { top: this.el.scrollTop, bottom: this.el.scrollTop + this.el.clientHeight };
+    // Where layout() put each tile, not where its move (a CSS transition) has got to.
+    const px = (v, now) => (Number.isFinite(parseFloat(v)) ? parseFloat(v) : now);
     this.onView(tileViews(remote.map(([key, t]) => ({
       id: t.spec.id,
       source: t.spec.source,
-      top: t.el.offsetTop,
-      height: t.el.offsetHeight,
+      top: px(t.el.style.top, t.el.offsetTop),
+      height: px(t.el.style.height, t.el.offsetHeight),
       hidden: this.hidden.has(key),
     })), band, document.visibilityState === 'hidden', window.devicePixelRatio || 1));
   }
@@ -179,10 +195,15 @@ export class Stage {
       : { class: `tile tile-${spec.source}`, dataset: { participant: String(spec.id), source: spec.source } };
     const el = h('div', attrs, video, h('div', { class: 'tile-placeholder' }, avatar), h('div', { class: 'tile-label' }, micOff, name));
     let hide = null;
+    let pin = null;
     if (!spec.self) {
       // Someone with a slow link, or who does not need a picture, hides it: it stops coming.
       hide = h('button', { class: 'tile-hide', type: 'button', onclick: () => this.toggleHidden(spec.key) });
-      el.append(hide);
+      // A camera pinned takes the big spot (and, being large, the node's larger layer).
+      if (spec.source === 'camera') {
+        pin = h('button', { class: 'tile-pin', type: 'button', onclick: () => this.onPin && this.onPin(spec.key) });
+      }
+      el.append(h('div', { class: 'tile-actions' }, ...(pin ? [pin] : []), hide));
     }
     let audio = null;
     if (!spec.self && spec.source === 'camera') {
@@ -191,7 +212,7 @@ export class Stage {
       el.append(audio);
     }
     this.inner.append(el);
-    return { el, video, audio, avatar, micOff, name, hide, screen: spec.source === 'screen' };
+    return { el, video, audio, avatar, micOff, name, hide, pin };
   }
 
   updateTile(tile, spec) {
@@ -202,6 +223,12 @@ export class Stage {
       tile.hide.setAttribute('aria-label', `${hidden ? 'Show' : 'Hide'} ${spec.label}'s video`);
       tile.el.classList.toggle('video-hidden', hidden);
     }
+    if (tile.pin) {
+      tile.pin.textContent = spec.pinned ? 'Unpin' : 'Pin';
+      tile.pin.setAttribute('aria-pressed', String(!!spec.pinned));
+      tile.pin.setAttribute('aria-label', `${spec.pinned ? 'Unpin' : 'Pin'} ${spec.label}'s video`);
+    }
+    tile.el.classList.toggle('pinned', !!spec.pinned);
     tile.name.textContent = spec.label;
     tile.el.setAttribute('aria-label', spec.label);
     tile.micOff.hidden = !(spec.source === 'camera' && !spec.audio);
@@ -250,7 +277,8 @@ export class Stage {
     }
   }
 
-  /** Fill the stage: equal grid, or big screen share plus a strip of faces. */
+  /** Fill the stage: equal grid, or the big spot (screens, a pinned camera) plus a strip
+   * of faces. */
   layout() {
     const stage = this.el;
     if (!stage.isConnected) return;
@@ -261,10 +289,10 @@ export class Stage {
     const H = stage.clientHeight - 2 * pad;
     if (W <= 0 || H <= 0) return;
     const tiles = this.order.map((k) => this.tiles.get(k)).filter(Boolean);
-    const screens = tiles.filter((t) => t.screen);
-    const faces = tiles.filter((t) => !t.screen);
-    const place = (group, box, minW) => {
-      const { rects, bottom } = gridRects(group.length, box, gap, minW);
+    const screens = tiles.filter((t) => t.spec && t.spec.stage);
+    const faces = tiles.filter((t) => !(t.spec && t.spec.stage));
+    const place = (group, box, minW, fill = true) => {
+      const { rects, bottom } = gridRects(group.length, box, gap, minW, fill);
       group.forEach((t, i) => {
         const s = t.el.style;
         s.left = `${rects[i].left}px`;
@@ -279,11 +307,11 @@ export class Stage {
       if (W >= H) {
         const stripW = Math.min(320, Math.max(140, W * 0.22));
         place(screens, { x: pad, y: pad, w: W - stripW - gap, h: H });
-        bottom = place(faces, { x: pad + W - stripW, y: pad, w: stripW, h: H });
+        bottom = place(faces, { x: pad + W - stripW, y: pad, w: stripW, h: H }, 0, false);
       } else {
         const stripH = Math.min(260, Math.max(90, H * 0.3));
         place(screens, { x: pad, y: pad, w: W, h: H - stripH - gap });
-        bottom = place(faces, { x: pad, y: pad + H - stripH, w: W, h: stripH });
+        bottom = place(faces, { x: pad, y: pad + H - stripH, w: W, h: stripH }, 0, false);
       }
     } else {
       bottom = place(tiles, { x: pad, y: pad, w: W, h: H }, narrow ? 130 : 180);

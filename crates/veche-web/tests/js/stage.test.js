@@ -71,3 +71,40 @@ test('the node is told each remote tile height in device pixels, and which are n
   assert.ok(tileViews(tiles, band, true).every((t) => !t.visible));
   assert.deepEqual(tileViews([], band, false), []);
 });
+
+test('a pinned camera comes first, on the big spot with the screens; a pin of someone not here pins nothing', () => {
+  const view = (pinned) => ({
+    name: 'Me',
+    local: { screen: null, cam: null },
+    me: { audio: true, video: true },
+    participants: [
+      { id: 1, name: 'Ada', audio: true, video: true, screen: true },
+      { id: 2, name: 'Bob', audio: true, video: true, screen: false },
+      { id: 3, name: 'Cy', audio: true, video: true, screen: false },
+    ],
+    media: new Map(),
+    speaking: new Set(),
+    inRoom: (p) => p.id !== 3,
+    pinned,
+  });
+  const none = wantedTiles(view(null));
+  assert.deepEqual(none.filter((t) => t.stage).map((t) => t.key), ['p:1:screen']);
+  assert.ok(none.every((t) => !t.pinned));
+  const bob = wantedTiles(view('p:2:camera'));
+  assert.deepEqual(bob.map((t) => t.key), ['p:2:camera', 'p:1:screen', 'self:camera', 'p:1:camera']);
+  assert.deepEqual(bob.filter((t) => t.stage).map((t) => t.key), ['p:2:camera', 'p:1:screen']);
+  assert.deepEqual(bob.filter((t) => t.pinned).map((t) => t.key), ['p:2:camera']);
+  // Cy is in another room, Dan never came: nothing pinned, the usual order.
+  for (const gone of ['p:3:camera', 'p:4:camera']) {
+    assert.deepEqual(wantedTiles(view(gone)).map((t) => t.key), none.map((t) => t.key));
+  }
+});
+
+test('the strip beside the big spot keeps 16:9 tiles; the main grid may grow them', () => {
+  const strip = { x: 0, y: 0, w: 320, h: 1000 };
+  const tall = gridRects(2, strip, 10).rects;
+  assert.ok(tall[0].height > 320 * 9 / 16 + 1, 'the main grid fills spare height');
+  const flat = gridRects(2, strip, 10, 0, false).rects;
+  assert.equal(flat.length, 2);
+  for (const r of flat) assert.ok(Math.abs(r.height - r.width * 9 / 16) <= 1, JSON.stringify(r));
+});
