@@ -654,20 +654,8 @@ async fn in_browsers_a_room_of_two_on_two_nodes_sees_hears_and_chats_only_with_i
     // start again: two renegotiations of each page, which on this loaded machine take
     // seconds. Wait (at most 20 s) until each decodes the other again.
     let start = std::time::Instant::now();
-    for (b, who, other) in [(&mut bob, "Bob", "Cy"), (&mut cy, "Cy", "Bob")] {
-        let frames = format!(
-            "veche.stats().then(s => s.inbound.filter(i => i.name === {other:?} && i.source === 'camera').reduce((n, i) => n + i.framesDecoded, 0))"
-        );
-        let js = format!(
-            "{frames}.then(a => new Promise(r => setTimeout(r, 1000)).then(() => {frames}).then(b => b >= a + 5 || null))"
-        );
-        b.wait_for(
-            &format!("{who} decoding {other} in room 1"),
-            &js,
-            Duration::from_secs(20),
-        )
-        .await;
-    }
+    decoding_again(&mut bob, "Bob", "Cy").await;
+    decoding_again(&mut cy, "Cy", "Bob").await;
     println!(
         "Bob and Cy decode each other in room 1 {:.1} s after both were in it",
         start.elapsed().as_secs_f64()
@@ -743,7 +731,17 @@ async fn in_browsers_a_room_of_two_on_two_nodes_sees_hears_and_chats_only_with_i
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Everyone subscribes again to those of the other rooms (renegotiations, keyframes
+    // across the link): wait until each pair below decodes again.
+    let start = std::time::Instant::now();
+    decoding_again(&mut bob, "Bob", "Dee").await;
+    decoding_again(&mut dee, "Dee", "Bob").await;
+    decoding_again(&mut ada, "Ada", "Cy").await;
+    decoding_again(&mut dee, "Dee", "Ada").await;
+    println!(
+        "back in the main room, everyone decodes the others {:.1} s after the rooms closed",
+        start.elapsed().as_secs_f64()
+    );
     assert_growing(
         &mut [("Bob", &mut bob), ("Dee", &mut dee), ("Ada", &mut ada)],
         &[
@@ -752,6 +750,24 @@ async fn in_browsers_a_room_of_two_on_two_nodes_sees_hears_and_chats_only_with_i
             ("Ada", "Cy"),
             ("Dee", "Ada"),
         ],
+    )
+    .await;
+}
+
+/// Wait (at most 20 s) until `b` decodes `other`'s camera again: 5 more frames within a
+/// second. A move between rooms unsubscribes and subscribes again, which takes seconds of
+/// renegotiation and a keyframe (across a node link too).
+async fn decoding_again(b: &mut support::Browser, who: &str, other: &str) {
+    let frames = format!(
+        "veche.stats().then(s => s.inbound.filter(i => i.name === {other:?} && i.source === 'camera').reduce((n, i) => n + i.framesDecoded, 0))"
+    );
+    let js = format!(
+        "{frames}.then(a => new Promise(r => setTimeout(r, 1000)).then(() => {frames}).then(b => b >= a + 5 || null))"
+    );
+    b.wait_for(
+        &format!("{who} decoding {other} again"),
+        &js,
+        Duration::from_secs(20),
     )
     .await;
 }
