@@ -1,5 +1,5 @@
 //! Test harness: a private network namespace, a veche node inside it, and real headless
-//! Chromium browsers driven over the DevTools protocol.
+//! browsers: Chromium driven over the DevTools protocol, Firefox over WebDriver BiDi.
 //!
 //! Everything a test starts runs inside a network namespace the test made itself, so its
 //! traffic (HTTP, WebRTC, whatever Chromium tries) can reach nothing but that namespace.
@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod firefox;
 pub mod raw;
 
 use std::path::{Path, PathBuf};
@@ -207,6 +208,25 @@ impl Lab {
     pub async fn device_browser(&self, url: &str, extra: &[&str]) -> Browser {
         Browser::launch(self, &self.device, url, extra).await
     }
+
+    /// Launch headless Firefox in the node's namespace at `url`. Firefox gathers no ICE
+    /// candidates on a host without a default route, so the namespace gets one, toward the
+    /// second device: whatever follows it stays inside the lab.
+    pub async fn firefox(&self, url: &str, extra: &[&str]) -> Browser {
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.name,
+                "route",
+                "replace",
+                "default",
+                "via",
+                &self.peer_ip,
+            ],
+        );
+        Browser::launch_firefox_in(&self.dir, &self.name, url, extra).await
+    }
 }
 
 impl Drop for Lab {
@@ -338,16 +358,28 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Headless Chromium with a fake camera, microphone and screen, driven over a pipe.
+/// A headless browser with a fake camera, microphone and screen: Chromium driven over a
+/// pipe (DevTools protocol), or Firefox over WebDriver BiDi (`firefox.rs`).
 pub struct Browser {
     child: Child,
     pub pid: u32,
+    driver: Driver,
+    next_id: u64,
+    profile: PathBuf,
+    log: PathBuf,
+}
+
+enum Driver {
+    Cdp(Cdp),
+    Bidi(Box<firefox::Bidi>),
+}
+
+/// Chromium's end of `--remote-debugging-pipe`, and the page's session.
+struct Cdp {
     input: ChildStdin,
     output: ChildStdout,
     buf: Vec<u8>,
-    next_id: u64,
     session: String,
-    profile: PathBuf,
 }
 
 impl Browser {
@@ -411,14 +443,18 @@ impl Browser {
         ))
         .kill_on_drop(true);
         let mut child = c.spawn().expect("spawn chromium");
-        let mut b = Browser {
-            pid: child.id().expect("pid"),
+        let driver = Driver::Cdp(Cdp {
             input: child.stdin.take().expect("stdin"),
             output: child.stdout.take().expect("stdout"),
-            child,
             buf: Vec::new(),
-            next_id: 0,
             session: String::new(),
+        });
+        let mut b = Browser {
+            pid: child.id().expect("pid"),
+            child,
+            driver,
+            next_id: 0,
+            log: profile.join("chromium.log"),
             profile,
         };
         b.attach().await;
@@ -446,7 +482,9 @@ impl Browser {
                     )
                     .await
                     .expect("attach");
-                self.session = r["sessionId"].as_str().expect("sessionId").to_owned();
+                if let Driver::Cdp(cdp) = &mut self.driver {
+                    cdp.session = r["sessionId"].as_str().expect("sessionId").to_owned();
+                }
                 return;
             }
             assert!(Instant::now() < deadline, "Chromium opened no page in 30 s");
@@ -454,20 +492,32 @@ impl Browser {
         }
     }
 
+    /// The page's DevTools session (Chromium).
+    fn session(&self) -> String {
+        match &self.driver {
+            Driver::Cdp(cdp) => cdp.session.clone(),
+            Driver::Bidi(_) => String::new(),
+        }
+    }
+
+    /// A DevTools call (Chromium only: Firefox is driven over BiDi).
     async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
+        let Driver::Cdp(cdp) = &mut self.driver else {
+            return Err(format!("{method}: a DevTools call, and this browser is Firefox").into());
+        };
         let mut msg = json!({"id": id, "method": method, "params": params});
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
         }
         let mut bytes = serde_json::to_vec(&msg)?;
         bytes.push(0);
-        self.input.write_all(&bytes).await?;
+        cdp.input.write_all(&bytes).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            while let Some(pos) = self.buf.iter().position(|b| *b == 0) {
-                let frame: Vec<u8> = self.buf.drain(..=pos).collect();
+            while let Some(pos) = cdp.buf.iter().position(|b| *b == 0) {
+                let frame: Vec<u8> = cdp.buf.drain(..=pos).collect();
                 let v: Value = serde_json::from_slice(&frame[..frame.len() - 1])?;
                 if v["id"].as_u64() == Some(id) {
                     if let Some(e) = v.get("error") {
@@ -477,7 +527,7 @@ impl Browser {
                 }
             }
             let mut chunk = vec![0u8; 65536];
-            let n = tokio::time::timeout_at(deadline.into(), self.output.read(&mut chunk))
+            let n = tokio::time::timeout_at(deadline.into(), cdp.output.read(&mut chunk))
                 .await
                 .map_err(|_| format!("{method}: no reply from Chromium in 60 s"))??;
             if n == 0 {
@@ -487,7 +537,7 @@ impl Browser {
                 )
                 .into());
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            cdp.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -500,7 +550,10 @@ impl Browser {
     }
 
     pub async fn eval(&mut self, js: &str) -> Result<Value> {
-        let session = self.session.clone();
+        if let Driver::Bidi(bidi) = &mut self.driver {
+            return bidi.eval(js).await;
+        }
+        let session = self.session();
         let r = self
             .call(
                 Some(&session),
@@ -534,14 +587,18 @@ impl Browser {
     /// Save a PNG of the page.
     pub async fn screenshot(&mut self, path: &Path) -> Result<()> {
         use base64::Engine;
-        let session = self.session.clone();
-        let r = self
-            .call(
-                Some(&session),
-                "Page.captureScreenshot",
-                json!({"format": "png"}),
-            )
-            .await?;
+        let r = match &mut self.driver {
+            Driver::Bidi(bidi) => bidi.screenshot().await?,
+            Driver::Cdp(_) => {
+                let session = self.session();
+                self.call(
+                    Some(&session),
+                    "Page.captureScreenshot",
+                    json!({"format": "png"}),
+                )
+                .await?
+            }
+        };
         let data = r["data"].as_str().ok_or("no screenshot data")?;
         std::fs::write(
             path,
@@ -562,7 +619,8 @@ impl Browser {
             .map(|v| v.as_str().unwrap_or_default().to_owned())
             .unwrap_or_else(|e| e.to_string());
         let mut out = format!(
-            "{page}\nend of Chromium's log:\n{}",
+            "{page}\nend of the browser's log ({}):\n{}",
+            self.log.display(),
             tail(&self.log_path(), 15)
         );
         // The nodes of this lab write their logs next to the browsers' profiles.
@@ -592,7 +650,11 @@ impl Browser {
     /// Run `js` in every page this browser loads from now on, before the page's own scripts
     /// (to stand in for a device or browser that behaves differently).
     pub async fn before_each_page(&mut self, js: &str) {
-        let session = self.session.clone();
+        if let Driver::Bidi(bidi) = &mut self.driver {
+            bidi.before_each_page(js).await.expect("addPreloadScript");
+            return;
+        }
+        let session = self.session();
         self.call(Some(&session), "Page.enable", json!({}))
             .await
             .expect("Page.enable");
@@ -612,7 +674,7 @@ impl Browser {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.profile.join("chromium.log")
+        self.log.clone()
     }
 }
 
