@@ -175,6 +175,47 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
     assert_eq!(h1, h0, "a hidden tile receives no video");
     assert!(a1 > a0, "its sound goes on");
 
+    // The operator's /metrics adds up what the node's browsers receive and why: Cy's hidden
+    // tile, Bob's full layer of Ada, and the estimates toward them, with no one's name.
+    let text = ada
+        .eval("fetch('/metrics').then(r => r.text())")
+        .await
+        .expect("metrics");
+    let text = text.as_str().unwrap_or_default();
+    let series = |name: &str, labels: &[&str]| -> Vec<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+            .collect()
+    };
+    let hidden = series(
+        "veche_video_streams",
+        &["source=\"camera\"", "reason=\"hidden\"", "carries=\"none\""],
+    );
+    let full = series(
+        "veche_video_streams",
+        &["source=\"camera\"", "carries=\"f\"", "reason=\"view\""],
+    );
+    let median = series("veche_receiver_estimate_bps", &["quantile=\"0.5\""]);
+    println!("simulcast: /metrics: hidden cameras {hidden:?}, full-layer cameras {full:?}, median estimate {median:?}");
+    assert!(
+        hidden.iter().sum::<f64>() >= 1.0,
+        "Cy's hidden tile counted: {text}"
+    );
+    assert!(
+        full.iter().sum::<f64>() >= 1.0,
+        "Bob's full layer counted: {text}"
+    );
+    assert!(
+        median.first().is_some_and(|m| *m > 0.0),
+        "an estimate: {text}"
+    );
+    assert!(
+        !text.contains("Ada") && !text.contains(&id),
+        "no names or meeting ids"
+    );
+
     // Nobody watches q now either: Ada stops encoding it; f goes on for Bob.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let before = layers(&mut ada).await;

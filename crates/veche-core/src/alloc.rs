@@ -35,6 +35,17 @@ pub enum Reason {
     Bandwidth,
 }
 
+impl Reason {
+    /// Its name, as in JSON and in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::View => "view",
+            Reason::Hidden => "hidden",
+            Reason::Bandwidth => "bandwidth",
+        }
+    }
+}
+
 /// Share `budget` bits per second (after `audio`) among `videos`: what each gets, and
 /// why, in the same order.
 pub fn allocate(budget: u64, audio: u64, videos: &[Video]) -> Vec<(Want, Reason)> {

@@ -156,12 +156,23 @@ pub struct Received {
     pub reason: Reason,
 }
 
-fn carries<S: serde::Serializer>(c: &Option<Option<Layer>>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match c {
+impl Received {
+    /// What its stream carries, by name: `none`, `picture` (no layers) or a layer's rid.
+    pub fn carried(&self) -> &'static str {
+        carried(&self.carries)
+    }
+}
+
+fn carried(c: &Option<Option<Layer>>) -> &'static str {
+    match c {
         None => "none",
         Some(None) => "picture",
         Some(Some(l)) => l.rid(),
-    })
+    }
+}
+
+fn carries<S: serde::Serializer>(c: &Option<Option<Layer>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(carried(c))
 }
 
 fn want<S: serde::Serializer>(w: &Want, s: S) -> Result<S::Ok, S::Error> {

@@ -465,6 +465,11 @@ pub(crate) async fn metrics(State(ctx): State<Ctx>) -> Response {
             .node_metrics
             .update(&stats, ctx.app.net.peers().await.len());
     }
+    if let Ok(all) = ctx.app.engine.reception(None).await {
+        ctx.app
+            .node_metrics
+            .update_reception(all.iter().map(|(_, _, r)| r));
+    }
     let mut text = String::new();
     {
         let registry = ctx.app.registry.lock().unwrap_or_else(|p| p.into_inner());
