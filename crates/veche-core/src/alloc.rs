@@ -1,11 +1,13 @@
 //! How a viewer's downlink is shared among the videos it shows: from the bandwidth
 //! estimate toward it (str0m's, from the viewer's transport-wide feedback), the layer each
 //! tile needs ([`crate::want_for`]) and priority (a screen share first, then the speakers'
-//! cameras, then the others): audio is set aside first and never cut; every tile that is
-//! seen gets its smallest layer (a picture without layers, a screen share or a camera
-//! another node carries, as it is), whatever the estimate says, since the page shows only
-//! as many as fit on its screen; what is left goes to larger layers, in priority order, one
-//! step at a time, up to what each tile needs. Pure: the core calls it with what it knows.
+//! cameras, then the others): audio is set aside first and never cut; then each tile that
+//! is seen gets its smallest layer (a picture without layers, a screen share or a camera
+//! another node carries, as it is), in priority order, while the estimate carries it: a
+//! screen share and the first picture always, the rest turned off (`Bandwidth`) once the
+//! link is full, since what a link cannot carry would only wait in the pacer's queue and
+//! arrive seconds late; what is left goes to larger layers, in priority order, one step at
+//! a time, up to what each tile needs. Pure: the core calls it with what it knows.
 
 use crate::layers::{Layer, Layers, Want};
 
@@ -79,15 +81,21 @@ pub fn allocate(budget: u64, audio: u64, videos: &[Video]) -> Vec<(Want, Reason)
         s
     };
     let mut chosen: Vec<Option<usize>> = vec![None; videos.len()];
-    // First the smallest layer of each, whatever it costs: a tile that is seen always
-    // gets a picture (the page bounds how many are seen: those on screen).
+    // First the smallest layer of each while the link carries it; a screen share (what the
+    // class looks at) and the first picture whatever it costs.
+    let mut pictures = 0;
     for &i in &order {
         let s = steps(&videos[i]);
         let Some(&(_, rate)) = s.first() else {
             continue;
         };
+        if rate > budget && pictures > 0 && videos[i].priority > 0 {
+            out[i] = (Want::Off, Reason::Bandwidth);
+            continue;
+        }
         budget = budget.saturating_sub(rate);
         chosen[i] = Some(0);
+        pictures += 1;
     }
     // Then larger layers, in priority order, each as far as it fits.
     for &i in &order {
@@ -180,7 +188,7 @@ mod tests {
             rates: [800_000, 0, 0],
         };
         let v = [camera(Want::Layer(F)), screen];
-        let got = allocate(1_000_000, 128_000, &v);
+        let got = allocate(1_100_000, 128_000, &v);
         assert_eq!(
             got[1],
             (Want::Layer(Layer::TOP), Reason::View),
@@ -191,15 +199,18 @@ mod tests {
             (Want::Layer(Q), Reason::Bandwidth),
             "the camera gets its smallest layer only"
         );
-        // Less than the voices: every seen tile still gets its smallest picture.
+        // Less than the voices: the screen share still gets its picture, the camera none.
         let got = allocate(100_000, 128_000, &v);
         assert_eq!(
             got,
             [
-                (Want::Layer(Q), Reason::Bandwidth),
+                (Want::Off, Reason::Bandwidth),
                 (Want::Layer(Layer::TOP), Reason::View)
             ]
         );
+        // Without a screen, the first camera gets its smallest layer whatever it costs.
+        let got = allocate(100_000, 128_000, &v[..1]);
+        assert_eq!(got, [(Want::Layer(Q), Reason::Bandwidth)]);
         let hidden = Video {
             cap: Want::Off,
             ..screen
@@ -209,6 +220,28 @@ mod tests {
             [(Want::Off, Reason::Hidden)]
         );
         assert!(allocate(1_000_000, 0, &[]).is_empty());
+    }
+
+    #[test]
+    fn past_what_the_link_carries_the_lowest_priority_pictures_are_off() {
+        // 128k of voices, then room for three smallest layers (150k each) of five cameras:
+        // the speaker's and the next two in order; the last two are off, for the link.
+        let mut v = [camera(Want::Layer(F)); 5];
+        for c in &mut v[1..] {
+            c.priority = 2;
+        }
+        v[4].priority = 1; // a speaker, last in the list, first in priority
+        let got = allocate(128_000 + 3 * 150_000 + 10_000, 128_000, &v);
+        let on: Vec<usize> = (0..5).filter(|&i| got[i].0 != Want::Off).collect();
+        assert_eq!(on, [0, 1, 4], "{got:?}");
+        assert!(got
+            .iter()
+            .all(|(w, r)| *r == Reason::Bandwidth && matches!(w, Want::Off | Want::Layer(Q))));
+        // A hidden tile costs nothing and is not in the way.
+        v[0].cap = Want::Off;
+        let got = allocate(128_000 + 3 * 150_000 + 10_000, 128_000, &v);
+        assert_eq!(got[0], (Want::Off, Reason::Hidden));
+        assert_eq!((0..5).filter(|&i| got[i].0 == Want::Layer(Q)).count(), 3);
     }
 
     #[test]
