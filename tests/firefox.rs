@@ -13,20 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    assert_growing, create_and_enter, inbound, num, reception, sent_layer, sent_layers, Browser,
-    Lab,
+    assert_growing, create_and_enter, receives, reception, sent_layer, sent_layers, Lab,
 };
-
-/// What `b` receives of `name`'s `source`: (bytes, frames decoded, frame width).
-async fn from(b: &mut Browser, name: &str, source: &str) -> (u64, u64, u64) {
-    let s: Value = b.stats().await;
-    let i = inbound(&s, name, source).unwrap_or(Value::Null);
-    (
-        num(&i, "bytesReceived"),
-        num(&i, "framesDecoded"),
-        num(&i, "frameWidth"),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firefox_and_chromium_see_and_hear_each_other_and_firefox_sends_layers() {
@@ -168,18 +156,18 @@ async fn firefox_and_chromium_see_and_hear_each_other_and_firefox_sends_layers()
         if (!b) return null; b.click(); return b.textContent; })()";
     assert_eq!(fox.eval(hide).await.expect("hide"), "Show video");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (v0, _, _) = from(&mut fox, "Ada", "camera").await;
-    let (a0, _, _) = from(&mut fox, "Ada", "mic").await;
+    let (v0, _, _) = receives(&mut fox, "Ada", "camera").await;
+    let (a0, _, _) = receives(&mut fox, "Ada", "mic").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (v1, _, _) = from(&mut fox, "Ada", "camera").await;
-    let (a1, _, _) = from(&mut fox, "Ada", "mic").await;
+    let (v1, _, _) = receives(&mut fox, "Ada", "camera").await;
+    let (a1, _, _) = receives(&mut fox, "Ada", "mic").await;
     println!(
         "firefox: Fox's bytes of Ada's hidden video over 3 s: {v0} -> {v1}; her audio {a0} -> {a1}"
     );
     assert!(a1 > a0, "Ada's voice goes on: {a0} -> {a1}");
     assert_eq!(v1, v0, "a hidden tile receives no video");
     assert_eq!(fox.eval(hide).await.expect("show"), "Hide video");
-    let (_, f0, _) = from(&mut fox, "Ada", "camera").await;
+    let (_, f0, _) = receives(&mut fox, "Ada", "camera").await;
     fox.wait_for(
         "Fox decoding Ada's video again",
         &format!(

@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{create_and_enter, inbound, num, reception, sent_layer, sent_layers, Browser, Lab};
+use support::{create_and_enter, receives, reception, sent_layer, sent_layers, Browser, Lab};
 
 /// Ada's outbound camera layers, rid → (framesEncoded, keyFramesEncoded, frameWidth).
 async fn layers(ada: &mut Browser) -> Vec<(String, u64, u64, u64)> {
@@ -22,17 +22,6 @@ async fn layers(ada: &mut Browser) -> Vec<(String, u64, u64, u64)> {
 
 fn layer<'a>(all: &'a [(String, u64, u64, u64)], rid: &str) -> &'a (String, u64, u64, u64) {
     sent_layer(all, rid)
-}
-
-/// What `b` receives of `name`'s `source` (bytes, frames decoded, frame width).
-async fn from(b: &mut Browser, name: &str, source: &str) -> (u64, u64, u64) {
-    let s: Value = b.stats().await;
-    let i = inbound(&s, name, source).unwrap_or(Value::Null);
-    (
-        num(&i, "bytesReceived"),
-        num(&i, "framesDecoded"),
-        num(&i, "frameWidth"),
-    )
 }
 
 /// Wait until `b` decodes `name`'s camera at a width `ok` accepts; returns the width.
@@ -153,9 +142,9 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
     );
 
     // Cy hides Ada's video: it stops coming within 2 s; her sound goes on.
-    let (b0, _, _) = from(&mut cy, "Ada", "camera").await;
+    let (b0, _, _) = receives(&mut cy, "Ada", "camera").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (b1, _, _) = from(&mut cy, "Ada", "camera").await;
+    let (b1, _, _) = receives(&mut cy, "Ada", "camera").await;
     assert!(b1 > b0, "Ada's video flows to Cy before she hides it");
     let hide = "(() => { const p = veche.state().participants.find(p => p.name === 'Ada');
         const b = p && document.querySelector(`.tile[data-participant=\"${p.id}\"][data-source=\"camera\"] .tile-hide`);
@@ -166,11 +155,11 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
         "the button now offers to show it again"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (h0, _, _) = from(&mut cy, "Ada", "camera").await;
-    let (a0, _, _) = from(&mut cy, "Ada", "mic").await;
+    let (h0, _, _) = receives(&mut cy, "Ada", "camera").await;
+    let (a0, _, _) = receives(&mut cy, "Ada", "mic").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (h1, _, _) = from(&mut cy, "Ada", "camera").await;
-    let (a1, _, _) = from(&mut cy, "Ada", "mic").await;
+    let (h1, _, _) = receives(&mut cy, "Ada", "camera").await;
+    let (a1, _, _) = receives(&mut cy, "Ada", "mic").await;
     println!("simulcast: Cy's bytes of Ada's hidden video over 3 s: {h0} -> {h1}; her audio {a0} -> {a1}");
     assert_eq!(h1, h0, "a hidden tile receives no video");
     assert!(a1 > a0, "its sound goes on");
@@ -254,7 +243,7 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
     // Shown again: the video comes back (at q, from a keyframe), and decodes.
     let label = cy.eval(hide).await.expect("show");
     assert_eq!(label, "Hide video");
-    let (_, f0, _) = from(&mut cy, "Ada", "camera").await;
+    let (_, f0, _) = receives(&mut cy, "Ada", "camera").await;
     let js = format!(
         "veche.stats().then(s => {{ const i = s.inbound.find(i => i.name === 'Ada' && i.source === 'camera');
            return i && i.framesDecoded > {} ? i.framesDecoded : null; }})",
@@ -266,11 +255,11 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
         Duration::from_secs(10),
     )
     .await;
-    let (_, _, w) = from(&mut cy, "Ada", "camera").await;
+    let (_, _, w) = receives(&mut cy, "Ada", "camera").await;
     assert!(w > 0 && w <= 400, "back on the small layer: {w}");
 
     // Bob kept the full layer all along.
-    let (_, _, bw) = from(&mut bob, "Ada", "camera").await;
+    let (_, _, bw) = receives(&mut bob, "Ada", "camera").await;
     assert!(bw >= 1200, "Bob still gets the full layer: {bw}");
 
     // Bob pins Cy: her tile takes the big spot and keeps the full layer, while Ada's, in
@@ -294,7 +283,7 @@ async fn each_viewer_gets_the_layer_its_tile_needs_and_unwatched_video_stops() {
         .await;
     let cy_pinned = bob.eval(&tile_height("Cy")).await.unwrap_or(Value::Null);
     let aw = decoding_at(&mut bob, "Bob", "Ada", "w => w > 0 && w <= 700").await;
-    let (_, _, cw) = from(&mut bob, "Cy", "camera").await;
+    let (_, _, cw) = receives(&mut bob, "Cy", "camera").await;
     println!(
         "simulcast: Bob pinned Cy: her tile {cy_on_bob} -> {cy_pinned} px high, {cw} px wide; Ada's {bob_tile} -> {ada_in_strip} px high, {aw} px wide"
     );

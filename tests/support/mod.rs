@@ -725,6 +725,17 @@ pub async fn reception(ada: &mut Browser, who: &str) -> Value {
     ada.eval(&js).await.unwrap_or(Value::Null)
 }
 
+/// What `b` receives of `name`'s `source` now: (bytes, frames decoded, frame width).
+pub async fn receives(b: &mut Browser, name: &str, source: &str) -> (u64, u64, u64) {
+    let s = b.stats().await;
+    let i = inbound(&s, name, source).unwrap_or(Value::Null);
+    (
+        num(&i, "bytesReceived"),
+        num(&i, "framesDecoded"),
+        num(&i, "frameWidth"),
+    )
+}
+
 /// Inbound numbers for (participant name, source) from a `veche.stats()` result.
 pub fn inbound(stats: &Value, name: &str, source: &str) -> Option<Value> {
     stats["inbound"]
