@@ -4,12 +4,17 @@
 //! cameras, then the others): audio is set aside first and never cut; then each tile that
 //! is seen gets its smallest layer (a picture without layers, a screen share or a camera
 //! another node carries, as it is), in priority order, while the estimate carries it: a
-//! screen share and the first picture always, the rest turned off (`Bandwidth`) once the
-//! link is full, since what a link cannot carry would only wait in the pacer's queue and
-//! arrive seconds late; what is left goes to larger layers, in priority order, one step at
+//! screen share and the first [`ALWAYS_SHOWN`] pictures always (a small meeting never loses
+//! a picture to an estimate that dips on a busy machine), the rest turned off
+//! (`Bandwidth`) once the link is full, since what a link cannot carry would only wait in
+//! the pacer's queue and arrive seconds late; what is left goes to larger layers, in priority order, one step at
 //! a time, up to what each tile needs. Pure: the core calls it with what it knows.
 
 use crate::layers::{Layer, Layers, Want};
+
+/// This many pictures (the first in priority) come whatever the estimate says: every tile
+/// of a small meeting, the first few of a class.
+pub const ALWAYS_SHOWN: usize = 6;
 
 /// One video a viewer receives, as the allocation sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +87,14 @@ pub fn allocate(budget: u64, audio: u64, videos: &[Video]) -> Vec<(Want, Reason)
     };
     let mut chosen: Vec<Option<usize>> = vec![None; videos.len()];
     // First the smallest layer of each while the link carries it; a screen share (what the
-    // class looks at) and the first picture whatever it costs.
+    // class looks at) and the first few pictures whatever it costs.
     let mut pictures = 0;
     for &i in &order {
         let s = steps(&videos[i]);
         let Some(&(_, rate)) = s.first() else {
             continue;
         };
-        if rate > budget && pictures > 0 && videos[i].priority > 0 {
+        if rate > budget && pictures >= ALWAYS_SHOWN && videos[i].priority > 0 {
             out[i] = (Want::Off, Reason::Bandwidth);
             continue;
         }
@@ -199,18 +204,15 @@ mod tests {
             (Want::Layer(Q), Reason::Bandwidth),
             "the camera gets its smallest layer only"
         );
-        // Less than the voices: the screen share still gets its picture, the camera none.
+        // Less than the voices: a small meeting's tiles still get their smallest pictures.
         let got = allocate(100_000, 128_000, &v);
         assert_eq!(
             got,
             [
-                (Want::Off, Reason::Bandwidth),
+                (Want::Layer(Q), Reason::Bandwidth),
                 (Want::Layer(Layer::TOP), Reason::View)
             ]
         );
-        // Without a screen, the first camera gets its smallest layer whatever it costs.
-        let got = allocate(100_000, 128_000, &v[..1]);
-        assert_eq!(got, [(Want::Layer(Q), Reason::Bandwidth)]);
         let hidden = Video {
             cap: Want::Off,
             ..screen
@@ -224,24 +226,37 @@ mod tests {
 
     #[test]
     fn past_what_the_link_carries_the_lowest_priority_pictures_are_off() {
-        // 128k of voices, then room for three smallest layers (150k each) of five cameras:
-        // the speaker's and the next two in order; the last two are off, for the link.
-        let mut v = [camera(Want::Layer(F)); 5];
-        for c in &mut v[1..] {
+        // A class: 128k of voices, then room for eight smallest layers (150k each) of ten
+        // cameras: the speaker's and the next seven in order; the last two are off.
+        let n = 10;
+        let mut v = vec![camera(Want::Layer(F)); n];
+        for c in &mut v {
             c.priority = 2;
         }
-        v[4].priority = 1; // a speaker, last in the list, first in priority
-        let got = allocate(128_000 + 3 * 150_000 + 10_000, 128_000, &v);
-        let on: Vec<usize> = (0..5).filter(|&i| got[i].0 != Want::Off).collect();
-        assert_eq!(on, [0, 1, 4], "{got:?}");
+        v[n - 1].priority = 1; // a speaker, last in the list, first in priority
+        let room = 128_000 + 8 * 150_000 + 10_000;
+        let got = allocate(room, 128_000, &v);
+        let off: Vec<usize> = (0..n).filter(|&i| got[i].0 == Want::Off).collect();
+        assert_eq!(off, [7, 8], "{got:?}");
         assert!(got
             .iter()
             .all(|(w, r)| *r == Reason::Bandwidth && matches!(w, Want::Off | Want::Layer(Q))));
         // A hidden tile costs nothing and is not in the way.
         v[0].cap = Want::Off;
-        let got = allocate(128_000 + 3 * 150_000 + 10_000, 128_000, &v);
+        let got = allocate(room, 128_000, &v);
         assert_eq!(got[0], (Want::Off, Reason::Hidden));
-        assert_eq!((0..5).filter(|&i| got[i].0 == Want::Layer(Q)).count(), 3);
+        assert_eq!((0..n).filter(|&i| got[i].0 == Want::Layer(Q)).count(), 8);
+        // However short the link, the first few pictures come (a small meeting keeps all).
+        let got = allocate(0, 128_000, &v[1..]);
+        assert_eq!(
+            got.iter().filter(|(w, _)| *w == Want::Layer(Q)).count(),
+            ALWAYS_SHOWN
+        );
+        assert_eq!(
+            got[n - 2],
+            (Want::Layer(Q), Reason::Bandwidth),
+            "the speaker"
+        );
     }
 
     #[test]
