@@ -127,6 +127,13 @@ pub enum Notice {
         /// The speakers.
         ids: Vec<ParticipantId>,
     },
+    /// Whose cameras this viewer's link has no room for now (the last in priority of a
+    /// large meeting on a weak link): its page shows them without a picture, and why.
+    /// Sent when that changes (empty: every camera has its picture).
+    Paused {
+        /// The publishers.
+        ids: Vec<ParticipantId>,
+    },
     /// A recording of the meeting started or stopped.
     Recording {
         /// Recording now.

@@ -339,6 +339,8 @@ struct Participant {
     grow_after: Option<Instant>,
     /// The last `Output::Bitrate` for it.
     bitrate_told: (u64, u64),
+    /// Whose cameras it was last told it gets no picture of, for its link (sorted).
+    paused_told: Vec<ParticipantId>,
 }
 
 /// `Source` as an ordered map key, so iteration order (and so output order) is stable.
@@ -664,6 +666,7 @@ impl Sfu {
                 allocated_for: None,
                 grow_after: None,
                 bitrate_told: (0, 0),
+                paused_told: Vec::new(),
             },
         );
         if kind.person() {
@@ -1267,6 +1270,7 @@ impl Sfu {
         // The smallest step up any stream could take: the estimator is kept busy up to it
         // (padding), so it finds out whether the link would carry it.
         let mut next_step: Option<u64> = None;
+        let mut paused = Vec::new();
         for (((track, video), kept), grown) in ids.iter().zip(&videos).zip(keep).zip(grow) {
             let Some(t) = self.tracks.get_mut(track) else {
                 continue;
@@ -1292,6 +1296,9 @@ impl Sfu {
                 grew = true;
             }
             t.viewers.set_reason(viewer, reason);
+            if want == Want::Off && reason == Reason::Bandwidth && t.source == Source::Camera {
+                paused.push(t.publisher);
+            }
             if let Some(layer) = t.viewers.set_want(viewer, want) {
                 if t.viewers.keyframe_due(layer, now, interval, false) {
                     out.push(Output::RequestKeyframe {
@@ -1321,7 +1328,16 @@ impl Sfu {
             ),
             None => (minimum, minimum),
         };
+        paused.sort_unstable();
         if let Some(v) = self.participants.get_mut(&viewer) {
+            if v.paused_told != paused {
+                // Its page shows those tiles without a picture, and says why.
+                v.paused_told = paused.clone();
+                out.push(Output::Notify {
+                    to: viewer,
+                    notice: Notice::Paused { ids: paused },
+                });
+            }
             v.allocated_for = estimate;
             if shrank {
                 v.grow_after = Some(now + GROW_AFTER);

@@ -1387,3 +1387,65 @@ fn what_a_node_shows_of_a_remote_track_is_its_largest_visible_tile() {
     b.apply(out);
     assert_eq!(b.sfu.shown(cam), Some(tile(true, 360)));
 }
+
+#[test]
+fn a_viewer_is_told_whose_cameras_its_link_has_no_room_for() {
+    // A class of nine cameras, each in three layers, and Vee watching all in a gallery.
+    let mut sim = Sim::new();
+    let mut cams = Vec::new();
+    for i in 0..9 {
+        let (who, t) = sim.join_publishing("m", &format!("P{i}"));
+        sim.sfu.set_simulcast(t[1], Layers::ALL);
+        cams.push((who, t[1]));
+    }
+    let vee = sim.join("m", "Vee");
+    sim.advance(Duration::from_millis(50));
+    let small = TileView {
+        visible: true,
+        height: 150,
+    };
+    let tiles: Vec<(ParticipantId, Source, TileView)> = cams
+        .iter()
+        .map(|(who, _)| (*who, Source::Camera, small))
+        .collect();
+    let out = sim.sfu.set_view(vee, &tiles, sim.now);
+    sim.apply(out);
+    let [q, _, _] = Layer::ALL;
+    let send_all = |sim: &mut Sim| {
+        for &(_, cam) in &cams {
+            sim.send_layer(cam, q, true);
+        }
+    };
+    send_all(&mut sim);
+    let paused = |sim: &Sim| -> Vec<Vec<ParticipantId>> {
+        sim.notices_of(vee)
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Paused { ids } => Some(ids.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // With room (the positive control), no notice: every camera has its picture.
+    let out = sim.sfu.set_estimate(vee, 20_000_000, sim.now);
+    sim.apply(out);
+    assert!(paused(&sim).is_empty(), "{:?}", paused(&sim));
+    // 800 kbit/s: nine voices take most of it; the first six pictures come whatever it
+    // costs, the last three get none, and Vee's page is told whose.
+    let out = sim.sfu.set_estimate(vee, 800_000, sim.now);
+    sim.apply(out);
+    let told = paused(&sim);
+    let mut last_three: Vec<ParticipantId> = cams[6..].iter().map(|(w, _)| *w).collect();
+    last_three.sort();
+    assert_eq!(told, [last_three.clone()], "told once, the last three");
+    // The same estimate again: nothing new to tell.
+    let out = sim.sfu.set_estimate(vee, 790_000, sim.now);
+    sim.apply(out);
+    assert_eq!(paused(&sim).len(), 1);
+    // Room again, after the link's hold-off: all pictures back, and Vee is told.
+    sim.advance(Duration::from_secs(6));
+    send_all(&mut sim);
+    let out = sim.sfu.set_estimate(vee, 20_000_000, sim.now);
+    sim.apply(out);
+    assert_eq!(paused(&sim), [last_three, vec![]]);
+}

@@ -274,6 +274,11 @@ pub enum ServerMsg {
         /// Their participant ids.
         ids: Vec<u64>,
     },
+    /// Whose cameras your link has no room for now (empty: every camera has its picture).
+    Paused {
+        /// Their participant ids.
+        ids: Vec<u64>,
+    },
     /// Send these simulcast layers of your camera (rids, smallest first); pause the others,
     /// which nobody watches.
     Layers {

@@ -37,6 +37,7 @@ export class Meeting {
     this.s = emptyRoster(opts.title || 'Meeting');
     this.session = null;
     this.media = new Map();        // String(id) → {mic, camera, screen} remote tracks
+    this.paused = new Set();       // String(id) of cameras our link has no room for now
     this.watched = new WeakSet();
     this.newKeys = new Set();      // keys this browser saw before with another name's key
     this.nodes = [];               // other nodes carrying the meeting, from the API
@@ -122,6 +123,7 @@ export class Meeting {
       recording: roster((msg) => ({ ...msg, type: 'recording' }), this.onRecording),
       lobby: roster(() => ({ type: 'lobby' }), () => showBanner('Waiting for the host to let you in…')),
       speaking: guard(this.onSpeaking),
+      paused: guard(this.onPaused),
       error: guard(this.onError),
       track: guard(this.onTrack),
       tracksChanged: guard(this.syncTracks),
@@ -458,6 +460,7 @@ export class Meeting {
       speaking: s.speaking,
       inRoom: (p) => sameRoom(s, p.id),
       pinned: this.pinned || null,
+      paused: this.paused,
     });
     // Pinned someone who left (or went to another room): nothing stays pinned.
     if (this.pinned && !want.some((t) => t.pinned)) this.pinned = null;
@@ -531,6 +534,12 @@ export class Meeting {
       this.nodes = Array.isArray(body.nodes) ? body.nodes : [];
       this.renderPeople();
     } catch { /* the connection state shows node trouble already */ }
+  }
+
+  /** The node says whose cameras our link has no room for: their tiles say so. */
+  onPaused(ids) {
+    this.paused = new Set(ids.map(String));
+    this.render();
   }
 
   /** The node says who speaks (from the audio level each packet carries): highlight them;

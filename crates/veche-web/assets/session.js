@@ -184,6 +184,7 @@ export class Session {
       case 'rooms': if (this.on.rooms) this.on.rooms(msg); break;
       case 'recording': if (this.on.recording) this.on.recording(msg); break;
       case 'speaking': if (this.on.speaking) this.on.speaking(Array.isArray(msg.ids) ? msg.ids : []); break;
+      case 'paused': if (this.on.paused) this.on.paused(Array.isArray(msg.ids) ? msg.ids : []); break;
       case 'recordings': if (this.on.recordings) this.on.recordings(msg); break;
       case 'layers': this.layers = this.layers.then(() => this.setLayers(String(msg.source ?? ''), msg.active)).catch((err) => {
         console.warn('veche: could not change the layers sent', err);

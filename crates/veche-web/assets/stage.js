@@ -70,8 +70,9 @@ export function gridRects(n, box, gap, minW = 0, fill = true) {
  * The tiles to show, in display order: the camera you pinned, then screens (these get the
  * big spot: `stage: true`), then you, then the others in our room. `view`: {name, local:
  * {screen, cam}, me: {audio, video}, participants: [p], media: Map(id → {mic, camera,
- * screen}), speaking: Set(id), inRoom(p), pinned: a tile key or null}. A pin of someone
- * not here (left, or in another room) pins nothing.
+ * screen}), speaking: Set(id), inRoom(p), pinned: a tile key or null, paused: Set(id) of
+ * cameras the link has no room for}. A pin of someone not here (left, or in another
+ * room) pins nothing.
  */
 export function wantedTiles(view) {
   const { local, me, name } = view;
@@ -83,7 +84,8 @@ export function wantedTiles(view) {
     const key = `p:${p.id}:camera`;
     return { key, id: p.id, source: 'camera', name: p.name, label: p.name,
       audio: p.audio, videoOn: p.video, videoTrack: m.camera || null, audioTrack: m.mic || null,
-      speaking: p.audio && view.speaking.has(String(p.id)), pinned: key === view.pinned, stage: key === view.pinned };
+      speaking: p.audio && view.speaking.has(String(p.id)), pinned: key === view.pinned, stage: key === view.pinned,
+      paused: p.video && !!view.paused && view.paused.has(String(p.id)) };
   };
   const pinned = others.map(camera).find((t) => t.pinned);
   if (pinned) want.push(pinned);
@@ -190,10 +192,11 @@ export class Stage {
     const avatar = h('div', { class: 'avatar', 'aria-hidden': 'true' });
     const micOff = h('span', { class: 'tile-mic-off', role: 'img', 'aria-label': 'Microphone off', hidden: true }, icon('micOff'));
     const name = h('span', { class: 'tile-name' });
+    const paused = h('span', { class: 'tile-paused', hidden: true }, 'Paused: slow connection');
     const attrs = spec.self
       ? { class: `tile self tile-${spec.source}`, dataset: { local: spec.source } }
       : { class: `tile tile-${spec.source}`, dataset: { participant: String(spec.id), source: spec.source } };
-    const el = h('div', attrs, video, h('div', { class: 'tile-placeholder' }, avatar), h('div', { class: 'tile-label' }, micOff, name));
+    const el = h('div', attrs, video, h('div', { class: 'tile-placeholder' }, avatar, paused), h('div', { class: 'tile-label' }, micOff, name));
     let hide = null;
     let pin = null;
     if (!spec.self) {
@@ -212,7 +215,7 @@ export class Stage {
       el.append(audio);
     }
     this.inner.append(el);
-    return { el, video, audio, avatar, micOff, name, hide, pin };
+    return { el, video, audio, avatar, micOff, name, hide, pin, paused };
   }
 
   updateTile(tile, spec) {
@@ -237,7 +240,9 @@ export class Stage {
     const t = spec.videoTrack;
     // Remote tracks stay "muted" until the first packets arrive: keep the placeholder till then.
     const live = !!t && t.readyState === 'live' && (spec.self || !t.muted);
-    tile.el.classList.toggle('no-video', hidden || !(spec.videoOn && live));
+    // Paused by the node for our link: its initials, and why, not a frozen last frame.
+    tile.paused.hidden = !spec.paused || hidden;
+    tile.el.classList.toggle('no-video', hidden || !!spec.paused || !(spec.videoOn && live));
     tile.el.classList.toggle('mirror', !!spec.mirror);
     tile.el.classList.toggle('speaking', !!spec.speaking);
     this.attach(tile.video, t);

@@ -1138,6 +1138,9 @@ mod tests {
             PeerEvent::Notice(veche_core::Notice::Speaking {
                 ids: vec![ParticipantId(7)],
             }),
+            PeerEvent::Notice(veche_core::Notice::Paused {
+                ids: vec![ParticipantId(7)],
+            }),
             PeerEvent::Signal(Signal::Layers {
                 source: veche_core::Source::Camera,
                 active: vec!["q", "h"],

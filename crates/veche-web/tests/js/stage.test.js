@@ -108,3 +108,26 @@ test('the strip beside the big spot keeps 16:9 tiles; the main grid may grow the
   assert.equal(flat.length, 2);
   for (const r of flat) assert.ok(Math.abs(r.height - r.width * 9 / 16) <= 1, JSON.stringify(r));
 });
+
+test('a camera the link has no room for is marked paused; a camera that is off is not', () => {
+  const want = wantedTiles({
+    name: 'Me',
+    local: { screen: null, cam: null },
+    me: { audio: true, video: true },
+    participants: [
+      { id: 1, name: 'Ada', audio: true, video: true, screen: false },
+      { id: 2, name: 'Bob', audio: true, video: false, screen: false },
+      { id: 3, name: 'Cy', audio: true, video: true, screen: false },
+    ],
+    media: new Map(),
+    speaking: new Set(),
+    inRoom: () => true,
+    pinned: null,
+    paused: new Set(['1', '2']),
+  });
+  assert.deepEqual(want.filter((t) => t.paused).map((t) => t.id), [1]);
+  // Without the set (an older caller), nothing is paused.
+  const plain = wantedTiles({ ...{ name: 'Me', local: { screen: null, cam: null }, me: { audio: true, video: true } },
+    participants: [{ id: 1, name: 'Ada', audio: true, video: true }], media: new Map(), speaking: new Set(), inRoom: () => true });
+  assert.ok(plain.every((t) => !t.paused));
+});
