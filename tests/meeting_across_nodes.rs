@@ -1,6 +1,7 @@
 //! One meeting across several nodes: each browser attaches to its own node (in that node's
 //! network namespace, opening `http://localhost:7300`), and the nodes carry the meeting
-//! between them over node-to-node WebRTC links signaled over libp2p. Runs in the lab of
+//! between them over node-to-node WebRTC links signaled over libp2p (Chromium, and Firefox
+//! on one node with Chromium on the other). Runs in the lab of
 //! `tests/lab/netlab.sh` (root; CI is root).
 
 mod support;
@@ -176,6 +177,31 @@ async fn two_nodes_on_a_lan_carry_one_meeting() {
     let found = lab.get("lan1b", &format!("/api/meetings/{second}")).await;
     assert_eq!(found["title"], "Go club", "{found}");
     assert_eq!(found["host"], a_id.as_str(), "{found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_on_one_node_and_chromium_on_another_see_and_hear_each_other() {
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("ffx", "cone");
+    let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
+    let a_id = nodes[0].1.clone();
+    let created = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Foxes across"}"#)
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let mut ada = lab.browser("lan1a", &meeting_link(&id, None, "Ada")).await;
+    let mut fox = lab
+        .firefox("lan1b", &meeting_link(&id, Some(&a_id), "Fox"))
+        .await;
+    wait_media(&mut ada, "Ada", &["Fox"], &nodes).await;
+    wait_media(&mut fox, "Fox", &["Ada"], &nodes).await;
+    assert_growing(
+        &mut [("Ada", &mut ada), ("Fox", &mut fox)],
+        &[("Ada", "Fox"), ("Fox", "Ada")],
+    )
+    .await;
+    ada.close().await;
+    fox.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

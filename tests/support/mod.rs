@@ -850,6 +850,12 @@ impl NatLab {
         Browser::launch_in(&self.dir, &self.ns(host), url, extra).await
     }
 
+    /// Launch headless Firefox on lab host `host` at `url` (the lab's hosts have their
+    /// default routes, toward their routers).
+    pub async fn firefox(&self, host: &str, url: &str) -> Browser {
+        Browser::launch_firefox_in(&self.dir, &self.ns(host), url, &[]).await
+    }
+
     /// `GET path` from the node on `host` (its HTTP API on the default loopback port).
     pub async fn get(&self, host: &str, path: &str) -> Value {
         self.curl(host, path, &[]).await
