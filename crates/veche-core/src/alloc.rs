@@ -7,8 +7,9 @@
 //! screen share and the first [`ALWAYS_SHOWN`] pictures always (a small meeting never loses
 //! a picture to an estimate that dips on a busy machine), the rest turned off
 //! (`Bandwidth`) once the link is full, since what a link cannot carry would only wait in
-//! the pacer's queue and arrive seconds late; what is left goes to larger layers, in priority order, one step at
-//! a time, up to what each tile needs. Pure: the core calls it with what it knows.
+//! the pacer's queue and arrive seconds late; what is left goes to larger layers, in
+//! priority order, one step at a time, up to what each tile needs. Pure: the core calls it
+//! with what it knows.
 
 use crate::layers::{Layer, Layers, Want};
 

@@ -114,6 +114,15 @@ impl Source {
             Source::Camera | Source::Screen => TrackKind::Video,
         }
     }
+
+    /// Its name, as in JSON and in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mic => "mic",
+            Source::Camera => "camera",
+            Source::Screen => "screen",
+        }
+    }
 }
 
 /// What a participant currently sends (microphone, camera, screen) and whether their hand

@@ -681,11 +681,16 @@ impl Sfu {
             }
         }
         if kind == Kind::Local {
-            // Someone already speaking is news to the newcomer: the others were told.
+            // Someone already speaking in its room is news to the newcomer: the others were
+            // told. Another room's speakers stay in that room.
             let speaking = self.speaking_now(meeting);
-            if !speaking.is_empty() {
-                out.extend(self.speaking_notices(meeting, &speaking, vec![id]));
-            }
+            out.extend(
+                self.speaking_notices(meeting, &speaking, vec![id])
+                    .into_iter()
+                    .filter(|o| {
+                        !matches!(o, Output::Notify { notice: Notice::Speaking { ids }, .. } if ids.is_empty())
+                    }),
+            );
         }
         Ok((id, out))
     }

@@ -1267,6 +1267,17 @@ fn who_speaks_in_a_breakout_room_is_told_only_to_that_room() {
         "the newcomer told who speaks in its room"
     );
     assert!(matches!(sim.notices_of(dan)[0], Notice::Welcome { .. }));
+    // Eve, put in room 2 where nobody speaks, is told nothing of room 1's voices.
+    sim.rooms(&[("ak", 1), ("bk", 1), ("ck", 2), ("dk", 1), ("ek", 2)]);
+    let (eve, _) = sim.join_keyed_publishing("Eve", "ek");
+    assert!(
+        !sim.notices_of(eve)
+            .iter()
+            .any(|n| matches!(n, Notice::Speaking { .. })),
+        "another room's speakers are not told to a newcomer: {:?}",
+        sim.notices_of(eve)
+    );
+    assert!(matches!(sim.notices_of(eve)[0], Notice::Welcome { .. }));
     // Cy moved into room 1 is told its speakers with the move, before anyone's next word.
     let before = sim.notices_of(cy).len();
     sim.rooms(&[("ak", 1), ("bk", 1), ("ck", 1), ("dk", 1)]);

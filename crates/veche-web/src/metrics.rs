@@ -3,7 +3,7 @@
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use veche_core::{Reception, Source};
+use veche_core::Reception;
 use veche_media::EngineStats;
 
 /// Label pairs of a series.
@@ -91,13 +91,8 @@ impl NodeMetrics {
                 None => without += 1,
             }
             for v in &r.videos {
-                let source = match v.source {
-                    Source::Mic => "mic",
-                    Source::Camera => "camera",
-                    Source::Screen => "screen",
-                };
                 let labels = vec![
-                    ("source", source),
+                    ("source", v.source.as_str()),
                     ("carries", v.carried()),
                     ("reason", v.reason.as_str()),
                 ];
