@@ -1173,9 +1173,6 @@ fn members_filter(
             Ev::Recording { .. } => true,
             // What a member's viewers show of our tracks: it shapes only our link to it.
             Ev::Views { .. } => true,
-            // Which of the cameras it sends us its link has no room for: only those it
-            // sends are marked (the engine checks the link they arrive on).
-            Ev::Paused { .. } => true,
         };
         if pass {
             out.push(ev);

@@ -35,16 +35,6 @@ pub struct LinkView {
     pub view: Option<crate::TileView>,
 }
 
-/// A participant a node link carries, as the link names them ([`LinkTrack`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkPerson {
-    /// Their id on the sending node, or on `origin`.
-    pub participant: u64,
-    /// Their node, when it is not the sender.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
-}
-
 /// Something that happened to a participant attached to the sending node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -123,13 +113,6 @@ pub enum MeetingEvent {
     Views {
         /// One per track.
         tiles: Vec<LinkView>,
-    },
-    /// The cameras the sender's link to the receiver has no room for now (its estimate of
-    /// that path): the receiver tells its viewers they are paused. The whole list, sent
-    /// when it changes.
-    Paused {
-        /// Whose cameras.
-        ids: Vec<LinkPerson>,
     },
     /// The sender's tracks reach the receiver through the relay node `relay` (its direct
     /// link did not connect): links from that relay may carry them.

@@ -38,7 +38,7 @@ mod sfu;
 mod speakers;
 
 pub use alloc::{allocate, Reason, Video};
-pub use federation::{LinkPerson, LinkTrack, LinkView, MeetingEvent};
+pub use federation::{LinkTrack, LinkView, MeetingEvent};
 pub use layers::{want_for, Gate, Layer, Layers, TileView, Want};
 pub use notice::{ChatMessage, Notice, ParticipantInfo, Recording};
 pub use sfu::{

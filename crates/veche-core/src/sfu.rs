@@ -339,13 +339,8 @@ struct Participant {
     grow_after: Option<Instant>,
     /// The last `Output::Bitrate` for it.
     bitrate_told: (u64, u64),
-    /// Whose cameras it was last told it gets no picture of, for its link (sorted);
-    /// `None`: never told (a node link says its first list, even empty, so the other node
-    /// drops what an earlier link of ours said).
-    paused_told: Option<Vec<ParticipantId>>,
-    /// Another node's participant whose camera the link from that node has no room for
-    /// (that node said so): viewers here are told it is paused, not left on a frozen frame.
-    paused_upstream: bool,
+    /// Whose cameras it was last told it gets no picture of, for its link (sorted).
+    paused_told: Vec<ParticipantId>,
 }
 
 /// `Source` as an ordered map key, so iteration order (and so output order) is stable.
@@ -671,8 +666,7 @@ impl Sfu {
                 allocated_for: None,
                 grow_after: None,
                 bitrate_told: (0, 0),
-                paused_told: (kind != Kind::Link).then(Vec::new),
-                paused_upstream: false,
+                paused_told: Vec::new(),
             },
         );
         if kind.person() {
@@ -1339,33 +1333,11 @@ impl Sfu {
             ),
             None => (minimum, minimum),
         };
-        // Cameras the link from another node has no room for: paused there, for everyone
-        // here who shows them.
-        if let Some(v) = self.participants.get(&viewer) {
-            for track in &v.subscribed {
-                let Some(t) = self.tracks.get(track) else {
-                    continue;
-                };
-                let upstream = self
-                    .participants
-                    .get(&t.publisher)
-                    .is_some_and(|p| p.paused_upstream);
-                if upstream
-                    && t.source == Source::Camera
-                    && t.viewers
-                        .want_of(viewer)
-                        .is_some_and(|(w, _)| w != Want::Off)
-                    && !paused.contains(&t.publisher)
-                {
-                    paused.push(t.publisher);
-                }
-            }
-        }
         paused.sort_unstable();
         if let Some(v) = self.participants.get_mut(&viewer) {
-            if v.paused_told.as_ref() != Some(&paused) {
+            if v.paused_told != paused {
                 // Its page shows those tiles without a picture, and says why.
-                v.paused_told = Some(paused.clone());
+                v.paused_told = paused.clone();
                 out.push(Output::Notify {
                     to: viewer,
                     notice: Notice::Paused { ids: paused },
@@ -1401,36 +1373,6 @@ impl Sfu {
                 source: t.source,
                 layers,
             })
-    }
-
-    /// The node that carries `publisher` (a remote participant) says whether its link to
-    /// us has room for their camera: viewers here who show it are told (`Notice::Paused`).
-    pub fn set_paused_upstream(
-        &mut self,
-        publisher: ParticipantId,
-        paused: bool,
-        now: Instant,
-    ) -> Vec<Output> {
-        let Some(p) = self.participants.get_mut(&publisher) else {
-            return Vec::new();
-        };
-        if p.kind != Kind::Remote || p.paused_upstream == paused {
-            return Vec::new();
-        }
-        p.paused_upstream = paused;
-        let meeting = p.meeting.clone();
-        let mut viewers: Vec<ParticipantId> = self
-            .participants
-            .iter()
-            .filter(|(_, v)| v.meeting == meeting && v.kind != Kind::Remote)
-            .map(|(id, _)| *id)
-            .collect();
-        viewers.sort();
-        let mut out = Vec::new();
-        for viewer in viewers {
-            out.extend(self.reallocate(viewer, now));
-        }
-        out
     }
 
     /// Time passes (call it about once a second): layers nobody needed for a while are

@@ -637,11 +637,7 @@ fn node_links_carry_local_tracks_once_and_never_loop_remote_ones() {
     assert!(b.notices_of(bob).iter().any(
         |n| matches!(n, Notice::ParticipantJoined { participant } if participant.name == "Ada")
     ));
-    // (but the list of cameras it has no room for, empty, which its node passes on)
-    assert!(b
-        .notices_of(link_to_a)
-        .iter()
-        .all(|n| matches!(n, Notice::Paused { ids } if ids.is_empty())));
+    assert!(b.notices_of(link_to_a).is_empty());
     assert!(
         b.notices_of(ada).is_empty(),
         "a remote participant's node tells it, not us"
@@ -1463,72 +1459,4 @@ fn a_viewer_is_told_whose_cameras_its_link_has_no_room_for() {
     let out = sim.sfu.set_estimate(vee, 20_000_000, sim.now);
     sim.apply(out);
     assert_eq!(paused(&sim), [last_three, vec![]]);
-}
-
-#[test]
-fn a_camera_another_nodes_link_has_no_room_for_is_told_paused_here() {
-    // Node B: Ada and Zed are on node A (their cameras arrive over A's link), Ben watches
-    // both here, and B's own link to A is a viewer too.
-    let mut b = Sim::new();
-    let ben = b.join("m", "Ben");
-    let (link, out) = b.sfu.attach_link("m", b.now);
-    b.apply(out);
-    let mut remote = Vec::new();
-    for name in ["Ada", "Zed"] {
-        let (who, out) = b
-            .sfu
-            .join_remote("m", name, MediaState::default(), None, b.now)
-            .expect("remote join");
-        b.apply(out);
-        let (cam, out) = b
-            .sfu
-            .publish(who, Source::Camera, TrackKind::Video, b.now)
-            .expect("remote publish");
-        b.apply(out);
-        remote.push((who, cam));
-    }
-    b.advance(Duration::from_millis(50));
-    let (ada, zed) = (remote[0].0, remote[1].0);
-    let paused = |b: &Sim, who: ParticipantId| -> Vec<Vec<ParticipantId>> {
-        b.notices_of(who)
-            .iter()
-            .filter_map(|n| match n {
-                Notice::Paused { ids } => Some(ids.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    assert!(paused(&b, ben).is_empty(), "nothing paused yet");
-
-    // A says its link has no room for Zed's camera: Ben is told, once.
-    let out = b.sfu.set_paused_upstream(zed, true, b.now);
-    b.apply(out);
-    let out = b.sfu.set_paused_upstream(zed, true, b.now);
-    b.apply(out);
-    assert_eq!(paused(&b, ben), [vec![zed]]);
-    // Ben hides Zed's tile: nothing of it is paused for him any more.
-    let out = b.sfu.set_view(
-        ben,
-        &[(
-            zed,
-            Source::Camera,
-            TileView {
-                visible: false,
-                height: 0,
-            },
-        )],
-        b.now,
-    );
-    b.apply(out);
-    assert_eq!(paused(&b, ben), [vec![zed], vec![]]);
-    // A local participant cannot be marked so, and A's link is never told of its own.
-    let out = b.sfu.set_paused_upstream(ben, true, b.now);
-    assert!(out.is_empty());
-    assert!(paused(&b, link).iter().all(|ids| ids.is_empty()));
-    // Ada, shown, is marked and then unmarked: Ben is told both.
-    let out = b.sfu.set_paused_upstream(ada, true, b.now);
-    b.apply(out);
-    let out = b.sfu.set_paused_upstream(ada, false, b.now);
-    b.apply(out);
-    assert_eq!(paused(&b, ben), [vec![zed], vec![], vec![ada], vec![]]);
 }

@@ -1182,18 +1182,6 @@ impl Engine {
                         }
                     }
                 }
-                Output::Notify {
-                    to,
-                    notice: veche_core::Notice::Paused { ids },
-                } if self
-                    .peers
-                    .get(&to)
-                    .is_some_and(|p| matches!(p.role, Role::LinkOut { .. })) =>
-                {
-                    // Our link to another node has no room for these cameras: that node
-                    // tells its viewers.
-                    self.fed_paused(to, &ids);
-                }
                 Output::Notify { to, notice } => {
                     if let Some(p) = self.peers.get(&to) {
                         if let Err(f) = p.send(PeerEvent::Notice(notice)) {

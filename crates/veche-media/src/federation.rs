@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use str0m::Rtc;
 use tokio::sync::mpsc;
 use veche_core::{
-    LinkPerson, LinkTrack, LinkView, MediaState, MeetingEvent, ParticipantId, ParticipantInfo,
-    StateChange, TileView, TrackKind,
+    LinkTrack, LinkView, MediaState, MeetingEvent, ParticipantId, ParticipantInfo, StateChange,
+    TileView, TrackKind,
 };
 
 use crate::api::{FedOut, LinkError, LinkInfo, LinkOffer, PeerEvent};
@@ -95,9 +95,6 @@ pub(crate) struct Fed {
     resync: HashSet<(String, String)>,
     /// When our list last went again to (meeting, node), to send it at most every 5 s.
     resync_sent: HashMap<(String, String), Instant>,
-    /// (meeting, node) → whose cameras that node's link to us has no room for, as it last
-    /// said (`MeetingEvent::Paused`).
-    paused_from: HashMap<(String, String), Vec<ParticipantId>>,
     /// Track that arrives on a link → what we last told its sending node our viewers show
     /// of it (`MeetingEvent::Views`).
     views_sent: HashMap<veche_core::TrackId, Option<TileView>>,
@@ -695,7 +692,6 @@ impl Engine {
                 }
                 MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
                 MeetingEvent::Views { tiles } => self.link_views(&meeting, &node, &tiles, now),
-                MeetingEvent::Paused { ids } => self.link_paused(&meeting, &node, &ids, now),
                 // For the bridge, which accepts the relay's link for that node's tracks.
                 MeetingEvent::Via { .. } => {}
             }
@@ -825,73 +821,6 @@ impl Engine {
             let out = self.sfu.set_view(link, &views, now);
             self.apply(out);
         }
-    }
-
-    /// Our link `link` has no room for the cameras of `ids` (ours, or as a relay another
-    /// node's): tell the node at its other end, which tells its viewers.
-    pub(crate) fn fed_paused(&mut self, link: ParticipantId, ids: &[ParticipantId]) {
-        let Some(Role::LinkOut { node, meeting }) = self.peers.get(&link).map(|p| p.role.clone())
-        else {
-            return;
-        };
-        let ids = ids
-            .iter()
-            .filter_map(|pid| match self.fed.remote_of.get(pid) {
-                // One we forward for another node: named as that node names them.
-                Some((origin, id)) => Some(LinkPerson {
-                    participant: *id,
-                    origin: (*origin != node).then(|| origin.clone()),
-                }),
-                None => {
-                    (self.sfu.kind(*pid) == Some(veche_core::Kind::Local)).then_some(LinkPerson {
-                        participant: pid.0,
-                        origin: None,
-                    })
-                }
-            })
-            .take(MAX_VIEWS_PER_EVENT)
-            .collect();
-        self.fed_send(&node, &meeting, vec![MeetingEvent::Paused { ids }]);
-    }
-
-    /// `node` says whose cameras its link to us has no room for (the whole list): our
-    /// viewers are told those are paused, and those no longer in it are not.
-    fn link_paused(&mut self, meeting: &str, node: &str, ids: &[LinkPerson], now: Instant) {
-        let paused: Vec<ParticipantId> = ids
-            .iter()
-            .take(MAX_VIEWS_PER_EVENT)
-            .filter_map(|p| {
-                let origin = p.origin.as_deref().unwrap_or(node);
-                self.fed
-                    .remotes
-                    .get(&(origin.to_owned(), p.participant))
-                    .copied()
-            })
-            .filter(|p| self.sfu.meeting_of(*p) == Some(meeting))
-            // Only cameras that node's link brings us: no node marks another's.
-            .filter(|p| {
-                self.fed.track_in.iter().any(|(t, link)| {
-                    self.sfu.track(*t) == Some((*p, veche_core::Source::Camera))
-                        && matches!(
-                            self.peers.get(link).map(|l| &l.role),
-                            Some(Role::LinkIn { node: n, .. }) if n == node
-                        )
-                })
-            })
-            .collect();
-        let key = (meeting.to_owned(), node.to_owned());
-        let before = self.fed.paused_from.remove(&key).unwrap_or_default();
-        let mut out = Vec::new();
-        for pid in before.iter().filter(|p| !paused.contains(p)) {
-            out.extend(self.sfu.set_paused_upstream(*pid, false, now));
-        }
-        for pid in &paused {
-            out.extend(self.sfu.set_paused_upstream(*pid, true, now));
-        }
-        if !paused.is_empty() {
-            self.fed.paused_from.insert(key, paused);
-        }
-        self.apply(out);
     }
 
     /// A person removed from `meeting`: every participant other nodes carry with `key`.

@@ -13,7 +13,7 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
-use veche_core::{LinkPerson, MeetingEvent, Notice, ParticipantId, Source};
+use veche_core::{Notice, ParticipantId, Source};
 use veche_media::{
     Command, Engine, EngineConfig, EngineHandle, FedOut, LinkError, LinkOffer, Moderation,
     MAX_LINKS_IN_PER_NODE, MAX_MEETINGS_PER_NODE,
@@ -74,9 +74,6 @@ struct Client {
     audio: Got,
     video: Got,
     left: Vec<ParticipantId>,
-    /// Who joined, as told (id, name); and each `paused` list, as told.
-    joined: Vec<(ParticipantId, String)>,
-    paused: Vec<Vec<ParticipantId>>,
     /// The node's offers, as they came.
     offers: Vec<String>,
     /// The node's answers to our offers, as they came.
@@ -259,8 +256,6 @@ impl Sim {
             audio: Got::default(),
             video: Got::default(),
             left: Vec::new(),
-            joined: Vec::new(),
-            paused: Vec::new(),
             offers: Vec::new(),
             answers: Vec::new(),
         });
@@ -515,10 +510,6 @@ impl Client {
                         .expect("queued");
                 }
                 PeerEvent::Notice(Notice::ParticipantLeft { id, .. }) => self.left.push(id),
-                PeerEvent::Notice(Notice::ParticipantJoined { participant }) => {
-                    self.joined.push((participant.id, participant.name))
-                }
-                PeerEvent::Notice(Notice::Paused { ids }) => self.paused.push(ids),
                 _ => {}
             }
         }
@@ -824,65 +815,6 @@ fn across_a_node_link_and_when_that_node_is_lost() {
         1,
         "the remote speaker left for the viewer: {left:?}"
     );
-}
-
-#[test]
-fn a_camera_the_other_nodes_link_has_no_room_for_is_told_paused_and_no_node_marks_anothers() {
-    let mut sim = Sim::new();
-    let a = sim.node(NODE_A, "10.0.0.1");
-    let b = sim.node(NODE_B, "10.0.1.1");
-    let v = sim.join(b, "remote viewer", "10.0.1.2", false);
-    let p = sim.join(a, "speaker", "10.0.0.2", true);
-    sim.until("video crosses the link", |s| s.clients[v].video.frames > 10);
-    let speaker = sim.clients[v]
-        .joined
-        .iter()
-        .find(|(_, n)| n == "speaker")
-        .map(|(id, _)| *id)
-        .expect("the viewer was told the speaker joined");
-    assert!(sim.clients[v].paused.is_empty(), "nothing paused yet");
-    let tell = |sim: &mut Sim, from: &str, ids: Vec<LinkPerson>| {
-        sim.nodes[b]
-            .handle
-            .try_send(Command::NodeEvents {
-                node: from.to_owned(),
-                meeting: MEETING.to_owned(),
-                events: vec![MeetingEvent::Paused { ids }],
-            })
-            .expect("queued");
-        sim.run(Duration::from_millis(200));
-    };
-    let speaker_at_a = LinkPerson {
-        participant: sim.clients[p].id.0,
-        origin: None,
-    };
-    // A says its link to B has no room for the speaker's camera: the viewer is told.
-    tell(&mut sim, NODE_A, vec![speaker_at_a.clone()]);
-    assert_eq!(sim.clients[v].paused, [vec![speaker]]);
-    // Room again: told so.
-    tell(&mut sim, NODE_A, vec![]);
-    assert_eq!(sim.clients[v].paused, [vec![speaker], vec![]]);
-    // A node that does not bring the speaker's camera cannot mark it, by its A id or
-    // naming A as its origin.
-    for named in [
-        speaker_at_a.clone(),
-        LinkPerson {
-            participant: sim.clients[p].id.0,
-            origin: Some(NODE_A.to_owned()),
-        },
-    ] {
-        tell(&mut sim, RELAY_1, vec![named]);
-    }
-    assert_eq!(
-        sim.clients[v].paused.len(),
-        2,
-        "{:?}",
-        sim.clients[v].paused
-    );
-    // And the picture went on throughout (it is only a label).
-    let before = sim.clients[v].video.frames;
-    sim.run(Duration::from_secs(1));
-    assert!(sim.clients[v].video.frames > before + 20);
 }
 
 const RELAY_1: &str = "12D3KooWSimRelay1111111111111111111111111111111111";
