@@ -270,6 +270,7 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
         "dialog[open] button[data-visit=\"1\"]",
     )
     .await;
+    let visited = std::time::Instant::now();
     ada.wait_for(
         "Ada visiting room 1",
         "(veche.state().rooms && veche.state().rooms.mine === 1) || null",
@@ -277,7 +278,14 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
     )
     .await;
     wait_text(&mut bob, "Bob's room bar", "Breakout room 1").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The visit subscribes Ada and Bob to each other: a renegotiation each way, and Ada's
+    // camera, paused while nobody watched it, resumes meanwhile.
+    decoding_again(&mut bob, "Bob", "Ada").await;
+    decoding_again(&mut ada, "Ada", "Bob").await;
+    println!(
+        "Ada's visit to room 1: Ada and Bob decode each other {:.1} s after her click",
+        visited.elapsed().as_secs_f64()
+    );
 
     // Each receives its room: Ada and Bob each other, Cy and Dee each other (growing), and
     // nothing from the other room (flat).
@@ -359,7 +367,18 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Everyone is subscribed again to the other room's people: each decodes the three
+    // others before the figures are taken.
+    for (b, who) in [
+        (&mut ada, "Ada"),
+        (&mut bob, "Bob"),
+        (&mut cy, "Cy"),
+        (&mut dee, "Dee"),
+    ] {
+        for other in everyone.iter().filter(|o| **o != who) {
+            decoding_again(b, who, other).await;
+        }
+    }
     let mut browsers: Vec<(&str, &mut support::Browser)> = vec![
         ("Ada", &mut ada),
         ("Bob", &mut bob),

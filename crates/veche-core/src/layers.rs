@@ -236,6 +236,9 @@ pub(crate) struct Viewers {
     ready: Vec<ParticipantId>,
     /// One per subscriber in `ready`, in the same order.
     gates: Vec<Gate>,
+    /// Subscribers whose stream is still being negotiated: they will need a first picture,
+    /// so nothing is paused meanwhile (and what was paused resumes at once).
+    coming: Vec<ParticipantId>,
     /// The layers the publisher sends; none for a picture without layers (and audio).
     layers: Layers,
     /// What the publisher was last asked to send.
@@ -282,7 +285,15 @@ impl Viewers {
         self.ready.contains(&viewer)
     }
 
+    /// `viewer` subscribed: its stream is being negotiated.
+    pub fn expect(&mut self, viewer: ParticipantId) {
+        if !self.contains(viewer) && !self.coming.contains(&viewer) {
+            self.coming.push(viewer);
+        }
+    }
+
     pub fn add(&mut self, viewer: ParticipantId, want: Want) {
+        self.coming.retain(|v| *v != viewer);
         if !self.contains(viewer) {
             self.ready.push(viewer);
             self.gates.push(Gate::new(want));
@@ -291,6 +302,7 @@ impl Viewers {
     }
 
     pub fn remove(&mut self, viewer: ParticipantId) {
+        self.coming.retain(|v| *v != viewer);
         if let Some(i) = self.ready.iter().position(|v| *v == viewer) {
             self.ready.remove(i);
             self.gates.remove(i);
@@ -475,13 +487,18 @@ impl Viewers {
     }
 
     /// What the publisher should send now, if that changed: at once every layer some viewer
-    /// carries or waits for; a layer nobody needs, once it has not been needed for
-    /// [`PAUSE_AFTER`].
+    /// carries or waits for (all of them while a subscription is negotiated: its first
+    /// picture starts from whichever keyframe comes first); a layer nobody needs, once it
+    /// has not been needed for [`PAUSE_AFTER`].
     pub fn layers_to_send(&mut self, now: Instant) -> Option<Layers> {
         if self.layers == Layers::NONE {
             return None;
         }
-        let mut needed = Layers::NONE;
+        let mut needed = if self.coming.is_empty() {
+            Layers::NONE
+        } else {
+            self.layers
+        };
         for gate in &self.gates {
             for l in gate.needs().iter() {
                 if self.layers.has(l) {
@@ -613,5 +630,41 @@ mod tests {
         assert!(g.admit(None, false));
         g.set(Want::Off);
         assert!(!g.admit(None, true));
+    }
+
+    #[test]
+    fn a_subscription_being_negotiated_keeps_every_layer_on_and_resumes_paused_ones() {
+        let t0 = Instant::now();
+        let (a, b) = (ParticipantId(1), ParticipantId(2));
+        let mut v = Viewers::default();
+        v.set_layers(Layers::ALL);
+        // Nobody watches: after PAUSE_AFTER every layer is paused.
+        assert_eq!(v.layers_to_send(t0), None);
+        assert_eq!(v.layers_to_send(t0 + PAUSE_AFTER), Some(Layers::NONE));
+        // Someone subscribes: every layer resumes at once, before its page answered.
+        v.expect(a);
+        let t1 = t0 + PAUSE_AFTER + Duration::from_millis(10);
+        assert_eq!(v.layers_to_send(t1), Some(Layers::ALL));
+        // It stays so however long the negotiation takes.
+        assert_eq!(v.layers_to_send(t1 + PAUSE_AFTER * 2), None);
+        // Ready and watching a small tile: q is kept, the others pause after PAUSE_AFTER.
+        v.add(a, Want::Layer(Q));
+        v.route(true, Some(Q), true, &mut Vec::new());
+        let t2 = t1 + PAUSE_AFTER * 2;
+        assert_eq!(v.layers_to_send(t2), None);
+        assert_eq!(
+            v.layers_to_send(t2 + PAUSE_AFTER),
+            Some(Layers::NONE.with(Q))
+        );
+        // A subscriber that goes away before its stream was ready holds nothing.
+        v.expect(b);
+        let t3 = t2 + PAUSE_AFTER + Duration::from_millis(10);
+        assert_eq!(v.layers_to_send(t3), Some(Layers::ALL));
+        v.remove(b);
+        assert_eq!(v.layers_to_send(t3), None, "not before PAUSE_AFTER");
+        assert_eq!(
+            v.layers_to_send(t3 + PAUSE_AFTER),
+            Some(Layers::NONE.with(Q))
+        );
     }
 }

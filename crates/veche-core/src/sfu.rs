@@ -554,7 +554,7 @@ impl Sfu {
         kind: Kind,
         state: MediaState,
         key: Option<String>,
-        _now: Instant,
+        now: Instant,
     ) -> Result<(ParticipantId, Vec<Output>), JoinError> {
         let name = name.trim();
         let chars = name.chars().count();
@@ -635,14 +635,17 @@ impl Sfu {
                     continue;
                 }
                 for (&_, &track) in &p.published {
-                    if let Some(t) = self.tracks.get(&track) {
+                    if let Some(t) = self.tracks.get_mut(&track) {
                         subscribed.push(track);
+                        t.viewers.expect(id);
                         out.push(Output::Subscribe {
                             subscriber: id,
                             track,
                             publisher: other,
                             source: t.source,
                         });
+                        // A camera nobody watched resumes while the newcomer negotiates.
+                        out.extend(Self::layers_output(track, t, now));
                     }
                 }
             }
@@ -842,6 +845,9 @@ impl Sfu {
                     continue;
                 }
                 o.subscribed.push(track);
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.viewers.expect(other);
+                }
                 out.push(Output::Subscribe {
                     subscriber: other,
                     track,
@@ -869,6 +875,9 @@ impl Sfu {
             return Vec::new();
         }
         l.subscribed.push(track);
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.viewers.expect(link);
+        }
         vec![Output::Subscribe {
             subscriber: link,
             track,
@@ -1600,7 +1609,12 @@ impl Sfu {
     /// Open, change or close (`None`) `meeting`'s breakout rooms: everyone is put in their
     /// room, subscriptions across rooms close and those within open (each new one asks its
     /// publisher for a keyframe once ready), and every browser here is told who is where.
-    pub fn set_rooms(&mut self, meeting: &str, plan: Option<RoomPlan>) -> Vec<Output> {
+    pub fn set_rooms(
+        &mut self,
+        meeting: &str,
+        plan: Option<RoomPlan>,
+        now: Instant,
+    ) -> Vec<Output> {
         if self.rooms.get(meeting) == plan.as_ref() {
             // Nothing changed (the driver tells the rooms again at every join).
             return Vec::new();
@@ -1660,6 +1674,11 @@ impl Sfu {
                         publisher,
                         source,
                     });
+                    if let Some(t) = self.tracks.get_mut(&track) {
+                        t.viewers.expect(*viewer);
+                        // Its camera resumes while the move is negotiated.
+                        out.extend(Self::layers_output(track, t, now));
+                    }
                 } else if !want && have {
                     v.subscribed.retain(|t| *t != track);
                     if let Some(t) = self.tracks.get_mut(&track) {

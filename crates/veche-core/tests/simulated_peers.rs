@@ -726,7 +726,7 @@ impl Sim {
             choose: false,
             of: of.iter().map(|(k, r)| ((*k).to_owned(), *r)).collect(),
         });
-        let out = self.sfu.set_rooms("m", plan);
+        let out = self.sfu.set_rooms("m", plan, self.now);
         self.apply(out);
         self.advance(Duration::from_millis(50));
     }
@@ -928,7 +928,7 @@ fn a_recording_gets_the_main_rooms_tracks_is_nobody_and_everyone_is_told() {
         .expect("publish");
     sim.apply(out);
     sim.advance(Duration::from_millis(100));
-    let out = sim.sfu.set_rooms("m", Some(plan));
+    let out = sim.sfu.set_rooms("m", Some(plan), sim.now);
     sim.apply(out);
     assert!(
         sim.unsubscribed.contains(&(rec, b2t)),

@@ -610,7 +610,7 @@ impl Engine {
                 let _ = reply.send(self.sfu.participants(&meeting));
             }
             Command::Rooms { meeting, plan } => {
-                let out = self.sfu.set_rooms(&meeting, plan);
+                let out = self.sfu.set_rooms(&meeting, plan, now);
                 self.apply(out);
             }
             Command::Record { meeting, tap } => self.record(meeting, tap, now),
