@@ -293,3 +293,62 @@ async fn a_host_lets_in_only_the_keys_she_lists() {
         b.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_puts_a_students_camera_in_the_spotlight_for_everyone() {
+    let lab = Lab::new("hostspot");
+    let node = lab.local_node().await;
+    let base = node.base();
+
+    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
+    let path = host_starts(&mut ada, "Show and tell", &[], "Ada").await;
+    let link = |name: &str| format!("{base}{path}?name={name}&autojoin=1");
+    let mut bob = lab.browser(&link("Bob"), &[]).await;
+    let mut cy = lab.browser(&link("Cy"), &["--window-size=1280,800"]).await;
+    // Cy's gallery of three: Bob's tile is one of them, not the big spot.
+    let tile = "(() => { const p = veche.state().participants.find(p => p.name === 'Bob');
+        const t = p && document.querySelector(`.tile[data-participant=\"${p.id}\"][data-source=\"camera\"]`);
+        return t ? { h: t.offsetHeight, spot: t.classList.contains('spotlit') } : null; })()";
+    let widest = "veche.stats().then(s => { const i = s.inbound.find(i => i.name === 'Bob' && i.source === 'camera');
+        return i && i.framesDecoded > 10 ? i.frameWidth : null; })";
+    cy.wait_for("Cy decoding Bob", widest, Duration::from_secs(45))
+        .await;
+    let before = cy.eval(tile).await.expect("Bob's tile");
+    assert_eq!(before["spot"], false, "{before}");
+    // Nobody but the host and moderators has the button.
+    let buttons = "document.querySelectorAll('button[data-action=\"spotlight\"]').length";
+    assert_eq!(cy.eval(buttons).await.expect("buttons"), 0);
+
+    // The host puts Bob in the spotlight from the People panel.
+    click_row(&mut ada, "Bob", "spotlight", false).await;
+    wait_text(&mut bob, "Bob told", "Your camera is in the spotlight").await;
+    let js = format!(
+        "(() => {{ const t = {tile}; return t && t.spot && t.h > {} ? t.h : null; }})()",
+        before["h"].as_u64().unwrap_or(0)
+    );
+    let big = cy
+        .wait_for("Bob's tile on Cy's stage", &js, Duration::from_secs(10))
+        .await;
+    let js = "veche.stats().then(s => { const i = s.inbound.find(i => i.name === 'Bob' && i.source === 'camera');
+        return i && i.frameWidth >= 1200 ? i.frameWidth : null; })";
+    let width = cy
+        .wait_for("Cy decoding Bob's full layer", js, Duration::from_secs(20))
+        .await;
+    println!(
+        "spotlight: Bob's tile on Cy's page {} -> {big} px high, decoded {width} px wide",
+        before["h"]
+    );
+
+    // The host ends it: Bob is back in the gallery.
+    click_row(&mut ada, "Bob", "end_spotlight", false).await;
+    let js = format!("(() => {{ const t = {tile}; return t && !t.spot ? true : null; }})()");
+    cy.wait_for("Bob back in Cy's gallery", &js, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        cy.eval("veche.state().spotlight").await.expect("state"),
+        serde_json::Value::Null
+    );
+    for b in [cy, bob, ada] {
+        b.close().await;
+    }
+}

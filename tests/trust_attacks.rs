@@ -127,6 +127,8 @@ async fn a_withdrawn_moderator_cannot_end_mute_or_grant() {
         (ActionKind::Lock, &mo),
         (ActionKind::Mute, &sp),
         (ActionKind::Remove, &sp),
+        (ActionKind::Spotlight, &sp),
+        (ActionKind::EndSpotlight, &mo),
     ] {
         send(&mut mos, json!({"type": "moderate", "action": action(&mo, &id, kind, target, Some(&mod_invite))})).await;
         expect_refusal(&mut mos, "not_allowed", false, "withdrawn").await;

@@ -134,6 +134,13 @@ pub enum Notice {
         /// The publishers.
         ids: Vec<ParticipantId>,
     },
+    /// The host or a moderator put someone's camera on everyone's stage (`None`: took it
+    /// off). Sent to a newcomer too. The person's key: the page finds them among its
+    /// participants, at this node or another.
+    Spotlight {
+        /// Whose camera.
+        key: Option<String>,
+    },
     /// A recording of the meeting started or stopped.
     Recording {
         /// Recording now.

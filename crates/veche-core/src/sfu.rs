@@ -392,6 +392,8 @@ pub struct Sfu {
     recording: HashMap<String, Recording>,
     /// Who speaks in each meeting (here or at another node).
     speakers: HashMap<String, Speakers>,
+    /// Whose camera (their key) is on everyone's stage, per meeting with people here.
+    spotlights: HashMap<String, String>,
 }
 
 impl Sfu {
@@ -684,6 +686,14 @@ impl Sfu {
             }
         }
         if kind == Kind::Local {
+            if let Some(key) = self.spotlights.get(meeting) {
+                out.push(Output::Notify {
+                    to: id,
+                    notice: Notice::Spotlight {
+                        key: Some(key.clone()),
+                    },
+                });
+            }
             // Someone already speaking in its room is news to the newcomer: the others were
             // told. Another room's speakers stay in that room.
             let speaking = self.speaking_now(meeting);
@@ -781,6 +791,8 @@ impl Sfu {
             // empty too, so meetings nobody uses cost nothing.
             if room.participants.is_empty() {
                 self.speakers.remove(&p.meeting);
+                // Told again by the driver at the next join, from the meeting's rules.
+                self.spotlights.remove(&p.meeting);
             } else if let Some(s) = self.speakers.get_mut(&p.meeting) {
                 s.forget(id);
             }
@@ -1226,10 +1238,17 @@ impl Sfu {
                 .speakers
                 .get(&v.meeting)
                 .is_some_and(|s| s.speaking().contains(&t.publisher));
+            let spotlit = self.spotlights.get(&v.meeting).is_some_and(|key| {
+                self.participants
+                    .get(&t.publisher)
+                    .is_some_and(|p| p.key.as_ref() == Some(key))
+            });
             videos.push(Video {
-                // A screen share first, then the speakers' cameras, then the others.
+                // A screen share and the spotlight first, then the speakers' cameras, then
+                // the others.
                 priority: match (t.source, speaks) {
                     (Source::Screen, _) => 0,
+                    (Source::Camera, _) if spotlit => 0,
                     (_, true) => 1,
                     _ => 2,
                 },
@@ -1707,6 +1726,40 @@ impl Sfu {
         let speaking = self.speaking_now(meeting);
         if !speaking.is_empty() {
             out.extend(self.speaking_notices(meeting, &speaking, self.local_ids(meeting)));
+        }
+        out
+    }
+
+    /// Put the camera of the person with `key` on everyone's stage in `meeting` (`None`:
+    /// nobody's), as the meeting's rules decided: every browser here is told, and each
+    /// one's downlink is shared out again (the spotlight comes first); whoever joins next
+    /// is told. Forgotten when the last person here leaves (the driver tells it again
+    /// before the next join, from the rules).
+    pub fn set_spotlight(
+        &mut self,
+        meeting: &str,
+        key: Option<String>,
+        now: Instant,
+    ) -> Vec<Output> {
+        if self.spotlights.get(meeting) == key.as_ref() {
+            return Vec::new();
+        }
+        match &key {
+            Some(k) => self.spotlights.insert(meeting.to_owned(), k.clone()),
+            None => self.spotlights.remove(meeting),
+        };
+        let mut out = Vec::new();
+        for to in self.local_ids(meeting) {
+            out.push(Output::Notify {
+                to,
+                notice: Notice::Spotlight { key: key.clone() },
+            });
+            // The stage changed: shared out afresh, the spotlight first, without waiting
+            // out a hold from the link's last shrink.
+            if let Some(v) = self.participants.get_mut(&to) {
+                v.grow_after = None;
+            }
+            out.extend(self.reallocate(to, now));
         }
         out
     }

@@ -1460,3 +1460,78 @@ fn a_viewer_is_told_whose_cameras_its_link_has_no_room_for() {
     sim.apply(out);
     assert_eq!(paused(&sim), [last_three, vec![]]);
 }
+
+#[test]
+fn the_spotlight_is_told_to_everyone_here_and_its_camera_comes_first_on_a_weak_link() {
+    // Nine cameras in three layers; Vee watches them all in a gallery on a tight link.
+    let mut sim = Sim::new();
+    let mut cams = Vec::new();
+    for i in 0..9 {
+        let (who, t) = sim.join_keyed_publishing(&format!("P{i}"), &format!("key-{i}"));
+        sim.sfu.set_simulcast(t[1], Layers::ALL);
+        cams.push((who, t[1]));
+    }
+    let vee = sim.join("m", "Vee");
+    sim.advance(Duration::from_millis(50));
+    let small = TileView {
+        visible: true,
+        height: 150,
+    };
+    let tiles: Vec<(ParticipantId, Source, TileView)> = cams
+        .iter()
+        .map(|(who, _)| (*who, Source::Camera, small))
+        .collect();
+    let out = sim.sfu.set_view(vee, &tiles, sim.now);
+    sim.apply(out);
+    let [q, _, _] = Layer::ALL;
+    for &(_, cam) in &cams {
+        sim.send_layer(cam, q, true);
+    }
+    let out = sim.sfu.set_estimate(vee, 800_000, sim.now);
+    sim.apply(out);
+    let (last, last_cam) = cams[8];
+    // The positive control: without a spotlight, the last camera gets no picture.
+    let g0 = sim.got(vee, last_cam);
+    sim.send_layer(last_cam, q, true);
+    assert_eq!(
+        sim.got(vee, last_cam),
+        g0,
+        "the last in the gallery is paused"
+    );
+
+    let out = sim.sfu.set_spotlight("m", Some("key-8".into()), sim.now);
+    sim.apply(out);
+    let told = |sim: &Sim, who| -> Vec<Option<String>> {
+        sim.notices_of(who)
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Spotlight { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(told(&sim, vee), [Some("key-8".to_owned())]);
+    assert_eq!(
+        told(&sim, last),
+        [Some("key-8".to_owned())],
+        "they know too"
+    );
+    sim.send_layer(last_cam, q, true);
+    sim.send_layer(last_cam, q, false);
+    assert_eq!(
+        sim.got(vee, last_cam),
+        g0 + 2,
+        "the spotlight's camera comes first"
+    );
+    // The same again tells nobody; a newcomer is told after its welcome.
+    let out = sim.sfu.set_spotlight("m", Some("key-8".into()), sim.now);
+    assert!(out.is_empty(), "{out:?}");
+    let zed = sim.join("m", "Zed");
+    assert_eq!(told(&sim, zed), [Some("key-8".to_owned())]);
+    // Taken off: everyone is told, and a newcomer hears nothing of it.
+    let out = sim.sfu.set_spotlight("m", None, sim.now);
+    sim.apply(out);
+    assert_eq!(told(&sim, vee), [Some("key-8".to_owned()), None]);
+    let yan = sim.join("m", "Yan");
+    assert!(told(&sim, yan).is_empty());
+}

@@ -110,6 +110,14 @@ pub enum Command {
         /// The rooms, or none.
         plan: Option<RoomPlan>,
     },
+    /// Put a person's camera (their key) on everyone's stage in a meeting, or nobody's
+    /// (`None`), as its rules decided.
+    Spotlight {
+        /// Meeting id.
+        meeting: String,
+        /// Whose camera.
+        key: Option<String>,
+    },
     /// Start (`Some`) or stop (`None`) this node's recording of a meeting (started by its
     /// rules): the tap receives every track of its main room and their packets.
     Record {

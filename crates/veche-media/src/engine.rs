@@ -613,6 +613,10 @@ impl Engine {
                 let out = self.sfu.set_rooms(&meeting, plan, now);
                 self.apply(out);
             }
+            Command::Spotlight { meeting, key } => {
+                let out = self.sfu.set_spotlight(&meeting, key, now);
+                self.apply(out);
+            }
             Command::Record { meeting, tap } => self.record(meeting, tap, now),
             Command::RecordKeyframe { track } => {
                 let out = self.sfu.keyframe_needed(track, None, now);

@@ -287,6 +287,10 @@ pub struct Governance {
     rooms_at: u64,
     /// Each person's breakout room and when they were put there (the newest decides).
     assigned: BTreeMap<PublicKey, (u8, u64)>,
+    /// Whose camera is on everyone's stage, if anyone's.
+    spotlight: Option<PublicKey>,
+    /// When the spotlight last changed (the signed time: the newest decides).
+    spotlight_at: u64,
 }
 
 /// Breakout rooms open now ([`Governance::rooms`]).
@@ -337,6 +341,10 @@ struct Stored {
     rooms_at: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     assigned: BTreeMap<String, (u8, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spotlight: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    spotlight_at: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -406,6 +414,8 @@ impl TryFrom<Stored> for Governance {
                 .iter()
                 .map(|(k, v)| Ok((key(k)?, *v)))
                 .collect::<Result<_, String>>()?,
+            spotlight: s.spotlight.as_deref().map(key).transpose()?,
+            spotlight_at: s.spotlight_at,
         })
     }
 }
@@ -445,6 +455,8 @@ impl From<Governance> for Stored {
                 .iter()
                 .map(|(k, v)| (encode_key(k), *v))
                 .collect(),
+            spotlight: g.spotlight.as_ref().map(encode_key),
+            spotlight_at: g.spotlight_at,
         }
     }
 }
@@ -517,6 +529,12 @@ impl Governance {
             choose: self.rooms_choose,
             of,
         })
+    }
+
+    /// Whose camera the host or a moderator put on everyone's stage, as the newest signed
+    /// spotlight (or its end) has it.
+    pub fn spotlight(&self) -> Option<PublicKey> {
+        self.spotlight
     }
 
     /// Whether the host withdrew invite `id`.
@@ -913,6 +931,12 @@ impl Governance {
                 rooms, until_ms, ..
             } => self.rooms_at == action.at_ms && self.rooms == Some((rooms, until_ms)),
             ActionKind::CloseRooms => self.rooms.is_none() && self.rooms_at == action.at_ms,
+            ActionKind::Spotlight => {
+                self.spotlight_at == action.at_ms && self.spotlight == Some(action.target)
+            }
+            ActionKind::EndSpotlight => {
+                self.spotlight.is_none() && self.spotlight_at == action.at_ms
+            }
             _ => false,
         }
     }
@@ -1161,6 +1185,10 @@ impl Governance {
                             self.removed.push(*target);
                         }
                         self.moderators.remove(target);
+                        // Nobody removed stays on the stage.
+                        if self.spotlight == Some(*target) {
+                            self.spotlight = None;
+                        }
                     }
                     // The newest lock or unlock decides, whatever order they arrive in.
                     ActionKind::Lock | ActionKind::Unlock if *at_ms < self.lock_at => return,
@@ -1217,6 +1245,15 @@ impl Governance {
                             self.admits.insert(*target, token.clone());
                         } else {
                             self.admits.remove(target);
+                        }
+                        return;
+                    }
+                    // The newest spotlight or end decides, whatever order they arrive in. Like
+                    // room decisions, it stays out of the history handed to other nodes.
+                    ActionKind::Spotlight | ActionKind::EndSpotlight => {
+                        if *at_ms >= self.spotlight_at {
+                            self.spotlight = (*kind == ActionKind::Spotlight).then_some(*target);
+                            self.spotlight_at = *at_ms;
                         }
                         return;
                     }

@@ -1319,3 +1319,95 @@ fn room_decisions_stay_out_of_the_history_and_a_replay_changes_nothing() {
         Some(&1)
     );
 }
+
+#[test]
+fn the_newest_signed_spotlight_decides_and_only_a_moderator_may_sign_one() {
+    let host = key(1);
+    let (mo, ada, bob) = (key(2), key(3), key(4));
+    let mut g = meeting(&host, Policy::Anyone, false);
+    let mod_invite = invite(&host, "i-mod", Role::Moderator, Some(&mo), None);
+    assert_eq!(g.spotlight(), None);
+    // The host puts Ada on the stage; the moderator then the host herself.
+    take(
+        &mut g,
+        &act(&host, ActionKind::Spotlight, &ada, NOW, None),
+        NOW,
+    )
+    .expect("spotlight");
+    assert_eq!(g.spotlight(), Some(ada.public()));
+    let on_host = act(
+        &mo,
+        ActionKind::Spotlight,
+        &host,
+        NOW + 10,
+        Some(&mod_invite),
+    );
+    take(&mut g, &on_host, NOW + 10).expect("a moderator spotlights the host");
+    assert_eq!(g.spotlight(), Some(host.public()));
+    // An older one arriving late (from another node) changes nothing, and its replay is
+    // nothing new.
+    let older = act(&host, ActionKind::Spotlight, &bob, NOW + 5, None);
+    take(&mut g, &older, NOW + 20).expect("valid, but older");
+    assert_eq!(g.spotlight(), Some(host.public()));
+    let c = g.check_action(ID, &on_host, NOW + 20).expect("replay");
+    assert_eq!(c.change, None, "a replay changes nothing");
+    // Someone without authority may not spotlight, themselves or anyone.
+    for target in [&bob, &ada] {
+        assert_eq!(
+            g.check_action(
+                ID,
+                &act(&bob, ActionKind::Spotlight, target, NOW + 30, None),
+                NOW + 30
+            )
+            .map(|c| c.change),
+            Err(Refused::Trust(TrustError::NotModerator))
+        );
+    }
+    // Withdrawn, the moderator can neither spotlight nor end it.
+    let c = g
+        .check_revocation(ID, &revoke(&host, "i-mod"))
+        .expect("revocation");
+    g.apply(&c);
+    for (kind, target) in [
+        (ActionKind::Spotlight, &mo),
+        (ActionKind::EndSpotlight, &mo),
+    ] {
+        assert_eq!(
+            g.check_action(
+                ID,
+                &act(&mo, kind, target, NOW + 40, Some(&mod_invite)),
+                NOW + 40
+            )
+            .map(|c| c.change),
+            Err(Refused::Withdrawn),
+            "{kind:?}"
+        );
+    }
+    assert_eq!(g.spotlight(), Some(host.public()));
+    // It survives the store, stays out of the history, and the host ends it.
+    let back: Governance =
+        serde_json::from_str(&serde_json::to_string(&g).expect("serialize")).expect("back");
+    assert_eq!(back.spotlight(), Some(host.public()));
+    assert!(g.history(1 << 20).1.is_empty(), "{:?}", g.history(1 << 20));
+    take(
+        &mut g,
+        &act(&host, ActionKind::EndSpotlight, &host, NOW + 50, None),
+        NOW + 50,
+    )
+    .expect("end");
+    assert_eq!(g.spotlight(), None);
+    // Removing the person on the stage takes them off it.
+    take(
+        &mut g,
+        &act(&host, ActionKind::Spotlight, &bob, NOW + 60, None),
+        NOW + 60,
+    )
+    .expect("bob");
+    take(
+        &mut g,
+        &act(&host, ActionKind::Remove, &bob, NOW + 70, None),
+        NOW + 70,
+    )
+    .expect("remove");
+    assert_eq!(g.spotlight(), None);
+}

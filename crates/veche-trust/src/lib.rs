@@ -407,6 +407,12 @@ pub enum ActionKind {
     StartRecording,
     /// Stop recording the meeting, at every node recording it; `target` is the signer.
     StopRecording,
+    /// Put the target's camera on everyone's stage (each person may still pin another for
+    /// themselves); the newest spotlight or its end decides. The host may be spotlighted by
+    /// a moderator: it takes nothing from them.
+    Spotlight,
+    /// Take the spotlight off; `target` is the signer.
+    EndSpotlight,
 }
 
 /// Most breakout rooms open at once.
@@ -478,7 +484,7 @@ pub fn check_action_with(
     if action.key == meeting.host {
         return Ok(());
     }
-    if body.target == meeting.host {
+    if body.target == meeting.host && body.kind != ActionKind::Spotlight {
         return Err(TrustError::NotModerator);
     }
     check_authority(

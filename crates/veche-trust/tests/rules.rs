@@ -409,3 +409,63 @@ fn signatures_cover_the_body_bytes_as_sent() {
     assert_eq!(back.verify(), Ok(()));
     assert_eq!(encode_token(&back), ours);
 }
+
+#[test]
+fn a_moderator_may_spotlight_the_host_and_nobody_without_authority_may_spotlight() {
+    use veche_trust::{check_action, Action, ActionKind, TrustError};
+    let host = key(1);
+    let doc = meeting(&host, Policy::Anyone);
+    let now = 1_000_000;
+    let moderator = key(4);
+    let mod_invite = host.sign(Invite {
+        meeting: doc.body.id.clone(),
+        id: "mod".into(),
+        role: Role::Moderator,
+        expires_ms: now + 3_600_000,
+        max_uses: None,
+        invitee: Some(moderator.public()),
+        parent: None,
+    });
+    let act = |by: &Keypair, kind, target, authority: Option<&Signed<Invite>>| {
+        by.sign(Action {
+            meeting: doc.body.id.clone(),
+            kind,
+            target,
+            at_ms: now,
+            authority: authority.cloned().map(Box::new),
+        })
+    };
+    let spot = ActionKind::Spotlight;
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(&moderator, spot, host.public(), Some(&mod_invite)),
+            now
+        ),
+        Ok(()),
+        "the teacher's camera on the stage takes nothing from the teacher"
+    );
+    // Every other action on the host stays the host's own.
+    assert_eq!(
+        check_action(
+            &doc.body,
+            &act(
+                &moderator,
+                ActionKind::Mute,
+                host.public(),
+                Some(&mod_invite)
+            ),
+            now
+        ),
+        Err(TrustError::NotModerator)
+    );
+    // Someone without authority spotlights nobody, themselves included.
+    let student = key(5);
+    for kind in [ActionKind::Spotlight, ActionKind::EndSpotlight] {
+        assert_eq!(
+            check_action(&doc.body, &act(&student, kind, student.public(), None), now),
+            Err(TrustError::NotModerator),
+            "{kind:?}"
+        );
+    }
+}

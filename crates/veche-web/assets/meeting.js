@@ -93,7 +93,7 @@ export class Meeting {
 
   connect() {
     if (!this.myFp) {
-      personKey().then((k) => { this.myFp = fingerprint(k.publicKey); this.renderPeople(); }).catch(() => {});
+      personKey().then((k) => { this.myKey = k.publicKey; this.myFp = fingerprint(k.publicKey); this.renderPeople(); }).catch(() => {});
     }
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
@@ -120,6 +120,7 @@ export class Meeting {
       state: roster((msg) => ({ ...msg, type: 'state' })),
       chat: roster((message) => ({ type: 'chat', message })),
       rooms: roster((msg) => ({ ...msg, type: 'rooms' }), () => this.renderRoomBar()),
+      spotlight: roster((msg) => ({ ...msg, type: 'spotlight' })),
       recording: roster((msg) => ({ ...msg, type: 'recording' }), this.onRecording),
       lobby: roster(() => ({ type: 'lobby' }), () => showBanner('Waiting for the host to let you in…')),
       speaking: guard(this.onSpeaking),
@@ -162,6 +163,11 @@ export class Meeting {
       case 'recording_problem': toast(`Recording stopped: ${n.problem}`, { kind: 'error', timeout: 10000 }); break;
       case 'recording_started': toast(`${n.by || 'Someone'} started recording the meeting`, { timeout: 5000 }); break;
       case 'recording_stopped': toast('Recording stopped', { timeout: 4000 }); break;
+      case 'spotlight':
+        toast(n.key === this.myKey ? 'Your camera is in the spotlight: everyone sees you on the stage'
+          : `${n.name || 'Someone'} is in the spotlight`, { timeout: 4000 });
+        break;
+      case 'spotlight_off': toast('Spotlight off', { timeout: 3000 }); break;
       case 'chat':
         this.chat.append(n.entry, n.mine);
         if (this.panel !== 'chat' && !n.mine) this.unread += 1;
@@ -460,6 +466,7 @@ export class Meeting {
       speaking: s.speaking,
       inRoom: (p) => sameRoom(s, p.id),
       pinned: this.pinned || null,
+      spotlight: s.spotlight,
       paused: this.paused,
     });
     // Pinned someone who left (or went to another room): nothing stays pinned.
@@ -578,6 +585,7 @@ export class Meeting {
       rooms: s.rooms ? { count: s.rooms.count, untilMs: s.rooms.untilMs, mine: myRoom(s) } : null,
       recording: s.recording ? { ...s.recording } : null,
       speaking: [...s.speaking],
+      spotlight: s.spotlight,
     };
   }
 

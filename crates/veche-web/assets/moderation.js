@@ -1,6 +1,6 @@
 // The host's and moderators' tools: every one is an action signed with this browser's
 // key (and, for a moderator, under the invite that made them one) that the node checks:
-// mute, allow, remove, admit, deny, lock, unlock, end, promote, breakout rooms, recording,
+// mute, allow, remove, spotlight, admit, deny, lock, unlock, end, promote, breakout rooms, recording,
 // and the host's "End and delete".
 
 import { toast } from './ui.js';
@@ -19,8 +19,8 @@ export function decodeToken(token) {
 
 /** What a person is told once an action went out. */
 export function actionDone(kind, name) {
-  const done = { remove: 'removed', mute: 'muted', allow: 'may unmute', admit: 'let in', deny: 'turned away' };
-  const whole = { lock: 'Meeting locked: nobody new can join', unlock: 'Meeting open again', end: 'Meeting ended for everyone' };
+  const done = { remove: 'removed', mute: 'muted', allow: 'may unmute', admit: 'let in', deny: 'turned away', spotlight: 'is in the spotlight' };
+  const whole = { lock: 'Meeting locked: nobody new can join', unlock: 'Meeting open again', end: 'Meeting ended for everyone', end_spotlight: 'Spotlight off', spotlight: 'Your camera is in the spotlight' };
   return name ? `${name} ${done[kind] || kind}` : whole[kind] || kind;
 }
 

@@ -25,6 +25,7 @@ export function emptyRoster(title = 'Meeting') {
     chatKeys: new Set(),
     rooms: null,               // roomsFrom(): {count, untilMs, choose, of}
     recording: null,           // recordingFrom(): {by, sinceMs}
+    spotlight: null,           // the key of the person the host put on everyone's stage
     speaking: new Set(),       // String(id) of those whose voice is heard now
     spokeAt: new Map(),        // String(id) → when they last spoke (ms), for the gallery's order
   };
@@ -48,6 +49,12 @@ function chatEntry(m, now) {
 }
 
 function chatKey(m) { return `${m.from}|${m.at}|${m.text}`; }
+
+/** The participant whose camera is in the spotlight, if they are here. */
+export function spotlit(s) {
+  if (!s.spotlight) return null;
+  return [...s.participants.values()].find((p) => p.key === s.spotlight) || null;
+}
 
 /** Host or moderator: may mute, remove, admit, lock and end. */
 export function moderates(s) { return s.role === 'host' || s.role === 'moderator'; }
@@ -105,6 +112,8 @@ function apply(s, ev, now, notes) {
       // The node says where we are right after the welcome, if rooms are open.
       next.rooms = null;
       next.recording = recordingFrom(ev);
+      // The node says right after the welcome whose camera is in the spotlight, if any.
+      next.spotlight = null;
       for (const p of ev.participants || []) {
         if (String(p.id) !== String(ev.you)) next.participants.set(String(p.id), cleanParticipant(p));
       }
@@ -165,6 +174,13 @@ function apply(s, ev, now, notes) {
       else if (recording && !s.recording) notes.push({ kind: 'recording_started', by: recording.by });
       else if (!recording && s.recording) notes.push({ kind: 'recording_stopped' });
       return { ...s, recording };
+    }
+    case 'spotlight': {
+      const key = typeof ev.key === 'string' && ev.key ? ev.key : null;
+      if (key === s.spotlight) return s;
+      const p = key ? [...s.participants.values()].find((x) => x.key === key) : null;
+      notes.push(key ? { kind: 'spotlight', key, name: p ? p.name : '' } : { kind: 'spotlight_off' });
+      return { ...s, spotlight: key };
     }
     case 'speaking': {
       // The node says who speaks (loudest first). Only people we know, whose microphone

@@ -182,6 +182,7 @@ export class Session {
       case 'knock': if (this.on.knock) this.on.knock(msg); break;
       case 'attendance': if (this.on.attendance) this.on.attendance(msg); break;
       case 'rooms': if (this.on.rooms) this.on.rooms(msg); break;
+      case 'spotlight': if (this.on.spotlight) this.on.spotlight(msg); break;
       case 'recording': if (this.on.recording) this.on.recording(msg); break;
       case 'speaking': if (this.on.speaking) this.on.speaking(Array.isArray(msg.ids) ? msg.ids : []); break;
       case 'paused': if (this.on.paused) this.on.paused(Array.isArray(msg.ids) ? msg.ids : []); break;

@@ -67,12 +67,13 @@ export function gridRects(n, box, gap, minW = 0, fill = true) {
 }
 
 /**
- * The tiles to show, in display order: the camera you pinned, then screens (these get the
- * big spot: `stage: true`), then you, then the others in our room. `view`: {name, local:
- * {screen, cam}, me: {audio, video}, participants: [p], media: Map(id → {mic, camera,
- * screen}), speaking: Set(id), inRoom(p), pinned: a tile key or null, paused: Set(id) of
- * cameras the link has no room for}. A pin of someone not here (left, or in another
- * room) pins nothing.
+ * The tiles to show, in display order: the camera you pinned (else the one the host put in
+ * the spotlight), then screens (these get the big spot: `stage: true`), then you, then the
+ * others in our room. `view`: {name, local: {screen, cam}, me: {audio, video},
+ * participants: [p], media: Map(id → {mic, camera, screen}), speaking: Set(id), inRoom(p),
+ * pinned: a tile key or null, spotlight: a person's key or null, paused: Set(id) of
+ * cameras the link has no room for}. A pin or spotlight of someone not here (left, or in
+ * another room) puts nobody on the stage.
  */
 export function wantedTiles(view) {
   const { local, me, name } = view;
@@ -85,10 +86,13 @@ export function wantedTiles(view) {
     return { key, id: p.id, source: 'camera', name: p.name, label: p.name,
       audio: p.audio, videoOn: p.video, videoTrack: m.camera || null, audioTrack: m.mic || null,
       speaking: p.audio && view.speaking.has(String(p.id)), pinned: key === view.pinned, stage: key === view.pinned,
+      spotlight: !!view.spotlight && p.key === view.spotlight,
       paused: p.video && !!view.paused && view.paused.has(String(p.id)) };
   };
-  const pinned = others.map(camera).find((t) => t.pinned);
-  if (pinned) want.push(pinned);
+  const tiles = others.map(camera);
+  // Your own pin wins over the host's spotlight.
+  const first = tiles.find((t) => t.pinned) || tiles.find((t) => t.spotlight);
+  if (first) { first.stage = true; want.push(first); }
   if (local.screen) {
     want.push({ key: 'self:screen', self: true, source: 'screen', name, label: 'You (screen)', videoOn: true, videoTrack: local.screen, stage: true });
   }
@@ -99,9 +103,8 @@ export function wantedTiles(view) {
   }
   want.push({ key: 'self:camera', self: true, source: 'camera', name, label: 'You', mirror: true,
     audio: me.audio, videoOn: me.video, videoTrack: local.cam });
-  for (const p of others) {
-    const tile = camera(p);
-    if (!tile.pinned) want.push(tile);
+  for (const tile of tiles) {
+    if (tile !== first) want.push(tile);
   }
   return want;
 }
@@ -192,11 +195,12 @@ export class Stage {
     const avatar = h('div', { class: 'avatar', 'aria-hidden': 'true' });
     const micOff = h('span', { class: 'tile-mic-off', role: 'img', 'aria-label': 'Microphone off', hidden: true }, icon('micOff'));
     const name = h('span', { class: 'tile-name' });
+    const spot = h('span', { class: 'tile-spotlight', hidden: true, text: 'Spotlight' });
     const paused = h('span', { class: 'tile-paused', hidden: true }, 'Paused: slow connection');
     const attrs = spec.self
       ? { class: `tile self tile-${spec.source}`, dataset: { local: spec.source } }
       : { class: `tile tile-${spec.source}`, dataset: { participant: String(spec.id), source: spec.source } };
-    const el = h('div', attrs, video, h('div', { class: 'tile-placeholder' }, avatar, paused), h('div', { class: 'tile-label' }, micOff, name));
+    const el = h('div', attrs, video, h('div', { class: 'tile-placeholder' }, avatar, paused), h('div', { class: 'tile-label' }, micOff, name, spot));
     let hide = null;
     let pin = null;
     if (!spec.self) {
@@ -215,7 +219,7 @@ export class Stage {
       el.append(audio);
     }
     this.inner.append(el);
-    return { el, video, audio, avatar, micOff, name, hide, pin, paused };
+    return { el, video, audio, avatar, micOff, name, spot, hide, pin, paused };
   }
 
   updateTile(tile, spec) {
@@ -232,6 +236,8 @@ export class Stage {
       tile.pin.setAttribute('aria-label', `${spec.pinned ? 'Unpin' : 'Pin'} ${spec.label}'s video`);
     }
     tile.el.classList.toggle('pinned', !!spec.pinned);
+    tile.el.classList.toggle('spotlit', !!spec.spotlight);
+    tile.spot.hidden = !spec.spotlight;
     tile.name.textContent = spec.label;
     tile.el.setAttribute('aria-label', spec.label);
     tile.micOff.hidden = !(spec.source === 'camera' && !spec.audio);

@@ -98,6 +98,12 @@ pub async fn take(
             tracing::info!(%meeting, action = ?action.body.kind, by = %action.key.fingerprint(), "breakout rooms changed");
             return Ok(action);
         }
+        // Committed above: the spotlight as the rules have it now goes to the engine.
+        ActionKind::Spotlight | ActionKind::EndSpotlight => {
+            sync_spotlight(engine, view, meeting).await;
+            tracing::info!(%meeting, action = ?action.body.kind, by = %action.key.fingerprint(), "spotlight changed");
+            return Ok(action);
+        }
         ActionKind::StartRecording | ActionKind::StopRecording => {
             recordings
                 .decided(engine, meeting, &action, here)
@@ -186,6 +192,23 @@ async fn send_rooms(engine: &EngineHandle, view: &MeetingView, meeting: &str) ->
         .await;
     until
 }
+
+/// Hand `meeting`'s spotlight, as its rules have it now, to the engine.
+pub async fn sync_spotlight(engine: &EngineHandle, view: &MeetingView, meeting: &str) {
+    // Held like the rooms: two readings reach the engine in the order they were made.
+    let _in_order = SPOTLIGHT_SEND.lock().await;
+    let key = rules::read(view, meeting, |m| m.rules.spotlight())
+        .flatten()
+        .map(|k| encode_key(&k));
+    let _ = engine
+        .send(Command::Spotlight {
+            meeting: meeting.to_owned(),
+            key,
+        })
+        .await;
+}
+
+static SPOTLIGHT_SEND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Delete meeting `meeting` at once, as its host asked with `token` (an end signed by the
 /// host's own key): checked by the meeting's rules, deleted on disk with all that was kept

@@ -982,6 +982,8 @@ impl Session {
         if open == Some(true) {
             crate::moderation::sync_rooms(&self.ctx.app.engine, &self.ctx.app.view, &meeting).await;
         }
+        // Likewise someone's camera on the stage: the newcomer is told after its welcome.
+        crate::moderation::sync_spotlight(&self.ctx.app.engine, &self.ctx.app.view, &meeting).await;
         self.name = name.clone();
         self.presence = Some(presence.clone());
         let cmd = Command::Join {

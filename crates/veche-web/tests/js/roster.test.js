@@ -1,7 +1,7 @@
 // The roster's rules, one node message at a time (run: node --test crates/veche-web/tests/js).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { emptyRoster, update, FEW_PEOPLE, sameRoom, galleryOrder, SPEAKERS_FIRST_FROM } from '../../assets/roster.js';
+import { emptyRoster, update, FEW_PEOPLE, sameRoom, galleryOrder, SPEAKERS_FIRST_FROM, spotlit } from '../../assets/roster.js';
 
 const T = 1_700_000_000_000;
 const ada = { id: 1, name: 'Ada', audio: true, video: true, key: 'a-key' };
@@ -150,4 +150,21 @@ test('in a larger meeting the latest speakers come first; a small one keeps its 
   assert.deepEqual(galleryOrder(after).map((p) => p.id), [1, 2], 'a small meeting does not reshuffle');
   // Someone who leaves is forgotten.
   assert.equal(update(s, { type: 'participant_left', id: 4 }, T).state.spokeAt.has('4'), false);
+});
+
+test('spotlight: the host puts someone on the stage by key, a repeat is the same state, a new welcome forgets it', () => {
+  const { s, notes } = run([welcome(), { type: 'spotlight', key: 'b-key' }]);
+  assert.equal(s.spotlight, 'b-key');
+  assert.equal(spotlit(s).name, 'Bob');
+  assert.deepEqual(notes, [{ kind: 'spotlight', key: 'b-key', name: 'Bob' }]);
+  assert.equal(update(s, { type: 'spotlight', key: 'b-key' }, T).state, s);
+  // Someone not here (yet): kept, nobody on the stage until they come.
+  const away = update(s, { type: 'spotlight', key: 'z-key' }, T).state;
+  assert.equal(spotlit(away), null);
+  const off = update(s, { type: 'spotlight', key: null }, T);
+  assert.equal(off.state.spotlight, null);
+  assert.deepEqual(off.notes, [{ kind: 'spotlight_off' }]);
+  // Garbage is no spotlight.
+  assert.equal(update(s, { type: 'spotlight', key: 42 }, T).state.spotlight, null);
+  assert.equal(run([welcome()], s).s.spotlight, null, 'the node says it again after a welcome');
 });

@@ -100,6 +100,36 @@ test('a pinned camera comes first, on the big spot with the screens; a pin of so
   }
 });
 
+test('the spotlight takes the big spot for everyone, unless you pinned another', () => {
+  const view = (pinned, spotlight) => ({
+    name: 'Me',
+    local: { screen: null, cam: null },
+    me: { audio: true, video: true },
+    participants: [
+      { id: 1, name: 'Ada', audio: true, video: true, screen: false, key: 'a-key' },
+      { id: 2, name: 'Bob', audio: true, video: true, screen: false, key: 'b-key' },
+      { id: 3, name: 'Cy', audio: true, video: true, screen: false, key: 'c-key' },
+    ],
+    media: new Map(),
+    speaking: new Set(),
+    inRoom: (p) => p.id !== 3,
+    pinned,
+    spotlight,
+  });
+  const bob = wantedTiles(view(null, 'b-key'));
+  assert.deepEqual(bob.map((t) => t.key), ['p:2:camera', 'self:camera', 'p:1:camera']);
+  assert.deepEqual(bob.filter((t) => t.stage).map((t) => t.key), ['p:2:camera']);
+  assert.deepEqual(bob.filter((t) => t.spotlight).map((t) => t.key), ['p:2:camera']);
+  // Your own pin wins; the spotlight stays marked in the gallery.
+  const mine = wantedTiles(view('p:1:camera', 'b-key'));
+  assert.deepEqual(mine.filter((t) => t.stage).map((t) => t.key), ['p:1:camera']);
+  assert.deepEqual(mine.filter((t) => t.spotlight).map((t) => t.key), ['p:2:camera']);
+  // Someone in another room, or nobody's key: the usual gallery.
+  const plain = wantedTiles(view(null, null)).map((t) => t.key);
+  assert.deepEqual(plain, ['self:camera', 'p:1:camera', 'p:2:camera']);
+  assert.deepEqual(wantedTiles(view(null, 'c-key')).map((t) => t.key), plain);
+});
+
 test('the strip beside the big spot keeps 16:9 tiles; the main grid may grow them', () => {
   const strip = { x: 0, y: 0, w: 320, h: 1000 };
   const tall = gridRects(2, strip, 10).rects;
