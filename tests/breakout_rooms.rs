@@ -264,6 +264,10 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
         ".people-list button[data-action=\"rooms\"]",
     )
     .await;
+    let (ada0, bob0) = (
+        frames_from(&mut ada, "Bob").await,
+        frames_from(&mut bob, "Ada").await,
+    );
     click(
         &mut ada,
         "visit room 1",
@@ -271,6 +275,26 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
     )
     .await;
     let visited = std::time::Instant::now();
+    // Timed from her click to the first new frames each way, polled every 100 ms.
+    let mut first = [None, None];
+    for _ in 0..150 {
+        if first[0].is_none() && frames_from(&mut bob, "Ada").await > bob0 {
+            first[0] = Some(visited.elapsed().as_secs_f64());
+        }
+        if first[1].is_none() && frames_from(&mut ada, "Bob").await > ada0 {
+            first[1] = Some(visited.elapsed().as_secs_f64());
+        }
+        if first.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = |t: Option<f64>| t.map_or("never".to_owned(), |t| format!("{t:.2} s"));
+    println!(
+        "Ada's visit to room 1: Bob's first new frame of Ada {}, Ada's of Bob {} after her click",
+        secs(first[0]),
+        secs(first[1])
+    );
     ada.wait_for(
         "Ada visiting room 1",
         "(veche.state().rooms && veche.state().rooms.mine === 1) || null",
@@ -278,14 +302,10 @@ async fn four_browsers_in_two_rooms_see_and_hear_their_room_only_until_the_timer
     )
     .await;
     wait_text(&mut bob, "Bob's room bar", "Breakout room 1").await;
-    // The visit subscribes Ada and Bob to each other: a renegotiation each way, and Ada's
-    // camera, paused while nobody watched it, resumes meanwhile.
+    // Both keep decoding each other (the visit renegotiated nothing: they stayed subscribed
+    // and their streams started again at a keyframe).
     decoding_again(&mut bob, "Bob", "Ada").await;
     decoding_again(&mut ada, "Ada", "Bob").await;
-    println!(
-        "Ada's visit to room 1: Ada and Bob decode each other {:.1} s after her click",
-        visited.elapsed().as_secs_f64()
-    );
 
     // Each receives its room: Ada and Bob each other, Cy and Dee each other (growing), and
     // nothing from the other room (flat).
@@ -771,6 +791,17 @@ async fn in_browsers_a_room_of_two_on_two_nodes_sees_hears_and_chats_only_with_i
         ],
     )
     .await;
+}
+
+/// Frames `b` has decoded of `other`'s camera so far.
+async fn frames_from(b: &mut support::Browser, other: &str) -> u64 {
+    b.eval(&format!(
+        "veche.stats().then(s => s.inbound.filter(i => i.name === {other:?} && i.source === 'camera').reduce((n, i) => n + i.framesDecoded, 0))"
+    ))
+    .await
+    .ok()
+    .and_then(|v| v.as_u64())
+    .unwrap_or(0)
 }
 
 /// Wait (at most 20 s) until `b` decodes `other`'s camera again: 5 more frames within a

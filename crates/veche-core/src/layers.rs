@@ -236,6 +236,10 @@ pub(crate) struct Viewers {
     ready: Vec<ParticipantId>,
     /// One per subscriber in `ready`, in the same order.
     gates: Vec<Gate>,
+    /// One per subscriber in `ready`: in another breakout room than the publisher, so
+    /// nothing is forwarded to it (its stream stays negotiated: a move back is a keyframe,
+    /// not a renegotiation).
+    apart: Vec<bool>,
     /// Subscribers whose stream is still being negotiated: they will need a first picture,
     /// so nothing is paused meanwhile (and what was paused resumes at once).
     coming: Vec<ParticipantId>,
@@ -292,13 +296,54 @@ impl Viewers {
         }
     }
 
-    pub fn add(&mut self, viewer: ParticipantId, want: Want) {
+    /// `viewer`'s stream is negotiated: it wants `want`, and is `apart` (in another room).
+    /// `viewer`'s stream, still being negotiated, will not need a picture (it is in another
+    /// room now).
+    pub fn expect_not(&mut self, viewer: ParticipantId) {
+        self.coming.retain(|v| *v != viewer);
+    }
+
+    pub fn add(&mut self, viewer: ParticipantId, want: Want, apart: bool) {
         self.coming.retain(|v| *v != viewer);
         if !self.contains(viewer) {
             self.ready.push(viewer);
             self.gates.push(Gate::new(want));
             self.reasons.push(Reason::View);
+            self.apart.push(apart);
         }
+    }
+
+    /// Whether `viewer` is in another breakout room than the publisher.
+    pub fn is_apart(&self, viewer: ParticipantId) -> bool {
+        self.ready
+            .iter()
+            .position(|v| *v == viewer)
+            .is_some_and(|i| self.apart[i])
+    }
+
+    /// Put `viewer` in another room than the publisher (nothing forwarded), or back in the
+    /// same: its stream then starts again at a keyframe, as a new stretch. Whether that
+    /// changed anything.
+    pub fn set_apart(&mut self, viewer: ParticipantId, apart: bool) -> bool {
+        let Some(i) = self.ready.iter().position(|v| *v == viewer) else {
+            return false;
+        };
+        if self.apart[i] == apart {
+            return false;
+        }
+        self.apart[i] = apart;
+        self.gates[i].stop();
+        true
+    }
+
+    /// Those it is forwarded to (subscribed, negotiated, in the publisher's room).
+    pub fn receiving(&self) -> Vec<ParticipantId> {
+        self.ready
+            .iter()
+            .zip(&self.apart)
+            .filter(|(_, apart)| !**apart)
+            .map(|(v, _)| *v)
+            .collect()
     }
 
     pub fn remove(&mut self, viewer: ParticipantId) {
@@ -307,6 +352,7 @@ impl Viewers {
             self.ready.remove(i);
             self.gates.remove(i);
             self.reasons.remove(i);
+            self.apart.remove(i);
         }
     }
 
@@ -368,6 +414,15 @@ impl Viewers {
         self.asked = layers;
     }
 
+    /// The gates of the viewers in the publisher's room.
+    fn present(&self) -> impl Iterator<Item = &Gate> {
+        self.gates
+            .iter()
+            .zip(&self.apart)
+            .filter(|(_, apart)| !**apart)
+            .map(|(g, _)| g)
+    }
+
     fn gate(&self, viewer: ParticipantId) -> Option<&Gate> {
         let i = self.ready.iter().position(|v| *v == viewer)?;
         self.gates.get(i)
@@ -402,11 +457,22 @@ impl Viewers {
         self.flowing = true;
         self.heard = true;
         if !video {
-            out.extend(self.ready.iter().map(|v| (*v, 0)));
+            out.extend(
+                self.ready
+                    .iter()
+                    .zip(&self.apart)
+                    .filter(|(_, apart)| !**apart)
+                    .map(|(v, _)| (*v, 0)),
+            );
             return;
         }
-        for (viewer, gate) in self.ready.iter().zip(self.gates.iter_mut()) {
-            if gate.admit(layer, keyframe) {
+        for ((viewer, gate), apart) in self
+            .ready
+            .iter()
+            .zip(self.gates.iter_mut())
+            .zip(&self.apart)
+        {
+            if !apart && gate.admit(layer, keyframe) {
                 out.push((*viewer, gate.stretch()));
             }
         }
@@ -432,7 +498,7 @@ impl Viewers {
     /// The layers the viewers' streams carry (those whose pictures a lost frame breaks).
     pub fn carried(&self) -> Vec<Option<Layer>> {
         let mut out: Vec<Option<Layer>> = Vec::new();
-        for c in self.gates.iter().filter_map(Gate::current) {
+        for c in self.present().filter_map(Gate::current) {
             if !out.contains(&c) {
                 out.push(c);
             }
@@ -449,7 +515,7 @@ impl Viewers {
             return due;
         }
         self.idle_rounds = 0;
-        for gate in &self.gates {
+        for gate in self.present() {
             let Want::Layer(l) = gate.want() else {
                 continue;
             };
@@ -499,7 +565,7 @@ impl Viewers {
         } else {
             self.layers
         };
-        for gate in &self.gates {
+        for gate in self.present() {
             for l in gate.needs().iter() {
                 if self.layers.has(l) {
                     needed = needed.with(l);
@@ -648,7 +714,7 @@ mod tests {
         // It stays so however long the negotiation takes.
         assert_eq!(v.layers_to_send(t1 + PAUSE_AFTER * 2), None);
         // Ready and watching a small tile: q is kept, the others pause after PAUSE_AFTER.
-        v.add(a, Want::Layer(Q));
+        v.add(a, Want::Layer(Q), false);
         v.route(true, Some(Q), true, &mut Vec::new());
         let t2 = t1 + PAUSE_AFTER * 2;
         assert_eq!(v.layers_to_send(t2), None);

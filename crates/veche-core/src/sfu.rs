@@ -633,13 +633,16 @@ impl Sfu {
                 let Some(p) = self.participants.get(&other) else {
                     continue;
                 };
-                if !forwards_to((p.kind, p.room), (kind, my_room)) {
+                if !subscribes(p.kind, kind) {
                     continue;
                 }
+                let away = apart(p.room, (kind, my_room));
                 for (&_, &track) in &p.published {
                     if let Some(t) = self.tracks.get_mut(&track) {
                         subscribed.push(track);
-                        t.viewers.expect(id);
+                        if !away {
+                            t.viewers.expect(id);
+                        }
                         out.push(Output::Subscribe {
                             subscriber: id,
                             track,
@@ -853,12 +856,14 @@ impl Sfu {
                 continue;
             }
             if let Some(o) = self.participants.get_mut(&other) {
-                if !forwards_to(publisher, (o.kind, o.room)) {
+                if !subscribes(publisher.0, o.kind) {
                     continue;
                 }
                 o.subscribed.push(track);
-                if let Some(t) = self.tracks.get_mut(&track) {
-                    t.viewers.expect(other);
+                if !apart(publisher.1, (o.kind, o.room)) {
+                    if let Some(t) = self.tracks.get_mut(&track) {
+                        t.viewers.expect(other);
+                    }
                 }
                 out.push(Output::Subscribe {
                     subscriber: other,
@@ -964,9 +969,13 @@ impl Sfu {
         }
         let view = sub.views.get(&(t.publisher, t.source.into())).copied();
         let want = want_for(view);
-        t.viewers.add(subscriber, want);
+        let away = self
+            .participants
+            .get(&t.publisher)
+            .is_some_and(|p| apart(p.room, (sub.kind, sub.room)));
+        t.viewers.add(subscriber, want, away);
         let mut out = Vec::new();
-        if t.source.kind() == TrackKind::Video {
+        if t.source.kind() == TrackKind::Video && !away {
             // A new viewer always gets its keyframe, even right after another request:
             // waiting out the rate limit would leave its tile black.
             if let Want::Layer(l) = want {
@@ -985,11 +994,12 @@ impl Sfu {
         out
     }
 
-    /// Who receives `track` right now. Empty for unknown tracks.
-    pub fn subscribers(&self, track: TrackId) -> &[ParticipantId] {
+    /// Who receives `track` right now (subscribed, negotiated, in its room). Empty for
+    /// unknown tracks.
+    pub fn subscribers(&self, track: TrackId) -> Vec<ParticipantId> {
         self.tracks
             .get(&track)
-            .map(|t| t.viewers.ready())
+            .map(|t| t.viewers.receiving())
             .unwrap_or_default()
     }
 
@@ -1107,10 +1117,9 @@ impl Sfu {
     /// What this node's subscribers of video `track` show of it at most: visible if any
     /// tile of it is, as high as the largest. `None`: one of them does not say (a page that
     /// sent no view, a recording, a link whose node sent none), so the whole picture is
-    /// needed. A subscription still being negotiated counts (its page will show the tile:
-    /// a breakout room's people moved one by one are unsubscribed and subscribed again,
-    /// and the other node must not pause the camera meanwhile). Nobody subscribed: not
-    /// visible. Another node's track asks its node for this (`MeetingEvent::Views`), so the
+    /// needed. A subscription still being negotiated counts (its page will show the tile,
+    /// and the other node must not pause the camera meanwhile); a viewer in another
+    /// breakout room does not. Nobody subscribed: not visible. Another node's track asks its node for this (`MeetingEvent::Views`), so the
     /// link carries only what is watched here.
     pub fn shown(&self, track: TrackId) -> Option<TileView> {
         let Some(t) = self.tracks.get(&track) else {
@@ -1124,6 +1133,7 @@ impl Sfu {
             height: 0,
         };
         let key = (t.publisher, t.source.into());
+        let from = self.participants.get(&t.publisher).map_or(0, |p| p.room);
         let negotiating = self
             .participants
             .get(&t.publisher)
@@ -1138,6 +1148,10 @@ impl Sfu {
             });
         for viewer in t.viewers.ready().iter().chain(negotiating) {
             let p = self.participants.get(viewer)?;
+            // Someone in another room here does not watch it.
+            if apart(from, (p.kind, p.room)) {
+                continue;
+            }
             let v = p.views.get(&key).copied()?;
             if v.visible && v.height > 0 {
                 most.visible = true;
@@ -1184,6 +1198,9 @@ impl Sfu {
             if t.source.kind() != TrackKind::Video {
                 continue;
             }
+            if t.viewers.is_apart(viewer) {
+                continue;
+            }
             let Some((want, reason)) = t.viewers.want_of(viewer) else {
                 continue;
             };
@@ -1218,7 +1235,8 @@ impl Sfu {
             let Some(t) = self.tracks.get(&track) else {
                 continue;
             };
-            if !t.viewers.contains(viewer) {
+            // Not negotiated yet, or in another room: nothing of it comes.
+            if !t.viewers.contains(viewer) || t.viewers.is_apart(viewer) {
                 continue;
             }
             if t.source.kind() == TrackKind::Audio {
@@ -1671,44 +1689,57 @@ impl Sfu {
                 }
             }
         }
+        // Nobody is unsubscribed or subscribed: what crosses rooms stops being forwarded,
+        // and what is in the room again starts at a keyframe (a move renegotiates nothing).
+        let interval = self.limits.keyframe_interval;
+        let mut moved = Vec::new();
         for viewer in &members {
-            let Some(v) = self.participants.get_mut(viewer) else {
+            let Some(v) = self.participants.get(viewer) else {
                 continue;
             };
             if !matches!(v.kind, Kind::Local | Kind::Recorder) {
                 continue;
             }
             let me = (v.kind, v.room);
-            for &(track, publisher, source, from) in &tracks {
-                if publisher == *viewer {
+            let mut changed = false;
+            for &(track, publisher, _, from) in &tracks {
+                if publisher == *viewer || !v.subscribed.contains(&track) {
                     continue;
                 }
-                let want = forwards_to(from, me);
-                let have = v.subscribed.contains(&track);
-                if want && !have {
-                    v.subscribed.push(track);
-                    out.push(Output::Subscribe {
-                        subscriber: *viewer,
-                        track,
-                        publisher,
-                        source,
-                    });
-                    if let Some(t) = self.tracks.get_mut(&track) {
-                        t.viewers.expect(*viewer);
-                        // Its camera resumes while the move is negotiated.
-                        out.extend(Self::layers_output(track, t, now));
+                let Some(t) = self.tracks.get_mut(&track) else {
+                    continue;
+                };
+                let away = apart(from.1, me);
+                if t.viewers.contains(*viewer) {
+                    if !t.viewers.set_apart(*viewer, away) {
+                        continue;
                     }
-                } else if !want && have {
-                    v.subscribed.retain(|t| *t != track);
-                    if let Some(t) = self.tracks.get_mut(&track) {
-                        t.viewers.remove(*viewer);
+                    changed = true;
+                    if !away && t.source.kind() == TrackKind::Video {
+                        if let Some((Want::Layer(l), _)) = t.viewers.want_of(*viewer) {
+                            let layer = (t.viewers.layers() != Layers::NONE).then_some(l);
+                            t.viewers.keyframe_due(layer, now, interval, true);
+                            out.push(Output::RequestKeyframe {
+                                publisher,
+                                track,
+                                layer,
+                            });
+                        }
                     }
-                    out.push(Output::Unsubscribe {
-                        subscriber: *viewer,
-                        track,
-                    });
+                } else if away {
+                    t.viewers.expect_not(*viewer);
+                } else {
+                    t.viewers.expect(*viewer);
                 }
+                // A camera paused while nobody in its room watched it resumes at once.
+                out.extend(Self::layers_output(track, t, now));
             }
+            if changed {
+                moved.push(*viewer);
+            }
+        }
+        for viewer in moved {
+            out.extend(self.reallocate(viewer, now));
         }
         let notice = self.rooms_notice(meeting).unwrap_or(Notice::Rooms {
             count: 0,
@@ -1909,16 +1940,21 @@ fn room_in(plan: Option<&RoomPlan>, key: Option<&str>) -> u8 {
         .unwrap_or(0)
 }
 
-/// Whether a track published by a participant of kind and breakout room `publisher` is
-/// forwarded to one of kind and room `subscriber`. Local tracks go to everyone here and to
-/// every node link; remote tracks go to local browsers only (their own node sends them to
-/// the other nodes). A browser receives its own room only; a node link receives every room
-/// (the node at its other end keeps its own people to theirs).
-fn forwards_to((publisher, from): (Kind, u8), (subscriber, to): (Kind, u8)) -> bool {
-    (subscriber == Kind::Link || from == to)
-        && matches!(
-            (publisher, subscriber),
-            (Kind::Local, Kind::Local | Kind::Link | Kind::Recorder)
-                | (Kind::Remote, Kind::Local | Kind::Recorder)
-        )
+/// Whether a participant of kind `subscriber` subscribes to the tracks of one of kind
+/// `publisher`. Local tracks go to everyone here and to every node link; remote tracks go
+/// to local browsers only (their own node sends them to the other nodes).
+fn subscribes(publisher: Kind, subscriber: Kind) -> bool {
+    matches!(
+        (publisher, subscriber),
+        (Kind::Local, Kind::Local | Kind::Link | Kind::Recorder)
+            | (Kind::Remote, Kind::Local | Kind::Recorder)
+    )
+}
+
+/// Whether a subscriber of kind and breakout room `subscriber` is kept apart from a track
+/// published in room `from`: a browser (and a recording) receives its own room only; a
+/// node link receives every room (the node at its other end keeps its own people to
+/// theirs). Apart, it stays subscribed but nothing is forwarded to it.
+fn apart(from: u8, (subscriber, to): (Kind, u8)) -> bool {
+    subscriber != Kind::Link && from != to
 }

@@ -142,7 +142,7 @@ impl Sim {
 
     /// The publisher sends one packet on `track`; the core says who gets it.
     fn send(&mut self, track: TrackId) {
-        for &s in self.sfu.subscribers(track) {
+        for s in self.sfu.subscribers(track) {
             *self.received.entry((s, track)).or_default() += 1;
         }
     }
@@ -759,11 +759,19 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
         let pair = if tc.contains(t) { d } else { c };
         assert_eq!(sim.audience(*t), [pair], "room 2 keeps to itself");
     }
-    assert!(
-        sim.unsubscribed.contains(&(c, ta[1])),
-        "{:?}",
-        sim.unsubscribed
-    );
+    // Nothing renegotiated: everyone stays subscribed, and what crosses rooms is not
+    // forwarded, a voice or a keyframe alike.
+    assert!(sim.unsubscribed.is_empty(), "{:?}", sim.unsubscribed);
+    assert!(sim.negotiating.is_empty(), "{:?}", sim.negotiating);
+    let mut to = Vec::new();
+    for (track, keyframe) in [(ta[0], false), (ta[1], true)] {
+        sim.sfu.route(track, None, keyframe, &mut to);
+        assert_eq!(
+            to.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            [b],
+            "Ada's {track:?} reaches Bob only"
+        );
+    }
     let told = Notice::Rooms {
         count: 2,
         until_ms: 9_000,
@@ -811,9 +819,19 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
         "Eve, placed in room 2, reads room 2's chat and not room 1's"
     );
 
-    // The host visits room 2: she leaves room 1's audience and joins room 2's.
+    // The host visits room 2: she leaves room 1's audience and joins room 2's, where each
+    // camera is asked for a keyframe at once (no renegotiation to wait for).
+    sim.keyframe_layers.clear();
     sim.rooms(&[("ka", 2), ("kb", 1), ("kc", 2), ("kd", 2), ("ke", 2)]);
     assert_eq!(sim.audience(tc[1]), [a, d, e]);
+    assert!(sim.negotiating.is_empty() && sim.unsubscribed.is_empty());
+    for cam in [tc[1], td[1]] {
+        assert!(
+            sim.keyframe_layers.iter().any(|(t, _)| *t == cam),
+            "{cam:?}: {:?}",
+            sim.keyframe_layers
+        );
+    }
     assert!(sim.audience(tb[1]).is_empty(), "Bob alone in room 1");
 
     // Closed: everyone receives everyone again.
@@ -928,12 +946,16 @@ fn a_recording_gets_the_main_rooms_tracks_is_nobody_and_everyone_is_told() {
         .expect("publish");
     sim.apply(out);
     sim.advance(Duration::from_millis(100));
+    sim.send(b2t);
+    assert_eq!(
+        sim.got(rec, b2t),
+        1,
+        "Bea's voice is recorded in the main room"
+    );
     let out = sim.sfu.set_rooms("m", Some(plan), sim.now);
     sim.apply(out);
-    assert!(
-        sim.unsubscribed.contains(&(rec, b2t)),
-        "a room's voice leaves the recording"
-    );
+    sim.send(b2t);
+    assert_eq!(sim.got(rec, b2t), 1, "a room's voice leaves the recording");
     // The status reaches every browser here, and whoever joins later.
     let state = veche_core::Recording {
         by: "Ada".into(),
