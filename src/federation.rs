@@ -922,6 +922,7 @@ fn answer_meeting(
         doc: None,
         revocations: Vec::new(),
         actions: Vec::new(),
+        state: Vec::new(),
     };
     let Some(token) = presence else {
         return stranger(title, id);
@@ -932,15 +933,22 @@ fn answer_meeting(
             .admit_remote(&id, node, &presence, rules::now_ms(), false, false)
             .map_err(|e| e.to_string())?;
         let (revocations, actions) = m.rules.history(veche_web::revocation::SHARED_BYTES);
-        Ok::<_, String>((m.rules.doc_token().map(str::to_owned), revocations, actions))
+        let state = m.rules.state_tokens(veche_web::revocation::STATE_BYTES);
+        Ok::<_, String>((
+            m.rules.doc_token().map(str::to_owned),
+            revocations,
+            actions,
+            state,
+        ))
     });
     match checked {
-        Some(Ok((doc, revocations, actions))) => Response::Meeting {
+        Some(Ok((doc, revocations, actions, state))) => Response::Meeting {
             id,
             title,
             doc,
             revocations,
             actions,
+            state,
         },
         Some(Err(message)) => {
             tracing::info!(%node, meeting = %id, %message, "a node asked for a meeting for a person not let in");

@@ -140,3 +140,65 @@ async fn the_hosts_spotlight_reaches_both_nodes_and_nobody_else_can_set_one() {
     b.kill().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_learns_the_meeting_later_places_its_people_in_their_rooms_and_spotlight() {
+    let TwoNodes {
+        dir, a, a_id, b, ..
+    } = two_nodes("learnstate").await;
+    let host = Keypair::from_secret(&[1; 32]);
+    let [ana, ben] = [2u8, 3].map(|n| Keypair::from_secret(&[n; 32]));
+    let id = signed_meeting(a.http_port, &host, Policy::Anyone).await;
+    let (mut hs, _) = joined(a.http_port, &host, &id, "Host", None).await;
+    let (mut ana_s, _) = joined(a.http_port, &ana, &id, "Ana", None).await;
+    // At A, before B knows the meeting: two rooms, Ben put in room 2, Ana in the spotlight.
+    let open = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: now_ms() + 60_000,
+        choose: false,
+    };
+    for (kind, target) in [
+        (open, &host),
+        (ActionKind::Assign { room: 2 }, &ben),
+        (ActionKind::Spotlight, &ana),
+    ] {
+        let t = action(&host, &id, kind, target, now_ms());
+        send(&mut hs, json!({"type": "moderate", "action": t})).await;
+    }
+    // The positive control at A: Ana is told of the spotlight.
+    let ana_key = json!(encode_key(&ana.public()));
+    assert_eq!(
+        spotlights(&mut ana_s, Duration::from_secs(2)).await,
+        std::slice::from_ref(&ana_key)
+    );
+    // B learns the meeting only now (a link to it opened there), then Ben joins at B: he is
+    // put in room 2 and told whose camera is on the stage, by B's own check of what A
+    // handed over.
+    learn_meeting(b.http_port, &id, &a_id, &host).await;
+    let (mut ben_s, w) = joined(b.http_port, &ben, &id, "Ben", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let me = w["you"].clone();
+    let mut placed = None;
+    let mut spot = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, next(&mut ben_s)).await {
+        match v["type"].as_str() {
+            Some("rooms") => placed = Some(v["rooms"][me.to_string().trim_matches('"')].clone()),
+            Some("spotlight") => spot = Some(v["key"].clone()),
+            _ => {}
+        }
+        if placed.is_some() && spot.is_some() {
+            break;
+        }
+    }
+    assert_eq!(placed, Some(json!(2)), "Ben is in room 2 at B");
+    assert_eq!(
+        spot,
+        Some(ana_key),
+        "and B tells him Ana is in the spotlight"
+    );
+    drop((hs, ana_s, ben_s));
+    a.kill().await;
+    b.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

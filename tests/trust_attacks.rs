@@ -1181,6 +1181,7 @@ fn answer_as_home(mut rx: mpsc::Receiver<veche_net::AppEvent>, mallory: Keypair)
                         doc,
                         revocations: vec![],
                         actions: vec![],
+                        state: vec![],
                     }
                 }
                 _ => Response::Ok,

@@ -177,6 +177,9 @@ pub enum Refused {
     /// moderator's) or have its attendance.
     #[error("only the meeting's host can do this, with the host's own key")]
     NotTheHost,
+    /// Handed over as the rooms' or spotlight's state, but another kind of action.
+    #[error("not a breakout-room or spotlight decision")]
+    NotState,
 }
 
 /// A checked moderation action.
@@ -291,6 +294,12 @@ pub struct Governance {
     spotlight: Option<PublicKey>,
     /// When the spotlight last changed (the signed time: the newest decides).
     spotlight_at: u64,
+    /// The signed decisions that make the rooms and the spotlight what they are now (the
+    /// opening in force, each person's latest room, the spotlight), for a node that learns
+    /// the meeting later ([`Governance::state_tokens`]).
+    rooms_token: Option<String>,
+    assign_tokens: BTreeMap<PublicKey, String>,
+    spotlight_token: Option<String>,
 }
 
 /// Breakout rooms open now ([`Governance::rooms`]).
@@ -345,6 +354,12 @@ struct Stored {
     spotlight: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     spotlight_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rooms_token: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    assign_tokens: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spotlight_token: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -416,6 +431,13 @@ impl TryFrom<Stored> for Governance {
                 .collect::<Result<_, String>>()?,
             spotlight: s.spotlight.as_deref().map(key).transpose()?,
             spotlight_at: s.spotlight_at,
+            rooms_token: s.rooms_token,
+            assign_tokens: s
+                .assign_tokens
+                .into_iter()
+                .map(|(k, t)| Ok((key(&k)?, t)))
+                .collect::<Result<_, String>>()?,
+            spotlight_token: s.spotlight_token,
         })
     }
 }
@@ -457,6 +479,13 @@ impl From<Governance> for Stored {
                 .collect(),
             spotlight: g.spotlight.as_ref().map(encode_key),
             spotlight_at: g.spotlight_at,
+            rooms_token: g.rooms_token,
+            assign_tokens: g
+                .assign_tokens
+                .into_iter()
+                .map(|(k, t)| (encode_key(&k), t))
+                .collect(),
+            spotlight_token: g.spotlight_token,
         }
     }
 }
@@ -566,6 +595,32 @@ impl Governance {
             newest_within(&self.revocations, MAX_ENTRIES, bytes),
             newest_within(&self.actions, MAX_ACTIONS, bytes),
         )
+    }
+
+    /// The signed decisions that make the breakout rooms and the spotlight what they are
+    /// now (the opening in force first, then the spotlight, then each person's latest
+    /// room), within `bytes`: a node that learns the meeting later checks each and ends up
+    /// where this one is ([`Governance::check_history`]).
+    pub fn state_tokens(&self, bytes: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        let assigns = self
+            .rooms_token
+            .iter()
+            .flat_map(|_| self.assign_tokens.values());
+        for t in self
+            .rooms_token
+            .iter()
+            .chain(self.spotlight_token.iter())
+            .chain(assigns)
+        {
+            if total + t.len() > bytes {
+                break;
+            }
+            total += t.len();
+            out.push(t.clone());
+        }
+        out
     }
 
     /// The signed `admit` that let `key` in from the waiting room, if any.
@@ -976,6 +1031,11 @@ impl Governance {
         if action.body.at_ms > now_ms.saturating_add(veche_trust::ACTION_TTL_MS) {
             return Err(Refused::Trust(TrustError::Stale));
         }
+        // Someone's own choice of room, while the rooms (opened before it) let them choose.
+        if self.chooses_own_room(&action, action.body.at_ms) {
+            check_own_action(&doc.body, &action, action.body.at_ms).map_err(refusal)?;
+            return Ok(self.checked(action, token));
+        }
         check_action_with(
             &doc.body,
             &action,
@@ -1113,6 +1173,7 @@ impl Governance {
         meeting: &str,
         revocations: &[String],
         actions: &[String],
+        state: &[String],
         now_ms: u64,
     ) -> (Change, Vec<Refused>) {
         let mut changes = Vec::new();
@@ -1138,6 +1199,27 @@ impl Governance {
                     changes.push(c);
                 }
                 Ok(_) => {}
+                Err(e) => refused.push(e),
+            }
+        }
+        // Then the rooms and the spotlight as they are now (the opening before the moves).
+        for t in state.iter().take(MAX_ENTRIES + 2) {
+            match scratch.check_past(meeting, t, now_ms) {
+                Ok(CheckedAction {
+                    change: Some(c),
+                    action,
+                }) if matches!(
+                    action.body.kind,
+                    ActionKind::OpenRooms { .. }
+                        | ActionKind::Assign { .. }
+                        | ActionKind::Spotlight
+                ) =>
+                {
+                    scratch.apply(&c);
+                    changes.push(c);
+                }
+                Ok(CheckedAction { change: None, .. }) => {}
+                Ok(_) => refused.push(Refused::NotState),
                 Err(e) => refused.push(e),
             }
         }
@@ -1188,6 +1270,7 @@ impl Governance {
                         // Nobody removed stays on the stage.
                         if self.spotlight == Some(*target) {
                             self.spotlight = None;
+                            self.spotlight_token = None;
                         }
                     }
                     // The newest lock or unlock decides, whatever order they arrive in.
@@ -1212,6 +1295,9 @@ impl Governance {
                         self.rooms_choose = *choose;
                         self.rooms_at = *at_ms;
                         self.assigned.retain(|_, (_, at)| *at >= *at_ms);
+                        let assigned = &self.assigned;
+                        self.assign_tokens.retain(|k, _| assigned.contains_key(k));
+                        self.rooms_token = Some(token.clone());
                         return;
                     }
                     ActionKind::CloseRooms => {
@@ -1219,6 +1305,8 @@ impl Governance {
                         self.rooms_choose = false;
                         self.rooms_at = *at_ms;
                         self.assigned.clear();
+                        self.assign_tokens.clear();
+                        self.rooms_token = None;
                         return;
                     }
                     ActionKind::Assign { room } => {
@@ -1231,6 +1319,7 @@ impl Governance {
                             return;
                         }
                         self.assigned.insert(*target, (*room, *at_ms));
+                        self.assign_tokens.insert(*target, token.clone());
                         // Room decisions stay out of the history handed to other nodes:
                         // a class's many moves must not push out its removals and ends.
                         return;
@@ -1252,7 +1341,9 @@ impl Governance {
                     // room decisions, it stays out of the history handed to other nodes.
                     ActionKind::Spotlight | ActionKind::EndSpotlight => {
                         if *at_ms >= self.spotlight_at {
-                            self.spotlight = (*kind == ActionKind::Spotlight).then_some(*target);
+                            let on = *kind == ActionKind::Spotlight;
+                            self.spotlight = on.then_some(*target);
+                            self.spotlight_token = on.then(|| token.clone());
                             self.spotlight_at = *at_ms;
                         }
                         return;

@@ -435,7 +435,7 @@ fn history_from_another_node_is_checked_against_the_stored_document() {
         // Dated in the future: refused.
         act(&host, ActionKind::End, &host, NOW + HOUR, None),
     ];
-    let (change, refused) = g.check_history(ID, &revocations, &actions, NOW);
+    let (change, refused) = g.check_history(ID, &revocations, &actions, &[], NOW);
     assert_eq!(refused.len(), 4, "{refused:?}");
     let mut learned = g.clone();
     learned.apply(&change);
@@ -468,7 +468,7 @@ fn an_expired_moderator_cannot_date_an_action_back_into_its_lifetime() {
         Err(JoinRefused::NotLetIn)
     );
     let end = act(&mo, ActionKind::End, &mo, NOW - 2 * HOUR, Some(&expired));
-    let (change, refused) = g.check_history(ID, &[], &[end], NOW);
+    let (change, refused) = g.check_history(ID, &[], &[end], &[], NOW);
     let mut learned = g.clone();
     learned.apply(&change);
     assert!(!learned.ended() && refused.len() == 1, "{refused:?}");
@@ -1410,4 +1410,111 @@ fn the_newest_signed_spotlight_decides_and_only_a_moderator_may_sign_one() {
     )
     .expect("remove");
     assert_eq!(g.spotlight(), None);
+}
+
+#[test]
+fn a_node_that_learns_the_meeting_later_gets_the_rooms_and_spotlight_as_they_are_now() {
+    let host = key(1);
+    let (ada, bob, cy, mallory) = (key(3), key(4), key(5), key(9));
+    let mut g = meeting(&host, Policy::Anyone, false);
+    // An old opening, closed, then the rooms of now, where people may choose.
+    let old = ActionKind::OpenRooms {
+        rooms: 3,
+        until_ms: NOW + 60_000,
+        choose: false,
+    };
+    take(&mut g, &act(&host, old, &host, NOW, None), NOW).expect("old opening");
+    take(
+        &mut g,
+        &act(&host, ActionKind::Assign { room: 3 }, &cy, NOW + 1, None),
+        NOW,
+    )
+    .expect("old move");
+    let open = ActionKind::OpenRooms {
+        rooms: 2,
+        until_ms: NOW + 60_000,
+        choose: true,
+    };
+    take(&mut g, &act(&host, open, &host, NOW + 10, None), NOW).expect("open");
+    for (t, n) in [
+        (
+            act(&host, ActionKind::Assign { room: 1 }, &ada, NOW + 11, None),
+            "ada",
+        ),
+        (
+            act(&host, ActionKind::Assign { room: 2 }, &ada, NOW + 12, None),
+            "ada again",
+        ),
+        (
+            act(&bob, ActionKind::Assign { room: 1 }, &bob, NOW + 13, None),
+            "bob's own",
+        ),
+        (
+            act(&host, ActionKind::Spotlight, &bob, NOW + 14, None),
+            "spotlight",
+        ),
+    ] {
+        take(&mut g, &t, NOW + 20).expect(n);
+    }
+    let state = g.state_tokens(1 << 20);
+    assert_eq!(
+        state.len(),
+        4,
+        "the opening, the spotlight, Ada's and Bob's latest rooms"
+    );
+
+    // Another node learns the meeting from this one, a minute on.
+    let later = NOW + 50_000;
+    let mut other = meeting(&host, Policy::Anyone, false);
+    let (revocations, actions) = g.history(1 << 20);
+    let (change, refused) = other.check_history(ID, &revocations, &actions, &state, later);
+    assert!(refused.is_empty(), "{refused:?}");
+    other.apply(&change);
+    assert_eq!(other.rooms(later), g.rooms(later));
+    let rooms = other.rooms(later).expect("open there too");
+    assert_eq!(
+        (
+            rooms.count,
+            rooms.of.get(&ada.public()),
+            rooms.of.get(&bob.public())
+        ),
+        (2, Some(&2), Some(&1))
+    );
+    assert!(
+        !rooms.of.contains_key(&cy.public()),
+        "the old opening's moves are gone"
+    );
+    assert_eq!(other.spotlight(), Some(bob.public()));
+
+    // What a node hands over as state is checked like any action: a student's spotlight,
+    // or a valid action of another kind, is refused with the reason and changes nothing.
+    let forged = act(&mallory, ActionKind::Spotlight, &mallory, NOW + 30, None);
+    let lock = act(&host, ActionKind::Lock, &host, NOW + 31, None);
+    let mut fresh = meeting(&host, Policy::Anyone, false);
+    let (change, refused) = fresh.check_history(ID, &[], &[], &[forged, lock], later);
+    assert_eq!(
+        refused,
+        [Refused::Trust(TrustError::NotModerator), Refused::NotState]
+    );
+    fresh.apply(&change);
+    assert_eq!((fresh.spotlight(), fresh.locked()), (None, false));
+
+    // Closed, and the spotlight ended: nothing of them is handed over.
+    take(
+        &mut g,
+        &act(&host, ActionKind::CloseRooms, &host, NOW + 40, None),
+        NOW + 40,
+    )
+    .expect("close");
+    take(
+        &mut g,
+        &act(&host, ActionKind::EndSpotlight, &host, NOW + 41, None),
+        NOW + 41,
+    )
+    .expect("end");
+    assert!(g.state_tokens(1 << 20).is_empty());
+    // And the state survives the store.
+    let back: Governance =
+        serde_json::from_str(&serde_json::to_string(&other).expect("ser")).expect("de");
+    assert_eq!(back.state_tokens(1 << 20), state);
 }

@@ -175,6 +175,11 @@ pub enum Response {
         /// checks each as of its time and stores its effect.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         actions: Vec<String>,
+        /// What holds now of the breakout rooms and the spotlight (the signed opening, each
+        /// person's latest room, the spotlight), kept apart from `actions` so that a class's
+        /// many moves never push out its removals and ends; checked like them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        state: Vec<String>,
     },
     /// Answer to [`Request::Link`]: the SDP answer.
     Link {

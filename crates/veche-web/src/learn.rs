@@ -177,13 +177,14 @@ pub(crate) async fn fetch_doc(ctx: &Ctx, id: &str, person: &Presence) -> Result<
             id: id.to_owned(),
             presence: Some(veche_trust::encode_token(person)),
         };
-        let (doc, revocations, actions) = match ask(ctx, peer, request).await {
+        let (doc, revocations, actions, state) = match ask(ctx, peer, request).await {
             Ok(NetResponse::Meeting {
                 doc,
                 revocations,
                 actions,
+                state,
                 ..
-            }) => (doc, revocations, actions),
+            }) => (doc, revocations, actions, state),
             Ok(NetResponse::Error { message, .. }) => {
                 last = FetchError::Refused(message);
                 continue;
@@ -211,7 +212,7 @@ pub(crate) async fn fetch_doc(ctx: &Ctx, id: &str, person: &Presence) -> Result<
             };
             let mut next = rec.rules.clone();
             next.apply(&change);
-            let (history, refused) = next.check_history(&m, &revocations, &actions, rules::now_ms());
+            let (history, refused) = next.check_history(&m, &revocations, &actions, &state, rules::now_ms());
             for e in refused {
                 tracing::warn!(meeting = %m, error = %e, "a node sent history that does not check out; left out");
             }

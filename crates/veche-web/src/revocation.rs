@@ -15,6 +15,9 @@ use crate::rules::{self, Undecided};
 /// Bytes of tokens handed out with a meeting, per kind (revocations, actions): together
 /// with the document they stay well inside one node-protocol response (1 MiB).
 pub const SHARED_BYTES: usize = 384 * 1024;
+/// Bytes of the rooms' and spotlight's state handed out with them (about 200 decisions):
+/// the three lists and the document stay under 1 MiB.
+pub const STATE_BYTES: usize = 128 * 1024;
 
 /// Check `token` with `meeting`'s rules and commit it (before returning: write before
 /// acknowledging). Returns the revoked invite's id and whether it was new here.
