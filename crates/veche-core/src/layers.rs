@@ -183,6 +183,13 @@ impl Gate {
         }
     }
 
+    /// Nothing carried, and what follows is a new stretch whatever came before (a voice
+    /// too: its numbers go on without the hole of what was held back).
+    fn restart(&mut self) {
+        self.current = None;
+        self.stretch = self.stretch.wrapping_add(1);
+    }
+
     /// Whether a packet of `layer` (`None`: the track has no layers) goes into this
     /// stream; `keyframe`: the packet starts a keyframe. A stream switches only at a
     /// keyframe: to the layer it wants, or, while that one does not come (the publisher's
@@ -242,7 +249,7 @@ pub(crate) struct Viewers {
     apart: Vec<bool>,
     /// Subscribers whose stream is still being negotiated: they will need a first picture,
     /// so nothing is paused meanwhile (and what was paused resumes at once).
-    coming: Vec<ParticipantId>,
+    coming: Vec<(ParticipantId, Instant)>,
     /// The layers the publisher sends; none for a picture without layers (and audio).
     layers: Layers,
     /// What the publisher was last asked to send.
@@ -276,6 +283,9 @@ pub(crate) const NOMINAL_AUDIO: u64 = 64_000;
 /// make the publisher stop and restart an encoder.
 pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(3);
 
+/// A subscription being negotiated keeps its camera's layers on at most this long.
+const NEGOTIATION_HOLD: Duration = Duration::from_secs(10);
+
 /// A viewer that still waits for its layer's keyframe this long asks again (the request,
 /// or the keyframe, was lost).
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
@@ -289,22 +299,22 @@ impl Viewers {
         self.ready.contains(&viewer)
     }
 
-    /// `viewer` subscribed: its stream is being negotiated.
-    pub fn expect(&mut self, viewer: ParticipantId) {
-        if !self.contains(viewer) && !self.coming.contains(&viewer) {
-            self.coming.push(viewer);
+    /// `viewer` subscribed at `now`: its stream is being negotiated.
+    pub fn expect(&mut self, viewer: ParticipantId, now: Instant) {
+        if !self.contains(viewer) && !self.coming.iter().any(|(v, _)| *v == viewer) {
+            self.coming.push((viewer, now));
         }
     }
 
-    /// `viewer`'s stream is negotiated: it wants `want`, and is `apart` (in another room).
     /// `viewer`'s stream, still being negotiated, will not need a picture (it is in another
     /// room now).
     pub fn expect_not(&mut self, viewer: ParticipantId) {
-        self.coming.retain(|v| *v != viewer);
+        self.coming.retain(|(v, _)| *v != viewer);
     }
 
+    /// `viewer`'s stream is negotiated: it wants `want`, and is `apart` (in another room).
     pub fn add(&mut self, viewer: ParticipantId, want: Want, apart: bool) {
-        self.coming.retain(|v| *v != viewer);
+        self.coming.retain(|(v, _)| *v != viewer);
         if !self.contains(viewer) {
             self.ready.push(viewer);
             self.gates.push(Gate::new(want));
@@ -332,7 +342,7 @@ impl Viewers {
             return false;
         }
         self.apart[i] = apart;
-        self.gates[i].stop();
+        self.gates[i].restart();
         true
     }
 
@@ -347,7 +357,7 @@ impl Viewers {
     }
 
     pub fn remove(&mut self, viewer: ParticipantId) {
-        self.coming.retain(|v| *v != viewer);
+        self.coming.retain(|(v, _)| *v != viewer);
         if let Some(i) = self.ready.iter().position(|v| *v == viewer) {
             self.ready.remove(i);
             self.gates.remove(i);
@@ -460,9 +470,10 @@ impl Viewers {
             out.extend(
                 self.ready
                     .iter()
+                    .zip(&self.gates)
                     .zip(&self.apart)
                     .filter(|(_, apart)| !**apart)
-                    .map(|(v, _)| (*v, 0)),
+                    .map(|((v, g), _)| (*v, g.stretch())),
             );
             return;
         }
@@ -560,11 +571,12 @@ impl Viewers {
         if self.layers == Layers::NONE {
             return None;
         }
-        let mut needed = if self.coming.is_empty() {
-            Layers::NONE
-        } else {
-            self.layers
-        };
+        // A page that never answers holds nothing for long.
+        let coming = self
+            .coming
+            .iter()
+            .any(|(_, at)| now.saturating_duration_since(*at) < NEGOTIATION_HOLD);
+        let mut needed = if coming { self.layers } else { Layers::NONE };
         for gate in self.present() {
             for l in gate.needs().iter() {
                 if self.layers.has(l) {
@@ -708,7 +720,7 @@ mod tests {
         assert_eq!(v.layers_to_send(t0), None);
         assert_eq!(v.layers_to_send(t0 + PAUSE_AFTER), Some(Layers::NONE));
         // Someone subscribes: every layer resumes at once, before its page answered.
-        v.expect(a);
+        v.expect(a, t0 + PAUSE_AFTER);
         let t1 = t0 + PAUSE_AFTER + Duration::from_millis(10);
         assert_eq!(v.layers_to_send(t1), Some(Layers::ALL));
         // It stays so however long the negotiation takes.
@@ -722,8 +734,17 @@ mod tests {
             v.layers_to_send(t2 + PAUSE_AFTER),
             Some(Layers::NONE.with(Q))
         );
+        // A page that never answers holds nothing past NEGOTIATION_HOLD.
+        let mut w = Viewers::default();
+        w.set_layers(Layers::ALL);
+        w.expect(b, t0);
+        assert_eq!(w.layers_to_send(t0 + NEGOTIATION_HOLD), None);
+        assert_eq!(
+            w.layers_to_send(t0 + NEGOTIATION_HOLD + PAUSE_AFTER),
+            Some(Layers::NONE)
+        );
         // A subscriber that goes away before its stream was ready holds nothing.
-        v.expect(b);
+        v.expect(b, t2 + PAUSE_AFTER);
         let t3 = t2 + PAUSE_AFTER + Duration::from_millis(10);
         assert_eq!(v.layers_to_send(t3), Some(Layers::ALL));
         v.remove(b);

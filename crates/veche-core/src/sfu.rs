@@ -641,7 +641,7 @@ impl Sfu {
                     if let Some(t) = self.tracks.get_mut(&track) {
                         subscribed.push(track);
                         if !away {
-                            t.viewers.expect(id);
+                            t.viewers.expect(id, now);
                         }
                         out.push(Output::Subscribe {
                             subscriber: id,
@@ -812,7 +812,7 @@ impl Sfu {
         id: ParticipantId,
         source: Source,
         kind: TrackKind,
-        _now: Instant,
+        now: Instant,
     ) -> Result<(TrackId, Vec<Output>), PublishError> {
         if source.kind() != kind {
             return Err(PublishError::KindMismatch);
@@ -862,7 +862,7 @@ impl Sfu {
                 o.subscribed.push(track);
                 if !apart(publisher.1, (o.kind, o.room)) {
                     if let Some(t) = self.tracks.get_mut(&track) {
-                        t.viewers.expect(other);
+                        t.viewers.expect(other, now);
                     }
                 }
                 out.push(Output::Subscribe {
@@ -892,9 +892,6 @@ impl Sfu {
             return Vec::new();
         }
         l.subscribed.push(track);
-        if let Some(t) = self.tracks.get_mut(&track) {
-            t.viewers.expect(link);
-        }
         vec![Output::Subscribe {
             subscriber: link,
             track,
@@ -1729,7 +1726,7 @@ impl Sfu {
                 } else if away {
                     t.viewers.expect_not(*viewer);
                 } else {
-                    t.viewers.expect(*viewer);
+                    t.viewers.expect(*viewer, now);
                 }
                 // A camera paused while nobody in its room watched it resumes at once.
                 out.extend(Self::layers_output(track, t, now));

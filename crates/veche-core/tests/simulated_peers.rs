@@ -834,8 +834,19 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
     }
     assert!(sim.audience(tb[1]).is_empty(), "Bob alone in room 1");
 
-    // Closed: everyone receives everyone again.
+    // Closed: everyone receives everyone again; a voice held back from Bob goes on as a
+    // new stretch (its numbering has no hole of what he did not get).
+    let stretch_of = |sim: &mut Sim, track, who| {
+        let mut to = Vec::new();
+        sim.sfu.route(track, None, false, &mut to);
+        to.iter().find(|(v, _)| *v == who).map(|(_, s)| *s)
+    };
+    assert_eq!(stretch_of(&mut sim, tc[0], b), None, "held back from Bob");
     sim.rooms(&[]);
+    assert!(
+        stretch_of(&mut sim, tc[0], b).is_some_and(|s| s > 0),
+        "Cy's voice reaches Bob again, as a new stretch"
+    );
     assert_eq!(sim.audience(ta[1]), [b, c, d, e]);
     assert_eq!(sim.audience(tc[0]), [a, b, d, e]);
     let closed = Notice::Rooms {

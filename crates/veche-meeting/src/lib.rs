@@ -604,10 +604,8 @@ impl Governance {
     pub fn state_tokens(&self, bytes: usize) -> Vec<String> {
         let mut out = Vec::new();
         let mut total = 0;
-        let assigns = self
-            .rooms_token
-            .iter()
-            .flat_map(|_| self.assign_tokens.values());
+        // Moves only while rooms are open (closing cleared them).
+        let assigns = self.assign_tokens.values();
         for t in self
             .rooms_token
             .iter()
@@ -1211,8 +1209,10 @@ impl Governance {
                 }) if matches!(
                     action.body.kind,
                     ActionKind::OpenRooms { .. }
+                        | ActionKind::CloseRooms
                         | ActionKind::Assign { .. }
                         | ActionKind::Spotlight
+                        | ActionKind::EndSpotlight
                 ) =>
                 {
                     scratch.apply(&c);
@@ -1268,9 +1268,11 @@ impl Governance {
                         }
                         self.moderators.remove(target);
                         // Nobody removed stays on the stage.
+                        // (A spotlight of them signed before the removal stays off.)
                         if self.spotlight == Some(*target) {
                             self.spotlight = None;
                             self.spotlight_token = None;
+                            self.spotlight_at = self.spotlight_at.max(*at_ms);
                         }
                     }
                     // The newest lock or unlock decides, whatever order they arrive in.
@@ -1306,7 +1308,8 @@ impl Governance {
                         self.rooms_at = *at_ms;
                         self.assigned.clear();
                         self.assign_tokens.clear();
-                        self.rooms_token = None;
+                        // Handed on too: an older opening from elsewhere decides nothing.
+                        self.rooms_token = Some(token.clone());
                         return;
                     }
                     ActionKind::Assign { room } => {
@@ -1341,9 +1344,9 @@ impl Governance {
                     // room decisions, it stays out of the history handed to other nodes.
                     ActionKind::Spotlight | ActionKind::EndSpotlight => {
                         if *at_ms >= self.spotlight_at {
-                            let on = *kind == ActionKind::Spotlight;
-                            self.spotlight = on.then_some(*target);
-                            self.spotlight_token = on.then(|| token.clone());
+                            self.spotlight = (*kind == ActionKind::Spotlight).then_some(*target);
+                            // The end is handed on too: an older spotlight decides nothing.
+                            self.spotlight_token = Some(token.clone());
                             self.spotlight_at = *at_ms;
                         }
                         return;

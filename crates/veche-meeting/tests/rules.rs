@@ -1499,7 +1499,8 @@ fn a_node_that_learns_the_meeting_later_gets_the_rooms_and_spotlight_as_they_are
     fresh.apply(&change);
     assert_eq!((fresh.spotlight(), fresh.locked()), (None, false));
 
-    // Closed, and the spotlight ended: nothing of them is handed over.
+    // Closed, and the spotlight ended: the closing and the end are what is handed over, and
+    // a node that has them takes no older opening or spotlight (a stale or lying node's).
     take(
         &mut g,
         &act(&host, ActionKind::CloseRooms, &host, NOW + 40, None),
@@ -1512,7 +1513,19 @@ fn a_node_that_learns_the_meeting_later_gets_the_rooms_and_spotlight_as_they_are
         NOW + 41,
     )
     .expect("end");
-    assert!(g.state_tokens(1 << 20).is_empty());
+    let ended = g.state_tokens(1 << 20);
+    assert_eq!(ended.len(), 2, "the closing and the end");
+    let mut third = meeting(&host, Policy::Anyone, false);
+    let mut stale = ended.clone();
+    stale.extend(state.iter().cloned());
+    let (change, refused) = third.check_history(ID, &[], &[], &stale, later);
+    assert_eq!(
+        refused,
+        [Refused::Trust(TrustError::NotModerator)],
+        "only Bob's own choice, with no rooms open that let him choose"
+    );
+    third.apply(&change);
+    assert_eq!((third.rooms(later), third.spotlight()), (None, None));
     // And the state survives the store.
     let back: Governance =
         serde_json::from_str(&serde_json::to_string(&other).expect("ser")).expect("de");

@@ -287,6 +287,13 @@ pub enum ServerMsg {
         /// The rids to send.
         active: Vec<String>,
     },
+    /// The host or a moderator put this person's camera (their key) on everyone's stage;
+    /// `None`: taken off.
+    Spotlight {
+        /// Whose camera.
+        #[serde(default)]
+        key: Option<String>,
+    },
     /// Breakout rooms opened, changed or closed (`count` 0): who is in which.
     Rooms {
         /// Rooms open.

@@ -125,6 +125,10 @@ pub async fn take(
         .await
         .ok_or_else(|| "the node is shutting down".to_string())?;
     tracing::info!(%meeting, action = ?what, reached, by = %action.key.fingerprint(), "moderation carried out");
+    if what == Moderation::Remove {
+        // Someone removed is off the stage too (the rules took them off).
+        sync_spotlight(engine, view, meeting).await;
+    }
     Ok(action)
 }
 

@@ -1143,6 +1143,10 @@ mod tests {
             PeerEvent::Notice(veche_core::Notice::Paused {
                 ids: vec![ParticipantId(7)],
             }),
+            PeerEvent::Notice(veche_core::Notice::Spotlight {
+                key: Some("k".into()),
+            }),
+            PeerEvent::Notice(veche_core::Notice::Spotlight { key: None }),
             PeerEvent::Signal(Signal::Layers {
                 source: veche_core::Source::Camera,
                 active: vec!["q", "h"],
