@@ -316,6 +316,21 @@ pub async fn learn_meeting(b_port: u16, meeting: &str, a_id: &str, host: &Keypai
     assert_eq!(status, 200, "B learns the meeting: {body}");
 }
 
+/// Wait (up to 20 s) until the node on `port` lists `n` people in `meeting`; whether it
+/// did.
+pub async fn people_at(port: u16, meeting: &str, n: usize) -> bool {
+    for _ in 0..100 {
+        let path = format!("/api/meetings/{meeting}/people");
+        let (_, body) = http(port, "GET", &path, "", "").await;
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if v["participants"].as_array().map_or(0, Vec::len) == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
 /// The chat texts a socket hears within `wait` (whatever else comes is passed over).
 pub async fn chat_heard(ws: &mut Ws, wait: Duration) -> Vec<String> {
     let mut heard = Vec::new();

@@ -1641,8 +1641,9 @@ impl Sfu {
     }
 
     /// Open, change or close (`None`) `meeting`'s breakout rooms: everyone is put in their
-    /// room, subscriptions across rooms close and those within open (each new one asks its
-    /// publisher for a keyframe once ready), and every browser here is told who is where.
+    /// room, what crosses rooms stops being forwarded and what is in the room again starts
+    /// at a keyframe asked for at once (subscriptions stay), and every browser here is told
+    /// who is where.
     pub fn set_rooms(
         &mut self,
         meeting: &str,
