@@ -272,7 +272,9 @@ async fn a_link_between_nodes_carries_each_track_once() {
 
 /// What our link to the other node carries of `source` videos, from a `link_to` entry:
 /// (carries, want, reason) each.
-fn link_videos(n: &Value, source: &str) -> Vec<(String, String, String)> {
+/// What a node's link to another carries of each video of `source`: the largest layer,
+/// the one wanted, why, and every layer it carries side by side.
+fn link_videos(n: &Value, source: &str) -> Vec<(String, String, String, Vec<String>)> {
     n["videos_out"]
         .as_array()
         .into_iter()
@@ -280,7 +282,13 @@ fn link_videos(n: &Value, source: &str) -> Vec<(String, String, String)> {
         .filter(|v| v["source"] == source)
         .map(|v| {
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-            (s("carries"), s("want"), s("reason"))
+            let layers = v["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str().map(str::to_owned))
+                .collect();
+            (s("carries"), s("want"), s("reason"), layers)
         })
         .collect()
 }
@@ -299,7 +307,7 @@ async fn decoding(b: &mut Browser, what: &str, name: &str, more: u64, ok: &str) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_link_carries_only_the_layer_the_other_nodes_viewers_show() {
+async fn a_link_carries_only_the_layers_the_other_nodes_viewers_show() {
     let _serial = SERIAL.lock().await;
     let lab = NatLab::up("layer", "cone");
     let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
@@ -326,14 +334,17 @@ async fn a_link_carries_only_the_layer_the_other_nodes_viewers_show() {
         "w => w > 0 && w <= 400",
     )
     .await;
-    // B told A what its viewer shows: A's link to B carries Ann's camera in one layer, q.
+    // B told A what its viewer needs: A's link to B carries Ann's camera in one layer, q.
     let link = link_to(&lab, "lan1a", &id, &b_id, |n| {
-        link_videos(n, "camera").first().is_some_and(|v| v.0 == "q")
+        link_videos(n, "camera")
+            .first()
+            .is_some_and(|v| v.3 == ["q"])
     })
     .await;
     let cams = link_videos(&link, "camera");
     println!("layers across nodes: Ben decodes Ann at {w} px; A's link to B carries {cams:?}");
     assert_eq!(cams.len(), 1, "one camera on the link: {link}");
+    assert_eq!(cams[0].0, "q", "{link}");
 
     // Nobody on either node needs h or f: Ann's page stops encoding them (after the
     // node's hold-off), while q goes on (the positive control).
@@ -393,7 +404,44 @@ async fn a_link_carries_only_the_layer_the_other_nodes_viewers_show() {
     )
     .await;
     println!("layers across nodes: shown again, Ben decodes Ann at {w} px");
-    for b in [ann, ben] {
+
+    // Bea joins on B in a large window: the link carries q for Ben and a larger layer for
+    // her, side by side, each once; each decodes their own.
+    let mut bea = lab
+        .browser_with(
+            "lan1b",
+            &meeting_link(&id, Some(&a_id), "Bea"),
+            &["--window-size=1600,1000"],
+        )
+        .await;
+    let big = decoding(
+        &mut bea,
+        "Bea decoding Ann's larger layer",
+        "Ann",
+        20,
+        "w => w > 400",
+    )
+    .await;
+    let link = link_to(&lab, "lan1a", &id, &b_id, |n| {
+        link_videos(n, "camera")
+            .first()
+            .is_some_and(|v| v.3.len() == 2 && v.3[0] == "q")
+    })
+    .await;
+    let cams = link_videos(&link, "camera");
+    let small = decoding(
+        &mut ben,
+        "Ben still decoding Ann's small layer",
+        "Ann",
+        20,
+        "w => w > 0 && w <= 400",
+    )
+    .await;
+    println!(
+        "layers across nodes: Bea decodes Ann at {big} px, Ben at {small} px; A's link to B carries {cams:?}"
+    );
+    assert_eq!(cams.len(), 1, "one camera on the link: {link}");
+    for b in [ann, ben, bea] {
         b.close().await;
     }
 }

@@ -495,8 +495,8 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
         .await,
     );
     assert!(why.contains("let into this meeting"), "{why}");
-    // Nor may it say what "its viewers" show of Ada's camera (which shapes only the link to
-    // a member node, and the layers Ada's page encodes).
+    // Nor may it say what "its viewers" show of Ada's camera, or which layers they need
+    // (which shape only the link to a member node, and the layers Ada's page encodes).
     let views = vec![MeetingEvent::Views {
         tiles: vec![veche_core::LinkView {
             participant: 1,
@@ -506,6 +506,7 @@ async fn a_node_that_merely_claims_a_meeting_gets_nothing_and_changes_nothing() 
                 visible: false,
                 height: 0,
             }),
+            layers: Some(Vec::new()),
         }],
     }];
     let why = refusal(

@@ -33,6 +33,10 @@ pub struct LinkView {
     /// The largest tile of it there; `None`: the whole picture (someone there does not
     /// say what they show).
     pub view: Option<crate::TileView>,
+    /// For a link that carries the track's layers side by side: the ones needed there
+    /// (rids, smallest first; the others are not sent). Absent for a track without layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<String>>,
 }
 
 /// Something that happened to a participant attached to the sending node.

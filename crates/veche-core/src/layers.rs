@@ -81,6 +81,28 @@ impl Layers {
     pub fn rids(self) -> Vec<&'static str> {
         self.iter().map(Layer::rid).collect()
     }
+
+    /// The layers of these rids (others are ignored).
+    pub fn from_rids<S: AsRef<str>>(rids: impl IntoIterator<Item = S>) -> Layers {
+        rids.into_iter()
+            .filter_map(|r| Layer::from_rid(r.as_ref()))
+            .fold(Layers::NONE, Layers::with)
+    }
+
+    /// The layers in both.
+    pub fn and(self, other: Layers) -> Layers {
+        Layers(self.0 & other.0)
+    }
+
+    /// Its layers that are not in `other`.
+    pub fn without(self, other: Layers) -> Layers {
+        Layers(self.0 & !other.0)
+    }
+
+    /// The largest.
+    pub fn top(self) -> Option<Layer> {
+        self.iter().last()
+    }
 }
 
 /// What a viewer's page shows of one video track.
@@ -121,7 +143,8 @@ pub fn want_for(view: Option<TileView>) -> Want {
 }
 
 /// A viewer's stream of one video track: which layer it carries, switching to the one it
-/// wants at that layer's keyframe.
+/// wants at that layer's keyframe. Or, for a node link ([`Gate::passing`]), the layers it
+/// carries side by side, one stream each, for the other node to choose from per viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gate {
     want: Want,
@@ -131,6 +154,31 @@ pub struct Gate {
     /// Moves on each time the stream resumes after being off: the renumbering treats what
     /// follows as a new stretch, so the viewer sees no hole to ask for.
     stretch: u32,
+    /// A stream of several layers at once.
+    pass: Option<Pass>,
+}
+
+/// The layers one stream carries side by side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pass {
+    /// What the receiver asked for.
+    wanted: Layers,
+    /// Of those, the ones started (each at its own keyframe).
+    on: Layers,
+    /// Each layer's stretch (as [`Gate::stretch`]: it moves on when the layer stops).
+    stretches: [u32; 3],
+}
+
+/// Where one packet goes ([`Viewers::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The viewer.
+    pub viewer: ParticipantId,
+    /// The stretch of its stream (see [`Gate::stretch`]).
+    pub stretch: u32,
+    /// For a stream of several layers ([`Gate::passing`]), the layer's own stream it goes
+    /// into; `None`: the viewer's one stream of the track.
+    pub rid: Option<Layer>,
 }
 
 impl Gate {
@@ -140,7 +188,79 @@ impl Gate {
             want,
             current: None,
             stretch: 0,
+            pass: None,
         }
+    }
+
+    /// A stream that carries each of `wanted` in its own stream (a node link's: the other
+    /// node's viewers choose among them), each started at its own keyframe.
+    pub fn passing(wanted: Layers) -> Self {
+        Self {
+            want: wanted.top().map_or(Want::Off, Want::Layer),
+            current: None,
+            stretch: 0,
+            pass: Some(Pass {
+                wanted,
+                on: Layers::NONE,
+                stretches: [0; 3],
+            }),
+        }
+    }
+
+    /// Whether it carries several layers ([`Gate::passing`]).
+    pub fn is_passing(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    /// A stream of several layers carries `wanted` from now on: a layer no longer wanted
+    /// stops (its next start is a new stretch). Returns the layers newly wanted, whose
+    /// keyframes it waits for. Nothing for a stream of one layer.
+    pub fn set_passing(&mut self, wanted: Layers) -> Layers {
+        let Some(p) = self.pass.as_mut() else {
+            return Layers::NONE;
+        };
+        for l in p.on.without(wanted).iter() {
+            let i = usize::from(l.index());
+            p.stretches[i] = p.stretches[i].wrapping_add(1);
+        }
+        let new = wanted.without(p.wanted);
+        p.on = p.on.and(wanted);
+        p.wanted = wanted;
+        self.want = wanted.top().map_or(Want::Off, Want::Layer);
+        new
+    }
+
+    /// The layers it carries now (a stream of one layer: that one).
+    pub fn carrying(&self) -> Vec<Option<Layer>> {
+        match (&self.pass, self.current) {
+            (Some(p), _) => p.on.iter().map(Some).collect(),
+            (None, Some(c)) => vec![c],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The layers it waits for a keyframe of (a stream of one layer: none, see
+    /// [`Viewers::overdue`]).
+    fn waiting(&self) -> Layers {
+        self.pass
+            .as_ref()
+            .map_or(Layers::NONE, |p| p.wanted.without(p.on))
+    }
+
+    /// Whether a packet of `layer` (`keyframe`: it starts one) goes into this stream, and
+    /// into which: the stretch and, for a stream of several layers, the layer's own.
+    pub fn pass(&mut self, layer: Option<Layer>, keyframe: bool) -> Option<(u32, Option<Layer>)> {
+        let Some(p) = self.pass.as_mut() else {
+            return self.admit(layer, keyframe).then_some((self.stretch, None));
+        };
+        let l = layer.filter(|l| p.wanted.has(*l))?;
+        if !p.on.has(l) {
+            if !keyframe {
+                return None;
+            }
+            p.on = p.on.with(l);
+        }
+        Some((p.stretches[usize::from(l.index())], Some(l)))
     }
 
     /// What it wants.
@@ -148,9 +268,13 @@ impl Gate {
         self.want
     }
 
-    /// What it carries: `None` nothing; `Some(None)` a track without layers.
+    /// What it carries: `None` nothing; `Some(None)` a track without layers. A stream of
+    /// several layers: the largest it carries.
     pub fn current(&self) -> Option<Option<Layer>> {
-        self.current
+        match &self.pass {
+            Some(p) => p.on.top().map(Some),
+            None => self.current,
+        }
     }
 
     /// The stretch number of what it forwards (see the field).
@@ -159,8 +283,12 @@ impl Gate {
     }
 
     /// Want `want` from now on. Returns the layer whose keyframe the switch waits for, if
-    /// it waits for one.
+    /// it waits for one. A stream of several layers takes what it carries from
+    /// [`Gate::set_passing`] only.
     pub fn set(&mut self, want: Want) -> Option<Option<Layer>> {
+        if self.pass.is_some() {
+            return None;
+        }
         self.want = want;
         match want {
             Want::Off => {
@@ -188,6 +316,12 @@ impl Gate {
     fn restart(&mut self) {
         self.current = None;
         self.stretch = self.stretch.wrapping_add(1);
+        if let Some(p) = self.pass.as_mut() {
+            p.on = Layers::NONE;
+            for s in &mut p.stretches {
+                *s = s.wrapping_add(1);
+            }
+        }
     }
 
     /// Whether a packet of `layer` (`None`: the track has no layers) goes into this
@@ -221,6 +355,9 @@ impl Gate {
     /// waits for; while it has no picture yet, every layer (the one it wants may never
     /// come: a camera too small for it), so whichever comes first starts it.
     pub fn needs(&self) -> Layers {
+        if let Some(p) = &self.pass {
+            return p.wanted;
+        }
         if self.current.is_none() && matches!(self.want, Want::Layer(_)) {
             return Layers::ALL;
         }
@@ -323,6 +460,36 @@ impl Viewers {
         }
     }
 
+    /// `viewer`'s stream of several layers is negotiated: it carries `wanted` (see
+    /// [`Gate::passing`]).
+    pub fn add_passing(&mut self, viewer: ParticipantId, wanted: Layers) {
+        self.coming.retain(|(v, _)| *v != viewer);
+        if !self.contains(viewer) {
+            self.ready.push(viewer);
+            self.gates.push(Gate::passing(wanted.and(self.layers)));
+            self.reasons.push(Reason::View);
+            self.apart.push(false);
+        }
+    }
+
+    /// `viewer`'s stream of several layers carries `wanted` from now on: the layers whose
+    /// keyframes it now waits for. `None`: it has no such stream.
+    pub fn set_passing(&mut self, viewer: ParticipantId, wanted: Layers) -> Option<Layers> {
+        let i = self.ready.iter().position(|v| *v == viewer)?;
+        let gate = self.gates.get_mut(i).filter(|g| g.is_passing())?;
+        Some(gate.set_passing(wanted.and(self.layers)))
+    }
+
+    /// Whether `viewer`'s stream carries several layers.
+    pub fn is_passing(&self, viewer: ParticipantId) -> bool {
+        self.gate(viewer).is_some_and(Gate::is_passing)
+    }
+
+    /// The layers `viewer`'s stream carries now.
+    pub fn carrying(&self, viewer: ParticipantId) -> Vec<Option<Layer>> {
+        self.gate(viewer).map(Gate::carrying).unwrap_or_default()
+    }
+
     /// Whether `viewer` is in another breakout room than the publisher.
     pub fn is_apart(&self, viewer: ParticipantId) -> bool {
         self.ready
@@ -418,6 +585,11 @@ impl Viewers {
         self.layers
     }
 
+    /// What the publisher was last asked to send.
+    pub fn asked(&self) -> Layers {
+        self.asked
+    }
+
     /// The publisher sends these layers (from its offer); all of them at first.
     pub fn set_layers(&mut self, layers: Layers) {
         self.layers = layers;
@@ -461,7 +633,7 @@ impl Viewers {
         video: bool,
         layer: Option<Layer>,
         keyframe: bool,
-        out: &mut Vec<(ParticipantId, u32)>,
+        out: &mut Vec<Route>,
     ) {
         out.clear();
         self.flowing = true;
@@ -473,7 +645,11 @@ impl Viewers {
                     .zip(&self.gates)
                     .zip(&self.apart)
                     .filter(|(_, apart)| !**apart)
-                    .map(|((v, g), _)| (*v, g.stretch())),
+                    .map(|((v, g), _)| Route {
+                        viewer: *v,
+                        stretch: g.stretch(),
+                        rid: None,
+                    }),
             );
             return;
         }
@@ -483,8 +659,15 @@ impl Viewers {
             .zip(self.gates.iter_mut())
             .zip(&self.apart)
         {
-            if !apart && gate.admit(layer, keyframe) {
-                out.push((*viewer, gate.stretch()));
+            if *apart {
+                continue;
+            }
+            if let Some((stretch, rid)) = gate.pass(layer, keyframe) {
+                out.push(Route {
+                    viewer: *viewer,
+                    stretch,
+                    rid,
+                });
             }
         }
     }
@@ -509,7 +692,7 @@ impl Viewers {
     /// The layers the viewers' streams carry (those whose pictures a lost frame breaks).
     pub fn carried(&self) -> Vec<Option<Layer>> {
         let mut out: Vec<Option<Layer>> = Vec::new();
-        for c in self.present().filter_map(Gate::current) {
+        for c in self.present().flat_map(Gate::carrying) {
             if !out.contains(&c) {
                 out.push(c);
             }
@@ -527,6 +710,18 @@ impl Viewers {
         }
         self.idle_rounds = 0;
         for gate in self.present() {
+            // A stream of several layers waits for each of its own.
+            if gate.is_passing() {
+                for l in gate.waiting().and(self.layers).iter() {
+                    let slot = self.keyframe_asked[usize::from(l.index())];
+                    let quiet =
+                        slot.is_none_or(|at| now.saturating_duration_since(at) >= ASK_AGAIN_AFTER);
+                    if quiet && !due.contains(&l) {
+                        due.push(l);
+                    }
+                }
+                continue;
+            }
             let Want::Layer(l) = gate.want() else {
                 continue;
             };
@@ -697,6 +892,38 @@ mod tests {
         assert!(!g.admit(Some(Q), false));
         assert!(g.admit(Some(Q), true));
         assert_eq!(g.stretch(), 1);
+    }
+
+    #[test]
+    fn a_stream_of_several_layers_starts_each_at_its_keyframe_and_restarts_it_as_a_new_stretch() {
+        let mut g = Gate::passing(Layers::NONE.with(Q).with(F));
+        assert_eq!(g.pass(Some(Q), false), None, "no picture starts here");
+        assert_eq!(g.pass(Some(Q), true), Some((0, Some(Q))));
+        assert_eq!(g.pass(Some(H), true), None, "not asked for");
+        assert_eq!(g.pass(Some(F), true), Some((0, Some(F))));
+        assert_eq!(g.pass(Some(F), false), Some((0, Some(F))));
+        assert_eq!(g.current(), Some(Some(F)), "the largest it carries");
+        assert_eq!(g.carrying(), [Some(Q), Some(F)]);
+        // f stops: q goes on in its stretch; f, asked for again, waits for its keyframe
+        // and comes as a new stretch.
+        assert_eq!(g.set_passing(Layers::NONE.with(Q)), Layers::NONE);
+        assert_eq!(g.pass(Some(F), true), None);
+        assert_eq!(g.pass(Some(Q), false), Some((0, Some(Q))));
+        assert_eq!(
+            g.set_passing(Layers::NONE.with(Q).with(F)),
+            Layers::NONE.with(F)
+        );
+        assert_eq!(g.pass(Some(F), false), None);
+        assert_eq!(g.pass(Some(F), true), Some((1, Some(F))));
+        assert_eq!(g.needs(), Layers::NONE.with(Q).with(F));
+        // Its layers come from its node only: a tile's want changes nothing.
+        assert_eq!(g.set(Want::Off), None);
+        assert_eq!(g.pass(Some(Q), false), Some((0, Some(Q))));
+        assert_eq!(
+            g.pass(None, true),
+            None,
+            "a picture without layers is not its"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ mod speakers;
 
 pub use alloc::{allocate, Reason, Video};
 pub use federation::{LinkTrack, LinkView, MeetingEvent};
-pub use layers::{want_for, Gate, Layer, Layers, TileView, Want};
+pub use layers::{want_for, Gate, Layer, Layers, Route, TileView, Want};
 pub use notice::{ChatMessage, Notice, ParticipantInfo, Recording};
 pub use sfu::{
     ChatError, Counts, JoinError, Kind, Limits, Output, PublishError, Received, Reception, Sfu,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::alloc::{allocate, Reason, Video};
-use crate::layers::{want_for, Layer, Layers, TileView, Viewers, Want};
+use crate::layers::{want_for, Layer, Layers, Route, TileView, Viewers, Want};
 use crate::notice::Recording;
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
 use crate::speakers::Speakers;
@@ -154,6 +154,10 @@ pub struct Received {
     pub want: Want,
     /// Why.
     pub reason: Reason,
+    /// A stream of several layers (a node link's): each one it carries, smallest first
+    /// (`carries` is the largest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<&'static str>,
 }
 
 impl Received {
@@ -330,6 +334,9 @@ struct Participant {
     subscribed: Vec<TrackId>,
     /// What its page shows of each other participant's video (the last it said).
     views: HashMap<(ParticipantId, SourceKey), TileView>,
+    /// A node link: the layers its node needs of each video in layers (the last it said;
+    /// all of them for one it did not say of). See [`Sfu::set_passing`].
+    passes: HashMap<(ParticipantId, SourceKey), Layers>,
     /// The bandwidth estimate toward it (bits per second), once its connection has one.
     estimate: Option<u64>,
     /// The estimate the last allocation was made for.
@@ -670,6 +677,7 @@ impl Sfu {
                 published: BTreeMap::new(),
                 subscribed,
                 views: HashMap::new(),
+                passes: HashMap::new(),
                 estimate: None,
                 allocated_for: None,
                 grow_after: None,
@@ -772,6 +780,7 @@ impl Sfu {
         for other in &room_members {
             if let Some(o) = self.participants.get_mut(other) {
                 o.views.retain(|(publisher, _), _| *publisher != id);
+                o.passes.retain(|(publisher, _), _| *publisher != id);
             }
         }
         if let Some(room) = self.meetings.get_mut(&p.meeting) {
@@ -964,14 +973,31 @@ impl Sfu {
         if t.viewers.contains(subscriber) {
             return Vec::new();
         }
-        let view = sub.views.get(&(t.publisher, t.source.into())).copied();
+        let key = (t.publisher, t.source.into());
+        let mut out = Vec::new();
+        if passes(sub.kind, t) {
+            // A node link's stream of a camera in layers carries each layer its node needs.
+            let wanted = sub.passes.get(&key).copied().unwrap_or(Layers::ALL);
+            t.viewers.add_passing(subscriber, wanted);
+            for l in wanted.and(t.viewers.layers()).iter() {
+                t.viewers
+                    .keyframe_due(Some(l), now, self.limits.keyframe_interval, true);
+                out.push(Output::RequestKeyframe {
+                    publisher: t.publisher,
+                    track,
+                    layer: Some(l),
+                });
+            }
+            out.extend(Self::layers_output(track, t, now));
+            return out;
+        }
+        let view = sub.views.get(&key).copied();
         let want = want_for(view);
         let away = self
             .participants
             .get(&t.publisher)
             .is_some_and(|p| apart(p.room, (sub.kind, sub.room)));
         t.viewers.add(subscriber, want, away);
-        let mut out = Vec::new();
         if t.source.kind() == TrackKind::Video && !away {
             // A new viewer always gets its keyframe, even right after another request:
             // waiting out the rate limit would leave its tile black.
@@ -1008,7 +1034,7 @@ impl Sfu {
         track: TrackId,
         layer: Option<Layer>,
         keyframe: bool,
-        out: &mut Vec<(ParticipantId, u32)>,
+        out: &mut Vec<Route>,
     ) {
         match self.tracks.get_mut(&track) {
             Some(t) => {
@@ -1111,6 +1137,83 @@ impl Sfu {
         self.reallocate(viewer, now)
     }
 
+    /// Whether `subscriber`'s stream of `track` carries several layers side by side, and
+    /// which the publisher sends: a node link's stream of a camera in layers, so the other
+    /// node chooses for each of its viewers (the driver negotiates one stream per layer).
+    pub fn link_layers(&self, subscriber: ParticipantId, track: TrackId) -> Option<Layers> {
+        let sub = self.participants.get(&subscriber)?;
+        let t = self.tracks.get(&track)?;
+        passes(sub.kind, t).then(|| t.viewers.layers())
+    }
+
+    /// What the publisher of video `track` (in layers) is asked to send now: for another
+    /// node's track, what this node asks that node's link for
+    /// ([`crate::LinkView::layers`]). `None` for a track without layers.
+    pub fn asked_layers(&self, track: TrackId) -> Option<Layers> {
+        let t = self.tracks.get(&track)?;
+        (t.viewers.layers() != Layers::NONE).then(|| t.viewers.asked())
+    }
+
+    /// Node `link`'s node needs these layers of each listed video (publisher, source,
+    /// layers; videos it does not list keep what they had): its streams of several layers
+    /// start the new ones at their keyframes, asked for now, and stop the others.
+    pub fn set_passing(
+        &mut self,
+        link: ParticipantId,
+        wanted: &[(ParticipantId, Source, Layers)],
+        now: Instant,
+    ) -> Vec<Output> {
+        let cap = self.limits.participants_per_meeting * 3;
+        let found: Vec<((ParticipantId, SourceKey), Layers, Option<TrackId>)> = wanted
+            .iter()
+            .map(|&(publisher, source, layers)| {
+                let key = (publisher, SourceKey::from(source));
+                let track = self
+                    .participants
+                    .get(&publisher)
+                    .and_then(|p| p.published.get(&key.1))
+                    .copied();
+                (key, layers, track)
+            })
+            .collect();
+        let Some(l) = self
+            .participants
+            .get_mut(&link)
+            .filter(|l| l.kind == Kind::Link)
+        else {
+            return Vec::new();
+        };
+        let mut tracks = Vec::new();
+        for (key, layers, track) in found {
+            if l.passes.len() >= cap && !l.passes.contains_key(&key) {
+                continue;
+            }
+            l.passes.insert(key, layers);
+            tracks.extend(track.map(|t| (t, layers)));
+        }
+        let interval = self.limits.keyframe_interval;
+        let mut out = Vec::new();
+        for (track, layers) in tracks {
+            let Some(t) = self.tracks.get_mut(&track) else {
+                continue;
+            };
+            let Some(new) = t.viewers.set_passing(link, layers) else {
+                continue;
+            };
+            for l in new.iter() {
+                if t.viewers.keyframe_due(Some(l), now, interval, false) {
+                    out.push(Output::RequestKeyframe {
+                        publisher: t.publisher,
+                        track,
+                        layer: Some(l),
+                    });
+                }
+            }
+            out.extend(Self::layers_output(track, t, now));
+        }
+        out
+    }
+
     /// What this node's subscribers of video `track` show of it at most: visible if any
     /// tile of it is, as high as the largest. `None`: one of them does not say (a page that
     /// sent no view, a recording, a link whose node sent none), so the whole picture is
@@ -1207,6 +1310,16 @@ impl Sfu {
                 carries: t.viewers.current(viewer),
                 want,
                 reason,
+                layers: if t.viewers.is_passing(viewer) {
+                    t.viewers
+                        .carrying(viewer)
+                        .into_iter()
+                        .flatten()
+                        .map(Layer::rid)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             });
         }
         Some(Reception {
@@ -1232,8 +1345,12 @@ impl Sfu {
             let Some(t) = self.tracks.get(&track) else {
                 continue;
             };
-            // Not negotiated yet, or in another room: nothing of it comes.
-            if !t.viewers.contains(viewer) || t.viewers.is_apart(viewer) {
+            // Not negotiated yet, or in another room: nothing of it comes. A node link's
+            // stream of several layers carries what its node asks for.
+            if !t.viewers.contains(viewer)
+                || t.viewers.is_apart(viewer)
+                || t.viewers.is_passing(viewer)
+            {
                 continue;
             }
             if t.source.kind() == TrackKind::Audio {
@@ -1474,6 +1591,35 @@ impl Sfu {
         self.ask_keyframes(track, viewer, now, false)
     }
 
+    /// Node link `viewer`'s stream of `layer` of `track` (one of several it carries) lost
+    /// a picture: a keyframe of that layer, rate limited. A viewer with one stream of the
+    /// track asks as in [`Sfu::keyframe_needed`].
+    pub fn keyframe_needed_of(
+        &mut self,
+        track: TrackId,
+        viewer: ParticipantId,
+        layer: Layer,
+        now: Instant,
+    ) -> Vec<Output> {
+        let interval = self.limits.keyframe_interval;
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return Vec::new();
+        };
+        if !t.viewers.is_passing(viewer) {
+            return self.keyframe_needed(track, Some(viewer), now);
+        }
+        if !t.viewers.carrying(viewer).contains(&Some(layer))
+            || !t.viewers.keyframe_due(Some(layer), now, interval, false)
+        {
+            return Vec::new();
+        }
+        vec![Output::RequestKeyframe {
+            publisher: t.publisher,
+            track,
+            layer: Some(layer),
+        }]
+    }
+
     /// What a viewer receives on `track` now comes from another source without starting at
     /// a keyframe (the publisher restarted its sender): its decoder needs a keyframe of it
     /// at once, like a new viewer's, whatever the rate limit says.
@@ -1502,6 +1648,7 @@ impl Sfu {
         }
         let simulcast = t.viewers.layers() != Layers::NONE;
         let layers: Vec<Option<Layer>> = match viewer {
+            Some(v) if t.viewers.is_passing(v) => t.viewers.carrying(v),
             Some(v) => match t.viewers.current(v) {
                 Some(c) => vec![c],
                 // Nothing shown yet: it waits for the keyframe it was promised.
@@ -1941,6 +2088,14 @@ fn room_in(plan: Option<&RoomPlan>, key: Option<&str>) -> u8 {
 /// Whether a participant of kind `subscriber` subscribes to the tracks of one of kind
 /// `publisher`. Local tracks go to everyone here and to every node link; remote tracks go
 /// to local browsers only (their own node sends them to the other nodes).
+/// Whether a `subscriber`'s stream of `t` carries several layers side by side: a node
+/// link's, of a video in layers.
+fn passes(subscriber: Kind, t: &Track) -> bool {
+    subscriber == Kind::Link
+        && t.source.kind() == TrackKind::Video
+        && t.viewers.layers() != Layers::NONE
+}
+
 fn subscribes(publisher: Kind, subscriber: Kind) -> bool {
     matches!(
         (publisher, subscriber),

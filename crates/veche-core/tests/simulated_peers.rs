@@ -152,10 +152,10 @@ impl Sim {
     fn send_layer(&mut self, track: TrackId, layer: Layer, keyframe: bool) -> Vec<ParticipantId> {
         let mut routes = Vec::new();
         self.sfu.route(track, Some(layer), keyframe, &mut routes);
-        for &(s, _) in &routes {
-            *self.received.entry((s, track)).or_default() += 1;
+        for r in &routes {
+            *self.received.entry((r.viewer, track)).or_default() += 1;
         }
-        routes.into_iter().map(|(s, _)| s).collect()
+        routes.into_iter().map(|r| r.viewer).collect()
     }
 
     fn got(&self, who: ParticipantId, track: TrackId) -> u32 {
@@ -767,7 +767,7 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
     for (track, keyframe) in [(ta[0], false), (ta[1], true)] {
         sim.sfu.route(track, None, keyframe, &mut to);
         assert_eq!(
-            to.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            to.iter().map(|r| r.viewer).collect::<Vec<_>>(),
             [b],
             "Ada's {track:?} reaches Bob only"
         );
@@ -839,7 +839,7 @@ fn breakout_rooms_keep_media_and_chat_in_the_room_and_closing_brings_everyone_ba
     let stretch_of = |sim: &mut Sim, track, who| {
         let mut to = Vec::new();
         sim.sfu.route(track, None, false, &mut to);
-        to.iter().find(|(v, _)| *v == who).map(|(_, s)| *s)
+        to.iter().find(|r| r.viewer == who).map(|r| r.stretch)
     };
     assert_eq!(stretch_of(&mut sim, tc[0], b), None, "held back from Bob");
     sim.rooms(&[]);
@@ -1323,29 +1323,47 @@ fn who_speaks_in_a_breakout_room_is_told_only_to_that_room() {
 }
 
 #[test]
-fn a_node_link_carries_the_layer_its_node_shows_and_nothing_nobody_there_shows() {
-    // Node A: Ada publishes a camera in three layers; Ann watches on A; node B's viewers
-    // watch through A's link to B.
+fn a_node_link_carries_each_layer_its_node_needs_and_nothing_nobody_there_needs() {
+    // Node A: Ada publishes a camera in three layers; node B's viewers watch through A's
+    // link to B, which carries each layer they need in its own stream.
     let mut a = Sim::new();
     let (ada, ta) = a.join_publishing("m", "Ada");
     let cam = ta[1];
     a.sfu.set_simulcast(cam, Layers::ALL);
     let (link, out) = a.sfu.attach_link("m", a.now);
     a.apply(out);
+    assert_eq!(
+        a.sfu.link_layers(link, cam),
+        Some(Layers::ALL),
+        "negotiated as one stream per layer"
+    );
+    assert_eq!(
+        a.sfu.link_layers(link, ta[0]),
+        None,
+        "the voice: one stream"
+    );
     a.advance(Duration::from_millis(50));
-    let [q, _h, f] = Layer::ALL;
-    // Before B says anything, its link takes the whole picture.
-    assert!(a.send_layer(cam, f, true).contains(&link));
-    assert!(!a.send_layer(cam, q, true).contains(&link));
-    // B's viewers show Ada small: the link moves to q at q's keyframe, and carries only it.
-    let small = TileView {
-        visible: true,
-        height: 150,
+    let [q, h, f] = Layer::ALL;
+    let to_link = |a: &mut Sim, layer: Layer, keyframe: bool| -> Option<Option<Layer>> {
+        let mut routes = Vec::new();
+        a.sfu.route(cam, Some(layer), keyframe, &mut routes);
+        routes.iter().find(|r| r.viewer == link).map(|r| r.rid)
     };
-    let out = a.sfu.set_view(link, &[(ada, Source::Camera, small)], a.now);
+    // Before B says anything, the link takes every layer, each into its own stream from
+    // its own keyframe.
+    assert_eq!(to_link(&mut a, f, false), None, "no picture starts here");
+    for l in [q, h, f] {
+        assert_eq!(to_link(&mut a, l, true), Some(Some(l)));
+        assert_eq!(to_link(&mut a, l, false), Some(Some(l)));
+    }
+    // B's viewers need q only: h and f stop at once.
+    let out = a
+        .sfu
+        .set_passing(link, &[(ada, Source::Camera, Layers::NONE.with(q))], a.now);
     a.apply(out);
-    assert!(a.send_layer(cam, q, true).contains(&link));
-    assert!(!a.send_layer(cam, f, false).contains(&link));
+    assert_eq!(to_link(&mut a, q, false), Some(Some(q)));
+    assert_eq!(to_link(&mut a, f, true), None);
+    assert_eq!(to_link(&mut a, h, true), None);
     let out = a.sfu.tick(a.now);
     a.apply(out);
     a.advance(Duration::from_secs(4));
@@ -1356,19 +1374,28 @@ fn a_node_link_carries_the_layer_its_node_shows_and_nothing_nobody_there_shows()
         Layers::NONE.with(q),
         "nobody needs h or f: paused at Ada's page"
     );
+    // A viewer there wants f again: Ada's page is asked for it and for its keyframe,
+    // and the link's f starts there.
+    a.keyframe_layers.clear();
+    let out = a.sfu.set_passing(
+        link,
+        &[(ada, Source::Camera, Layers::NONE.with(q).with(f))],
+        a.now,
+    );
+    a.apply(out);
+    assert_eq!(a.layers_sent[&cam], Layers::NONE.with(q).with(f));
+    assert_eq!(a.keyframe_layers, [(cam, Some(f))]);
+    assert_eq!(to_link(&mut a, f, false), None);
+    assert_eq!(to_link(&mut a, f, true), Some(Some(f)));
     // Nobody on B shows her: the link carries none of her video (her voice goes on).
-    let hidden = TileView {
-        visible: false,
-        height: 150,
-    };
     let out = a
         .sfu
-        .set_view(link, &[(ada, Source::Camera, hidden)], a.now);
+        .set_passing(link, &[(ada, Source::Camera, Layers::NONE)], a.now);
     a.apply(out);
-    assert!(!a.send_layer(cam, q, true).contains(&link));
+    assert_eq!(to_link(&mut a, q, true), None);
     let mut routes = Vec::new();
     a.sfu.route(ta[0], None, false, &mut routes);
-    assert!(routes.iter().any(|(v, _)| *v == link));
+    assert!(routes.iter().any(|r| r.viewer == link && r.rid.is_none()));
 }
 
 #[test]

@@ -189,7 +189,7 @@ pub struct Engine {
     pub(crate) dropped: Arc<AtomicU64>,
     last_housekeeping: Instant,
     /// Who gets the packet being forwarded (the core's answer, reused).
-    routes: Vec<(ParticipantId, u32)>,
+    routes: Vec<veche_core::Route>,
     /// When the layers' rates were last measured.
     last_rates: Instant,
 }
@@ -944,7 +944,7 @@ impl Engine {
                         MediaKind::Audio => TrackKind::Audio,
                         MediaKind::Video => TrackKind::Video,
                     };
-                    self.link_media_added(id, m.mid, kind, now);
+                    self.link_media_added(id, m.mid, kind, simulcast_layers(&m), now);
                     return;
                 }
                 let Some(source) = p.source_of(m.mid) else {
@@ -959,13 +959,7 @@ impl Engine {
                     Ok((track, out)) => {
                         p.add_published(m.mid, track);
                         // A camera in layers (the rids of its offer).
-                        let layers = m
-                            .simulcast
-                            .iter()
-                            .flat_map(|s| &s.recv)
-                            .fold(veche_core::Layers::NONE, |set, l| {
-                                Layer::from_rid(&l.rid).map_or(set, |l| set.with(l))
-                            });
+                        let layers = simulcast_layers(&m);
                         if layers != veche_core::Layers::NONE {
                             self.sfu.set_simulcast(track, layers);
                         }
@@ -992,7 +986,11 @@ impl Engine {
                 let Some(track) = self.peers.get(&id).and_then(|p| p.out_track(req.mid)) else {
                     return;
                 };
-                let out = self.sfu.keyframe_needed(track, Some(id), now);
+                // A node link's stream of one of several layers asks for that layer's.
+                let out = match req.rid.and_then(|r| Layer::from_rid(&r)) {
+                    Some(layer) => self.sfu.keyframe_needed_of(track, id, layer, now),
+                    None => self.sfu.keyframe_needed(track, Some(id), now),
+                };
                 self.apply(out);
             }
             _ => {}
@@ -1072,18 +1070,18 @@ impl Engine {
         // keyframes.
         let mut routes = std::mem::take(&mut self.routes);
         self.sfu.route(track, layer, keyframe, &mut routes);
-        for &(sub, stretch) in &routes {
-            let Some(peer) = self.peers.get_mut(&sub) else {
-                if self.recorders.is(sub) {
-                    recorders.push(sub);
+        for r in &routes {
+            let Some(peer) = self.peers.get_mut(&r.viewer) else {
+                if self.recorders.is(r.viewer) {
+                    recorders.push(r.viewer);
                 }
                 continue;
             };
             let Some(out) = peer.out_mid(track) else {
                 continue;
             };
-            if peer.queue(out, stretch, packet.clone()) {
-                self.dirty.insert(sub);
+            if peer.queue(out, r.rid, r.stretch, packet.clone()) {
+                self.dirty.insert(r.viewer);
             } else {
                 self.stats.packets_dropped += 1;
             }
@@ -1119,6 +1117,10 @@ impl Engine {
                                 source,
                                 kind: source.kind(),
                             },
+                            layers: self
+                                .sfu
+                                .link_layers(subscriber, track)
+                                .unwrap_or(veche_core::Layers::NONE),
                         });
                         self.renegotiate.insert(subscriber);
                     }
@@ -1175,8 +1177,11 @@ impl Engine {
                     layers,
                     ..
                 } => {
-                    // A publisher at another node decides for itself (its node link is
-                    // one of its viewers).
+                    // A publisher at another node: its node hears what this one asks of
+                    // its link (`fed_views`).
+                    if !self.peers.contains_key(&publisher) {
+                        self.fed_views();
+                    }
                     if let Some(p) = self.peers.get(&publisher) {
                         let active = layers.rids();
                         tracing::debug!(%publisher, ?active, "layers to send");
@@ -1430,4 +1435,15 @@ fn candidates_for(bound: &[SocketAddr], advertise: &[IpAddr]) -> Vec<Candidate> 
         }
     }
     candidates
+}
+
+/// The layers an incoming m-line sends side by side (the rids of its offer): a browser's
+/// camera, or another node's link carrying several layers of one.
+fn simulcast_layers(m: &str0m::media::MediaAdded) -> veche_core::Layers {
+    veche_core::Layers::from_rids(
+        m.simulcast
+            .iter()
+            .flat_map(|s| &s.recv)
+            .map(|l| l.rid.to_string()),
+    )
 }

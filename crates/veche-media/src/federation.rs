@@ -93,7 +93,7 @@ pub(crate) struct Fed {
     resync_sent: HashMap<(String, String), Instant>,
     /// Track that arrives on a link → what we last told its sending node our viewers show
     /// of it (`MeetingEvent::Views`).
-    views_sent: HashMap<veche_core::TrackId, Option<TileView>>,
+    views_sent: HashMap<veche_core::TrackId, (Option<TileView>, Option<veche_core::Layers>)>,
     /// Participant → what they travel with (their proof, opaque here): for a browser here,
     /// what goes to other nodes; for someone another node carries, what it announced.
     pub presence: HashMap<ParticipantId, String>,
@@ -747,10 +747,13 @@ impl Engine {
                 continue;
             };
             let view = self.sfu.shown(track);
-            if self.fed.views_sent.get(&track) == Some(&view) {
+            // A link of several layers: those this node's viewers need (as a browser's
+            // camera is asked for its encodings).
+            let layers = self.sfu.asked_layers(track);
+            if self.fed.views_sent.get(&track) == Some(&(view, layers)) {
                 continue;
             }
-            self.fed.views_sent.insert(track, view);
+            self.fed.views_sent.insert(track, (view, layers));
             batches
                 .entry((meeting.clone(), node.clone()))
                 .or_default()
@@ -759,11 +762,13 @@ impl Engine {
                     origin: (origin != node).then(|| origin.clone()),
                     source,
                     view,
+                    layers: layers.map(|l| l.rids().into_iter().map(str::to_owned).collect()),
                 });
         }
         let track_in = &self.fed.track_in;
         self.fed.views_sent.retain(|t, _| track_in.contains_key(t));
         for ((meeting, node), tiles) in batches {
+            tracing::debug!(%node, tracks = tiles.len(), "views told");
             for chunk in tiles.chunks(MAX_VIEWS_PER_EVENT) {
                 self.fed_send(
                     &node,
@@ -789,6 +794,7 @@ impl Engine {
             return;
         };
         let mut views = Vec::new();
+        let mut passes = Vec::new();
         for t in tiles.iter().take(MAX_VIEWS_PER_EVENT) {
             // Our own participant, or (as a relay) one of the node we forward for.
             let pid = match &t.origin {
@@ -803,6 +809,13 @@ impl Engine {
             let Some(pid) = pid.filter(|p| self.sfu.meeting_of(*p) == Some(meeting)) else {
                 continue;
             };
+            if let Some(rids) = &t.layers {
+                passes.push((
+                    pid,
+                    t.source,
+                    veche_core::Layers::from_rids(rids.iter().take(3)),
+                ));
+            }
             // Someone there who does not say what they show needs the whole picture.
             let view = t.view.unwrap_or(TileView {
                 visible: true,
@@ -812,6 +825,10 @@ impl Engine {
         }
         if !views.is_empty() {
             let out = self.sfu.set_view(link, &views, now);
+            self.apply(out);
+        }
+        if !passes.is_empty() {
+            let out = self.sfu.set_passing(link, &passes, now);
             self.apply(out);
         }
     }
@@ -1006,6 +1023,7 @@ impl Engine {
         id: ParticipantId,
         mid: str0m::media::Mid,
         kind: veche_core::TrackKind,
+        layers: veche_core::Layers,
         now: Instant,
     ) {
         let Some(Role::LinkIn {
@@ -1051,7 +1069,11 @@ impl Engine {
                     p.add_published(mid, track);
                 }
                 self.fed.track_in.insert(track, id);
-                tracing::debug!(%node, participant = %pid, %track, source = ?lt.source, "remote track published");
+                // A camera whose layers the link carries side by side: chosen here per viewer.
+                if layers != veche_core::Layers::NONE {
+                    self.sfu.set_simulcast(track, layers);
+                }
+                tracing::debug!(%node, participant = %pid, %track, source = ?lt.source, rids = ?layers.rids(), "remote track published");
                 self.apply(out);
                 // As a relay: on to the nodes this one's tracks are relayed to.
                 let tos: Vec<String> = self

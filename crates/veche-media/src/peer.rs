@@ -7,11 +7,13 @@ use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
-use veche_core::{Layer, LinkTrack, ParticipantId, Source, TrackId, TrackKind};
+use veche_core::{Layer, Layers, LinkTrack, ParticipantId, Source, TrackId, TrackKind};
 
 use crate::api::{ErrorCode, PeerEvent, TrackInfo};
 use crate::forward::{Incoming, Rewriter};
@@ -80,7 +82,13 @@ pub(crate) struct Drained {
 pub(crate) struct PendingSub {
     pub track: TrackId,
     pub info: TrackInfo,
+    /// Sent in these layers side by side, one stream (rid) each: a node link's camera
+    /// (`veche_core::Sfu::link_layers`). None: one stream.
+    pub layers: Layers,
 }
+
+/// One outgoing stream's renumbering, and the publisher's payload type → ours.
+type OutStream = (Rewriter, Option<(Pt, Pt)>);
 
 /// The engine's offer that awaits the browser's answer.
 pub(crate) struct OfferInFlight {
@@ -207,8 +215,9 @@ pub(crate) struct Peer {
     /// Per incoming mid: a counter that moves on after a stretch that was withheld, and
     /// whether the last packet was (so subscribers' streams continue without a hole).
     in_epochs: HashMap<Mid, (u32, bool)>,
-    /// Per outgoing mid: its renumbering, and the publisher's payload type → ours.
-    rewriters: HashMap<Mid, (Rewriter, Option<(Pt, Pt)>)>,
+    /// Per outgoing stream (its mid, and its layer on an m-line of several): its
+    /// renumbering, and the publisher's payload type → ours.
+    rewriters: HashMap<(Mid, Option<Layer>), OutStream>,
     /// Outgoing streams (negotiating or ready): track → mid, mid → (track, info).
     out_mids: HashMap<TrackId, Mid>,
     out_tracks: BTreeMap<Mid, (TrackId, TrackInfo)>,
@@ -221,9 +230,9 @@ pub(crate) struct Peer {
     /// Negotiated before ICE connected; reported ready once it is, so the keyframe asked for
     /// on subscribe is not dropped on a connection that cannot carry it yet.
     ready_when_connected: Vec<TrackId>,
-    /// Packets forwarded to it since it was last drained: (its mid, the packet).
-    /// Outgoing mid, the stretch of the viewer's stream (see `veche_core::Gate`), packet.
-    queued: Vec<(Mid, u32, Arc<Forwarded>)>,
+    /// Packets forwarded to it since it was last drained: outgoing mid, its layer's stream
+    /// on an m-line of several, the stretch (see `veche_core::Gate`), the packet.
+    queued: Vec<(Mid, Option<Layer>, u32, Arc<Forwarded>)>,
 }
 
 impl Peer {
@@ -438,13 +447,13 @@ impl Peer {
     /// sent, and whether its source changed with it (a keyframe is needed then).
     fn forward(
         &mut self,
-        mid: Mid,
+        (mid, rid): (Mid, Option<Layer>),
         stretch: u32,
         p: &Incoming,
         params: PayloadParams,
         ext: &ExtensionValues,
     ) -> Result<Option<bool>, PeerFailure> {
-        let (rewriter, pts) = self.rewriters.entry(mid).or_insert_with(|| {
+        let (rewriter, pts) = self.rewriters.entry((mid, rid)).or_insert_with(|| {
             // Any start below 2^15 will do; spread them so streams do not look alike.
             let seed = (self.id.0 as u16).wrapping_add(self.out_tracks.len() as u16 * 997);
             (Rewriter::new(seed), None)
@@ -464,7 +473,7 @@ impl Peer {
         // hole the viewer could never fill).
         let written = contained(|| {
             let mut api = self.rtc.direct_api();
-            let tx = api.stream_tx_by_mid(mid, None)?;
+            let tx = api.stream_tx_by_mid(mid, rid.map(|l| Rid::from(l.rid())))?;
             let m = rewriter.map(p, stretch)?;
             let mut w = RtpWrite::new(pt, m.seq.into(), m.ts, p.arrival, p.payload.clone())
                 .marker(p.marker)
@@ -483,13 +492,20 @@ impl Peer {
         Ok(Some(m.switched))
     }
 
-    /// Queue a packet for outgoing stream `mid`, written at the next drain. Returns false
-    /// when the queue is full and the packet was dropped.
-    pub fn queue(&mut self, mid: Mid, stretch: u32, packet: Arc<Forwarded>) -> bool {
+    /// Queue a packet for outgoing stream `mid` (of layer `rid`, on an m-line of several
+    /// layers), written at the next drain. Returns false when the queue is full and the
+    /// packet was dropped.
+    pub fn queue(
+        &mut self,
+        mid: Mid,
+        rid: Option<Layer>,
+        stretch: u32,
+        packet: Arc<Forwarded>,
+    ) -> bool {
         if self.queued.len() >= MAX_QUEUED {
             return false;
         }
-        self.queued.push((mid, stretch, packet));
+        self.queued.push((mid, rid, stretch, packet));
         true
     }
 
@@ -503,8 +519,10 @@ impl Peer {
     ) -> Result<Drained, PeerFailure> {
         let mut done = Drained::default();
         let mut queued = std::mem::take(&mut self.queued);
-        for (mid, stretch, f) in queued.drain(..) {
-            if let Some(switched) = self.forward(mid, stretch, &f.incoming, f.params, &f.ext)? {
+        for (mid, rid, stretch, f) in queued.drain(..) {
+            if let Some(switched) =
+                self.forward((mid, rid), stretch, &f.incoming, f.params, &f.ext)?
+            {
                 if f.frame {
                     done.frames += 1;
                 }
@@ -534,9 +552,9 @@ impl Peer {
         self.ready_when_connected.retain(|t| *t != track);
         if let Some(mid) = self.out_mids.remove(&track) {
             self.out_tracks.remove(&mid);
-            self.rewriters.remove(&mid);
+            self.rewriters.retain(|(m, _), _| *m != mid);
             // Queued this pass for the stream now stopped: not written (nor renumbered anew).
-            self.queued.retain(|(m, _, _)| *m != mid);
+            self.queued.retain(|(m, _, _, _)| *m != mid);
             self.to_stop.push(mid);
         }
     }
@@ -573,13 +591,23 @@ impl Peer {
                     TrackKind::Audio => MediaKind::Audio,
                     TrackKind::Video => MediaKind::Video,
                 };
+                // Several layers: one rid each, for the node at the other end to choose from.
+                let simulcast = (sub.layers != Layers::NONE).then(|| Simulcast {
+                    send: sub
+                        .layers
+                        .rids()
+                        .into_iter()
+                        .map(SimulcastLayer::new)
+                        .collect(),
+                    recv: Vec::new(),
+                });
                 // The stream id groups a participant's tracks in the browser.
                 let mid = api.add_media(
                     kind,
                     Direction::SendOnly,
                     Some(sub.info.participant.to_string()),
                     Some(sub.track.to_string()),
-                    None,
+                    simulcast,
                 );
                 added.push((sub.track, mid, sub.info));
             }
@@ -662,8 +690,13 @@ impl Peer {
         contained(|| {
             let mut api = self.rtc.direct_api();
             for mid in video {
-                if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-                    tx.set_rtx_cache(VIDEO_HISTORY_PACKETS, VIDEO_HISTORY, Some(0.15));
+                // One stream, or one per layer.
+                let rids =
+                    std::iter::once(None).chain(Layer::ALL.map(|l| Some(Rid::from(l.rid()))));
+                for rid in rids {
+                    if let Some(tx) = api.stream_tx_by_mid(mid, rid) {
+                        tx.set_rtx_cache(VIDEO_HISTORY_PACKETS, VIDEO_HISTORY, Some(0.15));
+                    }
                 }
             }
         })?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +52,8 @@ struct Got {
     gaps: u64,
     /// Frame numbers the publisher wrote into the payload (video), in arrival order.
     numbers: Vec<u32>,
+    /// The simulcast layer each frame was sent in (0 for a publisher without layers).
+    layers: Vec<u8>,
 }
 
 /// A str0m peer that joins like a browser.
@@ -67,6 +69,10 @@ struct Client {
     connected: bool,
     /// Publishing: audio and video mids, the next send time and frame count.
     publish: Option<(Mid, Mid)>,
+    /// Its camera in three layers (rids q, h, f), each frame's layer in its fifth byte.
+    simulcast: bool,
+    /// The layers the node asked it to send, as they came.
+    layers_asked: Vec<Vec<&'static str>>,
     next_send: Instant,
     sent_frames: u32,
     audio_seq: u64,
@@ -106,6 +112,8 @@ struct Sim {
     threads: usize,
     /// Events sent to nodes outside the simulation: (to, meeting).
     to_strangers: Vec<(String, String)>,
+    /// The next client to join publishes its camera in layers.
+    simulcast_next: bool,
 }
 
 impl Sim {
@@ -133,6 +141,7 @@ impl Sim {
             relay_asks: 0,
             threads: 1,
             to_strangers: Vec::new(),
+            simulcast_next: false,
         }
     }
 
@@ -175,6 +184,76 @@ impl Sim {
     /// A peer joining on `node` at `ip`; `publish`: it sends a camera and a microphone.
     fn join(&mut self, node: usize, name: &'static str, ip: &str, publish: bool) -> usize {
         self.join_in(MEETING, node, name, ip, publish)
+    }
+
+    /// A peer on `node` at `ip` that publishes its camera in three layers, and a microphone.
+    fn join_simulcast(&mut self, node: usize, name: &'static str, ip: &str) -> usize {
+        self.simulcast_next = true;
+        self.join_in(MEETING, node, name, ip, true)
+    }
+
+    /// What the node at `node` says its links of the meeting carry.
+    fn links(&mut self, node: usize) -> Vec<veche_media::LinkInfo> {
+        let (reply, mut rx) = oneshot::channel();
+        let n = &mut self.nodes[node];
+        n.handle
+            .try_send(Command::Links {
+                meeting: MEETING.into(),
+                reply,
+            })
+            .expect("queued");
+        n.engine.handle_commands(self.now);
+        rx.try_recv().expect("answered")
+    }
+
+    /// The id `node` knows client `c` by (its own, or the one it gave a remote person).
+    fn id_on(&mut self, node: usize, c: usize) -> ParticipantId {
+        let name = self.clients[c].name;
+        let (reply, mut rx) = oneshot::channel();
+        let n = &mut self.nodes[node];
+        n.handle
+            .try_send(Command::Participants {
+                meeting: MEETING.into(),
+                reply,
+            })
+            .expect("queued");
+        n.engine.handle_commands(self.now);
+        let list = rx.try_recv().expect("answered");
+        list.iter()
+            .find(|p| p.name == name)
+            .map(|p| p.id)
+            .unwrap_or_else(|| panic!("{name} not listed at node {node}: {list:?}"))
+    }
+
+    /// What each viewer at `node` receives, and why.
+    fn reception(&mut self, node: usize) -> Vec<(String, ParticipantId, veche_core::Reception)> {
+        let (reply, mut rx) = oneshot::channel();
+        let n = &mut self.nodes[node];
+        n.handle
+            .try_send(Command::Reception {
+                meeting: None,
+                reply,
+            })
+            .expect("queued");
+        n.engine.handle_commands(self.now);
+        rx.try_recv().expect("answered")
+    }
+
+    /// Tell `node` what client `viewer`'s page shows of `publisher`'s camera.
+    fn view(&mut self, viewer: usize, publisher: usize, height: u32) {
+        let (id, node) = (self.clients[viewer].id, self.clients[viewer].node);
+        let tiles = vec![(
+            self.id_on(node, publisher),
+            Source::Camera,
+            veche_core::TileView {
+                visible: true,
+                height,
+            },
+        )];
+        self.nodes[node]
+            .handle
+            .try_send(Command::View { id, tiles })
+            .expect("queued");
     }
 
     /// The same, in `meeting`.
@@ -220,9 +299,14 @@ impl Sim {
         let id = joined.try_recv().expect("answered").expect("joined");
         let mut api = rtc.sdp_api();
         let mut sources = HashMap::new();
+        let simulcast = std::mem::take(&mut self.simulcast_next);
         let publish = if publish {
             let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            let layers = simulcast.then(|| Simulcast {
+                send: ["q", "h", "f"].map(SimulcastLayer::new).to_vec(),
+                recv: Vec::new(),
+            });
+            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers);
             sources.insert(a.to_string(), Source::Mic);
             sources.insert(v.to_string(), Source::Camera);
             Some((a, v))
@@ -250,6 +334,8 @@ impl Sim {
             timeout: self.now,
             connected: false,
             publish,
+            simulcast,
+            layers_asked: Vec::new(),
             next_send: self.now,
             sent_frames: 0,
             audio_seq: 0,
@@ -474,9 +560,10 @@ impl Client {
                     if !d.contiguous {
                         got.gaps += 1;
                     }
-                    if d.data.len() >= 4 {
+                    if d.data.len() >= 5 {
                         let n = u32::from_be_bytes([d.data[0], d.data[1], d.data[2], d.data[3]]);
                         got.numbers.push(n);
+                        got.layers.push(d.data[4]);
                     }
                 }
                 Ok(_) => {}
@@ -510,6 +597,7 @@ impl Client {
                         .expect("queued");
                 }
                 PeerEvent::Notice(Notice::ParticipantLeft { id, .. }) => self.left.push(id),
+                PeerEvent::Signal(Signal::Layers { active, .. }) => self.layers_asked.push(active),
                 _ => {}
             }
         }
@@ -538,17 +626,43 @@ impl Client {
             }
         }
         if self.audio_seq.is_multiple_of(2) {
-            if let Some(w) = self.rtc.writer(video) {
+            // Each frame in every layer the node asks for (all of them at first), smaller
+            // layers smaller; its first bytes say its number and its layer.
+            let asked = self.layers_asked.last().cloned();
+            let layers: Vec<(Option<&str>, u8)> = if self.simulcast {
+                [("q", 0u8), ("h", 1), ("f", 2)]
+                    .into_iter()
+                    .filter(|(r, _)| asked.as_ref().is_none_or(|a| a.contains(r)))
+                    .map(|(r, l)| (Some(r), l))
+                    .collect()
+            } else {
+                vec![(None, 0)]
+            };
+            let n = self.sent_frames;
+            let mut wrote = false;
+            for (rid, layer) in layers {
+                let Some(mut w) = self.rtc.writer(video) else {
+                    continue;
+                };
                 let pt = w.payload_params().find(|p| p.spec().codec == Codec::Vp8);
-                if let Some(pt) = pt.map(|p| p.pt()) {
-                    let n = self.sent_frames;
-                    let mut frame = vec![0u8; 3000];
-                    frame[..4].copy_from_slice(&n.to_be_bytes());
-                    let time = MediaTime::new(u64::from(n) * 3600, Frequency::NINETY_KHZ);
-                    if w.write(pt, now, time, frame).is_ok() {
-                        self.sent_frames += 1;
-                    }
+                let Some(pt) = pt.map(|p| p.pt()) else {
+                    continue;
+                };
+                if let Some(rid) = rid {
+                    w = w.rid(rid.into());
                 }
+                let size = match rid {
+                    Some(_) => 1000 * (1 + usize::from(layer)),
+                    None => 3000,
+                };
+                let mut frame = vec![0u8; size];
+                frame[..4].copy_from_slice(&n.to_be_bytes());
+                frame[4] = layer;
+                let time = MediaTime::new(u64::from(n) * 3600, Frequency::NINETY_KHZ);
+                wrote |= w.write(pt, now, time, frame).is_ok();
+            }
+            if wrote {
+                self.sent_frames += 1;
             }
         }
         // str0m sends what was written once time moves.
@@ -817,6 +931,96 @@ fn across_a_node_link_and_when_that_node_is_lost() {
     );
 }
 
+#[test]
+fn a_link_carries_each_layer_the_other_nodes_viewers_need_once() {
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    let p = sim.join_simulcast(a, "speaker", "10.0.0.2");
+    let small = sim.join(b, "small tile", "10.0.1.2", false);
+    let big = sim.join(b, "big tile", "10.0.1.3", false);
+    sim.until("video crosses the link to both", |s| {
+        s.clients[small].video.frames > 10 && s.clients[big].video.frames > 10
+    });
+    // One shows the speaker in a thumbnail (q); the other says nothing, so it gets the
+    // whole picture (f).
+    sim.view(small, p, 150);
+    let carried = |sim: &mut Sim| -> Vec<&'static str> {
+        let links = sim.links(a);
+        assert_eq!(links.len(), 1, "one other node: {links:?}");
+        let cams: Vec<_> = links[0]
+            .videos_out
+            .iter()
+            .filter(|v| v.source == Source::Camera)
+            .collect();
+        assert_eq!(cams.len(), 1, "one camera on the link: {cams:?}");
+        cams[0].layers.clone()
+    };
+    // Once the estimate toward the second viewer lets it have f, and past B's hold-off,
+    // B asks A's link for q and f only; past A's, the publisher is asked for those.
+    let settle = |sim: &mut Sim, want: &[&str]| {
+        for _ in 0..30 {
+            sim.run(Duration::from_secs(1));
+            if carried(sim) == want
+                && sim.clients[p]
+                    .layers_asked
+                    .last()
+                    .is_some_and(|a| a == want)
+            {
+                // Past the switches: what follows is what each viewer keeps.
+                sim.run(Duration::from_secs(3));
+                return;
+            }
+        }
+        let at_b = sim.reception(b);
+        panic!(
+            "the link carries {:?}, the publisher was asked for {:?}, not {want:?}: {at_b:?}",
+            carried(sim),
+            sim.clients[p].layers_asked.last()
+        );
+    };
+    settle(&mut sim, &["q", "f"]);
+    assert_eq!(carried(&mut sim), ["q", "f"], "two layers, each once");
+    assert_eq!(
+        sim.clients[p].layers_asked.last().map(Vec::as_slice),
+        Some(&["q", "f"][..]),
+        "h, which nobody needs, is paused at the publisher"
+    );
+    // Each viewer gets its own layer, every frame in order.
+    let last = |c: &Client, n: usize| -> (Vec<u8>, Vec<u32>) {
+        let g = &c.video;
+        assert!(g.layers.len() > n, "{}: {} frames", c.name, g.layers.len());
+        (
+            g.layers[g.layers.len() - n..].to_vec(),
+            g.numbers[g.numbers.len() - n..].to_vec(),
+        )
+    };
+    for (c, layer) in [(small, 0u8), (big, 2)] {
+        let (layers, numbers) = last(&sim.clients[c], 50);
+        assert!(
+            layers.iter().all(|l| *l == layer),
+            "{} gets layer {layer}: {layers:?}",
+            sim.clients[c].name
+        );
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "{}: {numbers:?}",
+            sim.clients[c].name
+        );
+    }
+    // Both in thumbnails: the link carries q alone, and so does the publisher.
+    sim.view(big, p, 150);
+    settle(&mut sim, &["q"]);
+    assert_eq!(carried(&mut sim), ["q"], "one layer for two viewers");
+    assert_eq!(
+        sim.clients[p].layers_asked.last().map(Vec::as_slice),
+        Some(&["q"][..])
+    );
+    let (layers, numbers) = last(&sim.clients[big], 50);
+    assert!(layers.iter().all(|l| *l == 0), "{layers:?}");
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+}
+
 const RELAY_1: &str = "12D3KooWSimRelay1111111111111111111111111111111111";
 
 const RELAY_2: &str = "12D3KooWSimRelay2222222222222222222222222222222222";
@@ -877,6 +1081,62 @@ fn through_a_relay_and_through_another_when_it_is_lost() {
     assert!(
         numbers.windows(2).all(|w| w[1] > w[0]),
         "in order: {numbers:?}"
+    );
+}
+
+#[test]
+fn a_relay_carries_the_layers_the_far_nodes_viewers_need() {
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    sim.node_with(RELAY_1, "10.0.2.1", true);
+    let (net_a, net_b) = ([10, 0, 0], [10, 0, 1]);
+    let on = |addr: SocketAddr, net: [u8; 3]| match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets()[..3] == net,
+        _ => false,
+    };
+    sim.lose = Box::new(move |from, to, _| {
+        (on(from, net_a) && on(to, net_b)) || (on(from, net_b) && on(to, net_a))
+    });
+    let p = sim.join_simulcast(a, "speaker", "10.0.0.2");
+    let v = sim.join(b, "viewer", "10.0.1.2", false);
+    sim.until_within(Duration::from_secs(40), "video through the relay", |s| {
+        s.clients[v].video.frames > 10
+    });
+    sim.view(v, p, 150);
+    // B asks the relay for q alone, the relay asks A, A asks the publisher.
+    sim.until_within(Duration::from_secs(30), "only q asked for", |s| {
+        s.clients[p]
+            .layers_asked
+            .last()
+            .is_some_and(|a| a == &["q"])
+    });
+    sim.run(Duration::from_secs(2));
+    let links = sim.links(a);
+    let to_b = links
+        .iter()
+        .find(|l| l.node == NODE_B)
+        .unwrap_or_else(|| panic!("no link toward B: {links:?}"));
+    assert!(to_b.via.is_some(), "relayed: {to_b:?}");
+    let cams: Vec<_> = to_b
+        .videos_out
+        .iter()
+        .filter(|x| x.source == Source::Camera)
+        .map(|x| x.layers.clone())
+        .collect();
+    assert_eq!(cams, [["q"]], "A's link to the relay carries q");
+    let got = &sim.clients[v].video;
+    let n = got.layers.len();
+    assert!(n > 100, "{got:?}");
+    assert!(
+        got.layers[n - 50..].iter().all(|l| *l == 0),
+        "{:?}",
+        got.layers
+    );
+    assert!(
+        got.numbers[n - 50..].windows(2).all(|w| w[1] == w[0] + 1),
+        "{:?}",
+        got.numbers
     );
 }
 
