@@ -131,6 +131,87 @@ pub fn allocate(budget: u64, audio: u64, videos: &[Video]) -> Vec<(Want, Reason)
     out
 }
 
+/// One video a node link carries in layers side by side ([`crate::Gate::passing`]), as
+/// the allocation sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sets {
+    /// Lower goes first (0: the spotlight).
+    pub priority: u8,
+    /// The layers the other node needs of it.
+    pub wanted: Layers,
+    /// The layers its publisher sends.
+    pub layers: Layers,
+    /// Bits per second of each layer.
+    pub rates: [u64; 3],
+}
+
+/// Share `budget` bits per second (after `reserved`: the voices, and videos carried whole)
+/// among the videos a node link carries in layers: the layers of each it carries (the
+/// smallest of those wanted, then each next one), and why, in the same order. As
+/// [`allocate`]: first the smallest wanted layer of each, in priority order, while the
+/// link carries it (the first [`ALWAYS_SHOWN`] and priority 0 always), then the larger
+/// ones, each only while the one below it is carried (one that does not fit gives way to
+/// the largest layer between that does). Each layer carried costs its own rate: they go
+/// side by side.
+pub fn allocate_sets(budget: u64, reserved: u64, videos: &[Sets]) -> Vec<(Layers, Reason)> {
+    let mut budget = budget.saturating_sub(reserved);
+    let mut order: Vec<usize> = (0..videos.len()).collect();
+    order.sort_by_key(|&i| videos[i].priority);
+    let mut out = vec![(Layers::NONE, Reason::Hidden); videos.len()];
+    let mut pictures = 0;
+    for &i in &order {
+        let v = &videos[i];
+        let Some(first) = v.wanted.iter().next() else {
+            continue;
+        };
+        let rate = v.rates[usize::from(first.index())];
+        if rate > budget && pictures >= ALWAYS_SHOWN && v.priority > 0 {
+            out[i] = (Layers::NONE, Reason::Bandwidth);
+            continue;
+        }
+        budget = budget.saturating_sub(rate);
+        out[i] = (Layers::NONE.with(first), Reason::View);
+        pictures += 1;
+    }
+    for &i in &order {
+        let v = &videos[i];
+        if out[i].0 == Layers::NONE {
+            continue;
+        }
+        let mut carried = out[i].0;
+        let mut below = carried.top();
+        for l in v.wanted.iter().skip(1) {
+            let rate = v.rates[usize::from(l.index())];
+            if rate <= budget {
+                budget -= rate;
+                carried = carried.with(l);
+                below = Some(l);
+                continue;
+            }
+            // No room for it: the largest layer between it and the one below that fits
+            // instead (a viewer there who needs it gets the nearest, not the smallest).
+            let instead = v
+                .layers
+                .iter()
+                .filter(|s| Some(*s) > below && *s < l)
+                .filter(|s| v.rates[usize::from(s.index())] <= budget)
+                .last();
+            if let Some(s) = instead {
+                budget -= v.rates[usize::from(s.index())];
+                carried = carried.with(s);
+            }
+            break;
+        }
+        let reason = if carried == v.wanted {
+            Reason::View
+        } else {
+            Reason::Bandwidth
+        };
+        out[i] = (carried, reason);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +219,58 @@ mod tests {
     const Q: Layer = Layer::ALL[0];
     const H: Layer = Layer::ALL[1];
     const F: Layer = Layer::ALL[2];
+
+    fn sets(priority: u8, wanted: Layers) -> Sets {
+        Sets {
+            priority,
+            wanted,
+            layers: Layers::ALL,
+            rates: [100, 400, 1_000],
+        }
+    }
+
+    #[test]
+    fn a_link_carries_the_smallest_wanted_layers_first_each_next_only_above_one_carried() {
+        let qf = Layers::NONE.with(Q).with(F);
+        let all = Layers::ALL;
+        // Room for everything: all that is wanted.
+        let got = allocate_sets(10_000, 50, &[sets(2, qf), sets(2, all)]);
+        assert_eq!(got, [(qf, Reason::View), (all, Reason::View)]);
+        // 50 of voices, q of both (200), then the first in priority grows: its f (1000)
+        // does not fit 750, h (400), between q and f, does instead; the second's h does
+        // not fit what is left (350).
+        let got = allocate_sets(1_000, 50, &[sets(1, qf), sets(2, all)]);
+        assert_eq!(
+            got,
+            [
+                (Layers::NONE.with(Q).with(H), Reason::Bandwidth),
+                (Layers::NONE.with(Q), Reason::Bandwidth)
+            ]
+        );
+        // With room for h and not f: the second gets h, the first keeps q and f.
+        let got = allocate_sets(1_800, 0, &[sets(1, qf), sets(2, all)]);
+        assert_eq!(
+            got,
+            [
+                (qf, Reason::View),
+                (Layers::NONE.with(Q).with(H), Reason::Bandwidth)
+            ]
+        );
+        // Nothing wanted: nothing carried.
+        assert_eq!(
+            allocate_sets(10_000, 0, &[sets(2, Layers::NONE)]),
+            [(Layers::NONE, Reason::Hidden)]
+        );
+        // Past the first six, a camera the link has no room for is not carried; the
+        // spotlight always is.
+        let mut many = vec![sets(2, all); 8];
+        many[7].priority = 0;
+        let got = allocate_sets(300, 0, &many);
+        let carried = got.iter().filter(|(l, _)| *l != Layers::NONE).count();
+        assert_eq!(carried, ALWAYS_SHOWN, "{got:?}");
+        assert_eq!(got[7].0, Layers::NONE.with(Q), "the spotlight first");
+        assert_eq!(got[6], (Layers::NONE, Reason::Bandwidth));
+    }
 
     fn camera(cap: Want) -> Video {
         Video {

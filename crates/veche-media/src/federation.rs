@@ -52,6 +52,10 @@ const RESYNC_FOR: Duration = Duration::from_secs(60);
 const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// With no relay to use, the direct link is tried again after this long.
 const DIRECT_RETRY: Duration = Duration::from_secs(15);
+/// The bandwidth estimate toward another node before its feedback says more, kbit/s: a
+/// link carries many cameras, and a classroom's LAN carries this much; a slower path says
+/// so within a few seconds.
+const LINK_INITIAL_ESTIMATE_KBPS: u64 = 5_000;
 /// Most tracks one `MeetingEvent::Views` names (a meeting's people times their two videos).
 const MAX_VIEWS_PER_EVENT: usize = 256;
 /// Most meetings one node may have this relay forward for it.
@@ -252,7 +256,10 @@ impl Engine {
             // As the browsers' connections: packets forwarded as they arrive.
             .set_rtp_mode(true)
             // Bitrate, loss and RTT per link, for the path shown in the API and the UI.
-            .set_stats_interval(Some(Duration::from_secs(1)));
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            // What the path to the other node carries decides the layers the link sends,
+            // as a browser's estimate does its downlink's (veche-core's alloc.rs).
+            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(LINK_INITIAL_ESTIMATE_KBPS)));
         // Check a link's path every second and give it up after a few unanswered checks:
         // a dead node's participants must vanish for everyone within seconds (str0m's
         // defaults, 3 s and 9 retries, take far longer).
@@ -1408,6 +1415,7 @@ impl Engine {
                         .find(|(_, v)| **v == id)
                         .map(|((a, _), _)| a.to_string())
                 });
+                let reception = hop.link_out.and_then(|id| self.sfu.reception(id));
                 LinkInfo {
                     node: node.clone(),
                     participants: self
@@ -1433,11 +1441,8 @@ impl Engine {
                         .map(|d| d.as_secs_f64() * 1000.0),
                     path,
                     via: s.via.clone(),
-                    videos_out: hop
-                        .link_out
-                        .and_then(|id| self.sfu.reception(id))
-                        .map(|r| r.videos)
-                        .unwrap_or_default(),
+                    estimate_out_bps: reception.as_ref().and_then(|r| r.estimate),
+                    videos_out: reception.map(|r| r.videos).unwrap_or_default(),
                 }
             })
             .collect()
