@@ -164,18 +164,35 @@ pub fn allocate_sets(budget: u64, reserved: u64, videos: &[Sets]) -> Vec<(Layers
         let Some(first) = v.wanted.iter().next() else {
             continue;
         };
-        let rate = v.rates[usize::from(first.index())];
-        if rate > budget && pictures >= ALWAYS_SHOWN && v.priority > 0 {
-            out[i] = (Layers::NONE, Reason::Bandwidth);
-            continue;
-        }
-        budget = budget.saturating_sub(rate);
-        out[i] = (Layers::NONE.with(first), Reason::View);
+        let rate = |l: Layer| v.rates[usize::from(l.index())];
+        // The smallest needed layer or, where it does not fit, the largest below it that
+        // does; the first few pictures always get one (the smallest sent, if none fits).
+        let below: Vec<Layer> = v.layers.iter().filter(|l| *l < first).collect();
+        let fitting = std::iter::once(first)
+            .chain(below.iter().rev().copied())
+            .find(|l| rate(*l) <= budget);
+        let always = pictures < ALWAYS_SHOWN || v.priority == 0;
+        let pick = match fitting {
+            Some(l) => l,
+            None if always => below.first().copied().unwrap_or(first),
+            None => {
+                out[i] = (Layers::NONE, Reason::Bandwidth);
+                continue;
+            }
+        };
+        budget = budget.saturating_sub(rate(pick));
+        let reason = if pick == first {
+            Reason::View
+        } else {
+            Reason::Bandwidth
+        };
+        out[i] = (Layers::NONE.with(pick), reason);
         pictures += 1;
     }
     for &i in &order {
         let v = &videos[i];
-        if out[i].0 == Layers::NONE {
+        // Nothing, or less than its smallest needed layer: nothing more.
+        if out[i].0 == Layers::NONE || out[i].1 == Reason::Bandwidth {
             continue;
         }
         let mut carried = out[i].0;
@@ -255,6 +272,17 @@ mod tests {
                 (qf, Reason::View),
                 (Layers::NONE.with(Q).with(H), Reason::Bandwidth)
             ]
+        );
+        // One viewer there needs f alone: where f does not fit, the largest layer that
+        // does instead, and the smallest sent when none does.
+        let f = Layers::NONE.with(F);
+        assert_eq!(
+            allocate_sets(500, 0, &[sets(2, f)]),
+            [(Layers::NONE.with(H), Reason::Bandwidth)]
+        );
+        assert_eq!(
+            allocate_sets(50, 0, &[sets(2, f)]),
+            [(Layers::NONE.with(Q), Reason::Bandwidth)]
         );
         // Nothing wanted: nothing carried.
         assert_eq!(

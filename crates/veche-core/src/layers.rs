@@ -411,6 +411,8 @@ pub(crate) struct Viewers {
     rates: [u64; 3],
     /// One per subscriber in `ready`: why it gets what it gets.
     reasons: Vec<Reason>,
+    /// Packets of each layer since the last [`Viewers::overdue`].
+    seen: [u16; 3],
 }
 
 /// What a layer is taken to cost before it was measured: the page's caps for its camera
@@ -427,6 +429,10 @@ pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(3);
 
 /// A subscription being negotiated keeps its camera's layers on at most this long.
 const NEGOTIATION_HOLD: Duration = Duration::from_secs(10);
+
+/// A layer none of whose packets came in a housekeeping round while this many of the
+/// others' did has stopped coming.
+const STOPPED_AFTER_OTHERS: u32 = 10;
 
 /// A viewer that still waits for its layer's keyframe this long asks again (the request,
 /// or the keyframe, was lost).
@@ -648,6 +654,10 @@ impl Viewers {
         out.clear();
         self.flowing = true;
         self.heard = true;
+        if let Some(l) = layer {
+            let n = &mut self.seen[usize::from(l.index())];
+            *n = n.saturating_add(1);
+        }
         if !video {
             out.extend(
                 self.ready
@@ -719,6 +729,29 @@ impl Viewers {
             return due;
         }
         self.idle_rounds = 0;
+        // A layer that stopped coming while others come (the publisher's encoder dropped
+        // it, or the link that brings it no longer has room for it): a stream on it takes
+        // the next keyframe of whichever layer comes, rather than freeze.
+        // (A round of a second has dozens of a layer's packets while it comes.)
+        let seen = std::mem::take(&mut self.seen);
+        let total: u32 = seen.iter().map(|n| u32::from(*n)).sum();
+        let stopped = self
+            .layers
+            .iter()
+            .filter(|l| seen[usize::from(l.index())] == 0)
+            .fold(Layers::NONE, Layers::with);
+        if stopped != Layers::NONE && total >= STOPPED_AFTER_OTHERS {
+            for (gate, apart) in self.gates.iter_mut().zip(&self.apart) {
+                if !apart
+                    && !gate.is_passing()
+                    && gate
+                        .current
+                        .is_some_and(|c| c.is_some_and(|l| stopped.has(l)))
+                {
+                    gate.current = None;
+                }
+            }
+        }
         for gate in self.present() {
             // A stream of several layers waits for each of its own.
             if gate.is_passing() {
@@ -934,6 +967,31 @@ mod tests {
             None,
             "a picture without layers is not its"
         );
+    }
+
+    #[test]
+    fn a_stream_on_a_layer_that_stopped_coming_takes_the_next_keyframe_of_another() {
+        let t0 = Instant::now();
+        let v1 = ParticipantId(1);
+        let mut v = Viewers::default();
+        v.set_layers(Layers::ALL);
+        v.add(v1, Want::Layer(F), false);
+        let mut out = Vec::new();
+        v.route(true, Some(F), true, &mut out);
+        assert_eq!(out.len(), 1);
+        v.overdue(t0);
+        // Only h comes now: for a round f still counts as coming...
+        for _ in 0..STOPPED_AFTER_OTHERS {
+            v.route(true, Some(H), true, &mut out);
+            assert!(out.is_empty(), "h is farther from f than f");
+        }
+        v.overdue(t0 + Duration::from_secs(1));
+        // ...then h's next keyframe starts it, in the same stretch.
+        v.route(true, Some(H), false, &mut out);
+        assert!(out.is_empty(), "only at a keyframe");
+        v.route(true, Some(H), true, &mut out);
+        assert_eq!(out.first().map(|r| (r.viewer, r.stretch)), Some((v1, 0)));
+        assert_eq!(v.current(v1), Some(Some(H)));
     }
 
     #[test]

@@ -367,7 +367,8 @@ struct Participant {
     flat: Option<(u64, Instant)>,
     held: bool,
     reset_wait: Duration,
-    /// Whose cameras it was last told it gets no picture of, for its link (sorted).
+    /// Whose cameras it was last told it gets no picture of, for its downlink (sorted; a
+    /// browser only).
     paused_told: Vec<ParticipantId>,
 }
 
@@ -1192,7 +1193,7 @@ impl Sfu {
         let cap = self.limits.participants_per_meeting * 3;
         let found = wanted
             .iter()
-            .map(|&(publisher, source, layers)| ((publisher, SourceKey::from(source)), layers, ()));
+            .map(|&(publisher, source, layers)| ((publisher, SourceKey::from(source)), layers));
         let Some(l) = self
             .participants
             .get_mut(&link)
@@ -1200,7 +1201,7 @@ impl Sfu {
         else {
             return Vec::new();
         };
-        for (key, layers, _) in found {
+        for (key, layers) in found {
             if l.passes.len() >= cap && !l.passes.contains_key(&key) {
                 continue;
             }
@@ -1365,9 +1366,15 @@ impl Sfu {
                     priority: self.priority(&v.meeting, t),
                     wanted: wanted.and(t.viewers.layers()),
                     layers: t.viewers.layers(),
-                    rates: t.viewers.rates(true),
+                    // A camera that sends nothing (off) costs nothing: carried as asked,
+                    // it shows at once when it starts.
+                    rates: if t.viewers.sending() {
+                        t.viewers.rates(true)
+                    } else {
+                        [0; 3]
+                    },
                 });
-                set_ids.push(track);
+                set_ids.push((track, !t.viewers.sending()));
                 continue;
             }
             let view = v.views.get(&(t.publisher, t.source.into())).copied();
@@ -1401,7 +1408,11 @@ impl Sfu {
         // longer carries it, and grows only into four fifths of it (the estimate is a
         // guess, retransmissions and RTCP come on top, and a stream that flaps between
         // layers costs a keyframe at each change).
-        let (keep, grow) = match estimate {
+        // A node link's videos without layers (a screen share) are carried as its node's
+        // tiles say: it cannot make them smaller, and turning one off would leave its
+        // viewers there a frozen tile.
+        let single = estimate.filter(|_| v.kind != Kind::Link);
+        let (keep, grow) = match single {
             Some(e) => (
                 allocate(e / 20 * 19, audio, &videos),
                 allocate(e / GROW_DIV * GROW_MUL, audio, &videos),
@@ -1490,7 +1501,7 @@ impl Sfu {
         });
         let mut held = false;
         let mut held_back = 0u64;
-        for (i, (track, set)) in set_ids.iter().zip(&sets).enumerate() {
+        for (i, ((track, idle), set)) in set_ids.iter().zip(&sets).enumerate() {
             let Some(t) = self.tracks.get_mut(track) else {
                 continue;
             };
@@ -1512,6 +1523,7 @@ impl Sfu {
             let was = t.viewers.want_of(viewer).map_or(Reason::View, |(_, r)| r);
             let (carry, reason) = match &sets_chosen {
                 None => (set.wanted, Reason::View),
+                _ if *idle => (set.wanted, Reason::View),
                 Some((keep, grow)) => {
                     let (k, g) = (keep[i], grow[i]);
                     if cost(k.0) < cost(old) {
@@ -1567,6 +1579,11 @@ impl Sfu {
         let desired = desired.max(minimum + held_back);
         paused.sort_unstable();
         if let Some(v) = self.participants.get_mut(&viewer) {
+            // Held back from now: the estimate has that long to grow before it is started
+            // afresh (not since it last grew, long before the path filled).
+            if held && !v.held {
+                v.flat = v.estimate.map(|e| (e, now));
+            }
             v.held = held;
             if v.kind.person() && v.paused_told != paused {
                 // Its page shows those tiles without a picture, and says why.
@@ -2204,9 +2221,6 @@ fn room_in(plan: Option<&RoomPlan>, key: Option<&str>) -> u8 {
         .unwrap_or(0)
 }
 
-/// Whether a participant of kind `subscriber` subscribes to the tracks of one of kind
-/// `publisher`. Local tracks go to everyone here and to every node link; remote tracks go
-/// to local browsers only (their own node sends them to the other nodes).
 /// Whether a `subscriber`'s stream of `t` carries several layers side by side: a node
 /// link's, of a video in layers.
 fn passes(subscriber: Kind, t: &Track) -> bool {
@@ -2215,6 +2229,9 @@ fn passes(subscriber: Kind, t: &Track) -> bool {
         && t.viewers.layers() != Layers::NONE
 }
 
+/// Whether a participant of kind `subscriber` subscribes to the tracks of one of kind
+/// `publisher`. Local tracks go to everyone here and to every node link; remote tracks go
+/// to local browsers only (their own node sends them to the other nodes).
 fn subscribes(publisher: Kind, subscriber: Kind) -> bool {
     matches!(
         (publisher, subscriber),

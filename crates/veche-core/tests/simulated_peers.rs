@@ -1649,8 +1649,12 @@ fn a_node_link_carries_what_its_estimate_has_room_for_and_starts_a_flat_one_afre
     // The estimate does not grow while it holds h and f back: after 3 s it is started
     // afresh, then after twice as long each time.
     let t0 = a.now;
-    for s in [1, 2, 4, 8, 9, 10] {
+    for s in 1..=10 {
         a.now = t0 + Duration::from_millis(s * 1000 + 100);
+        // Her camera goes on sending.
+        for l in [q, h, f] {
+            to_link(&mut a, l, false);
+        }
         let out = a.sfu.tick(a.now);
         a.apply(out);
     }

@@ -735,8 +735,10 @@ impl Engine {
     }
 
     /// Tell the nodes whose links we receive what our viewers (and the links we forward
-    /// on) show of each of their video tracks, where that changed: each link then carries
-    /// a track only as large as it is shown here, and not at all when nobody here shows it.
+    /// on) show of each of their video tracks, and for a camera in layers which layers
+    /// they need, where that changed: each link then carries a camera's needed layers (as
+    /// far as its estimate has room), a video without layers only as large as it is shown
+    /// here, and none that nobody here shows.
     pub(crate) fn fed_views(&mut self) {
         let mut batches: BTreeMap<(String, String), Vec<LinkView>> = BTreeMap::new();
         for (&track, link) in &self.fed.track_in {
@@ -788,8 +790,9 @@ impl Engine {
         }
     }
 
-    /// `node` says what its viewers show of the tracks our link to it carries: that link
-    /// takes each track's layer from it, as a viewer's stream takes its tile's.
+    /// `node` says what its viewers show of the tracks our link to it carries, and which
+    /// layers of each camera they need: that link carries those (`Sfu::set_passing`), and
+    /// a video without layers as a viewer's stream takes its tile.
     fn link_views(&mut self, meeting: &str, node: &str, tiles: &[LinkView], now: Instant) {
         let Some(link) = self
             .fed

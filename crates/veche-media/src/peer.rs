@@ -460,8 +460,11 @@ impl Peer {
         ext: &ExtensionValues,
     ) -> Result<Option<bool>, PeerFailure> {
         let (rewriter, pts) = self.rewriters.entry((mid, rid)).or_insert_with(|| {
-            // Any start below 2^15 will do; spread them so streams do not look alike.
-            let seed = (self.id.0 as u16).wrapping_add(self.out_tracks.len() as u16 * 997);
+            // Any start below 2^15 will do; spread them so streams do not look alike (the
+            // layers of one m-line too).
+            let seed = (self.id.0 as u16)
+                .wrapping_add(self.out_tracks.len() as u16 * 997)
+                .wrapping_add(rid.map_or(0, |l| u16::from(l.index()) * 331));
             (Rewriter::new(seed), None)
         });
         let pt = match *pts {
