@@ -212,11 +212,6 @@ impl Gate {
         self.pass.is_some()
     }
 
-    /// A stream of several layers: those it is to carry (see [`Gate::set_passing`]).
-    pub fn passing_set(&self) -> Option<Layers> {
-        self.pass.as_ref().map(|p| p.wanted)
-    }
-
     /// A stream of several layers carries `wanted` from now on: a layer no longer wanted
     /// stops (its next start is a new stretch). Returns the layers newly wanted, whose
     /// keyframes it waits for. Nothing for a stream of one layer.
@@ -494,11 +489,6 @@ impl Viewers {
     /// Whether `viewer`'s stream carries several layers.
     pub fn is_passing(&self, viewer: ParticipantId) -> bool {
         self.gate(viewer).is_some_and(Gate::is_passing)
-    }
-
-    /// The layers `viewer`'s stream of several is to carry.
-    pub fn passing_set(&self, viewer: ParticipantId) -> Option<Layers> {
-        self.gate(viewer).and_then(Gate::passing_set)
     }
 
     /// The layers `viewer`'s stream carries now.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::alloc::{allocate, allocate_sets, Reason, Sets, Video};
+use crate::alloc::{allocate, Reason, Video};
 use crate::layers::{want_for, Layer, Layers, Route, TileView, Viewers, Want};
 use crate::notice::Recording;
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
@@ -80,16 +80,6 @@ pub enum Output {
         /// What its tiles need.
         desired: u64,
     },
-    /// The bandwidth estimate toward node link `viewer` has stayed at `bps` a while
-    /// although it holds layers back: start it afresh from there (its probes find out
-    /// whether the path has room again; a loss a while ago can hold an estimate for up
-    /// to a minute).
-    ResetEstimate {
-        /// The node link.
-        viewer: ParticipantId,
-        /// Its estimate now, bits per second.
-        bps: u64,
-    },
     /// Tell the publisher of a camera in layers which of them to send (the others nobody
     /// watches: its browser stops encoding them).
     SendLayers {
@@ -136,10 +126,6 @@ pub enum Output {
 /// grew, the next grows only after `GROW_STEP`.
 const GROW_AFTER: Duration = Duration::from_secs(5);
 const GROW_STEP: Duration = Duration::from_secs(2);
-/// A node link's estimate that holds layers back and does not grow this long is started
-/// afresh ([`Output::ResetEstimate`]); each time again, twice as long, up to `RESET_MOST`.
-const RESET_FIRST: Duration = Duration::from_secs(3);
-const RESET_MOST: Duration = Duration::from_secs(12);
 /// A stream grows into this share of the estimate (`GROW_MUL / GROW_DIV`).
 const GROW_MUL: u64 = 4;
 const GROW_DIV: u64 = 5;
@@ -360,15 +346,7 @@ struct Participant {
     grow_after: Option<Instant>,
     /// The last `Output::Bitrate` for it.
     bitrate_told: (u64, u64),
-    /// A node link: its estimate, since when it has not grown a twentieth above it, and
-    /// whether it holds layers back for bandwidth; how long a flat estimate that holds
-    /// layers back waits before it is started afresh (doubling each time, see
-    /// `Output::ResetEstimate`).
-    flat: Option<(u64, Instant)>,
-    held: bool,
-    reset_wait: Duration,
-    /// Whose cameras it was last told it gets no picture of, for its downlink (sorted; a
-    /// browser only).
+    /// Whose cameras it was last told it gets no picture of, for its link (sorted).
     paused_told: Vec<ParticipantId>,
 }
 
@@ -421,7 +399,8 @@ pub struct Sfu {
     recording: HashMap<String, Recording>,
     /// Who speaks in each meeting (here or at another node).
     speakers: HashMap<String, Speakers>,
-    /// Whose camera (their key) is on everyone's stage, per meeting with people here.
+    /// Whose camera (their key) is on everyone's stage, per meeting (kept when nobody is
+    /// here, for whoever joins next).
     spotlights: HashMap<String, String>,
 }
 
@@ -704,9 +683,6 @@ impl Sfu {
                 allocated_for: None,
                 grow_after: None,
                 bitrate_told: (0, 0),
-                flat: None,
-                held: false,
-                reset_wait: RESET_FIRST,
                 paused_told: Vec::new(),
             },
         );
@@ -826,10 +802,11 @@ impl Sfu {
             }
             // An empty meeting keeps nothing but its chat; forget it entirely when that is
             // empty too, so meetings nobody uses cost nothing.
+            // The spotlight stays, as the rooms do, for whoever joins next: a join that
+            // raced this leave would otherwise miss it (the driver tells it again before
+            // each join, from the meeting's rules, and that may have come first).
             if room.participants.is_empty() {
                 self.speakers.remove(&p.meeting);
-                // Told again by the driver at the next join, from the meeting's rules.
-                self.spotlights.remove(&p.meeting);
             } else if let Some(s) = self.speakers.get_mut(&p.meeting) {
                 s.forget(id);
             }
@@ -1014,8 +991,6 @@ impl Sfu {
                 });
             }
             out.extend(Self::layers_output(track, t, now));
-            // As far as the link's estimate carries them.
-            out.extend(self.reallocate(subscriber, now));
             return out;
         }
         let view = sub.views.get(&key).copied();
@@ -1191,9 +1166,18 @@ impl Sfu {
         now: Instant,
     ) -> Vec<Output> {
         let cap = self.limits.participants_per_meeting * 3;
-        let found = wanted
+        let found: Vec<((ParticipantId, SourceKey), Layers, Option<TrackId>)> = wanted
             .iter()
-            .map(|&(publisher, source, layers)| ((publisher, SourceKey::from(source)), layers));
+            .map(|&(publisher, source, layers)| {
+                let key = (publisher, SourceKey::from(source));
+                let track = self
+                    .participants
+                    .get(&publisher)
+                    .and_then(|p| p.published.get(&key.1))
+                    .copied();
+                (key, layers, track)
+            })
+            .collect();
         let Some(l) = self
             .participants
             .get_mut(&link)
@@ -1201,14 +1185,35 @@ impl Sfu {
         else {
             return Vec::new();
         };
-        for (key, layers) in found {
+        let mut tracks = Vec::new();
+        for (key, layers, track) in found {
             if l.passes.len() >= cap && !l.passes.contains_key(&key) {
                 continue;
             }
             l.passes.insert(key, layers);
+            tracks.extend(track.map(|t| (t, layers)));
         }
-        // As far as the link's estimate carries them.
-        self.reallocate(link, now)
+        let interval = self.limits.keyframe_interval;
+        let mut out = Vec::new();
+        for (track, layers) in tracks {
+            let Some(t) = self.tracks.get_mut(&track) else {
+                continue;
+            };
+            let Some(new) = t.viewers.set_passing(link, layers) else {
+                continue;
+            };
+            for l in new.iter() {
+                if t.viewers.keyframe_due(Some(l), now, interval, false) {
+                    out.push(Output::RequestKeyframe {
+                        publisher: t.publisher,
+                        track,
+                        layer: Some(l),
+                    });
+                }
+            }
+            out.extend(Self::layers_output(track, t, now));
+        }
+        out
     }
 
     /// What this node's subscribers of video `track` show of it at most: visible if any
@@ -1265,12 +1270,6 @@ impl Sfu {
             return Vec::new();
         };
         v.estimate = Some(bps);
-        // Since when it has not grown past a twentieth above where it was then.
-        if v.flat
-            .is_none_or(|(at, _)| bps.saturating_mul(20) > at.saturating_mul(21))
-        {
-            v.flat = Some((bps, now));
-        }
         let moved = v
             .allocated_for
             .is_none_or(|at| bps.abs_diff(at) * 10 > at.max(1));
@@ -1344,37 +1343,20 @@ impl Sfu {
         let mut idle = Vec::new();
         let mut idle_out = Vec::new();
         let mut audio = 0u64;
-        let mut sets = Vec::new();
-        let mut set_ids = Vec::new();
         for &track in &v.subscribed {
             let Some(t) = self.tracks.get(&track) else {
                 continue;
             };
-            // Not negotiated yet, or in another room: nothing of it comes.
-            if !t.viewers.contains(viewer) || t.viewers.is_apart(viewer) {
+            // Not negotiated yet, or in another room: nothing of it comes. A node link's
+            // stream of several layers carries what its node asks for.
+            if !t.viewers.contains(viewer)
+                || t.viewers.is_apart(viewer)
+                || t.viewers.is_passing(viewer)
+            {
                 continue;
             }
             if t.source.kind() == TrackKind::Audio {
                 audio += t.viewers.rates(false)[0];
-                continue;
-            }
-            // A node link's camera in layers side by side: shared out after the rest.
-            if t.viewers.is_passing(viewer) {
-                let key = (t.publisher, t.source.into());
-                let wanted = v.passes.get(&key).copied().unwrap_or(Layers::ALL);
-                sets.push(Sets {
-                    priority: self.priority(&v.meeting, t),
-                    wanted: wanted.and(t.viewers.layers()),
-                    layers: t.viewers.layers(),
-                    // A camera that sends nothing (off) costs nothing: carried as asked,
-                    // it shows at once when it starts.
-                    rates: if t.viewers.sending() {
-                        t.viewers.rates(true)
-                    } else {
-                        [0; 3]
-                    },
-                });
-                set_ids.push((track, !t.viewers.sending()));
                 continue;
             }
             let view = v.views.get(&(t.publisher, t.source.into())).copied();
@@ -1386,8 +1368,24 @@ impl Sfu {
                 idle.push((track, want_for(view)));
                 continue;
             }
+            let speaks = self
+                .speakers
+                .get(&v.meeting)
+                .is_some_and(|s| s.speaking().contains(&t.publisher));
+            let spotlit = self.spotlights.get(&v.meeting).is_some_and(|key| {
+                self.participants
+                    .get(&t.publisher)
+                    .is_some_and(|p| p.key.as_ref() == Some(key))
+            });
             videos.push(Video {
-                priority: self.priority(&v.meeting, t),
+                // A screen share and the spotlight first, then the speakers' cameras, then
+                // the others.
+                priority: match (t.source, speaks) {
+                    (Source::Screen, _) => 0,
+                    (Source::Camera, _) if spotlit => 0,
+                    (_, true) => 1,
+                    _ => 2,
+                },
                 cap: want_for(view),
                 layers: t.viewers.layers(),
                 rates: t.viewers.rates(true),
@@ -1408,11 +1406,7 @@ impl Sfu {
         // longer carries it, and grows only into four fifths of it (the estimate is a
         // guess, retransmissions and RTCP come on top, and a stream that flaps between
         // layers costs a keyframe at each change).
-        // A node link's videos without layers (a screen share) are carried as its node's
-        // tiles say: it cannot make them smaller, and turning one off would leave its
-        // viewers there a frozen tile.
-        let single = estimate.filter(|_| v.kind != Kind::Link);
-        let (keep, grow) = match single {
+        let (keep, grow) = match estimate {
             Some(e) => (
                 allocate(e / 20 * 19, audio, &videos),
                 allocate(e / GROW_DIV * GROW_MUL, audio, &videos),
@@ -1491,81 +1485,6 @@ impl Sfu {
                 }
             }
         }
-        // A node link's cameras in layers: the smallest layers its node needs first, each
-        // next only above one carried, in the room the rest left.
-        let sets_chosen = estimate.map(|e| {
-            (
-                allocate_sets(e / 20 * 19, minimum, &sets),
-                allocate_sets(e / GROW_DIV * GROW_MUL, minimum, &sets),
-            )
-        });
-        let mut held = false;
-        let mut held_back = 0u64;
-        for (i, ((track, idle), set)) in set_ids.iter().zip(&sets).enumerate() {
-            let Some(t) = self.tracks.get_mut(track) else {
-                continue;
-            };
-            let cost = |l: Layers| {
-                l.iter()
-                    .map(|x| set.rates[usize::from(x.index())])
-                    .sum::<u64>()
-            };
-            // What it carries now of what may still be asked of it (nothing above the
-            // largest wanted layer).
-            let top = set.wanted.top();
-            let old = t
-                .viewers
-                .passing_set(viewer)
-                .unwrap_or(Layers::NONE)
-                .iter()
-                .filter(|l| Some(*l) <= top)
-                .fold(Layers::NONE, Layers::with);
-            let was = t.viewers.want_of(viewer).map_or(Reason::View, |(_, r)| r);
-            let (carry, reason) = match &sets_chosen {
-                None => (set.wanted, Reason::View),
-                _ if *idle => (set.wanted, Reason::View),
-                Some((keep, grow)) => {
-                    let (k, g) = (keep[i], grow[i]);
-                    if cost(k.0) < cost(old) {
-                        k
-                    } else if cost(g.0) > cost(old) && !(hold && was == Reason::Bandwidth) {
-                        g
-                    } else if old == set.wanted {
-                        (old, Reason::View)
-                    } else if old == k.0 {
-                        k
-                    } else {
-                        (old, Reason::Bandwidth)
-                    }
-                }
-            };
-            if cost(carry) < cost(old) && reason == Reason::Bandwidth {
-                shrank = true;
-            }
-            if cost(carry) > cost(old) && was == Reason::Bandwidth {
-                grew = true;
-            }
-            held |= reason == Reason::Bandwidth;
-            t.viewers.set_reason(viewer, reason);
-            if let Some(new) = t.viewers.set_passing(viewer, carry) {
-                for l in new.iter() {
-                    if t.viewers.keyframe_due(Some(l), now, interval, false) {
-                        out.push(Output::RequestKeyframe {
-                            publisher: t.publisher,
-                            track: *track,
-                            layer: Some(l),
-                        });
-                    }
-                }
-            }
-            out.extend(Self::layers_output(*track, t, now));
-            // Not padded toward a next layer (a link carries many: padding it up to its
-            // estimate costs the voices on a path that is full); probed for what is held
-            // back, and a flat estimate is started afresh (`tick`).
-            minimum += cost(carry);
-            desired += cost(set.wanted);
-            held_back += cost(set.wanted).saturating_sub(cost(carry));
-        }
         // Only while a stream is held small by the link: kept busy up to where its next
         // step would grow (str0m pads, never above the estimate), and probing for what the
         // tiles need. Otherwise nothing is padded or probed: nothing would use it.
@@ -1576,16 +1495,9 @@ impl Sfu {
             ),
             None => (minimum, minimum),
         };
-        let desired = desired.max(minimum + held_back);
         paused.sort_unstable();
         if let Some(v) = self.participants.get_mut(&viewer) {
-            // Held back from now: the estimate has that long to grow before it is started
-            // afresh (not since it last grew, long before the path filled).
-            if held && !v.held {
-                v.flat = v.estimate.map(|e| (e, now));
-            }
-            v.held = held;
-            if v.kind.person() && v.paused_told != paused {
+            if v.paused_told != paused {
                 // Its page shows those tiles without a picture, and says why.
                 v.paused_told = paused.clone();
                 out.push(Output::Notify {
@@ -1611,26 +1523,6 @@ impl Sfu {
             }
         }
         out
-    }
-
-    /// Where `t` comes in a downlink's share in `meeting`: a screen share and the
-    /// spotlight first, then the speakers' cameras, then the others.
-    fn priority(&self, meeting: &str, t: &Track) -> u8 {
-        let speaks = self
-            .speakers
-            .get(meeting)
-            .is_some_and(|s| s.speaking().contains(&t.publisher));
-        let spotlit = self.spotlights.get(meeting).is_some_and(|key| {
-            self.participants
-                .get(&t.publisher)
-                .is_some_and(|p| p.key.as_ref() == Some(key))
-        });
-        match (t.source, speaks) {
-            (Source::Screen, _) => 0,
-            (Source::Camera, _) if spotlit => 0,
-            (_, true) => 1,
-            _ => 2,
-        }
     }
 
     /// What the publisher of `t` should be told of its layers, if that changed.
@@ -1673,32 +1565,6 @@ impl Sfu {
                 }
             }
             out.extend(Self::layers_output(track, t, now));
-        }
-        // A node link's estimate that holds layers back and does not grow is started
-        // afresh (one that only falls may be spiralling down with what the pacer lets out).
-        let mut links: Vec<ParticipantId> = self
-            .participants
-            .iter()
-            .filter(|(_, p)| p.kind == Kind::Link)
-            .map(|(id, _)| *id)
-            .collect();
-        links.sort();
-        for id in links {
-            let Some(l) = self.participants.get_mut(&id) else {
-                continue;
-            };
-            let (Some(bps), Some((_, since))) = (l.estimate, l.flat) else {
-                continue;
-            };
-            if !l.held {
-                l.reset_wait = RESET_FIRST;
-            } else if now.saturating_duration_since(since) >= l.reset_wait {
-                l.flat = Some((bps, now));
-                l.reset_wait = (l.reset_wait * 2).min(RESET_MOST);
-                // From no less than what it carries: its probes go a few times above it.
-                let bps = bps.max(l.bitrate_told.0);
-                out.push(Output::ResetEstimate { viewer: id, bps });
-            }
         }
         // Streams held small after the link shrank may grow again.
         let mut viewers: Vec<ParticipantId> = self
@@ -2045,8 +1911,8 @@ impl Sfu {
     /// Put the camera of the person with `key` on everyone's stage in `meeting` (`None`:
     /// nobody's), as the meeting's rules decided: every browser here is told, and each
     /// one's downlink is shared out again (the spotlight comes first); whoever joins next
-    /// is told. Forgotten when the last person here leaves (the driver tells it again
-    /// before the next join, from the rules).
+    /// is told. Kept while nobody is here, as the rooms are (the driver tells it again
+    /// before each join, from the rules).
     pub fn set_spotlight(
         &mut self,
         meeting: &str,

@@ -27,8 +27,6 @@ struct Sim {
     attendance: Vec<(String, ParticipantId, bool)>,
     /// The layers each publisher was last told to send.
     layers_sent: HashMap<TrackId, Layers>,
-    /// Node links whose estimate was started afresh, in order.
-    resets: Vec<ParticipantId>,
     /// Every keyframe request, in order, with its layer.
     keyframe_layers: Vec<(TrackId, Option<Layer>)>,
     /// What each viewer's connection was last told to keep and probe for.
@@ -52,7 +50,6 @@ impl Sim {
             unsubscribed: HashSet::new(),
             attendance: Vec::new(),
             layers_sent: HashMap::new(),
-            resets: Vec::new(),
             keyframe_layers: Vec::new(),
             bitrates: HashMap::new(),
         }
@@ -78,7 +75,6 @@ impl Sim {
                 Output::SendLayers { track, layers, .. } => {
                     self.layers_sent.insert(track, layers);
                 }
-                Output::ResetEstimate { viewer, .. } => self.resets.push(viewer),
                 Output::Bitrate {
                     viewer,
                     minimum,
@@ -1601,73 +1597,40 @@ fn the_spotlight_is_told_to_everyone_here_and_its_camera_comes_first_on_a_weak_l
 }
 
 #[test]
-fn a_node_link_carries_what_its_estimate_has_room_for_and_starts_a_flat_one_afresh() {
-    let mut a = Sim::new();
-    let (_ada, ta) = a.join_publishing("m", "Ada");
-    let cam = ta[1];
-    a.sfu.set_simulcast(cam, Layers::ALL);
-    let (link, out) = a.sfu.attach_link("m", a.now);
-    a.apply(out);
-    a.advance(Duration::from_millis(50));
-    let [q, h, f] = Layer::ALL;
-    let to_link = |a: &mut Sim, layer: Layer, keyframe: bool| -> bool {
-        let mut routes = Vec::new();
-        a.sfu.route(cam, Some(layer), keyframe, &mut routes);
-        routes
-            .iter()
-            .any(|r| r.viewer == link && r.rid == Some(layer))
-    };
-    let reason = |a: &Sim| {
-        a.sfu
-            .reception(link)
-            .expect("the link")
-            .videos
-            .iter()
-            .find(|v| v.source == Source::Camera)
-            .map(|v| v.reason)
-            .expect("its camera")
-    };
-    for l in [q, h, f] {
-        assert!(to_link(&mut a, l, true), "no estimate yet: every layer");
-    }
-    let out = a.sfu.set_estimate(link, 5_000_000, a.now);
-    a.apply(out);
-    assert!(to_link(&mut a, f, false), "room for all of them");
-    assert_eq!(reason(&a), veche_core::Reason::View);
-    // The path narrows to 700 kbit/s: her voice and q fit, h (costed at its cap) does not.
-    let out = a.sfu.set_estimate(link, 700_000, a.now);
-    a.apply(out);
-    assert!(to_link(&mut a, q, false));
-    assert!(!to_link(&mut a, h, true));
-    assert!(!to_link(&mut a, f, true));
-    assert_eq!(reason(&a), veche_core::Reason::Bandwidth);
-    let (minimum, desired) = a.bitrates[&link];
+fn a_join_right_after_the_last_leave_is_told_of_the_spotlight() {
+    // The driver hands the spotlight before each join; the last person here leaves
+    // between that and the join it was for.
+    let mut sim = Sim::new();
+    let ada = sim.join("m", "Ada");
+    let out = sim
+        .sfu
+        .set_spotlight("m", Some("key-of-bob".into()), sim.now);
+    sim.apply(out);
+    let out = sim.sfu.leave(ada, sim.now);
+    sim.apply(out);
+    let (cy, out) = sim
+        .sfu
+        .join_keyed("m", "Cy", Some("key-of-cy".into()), sim.now)
+        .expect("join");
+    sim.apply(out);
+    let told = sim.notices.get(&cy).cloned().unwrap_or_default();
     assert!(
-        minimum > 120_000 && desired > minimum,
-        "kept busy toward h, probing for all: {minimum} {desired}"
+        told.contains(&Notice::Spotlight {
+            key: Some("key-of-bob".into())
+        }),
+        "Cy is told whose camera is on the stage: {told:?}"
     );
-    // The estimate does not grow while it holds h and f back: after 3 s it is started
-    // afresh, then after twice as long each time.
-    let t0 = a.now;
-    for s in 1..=10 {
-        a.now = t0 + Duration::from_millis(s * 1000 + 100);
-        // Her camera goes on sending.
-        for l in [q, h, f] {
-            to_link(&mut a, l, false);
-        }
-        let out = a.sfu.tick(a.now);
-        a.apply(out);
-    }
-    assert_eq!(a.resets, [link, link], "at 3 s and 9 s");
-    // Room again: past the hold after the shrink, every layer comes back at its keyframe.
-    let out = a.sfu.set_estimate(link, 5_000_000, a.now);
-    a.apply(out);
-    assert!(!to_link(&mut a, f, false), "f starts at its keyframe");
-    assert!(to_link(&mut a, f, true));
-    assert!(to_link(&mut a, h, true));
-    assert_eq!(reason(&a), veche_core::Reason::View);
-    a.now += Duration::from_secs(30);
-    let out = a.sfu.tick(a.now);
-    a.apply(out);
-    assert_eq!(a.resets.len(), 2, "nothing held back: never started afresh");
+    // Ended while nobody was here: the next one is told nothing of it.
+    let out = sim.sfu.leave(cy, sim.now);
+    sim.apply(out);
+    let out = sim.sfu.set_spotlight("m", None, sim.now);
+    sim.apply(out);
+    let dan = sim.join("m", "Dan");
+    let told = sim.notices.get(&dan).cloned().unwrap_or_default();
+    assert!(
+        !told
+            .iter()
+            .any(|n| matches!(n, Notice::Spotlight { key: Some(_) })),
+        "{told:?}"
+    );
 }

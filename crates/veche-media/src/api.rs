@@ -325,10 +325,7 @@ pub struct LinkInfo {
     pub path: Option<String>,
     /// The relay node the media goes through, when the direct path failed.
     pub via: Option<String>,
-    /// The bandwidth estimate of our link to it, bits per second, once it has one.
-    pub estimate_out_bps: Option<u64>,
-    /// What our link to it carries of each video, and why (what that node's viewers need,
-    /// as far as the estimate carries it).
+    /// What our link to it carries of each video, and why (what that node's viewers show).
     pub videos_out: Vec<veche_core::Received>,
 }
 

@@ -52,10 +52,6 @@ const RESYNC_FOR: Duration = Duration::from_secs(60);
 const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// With no relay to use, the direct link is tried again after this long.
 const DIRECT_RETRY: Duration = Duration::from_secs(15);
-/// The bandwidth estimate toward another node before its feedback says more, kbit/s: a
-/// link carries many cameras, and a classroom's LAN carries this much; a slower path says
-/// so within a few seconds.
-const LINK_INITIAL_ESTIMATE_KBPS: u64 = 5_000;
 /// Most tracks one `MeetingEvent::Views` names (a meeting's people times their two videos).
 const MAX_VIEWS_PER_EVENT: usize = 256;
 /// Most meetings one node may have this relay forward for it.
@@ -256,10 +252,7 @@ impl Engine {
             // As the browsers' connections: packets forwarded as they arrive.
             .set_rtp_mode(true)
             // Bitrate, loss and RTT per link, for the path shown in the API and the UI.
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            // What the path to the other node carries decides the layers the link sends,
-            // as a browser's estimate does its downlink's (veche-core's alloc.rs).
-            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(LINK_INITIAL_ESTIMATE_KBPS)));
+            .set_stats_interval(Some(Duration::from_secs(1)));
         // Check a link's path every second and give it up after a few unanswered checks:
         // a dead node's participants must vanish for everyone within seconds (str0m's
         // defaults, 3 s and 9 retries, take far longer).
@@ -736,9 +729,9 @@ impl Engine {
 
     /// Tell the nodes whose links we receive what our viewers (and the links we forward
     /// on) show of each of their video tracks, and for a camera in layers which layers
-    /// they need, where that changed: each link then carries a camera's needed layers (as
-    /// far as its estimate has room), a video without layers only as large as it is shown
-    /// here, and none that nobody here shows.
+    /// they need, where that changed: each link then carries a camera's needed layers, a
+    /// video without layers only as large as it is shown here, and none that nobody here
+    /// shows.
     pub(crate) fn fed_views(&mut self) {
         let mut batches: BTreeMap<(String, String), Vec<LinkView>> = BTreeMap::new();
         for (&track, link) in &self.fed.track_in {
@@ -1418,7 +1411,6 @@ impl Engine {
                         .find(|(_, v)| **v == id)
                         .map(|((a, _), _)| a.to_string())
                 });
-                let reception = hop.link_out.and_then(|id| self.sfu.reception(id));
                 LinkInfo {
                     node: node.clone(),
                     participants: self
@@ -1444,8 +1436,11 @@ impl Engine {
                         .map(|d| d.as_secs_f64() * 1000.0),
                     path,
                     via: s.via.clone(),
-                    estimate_out_bps: reception.as_ref().and_then(|r| r.estimate),
-                    videos_out: reception.map(|r| r.videos).unwrap_or_default(),
+                    videos_out: hop
+                        .link_out
+                        .and_then(|id| self.sfu.reception(id))
+                        .map(|r| r.videos)
+                        .unwrap_or_default(),
                 }
             })
             .collect()

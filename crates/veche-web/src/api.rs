@@ -777,7 +777,6 @@ pub(crate) async fn get_people(
                 "loss_out": l.loss_out,
                 "loss_in": l.loss_in,
                 "media_rtt_ms": l.media_rtt_ms,
-                "estimate_out_bps": l.estimate_out_bps,
                 "videos_out": l.videos_out,
             })
         })
