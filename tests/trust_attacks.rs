@@ -1192,6 +1192,124 @@ fn answer_as_home(mut rx: mpsc::Receiver<veche_net::AppEvent>, mallory: Keypair)
     });
 }
 
+/// A home node that hands out Hana's own document for each meeting, with what it says
+/// holds now there (`state`: rooms, spotlight), as a real home node would.
+fn answer_as_home_with_state(
+    mut rx: mpsc::Receiver<veche_net::AppEvent>,
+    hana: Keypair,
+    states: std::collections::HashMap<String, Vec<String>>,
+) {
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let veche_net::AppEvent::Request { request, reply, .. } = ev else {
+                continue;
+            };
+            let answer = match request {
+                Request::Meeting { id, presence } => {
+                    let doc = presence.map(|_| {
+                        encode_token(&hana.sign(MeetingDoc {
+                            id: id.clone(),
+                            title: "Class".into(),
+                            host: hana.public(),
+                            policy: Policy::Anyone,
+                            lobby: false,
+                            created_ms: now_ms(),
+                            ends_ms: None,
+                        }))
+                    });
+                    Response::Meeting {
+                        state: states.get(&id).cloned().unwrap_or_default(),
+                        id,
+                        title: "Class".into(),
+                        doc,
+                        revocations: vec![],
+                        actions: vec![],
+                    }
+                }
+                _ => Response::Ok,
+            };
+            let _ = reply.send(answer);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_node_that_hands_out_a_spotlight_or_rooms_nobody_with_authority_signed_is_not_believed(
+) {
+    // A hostile libp2p peer is the home node of two of Hana's meetings and hands out her
+    // real document with each, and what "holds now": for one, her own opening of rooms,
+    // her move of Bob to room 2 and her spotlight on Ana (the positive control); for the
+    // other, the same signed by Eve, who has no authority in it.
+    let p2p = free_udp_port();
+    let (node, dir) = start_node("forgedstate", p2p).await;
+    let port = node.http_port;
+    let (_, body) = http(port, "GET", "/api/node", "", "").await;
+    let info: Value = serde_json::from_str(&body).expect("node info");
+    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
+    let node_addr: veche_net::Multiaddr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
+        .parse()
+        .expect("addr");
+    let (mallory_net, mallory_id, to_mallory) = hostile_peer(vec![node_addr]);
+    let [hana, ana, bob, eve] = [4u8, 5, 6, 7].map(|n| Keypair::from_secret(&[n; 32]));
+    let (good, forged) = ("stg-ood-abc", "stf-org-xyz");
+    let state_by = |signer: &Keypair, id: &str| {
+        let open = ActionKind::OpenRooms {
+            rooms: 2,
+            until_ms: now_ms() + 60_000,
+            choose: false,
+        };
+        vec![
+            action(signer, id, open, &hana, None),
+            action(signer, id, ActionKind::Assign { room: 2 }, &bob, None),
+            action(signer, id, ActionKind::Spotlight, &ana, None),
+        ]
+    };
+    let states = std::collections::HashMap::from([
+        (good.to_owned(), state_by(&hana, good)),
+        (forged.to_owned(), state_by(&eve, forged)),
+    ]);
+    answer_as_home_with_state(to_mallory, Keypair::from_secret(&[4; 32]), states);
+    assert!(matches!(
+        ask_node(&mallory_net, node_id, Request::Hello).await,
+        Response::Hello(_)
+    ));
+    let ana_key = json!(encode_key(&ana.public()));
+    for (id, believed) in [(good, true), (forged, false)] {
+        let path = format!(
+            "/api/meetings/{id}?node={mallory_id}&host={}",
+            hana.public().pin()
+        );
+        let (status, body) = http(port, "GET", &path, "", "").await;
+        assert_eq!(status, 200, "{body}");
+        let (mut s, w) = joined(port, &bob, id, "Bob", None).await;
+        assert_eq!(w["type"], "welcome", "Bob is let in to {id}: {w}");
+        let me = w["you"].to_string();
+        let (mut placed, mut spot) = (None, None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Some(v)) = tokio::time::timeout_at(deadline, next(&mut s)).await {
+            match v["type"].as_str() {
+                Some("rooms") => placed = Some(v["rooms"][me.trim_matches('"')].clone()),
+                Some("spotlight") if !v["key"].is_null() => spot = Some(v["key"].clone()),
+                _ => {}
+            }
+        }
+        if believed {
+            assert_eq!(placed, Some(json!(2)), "Hana's move puts Bob in room 2");
+            assert_eq!(spot, Some(ana_key.clone()), "Hana's spotlight is on Ana");
+        } else {
+            assert!(
+                placed
+                    .as_ref()
+                    .is_none_or(|r| r.is_null() || *r == json!(0)),
+                "Eve's move put Bob in room {placed:?}"
+            );
+            assert_eq!(spot, None, "Eve's spotlight was believed");
+        }
+    }
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_that_pins_the_host_refuses_a_home_node_that_hands_out_another_host() {
     // Ada shares a link to her meeting naming a node (Mallory's, say a typo or a takeover of

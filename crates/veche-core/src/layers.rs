@@ -406,8 +406,10 @@ pub(crate) struct Viewers {
     rates: [u64; 3],
     /// One per subscriber in `ready`: why it gets what it gets.
     reasons: Vec<Reason>,
-    /// Packets of each layer since the last [`Viewers::overdue`].
+    /// Packets of each layer since the last [`Viewers::overdue`], and for how many rounds
+    /// in a row each had none while the others came.
     seen: [u16; 3],
+    silent: [u8; 3],
 }
 
 /// What a layer is taken to cost before it was measured: the page's caps for its camera
@@ -425,9 +427,10 @@ pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(3);
 /// A subscription being negotiated keeps its camera's layers on at most this long.
 const NEGOTIATION_HOLD: Duration = Duration::from_secs(10);
 
-/// A layer none of whose packets came in a housekeeping round while this many of the
-/// others' did has stopped coming.
-const STOPPED_AFTER_OTHERS: u32 = 10;
+/// A layer none of whose packets came in `STOPPED_ROUNDS` housekeeping rounds in a row,
+/// while at least this many of the others' did in each, has stopped coming.
+const STOPPED_AFTER_OTHERS: u32 = 20;
+const STOPPED_ROUNDS: u8 = 2;
 
 /// A viewer that still waits for its layer's keyframe this long asks again (the request,
 /// or the keyframe, was lost).
@@ -723,14 +726,22 @@ impl Viewers {
         // it, or the link that brings it no longer has room for it): a stream on it takes
         // the next keyframe of whichever layer comes, rather than freeze.
         // (A round of a second has dozens of a layer's packets while it comes.)
+        // Two rounds in a row: a busy encoder may skip one layer for a moment.
         let seen = std::mem::take(&mut self.seen);
         let total: u32 = seen.iter().map(|n| u32::from(*n)).sum();
-        let stopped = self
-            .layers
-            .iter()
-            .filter(|l| seen[usize::from(l.index())] == 0)
-            .fold(Layers::NONE, Layers::with);
-        if stopped != Layers::NONE && total >= STOPPED_AFTER_OTHERS {
+        let mut stopped = Layers::NONE;
+        for l in self.layers.iter() {
+            let i = usize::from(l.index());
+            self.silent[i] = if seen[i] == 0 && total >= STOPPED_AFTER_OTHERS {
+                self.silent[i].saturating_add(1)
+            } else {
+                0
+            };
+            if self.silent[i] >= STOPPED_ROUNDS {
+                stopped = stopped.with(l);
+            }
+        }
+        if stopped != Layers::NONE {
             for (gate, apart) in self.gates.iter_mut().zip(&self.apart) {
                 if !apart
                     && !gate.is_passing()
@@ -970,12 +981,14 @@ mod tests {
         v.route(true, Some(F), true, &mut out);
         assert_eq!(out.len(), 1);
         v.overdue(t0);
-        // Only h comes now: for a round f still counts as coming...
-        for _ in 0..STOPPED_AFTER_OTHERS {
-            v.route(true, Some(H), true, &mut out);
-            assert!(out.is_empty(), "h is farther from f than f");
+        // Only h comes now: for two rounds f still counts as coming...
+        for round in 1..=2 {
+            for _ in 0..STOPPED_AFTER_OTHERS {
+                v.route(true, Some(H), true, &mut out);
+                assert!(out.is_empty(), "h is farther from f than f");
+            }
+            v.overdue(t0 + Duration::from_secs(round));
         }
-        v.overdue(t0 + Duration::from_secs(1));
         // ...then h's next keyframe starts it, in the same stretch.
         v.route(true, Some(H), false, &mut out);
         assert!(out.is_empty(), "only at a keyframe");
