@@ -1157,46 +1157,15 @@ async fn a_person_let_in_before_their_invite_was_withdrawn_stays_in_when_announc
 
 /// Answer, as Mallory's node would, every request about meetings: the title to anyone, and
 /// to a node showing a person, a document for that id signed by Mallory as host.
-fn answer_as_home(mut rx: mpsc::Receiver<veche_net::AppEvent>, mallory: Keypair) {
-    tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            let veche_net::AppEvent::Request { request, reply, .. } = ev else {
-                continue;
-            };
-            let answer = match request {
-                Request::Meeting { id, presence } => {
-                    let doc = presence.map(|_| {
-                        encode_token(&mallory.sign(MeetingDoc {
-                            id: id.clone(),
-                            title: "Class".into(),
-                            host: mallory.public(),
-                            policy: Policy::Anyone,
-                            lobby: false,
-                            created_ms: now_ms(),
-                            ends_ms: None,
-                        }))
-                    });
-                    Response::Meeting {
-                        id,
-                        title: "Class".into(),
-                        doc,
-                        revocations: vec![],
-                        actions: vec![],
-                        state: vec![],
-                    }
-                }
-                _ => Response::Ok,
-            };
-            let _ = reply.send(answer);
-        }
-    });
+fn answer_as_home(rx: mpsc::Receiver<veche_net::AppEvent>, mallory: Keypair) {
+    answer_as_home_with_state(rx, mallory, std::collections::HashMap::new());
 }
 
-/// A home node that hands out Hana's own document for each meeting, with what it says
-/// holds now there (`state`: rooms, spotlight), as a real home node would.
+/// The same for `host`, and for each meeting what it says holds there now (`state`:
+/// rooms, spotlight), as a real home node would.
 fn answer_as_home_with_state(
     mut rx: mpsc::Receiver<veche_net::AppEvent>,
-    hana: Keypair,
+    host: Keypair,
     states: std::collections::HashMap<String, Vec<String>>,
 ) {
     tokio::spawn(async move {
@@ -1207,10 +1176,10 @@ fn answer_as_home_with_state(
             let answer = match request {
                 Request::Meeting { id, presence } => {
                     let doc = presence.map(|_| {
-                        encode_token(&hana.sign(MeetingDoc {
+                        encode_token(&host.sign(MeetingDoc {
                             id: id.clone(),
                             title: "Class".into(),
-                            host: hana.public(),
+                            host: host.public(),
                             policy: Policy::Anyone,
                             lobby: false,
                             created_ms: now_ms(),

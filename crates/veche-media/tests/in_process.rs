@@ -1161,16 +1161,7 @@ fn links_both_ways_between_two_nodes_connect_while_people_keep_joining() {
     // Within the link's connect deadline (10 s), both ways, and each carries its side's three
     // and two people's tracks.
     let connected = |s: &mut Sim, n: usize| {
-        let (reply, mut rx) = oneshot::channel();
-        let node = &mut s.nodes[n];
-        node.handle
-            .try_send(Command::Links {
-                meeting: MEETING.into(),
-                reply,
-            })
-            .expect("queued");
-        node.engine.handle_commands(s.now);
-        let links = rx.try_recv().expect("answered");
+        let links = s.links(n);
         assert_eq!(links.len(), 1, "one other node");
         links[0].out_connected && links[0].in_connected
     };
