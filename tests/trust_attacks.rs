@@ -1155,6 +1155,31 @@ async fn a_person_let_in_before_their_invite_was_withdrawn_stays_in_when_announc
     drop(dir);
 }
 
+/// A node of our own, and a hostile libp2p peer connected to it (its handle, id and what
+/// reaches it): the node, its directory and its peer id.
+async fn node_and_hostile_peer(
+    tag: &str,
+) -> (
+    Node,
+    std::path::PathBuf,
+    veche_net::PeerId,
+    (
+        veche_net::NetHandle,
+        veche_net::PeerId,
+        mpsc::Receiver<veche_net::AppEvent>,
+    ),
+) {
+    let p2p = free_udp_port();
+    let (node, dir) = start_node(tag, p2p).await;
+    let (_, body) = http(node.http_port, "GET", "/api/node", "", "").await;
+    let info: Value = serde_json::from_str(&body).expect("node info");
+    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
+    let node_addr: veche_net::Multiaddr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
+        .parse()
+        .expect("addr");
+    (node, dir, node_id, hostile_peer(vec![node_addr]))
+}
+
 /// Answer, as Mallory's node would, every request about meetings: the title to anyone, and
 /// to a node showing a person, a document for that id signed by Mallory as host.
 fn answer_as_home(rx: mpsc::Receiver<veche_net::AppEvent>, mallory: Keypair) {
@@ -1209,16 +1234,9 @@ async fn a_home_node_that_hands_out_a_spotlight_or_rooms_nobody_with_authority_s
     // real document with each, and what "holds now": for one, her own opening of rooms,
     // her move of Bob to room 2 and her spotlight on Ana (the positive control); for the
     // other, the same signed by Eve, who has no authority in it.
-    let p2p = free_udp_port();
-    let (node, dir) = start_node("forgedstate", p2p).await;
+    let (node, dir, node_id, (mallory_net, mallory_id, to_mallory)) =
+        node_and_hostile_peer("forgedstate").await;
     let port = node.http_port;
-    let (_, body) = http(port, "GET", "/api/node", "", "").await;
-    let info: Value = serde_json::from_str(&body).expect("node info");
-    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
-    let node_addr: veche_net::Multiaddr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
-        .parse()
-        .expect("addr");
-    let (mallory_net, mallory_id, to_mallory) = hostile_peer(vec![node_addr]);
     let [hana, ana, bob, eve] = [4u8, 5, 6, 7].map(|n| Keypair::from_secret(&[n; 32]));
     let (good, forged) = ("stg-ood-abc", "stf-org-xyz");
     let state_by = |signer: &Keypair, id: &str| {
@@ -1283,16 +1301,9 @@ async fn a_home_node_that_hands_out_a_spotlight_or_rooms_nobody_with_authority_s
 async fn a_link_that_pins_the_host_refuses_a_home_node_that_hands_out_another_host() {
     // Ada shares a link to her meeting naming a node (Mallory's, say a typo or a takeover of
     // the address) and pinning her key; Mallory's node signs a document of its own for it.
-    let p2p = free_udp_port();
-    let (node, dir) = start_node("pin", p2p).await;
+    let (node, dir, node_id, (mallory_net, mallory_id, to_mallory)) =
+        node_and_hostile_peer("pin").await;
     let port = node.http_port;
-    let (_, body) = http(port, "GET", "/api/node", "", "").await;
-    let info: Value = serde_json::from_str(&body).expect("node info");
-    let node_id: veche_net::PeerId = info["id"].as_str().expect("id").parse().expect("peer id");
-    let node_addr: veche_net::Multiaddr = format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1/p2p/{node_id}")
-        .parse()
-        .expect("addr");
-    let (mallory_net, mallory_id, to_mallory) = hostile_peer(vec![node_addr]);
     let mallory = Keypair::from_secret(&[9; 32]);
     answer_as_home(to_mallory, Keypair::from_secret(&[9; 32]));
     assert!(matches!(

@@ -194,14 +194,18 @@ impl Sim {
 
     /// What the node at `node` says its links of the meeting carry.
     fn links(&mut self, node: usize) -> Vec<veche_media::LinkInfo> {
+        self.ask(node, |reply| Command::Links {
+            meeting: MEETING.into(),
+            reply,
+        })
+    }
+
+    /// Ask `node`'s engine something and take its answer (at once: the engine handles
+    /// its commands here).
+    fn ask<T>(&mut self, node: usize, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {
         let (reply, mut rx) = oneshot::channel();
         let n = &mut self.nodes[node];
-        n.handle
-            .try_send(Command::Links {
-                meeting: MEETING.into(),
-                reply,
-            })
-            .expect("queued");
+        n.handle.try_send(command(reply)).expect("queued");
         n.engine.handle_commands(self.now);
         rx.try_recv().expect("answered")
     }
@@ -209,16 +213,10 @@ impl Sim {
     /// The id `node` knows client `c` by (its own, or the one it gave a remote person).
     fn id_on(&mut self, node: usize, c: usize) -> ParticipantId {
         let name = self.clients[c].name;
-        let (reply, mut rx) = oneshot::channel();
-        let n = &mut self.nodes[node];
-        n.handle
-            .try_send(Command::Participants {
-                meeting: MEETING.into(),
-                reply,
-            })
-            .expect("queued");
-        n.engine.handle_commands(self.now);
-        let list = rx.try_recv().expect("answered");
+        let list = self.ask(node, |reply| Command::Participants {
+            meeting: MEETING.into(),
+            reply,
+        });
         list.iter()
             .find(|p| p.name == name)
             .map(|p| p.id)
@@ -227,16 +225,10 @@ impl Sim {
 
     /// What each viewer at `node` receives, and why.
     fn reception(&mut self, node: usize) -> Vec<(String, ParticipantId, veche_core::Reception)> {
-        let (reply, mut rx) = oneshot::channel();
-        let n = &mut self.nodes[node];
-        n.handle
-            .try_send(Command::Reception {
-                meeting: None,
-                reply,
-            })
-            .expect("queued");
-        n.engine.handle_commands(self.now);
-        rx.try_recv().expect("answered")
+        self.ask(node, |reply| Command::Reception {
+            meeting: None,
+            reply,
+        })
     }
 
     /// Tell `node` what client `viewer`'s page shows of `publisher`'s camera.
