@@ -80,6 +80,16 @@ pub enum Output {
         /// What its tiles need.
         desired: u64,
     },
+    /// The bandwidth estimate toward `viewer` has stayed at `bps` a while although it
+    /// holds streams back: start it afresh from there. Its first probes find out whether
+    /// the path has room again; str0m's loss controller, once it saw loss, can hold an
+    /// estimate (and its probes) for up to a minute after the path cleared.
+    ResetEstimate {
+        /// Who receives.
+        viewer: ParticipantId,
+        /// Where to start, bits per second (no less than what it receives).
+        bps: u64,
+    },
     /// Tell the publisher of a camera in layers which of them to send (the others nobody
     /// watches: its browser stops encoding them).
     SendLayers {
@@ -126,6 +136,10 @@ pub enum Output {
 /// grew, the next grows only after `GROW_STEP`.
 const GROW_AFTER: Duration = Duration::from_secs(5);
 const GROW_STEP: Duration = Duration::from_secs(2);
+/// An estimate that holds streams back and does not grow this long is started afresh
+/// ([`Output::ResetEstimate`]); each time again, twice as long, up to `RESET_MOST`.
+const RESET_FIRST: Duration = Duration::from_secs(3);
+const RESET_MOST: Duration = Duration::from_secs(12);
 /// A stream grows into this share of the estimate (`GROW_MUL / GROW_DIV`).
 const GROW_MUL: u64 = 4;
 const GROW_DIV: u64 = 5;
@@ -348,6 +362,11 @@ struct Participant {
     bitrate_told: (u64, u64),
     /// Whose cameras it was last told it gets no picture of, for its link (sorted).
     paused_told: Vec<ParticipantId>,
+    /// While its estimate holds streams back: the estimate then, and since when it has
+    /// not grown a twentieth above it; how long that may last before it is started afresh
+    /// (doubling each time, see [`Output::ResetEstimate`]).
+    flat: Option<(u64, Instant)>,
+    reset_wait: Duration,
 }
 
 /// `Source` as an ordered map key, so iteration order (and so output order) is stable.
@@ -684,6 +703,8 @@ impl Sfu {
                 grow_after: None,
                 bitrate_told: (0, 0),
                 paused_told: Vec::new(),
+                flat: None,
+                reset_wait: RESET_FIRST,
             },
         );
         if kind.person() {
@@ -1270,6 +1291,11 @@ impl Sfu {
             return Vec::new();
         };
         v.estimate = Some(bps);
+        if let Some((at, _)) = v.flat {
+            if bps.saturating_mul(20) > at.saturating_mul(21) {
+                v.flat = Some((bps, now));
+            }
+        }
         let moved = v
             .allocated_for
             .is_none_or(|at| bps.abs_diff(at) * 10 > at.max(1));
@@ -1414,6 +1440,8 @@ impl Sfu {
             None => (by_view(), by_view()),
         };
         let hold = v.grow_after.is_some_and(|at| now < at);
+        // The estimate itself holds a stream below its tile (not only the wait after a drop).
+        let limited = grow.iter().any(|(_, reason)| *reason == Reason::Bandwidth);
         let told = v.bitrate_told;
         let interval = self.limits.keyframe_interval;
         for (track, want) in idle {
@@ -1497,6 +1525,16 @@ impl Sfu {
         };
         paused.sort_unstable();
         if let Some(v) = self.participants.get_mut(&viewer) {
+            // Held back from now: the estimate has that long to grow before it is started
+            // afresh (not since it last grew, maybe long before the path filled).
+            match (limited, v.flat) {
+                (true, None) => v.flat = estimate.map(|e| (e, now)),
+                (false, Some(_)) => {
+                    v.flat = None;
+                    v.reset_wait = RESET_FIRST;
+                }
+                _ => {}
+            }
             if v.paused_told != paused {
                 // Its page shows those tiles without a picture, and says why.
                 v.paused_told = paused.clone();
@@ -1565,6 +1603,29 @@ impl Sfu {
                 }
             }
             out.extend(Self::layers_output(track, t, now));
+        }
+        // An estimate that holds streams back and does not grow is started afresh.
+        let mut flat: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.flat.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        flat.sort();
+        for id in flat {
+            let Some(v) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            let (Some(bps), Some((_, since))) = (v.estimate, v.flat) else {
+                continue;
+            };
+            if now.saturating_duration_since(since) >= v.reset_wait {
+                v.flat = Some((bps, now));
+                v.reset_wait = (v.reset_wait * 2).min(RESET_MOST);
+                // From no less than what it carries: its probes go a few times above it.
+                let bps = bps.max(v.bitrate_told.0);
+                out.push(Output::ResetEstimate { viewer: id, bps });
+            }
         }
         // Streams held small after the link shrank may grow again.
         let mut viewers: Vec<ParticipantId> = self

@@ -31,6 +31,8 @@ struct Sim {
     keyframe_layers: Vec<(TrackId, Option<Layer>)>,
     /// What each viewer's connection was last told to keep and probe for.
     bitrates: HashMap<ParticipantId, (u64, u64)>,
+    /// Each estimate started afresh: whose, from where, when.
+    resets: Vec<(ParticipantId, u64, Instant)>,
 }
 
 impl Sim {
@@ -52,6 +54,7 @@ impl Sim {
             layers_sent: HashMap::new(),
             keyframe_layers: Vec::new(),
             bitrates: HashMap::new(),
+            resets: Vec::new(),
         }
     }
 
@@ -81,6 +84,9 @@ impl Sim {
                     desired,
                 } => {
                     self.bitrates.insert(viewer, (minimum, desired));
+                }
+                Output::ResetEstimate { viewer, bps } => {
+                    self.resets.push((viewer, bps, self.now));
                 }
                 Output::Notify { to, notice } => self.notices.entry(to).or_default().push(notice),
                 Output::Arrived {
@@ -1236,6 +1242,82 @@ fn a_viewer_on_a_weak_link_gets_small_layers_and_grows_back_slowly() {
         ["Layer(Layer(2))/View", "Layer(Layer(2))/View"]
     );
     let _ = h;
+}
+
+#[test]
+fn an_estimate_that_holds_streams_back_and_stays_flat_is_started_afresh_less_and_less_often() {
+    let mut sim = Sim::new();
+    let (ada, ta) = sim.join_publishing("m", "Ada");
+    sim.sfu.set_simulcast(ta[1], Layers::ALL);
+    let cy = sim.join("m", "Cy");
+    let bob = sim.join("m", "Bob");
+    sim.advance(Duration::from_millis(50));
+    let big = TileView {
+        visible: true,
+        height: 700,
+    };
+    for viewer in [cy, bob] {
+        let out = sim
+            .sfu
+            .set_view(viewer, &[(ada, Source::Camera, big)], sim.now);
+        sim.apply(out);
+    }
+    assert_eq!(sim.send_layer(ta[1], Layer::ALL[2], true), [cy, bob]);
+    // Bob has room for everything; Cy's 400 kbit/s holds Ada's camera below its tile.
+    let start = sim.now;
+    for viewer in [bob, cy] {
+        let bps = if viewer == bob { 20_000_000 } else { 400_000 };
+        let out = sim.sfu.set_estimate(viewer, bps, sim.now);
+        sim.apply(out);
+    }
+    let reason = |sim: &Sim| {
+        let r = sim.sfu.reception(cy).expect("cy");
+        format!("{:?}", r.videos[0].reason)
+    };
+    assert_eq!(reason(&sim), "Bandwidth");
+    // Each layer Ada's page encodes keeps coming, as a browser's do.
+    let send = |sim: &mut Sim| {
+        for layer in Layer::ALL {
+            for _ in 0..25 {
+                sim.send_layer(ta[1], layer, false);
+            }
+        }
+    };
+    assert_eq!(sim.send_layer(ta[1], Layer::ALL[0], true), [cy]);
+    // 25 s of a flat estimate, told each second as str0m does.
+    for _ in 0..25 {
+        send(&mut sim);
+        sim.advance(Duration::from_secs(1));
+        let out = sim.sfu.set_estimate(cy, 400_000, sim.now);
+        sim.apply(out);
+        let out = sim.sfu.tick(sim.now);
+        sim.apply(out);
+    }
+    let at: Vec<u64> = sim
+        .resets
+        .iter()
+        .map(|(who, bps, when)| {
+            assert_eq!(*who, cy, "only the held-back viewer's estimate");
+            assert!(*bps >= 400_000, "from no less than it was: {bps}");
+            (*when - start).as_secs()
+        })
+        .collect();
+    assert_eq!(at, [3, 9, 21], "after 3 s, then 6 s, then 12 s");
+
+    // An estimate that grows is not started afresh, nor one held only by the wait after
+    // a drop, nor one with room for everything.
+    sim.resets.clear();
+    for i in 0..30u64 {
+        send(&mut sim);
+        sim.advance(Duration::from_secs(1));
+        let bps = (500_000 + i * 200_000).min(5_000_000);
+        let out = sim.sfu.set_estimate(cy, bps, sim.now);
+        sim.apply(out);
+        let out = sim.sfu.tick(sim.now);
+        sim.apply(out);
+    }
+    assert_eq!(reason(&sim), "View", "grown back to its tile");
+    assert_eq!(sim.resets, [], "nothing started afresh once it grew");
 }
 
 #[test]

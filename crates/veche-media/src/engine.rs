@@ -1171,6 +1171,17 @@ impl Engine {
                         }
                     }
                 }
+                Output::ResetEstimate { viewer, bps } => {
+                    if let Some(p) = self.peers.get_mut(&viewer) {
+                        tracing::debug!(%viewer, kbps = bps / 1000, "estimate started afresh");
+                        match p.reset_estimate(bps) {
+                            Ok(()) => {
+                                self.dirty.insert(viewer);
+                            }
+                            Err(f) => self.failed.push((viewer, f)),
+                        }
+                    }
+                }
                 Output::SendLayers {
                     publisher,
                     source,

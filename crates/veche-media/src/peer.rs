@@ -427,6 +427,12 @@ impl Peer {
         })
     }
 
+    /// Start the bandwidth estimate afresh from `bps`: its first probes find out whether
+    /// the path has room again.
+    pub fn reset_estimate(&mut self, bps: u64) -> Result<(), PeerFailure> {
+        contained(|| self.rtc.bwe().reset(str0m::bwe::Bitrate::bps(bps)))
+    }
+
     /// A packet on `mid` was withheld (its publisher is muted): nobody gets it.
     pub fn withhold(&mut self, mid: Mid) {
         self.in_epochs.entry(mid).or_default().1 = true;
