@@ -446,6 +446,149 @@ async fn a_link_carries_only_the_layers_the_other_nodes_viewers_show() {
     }
 }
 
+/// What the node on `host` says its link to `other` carries of the first camera (carries,
+/// want, reason, layers) and the largest layer it is capped at for loss on the path, once
+/// `ok` holds, within `limit`.
+async fn link_camera(
+    lab: &NatLab,
+    host: &str,
+    id: &str,
+    other: &str,
+    limit: Duration,
+    ok: impl Fn(&[String], Option<&str>) -> bool,
+) -> (Vec<String>, Option<String>) {
+    until(
+        &format!("{host}'s link to {other} carrying the camera as asked"),
+        limit,
+        || async {
+            let m = lab.get(host, &format!("/api/meetings/{id}/people")).await;
+            let n = m["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == other)?
+                .clone();
+            let cam = link_videos(&n, "camera").first()?.3.clone();
+            let capped = n["capped"].as_str();
+            ok(&cam, capped).then(|| (cam, capped.map(str::to_owned)))
+        },
+    )
+    .await
+}
+
+/// `b`'s voice packets from `name`: (received, lost).
+async fn audio_packets(b: &mut Browser, name: &str) -> (u64, u64) {
+    let i = inbound(&b.stats().await, name, "mic").unwrap_or(Value::Null);
+    (num(&i, "packetsReceived"), num(&i, "packetsLost"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_path_between_nodes_carries_a_smaller_layer_and_the_full_one_once_it_clears() {
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("slow", "cone");
+    let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
+    let (a_id, b_id) = (nodes[0].1.clone(), nodes[1].1.clone());
+    let created = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Slow path"}"#)
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+
+    // Ann's 1280x720 camera on A; Ben on B in a large window: the link carries her full
+    // layer while the path has room for it (the positive control).
+    let ann = lab.browser("lan1a", &meeting_link(&id, None, "Ann")).await;
+    let mut ben = lab
+        .browser("lan1b", &meeting_link(&id, Some(&a_id), "Ben"))
+        .await;
+    let w = decoding(
+        &mut ben,
+        "Ben decoding Ann's full layer",
+        "Ann",
+        10,
+        "w => w >= 1200",
+    )
+    .await;
+    let (cam, _) = link_camera(
+        &lab,
+        "lan1a",
+        &id,
+        &b_id,
+        Duration::from_secs(20),
+        |c, capped| c == ["f"] && capped.is_none(),
+    )
+    .await;
+    println!("slow path: unlimited, Ben decodes Ann at {w} px; A's link carries {cam:?}");
+
+    // What A sends toward B (its node link; Ann's page talks to A over loopback) drops to
+    // 500 kbit/s: room for her voice and a small layer, not her full one (about 1.5 Mbit/s).
+    lab.rate("lan1a", "eth0", Some("500kbit"));
+    let limited = Instant::now();
+    let (cam, capped) = link_camera(
+        &lab,
+        "lan1a",
+        &id,
+        &b_id,
+        Duration::from_secs(30),
+        |c, capped| capped.is_some() && !c.is_empty() && !c.iter().any(|l| l == "f"),
+    )
+    .await;
+    println!(
+        "slow path: limited, after {:.1} s A's link carries {cam:?}, capped at {capped:?}",
+        limited.elapsed().as_secs_f64()
+    );
+    let w = decoding(
+        &mut ben,
+        "Ben decoding Ann's smaller layer on the slow path",
+        "Ann",
+        20,
+        "w => w > 0 && w <= 640",
+    )
+    .await;
+    // Her voice keeps coming, nearly whole, while the smaller picture does.
+    let (r0, l0) = audio_packets(&mut ben, "Ann").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (r1, l1) = audio_packets(&mut ben, "Ann").await;
+    let lost =
+        (l1.saturating_sub(l0)) as f64 / ((r1 - r0.min(r1)) + l1.saturating_sub(l0)).max(1) as f64;
+    println!(
+        "slow path: Ben decodes Ann at {w} px; over 10 s {} audio packets, {:.1} % lost",
+        r1 - r0.min(r1),
+        lost * 100.0
+    );
+    assert!(
+        r1 > r0 + 300,
+        "Ann's voice reaches Ben: {r0} -> {r1} packets"
+    );
+    assert!(
+        lost < 0.02,
+        "Ann's voice on the slow path loses {:.1} %",
+        lost * 100.0
+    );
+
+    // Lifted: the link tries wider, and Ben is on her full layer again.
+    lab.rate("lan1a", "eth0", None);
+    let lifted = Instant::now();
+    let w = decoding(
+        &mut ben,
+        "Ben back on Ann's full layer",
+        "Ann",
+        10,
+        "w => w >= 1200",
+    )
+    .await;
+    let secs = lifted.elapsed().as_secs_f64();
+    let (cam, capped) = link_camera(&lab, "lan1a", &id, &b_id, Duration::from_secs(5), |_, _| {
+        true
+    })
+    .await;
+    println!("slow path: lifted, Ben decodes Ann at {w} px after {secs:.1} s; A's link carries {cam:?}, capped at {capped:?}");
+    assert!(
+        secs < 30.0,
+        "back on the full layer {secs:.1} s after the limit was lifted"
+    );
+    for b in [ann, ben] {
+        b.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_classes_carried_by_the_same_two_nodes_each_get_their_teacher() {
     // Two lessons at once, each teacher on node A, each class's student on node B: each

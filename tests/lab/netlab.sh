@@ -11,6 +11,7 @@
 #   netlab.sh nat ROUTER cone|symmetric   switch a router's NAT behaviour (flushes its conntrack)
 #   netlab.sh loss NS PCT             random loss on NS, both directions (iptables statistic)
 #   netlab.sh rate NS IFACE RATE      egress rate limit (tbf), e.g. 2mbit
+#   netlab.sh unrate NS IFACE         lift it
 #   Env: NL_PREFIX (namespace name prefix, allows parallel labs), NL_STATE (state directory)
 #
 # Topology (names get $NL_PREFIX in front):
@@ -134,5 +135,6 @@ case "$cmd" in
          ns "$1" iptables -A INPUT  -m statistic --mode random --probability "$p" -j DROP
          ns "$1" iptables -A OUTPUT -m statistic --mode random --probability "$p" -j DROP ;;
   rate)  ns "$1" tc qdisc replace dev "$2" root tbf rate "$3" burst 32kbit latency 400ms ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  unrate) ns "$1" tc qdisc del dev "$2" root ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac

@@ -830,6 +830,15 @@ impl NatLab {
         );
     }
 
+    /// Limit what lab host `host` sends out of `iface` to `rate` (`tbf`, e.g. "500kbit");
+    /// `None` lifts the limit.
+    pub fn rate(&self, host: &str, iface: &str, rate: Option<&str>) {
+        match rate {
+            Some(r) => self.script(&["rate", host, iface, r]),
+            None => self.script(&["unrate", host, iface]),
+        }
+    }
+
     /// The full namespace name of lab host `host`.
     pub fn ns(&self, host: &str) -> String {
         format!("{}{host}", self.prefix)

@@ -33,6 +33,7 @@
 mod alloc;
 pub mod federation;
 mod layers;
+mod narrow;
 mod notice;
 mod sfu;
 mod speakers;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::alloc::{allocate, Reason, Video};
 use crate::layers::{want_for, Layer, Layers, Route, TileView, Viewers, Want};
+use crate::narrow::Narrowing;
 use crate::notice::Recording;
 use crate::notice::{ChatMessage, Notice, ParticipantInfo};
 use crate::speakers::Speakers;
@@ -362,6 +363,8 @@ struct Participant {
     bitrate_told: (u64, u64),
     /// Whose cameras it was last told it gets no picture of, for its link (sorted).
     paused_told: Vec<ParticipantId>,
+    /// A node link: how many layers its path carries (see [`Sfu::link_loss`]).
+    narrowing: Narrowing,
     /// While its estimate holds streams back: the estimate then, and since when it has
     /// not grown a twentieth above it; how long that may last before it is started afresh
     /// (doubling each time, see [`Output::ResetEstimate`]).
@@ -705,6 +708,7 @@ impl Sfu {
                 paused_told: Vec::new(),
                 flat: None,
                 reset_wait: RESET_FIRST,
+                narrowing: Narrowing::default(),
             },
         );
         if kind.person() {
@@ -1000,7 +1004,9 @@ impl Sfu {
         let mut out = Vec::new();
         if passes(sub.kind, t) {
             // A node link's stream of a camera in layers carries each layer its node needs.
-            let wanted = sub.passes.get(&key).copied().unwrap_or(Layers::ALL);
+            let wanted = sub
+                .narrowing
+                .apply(sub.passes.get(&key).copied().unwrap_or(Layers::ALL));
             t.viewers.add_passing(subscriber, wanted);
             for l in wanted.and(t.viewers.layers()).iter() {
                 t.viewers
@@ -1212,8 +1218,60 @@ impl Sfu {
                 continue;
             }
             l.passes.insert(key, layers);
-            tracks.extend(track.map(|t| (t, layers)));
+            tracks.extend(track.map(|t| (t, l.narrowing.apply(layers))));
         }
+        self.pass(link, tracks, now)
+    }
+
+    /// The share of node `link`'s packets its node did not get over the last second (from
+    /// its transport-wide feedback; `None`: nothing reported). A path that keeps losing
+    /// carries fewer layers of each camera, and more again after a while
+    /// (`narrow.rs`).
+    pub fn link_loss(
+        &mut self,
+        link: ParticipantId,
+        loss: Option<f32>,
+        now: Instant,
+    ) -> Vec<Output> {
+        let Some(l) = self
+            .participants
+            .get_mut(&link)
+            .filter(|l| l.kind == Kind::Link)
+        else {
+            return Vec::new();
+        };
+        if !l.narrowing.report(loss, now) {
+            return Vec::new();
+        }
+        let narrowing = l.narrowing.clone();
+        let asked: Vec<_> = l.passes.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut tracks = Vec::new();
+        for (key, layers) in asked {
+            let track = self
+                .participants
+                .get(&key.0)
+                .and_then(|p| p.published.get(&key.1))
+                .copied();
+            tracks.extend(track.map(|t| (t, narrowing.apply(layers))));
+        }
+        tracks.sort_by_key(|(t, _)| *t);
+        self.pass(link, tracks, now)
+    }
+
+    /// The largest layer node `link`'s path carries now for loss on it (`None`: every
+    /// layer its node asks for, or not a link).
+    pub fn link_cap(&self, link: ParticipantId) -> Option<Layer> {
+        self.participants.get(&link)?.narrowing.cap()
+    }
+
+    /// Node `link`'s streams of these tracks carry these layers from now on: the new ones
+    /// start at their keyframes, asked for now.
+    fn pass(
+        &mut self,
+        link: ParticipantId,
+        tracks: Vec<(TrackId, Layers)>,
+        now: Instant,
+    ) -> Vec<Output> {
         let interval = self.limits.keyframe_interval;
         let mut out = Vec::new();
         for (track, layers) in tracks {

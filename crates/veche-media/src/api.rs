@@ -327,6 +327,8 @@ pub struct LinkInfo {
     pub via: Option<String>,
     /// What our link to it carries of each video, and why (what that node's viewers show).
     pub videos_out: Vec<veche_core::Received>,
+    /// The largest layer our link carries for loss on its path (`None`: all it is asked).
+    pub capped: Option<&'static str>,
 }
 
 /// The engine's counters since start.

@@ -978,8 +978,25 @@ impl Engine {
                 self.apply(out);
             }
             Event::PeerStats(stats) => {
-                if let Some(p) = self.peers.get_mut(&id) {
-                    p.link_stats.update(&stats);
+                let Some(p) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                p.link_stats.update(&stats);
+                if p.role.is_link() {
+                    // What the other node got of this link: a path that keeps losing
+                    // carries fewer layers (veche-core's narrow.rs).
+                    let was = self.sfu.link_cap(id);
+                    let out = self.sfu.link_loss(id, stats.egress_loss_fraction, now);
+                    let cap = self.sfu.link_cap(id);
+                    if cap != was {
+                        tracing::info!(
+                            link = %id,
+                            loss = ?stats.egress_loss_fraction,
+                            cap = cap.map(Layer::rid),
+                            "node link's layers capped for loss on its path"
+                        );
+                    }
+                    self.apply(out);
                 }
             }
             Event::KeyframeRequest(req) => {

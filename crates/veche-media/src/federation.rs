@@ -1441,6 +1441,10 @@ impl Engine {
                         .and_then(|id| self.sfu.reception(id))
                         .map(|r| r.videos)
                         .unwrap_or_default(),
+                    capped: hop
+                        .link_out
+                        .and_then(|id| self.sfu.link_cap(id))
+                        .map(veche_core::Layer::rid),
                 }
             })
             .collect()

@@ -88,6 +88,35 @@ struct Client {
 
 /// What the network does with a datagram (from, to, bytes).
 type Verdict<T> = dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> T;
+/// A token bucket on the datagrams `on` says it covers (from, to): a path of `bps`
+/// bits per second that loses what is sent past it, as a full router queue does.
+struct Rate {
+    on: Box<dyn Fn(SocketAddr, SocketAddr) -> bool>,
+    bps: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Rate {
+    /// A 50 ms burst.
+    const BURST: f64 = 0.05;
+
+    fn admits(&mut self, from: SocketAddr, to: SocketAddr, len: usize, now: Instant) -> bool {
+        if !(self.on)(from, to) {
+            return true;
+        }
+        let dt = self.at.map_or(0.0, |at| (now - at).as_secs_f64());
+        self.at = Some(now);
+        self.tokens = (self.tokens + dt * self.bps / 8.0).min(self.bps / 8.0 * Self::BURST);
+        let bytes = (len + 28) as f64;
+        if self.tokens < bytes {
+            return false;
+        }
+        self.tokens -= bytes;
+        true
+    }
+}
+
 /// A node's answer to a link offer, awaited.
 type Answer = oneshot::Receiver<Result<String, veche_media::LinkError>>;
 
@@ -102,6 +131,8 @@ struct Sim {
     lost: u64,
     /// Extra delay of a datagram (from, to, bytes): reordering where it differs.
     jitter: Box<Verdict<Duration>>,
+    /// A path narrower than what is sent: datagrams past its rate are lost.
+    rate: Option<Rate>,
     /// Link answers awaited: (offering node, link, answer, delivered no earlier than).
     answers: Vec<(usize, ParticipantId, Answer, Instant)>,
     /// How long the control path between nodes takes to carry a link's answer.
@@ -136,6 +167,7 @@ impl Sim {
             lose: Box::new(|_, _, _| false),
             lost: 0,
             jitter: Box::new(|_, _, _| Duration::ZERO),
+            rate: None,
             answers: Vec::new(),
             answer_delay: Duration::ZERO,
             relay_asks: 0,
@@ -344,6 +376,12 @@ impl Sim {
         if (self.lose)(from, to, bytes) {
             self.lost += 1;
             return;
+        }
+        if let Some(r) = &mut self.rate {
+            if !r.admits(from, to, bytes.len(), self.now) {
+                self.lost += 1;
+                return;
+            }
         }
         let extra = (self.jitter)(from, to, bytes);
         self.wire
@@ -1011,6 +1049,115 @@ fn a_link_carries_each_layer_the_other_nodes_viewers_need_once() {
     let (layers, numbers) = last(&sim.clients[big], 50);
     assert!(layers.iter().all(|l| *l == 0), "{layers:?}");
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+}
+
+#[test]
+fn a_link_whose_path_keeps_losing_carries_smaller_layers_and_the_full_one_once_it_clears() {
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    let p = sim.join_simulcast(a, "speaker", "10.0.0.2");
+    // Says nothing of its tiles: it gets the whole picture (f), and the link carries f.
+    let v = sim.join(b, "viewer", "10.0.1.2", false);
+    let cams = |sim: &mut Sim| -> (Vec<&'static str>, Option<&'static str>) {
+        let links = sim.links(a);
+        assert_eq!(links.len(), 1, "one other node: {links:?}");
+        let cams: Vec<_> = links[0]
+            .videos_out
+            .iter()
+            .filter(|x| x.source == Source::Camera)
+            .map(|x| x.layers.clone())
+            .collect();
+        assert_eq!(cams.len(), 1, "{links:?}");
+        (cams[0].clone(), links[0].capped)
+    };
+    let recent = |sim: &Sim| -> Vec<u8> {
+        let got = &sim.clients[v].video;
+        got.layers[got.layers.len().saturating_sub(25)..].to_vec()
+    };
+    sim.until_within(Duration::from_secs(30), "f across the link", |s| {
+        s.clients[v].video.frames > 50 && s.clients[v].video.layers.last() == Some(&2)
+    });
+    sim.run(Duration::from_secs(4));
+    assert_eq!(cams(&mut sim), (vec!["f"], None), "the positive control");
+    let lost0 = sim.lost;
+
+    // A's path to B now takes 300 kbit/s: f (about 640 kbit/s here) and then h (about
+    // 420) lose steadily, q (about 220) fits.
+    let on = |addr: SocketAddr, net: [u8; 3]| match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets()[..3] == net,
+        _ => false,
+    };
+    sim.rate = Some(Rate {
+        on: Box::new(move |from, to| on(from, [10, 0, 0]) && on(to, [10, 0, 1])),
+        bps: 300_000.0,
+        tokens: 0.0,
+        at: None,
+    });
+    let start = sim.now;
+    sim.until_within(Duration::from_secs(20), "the link down to q", |s| {
+        recent(s).len() == 25 && recent(s).iter().all(|l| *l == 0)
+    });
+    let took = sim.now - start;
+    assert!(sim.lost > lost0, "the path lost packets");
+    let (layers, capped) = cams(&mut sim);
+    assert_eq!((layers, capped), (vec!["q"], Some("q")));
+    println!(
+        "narrowing: the link carries q {:.1} s after its path narrowed",
+        took.as_secs_f64()
+    );
+    // It stays on q: the tries of h each bring the loss back for a second, less and less
+    // often.
+    let lost1 = sim.lost;
+    let voice1 = sim.clients[v].audio.frames;
+    sim.run(Duration::from_secs(20));
+    // 50 voice packets a second.
+    let voice = (sim.clients[v].audio.frames - voice1) as f64 / 1000.0;
+    let q_share = {
+        let got = &sim.clients[v].video;
+        let last = &got.layers[got.layers.len().saturating_sub(500)..];
+        last.iter().filter(|l| **l == 0).count() as f64 / last.len().max(1) as f64
+    };
+    println!(
+        "narrowing: over 20 s, {:.0} % of frames on q, {} datagrams lost, {:.1} % of the voice",
+        q_share * 100.0,
+        sim.lost - lost1,
+        (1.0 - voice) * 100.0
+    );
+    assert!(voice > 0.97, "the voice keeps coming: {voice}");
+    // Nobody else needs more of the camera than the narrowed link: the page stops encoding
+    // the rest (between the tries of h).
+    assert_eq!(
+        sim.clients[p].layers_asked.last().map(Vec::as_slice),
+        Some(&["q"][..])
+    );
+    assert!(q_share > 0.7, "mostly q while narrow: {q_share}");
+
+    // The path clears: the link tries wider and keeps it, back to f (past B's hold-off
+    // on the layers its viewer had, and its estimate toward the viewer growing back).
+    sim.rate = None;
+    let start = sim.now;
+    let mut seen = (Vec::new(), None);
+    for _ in 0..60 {
+        sim.run(Duration::from_secs(1));
+        seen = cams(&mut sim);
+        if seen == (vec!["f"], None) && recent(&sim).iter().all(|l| *l == 2) {
+            break;
+        }
+    }
+    assert_eq!(seen, (vec!["f"], None), "{:?}", sim.reception(b));
+    assert!(recent(&sim).iter().all(|l| *l == 2), "{:?}", recent(&sim));
+    println!(
+        "narrowing: the link carries f alone and the viewer decodes it {:.0} s after the path cleared",
+        (sim.now - start).as_secs_f64()
+    );
+    let got = &sim.clients[v].video;
+    let n = got.numbers.len();
+    assert!(
+        got.numbers[n - 25..].windows(2).all(|w| w[1] == w[0] + 1),
+        "whole frames in order: {:?}",
+        &got.numbers[n - 25..]
+    );
 }
 
 const RELAY_1: &str = "12D3KooWSimRelay1111111111111111111111111111111111";

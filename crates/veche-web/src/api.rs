@@ -778,6 +778,7 @@ pub(crate) async fn get_people(
                 "loss_in": l.loss_in,
                 "media_rtt_ms": l.media_rtt_ms,
                 "videos_out": l.videos_out,
+                "capped": l.capped,
             })
         })
         .collect();
