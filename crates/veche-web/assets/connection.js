@@ -19,6 +19,8 @@ export function retryDelay(attempt, random) {
 
 /** Plain words for how far a lost attempt got (Session's `stage`) and why it ended. */
 export function lostWhy(reason, stage) {
+  // Welcomed, but audio and video never got through: most often UDP is blocked.
+  if (reason === 'media' && stage === 'media') return 'audio and video could not get through to the node, perhaps a firewall blocks UDP';
   if (reason === 'media') return 'the audio and video path failed';
   switch (stage) {
     case 'opening': return 'the node cannot be reached';

@@ -129,6 +129,7 @@ export class Meeting {
       track: guard(this.onTrack),
       tracksChanged: guard(this.syncTracks),
       lost: guard(this.onLost),
+      media: roster((connected) => ({ type: 'media', connected }), this.onMedia),
       moderated: guard(this.onModerated),
       granted: guard(this.onGranted),
       knock: guard(this.onKnock),
@@ -263,6 +264,19 @@ export class Meeting {
     showBanner(lostBanner(lost));
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Audio and video flow again, or were interrupted: say so while they are. */
+  onMedia(connected) {
+    clearTimeout(this.interruptTimer);
+    if (connected) {
+      hideBanner();
+      return;
+    }
+    // Not for a blip: a loaded machine's checks can be a second late.
+    this.interruptTimer = setTimeout(() => {
+      if (this.s.connection === 'interrupted') showBanner('Connection interrupted — waiting for the network…');
+    }, 2000);
   }
 
   /** Leave on purpose: no reconnect, camera off, "You left" screen. */

@@ -13,13 +13,13 @@ export const FEW_PEOPLE = 12;
 export function emptyRoster(title = 'Meeting') {
   return {
     title,
-    connection: 'connecting', // connecting | waiting | connected | reconnecting | left | failed
+    connection: 'connecting', // connecting | waiting | connected | interrupted | reconnecting | left | failed
     joined: false,
     you: null,
     myIds: new Set(),          // our ids across reconnects, to mark our own chat
     role: null,
-    attempt: 0,                // failed attempts since the last welcome
-    lost: null,                // {reason, stage, attempt} of the last loss, until a welcome
+    attempt: 0,                // failed attempts since audio and video last connected
+    lost: null,                // {reason, stage, attempt} of the last loss, until media connects
     participants: new Map(),   // String(id) → {id, name, audio, video, screen, hand, key}
     chat: [],                  // sorted by time
     chatKeys: new Set(),
@@ -105,8 +105,8 @@ function apply(s, ev, now, notes) {
       next.myIds = new Set([...s.myIds, String(ev.you)]);
       next.joined = true;
       next.connection = 'connected';
-      next.attempt = 0;
-      next.lost = null;
+      // The count goes on until audio and video connect too ('media'): an attempt that is
+      // welcomed and then fails is still a failed attempt, and the banner says why.
       if (ev.meeting && ev.meeting.title) next.title = String(ev.meeting.title);
       next.role = ev.role || null;
       // The node says where we are right after the welcome, if rooms are open.
@@ -199,6 +199,11 @@ function apply(s, ev, now, notes) {
       return s.role === 'host' ? s : { ...s, role: 'moderator' };
     case 'lobby':
       return { ...s, connection: 'waiting' };
+    case 'media':
+      // Audio and video flow (again), or were interrupted (the network went away).
+      if (!s.joined) return s;
+      if (ev.connected) return { ...s, connection: 'connected', attempt: 0, lost: null };
+      return { ...s, connection: 'interrupted' };
     case 'lost': {
       const attempt = s.attempt + 1;
       return {

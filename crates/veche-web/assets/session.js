@@ -8,6 +8,11 @@ import { signChallenge, KeyStoreSlow } from './keys.js';
 const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 const ICE_GATHER_CAP_MS = 2000;  // the node does not take trickled candidates
 const WELCOME_TIMEOUT_MS = 15000; // a socket that opens but never welcomes is dead
+// Audio and video that never connect after the welcome (UDP blocked on the way), or stay
+// interrupted this long, are lost: a fresh attempt, and the person is told why. Longer
+// than the node's own grace (15 s), so a network back within that keeps its place.
+const MEDIA_CONNECT_MS = 20000;
+const MEDIA_INTERRUPTED_MS = 20000;
 
 // The camera in three simulcast layers (a quarter, half and the full size), smallest
 // first; the node sends each viewer the one that fills its tile and tells us which layers
@@ -43,7 +48,8 @@ export class Session {
   /**
    * local: {stream, mic, cam, screen} read when publishing (current tracks).
    * on: {welcome, participantJoined, participantLeft, state, chat, error,
-   *      track(info, track), tracksChanged(), lost(reason, stage)}
+   *      track(info, track), tracksChanged(), lost(reason, stage),
+   *      media(connected): audio and video flow (true) or are interrupted (false)}
    */
   constructor({ meetingId, name, local, on }) {
     this.meetingId = meetingId;
@@ -61,6 +67,7 @@ export class Session {
     this.fatal = false;
     this.welcomed = false;
     this.welcomeTimer = null;
+    this.mediaTimer = null;   // media that has not connected, or is interrupted, fails at it
     // How far this attempt got, reported with a loss so the page (and a test) can say why.
     this.stage = 'opening';
   }
@@ -104,6 +111,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.welcomeTimer);
+    clearTimeout(this.mediaTimer);
     if (this.ws) {
       this.ws.onopen = this.ws.onmessage = this.ws.onclose = null;
       try { this.ws.close(1000); } catch { /* already closed */ }
@@ -220,9 +228,26 @@ export class Session {
       const info = this.tracks.get(ev.transceiver.mid);
       if (info) this.on.track(info, ev.track);
     };
+    this.mediaTimer = setTimeout(() => this.fail('media'), MEDIA_CONNECT_MS);
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === 'connected') this.stage = 'connected';
-      if (pc.connectionState === 'failed') this.fail('media');
+      switch (pc.connectionState) {
+        case 'connected':
+          this.stage = 'connected';
+          clearTimeout(this.mediaTimer);
+          if (this.on.media) this.on.media(true);
+          break;
+        case 'disconnected':
+          // The network went away (Wi-Fi, a cable): ICE checks resume by themselves if it
+          // comes back; past the limit this attempt is given up.
+          clearTimeout(this.mediaTimer);
+          this.mediaTimer = setTimeout(() => this.fail('media'), MEDIA_INTERRUPTED_MS);
+          if (this.on.media) this.on.media(false);
+          break;
+        case 'failed':
+          this.fail('media');
+          break;
+        default: break;
+      }
     };
     // Fallback for browsers without connectionState.
     pc.oniceconnectionstatechange = () => {

@@ -49,12 +49,37 @@ test('a loss forgets everyone, counts the attempt and keeps the chat; the next w
   assert.equal(lost.chat.length, 1);
   const later = { from: 2, name: 'Bob', text: 'while you were away', at: T - 1000 };
   const earlier = { from: 2, name: 'Bob', text: 'before that', at: T - 9000 };
-  const { s, notes } = run([welcome({ chat: [said, later, earlier] })], lost);
+  const { s: back, notes } = run([welcome({ chat: [said, later, earlier] })], lost);
   assert.deepEqual(notes.map((n) => n.kind), ['reconnected']);
+  assert.equal(back.connection, 'connected');
+  // Counted until audio and video connect too.
+  assert.equal(back.attempt, 1);
+  const { s } = run([{ type: 'media', connected: true }], back);
   assert.equal(s.attempt, 0);
   assert.equal(s.lost, null);
   // History repeats what we kept: no duplicate, in time order.
   assert.deepEqual(s.chat.map((m) => m.text), ['before that', 'hello', 'while you were away']);
+});
+
+test('an attempt welcomed whose audio and video never connect counts, so the banner says why', () => {
+  let { s } = run([welcome(), { type: 'media', connected: true }]);
+  for (let i = 0; i < 3; i += 1) s = run([{ type: 'lost', reason: 'media', stage: 'media' }, welcome()], s).s;
+  assert.equal(s.attempt, 3);
+  const { s: lost } = run([{ type: 'lost', reason: 'media', stage: 'media' }], s);
+  assert.deepEqual(lost.lost, { reason: 'media', stage: 'media', attempt: 4 });
+});
+
+test('interrupted audio and video are said, and back is connected again, the same participant', () => {
+  const { s } = run([welcome(), { type: 'media', connected: true }, { type: 'media', connected: false }]);
+  assert.equal(s.connection, 'interrupted');
+  assert.equal(s.you, 7);
+  assert.equal(s.participants.size, 2, 'nobody is forgotten while interrupted');
+  const { s: back, notes } = run([{ type: 'media', connected: true }], s);
+  assert.equal(back.connection, 'connected');
+  assert.deepEqual(notes, []);
+  // Before a welcome (or after a loss) there is nothing to interrupt.
+  const { s: early } = run([{ type: 'media', connected: false }]);
+  assert.equal(early.connection, 'connecting');
 });
 
 test('a listener is told so once, not at every reconnect', () => {
