@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::engine::Engine;
-use crate::net::Datagram;
+use crate::net::{Datagram, TcpConns, TcpEvent};
 
 /// Datagrams taken from the queue before the engine is driven, so a burst costs one pass.
 const BURST: usize = 64;
@@ -21,7 +21,9 @@ pub(crate) async fn run(
     mut engine: Engine,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     mut udp_rx: mpsc::Receiver<Datagram>,
+    mut tcp_events: mpsc::Receiver<TcpEvent>,
 ) {
+    let mut conns = TcpConns::new();
     loop {
         let next = engine.next_timeout(Instant::now());
         tokio::select! {
@@ -38,11 +40,19 @@ pub(crate) async fn run(
                     }
                 }
             }
+            Some(ev) = tcp_events.recv() => match ev {
+                TcpEvent::Opened { local, remote, tx } => {
+                    conns.insert((local, remote), tx);
+                }
+                TcpEvent::Closed { local, remote } => {
+                    conns.remove(&(local, remote));
+                }
+            },
             _ = tokio::time::sleep_until(next.into()) => {}
         }
         engine.drive(Instant::now());
         if engine.has_output() {
-            engine.flush(&sockets);
+            engine.flush(&sockets, &conns);
         }
     }
     tracing::info!("media engine stopped");

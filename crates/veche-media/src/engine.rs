@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::federation::Fed;
 use crate::forward::Incoming;
-use crate::net::{bind_all, read_loop, Datagram};
+use crate::net::{bind_all, bind_tcp, read_loop, tcp_accept_loop, Datagram, TcpConns};
 use crate::outbox::{Flushed, Outbox};
 use crate::peer::{
     contained, Drained, Forwarded, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS,
@@ -135,11 +135,7 @@ impl Lane {
         for (id, peer) in peers.iter_mut() {
             let mut events = Vec::new();
             let outbox = &mut self.outbox;
-            let res = peer.drain(
-                now,
-                |t| outbox.push(t.source, t.destination, &t.contents),
-                &mut events,
-            );
+            let res = peer.drain(now, |t| outbox.push_transmit(t), &mut events);
             self.done.push((*id, res, events));
         }
     }
@@ -239,8 +235,25 @@ impl Engine {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64 * 1000)
             .unwrap_or(0);
-        let (engine, handle) = Engine::new(config, (&media, &links), id_base, Instant::now());
+        let (mut engine, handle) = Engine::new(config, (&media, &links), id_base, Instant::now());
+        // Browsers whose UDP is blocked (a firewall that passes TCP only) reach the same
+        // port over TCP (ICE-TCP, RFC 6544: the node's passive candidates).
+        let listeners = bind_tcp(&media).await;
+        let tcp: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
+        engine.offer_tcp(&tcp);
         let (udp_tx, udp_rx) = mpsc::channel(DATAGRAM_QUEUE);
+        let (tcp_tx, tcp_events) = mpsc::channel(DATAGRAM_QUEUE);
+        let open = Arc::new(crate::net::TcpOpen::default());
+        for (addr, listener) in listeners {
+            tokio::spawn(tcp_accept_loop(
+                listener,
+                addr,
+                udp_tx.clone(),
+                tcp_tx.clone(),
+                engine.dropped.clone(),
+                open.clone(),
+            ));
+        }
         let mut sockets = HashMap::new();
         for (addr, sock) in bound.iter().chain(&link_bound) {
             tokio::spawn(read_loop(
@@ -251,7 +264,7 @@ impl Engine {
             ));
             sockets.insert(*addr, sock.clone());
         }
-        let task = tokio::spawn(crate::driver::run(engine, sockets, udp_rx));
+        let task = tokio::spawn(crate::driver::run(engine, sockets, udp_rx, tcp_events));
         Ok((handle, media, task))
     }
 
@@ -325,6 +338,24 @@ impl Engine {
         (engine, EngineHandle { tx: cmd_tx })
     }
 
+    /// Offer browsers ICE-TCP at `bound` (listening there): a passive TCP candidate each,
+    /// after the UDP ones, which ICE prefers.
+    pub(crate) fn offer_tcp(&mut self, bound: &[SocketAddr]) {
+        for addr in bound {
+            let c = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build();
+            match c {
+                Ok(c) => self.candidates.push(c),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "address not usable as a TCP candidate")
+                }
+            }
+        }
+    }
+
     /// Take every command queued on the handle.
     pub fn handle_commands(&mut self, now: Instant) {
         while let Ok(cmd) = self.commands.try_recv() {
@@ -345,6 +376,7 @@ impl Engine {
                 source,
                 destination,
                 data: data.to_vec(),
+                proto: Protocol::Udp,
             },
             now,
         );
@@ -684,7 +716,7 @@ impl Engine {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto: d.proto,
                 source: d.source,
                 destination: d.destination,
                 contents,
@@ -745,11 +777,7 @@ impl Engine {
         let mut events = std::mem::take(&mut self.events);
         let outbox = &mut self.outbox;
         // Sent together at the end of the pass (`flush`).
-        let res = peer.drain(
-            now,
-            |t| outbox.push(t.source, t.destination, &t.contents),
-            &mut events,
-        );
+        let res = peer.drain(now, |t| outbox.push_transmit(t), &mut events);
         self.drained(id, res, &mut events, now);
         self.events = events;
     }
@@ -832,8 +860,12 @@ impl Engine {
     }
 
     /// Send what the pass made: the engine's own outbox, and each worker's (in parallel).
-    pub(crate) fn flush(&mut self, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>) {
-        let mut done = self.outbox.flush(sockets);
+    pub(crate) fn flush(
+        &mut self,
+        sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+        conns: &TcpConns,
+    ) {
+        let mut done = self.outbox.flush(sockets, conns);
         let mut parts = vec![Flushed::default(); self.lanes.len()];
         if let Some(pool) = &self.workers {
             // The lanes' outboxes leave in parallel, the first from this thread.
@@ -841,10 +873,10 @@ impl Engine {
                 let mut lanes = self.lanes.iter_mut().zip(parts.iter_mut());
                 let first = lanes.next();
                 for (lane, part) in lanes.filter(|(l, _)| !l.outbox.is_empty()) {
-                    scope.spawn(move |_| *part = lane.outbox.flush(sockets));
+                    scope.spawn(move |_| *part = lane.outbox.flush(sockets, conns));
                 }
                 if let Some((lane, part)) = first {
-                    *part = lane.outbox.flush(sockets);
+                    *part = lane.outbox.flush(sockets, conns);
                 }
             });
         }

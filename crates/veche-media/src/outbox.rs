@@ -13,7 +13,10 @@ use nix::errno::Errno;
 use nix::sys::socket::{
     sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
 };
+use str0m::net::{Protocol, Transmit};
 use tokio::net::UdpSocket;
+
+use crate::net::TcpConns;
 
 /// Most datagrams per system call (what the kernel takes at once is UIO_MAXIOV, 1024).
 pub(crate) const BATCH: usize = 64;
@@ -44,6 +47,8 @@ pub(crate) struct Outbox {
     /// A send refused segmentation offload (a path without checksum offload): this outbox
     /// sends one by one from then on.
     no_gso: bool,
+    /// Packets for ICE-TCP connections: (local, remote, bytes).
+    streams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 impl Outbox {
@@ -53,22 +58,43 @@ impl Outbox {
         self.items.push((source, destination, start, data.len()));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+    /// What a peer transmits: a datagram, or a packet for its ICE-TCP connection.
+    pub fn push_transmit(&mut self, t: &Transmit) {
+        match t.proto {
+            Protocol::Udp => self.push(t.source, t.destination, &t.contents),
+            _ => self
+                .streams
+                .push((t.source, t.destination, t.contents.to_vec())),
+        }
     }
 
-    /// Hand everything to `send` (socket, destination, bytes), in order, and empty the box:
-    /// for a driver that is not a socket (a simulated network).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.streams.is_empty()
+    }
+
+    /// Hand every datagram to `send` (socket, destination, bytes), in order, and empty the
+    /// box: for a driver that is not a socket (a simulated network, which has no TCP).
     pub fn drain(&mut self, mut send: impl FnMut(SocketAddr, SocketAddr, &[u8])) {
         for (source, destination, start, len) in self.items.drain(..) {
             send(source, destination, &self.bytes[start..start + len]);
         }
         self.bytes.clear();
+        self.streams.clear();
     }
 
-    /// Send everything, in order per socket, and empty the box.
-    pub fn flush(&mut self, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>) -> Flushed {
+    /// Send everything, in order per socket and per connection, and empty the box.
+    pub fn flush(
+        &mut self,
+        sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+        conns: &TcpConns,
+    ) -> Flushed {
         let mut done = Flushed::default();
+        for (local, remote, packet) in self.streams.drain(..) {
+            match conns.get(&(local, remote)).map(|c| c.try_send(packet)) {
+                Some(Ok(())) => done.sent += 1,
+                _ => done.dropped += 1,
+            }
+        }
         let mut items = std::mem::take(&mut self.items);
         // Grouped by socket (a node usually sends from one), in order within each.
         items.sort_by_key(|(source, ..)| *source);
@@ -295,7 +321,7 @@ mod tests {
         for n in 1..=3u8 {
             out.push(a_addr, to_other, &vec![n; n as usize]);
         }
-        let done = out.flush(&sockets);
+        let done = out.flush(&sockets, &TcpConns::new());
         assert_eq!((done.sent, done.dropped), (14, 0));
         assert_eq!(done.syscalls, 2, "one segmented send, one batch");
         let mut buf = [0u8; 2048];
@@ -341,7 +367,7 @@ mod tests {
             out.push(a_addr, to, &vec![n; n as usize + 1]);
         }
         out.push(b_addr, to, b"from b");
-        let done = out.flush(&sockets);
+        let done = out.flush(&sockets, &TcpConns::new());
         assert_eq!((done.sent, done.dropped), (101, 0));
         assert_eq!(done.syscalls, 3, "two batches from a, one from b");
         assert!(out.is_empty());

@@ -31,11 +31,12 @@ export function lostWhy(reason, stage) {
   }
 }
 
-/** The banner while reconnecting: the first loss is usually a blip; from the second on
- * the person is told what fails. */
+/** The banner while reconnecting: the first loss is usually a blip; from the second on,
+ * or after audio and video waited 20 s in vain (no blip), the person is told what fails. */
 export function lostBanner(lost) {
   const why = lostWhy(lost.reason, lost.stage);
-  return lost.attempt > 1 ? `Connection lost — reconnecting… (${why}; attempt ${lost.attempt})` : 'Connection lost — reconnecting…';
+  if (lost.attempt > 1) return `Connection lost — reconnecting… (${why}; attempt ${lost.attempt})`;
+  return lost.stage === 'media' ? `Connection lost — reconnecting… (${why})` : 'Connection lost — reconnecting…';
 }
 
 /** Plain words for the node's non-fatal error codes (docs/protocol.md). */

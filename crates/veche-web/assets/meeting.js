@@ -256,6 +256,7 @@ export class Meeting {
     if (this.ended) return;
     if (this.session) this.session.close();
     this.session = null;
+    this.transport = null;
     this.media.clear();
     const delay = retryDelay(this.s.attempt, Math.random());
     this.apply({ type: 'lost', reason, stage });
@@ -268,15 +269,19 @@ export class Meeting {
 
   /** Audio and video flow again, or were interrupted: say so while they are. */
   onMedia(connected) {
-    clearTimeout(this.interruptTimer);
     if (connected) {
       hideBanner();
+      // Over TCP the people panel says so (a firewall passes no UDP: it can lag).
+      const session = this.session;
+      session.transport().then((t) => {
+        if (this.session !== session) return;
+        this.transport = t;
+        this.renderPeople();
+      }).catch(() => {});
       return;
     }
-    // Not for a blip: a loaded machine's checks can be a second late.
-    this.interruptTimer = setTimeout(() => {
-      if (this.s.connection === 'interrupted') showBanner('Connection interrupted — waiting for the network…');
-    }, 2000);
+    // The browser says so only after seconds without an answer to its checks: no blip.
+    showBanner('Connection interrupted — waiting for the network…');
   }
 
   /** Leave on purpose: no reconnect, camera off, "You left" screen. */
@@ -499,6 +504,7 @@ export class Meeting {
     if (!this.people || this.ended) return;
     this.people.render({
       roster: this.s, name: this.name, me: this.local.state(), myFp: this.myFp, newKeys: this.newKeys, nodes: this.nodes,
+      transport: this.session ? this.transport : null,
     }, this.mod, {
       toggleRecording: () => this.toggleRecording(),
       recordings: () => this.ask('recordings'),
@@ -596,6 +602,7 @@ export class Meeting {
       error: this.error,
       role: s.role || null,
       lost: s.lost ? { ...s.lost } : null,
+      transport: this.session ? this.transport || null : null,
       rooms: s.rooms ? { count: s.rooms.count, untilMs: s.rooms.untilMs, mine: myRoom(s) } : null,
       recording: s.recording ? { ...s.recording } : null,
       speaking: [...s.speaking],

@@ -22,6 +22,11 @@ export function nodeLine(n) {
   };
 }
 
+/** What the people panel says after "(You)" of our media's path: only TCP is worth a word. */
+export function ownPath(transport) {
+  return transport === 'tcp' ? ' · media over TCP' : '';
+}
+
 const button = (kind, text, action, onclick, extra = {}) => h('button', {
   class: `btn ${kind} btn-small`, type: 'button', dataset: { action }, text, onclick, ...extra,
 });
@@ -38,7 +43,8 @@ export class PeoplePanel {
 
   /**
    * Redraw. view: {roster, name, me (our {audio, video, screen, hand}), myFp, newKeys
-   * (keys this browser saw before under another name's key), nodes}; mod: the Moderation;
+   * (keys this browser saw before under another name's key), nodes, transport (ours:
+   * 'udp', 'tcp' or null)}; mod: the Moderation;
    * ask: {recordings(), attendance()}.
    */
   render(view, mod, ask) {
@@ -59,6 +65,7 @@ export class PeoplePanel {
       return h('li', { class: 'person', dataset: p.you ? { you: '1' } : { participant: String(p.id) } },
         avatar,
         h('span', { class: 'person-name' }, h('span', { text: p.name }), p.you ? h('span', { class: 'person-you', text: ' (You)' }) : null,
+          p.you && ownPath(view.transport) ? h('span', { class: 'person-path', title: 'UDP does not get through to the node: audio and video go over TCP, which can lag on a busy network', text: ownPath(view.transport) }) : null,
           s.rooms ? h('span', { class: 'person-room', text: ` · ${room ? `room ${room}` : 'main room'}` }) : null,
           fp ? h('span', { class: 'person-key', title: 'Key fingerprint: the same person shows the same one every time', text: ` · ${fp}` }) : null,
           !p.you && view.newKeys.has(p.key) ? h('span', { class: 'person-newkey', title: 'This browser saw this name before with a different key: another person, or a new device', text: ' · new key' }) : null),

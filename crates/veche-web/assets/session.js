@@ -333,6 +333,22 @@ export class Session {
     return out;
   }
 
+  /** What our audio and video travel over now: 'udp', 'tcp' (UDP blocked on the way:
+   * ICE-TCP to the node's media port), or null before they connect. */
+  async transport() {
+    const pc = this.pc;
+    if (!pc || this.closed) return null;
+    const report = await pc.getStats();
+    let pair = null;
+    report.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
+    });
+    // Firefox names the pair in use instead of a transport's selection.
+    if (!pair) report.forEach((r) => { if (r.type === 'candidate-pair' && r.selected) pair = r; });
+    const local = pair && report.get(pair.localCandidateId);
+    return local && local.protocol ? String(local.protocol) : null;
+  }
+
   /** Inbound/outbound RTP numbers for the test hook. nameOf(participant) → name. */
   async stats(nameOf) {
     const pc = this.pc;

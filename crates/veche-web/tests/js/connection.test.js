@@ -14,6 +14,8 @@ test('the first loss is a blip; from the second the banner says what fails', () 
   assert.equal(lostBanner({ reason: 'closed', stage: 'opening', attempt: 2 }),
     'Connection lost — reconnecting… (the node cannot be reached; attempt 2)');
   assert.equal(lostWhy('media', 'joined'), 'the audio and video path failed');
+  assert.equal(lostBanner({ reason: 'media', stage: 'media', attempt: 1 }),
+    'Connection lost — reconnecting… (audio and video could not get through to the node, perhaps a firewall blocks UDP)');
   assert.equal(lostWhy('media', 'media'), 'audio and video could not get through to the node, perhaps a firewall blocks UDP');
   assert.equal(lostBanner({ reason: 'media', stage: 'media', attempt: 3 }),
     'Connection lost — reconnecting… (audio and video could not get through to the node, perhaps a firewall blocks UDP; attempt 3)');

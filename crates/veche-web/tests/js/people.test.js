@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nodeLine } from '../../assets/people.js';
+import { nodeLine, ownPath } from '../../assets/people.js';
+
+test('our own row says media over TCP, and nothing for UDP or before media connects', () => {
+  assert.equal(ownPath('tcp'), ' · media over TCP');
+  assert.equal(ownPath('udp'), '');
+  assert.equal(ownPath(null), '');
+});
 
 test('a node line says its people, the media path and loss worth mentioning', () => {
   const line = nodeLine({ id: '12D3KooWabcdefgh', participants: 1, media: 'connected', path: 'relayed', via: 'QmRelay12345678',
