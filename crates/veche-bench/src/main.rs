@@ -12,6 +12,7 @@ mod peer;
 mod procfs;
 mod scenario;
 mod server;
+mod soak;
 mod veche;
 
 use std::fmt::Write as _;
@@ -63,6 +64,11 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only the soak: two nodes, participants joining, publishing, leaving and rejoining
+    /// for this many seconds; what each node holds printed every minute (root: it runs in
+    /// its own network namespace).
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
     /// Set by the harness itself when it re-runs inside its own network namespace.
     #[arg(long, hide = true)]
     inside_netns: bool,
@@ -112,6 +118,14 @@ fn run_in_netns() -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.soak.is_some() && !args.inside_netns {
+        anyhow::ensure!(
+            nix::unistd::Uid::effective().is_root(),
+            "the soak needs root: its two nodes link over the address of a network namespace \
+             of its own, so that nothing leaves this machine"
+        );
+        return run_in_netns();
+    }
     if !args.no_janus && !args.inside_netns {
         anyhow::ensure!(
             nix::unistd::Uid::effective().is_root(),
@@ -144,6 +158,25 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> {
+    if let Some(secs) = args.soak {
+        let bin = match &args.veche {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("no folder")?
+                .join("veche"),
+        };
+        let load = Load {
+            video_bps: args.video_bps,
+            keyframe_every: Duration::from_secs(3),
+            simulcast: false,
+        };
+        let report = soak::run(&bin, secs, NETNS_IP, load).await?;
+        if let Some(out) = &args.out {
+            std::fs::write(out, &report).with_context(|| format!("{}", out.display()))?;
+        }
+        return Ok(());
+    }
     let quick = args.quick;
     let secs = args.seconds.unwrap_or(if quick { 2.0 } else { 8.0 });
     let steps = args.steps.clone().unwrap_or_else(|| {

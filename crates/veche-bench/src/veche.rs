@@ -25,6 +25,7 @@ const GALLERY_TILE_HEIGHT: u32 = 150;
 pub struct Veche {
     pub pid: u32,
     http: SocketAddr,
+    log: std::path::PathBuf,
     _child: Child,
     _dir: Scratch,
 }
@@ -33,6 +34,17 @@ impl Veche {
     /// The node on the cores `cpus` (taskset list), with `threads` media threads (its
     /// default, one per core it may run on, without).
     pub async fn start(bin: &Path, cpus: Option<&str>, threads: Option<usize>) -> Result<Self> {
+        Self::start_with(bin, cpus, threads, &[]).await
+    }
+
+    /// As [`Veche::start`], with more arguments for `veche run` (repeatable ones add to
+    /// the defaults: another media address, another libp2p address, a node to dial).
+    pub async fn start_with(
+        bin: &Path,
+        cpus: Option<&str>,
+        threads: Option<usize>,
+        extra: &[String],
+    ) -> Result<Self> {
         let dir = Scratch::new("veche")?;
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let args: Vec<String> = [
@@ -56,6 +68,7 @@ impl Veche {
         .iter()
         .map(|s| s.to_string())
         .chain(threads.map(|n| format!("--media-threads={n}")))
+        .chain(extra.iter().cloned())
         .collect();
         let log = dir.0.join("veche.log");
         let filter = std::env::var("VECHE_BENCH_LOG").unwrap_or_else(|_| "warn".into());
@@ -68,9 +81,24 @@ impl Veche {
         Ok(Self {
             pid,
             http,
+            log,
             _child: child,
             _dir: dir,
         })
+    }
+
+    /// Its web address.
+    pub fn http(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// Its libp2p peer id, as it printed it first thing ("veche node ID").
+    pub fn node_id(&self) -> Result<String> {
+        let log = std::fs::read_to_string(&self.log)?;
+        log.lines()
+            .find_map(|l| l.strip_prefix("veche node "))
+            .map(|id| id.trim().to_owned())
+            .context("the node did not print its id")
     }
 
     /// A new meeting.
