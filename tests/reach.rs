@@ -254,6 +254,23 @@ async fn a_device_whose_udp_is_blocked_gets_media_over_tcp() {
         .await
         .expect("state");
     assert_eq!(ada_row, serde_json::json!(["udp", null]), "Ada's page");
+    // The operator's view on the node's machine says the same of each.
+    let on_node = ada
+        .eval(&format!(
+            "fetch('/api/meetings/{id}/people').then(r => r.json()).then(p => p.reception.map(r => [r.participant, r.transport]))"
+        ))
+        .await
+        .expect("people");
+    let cy_id = cy.eval("veche.state().you").await.expect("you");
+    let ada_id = ada.eval("veche.state().you").await.expect("you");
+    let mut want = vec![
+        serde_json::json!([cy_id, "tcp"]),
+        serde_json::json!([ada_id, "udp"]),
+    ];
+    let mut have: Vec<Value> = on_node.as_array().cloned().unwrap_or_default();
+    want.sort_by_key(|v| v.to_string());
+    have.sort_by_key(|v| v.to_string());
+    assert_eq!(have, want, "the operator's view: {on_node}");
     // Over TCP it keeps flowing: 5 s more of both.
     let had = got(&mut cy, "Ada").await;
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -210,8 +210,8 @@ pub enum Command {
     Reception {
         /// Meeting id, or every meeting.
         meeting: Option<String>,
-        /// (meeting, participant, what it receives).
-        reply: oneshot::Sender<Vec<(String, ParticipantId, veche_core::Reception)>>,
+        /// What each receives.
+        reply: oneshot::Sender<Vec<BrowserReception>>,
     },
     /// The media links of a meeting, per other node.
     Links {
@@ -329,6 +329,19 @@ pub struct LinkInfo {
     pub videos_out: Vec<veche_core::Received>,
     /// The largest layer our link carries for loss on its path (`None`: all it is asked).
     pub capped: Option<&'static str>,
+}
+
+/// What one browser here receives, and what its media travels over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserReception {
+    /// Its meeting.
+    pub meeting: String,
+    /// Who.
+    pub participant: ParticipantId,
+    /// Each video it receives, and the estimate toward it.
+    pub reception: veche_core::Reception,
+    /// `"udp"`, or `"tcp"` when its UDP is blocked (ICE-TCP); `None` before it connects.
+    pub transport: Option<&'static str>,
 }
 
 /// The engine's counters since start.
@@ -699,7 +712,7 @@ impl EngineHandle {
     pub async fn reception(
         &self,
         meeting: Option<&str>,
-    ) -> Result<Vec<(String, ParticipantId, veche_core::Reception)>, EngineGone> {
+    ) -> Result<Vec<BrowserReception>, EngineGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Reception {
             meeting: meeting.map(str::to_owned),

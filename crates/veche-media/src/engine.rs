@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use veche_core::{ChatError, Layer, Limits, Output, ParticipantId, Sfu, StateChange, TrackKind};
 
 use crate::api::{
-    Attendance, Command, EngineHandle, EngineStats, ErrorCode, FedOut, Moderation, PeerEvent,
-    Signal, TrackInfo,
+    Attendance, BrowserReception, Command, EngineHandle, EngineStats, ErrorCode, FedOut,
+    Moderation, PeerEvent, Signal, TrackInfo,
 };
 use crate::federation::Fed;
 use crate::forward::Incoming;
@@ -691,10 +691,18 @@ impl Engine {
                         continue;
                     }
                     if let Some(r) = self.sfu.reception(id) {
-                        out.push((m.to_owned(), id, r));
+                        out.push(BrowserReception {
+                            meeting: m.to_owned(),
+                            participant: id,
+                            reception: r,
+                            transport: p.transport.map(|t| match t {
+                                Protocol::Udp => "udp",
+                                _ => "tcp",
+                            }),
+                        });
                     }
                 }
-                out.sort_by_key(|(_, id, _)| *id);
+                out.sort_by_key(|r| r.participant);
                 let _ = reply.send(out);
             }
             Command::Links { meeting, reply } => {
@@ -756,6 +764,10 @@ impl Engine {
             return;
         };
         peer.last_input = now;
+        match d.proto {
+            Protocol::Udp => peer.in_by_proto.0 += 1,
+            _ => peer.in_by_proto.1 += 1,
+        }
         match contained(|| peer.rtc.handle_input(input)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -1301,6 +1313,13 @@ impl Engine {
         let mut rates = Vec::new();
         for p in self.peers.values_mut() {
             rates.extend(p.take_in_bytes());
+            // A browser's backup TCP connection carries a check now and then, its media
+            // all the rest.
+            match std::mem::take(&mut p.in_by_proto) {
+                (0, 0) => {}
+                (udp, tcp) if tcp > udp => p.transport = Some(Protocol::Tcp),
+                _ => p.transport = Some(Protocol::Udp),
+            }
         }
         for (track, layer, bytes) in rates {
             self.sfu

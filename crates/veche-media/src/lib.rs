@@ -28,8 +28,8 @@ mod peer;
 mod record;
 
 pub use api::{
-    Attendance, Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError, LinkInfo,
-    LinkOffer, Moderation, PeerEvent, RecordTap, Recorded, Signal, TrackInfo,
+    Attendance, BrowserReception, Command, EngineHandle, EngineStats, ErrorCode, FedOut, LinkError,
+    LinkInfo, LinkOffer, Moderation, PeerEvent, RecordTap, Recorded, Signal, TrackInfo,
 };
 pub use engine::{Engine, EngineConfig, StartError};
 pub use federation::{MAX_LINKS_IN_PER_NODE, MAX_MEETINGS_PER_NODE};

@@ -195,6 +195,10 @@ pub(crate) struct Peer {
     pub link_stats: LinkStats,
     /// When the last datagram from it arrived.
     pub last_input: Instant,
+    /// Packets from it since the last housekeeping, over UDP and over TCP; and what most
+    /// of them came over in the last second that had any (media flows on the pair in use).
+    pub in_by_proto: (u64, u64),
+    pub transport: Option<str0m::net::Protocol>,
     /// Media frames received from it and written to it (a video frame is the packet that
     /// ends it, marker bit set; every audio packet is one).
     pub frames_in: u64,
@@ -256,6 +260,8 @@ impl Peer {
             connected: false,
             link_stats: LinkStats::default(),
             last_input: now,
+            in_by_proto: (0, 0),
+            transport: None,
             frames_in: 0,
             frames_out: 0,
             disconnected_since: None,

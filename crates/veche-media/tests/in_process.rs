@@ -256,7 +256,7 @@ impl Sim {
     }
 
     /// What each viewer at `node` receives, and why.
-    fn reception(&mut self, node: usize) -> Vec<(String, ParticipantId, veche_core::Reception)> {
+    fn reception(&mut self, node: usize) -> Vec<veche_media::BrowserReception> {
         self.ask(node, |reply| Command::Reception {
             meeting: None,
             reply,

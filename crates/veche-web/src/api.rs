@@ -468,7 +468,7 @@ pub(crate) async fn metrics(State(ctx): State<Ctx>) -> Response {
     if let Ok(all) = ctx.app.engine.reception(None).await {
         ctx.app
             .node_metrics
-            .update_reception(all.iter().map(|(_, _, r)| r));
+            .update_reception(all.iter().map(|r| &r.reception));
     }
     let mut text = String::new();
     {
@@ -737,7 +737,7 @@ pub(crate) async fn get_people(
         .await
         .map_err(|_| ApiError::engine_gone())?
         .into_iter()
-        .map(|(_, participant, r)| json!({ "participant": participant, "estimate_bps": r.estimate, "videos": r.videos }))
+        .map(|b| json!({ "participant": b.participant, "estimate_bps": b.reception.estimate, "videos": b.reception.videos, "transport": b.transport }))
         .collect();
     let peers = if links.is_empty() {
         Vec::new()
