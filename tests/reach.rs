@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{create_and_enter, inbound, num, Browser, Lab};
+use support::{create_and_enter, inbound, num, Browser, Lab, Node};
 
 /// The outage: inside the 10 s a hiccup of Wi-Fi should be forgiven.
 const OUTAGE: Duration = Duration::from_secs(8);
@@ -119,20 +119,37 @@ async fn ids(b: &mut Browser) -> Vec<(String, String)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_whose_network_drops_for_8_s_stays_the_same_participant_and_resumes() {
-    let lab = Lab::new("drop");
-    let https = format!("{}:7443", lab.lan_ip);
+/// A meeting on the lab's node, Ada in it from the node's own machine: (node, Ada, its id).
+async fn with_ada(lab: &Lab, title: &str) -> (Node, Browser, String) {
     let node = lab.lan_node().await;
     let base = node.base();
     let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    let id = create_and_enter(&mut ada, &base, "Hiccup", "Ada").await;
-    let mut cy = lab
-        .device_browser(
-            &format!("https://{https}/m/{id}?name=Cy&autojoin=1"),
-            &["--ignore-certificate-errors"],
-        )
-        .await;
+    let id = create_and_enter(&mut ada, &base, title, "Ada").await;
+    (node, ada, id)
+}
+
+/// Cy's page on the second device, joining meeting `id` over the node's HTTPS.
+async fn cy_joins(lab: &Lab, id: &str) -> Browser {
+    let https = format!("{}:7443", lab.lan_ip);
+    lab.device_browser(
+        &format!("https://{https}/m/{id}?name=Cy&autojoin=1"),
+        &["--ignore-certificate-errors"],
+    )
+    .await
+}
+
+async fn done(node: Node, browsers: [Browser; 2]) {
+    for b in browsers {
+        b.close().await;
+    }
+    node.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_network_drops_for_8_s_stays_the_same_participant_and_resumes() {
+    let lab = Lab::new("drop");
+    let (node, mut ada, id) = with_ada(&lab, "Hiccup").await;
+    let mut cy = cy_joins(&lab, &id).await;
 
     // Flowing both ways first (the positive control).
     flowing(&mut cy, "Cy", "Ada", (0, 0), Duration::from_secs(60)).await;
@@ -206,29 +223,17 @@ async fn a_device_whose_network_drops_for_8_s_stays_the_same_participant_and_res
     );
     // A goal of 3 s; bounded at three times that against a loaded machine.
     assert!(took < Duration::from_secs(9), "media back after {took:?}");
-    for b in [ada, cy] {
-        b.close().await;
-    }
-    node.kill().await;
+    done(node, [ada, cy]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_whose_udp_is_blocked_gets_media_over_tcp() {
     let lab = Lab::new("tcp");
-    let https = format!("{}:7443", lab.lan_ip);
-    let node = lab.lan_node().await;
-    let base = node.base();
-    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    let id = create_and_enter(&mut ada, &base, "Firewalled", "Ada").await;
+    let (node, mut ada, id) = with_ada(&lab, "Firewalled").await;
     // The device's network passes no UDP from before she joins.
     block_only(&lab, "-I", &["-p", "udp"]);
     let start = Instant::now();
-    let mut cy = lab
-        .device_browser(
-            &format!("https://{https}/m/{id}?name=Cy&autojoin=1"),
-            &["--ignore-certificate-errors"],
-        )
-        .await;
+    let mut cy = cy_joins(&lab, &id).await;
     flowing(&mut cy, "Cy", "Ada", (0, 0), Duration::from_secs(60)).await;
     let took = start.elapsed();
     flowing(&mut ada, "Ada", "Cy", (0, 0), Duration::from_secs(30)).await;
@@ -279,29 +284,17 @@ async fn a_device_whose_udp_is_blocked_gets_media_over_tcp() {
         now.0 > had.0 + 150 && now.1 > had.1 + 50,
         "Cy keeps getting Ada over TCP: {had:?} -> {now:?}"
     );
-    for b in [ada, cy] {
-        b.close().await;
-    }
-    node.kill().await;
+    done(node, [ada, cy]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_whose_media_cannot_get_through_is_told_why_and_joins_once_it_can() {
     let lab = Lab::new("nomedia");
-    let https = format!("{}:7443", lab.lan_ip);
-    let node = lab.lan_node().await;
-    let base = node.base();
-    let mut ada = lab.browser(&format!("{base}/"), &[]).await;
-    let id = create_and_enter(&mut ada, &base, "Walled", "Ada").await;
+    let (node, ada, id) = with_ada(&lab, "Walled").await;
     // Only the page's own HTTPS gets through: no UDP, and nothing to the media port on TCP.
     block_only(&lab, "-I", &["-p", "udp"]);
     block_only(&lab, "-I", &["-p", "tcp", "--dport", "7301"]);
-    let mut cy = lab
-        .device_browser(
-            &format!("https://{https}/m/{id}?name=Cy&autojoin=1"),
-            &["--ignore-certificate-errors"],
-        )
-        .await;
+    let mut cy = cy_joins(&lab, &id).await;
     // Welcomed, then her audio and video do not connect: the page says why, and tries again.
     let said = cy
         .wait_for(
@@ -331,8 +324,5 @@ async fn a_device_whose_media_cannot_get_through_is_told_why_and_joins_once_it_c
     let state = cy.eval("veche.state()").await.expect("state");
     assert_eq!(state["connection"], "connected", "{state}");
     assert_eq!(state["lost"], Value::Null, "{state}");
-    for b in [ada, cy] {
-        b.close().await;
-    }
-    node.kill().await;
+    done(node, [ada, cy]).await;
 }

@@ -50,24 +50,21 @@ fn stat_cpu(path: &str) -> Duration {
 
 /// Resident memory of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    status_field(pid, "VmRSS:")
 }
 
 /// Threads of `pid` now (0 if it is gone).
 pub fn threads(pid: u32) -> u64 {
+    status_field(pid, "Threads:")
+}
+
+/// The number after `name` in `/proc/PID/status` (0 if it is not there).
+fn status_field(pid: u32, name: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("Threads:"))
+                .find(|l| l.starts_with(name))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })

@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -67,6 +68,44 @@ fn held(node: &Veche, people: &Value) -> Held {
     }
 }
 
+/// Who is in the meeting on each node (A, B), and how many came, went and failed to come.
+#[derive(Default)]
+struct Crowd {
+    here: [Vec<Participant>; 2],
+    joins: u64,
+    leaves: u64,
+    failed: u64,
+    /// Names are numbered.
+    seq: u64,
+}
+
+impl Crowd {
+    /// Someone new joins `meeting` on node `i`, publishing.
+    async fn join(
+        &mut self,
+        i: usize,
+        node: &Veche,
+        meeting: &str,
+        load: Load,
+        clock: &Arc<Clock>,
+    ) {
+        self.seq += 1;
+        match node
+            .join(meeting, &format!("soak {}", self.seq), true, load, clock)
+            .await
+        {
+            Ok(p) => {
+                self.here[i].push(p);
+                self.joins += 1;
+            }
+            Err(e) => {
+                self.failed += 1;
+                eprintln!("soak: join on node {}: {e:#}", ["A", "B"][i]);
+            }
+        }
+    }
+}
+
 /// Of `ps`: how many have had video, and the packets they received in all.
 fn media(ps: &[Participant]) -> (usize, u64) {
     ps.iter().fold((0, 0), |(video, packets), p| {
@@ -120,25 +159,10 @@ pub async fn run(bin: &Path, secs: u64, bind: std::net::Ipv4Addr, load: Load) ->
     clock
         .window
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut here: [Vec<Participant>; 2] = [Vec::new(), Vec::new()];
-    let (mut joins, mut leaves, mut failed_joins) = (0u64, 0u64, 0u64);
-    let mut seq = 0u64;
+    let mut crowd = Crowd::default();
     for (i, node) in nodes.iter().enumerate() {
         for _ in 0..PER_NODE {
-            seq += 1;
-            match node
-                .join(&meeting, &format!("soak {seq}"), true, load, &clock)
-                .await
-            {
-                Ok(p) => {
-                    here[i].push(p);
-                    joins += 1;
-                }
-                Err(e) => {
-                    failed_joins += 1;
-                    eprintln!("soak: join on node {}: {e:#}", ["A", "B"][i]);
-                }
-            }
+            crowd.join(i, node, &meeting, load, &clock).await;
         }
     }
     let mut report = String::new();
@@ -176,7 +200,7 @@ pub async fn run(bin: &Path, secs: u64, bind: std::net::Ipv4Addr, load: Load) ->
                 .unwrap_or(Value::Null);
                 let h = held(node, &people);
                 last[i] = (h.rss_kib, h.fds);
-                let (video, packets) = media(&here[i]);
+                let (video, packets) = media(&crowd.here[i]);
                 let packets = packets + gone[i];
                 let got = packets - packets_before[i];
                 packets_before[i] = packets;
@@ -189,12 +213,13 @@ pub async fn run(bin: &Path, secs: u64, bind: std::net::Ipv4Addr, load: Load) ->
                     h.threads,
                     h.people,
                     h.nodes,
-                    here[i].len()
+                    crowd.here[i].len()
                 );
             }
             let _ = writeln!(
                 line,
-                " {joins} joins, {leaves} leaves, {failed_joins} failed joins"
+                " {} joins, {} leaves, {} failed joins",
+                crowd.joins, crowd.leaves, crowd.failed
             );
             first.get_or_insert(last);
             print!("{line}");
@@ -205,32 +230,19 @@ pub async fn run(bin: &Path, secs: u64, bind: std::net::Ipv4Addr, load: Load) ->
             next_churn += CHURN_EVERY;
             let i = turn % 2;
             turn += 1;
-            if !here[i].is_empty() {
-                let p = here[i].remove(0);
+            if !crowd.here[i].is_empty() {
+                let p = crowd.here[i].remove(0);
                 gone[i] += media(std::slice::from_ref(&p)).1;
                 p.leave();
-                leaves += 1;
+                crowd.leaves += 1;
             }
-            seq += 1;
-            match nodes[i]
-                .join(&meeting, &format!("soak {seq}"), true, load, &clock)
-                .await
-            {
-                Ok(p) => {
-                    here[i].push(p);
-                    joins += 1;
-                }
-                Err(e) => {
-                    failed_joins += 1;
-                    eprintln!("soak: join on node {}: {e:#}", ["A", "B"][i]);
-                }
-            }
+            crowd.join(i, nodes[i], &meeting, load, &clock).await;
             continue;
         }
         let wake = next_churn.min(next_report).min(deadline);
         tokio::time::sleep_until(wake.into()).await;
     }
-    for p in here.into_iter().flatten() {
+    for p in crowd.here.into_iter().flatten() {
         p.leave();
     }
     if let Some(first) = first {
