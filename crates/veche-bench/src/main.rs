@@ -157,15 +157,20 @@ fn main() -> Result<()> {
         .block_on(run(args, cores, server_cpu))
 }
 
+/// The veche binary to run: `--veche`, or the one next to this one.
+fn veche_bin(args: &Args) -> Result<PathBuf> {
+    match &args.veche {
+        Some(p) => Ok(p.clone()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("no folder")?
+            .join("veche")),
+    }
+}
+
 async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> {
     if let Some(secs) = args.soak {
-        let bin = match &args.veche {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .context("no folder")?
-                .join("veche"),
-        };
+        let bin = veche_bin(&args)?;
         let load = Load {
             video_bps: args.video_bps,
             keyframe_every: Duration::from_secs(3),
@@ -243,13 +248,7 @@ async fn run(args: Args, cores: usize, server_cpu: Option<usize>) -> Result<()> 
     print!("{line}");
     report.push_str(&line);
 
-    let veche_bin = match &args.veche {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no folder")?
-            .join("veche"),
-    };
+    let veche_bin = veche_bin(&args)?;
     let mut targets = vec![Target::Veche(
         veche::Veche::start(
             &veche_bin,
