@@ -1,6 +1,7 @@
 //! Three real headless Chromium browsers (fake camera, microphone and screen) in one meeting
 //! on one node: video and audio from both others, chat, screen share, and a closed browser
-//! disappearing for the others; a camera slow to start does not keep its owner out.
+//! disappearing for the others, and a newcomer after them carried on the m-lines they left;
+//! a camera slow to start does not keep its owner out.
 //!
 //! Runs as root (it makes a network namespace so the browsers' traffic stays inside it).
 
@@ -149,6 +150,25 @@ async fn three_browsers_see_hear_chat_share_and_leave() {
     assert!(closed.elapsed() < Duration::from_secs(10));
     // The rest of the meeting goes on.
     wait_decoding(&mut ada, "Ada", &["Bob"], "camera").await;
+
+    // Dan comes in after Cy: Ada and Bob get his camera and voice on the m-lines Cy's
+    // tracks left, so their connections do not grow with every newcomer of the day.
+    let _dan = lab.browser(&link("Dan"), &[]).await;
+    for (b, me) in [(&mut ada, "Ada"), (&mut bob, "Bob")] {
+        wait_decoding(b, me, &["Dan"], "camera").await;
+        b.wait_for(
+            &format!("{me} receiving audio from Dan"),
+            "(async () => { const s = await veche.stats(); return s.inbound.some(i => i.name === 'Dan' && i.source === 'mic' && i.packetsReceived > 0); })()",
+            Duration::from_secs(30),
+        )
+        .await;
+        let lines = b
+            .eval("veche.pc.remoteDescription.sdp.split('\\n').filter(l => l.startsWith('m=')).length")
+            .await
+            .expect("m-lines");
+        // Their own three, and three for each of the two others.
+        assert_eq!(lines, 9, "{me}'s connection has {lines} m-lines");
+    }
     node.kill().await;
 }
 

@@ -903,6 +903,18 @@ impl Engine {
                     self.fed.presence.insert(pid, p);
                 }
                 self.apply(out);
+                // Their tracks may have come first, on a link here or through a relay.
+                let links: Vec<ParticipantId> = self
+                    .peers
+                    .iter()
+                    .filter(
+                        |(_, p)| matches!(&p.role, Role::LinkIn { meeting: m, .. } if m == meeting),
+                    )
+                    .map(|(id, _)| *id)
+                    .collect();
+                for link in links {
+                    self.publish_declared(link, now);
+                }
                 Some(pid)
             }
             Err(e) => {
@@ -1004,13 +1016,32 @@ impl Engine {
             .iter()
             .map(|(mid, t)| (mid.clone(), t.source))
             .collect();
+        // The other node carries a new track on an m-line that an old one left (str0m
+        // never recycles an m-line, so the sender does): what was published from a mid
+        // that no longer carries it goes.
+        let mut stale = Vec::new();
         if let Role::LinkIn { tracks: t, .. } = &mut peer.role {
+            for (mid, track) in &peer.in_tracks {
+                let key = mid.to_string();
+                if t.get(&key) != tracks.get(&key) {
+                    stale.push(*track);
+                }
+            }
             *t = tracks;
+        }
+        for track in &stale {
+            peer.forget_in_track(*track);
         }
         match peer.accept_offer(&sdp, sources) {
             Ok(answer) => {
                 let _ = reply.send(Ok(answer));
                 self.dirty.insert(id);
+                for track in stale {
+                    self.fed.track_in.remove(&track);
+                    let out = self.sfu.unpublish(track);
+                    self.apply(out);
+                }
+                self.publish_declared(id, now);
             }
             Err(f) => {
                 tracing::info!(%node, %meeting, error = %f.message, "node link offer refused");
@@ -1038,6 +1069,13 @@ impl Engine {
         else {
             return;
         };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.in_shapes.insert(mid, (kind, layers));
+        if peer.in_tracks.contains_key(&mid) {
+            return;
+        }
         let Some(lt) = tracks.get(&*mid.to_string()).cloned() else {
             tracing::debug!(%node, %mid, "link media without a declared track ignored");
             return;
@@ -1101,6 +1139,29 @@ impl Engine {
             Err(e) => {
                 tracing::info!(%node, participant = %pid, error = %e, "remote track not published")
             }
+        }
+    }
+
+    /// Publish what link `id` declares and carries but nothing published yet: an m-line
+    /// the other node reused for another track, or one whose person was not known here
+    /// when it arrived.
+    fn publish_declared(&mut self, id: ParticipantId, now: Instant) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let Role::LinkIn { tracks, .. } = &peer.role else {
+            return;
+        };
+        let waiting: Vec<_> = peer
+            .in_shapes
+            .iter()
+            .filter(|(mid, _)| {
+                !peer.in_tracks.contains_key(*mid) && tracks.contains_key(&*mid.to_string())
+            })
+            .map(|(mid, shape)| (*mid, *shape))
+            .collect();
+        for (mid, (kind, layers)) in waiting {
+            self.link_media_added(id, mid, kind, layers, now);
         }
     }
 

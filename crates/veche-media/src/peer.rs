@@ -225,8 +225,19 @@ pub(crate) struct Peer {
     /// Outgoing streams (negotiating or ready): track → mid, mid → (track, info).
     out_mids: HashMap<TrackId, Mid>,
     out_tracks: BTreeMap<Mid, (TrackId, TrackInfo)>,
+    /// What each outgoing m-line was made for (audio or video, the layers side by side).
+    out_shapes: HashMap<Mid, (TrackKind, Layers)>,
     to_add: Vec<PendingSub>,
-    to_stop: Vec<Mid>,
+    /// Outgoing m-lines whose track went away, to be made inactive at the next offer.
+    to_idle: Vec<Mid>,
+    /// Inactive outgoing m-lines, each carrying the next track of its shape. str0m never
+    /// recycles an m-line it offered, so without this a long-lived peer (a node link, a
+    /// browser that stays all day) grows by one m-line per track anyone ever published,
+    /// in memory and in every offer.
+    idle: Vec<Mid>,
+    /// What each incoming m-line of a node link is (audio or video, its layers), seen
+    /// once, for when the other node reuses it for another track.
+    pub in_shapes: HashMap<Mid, (TrackKind, Layers)>,
     pub offer: Option<OfferInFlight>,
     /// How far this connection got towards connecting, and when (node links: the connect
     /// deadline counts from its last step).
@@ -274,8 +285,11 @@ impl Peer {
             rewriters: HashMap::new(),
             out_mids: HashMap::new(),
             out_tracks: BTreeMap::new(),
+            out_shapes: HashMap::new(),
             to_add: Vec::new(),
-            to_stop: Vec::new(),
+            to_idle: Vec::new(),
+            idle: Vec::new(),
+            in_shapes: HashMap::new(),
             offer: None,
             progress: Progress::default(),
             ready_when_connected: Vec::new(),
@@ -567,10 +581,11 @@ impl Peer {
         self.ready_when_connected.retain(|t| *t != track);
         if let Some(mid) = self.out_mids.remove(&track) {
             self.out_tracks.remove(&mid);
-            self.rewriters.retain(|(m, _), _| *m != mid);
-            // Queued this pass for the stream now stopped: not written (nor renumbered anew).
+            // Its renumbering stays: the next track on this m-line continues the stream's
+            // numbers, as a change of source does.
+            // Queued this pass for the stream now stopped: not written.
             self.queued.retain(|(m, _, _, _)| *m != mid);
-            self.to_stop.push(mid);
+            self.to_idle.push(mid);
         }
     }
 
@@ -589,19 +604,27 @@ impl Peer {
     pub fn negotiate(&mut self, now: Instant) -> Result<Option<MadeOffer>, PeerFailure> {
         if !self.offered
             || self.offer.is_some()
-            || (self.to_add.is_empty() && self.to_stop.is_empty())
+            || (self.to_add.is_empty() && self.to_idle.is_empty())
         {
             return Ok(None);
         }
         let to_add = std::mem::take(&mut self.to_add);
-        let to_stop = std::mem::take(&mut self.to_stop);
+        let to_idle = std::mem::take(&mut self.to_idle);
+        let (idle, shapes) = (&mut self.idle, &mut self.out_shapes);
         let applied = contained(|| {
             let mut api = self.rtc.sdp_api();
-            for mid in &to_stop {
-                api.stop_media(*mid);
-            }
             let mut added = Vec::with_capacity(to_add.len());
+            // An m-line freed by this offer is reused only from the next one: in the same
+            // offer its direction would not change, and the other end would not notice
+            // that it carries another track now.
             for sub in &to_add {
+                let shape = (sub.info.kind, sub.layers);
+                if let Some(i) = idle.iter().position(|m| shapes.get(m) == Some(&shape)) {
+                    let mid = idle.swap_remove(i);
+                    api.set_direction(mid, Direction::SendOnly);
+                    added.push((sub.track, mid, sub.info));
+                    continue;
+                }
                 let kind = match sub.info.kind {
                     TrackKind::Audio => MediaKind::Audio,
                     TrackKind::Video => MediaKind::Video,
@@ -624,8 +647,13 @@ impl Peer {
                     Some(sub.track.to_string()),
                     simulcast,
                 );
+                shapes.insert(mid, shape);
                 added.push((sub.track, mid, sub.info));
             }
+            for mid in &to_idle {
+                api.set_direction(*mid, Direction::Inactive);
+            }
+            idle.extend(to_idle);
             api.apply().map(|(offer, pending)| (offer, pending, added))
         })?;
         let Some((offer, pending, added)) = applied else {

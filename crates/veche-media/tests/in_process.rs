@@ -145,6 +145,8 @@ struct Sim {
     to_strangers: Vec<(String, String)>,
     /// The next client to join publishes its camera in layers.
     simulcast_next: bool,
+    /// Each node's latest link offer.
+    link_sdps: HashMap<usize, String>,
 }
 
 impl Sim {
@@ -174,6 +176,7 @@ impl Sim {
             threads: 1,
             to_strangers: Vec::new(),
             simulcast_next: false,
+            link_sdps: HashMap::new(),
         }
     }
 
@@ -222,6 +225,16 @@ impl Sim {
     fn join_simulcast(&mut self, node: usize, name: &'static str, ip: &str) -> usize {
         self.simulcast_next = true;
         self.join_in(MEETING, node, name, ip, true)
+    }
+
+    /// Client `c` leaves its node (and stops sending).
+    fn leave(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        client.publish = None;
+        let id = client.id;
+        let node = &mut self.nodes[client.node];
+        node.handle.try_send(Command::Leave { id }).expect("queued");
+        node.engine.handle_commands(self.now);
     }
 
     /// What the node at `node` says its links of the meeting carry.
@@ -529,6 +542,7 @@ impl Sim {
                 sdp,
                 tracks,
             } => {
+                self.link_sdps.insert(from, sdp.clone());
                 if let Some(t) = to_index(&node) {
                     let (reply, rx) = oneshot::channel();
                     let _ = self.nodes[t].handle.try_send(Command::LinkOffer(LinkOffer {
@@ -1324,6 +1338,64 @@ fn links_both_ways_between_two_nodes_connect_while_people_keep_joining() {
             c.name
         );
     }
+}
+
+/// Audio and video m-lines in an SDP.
+fn media_lines(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
+        .count()
+}
+
+#[test]
+fn people_who_come_and_go_leave_no_m_lines_behind_on_the_link_or_at_a_viewer() {
+    // As a day of lessons: a viewer on B stays while people on A come, publish and go, one
+    // after another. Each carries its tracks on the m-lines the one before left, on the
+    // link and toward the viewer, and the viewer gets each one's video from the start.
+    const VISITORS: [&str; 8] = ["Ann", "Art", "Ava", "Abe", "Amy", "Ari", "Ada", "Axl"];
+    let mut sim = Sim::new();
+    let a = sim.node(NODE_A, "10.0.0.1");
+    let b = sim.node(NODE_B, "10.0.1.1");
+    // Keeps A in the meeting (and its link up) between visitors.
+    sim.join(a, "host", "10.0.0.2", false);
+    let v = sim.join(b, "viewer", "10.0.1.2", false);
+    for (i, name) in VISITORS.into_iter().enumerate() {
+        let start = sim.clients[v].video.numbers.len();
+        let p = sim.join(a, name, &format!("10.0.0.{}", i + 3), true);
+        sim.until_within(
+            Duration::from_secs(5),
+            "the visitor's video reaches the viewer",
+            |s| s.clients[v].video.numbers.len() > start + 25,
+        );
+        sim.run(Duration::from_secs(1));
+        let got = &sim.clients[v].video.numbers[start..];
+        assert!(
+            got.windows(2).all(|w| w[1] == w[0] + 1),
+            "{name}'s frames at the viewer, in order: {got:?}"
+        );
+        sim.leave(p);
+        sim.run(Duration::from_secs(1));
+    }
+    // Two tracks at a time, and two more while one visitor's m-lines are being freed.
+    let link = sim.link_sdps.get(&a).expect("A offered its link");
+    let lines = media_lines(link);
+    println!(
+        "after {} visitors: A's link offer has {lines} m-lines, {} bytes",
+        VISITORS.len(),
+        link.len()
+    );
+    assert!(
+        (2..=4).contains(&lines),
+        "A's link has {lines} m-lines after {} visitors",
+        VISITORS.len()
+    );
+    let to_viewer = sim.clients[v].offers.last().expect("offers to the viewer");
+    let lines = media_lines(to_viewer);
+    assert!(
+        (2..=4).contains(&lines),
+        "the viewer's connection has {lines} m-lines after {} visitors",
+        VISITORS.len()
+    );
 }
 
 #[test]
