@@ -305,12 +305,17 @@ pub async fn run(
                     FedOut::Events { node, meeting, .. } | FedOut::Offer { node, meeting, .. } => {
                         (node.clone(), meeting.clone())
                     }
-                    FedOut::NeedRelay { node, meeting } => {
-                        let (node, meeting) = (node.clone(), meeting.clone());
+                    FedOut::NeedRelay { node, meeting, race } => {
+                        let (node, meeting, race) = (node.clone(), meeting.clone(), *race);
                         let (net, engine) = (net.clone(), engine.clone());
                         let relays = members.relays.clone();
                         tokio::spawn(async move {
-                            let via = pick_relay(&net, &node).await;
+                            let via = pick_relay(&net, &node, race).await;
+                            if race && via.is_none() {
+                                // A direct control path: the direct media path is likely
+                                // to open too, and is given its second first.
+                                return;
+                            }
                             // A relay this node chose hears our people (it forwards them),
                             // recorded before the engine sends it anything.
                             if let Some(v) = &via {
@@ -476,8 +481,8 @@ async fn relays_control_to(net: &NetHandle, relay: &str, origins: &[String]) -> 
 }
 
 /// A relay node for media to `node`: the relay our control connection to it goes through,
-/// else any connected node that relays.
-async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
+/// else (unless `circuit_only`) any connected node that relays.
+async fn pick_relay(net: &NetHandle, node: &str, circuit_only: bool) -> Option<String> {
     let peers = net.peers().await;
     let circuit_relay = peers.iter().find(|p| p.id == node).and_then(|p| {
         p.connections.iter().find_map(|a| {
@@ -485,6 +490,9 @@ async fn pick_relay(net: &NetHandle, node: &str) -> Option<String> {
             before.rsplit_once("/p2p/").map(|(_, id)| id.to_owned())
         })
     });
+    if circuit_only {
+        return circuit_relay;
+    }
     circuit_relay.or_else(|| {
         peers
             .iter()
@@ -808,9 +816,10 @@ fn too_many_carried() -> String {
 /// Most relay checks at once, and per node asking; beyond that a request is refused.
 const MAX_CONFIRMING: usize = 64;
 const MAX_CONFIRMING_PER_NODE: usize = 4;
-/// Times a relay asks the destination, a second apart: the origin's `via` may reach the
-/// destination after its `relay` reached us.
-const CONFIRM_TRIES: u32 = 6;
+/// Times a relay asks the destination, a quarter of a second apart (6 s in all): the
+/// origin's `via` may reach the destination after its `relay` reached us, and media
+/// waits for the answer.
+const CONFIRM_TRIES: u32 = 24;
 
 /// As a relay: `origin` asks us to forward its media in `meeting` to `to`. Done only once
 /// `to` confirms that `origin` is a member there and named us (`relayed`): the
@@ -841,7 +850,7 @@ fn confirm_relay(
         let mut last = String::new();
         for attempt in 0..CONFIRM_TRIES {
             if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
             let ask = Request::Relayed {
                 meeting: meeting.clone(),
@@ -1176,7 +1185,7 @@ fn members_filter(
                 members.via.insert(key.clone(), relay.clone());
                 false
             }
-            Ev::Relay { .. } => true,
+            Ev::Relay { .. } | Ev::Unrelay { .. } => true,
             // What a member node says of its own recording: its people's media is on it.
             Ev::Recording { .. } => true,
             // What a member's viewers show of our tracks: it shapes only our link to it.

@@ -111,6 +111,12 @@ pub enum MeetingEvent {
         /// The node the sender's tracks go to.
         peer: String,
     },
+    /// The sender reaches `peer` directly now: the receiver, a relay node, stops
+    /// forwarding the sender's tracks to it.
+    Unrelay {
+        /// The node the sender's tracks went to.
+        peer: String,
+    },
     /// What the sender's viewers (and the links it forwards on) show of tracks the
     /// receiver's link to it carries: the receiver sends each only as large as that, and
     /// none that nobody there shows. Only what changed is said.

@@ -936,6 +936,37 @@ impl Sfu {
         }]
     }
 
+    /// Stop carrying a remote participant's `track` on node link `link`: the two nodes it
+    /// was relayed between now reach each other directly.
+    pub fn unrelay_track(&mut self, link: ParticipantId, track: TrackId) -> Vec<Output> {
+        let Some(l) = self.participants.get_mut(&link) else {
+            return Vec::new();
+        };
+        let Some(pos) = l.subscribed.iter().position(|t| *t == track) else {
+            return Vec::new();
+        };
+        if l.kind != Kind::Link {
+            return Vec::new();
+        }
+        l.subscribed.swap_remove(pos);
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.viewers.remove(link);
+        }
+        vec![Output::Unsubscribe {
+            subscriber: link,
+            track,
+        }]
+    }
+
+    /// The track participant `id` publishes from `source`, if any.
+    pub fn track_of(&self, id: ParticipantId, source: Source) -> Option<TrackId> {
+        self.participants
+            .get(&id)?
+            .published
+            .get(&source.into())
+            .copied()
+    }
+
     /// Stop a track (its node link went away; it may be published again on a new one):
     /// everyone receiving it unsubscribes.
     pub fn unpublish(&mut self, track: TrackId) -> Vec<Output> {

@@ -268,13 +268,17 @@ pub enum FedOut {
         /// What.
         events: Vec<MeetingEvent>,
     },
-    /// Our media link to `node` did not connect: which relay node can carry it? Answered
-    /// with [`Command::UseRelay`].
+    /// Our media link to `node` did not connect (yet): which relay node can carry it?
+    /// Answered with [`Command::UseRelay`].
     NeedRelay {
         /// The node.
         node: String,
         /// Meeting id.
         meeting: String,
+        /// Asked as the direct link starts: answered only where a direct path is unlikely
+        /// soon (our control connection to that node goes through a relay), so that media
+        /// starts on the relay while the direct path is tried.
+        race: bool,
     },
     /// Our offer on our media link to it; the answer comes back as [`Command::Answer`] with
     /// `id: link`, a failure as [`Command::LinkFailed`].

@@ -960,6 +960,15 @@ impl Engine {
                     let out = self.sfu.subscription_ready(id, track, now);
                     self.apply(out);
                 }
+                // Another node's link: what it carries that a worse link carried so far
+                // (a relay, while this direct path connected) comes from it now.
+                if self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|p| matches!(p.role, Role::LinkIn { .. }))
+                {
+                    self.publish_declared(id, now);
+                }
             }
             Event::IceConnectionStateChange(state) => {
                 let Some(p) = self.peers.get_mut(&id) else {

@@ -52,6 +52,15 @@ const RESYNC_FOR: Duration = Duration::from_secs(60);
 const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// With no relay to use, the direct link is tried again after this long.
 const DIRECT_RETRY: Duration = Duration::from_secs(15);
+/// A direct link not connected this long after its offer asks for a relay too, and
+/// media flows on whichever path connects first.
+const RACE_AFTER: Duration = Duration::from_secs(1);
+/// While relayed, a direct link is tried again this long after the last try failed,
+/// twice as long after each failure, up to [`DIRECT_AGAIN_MAX`].
+const DIRECT_AGAIN: Duration = Duration::from_secs(5);
+const DIRECT_AGAIN_MAX: Duration = Duration::from_secs(15);
+/// A direct link that has been connected this long takes the relayed media over.
+const DIRECT_SETTLED: Duration = Duration::from_secs(1);
 /// Most tracks one `MeetingEvent::Views` names (a meeting's people times their two videos).
 const MAX_VIEWS_PER_EVENT: usize = 256;
 /// Most meetings one node may have this relay forward for it.
@@ -66,8 +75,25 @@ pub(crate) struct NodeState {
     pub link_in: Option<ParticipantId>,
     /// The relay node our media to it goes through (the direct link did not connect).
     pub via: Option<String>,
-    /// When we gave up the direct link and asked for a relay.
+    /// When we asked for a relay (the direct link had not connected).
     pub relay_asked: Option<Instant>,
+    /// While relayed: when to try a direct link again, and how long to wait after that
+    /// try if it fails too.
+    pub direct_again: Option<(Instant, Duration)>,
+    /// A relay we chose for media to another node (let go once no pair needs it).
+    pub chosen_relay: bool,
+}
+
+impl NodeState {
+    /// No direct link now, and one is due: none asked for a relay (or it did not come,
+    /// see [`DIRECT_RETRY`]), or relayed and the next try in the background is due.
+    fn wants_direct_link(&self, now: Instant) -> bool {
+        self.link_out.is_none()
+            && match self.via {
+                None => self.relay_asked.is_none(),
+                Some(_) => self.direct_again.is_some_and(|(at, _)| now >= at),
+            }
+    }
 }
 
 /// Federation state of the engine.
@@ -283,7 +309,7 @@ impl Engine {
             .nodes
             .get(meeting)
             .and_then(|n| n.get(node))
-            .is_some_and(|s| s.link_out.is_none() && s.via.is_none() && s.relay_asked.is_none());
+            .is_some_and(|s| s.wants_direct_link(now));
         // A link carries our browsers' tracks, or tracks we relay to that node: with neither,
         // there is nothing to send (it is made when a browser joins here).
         let relaying_to = self
@@ -339,6 +365,23 @@ impl Engine {
         self.apply(outputs);
         self.relay_existing(meeting, node, id);
         self.renegotiate.insert(id);
+        // Race the relay: where the direct path is unlikely to open soon, media starts on
+        // a relay at once and moves to this link when it connects.
+        let relayed = self
+            .fed
+            .nodes
+            .get(meeting)
+            .and_then(|n| n.get(node))
+            .is_some_and(|s| s.via.is_some());
+        if !relayed && !self.fed.relay_enabled {
+            if let Some(out) = &self.fed_out {
+                let _ = out.try_send(FedOut::NeedRelay {
+                    node: node.to_owned(),
+                    meeting: meeting.to_owned(),
+                    race: true,
+                });
+            }
+        }
     }
 
     /// As a relay: put on `link` (ours to `to`) every track of the nodes relayed to `to`.
@@ -409,6 +452,52 @@ impl Engine {
         }
     }
 
+    /// As a relay: `from` reaches `to` directly now; its tracks stop going there through us.
+    fn unrelay_for(&mut self, meeting: &str, from: &str, to: &str, now: Instant) {
+        let key = (meeting.to_owned(), from.to_owned());
+        let Some(tos) = self.fed.relayed.get_mut(&key) else {
+            return;
+        };
+        if !tos.remove(to) {
+            return;
+        }
+        if tos.is_empty() {
+            self.fed.relayed.remove(&key);
+        }
+        tracing::info!(%from, %to, %meeting, "no longer relaying: the two nodes reach each other directly");
+        let link = self
+            .fed
+            .nodes
+            .get(meeting)
+            .and_then(|n| n.get(to))
+            .and_then(|s| s.link_out);
+        let tracks: Vec<veche_core::TrackId> = self
+            .fed
+            .remote_of
+            .iter()
+            .filter(|(pid, (n, _))| *n == from && self.sfu.meeting_of(**pid) == Some(meeting))
+            .flat_map(|(pid, _)| self.sfu.published(*pid))
+            .collect();
+        for track in tracks {
+            if let Some(link) = link {
+                let out = self.sfu.unrelay_track(link, track);
+                self.apply(out);
+            }
+        }
+        // A node we relay nothing for or to any more: we let it go (it does the same).
+        for node in [from, to] {
+            let involved = self
+                .fed
+                .relayed
+                .iter()
+                .any(|((m, f), tos)| m == meeting && (f == node || tos.contains(node)));
+            if !involved {
+                self.node_lost(node, Some(meeting), now);
+                self.fed.forget_lost(meeting, node);
+            }
+        }
+    }
+
     /// The network's answer to our request for a relay towards `node`.
     pub(crate) fn use_relay(
         &mut self,
@@ -417,6 +506,7 @@ impl Engine {
         via: Option<String>,
         now: Instant,
     ) {
+        let peers = &self.peers;
         let Some(state) = self
             .fed
             .nodes
@@ -425,17 +515,35 @@ impl Engine {
         else {
             return;
         };
-        if state.relay_asked.is_none() || state.link_out.is_some() || state.via.is_some() {
-            // The direct link came back, or another answer came first.
+        let direct_up = state
+            .link_out
+            .and_then(|id| peers.get(&id))
+            .is_some_and(|p| p.connected);
+        if direct_up || state.via.is_some() {
+            // The direct link connected, or another answer came first.
             return;
         }
         let Some(via) = via.filter(|v| v != node && *v != self.node_id) else {
-            tracing::info!(%node, %meeting, "no relay for a node we cannot reach directly; will retry directly");
+            if state.link_out.is_none() {
+                tracing::info!(%node, %meeting, "no relay for a node we cannot reach directly; will retry directly");
+            }
             return;
         };
+        state.relay_asked.get_or_insert(now);
         tracing::info!(%node, relay = %via, %meeting, "media to the node goes through a relay");
         state.via = Some(via.clone());
         self.add_node(meeting, &via, true, now);
+        // Known already (its own link came first, carrying the other node's tracks): our
+        // link to it is made now that it carries ours.
+        self.ensure_link_out(meeting, &via, now);
+        if let Some(r) = self
+            .fed
+            .nodes
+            .get_mut(meeting)
+            .and_then(|n| n.get_mut(&via))
+        {
+            r.chosen_relay = true;
+        }
         self.fed_send(
             &via,
             meeting,
@@ -684,6 +792,7 @@ impl Engine {
                     self.remote_recording(&meeting, &node, state);
                 }
                 MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
+                MeetingEvent::Unrelay { peer } => self.unrelay_for(&meeting, &node, &peer, now),
                 MeetingEvent::Views { tiles } => self.link_views(&meeting, &node, &tiles, now),
                 // For the bridge, which accepts the relay's link for that node's tracks.
                 MeetingEvent::Via { .. } => {}
@@ -904,17 +1013,7 @@ impl Engine {
                 }
                 self.apply(out);
                 // Their tracks may have come first, on a link here or through a relay.
-                let links: Vec<ParticipantId> = self
-                    .peers
-                    .iter()
-                    .filter(
-                        |(_, p)| matches!(&p.role, Role::LinkIn { meeting: m, .. } if m == meeting),
-                    )
-                    .map(|(id, _)| *id)
-                    .collect();
-                for link in links {
-                    self.publish_declared(link, now);
-                }
+                self.publish_declared_in(meeting, now);
                 Some(pid)
             }
             Err(e) => {
@@ -1104,6 +1203,10 @@ impl Engine {
         let Some(pid) = pid else {
             return;
         };
+        if let Some(track) = self.sfu.track_of(pid, lt.source) {
+            self.take_over(id, mid, track, (&origin, kind, layers));
+            return;
+        }
         match self.sfu.publish(pid, lt.source, kind, now) {
             Ok((track, out)) => {
                 if let Some(p) = self.peers.get_mut(&id) {
@@ -1142,10 +1245,55 @@ impl Engine {
         }
     }
 
+    /// A track published already arrives on link `id` too (while a pair moves between a
+    /// relay and the direct path, both carry it): the better link carries it from now on,
+    /// a connected one over one still connecting, the direct path over a relay. Its
+    /// viewers keep the track; their streams continue from the new link's packets, as at
+    /// a change of source, from a keyframe asked for now.
+    fn take_over(
+        &mut self,
+        id: ParticipantId,
+        mid: str0m::media::Mid,
+        track: veche_core::TrackId,
+        (origin, kind, layers): (&str, veche_core::TrackKind, veche_core::Layers),
+    ) {
+        let rank = |p: &Peer| {
+            let direct = matches!(&p.role, Role::LinkIn { node, .. } if node == origin);
+            1 + 2 * u8::from(p.connected) + u8::from(direct)
+        };
+        let owner = self.fed.track_in.get(&track).copied();
+        let theirs = owner
+            .and_then(|o| self.peers.get(&o))
+            .map_or(0, |p| rank(p));
+        let Some(ours) = self.peers.get(&id).map(|p| rank(p)) else {
+            return;
+        };
+        if owner == Some(id) || ours <= theirs {
+            return;
+        }
+        if let Some(o) = owner.and_then(|o| self.peers.get_mut(&o)) {
+            o.forget_in_track(track);
+        }
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        p.add_published(mid, track);
+        let asked = match kind {
+            veche_core::TrackKind::Video => p.request_keyframe(track, None),
+            veche_core::TrackKind::Audio => Ok(()),
+        };
+        self.fed.track_in.insert(track, id);
+        self.sfu.set_simulcast(track, layers);
+        tracing::info!(link = %id, %origin, %track, direct = ours % 2 == 0, "remote track now arrives on another link");
+        if let Err(f) = asked {
+            self.fail(id, f);
+        }
+    }
+
     /// Publish what link `id` declares and carries but nothing published yet: an m-line
     /// the other node reused for another track, or one whose person was not known here
     /// when it arrived.
-    fn publish_declared(&mut self, id: ParticipantId, now: Instant) {
+    pub(crate) fn publish_declared(&mut self, id: ParticipantId, now: Instant) {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
@@ -1165,6 +1313,19 @@ impl Engine {
         }
     }
 
+    /// The same, for every link of `meeting` here.
+    fn publish_declared_in(&mut self, meeting: &str, now: Instant) {
+        let links: Vec<ParticipantId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.role, Role::LinkIn { meeting: m, .. } if m == meeting))
+            .map(|(id, _)| *id)
+            .collect();
+        for link in links {
+            self.publish_declared(link, now);
+        }
+    }
+
     /// A link peer was removed; when it failed, the node is lost for that meeting.
     pub(crate) fn link_removed(
         &mut self,
@@ -1175,6 +1336,7 @@ impl Engine {
         now: Instant,
     ) {
         // What came in on it stops; a new link publishes it again.
+        let carried = !in_tracks.is_empty();
         for track in in_tracks {
             self.fed.track_in.remove(&track);
             let out = self.sfu.unpublish(track);
@@ -1184,6 +1346,10 @@ impl Engine {
             Role::Browser => return,
             Role::LinkOut { node, meeting } | Role::LinkIn { node, meeting, .. } => (node, meeting),
         };
+        // Another link may carry the same tracks (a relay, while the direct path was up).
+        if carried {
+            self.publish_declared_in(meeting, now);
+        }
         if let Some(s) = self
             .fed
             .nodes
@@ -1378,22 +1544,41 @@ impl Engine {
                 _ => None,
             })
             .collect();
+        let mut given_up = Vec::new();
         for (id, node, meeting, heard, reached) in stuck {
-            let last_heard_ms = heard.map(|d| d.as_millis() as u64);
-            tracing::info!(%node, %meeting, reached, ?last_heard_ms, datagrams_dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed), "direct media link did not connect; asking for a relay");
-            if let Some(s) = self
+            let Some(s) = self
                 .fed
                 .nodes
                 .get_mut(&meeting)
                 .and_then(|n| n.get_mut(&node))
-            {
-                s.relay_asked = Some(now);
+            else {
+                continue;
+            };
+            given_up.push(id);
+            if s.via.is_some() {
+                // Relayed: the direct path is tried again later, less often each time.
+                let wait = s.direct_again.map_or(DIRECT_AGAIN, |(_, w)| w);
+                s.direct_again = Some((now + wait, (wait * 2).min(DIRECT_AGAIN_MAX)));
+                tracing::debug!(%node, %meeting, reached, wait_s = wait.as_secs(), "direct media link still does not connect; media stays relayed");
+                continue;
             }
-            self.remove(id, None, now);
-            if let Some(out) = &self.fed_out {
-                let _ = out.try_send(FedOut::NeedRelay { node, meeting });
+            let asked = s.relay_asked.replace(now).is_some();
+            let last_heard_ms = heard.map(|d| d.as_millis() as u64);
+            tracing::info!(%node, %meeting, reached, ?last_heard_ms, datagrams_dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed), "direct media link did not connect; asking for a relay");
+            if let (false, Some(out)) = (asked, &self.fed_out) {
+                let _ = out.try_send(FedOut::NeedRelay {
+                    node,
+                    meeting,
+                    race: false,
+                });
             }
         }
+        for id in given_up {
+            self.remove(id, None, now);
+        }
+        self.race_relays(now);
+        self.settle_direct(now);
+        self.dismiss_unused_relays(now);
         // Idle pairs: no browser here and none of theirs here either means nothing flows
         // either way; close our link (they do the same on their side). While either side
         // has people, links stay up, so a reload of the only browser drops nothing.
@@ -1427,9 +1612,7 @@ impl Engine {
             .iter()
             .flat_map(|(m, n)| {
                 n.iter()
-                    .filter(|(_, s)| {
-                        s.link_out.is_none() && s.via.is_none() && s.relay_asked.is_none()
-                    })
+                    .filter(|(_, s)| s.wants_direct_link(now))
                     .map(move |(node, _)| (m.clone(), node.clone()))
             })
             .collect();
@@ -1451,6 +1634,117 @@ impl Engine {
         }
         for (m, n) in retry {
             self.ensure_link_out(&m, &n, now);
+        }
+    }
+
+    /// Our links not connected a second after their offer ask for a relay as well: media
+    /// flows on whichever path connects first.
+    fn race_relays(&mut self, now: Instant) {
+        if self.fed.relay_enabled {
+            return;
+        }
+        let slow: Vec<(String, String)> = self
+            .peers
+            .values()
+            .filter(|p| {
+                !p.connected
+                    && p.progress
+                        .offered
+                        .is_some_and(|t| now.duration_since(t) >= RACE_AFTER)
+            })
+            .filter_map(|p| match &p.role {
+                Role::LinkOut { node, meeting } => Some((node.clone(), meeting.clone())),
+                _ => None,
+            })
+            // A node with people here: not a relay (whose own link has no other way).
+            .filter(|(node, meeting)| {
+                self.fed.remote_of.iter().any(|(pid, (n, _))| {
+                    n == node && self.sfu.meeting_of(*pid) == Some(meeting.as_str())
+                })
+            })
+            .collect();
+        for (node, meeting) in slow {
+            let Some(s) = self
+                .fed
+                .nodes
+                .get_mut(&meeting)
+                .and_then(|n| n.get_mut(&node))
+            else {
+                continue;
+            };
+            if s.via.is_some() || s.relay_asked.is_some() {
+                continue;
+            }
+            s.relay_asked = Some(now);
+            tracing::info!(%node, %meeting, "direct media link not connected yet; asking for a relay too");
+            if let Some(out) = &self.fed_out {
+                let _ = out.try_send(FedOut::NeedRelay {
+                    node,
+                    meeting,
+                    race: false,
+                });
+            }
+        }
+    }
+
+    /// Relayed pairs whose direct link has connected and held: our media goes directly,
+    /// and the relay stops forwarding it. (The other node takes each track from the
+    /// direct link as soon as that connects, so nothing stops meanwhile.)
+    fn settle_direct(&mut self, now: Instant) {
+        let peers = &self.peers;
+        let mut settled = Vec::new();
+        for (m, nodes) in self.fed.nodes.iter_mut() {
+            for (n, s) in nodes.iter_mut() {
+                let direct = s.link_out.and_then(|id| peers.get(&id)).is_some_and(|p| {
+                    p.connected
+                        && p.progress
+                            .ice_connected
+                            .is_some_and(|t| now.duration_since(t) >= DIRECT_SETTLED)
+                });
+                if !direct {
+                    continue;
+                }
+                if let Some(via) = s.via.take() {
+                    settled.push((m.clone(), n.clone(), via));
+                }
+                s.relay_asked = None;
+                s.direct_again = None;
+            }
+        }
+        for (meeting, node, via) in settled {
+            tracing::info!(%node, relay = %via, %meeting, "media to the node goes directly now");
+            self.fed_send(
+                &via,
+                &meeting,
+                vec![MeetingEvent::Unrelay { peer: node.clone() }],
+            );
+        }
+    }
+
+    /// A relay we chose that carries nothing for us any more (every pair it served
+    /// reaches the other directly) is no longer sent our media.
+    fn dismiss_unused_relays(&mut self, now: Instant) {
+        let mut unused = Vec::new();
+        for (m, nodes) in &self.fed.nodes {
+            for (relay, s) in nodes.iter().filter(|(_, s)| s.chosen_relay) {
+                let routed = nodes.values().any(|o| o.via.as_ref() == Some(relay));
+                // Its link to us still carries another node's tracks: that node has not
+                // moved yet (and the relay lets us go when it does).
+                let carries = s.link_in.and_then(|l| self.peers.get(&l)).is_some_and(
+                    |p| matches!(&p.role, Role::LinkIn { tracks, .. } if !tracks.is_empty()),
+                );
+                let people = self.fed.remote_of.iter().any(|(pid, (n, _))| {
+                    n == relay && self.sfu.meeting_of(*pid) == Some(m.as_str())
+                });
+                if !routed && !carries && !people {
+                    unused.push((m.clone(), relay.clone()));
+                }
+            }
+        }
+        for (meeting, relay) in unused {
+            tracing::info!(%relay, %meeting, "relay no longer needed for this meeting");
+            self.node_lost(&relay, Some(&meeting), now);
+            self.fed.forget_lost(&meeting, &relay);
         }
     }
 

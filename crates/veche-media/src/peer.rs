@@ -222,6 +222,8 @@ pub(crate) struct Peer {
     /// Per outgoing stream (its mid, and its layer on an m-line of several): its
     /// renumbering, and the publisher's payload type → ours.
     rewriters: HashMap<(Mid, Option<Layer>), OutStream>,
+    /// Keyframes asked for on incoming tracks that had no stream yet (bounded).
+    keyframes_waiting: Vec<(TrackId, Option<Layer>)>,
     /// Outgoing streams (negotiating or ready): track → mid, mid → (track, info).
     out_mids: HashMap<TrackId, Mid>,
     out_tracks: BTreeMap<Mid, (TrackId, TrackInfo)>,
@@ -283,6 +285,7 @@ impl Peer {
             in_bytes: HashMap::new(),
             in_epochs: HashMap::new(),
             rewriters: HashMap::new(),
+            keyframes_waiting: Vec::new(),
             out_mids: HashMap::new(),
             out_tracks: BTreeMap::new(),
             out_shapes: HashMap::new(),
@@ -392,7 +395,14 @@ impl Peer {
             // Out with the next poll, not at the next unrelated timer.
             self.written = true;
         } else {
-            tracing::debug!(peer = %self.id, %track, "keyframe request not sent (no stream yet)");
+            // Sent when its first packet comes (a relayed camera's viewers would otherwise
+            // wait for the publisher's next keyframe of its own accord).
+            if self.keyframes_waiting.len() < 16
+                && !self.keyframes_waiting.contains(&(track, layer))
+            {
+                self.keyframes_waiting.push((track, layer));
+            }
+            tracing::debug!(peer = %self.id, %track, "keyframe request not sent yet (no stream yet)");
         }
         Ok(())
     }
@@ -415,6 +425,17 @@ impl Peer {
             self.in_ssrcs.clear();
         }
         self.in_ssrcs.insert(ssrc, found);
+        // A new stream: the keyframes asked of it before it existed go now.
+        let on_mid = self.in_tracks.get(&found.0).copied();
+        let waiting = std::mem::take(&mut self.keyframes_waiting);
+        for (track, layer) in waiting {
+            if Some(track) == on_mid {
+                // A failure here is str0m's panic, contained; the peer's next step reports it.
+                let _ = self.request_keyframe(track, layer);
+            } else {
+                self.keyframes_waiting.push((track, layer));
+            }
+        }
         Some(found)
     }
 

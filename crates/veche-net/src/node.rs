@@ -653,7 +653,18 @@ impl Task {
                 endpoint,
                 ..
             } => {
-                let addr = endpoint.get_remote_address().clone();
+                let addr = match &endpoint {
+                    // A circuit the other node opened to us through our relay: its remote
+                    // address names only the peer, our listening address names the relay.
+                    // Kept as the dialer sees it (relay, circuit, peer), so that it counts
+                    // as relayed, and through which relay, on this side too.
+                    ConnectedPoint::Listener { local_addr, .. }
+                        if is_relayed(local_addr) && !is_relayed(endpoint.get_remote_address()) =>
+                    {
+                        local_addr.clone().with(Protocol::P2p(peer_id))
+                    }
+                    _ => endpoint.get_remote_address().clone(),
+                };
                 tracing::info!(peer = %peer_id, %addr, relayed = is_relayed(&addr), "connected");
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint {
                     if !is_relayed(address) {
