@@ -622,7 +622,7 @@ fn start_net(
     let hello: veche_net::HelloSource = Arc::new(move || veche_net::protocol::NodeHello {
         name: name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        protocol: 1,
+        protocol: veche_net::protocol::PROTOCOL_VERSION,
         relay,
         meetings: view
             .public()

@@ -981,11 +981,19 @@ impl Task {
                 error,
                 ..
             } => {
-                tracing::info!(%peer, %error, "node request failed");
+                let why = match error {
+                    // The version is in the protocol's name: a node of another release
+                    // refuses ours rather than misreading it.
+                    request_response::OutboundFailure::UnsupportedProtocols => format!(
+                        "that node does not speak this version of the node protocol ({}): it \
+                         runs another veche release (run the same on both), or is no veche node",
+                        protocol::PROTOCOL
+                    ),
+                    e => e.to_string(),
+                };
+                tracing::info!(%peer, error = %why, "node request failed");
                 if let Some(Some(p)) = self.pending.remove(&request_id) {
-                    let _ = p
-                        .reply
-                        .send(Err(HelloError::Unreachable(error.to_string())));
+                    let _ = p.reply.send(Err(HelloError::Unreachable(why)));
                 }
             }
             Event::InboundFailure { peer, error, .. } => {

@@ -1,4 +1,4 @@
-//! The veche node-to-node protocol, `/veche/node/1`: one request, one response, JSON.
+//! The veche node-to-node protocol, `/veche/node/2`: one request, one response, JSON.
 //!
 //! The codec moves raw bytes with a size limit; parsing happens in [`handle_request`], so a
 //! peer that sends garbage gets an error *response* (not a reset stream) and the node logs
@@ -14,7 +14,11 @@ pub use veche_core::{LinkTrack, MeetingEvent};
 
 /// The protocol name. The version is in the name: a node that speaks only a later version
 /// fails negotiation cleanly instead of misreading messages.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/veche/node/1");
+/// Version 2: a link's mid may carry another track after the one it carried left (m-lines
+/// are reused), and relays take `unrelay`.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/veche/node/2");
+/// The version in [`PROTOCOL`], as hellos say it.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest request a node reads (a media offer for a large meeting fits).
 pub const MAX_REQUEST: usize = 256 * 1024;
@@ -319,7 +323,7 @@ mod tests {
         NodeHello {
             name: "school".into(),
             version: "0.1.0".into(),
-            protocol: 1,
+            protocol: PROTOCOL_VERSION,
             relay: false,
             meetings: vec![],
         }

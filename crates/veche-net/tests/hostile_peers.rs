@@ -22,7 +22,7 @@ fn hello(name: &str) -> veche_net::HelloSource {
     Arc::new(move || NodeHello {
         name: name.clone(),
         version: "test".into(),
-        protocol: 1,
+        protocol: veche_net::protocol::PROTOCOL_VERSION,
         relay: false,
         meetings: vec![],
     })
@@ -127,6 +127,33 @@ async fn garbage_gets_errors_and_others_are_still_served() {
     let peers = server.peers().await;
     assert_eq!(peers.len(), 2, "{peers:?}");
     assert!(peers.iter().all(|p| p.direct));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_this_protocol_version_is_named_as_such() {
+    // A node of another release speaks another `/veche/node/N` (here: none at all); asking
+    // it says why there is no answer, instead of a bare timeout.
+    let port = free_udp_port();
+    let (server, key) = node("asker", port, vec![]);
+    let addr: Multiaddr = format!(
+        "/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{}",
+        key.public().to_peer_id()
+    )
+    .parse()
+    .expect("addr");
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (_stop, other) = bare_peer(addr, 1, seen_tx);
+    assert_eq!(settle(&mut seen, 1).await, 1, "the other peer connected");
+    let asked = tokio::time::timeout(Duration::from_secs(20), server.hello(&other.to_string()))
+        .await
+        .expect("an outcome in 20 s");
+    match asked {
+        Err(veche_net::HelloError::Unreachable(why)) => assert!(
+            why.contains("does not speak this version of the node protocol (/veche/node/2)"),
+            "{why}"
+        ),
+        other => panic!("expected the version named, got {other:?}"),
+    }
 }
 
 /// What a bare libp2p peer (no veche protocol at all) saw of one of its connections to the
