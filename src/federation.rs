@@ -305,12 +305,13 @@ pub async fn run(
                     FedOut::Events { node, meeting, .. } | FedOut::Offer { node, meeting, .. } => {
                         (node.clone(), meeting.clone())
                     }
-                    FedOut::NeedRelay { node, meeting, race } => {
+                    FedOut::NeedRelay { node, meeting, race, avoid } => {
                         let (node, meeting, race) = (node.clone(), meeting.clone(), *race);
+                        let avoid = avoid.clone();
                         let (net, engine) = (net.clone(), engine.clone());
                         let relays = members.relays.clone();
                         tokio::spawn(async move {
-                            let via = pick_relay(&net, &node, race).await;
+                            let via = pick_relay(&net, &node, race, &avoid).await;
                             if race && via.is_none() {
                                 // A direct control path: the direct media path is likely
                                 // to open too, and is given its second first.
@@ -481,13 +482,20 @@ async fn relays_control_to(net: &NetHandle, relay: &str, origins: &[String]) -> 
 }
 
 /// A relay node for media to `node`: the relay our control connection to it goes through,
-/// else (unless `circuit_only`) any connected node that relays.
-async fn pick_relay(net: &NetHandle, node: &str, circuit_only: bool) -> Option<String> {
+/// else (unless `circuit_only`) any connected node that relays; none in `avoid` (lost
+/// lately: its connections may not have closed yet).
+async fn pick_relay(
+    net: &NetHandle,
+    node: &str,
+    circuit_only: bool,
+    avoid: &[String],
+) -> Option<String> {
     let peers = net.peers().await;
     let circuit_relay = peers.iter().find(|p| p.id == node).and_then(|p| {
         p.connections.iter().find_map(|a| {
             let (before, _) = a.split_once("/p2p-circuit")?;
-            before.rsplit_once("/p2p/").map(|(_, id)| id.to_owned())
+            let relay = before.rsplit_once("/p2p/").map(|(_, id)| id.to_owned())?;
+            (!avoid.contains(&relay)).then_some(relay)
         })
     });
     if circuit_only {
@@ -496,7 +504,7 @@ async fn pick_relay(net: &NetHandle, node: &str, circuit_only: bool) -> Option<S
     circuit_relay.or_else(|| {
         peers
             .iter()
-            .find(|p| p.relay && p.id != node)
+            .find(|p| p.relay && p.id != node && !avoid.contains(&p.id))
             .map(|p| p.id.clone())
     })
 }

@@ -279,6 +279,8 @@ pub enum FedOut {
         /// soon (our control connection to that node goes through a relay), so that media
         /// starts on the relay while the direct path is tried.
         race: bool,
+        /// Relays lost lately, not to be chosen again.
+        avoid: Vec<String>,
     },
     /// Our offer on our media link to it; the answer comes back as [`Command::Answer`] with
     /// `id: link`, a failure as [`Command::LinkFailed`].

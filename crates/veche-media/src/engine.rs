@@ -109,6 +109,9 @@ const LINK_DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 const LINK_IN_GIVE_UP: Duration = Duration::from_secs(30);
 /// A connected link that receives nothing at all this long is dead.
 const LINK_SILENCE: Duration = Duration::from_secs(4);
+/// Sooner when its media stopped with everything else: a relay or node that died mid-stream
+/// (a muted stream stops only its media; checks and reports keep coming).
+const LINK_MEDIA_SILENCE: Duration = Duration::from_secs(2);
 /// Bytes a forwarded packet takes on the wire beyond its payload.
 const WIRE_OVERHEAD: usize = 60;
 
@@ -1090,6 +1093,7 @@ impl Engine {
         // headers with their extensions (about 60 bytes; at audio's 50 packets a second,
         // a third of what a voice costs).
         p.count_in(mid, layer, packet.payload.len() + WIRE_OVERHEAD);
+        p.last_media = packet.timestamp;
         let video = params.spec().codec.is_video();
         let frame = !video || packet.header.marker;
         if frame {
@@ -1355,10 +1359,12 @@ impl Engine {
                     ErrorCode::MediaFailed,
                     "the browser did not answer the node's offer",
                 ))
-            } else if p.role.is_link()
-                && p.connected
-                && now.duration_since(p.last_input) > LINK_SILENCE
-            {
+            } else if p.role.is_link() && p.connected && {
+                let silent = now.duration_since(p.last_input);
+                let media_stopped_with_it =
+                    p.last_input.duration_since(p.last_media) < Duration::from_millis(500);
+                silent > LINK_SILENCE || (media_stopped_with_it && silent > LINK_MEDIA_SILENCE)
+            } {
                 // Media, RTCP and checks every second all stopped: the other node is gone.
                 Some(PeerFailure::new(
                     ErrorCode::MediaFailed,

@@ -61,6 +61,11 @@ const DIRECT_AGAIN: Duration = Duration::from_secs(5);
 const DIRECT_AGAIN_MAX: Duration = Duration::from_secs(15);
 /// A direct link that has been connected this long takes the relayed media over.
 const DIRECT_SETTLED: Duration = Duration::from_secs(1);
+/// A link that carried nothing for this long loses its tracks to another that carries them.
+const LINK_LIVE: Duration = Duration::from_secs(1);
+/// A lost relay is not chosen again for this long, and this many are remembered.
+const LOST_RELAY_FOR: Duration = Duration::from_secs(60);
+const MAX_LOST_RELAYS: usize = 16;
 /// Most tracks one `MeetingEvent::Views` names (a meeting's people times their two videos).
 const MAX_VIEWS_PER_EVENT: usize = 256;
 /// Most meetings one node may have this relay forward for it.
@@ -113,6 +118,9 @@ pub(crate) struct Fed {
     pub relay_enabled: bool,
     /// As a relay: (meeting, from node) → the nodes its tracks are forwarded to.
     relayed: HashMap<(String, String), HashSet<String>>,
+    /// Relays lost lately (their pairs re-routed), and when: not asked for again for a
+    /// minute.
+    pub lost_relays: HashMap<String, Instant>,
     /// (meeting, node) whose events were lost: our list goes again.
     resync: HashSet<(String, String)>,
     /// When our list last went again to (meeting, node), to send it at most every 5 s.
@@ -374,13 +382,7 @@ impl Engine {
             .and_then(|n| n.get(node))
             .is_some_and(|s| s.via.is_some());
         if !relayed && !self.fed.relay_enabled {
-            if let Some(out) = &self.fed_out {
-                let _ = out.try_send(FedOut::NeedRelay {
-                    node: node.to_owned(),
-                    meeting: meeting.to_owned(),
-                    race: true,
-                });
-            }
+            self.ask_relay(node, meeting, true);
         }
     }
 
@@ -523,7 +525,8 @@ impl Engine {
             // The direct link connected, or another answer came first.
             return;
         }
-        let Some(via) = via.filter(|v| v != node && *v != self.node_id) else {
+        let lost = |v: &String| self.fed.lost_relays.contains_key(v);
+        let Some(via) = via.filter(|v| v != node && *v != self.node_id && !lost(v)) else {
             if state.link_out.is_none() {
                 tracing::info!(%node, %meeting, "no relay for a node we cannot reach directly; will retry directly");
             }
@@ -1204,7 +1207,7 @@ impl Engine {
             return;
         };
         if let Some(track) = self.sfu.track_of(pid, lt.source) {
-            self.take_over(id, mid, track, (&origin, kind, layers));
+            self.take_over(id, mid, track, (&origin, kind, layers), now);
             return;
         }
         match self.sfu.publish(pid, lt.source, kind, now) {
@@ -1256,10 +1259,13 @@ impl Engine {
         mid: str0m::media::Mid,
         track: veche_core::TrackId,
         (origin, kind, layers): (&str, veche_core::TrackKind, veche_core::Layers),
+        now: Instant,
     ) {
+        // Connected and heard from lately: a relay that died a second ago is not.
         let rank = |p: &Peer| {
             let direct = matches!(&p.role, Role::LinkIn { node, .. } if node == origin);
-            1 + 2 * u8::from(p.connected) + u8::from(direct)
+            let live = p.connected && now.duration_since(p.last_input) < LINK_LIVE;
+            1 + 2 * u8::from(live) + u8::from(direct)
         };
         let owner = self.fed.track_in.get(&track).copied();
         let theirs = owner
@@ -1450,9 +1456,21 @@ impl Engine {
                         .collect()
                 })
                 .unwrap_or_default();
+            if !rerouted.is_empty() {
+                if self.fed.lost_relays.len() >= MAX_LOST_RELAYS {
+                    self.fed.lost_relays.clear();
+                }
+                self.fed.lost_relays.insert(node.to_owned(), now);
+            }
             for other in rerouted {
+                // The direct path did not work before: the next relay is asked for at once,
+                // while the direct path is tried again.
                 tracing::info!(node = %other, relay = %node, meeting = %m, "relay lost; re-routing");
                 self.ensure_link_out(&m, &other, now);
+                if let Some(s) = self.fed.nodes.get_mut(&m).and_then(|n| n.get_mut(&other)) {
+                    s.relay_asked = Some(now);
+                }
+                self.ask_relay(&other, &m, false);
             }
             if !self.sfu.local_participants(&m).is_empty() {
                 self.fed.lost.insert((m, node.to_owned()), (now, now));
@@ -1565,16 +1583,26 @@ impl Engine {
             let asked = s.relay_asked.replace(now).is_some();
             let last_heard_ms = heard.map(|d| d.as_millis() as u64);
             tracing::info!(%node, %meeting, reached, ?last_heard_ms, datagrams_dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed), "direct media link did not connect; asking for a relay");
-            if let (false, Some(out)) = (asked, &self.fed_out) {
-                let _ = out.try_send(FedOut::NeedRelay {
-                    node,
-                    meeting,
-                    race: false,
-                });
+            if !asked {
+                self.ask_relay(&node, &meeting, false);
             }
         }
         for id in given_up {
             self.remove(id, None, now);
+        }
+        self.fed
+            .lost_relays
+            .retain(|_, at| now.duration_since(*at) < LOST_RELAY_FOR);
+        // A link that went silent (a relay that died) loses what another link carries
+        // too: checked each second, not only when a link changes.
+        let links: Vec<ParticipantId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.role, Role::LinkIn { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for link in links {
+            self.publish_declared(link, now);
         }
         self.race_relays(now);
         self.settle_direct(now);
@@ -1637,6 +1665,21 @@ impl Engine {
         }
     }
 
+    /// Ask the bridge for a relay towards `node`, not one lost lately (its libp2p connection
+    /// may not have closed yet).
+    fn ask_relay(&self, node: &str, meeting: &str, race: bool) {
+        let Some(out) = &self.fed_out else {
+            return;
+        };
+        let avoid = self.fed.lost_relays.keys().cloned().collect();
+        let _ = out.try_send(FedOut::NeedRelay {
+            node: node.to_owned(),
+            meeting: meeting.to_owned(),
+            race,
+            avoid,
+        });
+    }
+
     /// Our links not connected a second after their offer ask for a relay as well: media
     /// flows on whichever path connects first.
     fn race_relays(&mut self, now: Instant) {
@@ -1677,13 +1720,7 @@ impl Engine {
             }
             s.relay_asked = Some(now);
             tracing::info!(%node, %meeting, "direct media link not connected yet; asking for a relay too");
-            if let Some(out) = &self.fed_out {
-                let _ = out.try_send(FedOut::NeedRelay {
-                    node,
-                    meeting,
-                    race: false,
-                });
-            }
+            self.ask_relay(&node, &meeting, false);
         }
     }
 

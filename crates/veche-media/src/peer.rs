@@ -195,6 +195,8 @@ pub(crate) struct Peer {
     pub link_stats: LinkStats,
     /// When the last datagram from it arrived.
     pub last_input: Instant,
+    /// When the last media packet it sends us arrived.
+    pub last_media: Instant,
     /// Packets from it since the last housekeeping, over UDP and over TCP; and what most
     /// of them came over in the last second that had any (media flows on the pair in use).
     pub in_by_proto: (u64, u64),
@@ -273,6 +275,7 @@ impl Peer {
             connected: false,
             link_stats: LinkStats::default(),
             last_input: now,
+            last_media: now,
             in_by_proto: (0, 0),
             transport: None,
             frames_in: 0,
