@@ -158,7 +158,12 @@ impl Members {
             && tracks
                 .values()
                 .all(|t| t.origin.as_deref().is_some_and(named_by));
-        self.is_member(meeting, node) || self.is_our_relay(meeting, node) || relayed
+        // A member carries its own people's tracks; another node's only as the relay that
+        // node named (else it could feed someone else's picture and voice).
+        let own = tracks
+            .values()
+            .all(|t| t.origin.as_deref().is_none_or(|o| o == node || named_by(o)));
+        (self.is_member(meeting, node) && own) || self.is_our_relay(meeting, node) || relayed
     }
 
     /// For a link whose tracks (if any) all come from members: those members (all members
@@ -499,7 +504,9 @@ async fn pick_relay(
         })
     });
     if circuit_only {
-        return circuit_relay;
+        // A control path made direct (hole punched) while the circuit lingers: no race.
+        let direct = peers.iter().any(|p| p.id == node && p.direct);
+        return circuit_relay.filter(|_| !direct);
     }
     circuit_relay.or_else(|| {
         peers
@@ -790,6 +797,16 @@ async fn take_events(
                 confirm_relay((engine, net), &members.confirming, &meeting, &node, peer);
                 false
             }
+            // A check still under way for that pair ends without relaying (the direct link
+            // came first).
+            MeetingEvent::Unrelay { peer } => {
+                members
+                    .confirming
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(meeting.clone(), node.clone(), peer.clone()));
+                true
+            }
             _ => true,
         });
     }
@@ -824,10 +841,11 @@ fn too_many_carried() -> String {
 /// Most relay checks at once, and per node asking; beyond that a request is refused.
 const MAX_CONFIRMING: usize = 64;
 const MAX_CONFIRMING_PER_NODE: usize = 4;
-/// Times a relay asks the destination, a quarter of a second apart (6 s in all): the
-/// origin's `via` may reach the destination after its `relay` reached us, and media
-/// waits for the answer.
-const CONFIRM_TRIES: u32 = 24;
+/// Times a relay asks the destination, a quarter of a second apart (12 s in all): the
+/// origin's `via` may reach the destination after its `relay` reached us (after a relay
+/// died, only once the control connection through it has closed and the origin's list
+/// went again), and media waits for the answer.
+const CONFIRM_TRIES: u32 = 48;
 
 /// As a relay: `origin` asks us to forward its media in `meeting` to `to`. Done only once
 /// `to` confirms that `origin` is a member there and named us (`relayed`): the
@@ -864,7 +882,17 @@ fn confirm_relay(
                 meeting: meeting.clone(),
                 node: origin.clone(),
             };
-            match net.request(peer, ask).await.map(|r| r.response) {
+            let asked = net.request(peer, ask).await.map(|r| r.response);
+            let withdrawn = !pending
+                .set
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&pending.key);
+            if withdrawn {
+                tracing::info!(%origin, %to, %meeting, "relay request withdrawn (unrelay) while checked");
+                return;
+            }
+            match asked {
                 Ok(Response::Ok) => {
                     // A check that ends after its node went is no request any more (it would
                     // leave a pair nobody frees).
@@ -1189,9 +1217,16 @@ fn members_filter(
                 true
             }
             Ev::Via { relay } => {
-                // Its tracks come through `relay`: links from there carry them.
-                members.via.insert(key.clone(), relay.clone());
-                false
+                // Its tracks come through `relay`: links from there carry them (none: they
+                // come directly now, and that relay carries them no more). The engine keeps
+                // the relay while someone routes through it.
+                if relay.is_empty() {
+                    members.via.remove(&key);
+                } else if members.via.len() < MAX_INTRODUCED * 16 || members.via.contains_key(&key)
+                {
+                    members.via.insert(key.clone(), relay.clone());
+                }
+                true
             }
             Ev::Relay { .. } | Ev::Unrelay { .. } => true,
             // What a member node says of its own recording: its people's media is on it.

@@ -680,6 +680,88 @@ async fn a_killed_node_disappears_and_the_rest_goes_on() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_relay_is_replaced_by_the_other_within_seconds() {
+    // Two homes behind symmetric NATs, two relays: the one that carries their media is
+    // killed with kill -9; media comes back through the other, and nobody rejoins.
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("mfail", "symmetric");
+    let (r1, r2, a, b) = lab.two_relays_and_two_nats().await;
+    let mut relays = vec![(r1, String::new()), (r2, String::new())];
+    for r in &mut relays {
+        r.1 = node_id(&r.0);
+    }
+    let (a_id, b_id) = (node_id(&a), node_id(&b));
+    let homes = vec![(a, a_id.clone()), (b, b_id.clone())];
+    let created = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Two offices"}"#)
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let mut ada = lab.browser("lan1a", &meeting_link(&id, None, "Ada")).await;
+    let mut bob = lab
+        .browser("lan2a", &meeting_link(&id, Some(&a_id), "Bob"))
+        .await;
+    media_both_ways(&mut ada, &mut bob, &homes).await;
+    let via = link_to(&lab, "lan1a", &id, &b_id, |n| n["path"] == "relayed").await;
+    let used = via["via"].as_str().expect("via").to_owned();
+    let pos = relays
+        .iter()
+        .position(|(_, r)| *r == used)
+        .expect("one of the two relays");
+    let (dead, _) = relays.remove(pos);
+    let other = relays[0].1.clone();
+    let ids_before = (
+        ada.eval("veche.state().participants.map(p => p.id).sort().join()")
+            .await
+            .expect("ids"),
+        bob.eval("veche.state().participants.map(p => p.id).sort().join()")
+            .await
+            .expect("ids"),
+    );
+    let before = [
+        audio_packets(&mut ada, "Bob").await.0,
+        audio_packets(&mut bob, "Ada").await.0,
+    ];
+    let killed = Instant::now();
+    dead.kill().await;
+    // Back: both receive the other's voice again, well past what came before the kill.
+    let mut back = [None, None];
+    while back.iter().any(Option::is_none) && killed.elapsed() < Duration::from_secs(60) {
+        for (i, (b, from)) in [(&mut ada, "Bob"), (&mut bob, "Ada")]
+            .into_iter()
+            .enumerate()
+        {
+            if back[i].is_none() && audio_packets(b, from).await.0 > before[i] + 100 {
+                back[i] = Some(killed.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "relay killed: media back at Ada after {:?}, at Bob after {:?} (goal 5 s)",
+        back[0], back[1]
+    );
+    let worst = back.iter().flatten().max().copied();
+    assert!(
+        back.iter().all(Option::is_some) && worst < Some(Duration::from_secs(15)),
+        "media back within 15 s of the kill: {back:?}"
+    );
+    let n = link_to(&lab, "lan1a", &id, &b_id, |n| n["path"] == "relayed").await;
+    assert_eq!(n["via"], other.as_str(), "through the other relay: {n}");
+    // Nobody rejoined: the same people, by the same ids.
+    let ids_after = (
+        ada.eval("veche.state().participants.map(p => p.id).sort().join()")
+            .await
+            .expect("ids"),
+        bob.eval("veche.state().participants.map(p => p.id).sort().join()")
+            .await
+            .expect("ids"),
+    );
+    assert_eq!(ids_before, ids_after, "the same participants");
+    ada.close().await;
+    bob.close().await;
+}
+
 /// The lab's relay and two NATed nodes, with their ids: [(relay), (a), (b)].
 async fn relay_and_two_nats(lab: &NatLab) -> Vec<(support::Node, String)> {
     let (relay, a, b) = lab.relay_and_two_nats().await;

@@ -933,6 +933,62 @@ impl NatLab {
         (relay, a, b)
     }
 
+    /// Two `--relay` nodes on `pub` ("relay", and "relay-2" on ports 7400–7410) and one node
+    /// behind each NAT that knows both; waits until both are connected to both. Returns
+    /// (relay, relay 2, a, b).
+    pub async fn two_relays_and_two_nats(&self) -> (Node, Node, Node, Node) {
+        let relay = self
+            .node("pub", "relay", &["--relay", "--no-mdns", "--name", "relay"])
+            .await;
+        let relay_2 = self
+            .node(
+                "pub",
+                "relay-2",
+                &[
+                    "--relay",
+                    "--no-mdns",
+                    "--name",
+                    "relay-2",
+                    "--http",
+                    "127.0.0.1:7400",
+                    "--media-port",
+                    "7401",
+                    "--link-port",
+                    "7403",
+                    "--listen",
+                    "/ip4/0.0.0.0/udp/7402/quic-v1",
+                    "--listen",
+                    "/ip4/0.0.0.0/tcp/7402",
+                ],
+            )
+            .await;
+        let first = format!("{RELAY_QUIC}/p2p/{}", node_id(&relay));
+        let second = format!(
+            "/ip4/203.0.113.10/udp/7402/quic-v1/p2p/{}",
+            node_id(&relay_2)
+        );
+        let args = ["--no-mdns", "--bootstrap", &first, "--bootstrap", &second];
+        let a = self
+            .node("lan1a", "a", &[&args[..], &["--name", "home-a"]].concat())
+            .await;
+        let b = self
+            .node("lan2a", "b", &[&args[..], &["--name", "home-b"]].concat())
+            .await;
+        for host in ["lan1a", "lan2a"] {
+            until(
+                &format!("{host} connected to both relays"),
+                Duration::from_secs(30),
+                || async {
+                    let peers = self.peers(host).await;
+                    let has = |name: &str| peers.iter().any(|p| p["name"] == name);
+                    (has("relay") && has("relay-2")).then_some(())
+                },
+            )
+            .await;
+        }
+        (relay, relay_2, a, b)
+    }
+
     /// Run `veche ARGS` on `host` (talking to the node there) and return its stdout.
     pub async fn veche(&self, host: &str, args: &[&str]) -> std::result::Result<String, String> {
         let out = Command::new("ip")

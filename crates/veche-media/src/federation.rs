@@ -66,6 +66,8 @@ const LINK_LIVE: Duration = Duration::from_secs(1);
 /// A lost relay is not chosen again for this long, and this many are remembered.
 const LOST_RELAY_FOR: Duration = Duration::from_secs(60);
 const MAX_LOST_RELAYS: usize = 16;
+/// Most nodes kept while only their media says they are alive.
+const MAX_UNCONFIRMED: usize = 64;
 /// Most tracks one `MeetingEvent::Views` names (a meeting's people times their two videos).
 const MAX_VIEWS_PER_EVENT: usize = 256;
 /// Most meetings one node may have this relay forward for it.
@@ -87,6 +89,8 @@ pub(crate) struct NodeState {
     pub direct_again: Option<(Instant, Duration)>,
     /// A relay we chose for media to another node (let go once no pair needs it).
     pub chosen_relay: bool,
+    /// The relay this node said its tracks reach us through (`via`).
+    pub their_via: Option<String>,
 }
 
 impl NodeState {
@@ -121,6 +125,9 @@ pub(crate) struct Fed {
     /// Relays lost lately (their pairs re-routed), and when: not asked for again for a
     /// minute.
     pub lost_relays: HashMap<String, Instant>,
+    /// Nodes whose control connection closed while their media still came: lost once it
+    /// stops before their events come again.
+    unconfirmed: HashSet<String>,
     /// (meeting, node) whose events were lost: our list goes again.
     resync: HashSet<(String, String)>,
     /// When our list last went again to (meeting, node), to send it at most every 5 s.
@@ -228,6 +235,11 @@ impl Engine {
                     peer: other.clone(),
                     presence: None,
                 });
+            }
+            // The relay our tracks reach it through: a `via` lost on the way (sent on a
+            // control connection that died with the last relay) is said again here.
+            if let Some(relay) = nodes.get(to).and_then(|s| s.via.clone()) {
+                events.push(MeetingEvent::Via { relay });
             }
         }
         events
@@ -455,7 +467,7 @@ impl Engine {
     }
 
     /// As a relay: `from` reaches `to` directly now; its tracks stop going there through us.
-    fn unrelay_for(&mut self, meeting: &str, from: &str, to: &str, now: Instant) {
+    fn unrelay_for(&mut self, meeting: &str, from: &str, to: &str) {
         let key = (meeting.to_owned(), from.to_owned());
         let Some(tos) = self.fed.relayed.get_mut(&key) else {
             return;
@@ -486,18 +498,8 @@ impl Engine {
                 self.apply(out);
             }
         }
-        // A node we relay nothing for or to any more: we let it go (it does the same).
-        for node in [from, to] {
-            let involved = self
-                .fed
-                .relayed
-                .iter()
-                .any(|((m, f), tos)| m == meeting && (f == node || tos.contains(node)));
-            if !involved {
-                self.node_lost(node, Some(meeting), now);
-                self.fed.forget_lost(meeting, node);
-            }
-        }
+        // The nodes let us go once nothing goes through us (`dismiss_unused_relays`);
+        // their links then fall silent here and close.
     }
 
     /// The network's answer to our request for a relay towards `node`.
@@ -535,6 +537,12 @@ impl Engine {
         state.relay_asked.get_or_insert(now);
         tracing::info!(%node, relay = %via, %meeting, "media to the node goes through a relay");
         state.via = Some(via.clone());
+        if state.link_out.is_none() {
+            // The direct path is tried again in the background.
+            state
+                .direct_again
+                .get_or_insert((now + DIRECT_AGAIN, DIRECT_AGAIN * 2));
+        }
         self.add_node(meeting, &via, true, now);
         // Known already (its own link came first, carrying the other node's tracks): our
         // link to it is made now that it carries ours.
@@ -696,6 +704,8 @@ impl Engine {
         if node == self.node_id {
             return;
         }
+        // Its control path is back.
+        self.fed.unconfirmed.remove(&node);
         let reply = matches!(events.first(), Some(MeetingEvent::Sync { reply: true }));
         let is_sync = matches!(events.first(), Some(MeetingEvent::Sync { .. }));
         let new = self.add_node(&meeting, &node, false, now);
@@ -795,10 +805,19 @@ impl Engine {
                     self.remote_recording(&meeting, &node, state);
                 }
                 MeetingEvent::Relay { peer } => self.relay_for(&meeting, &node, &peer, now),
-                MeetingEvent::Unrelay { peer } => self.unrelay_for(&meeting, &node, &peer, now),
+                MeetingEvent::Unrelay { peer } => self.unrelay_for(&meeting, &node, &peer),
                 MeetingEvent::Views { tiles } => self.link_views(&meeting, &node, &tiles, now),
                 // For the bridge, which accepts the relay's link for that node's tracks.
-                MeetingEvent::Via { .. } => {}
+                MeetingEvent::Via { relay } => {
+                    if let Some(s) = self
+                        .fed
+                        .nodes
+                        .get_mut(&meeting)
+                        .and_then(|n| n.get_mut(&node))
+                    {
+                        s.their_via = (!relay.is_empty()).then_some(relay);
+                    }
+                }
             }
         }
         if is_sync && !saw_recording {
@@ -1134,16 +1153,19 @@ impl Engine {
         for track in &stale {
             peer.forget_in_track(*track);
         }
-        match peer.accept_offer(&sdp, sources) {
+        let accepted = peer.accept_offer(&sdp, sources);
+        // What a mid no longer carries goes either way (a refused offer fails the link).
+        for track in stale {
+            self.fed.track_in.remove(&track);
+            let out = self.sfu.unpublish(track);
+            self.apply(out);
+        }
+        match accepted {
             Ok(answer) => {
                 let _ = reply.send(Ok(answer));
                 self.dirty.insert(id);
-                for track in stale {
-                    self.fed.track_in.remove(&track);
-                    let out = self.sfu.unpublish(track);
-                    self.apply(out);
-                }
-                self.publish_declared(id, now);
+                // Another link may declare what went (a relay's and the direct one).
+                self.publish_declared_in(&meeting, now);
             }
             Err(f) => {
                 tracing::info!(%node, %meeting, error = %f.message, "node link offer refused");
@@ -1289,6 +1311,8 @@ impl Engine {
             veche_core::TrackKind::Audio => Ok(()),
         };
         self.fed.track_in.insert(track, id);
+        // The node sending it now is told what our viewers show of it.
+        self.fed.views_sent.remove(&track);
         self.sfu.set_simulcast(track, layers);
         tracing::info!(link = %id, %origin, %track, direct = ours % 2 == 0, "remote track now arrives on another link");
         if let Err(f) = asked {
@@ -1369,7 +1393,25 @@ impl Engine {
             }
         }
         if failed && connected {
-            self.node_lost(node, Some(meeting), now);
+            if self.media_heard_from(node, now) {
+                // A direct link that failed while a relay still carries the node's people:
+                // they stay, and our media goes through a relay again.
+                tracing::info!(%node, %meeting, "a connected node link failed; back to a relay");
+                if let Some(s) = self
+                    .fed
+                    .nodes
+                    .get_mut(meeting)
+                    .and_then(|n| n.get_mut(node))
+                {
+                    if s.via.is_none() {
+                        s.relay_asked = Some(now);
+                        s.direct_again = Some((now + DIRECT_AGAIN, DIRECT_AGAIN * 2));
+                    }
+                }
+                self.ask_relay(node, meeting, false);
+            } else {
+                self.node_lost(node, Some(meeting), now);
+            }
         }
     }
 
@@ -1377,6 +1419,17 @@ impl Engine {
     /// the node is alive (the link's own silence check decides); elsewhere (relayed pairs,
     /// links not up yet) nothing else would notice, so it is lost now.
     pub(crate) fn control_lost(&mut self, node: &str, now: Instant) {
+        // Its people's media still comes, through a relay: it is alive, and its control
+        // path comes back (a circuit through another relay). Checked again each second
+        // until it does (its events arrive).
+        if self.media_heard_from(node, now) {
+            tracing::info!(%node, "control connection lost, but its media still comes; kept");
+            if self.fed.unconfirmed.len() < MAX_UNCONFIRMED {
+                self.fed.unconfirmed.insert(node.to_owned());
+            }
+            return;
+        }
+        self.fed.unconfirmed.remove(node);
         let meetings: Vec<String> = self
             .fed
             .nodes
@@ -1393,6 +1446,22 @@ impl Engine {
         for m in meetings {
             self.node_lost(node, Some(&m), now);
         }
+    }
+
+    /// Whether media of `node`'s people arrived in the last two seconds, on any link.
+    fn media_heard_from(&self, node: &str, now: Instant) -> bool {
+        self.fed.remote_of.iter().any(|(pid, (n, _))| {
+            n == node
+                && self.sfu.published(*pid).iter().any(|t| {
+                    self.fed
+                        .track_in
+                        .get(t)
+                        .and_then(|l| self.peers.get(l))
+                        .is_some_and(|p| {
+                            p.connected && now.duration_since(p.last_media) < LINK_LIVE * 2
+                        })
+                })
+        })
     }
 
     /// Forget `node` in `meeting` (or every meeting): its participants leave, its links go.
@@ -1593,6 +1662,12 @@ impl Engine {
         self.fed
             .lost_relays
             .retain(|_, at| now.duration_since(*at) < LOST_RELAY_FOR);
+        let unconfirmed: Vec<String> = self.fed.unconfirmed.iter().cloned().collect();
+        for node in unconfirmed {
+            if !self.media_heard_from(&node, now) {
+                self.control_lost(&node, now);
+            }
+        }
         // A link that went silent (a relay that died) loses what another link carries
         // too: checked each second, not only when a link changes.
         let links: Vec<ParticipantId> = self
@@ -1755,6 +1830,14 @@ impl Engine {
                 &meeting,
                 vec![MeetingEvent::Unrelay { peer: node.clone() }],
             );
+            // And the node they go to: no relay carries them any more (an empty `via`).
+            self.fed_send(
+                &node,
+                &meeting,
+                vec![MeetingEvent::Via {
+                    relay: String::new(),
+                }],
+            );
         }
     }
 
@@ -1764,7 +1847,10 @@ impl Engine {
         let mut unused = Vec::new();
         for (m, nodes) in &self.fed.nodes {
             for (relay, s) in nodes.iter().filter(|(_, s)| s.chosen_relay) {
-                let routed = nodes.values().any(|o| o.via.as_ref() == Some(relay));
+                // We, or another node toward us, still route through it.
+                let routed = nodes
+                    .values()
+                    .any(|o| o.via.as_ref() == Some(relay) || o.their_via.as_ref() == Some(relay));
                 // Its link to us still carries another node's tracks: that node has not
                 // moved yet (and the relay lets us go when it does).
                 let carries = s.link_in.and_then(|l| self.peers.get(&l)).is_some_and(

@@ -708,6 +708,7 @@ impl Peer {
 
     /// A published track went away (its participant left): forget its incoming mid.
     pub fn forget_in_track(&mut self, track: TrackId) {
+        self.keyframes_waiting.retain(|(t, _)| *t != track);
         if let Some(mid) = self.in_mids.remove(&track) {
             self.in_tracks.remove(&mid);
             self.in_ssrcs.retain(|_, m| m.0 != mid);

@@ -329,7 +329,14 @@ pub fn start(
             yamux::Config::default,
         )
         .map_err(|e| setup(&e))?
-        .with_quic()
+        // A connection whose other end died (a relay killed, a cable pulled) is given up
+        // within 4 s rather than libp2p's 10: circuits through a dead relay close sooner,
+        // and the warm one through the other relay takes over.
+        .with_quic_config(|mut c| {
+            c.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
+            c.keep_alive_interval = Duration::from_secs(1);
+            c
+        })
         .with_dns()
         .map_err(|e| setup(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -441,6 +448,7 @@ pub fn start(
         rtt: HashMap::new(),
         hellos: HashMap::new(),
         relays: HashSet::new(),
+        warming: HashMap::new(),
         pending: HashMap::new(),
         provider_queries: HashMap::new(),
     };
@@ -458,8 +466,19 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+/// See the QUIC transport's configuration above.
+const QUIC_IDLE_TIMEOUT_MS: u32 = 4_000;
+
 fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 fn unix_now() -> u64 {
@@ -493,6 +512,8 @@ struct Task {
     hellos: HashMap<PeerId, NodeHello>,
     /// Relays we hold (or asked for) a reservation on.
     relays: HashSet<PeerId>,
+    /// Circuits dialled to keep a second control path warm, and when (see `warm_circuits`).
+    warming: HashMap<String, Instant>,
     /// Our outstanding requests, by id: answers are matched to the asker.
     pending: HashMap<request_response::OutboundRequestId, Option<Pending>>,
     /// Provider lookups in flight.
@@ -514,6 +535,7 @@ impl Task {
                     if let Err(e) = self.book.save() {
                         tracing::warn!(error = %e, "cannot save the peer book");
                     }
+                    self.warm_circuits();
                 }
             }
         }
@@ -568,6 +590,56 @@ impl Task {
                 reply,
             }),
         );
+    }
+
+    /// A peer we reach only through relays gets a circuit through each relay we hold a
+    /// reservation on (at most 2), so that when one relay dies the control path through
+    /// the other is already there. (A dial through a relay the peer holds no reservation on
+    /// fails and is tried again at the next tick; nothing else is affected.)
+    fn warm_circuits(&mut self) {
+        let mut dials = Vec::new();
+        for (peer, conns) in &self.connections {
+            if self.relays.contains(peer) || conns.iter().any(|(_, a)| !is_relayed(a)) {
+                continue;
+            }
+            for relay in &self.relays {
+                let through = format!("/p2p/{relay}/p2p-circuit");
+                if conns.iter().any(|(_, a)| a.to_string().contains(&through)) {
+                    continue;
+                }
+                let Some((_, addr)) = self.connections.get(relay).and_then(|c| c.first()) else {
+                    continue;
+                };
+                if is_relayed(addr) {
+                    continue;
+                }
+                let mut a = addr.clone();
+                if peer_of(&a).is_none() {
+                    a.push(Protocol::P2p(*relay));
+                }
+                a.push(Protocol::P2pCircuit);
+                a.push(Protocol::P2p(*peer));
+                dials.push((*peer, a));
+            }
+        }
+        // Each path tried at most every 10 s.
+        let now = Instant::now();
+        self.warming
+            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(10));
+        for (peer, addr) in dials {
+            let key = addr.to_string();
+            if self.warming.len() >= 64 || self.warming.contains_key(&key) {
+                continue;
+            }
+            self.warming.insert(key, now);
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "second circuit not dialled");
+            }
+        }
     }
 
     /// Dial a peer by id: the addresses we know, and through every relay we hold a
@@ -723,6 +795,9 @@ impl Task {
                 // Refusals over a limit included: debug, as a flood must not flood the log.
                 tracing::debug!(from = %send_back_addr, %error, "incoming connection refused or failed");
             }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
             SwarmEvent::Behaviour(b) => self.on_behaviour(b),
             _ => {}
         }
@@ -789,8 +864,16 @@ impl Task {
                         return;
                     }
                     self.observed(&info.observed_addr);
+                    // Its loopback addresses are ours to it only when it is on this machine:
+                    // dialled from elsewhere they reach ourselves, and that wrong peer ends
+                    // the whole dial, circuits through a relay included (a lost relay's
+                    // pair then never found each other through the next one).
+                    let same_machine = self
+                        .connections
+                        .get(&peer_id)
+                        .is_some_and(|c| c.iter().any(|(_, a)| is_loopback(a)));
                     for a in &info.listen_addrs {
-                        if !is_relayed(a) {
+                        if !is_relayed(a) && (same_machine || !is_loopback(a)) {
                             self.swarm
                                 .behaviour_mut()
                                 .kad
