@@ -449,6 +449,7 @@ pub fn start(
         hellos: HashMap::new(),
         relays: HashSet::new(),
         warming: HashMap::new(),
+        dialled: HashMap::new(),
         pending: HashMap::new(),
         provider_queries: HashMap::new(),
     };
@@ -514,6 +515,8 @@ struct Task {
     relays: HashSet<PeerId>,
     /// Circuits dialled to keep a second control path warm, and when (see `warm_circuits`).
     warming: HashMap<String, Instant>,
+    /// When we last dialled each peer for a request (bounded).
+    dialled: HashMap<PeerId, Instant>,
     /// Our outstanding requests, by id: answers are matched to the asker.
     pending: HashMap<request_response::OutboundRequestId, Option<Pending>>,
     /// Provider lookups in flight.
@@ -665,10 +668,27 @@ impl Task {
                 addrs.push(a);
             }
         }
+        // Even while another dial is under way: Kademlia dials peers it heard of at their
+        // private addresses, which never answer from another network, and waiting on that
+        // dial failed every request while the circuit would have connected at once. At most
+        // one of ours every 2 s per peer.
+        let now = Instant::now();
+        if self
+            .dialled
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(2))
+        {
+            return;
+        }
+        if self.dialled.len() >= 1024 {
+            self.dialled
+                .retain(|_, t| now.duration_since(*t) < Duration::from_secs(2));
+        }
+        self.dialled.insert(peer, now);
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(PeerCondition::Disconnected)
             .build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, error = %e, "dial not started");
