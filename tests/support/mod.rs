@@ -916,21 +916,24 @@ impl NatLab {
         let b = self
             .node("lan2a", "b", &[&args[..], &["--name", "home-b"]].concat())
             .await;
+        self.until_connected(&["relay"]).await;
+        (relay, a, b)
+    }
+
+    /// Wait until the nodes on lan1a and lan2a are both connected to every node `names`.
+    async fn until_connected(&self, names: &[&str]) {
         for host in ["lan1a", "lan2a"] {
             until(
-                &format!("{host} connected to the relay"),
+                &format!("{host} connected to {names:?}"),
                 Duration::from_secs(30),
                 || async {
-                    self.peers(host)
-                        .await
-                        .iter()
-                        .any(|p| p["name"] == "relay")
-                        .then_some(())
+                    let peers = self.peers(host).await;
+                    let has = |name: &str| peers.iter().any(|p| p["name"] == name);
+                    names.iter().all(|n| has(n)).then_some(())
                 },
             )
             .await;
         }
-        (relay, a, b)
     }
 
     /// Two `--relay` nodes on `pub` ("relay", and "relay-2" on ports 7400–7410) and one node
@@ -974,18 +977,7 @@ impl NatLab {
         let b = self
             .node("lan2a", "b", &[&args[..], &["--name", "home-b"]].concat())
             .await;
-        for host in ["lan1a", "lan2a"] {
-            until(
-                &format!("{host} connected to both relays"),
-                Duration::from_secs(30),
-                || async {
-                    let peers = self.peers(host).await;
-                    let has = |name: &str| peers.iter().any(|p| p["name"] == name);
-                    (has("relay") && has("relay-2")).then_some(())
-                },
-            )
-            .await;
-        }
+        self.until_connected(&["relay", "relay-2"]).await;
         (relay, relay_2, a, b)
     }
 

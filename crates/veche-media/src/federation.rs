@@ -153,6 +153,11 @@ impl Fed {
         self.remote_of.get(&pid).map(|(node, _)| node.as_str())
     }
 
+    /// What we keep of `node` in `meeting`.
+    pub fn state_mut(&mut self, meeting: &str, node: &str) -> Option<&mut NodeState> {
+        self.nodes.get_mut(meeting)?.get_mut(node)
+    }
+
     /// Stop asking `node` to sync `meeting` again.
     pub fn forget_lost(&mut self, meeting: &str, node: &str) {
         self.lost.remove(&(meeting.to_owned(), node.to_owned()));
@@ -374,12 +379,7 @@ impl Engine {
         peer.offered = true;
         peer.link_port = Some(self.link_candidates[slot].0);
         self.peers.insert(id, Box::new(peer));
-        if let Some(s) = self
-            .fed
-            .nodes
-            .get_mut(meeting)
-            .and_then(|n| n.get_mut(node))
-        {
+        if let Some(s) = self.fed.state_mut(meeting, node) {
             s.link_out = Some(id);
         }
         self.apply(outputs);
@@ -511,12 +511,10 @@ impl Engine {
         now: Instant,
     ) {
         let peers = &self.peers;
-        let Some(state) = self
-            .fed
-            .nodes
-            .get_mut(meeting)
-            .and_then(|n| n.get_mut(node))
-        else {
+        let was_lost = via
+            .as_ref()
+            .is_some_and(|v| self.fed.lost_relays.contains_key(v));
+        let Some(state) = self.fed.state_mut(meeting, node) else {
             return;
         };
         let direct_up = state
@@ -527,8 +525,7 @@ impl Engine {
             // The direct link connected, or another answer came first.
             return;
         }
-        let lost = |v: &String| self.fed.lost_relays.contains_key(v);
-        let Some(via) = via.filter(|v| v != node && *v != self.node_id && !lost(v)) else {
+        let Some(via) = via.filter(|v| v != node && *v != self.node_id && !was_lost) else {
             if state.link_out.is_none() {
                 tracing::info!(%node, %meeting, "no relay for a node we cannot reach directly; will retry directly");
             }
@@ -547,12 +544,7 @@ impl Engine {
         // Known already (its own link came first, carrying the other node's tracks): our
         // link to it is made now that it carries ours.
         self.ensure_link_out(meeting, &via, now);
-        if let Some(r) = self
-            .fed
-            .nodes
-            .get_mut(meeting)
-            .and_then(|n| n.get_mut(&via))
-        {
+        if let Some(r) = self.fed.state_mut(meeting, &via) {
             r.chosen_relay = true;
         }
         self.fed_send(
@@ -809,12 +801,7 @@ impl Engine {
                 MeetingEvent::Views { tiles } => self.link_views(&meeting, &node, &tiles, now),
                 // For the bridge, which accepts the relay's link for that node's tracks.
                 MeetingEvent::Via { relay } => {
-                    if let Some(s) = self
-                        .fed
-                        .nodes
-                        .get_mut(&meeting)
-                        .and_then(|n| n.get_mut(&node))
-                    {
+                    if let Some(s) = self.fed.state_mut(&meeting, &node) {
                         s.their_via = (!relay.is_empty()).then_some(relay);
                     }
                 }
@@ -1119,12 +1106,7 @@ impl Engine {
                     now,
                 );
                 self.peers.insert(id, Box::new(peer));
-                if let Some(s) = self
-                    .fed
-                    .nodes
-                    .get_mut(&meeting)
-                    .and_then(|n| n.get_mut(&node))
-                {
+                if let Some(s) = self.fed.state_mut(&meeting, &node) {
                     s.link_in = Some(id);
                 }
                 id
@@ -1380,12 +1362,7 @@ impl Engine {
         if carried {
             self.publish_declared_in(meeting, now);
         }
-        if let Some(s) = self
-            .fed
-            .nodes
-            .get_mut(meeting)
-            .and_then(|n| n.get_mut(node))
-        {
+        if let Some(s) = self.fed.state_mut(meeting, node) {
             if matches!(role, Role::LinkOut { .. }) {
                 s.link_out = None;
             } else {
@@ -1397,12 +1374,7 @@ impl Engine {
                 // A direct link that failed while a relay still carries the node's people:
                 // they stay, and our media goes through a relay again.
                 tracing::info!(%node, %meeting, "a connected node link failed; back to a relay");
-                if let Some(s) = self
-                    .fed
-                    .nodes
-                    .get_mut(meeting)
-                    .and_then(|n| n.get_mut(node))
-                {
+                if let Some(s) = self.fed.state_mut(meeting, node) {
                     if s.via.is_none() {
                         s.relay_asked = Some(now);
                         s.direct_again = Some((now + DIRECT_AGAIN, DIRECT_AGAIN * 2));
@@ -1536,7 +1508,7 @@ impl Engine {
                 // while the direct path is tried again.
                 tracing::info!(node = %other, relay = %node, meeting = %m, "relay lost; re-routing");
                 self.ensure_link_out(&m, &other, now);
-                if let Some(s) = self.fed.nodes.get_mut(&m).and_then(|n| n.get_mut(&other)) {
+                if let Some(s) = self.fed.state_mut(&m, &other) {
                     s.relay_asked = Some(now);
                 }
                 self.ask_relay(&other, &m, false);
@@ -1633,12 +1605,7 @@ impl Engine {
             .collect();
         let mut given_up = Vec::new();
         for (id, node, meeting, heard, reached) in stuck {
-            let Some(s) = self
-                .fed
-                .nodes
-                .get_mut(&meeting)
-                .and_then(|n| n.get_mut(&node))
-            else {
+            let Some(s) = self.fed.state_mut(&meeting, &node) else {
                 continue;
             };
             given_up.push(id);
@@ -1782,12 +1749,7 @@ impl Engine {
             })
             .collect();
         for (node, meeting) in slow {
-            let Some(s) = self
-                .fed
-                .nodes
-                .get_mut(&meeting)
-                .and_then(|n| n.get_mut(&node))
-            else {
+            let Some(s) = self.fed.state_mut(&meeting, &node) else {
                 continue;
             };
             if s.via.is_some() || s.relay_asked.is_some() {

@@ -595,6 +595,21 @@ impl Task {
         );
     }
 
+    /// The address of a circuit through `relay` (its direct address, then `/p2p-circuit`),
+    /// to which a peer's id is added.
+    fn circuit_through(&self, relay: &PeerId) -> Option<Multiaddr> {
+        let (_, addr) = self.connections.get(relay)?.first()?;
+        if is_relayed(addr) {
+            return None;
+        }
+        let mut a = addr.clone();
+        if peer_of(&a).is_none() {
+            a.push(Protocol::P2p(*relay));
+        }
+        a.push(Protocol::P2pCircuit);
+        Some(a)
+    }
+
     /// A peer we reach only through relays gets a circuit through each relay we hold a
     /// reservation on (at most 2), so that when one relay dies the control path through
     /// the other is already there. (A dial through a relay the peer holds no reservation on
@@ -610,19 +625,9 @@ impl Task {
                 if conns.iter().any(|(_, a)| a.to_string().contains(&through)) {
                     continue;
                 }
-                let Some((_, addr)) = self.connections.get(relay).and_then(|c| c.first()) else {
-                    continue;
-                };
-                if is_relayed(addr) {
-                    continue;
+                if let Some(a) = self.circuit_through(relay) {
+                    dials.push((*peer, a.with(Protocol::P2p(*peer))));
                 }
-                let mut a = addr.clone();
-                if peer_of(&a).is_none() {
-                    a.push(Protocol::P2p(*relay));
-                }
-                a.push(Protocol::P2pCircuit);
-                a.push(Protocol::P2p(*peer));
-                dials.push((*peer, a));
             }
         }
         // Each path tried at most every 10 s.
@@ -655,19 +660,7 @@ impl Task {
             .find(|(id, _)| *id == peer)
             .map(|(_, a)| a)
             .unwrap_or_default();
-        for relay in &self.relays {
-            if let Some((_, addr)) = self.connections.get(relay).and_then(|c| c.first()) {
-                if is_relayed(addr) {
-                    continue;
-                }
-                let mut a = addr.clone();
-                if peer_of(&a).is_none() {
-                    a.push(Protocol::P2p(*relay));
-                }
-                a.push(Protocol::P2pCircuit);
-                addrs.push(a);
-            }
-        }
+        addrs.extend(self.relays.iter().filter_map(|r| self.circuit_through(r)));
         // Even while another dial is under way: Kademlia dials peers it heard of at their
         // private addresses, which never answer from another network, and waiting on that
         // dial failed every request while the circuit would have connected at once. At most
