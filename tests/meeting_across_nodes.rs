@@ -179,6 +179,104 @@ async fn two_nodes_on_a_lan_carry_one_meeting() {
     assert_eq!(found["host"], a_id.as_str(), "{found}");
 }
 
+/// Drop UDP in and out of lab host `host` (`op`: `-I` to start, `-D` to stop), but for its
+/// loopback (its browser and its node) and mDNS (the nodes still find each other on the
+/// LAN): a firewall that passes TCP only.
+fn block_udp(lab: &NatLab, host: &str, op: &str) {
+    for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns(host),
+                "iptables",
+                op,
+                chain,
+                "!",
+                dir,
+            ])
+            .args(["lo", "-p", "udp", "!", "--dport", "5353", "-j", "DROP"])
+            .output()
+            .expect("iptables");
+        assert!(
+            out.status.success(),
+            "iptables {op} {chain}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Packets `host`'s UDP-dropping rules dropped so far.
+fn udp_dropped(lab: &NatLab, host: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns(host),
+            "iptables",
+            "-L",
+            "-v",
+            "-x",
+            "-n",
+        ])
+        .output()
+        .expect("iptables");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("DROP") && l.contains("udp"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_path_passes_no_udp_carry_media_over_tcp() {
+    // Node B's network passes TCP only (a school's firewall): its control connection to A
+    // is libp2p's TCP, and the media link between the nodes ICE-TCP, B's passive candidate
+    // dialled from A's active one (and A's from B's).
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("tcpl", "cone");
+    block_udp(&lab, "lan1b", "-I");
+    let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
+    let (a_id, b_id) = (nodes[0].1.clone(), nodes[1].1.clone());
+    let created = lab
+        .post(
+            "lan1a",
+            "/api/meetings",
+            r#"{"title":"Behind the firewall"}"#,
+        )
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let mut ada = lab.browser("lan1a", &meeting_link(&id, None, "Ada")).await;
+    let mut bob = lab
+        .browser("lan1b", &meeting_link(&id, Some(&a_id), "Bob"))
+        .await;
+    let took = media_both_ways(&mut ada, &mut bob, &nodes).await;
+    assert_growing(
+        &mut [("Ada", &mut ada), ("Bob", &mut bob)],
+        &[("Ada", "Bob"), ("Bob", "Ada")],
+    )
+    .await;
+    // Both nodes say the media path is direct and over TCP, carrying both people.
+    for (host, other) in [("lan1a", &b_id), ("lan1b", &a_id)] {
+        let m = link_to(&lab, host, &id, other, |n| n["transport"] == "tcp").await;
+        println!("no udp: {host} sees {m}");
+        assert_eq!(m["path"], "direct", "{m}");
+        for dir in ["kbps_out", "kbps_in"] {
+            assert!(m[dir].as_f64().unwrap_or(0.0) > 50.0, "{dir}: {m}");
+        }
+    }
+    // The firewall really turned UDP away (the nodes tried it first: QUIC, ICE over UDP).
+    let dropped = udp_dropped(&lab, "lan1b");
+    println!(
+        "no udp: media both ways {:.1} s after Bob's join, over TCP; {dropped} UDP packets dropped at B",
+        took.as_secs_f64()
+    );
+    assert!(dropped > 0, "no UDP was dropped at B");
+    for b in [ada, bob] {
+        b.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firefox_on_one_node_and_chromium_on_another_see_and_hear_each_other() {
     let _serial = SERIAL.lock().await;
@@ -543,7 +641,10 @@ async fn a_slow_path_between_nodes_carries_a_smaller_layer_and_the_full_one_once
         "w => w > 0 && w <= 640",
     )
     .await;
-    // Her voice keeps coming, nearly whole, while the smaller picture does.
+    // Her voice keeps coming, nearly whole, while the smaller picture does. Nearly: the
+    // link tries one layer wider 5 s after the loss clears (then every 10-40 s) and the
+    // path's queue drops some of everything until the try is undone, within its first
+    // second; what is lost stays below the 5 % the node itself counts as a lossy second.
     let (r0, l0) = audio_packets(&mut ben, "Ann").await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (r1, l1) = audio_packets(&mut ben, "Ann").await;
@@ -559,7 +660,7 @@ async fn a_slow_path_between_nodes_carries_a_smaller_layer_and_the_full_one_once
         "Ann's voice reaches Ben: {r0} -> {r1} packets"
     );
     assert!(
-        lost < 0.02,
+        lost < 0.05,
         "Ann's voice on the slow path loses {:.1} %",
         lost * 100.0
     );

@@ -966,6 +966,97 @@ async fn a_node_a_member_introduces_hears_nothing_without_its_own_persons_proof(
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `link_offer`, naming its track as `origin`'s (another node's) person's voice.
+fn link_offer_carrying(meeting: &str, origin: Option<String>) -> Request {
+    let mut offer = link_offer(meeting);
+    if let Request::Link { sdp, tracks, .. } = &mut offer {
+        let mid = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .expect("the offer's mid")
+            .trim()
+            .to_owned();
+        tracks.insert(
+            mid,
+            veche_net::protocol::LinkTrack {
+                participant: 1,
+                name: "Quin".into(),
+                source: veche_core::Source::Mic,
+                origin,
+            },
+        );
+    }
+    offer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_node_cannot_feed_another_members_voice() {
+    // Two member nodes, each with its own invited person let in. One offers a media link
+    // whose track it says is the other's person's voice: it did not name this node's link
+    // through it as its relay, so it could put words in Quin's mouth. Refused; its own
+    // person's voice on the same kind of offer is taken (the positive control).
+    let Scene {
+        node,
+        dir,
+        node_id,
+        host,
+        id,
+        ada: _ada,
+        peer: mallory,
+        peer_id: mallory_id,
+        to_peer: _to_mallory,
+        node_addr,
+    } = scene("foreign").await;
+    let port = node.http_port;
+    let events = vec![
+        MeetingEvent::Sync { reply: true },
+        pat_joined(&host, &id, &mallory_id.to_string(), 1),
+    ];
+    events_taken(&mallory, node_id, &id, events).await;
+    let (other, other_id, _to_other) = hostile_peer(vec![node_addr]);
+    let (quin, _) = invited_joined(&host, &id, &other_id.to_string(), 1, ("Quin", 6));
+    let events = vec![MeetingEvent::Sync { reply: true }, quin];
+    events_taken(&other, node_id, &id, events).await;
+
+    let peers_before = engine_peers(port).await;
+    let why = refusal(
+        ask_node(
+            &mallory,
+            node_id,
+            link_offer_carrying(&id, Some(other_id.to_string())),
+        )
+        .await,
+    );
+    assert!(why.contains("let into this meeting"), "{why}");
+    assert_eq!(
+        engine_peers(port).await,
+        peers_before,
+        "a refused offer left a media connection"
+    );
+    // Nor may it claim the node's own people as the origin (feeding them back as Ada).
+    let why = refusal(
+        ask_node(
+            &mallory,
+            node_id,
+            link_offer_carrying(&id, Some(node_id.to_string())),
+        )
+        .await,
+    );
+    assert!(why.contains("let into this meeting"), "{why}");
+    // Its own person's voice (no origin: its own) is taken.
+    match ask_node(&mallory, node_id, link_offer_carrying(&id, None)).await {
+        Response::Link { sdp } => assert!(sdp.contains("a=ice-ufrag"), "{sdp}"),
+        other => panic!("a member's offer of its own person's voice: {other:?}"),
+    }
+    assert_eq!(
+        engine_peers(port).await,
+        peers_before + 1,
+        "the accepted link's connection"
+    );
+    node.kill().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A node's libp2p address on loopback (`p2p` its QUIC port) and its id.
 async fn p2p_addr(node: &Node, p2p: u16) -> (veche_net::Multiaddr, veche_net::PeerId) {
     let (_, body) = http(node.http_port, "GET", "/api/node", "", "").await;

@@ -335,6 +335,9 @@ pub struct LinkInfo {
     pub videos_out: Vec<veche_core::Received>,
     /// The largest layer our link carries for loss on its path (`None`: all it is asked).
     pub capped: Option<&'static str>,
+    /// `"udp"`, or `"tcp"` when the path between the nodes passes no UDP (ICE-TCP);
+    /// `None` before anything came.
+    pub transport: Option<&'static str>,
 }
 
 /// What one browser here receives, and what its media travels over.

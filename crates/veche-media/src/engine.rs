@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::federation::Fed;
 use crate::forward::Incoming;
-use crate::net::{bind_all, bind_tcp, read_loop, tcp_accept_loop, Datagram, TcpConns};
+use crate::net::{bind_all, bind_tcp, read_loop, tcp_accept_loop, Datagram, TcpConns, TcpPlumbing};
 use crate::outbox::{Flushed, Outbox};
 use crate::peer::{
     contained, Drained, Forwarded, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS,
@@ -246,16 +246,14 @@ impl Engine {
         engine.offer_tcp(&tcp);
         let (udp_tx, udp_rx) = mpsc::channel(DATAGRAM_QUEUE);
         let (tcp_tx, tcp_events) = mpsc::channel(DATAGRAM_QUEUE);
-        let open = Arc::new(crate::net::TcpOpen::default());
+        let tcp_plumbing = TcpPlumbing {
+            tx: udp_tx.clone(),
+            events: tcp_tx,
+            dropped: engine.dropped.clone(),
+            open: Arc::new(crate::net::TcpOpen::default()),
+        };
         for (addr, listener) in listeners {
-            tokio::spawn(tcp_accept_loop(
-                listener,
-                addr,
-                udp_tx.clone(),
-                tcp_tx.clone(),
-                engine.dropped.clone(),
-                open.clone(),
-            ));
+            tokio::spawn(tcp_accept_loop(listener, addr, tcp_plumbing.clone()));
         }
         let mut sockets = HashMap::new();
         for (addr, sock) in bound.iter().chain(&link_bound) {
@@ -267,7 +265,12 @@ impl Engine {
             ));
             sockets.insert(*addr, sock.clone());
         }
-        let task = tokio::spawn(crate::driver::run(engine, sockets, udp_rx, tcp_events));
+        let task = tokio::spawn(crate::driver::run(
+            engine,
+            sockets,
+            udp_rx,
+            (tcp_events, tcp_plumbing),
+        ));
         Ok((handle, media, task))
     }
 
@@ -341,21 +344,33 @@ impl Engine {
         (engine, EngineHandle { tx: cmd_tx })
     }
 
-    /// Offer browsers ICE-TCP at `bound` (listening there): a passive TCP candidate each,
-    /// after the UDP ones, which ICE prefers.
+    /// Offer ICE-TCP at `bound` (listening there): a passive TCP candidate each, after the
+    /// UDP ones, which ICE prefers, for browsers and the links other nodes offer us; and on
+    /// the links this node offers, an active one per link port address, which dials the
+    /// other node's passive one (RFC 6544), for a path between nodes that passes no UDP.
     pub(crate) fn offer_tcp(&mut self, bound: &[SocketAddr]) {
-        for addr in bound {
-            let c = Candidate::builder()
+        let tcp = |addr: SocketAddr, kind: str0m::net::TcpType| {
+            Candidate::builder()
                 .tcp()
-                .host(*addr)
-                .tcptype(str0m::net::TcpType::Passive)
-                .build();
-            match c {
-                Ok(c) => self.candidates.push(c),
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "address not usable as a TCP candidate")
-                }
-            }
+                .host(addr)
+                .tcptype(kind)
+                .build()
+                .inspect_err(
+                    |e| tracing::warn!(%addr, error = %e, "address not usable as a TCP candidate"),
+                )
+                .ok()
+        };
+        for addr in bound {
+            self.candidates
+                .extend(tcp(*addr, str0m::net::TcpType::Passive));
+        }
+        for (port, candidates) in &mut self.link_candidates {
+            // Where this node listens for TCP; the port names the link (its UDP one).
+            let active: Vec<Candidate> = bound
+                .iter()
+                .filter_map(|a| tcp(SocketAddr::new(a.ip(), *port), str0m::net::TcpType::Active))
+                .collect();
+            candidates.extend(active);
         }
     }
 
@@ -899,6 +914,25 @@ impl Engine {
             done += p;
         }
         self.count_sent(done);
+    }
+
+    /// The ICE-TCP connections this engine should open: a node link's checks from its
+    /// active candidate (on a link port) that found no connection. Packets from the media
+    /// port (a browser's connection, or another node's, that closed) are not dialled back:
+    /// the other end connects to us there.
+    pub(crate) fn take_dials(&mut self) -> Vec<(SocketAddr, SocketAddr)> {
+        let mut out = self.outbox.take_unconnected();
+        for lane in &mut self.lanes {
+            out.extend(lane.outbox.take_unconnected());
+        }
+        out.retain(|(local, _)| {
+            self.link_candidates
+                .iter()
+                .any(|(port, _)| *port == local.port())
+        });
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Advance every peer that has input or a due timeout, act on what they emit, and repeat

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use str0m::net::Protocol;
 use str0m::Rtc;
 use tokio::sync::mpsc;
 use veche_core::{
@@ -1885,6 +1886,14 @@ impl Engine {
                         .link_out
                         .and_then(|id| self.sfu.link_cap(id))
                         .map(veche_core::Layer::rid),
+                    // What came in on either link (ours brings its feedback).
+                    transport: inn
+                        .and_then(|p| p.transport)
+                        .or_else(|| out.and_then(|p| p.transport))
+                        .map(|t| match t {
+                            Protocol::Udp => "udp",
+                            _ => "tcp",
+                        }),
                 }
             })
             .collect()

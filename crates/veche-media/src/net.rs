@@ -1,5 +1,6 @@
-//! Sockets: the media port on every local address, UDP and (for browsers whose UDP is
-//! blocked) TCP.
+//! Sockets: the media port on every local address, UDP and (for browsers and node links
+//! whose UDP is blocked) TCP: accepted on the media port, and dialled for a node link's
+//! active candidate.
 
 use std::collections::HashMap;
 use std::io;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use str0m::net::Protocol;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
@@ -36,6 +37,15 @@ pub(crate) enum TcpEvent {
         local: SocketAddr,
         remote: SocketAddr,
     },
+}
+
+/// Where every ICE-TCP connection's packets and news go, and the slots they take.
+#[derive(Clone)]
+pub(crate) struct TcpPlumbing {
+    pub tx: mpsc::Sender<Datagram>,
+    pub events: mpsc::Sender<TcpEvent>,
+    pub dropped: Arc<AtomicU64>,
+    pub open: Arc<TcpOpen>,
 }
 
 /// (local, remote) of an ICE-TCP connection → its writer's queue.
@@ -81,6 +91,9 @@ const TCP_FRAME_MAX: usize = 4096;
 const TCP_IDLE: Duration = Duration::from_secs(30);
 /// Packets queued toward one connection; past it they are dropped, as a full UDP buffer's.
 const TCP_WRITE_QUEUE: usize = 1024;
+/// A dial to another node's passive candidate that has not connected by then failed (its
+/// checks go on; the next one dials again).
+const TCP_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// RFC 4571 framing: each packet behind its 16-bit length.
 fn framing() -> LengthDelimitedCodec {
@@ -190,14 +203,7 @@ pub(crate) async fn bind_tcp(addresses: &[SocketAddr]) -> Vec<(SocketAddr, TcpLi
 
 /// Accept ICE-TCP connections on `listener` until the engine stops; each one's frames go
 /// into the engine's queue as packets, and its writer is announced on `events`.
-pub(crate) async fn tcp_accept_loop(
-    listener: TcpListener,
-    local: SocketAddr,
-    tx: mpsc::Sender<Datagram>,
-    events: mpsc::Sender<TcpEvent>,
-    dropped: Arc<AtomicU64>,
-    open: Arc<TcpOpen>,
-) {
+pub(crate) async fn tcp_accept_loop(listener: TcpListener, local: SocketAddr, to: TcpPlumbing) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -207,21 +213,48 @@ pub(crate) async fn tcp_accept_loop(
                 continue;
             }
         };
-        if tx.is_closed() {
+        if to.tx.is_closed() {
             return;
         }
-        if !open.take(remote.ip()) {
+        if !to.open.take(remote.ip()) {
             tracing::info!(%remote, "media TCP connection refused: too many open");
             continue;
         }
-        let (tx, events, dropped, open) =
-            (tx.clone(), events.clone(), dropped.clone(), open.clone());
+        let to = to.clone();
         tokio::spawn(async move {
-            tcp_connection(stream, local, remote, tx, &events, dropped).await;
-            let _ = events.send(TcpEvent::Closed { local, remote }).await;
-            open.give_back(remote.ip());
+            tcp_connection(stream, local, remote, &to).await;
+            let _ = to.events.send(TcpEvent::Closed { local, remote }).await;
+            to.open.give_back(remote.ip());
         });
     }
+}
+
+/// Connect from `local`'s address to another node's passive candidate `remote` for a node
+/// link whose checks go over TCP. The connection is known as (`local`, `remote`), the pair
+/// the link's ICE names (its active candidate's port is a placeholder: the kernel picks).
+pub(crate) async fn tcp_dial(local: SocketAddr, remote: SocketAddr, to: TcpPlumbing) {
+    if !to.open.take(remote.ip()) {
+        tracing::debug!(%remote, "no media TCP dial: too many connections open");
+        return;
+    }
+    let dialled = async {
+        let socket = match remote {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(local.ip(), 0))?;
+        socket.connect(remote).await
+    };
+    match tokio::time::timeout(TCP_DIAL_TIMEOUT, dialled).await {
+        Ok(Ok(stream)) => {
+            tracing::debug!(%local, %remote, "media TCP connection to another node open");
+            tcp_connection(stream, local, remote, &to).await;
+            let _ = to.events.send(TcpEvent::Closed { local, remote }).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%local, %remote, error = %e, "media TCP dial failed"),
+        Err(_) => tracing::debug!(%local, %remote, "media TCP dial timed out"),
+    }
+    to.open.give_back(remote.ip());
 }
 
 /// One ICE-TCP connection: its frames in, the engine's packets for it out.
@@ -229,9 +262,7 @@ async fn tcp_connection(
     stream: TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
-    tx: mpsc::Sender<Datagram>,
-    events: &mpsc::Sender<TcpEvent>,
-    dropped: Arc<AtomicU64>,
+    to: &TcpPlumbing,
 ) {
     // Media: each packet as soon as it is written.
     let _ = stream.set_nodelay(true);
@@ -239,7 +270,8 @@ async fn tcp_connection(
     let mut reader = FramedRead::new(r, framing());
     let mut writer = FramedWrite::new(w, framing());
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_WRITE_QUEUE);
-    if events
+    if to
+        .events
         .send(TcpEvent::Opened {
             local,
             remote,
@@ -276,10 +308,10 @@ async fn tcp_connection(
             destination: local,
             proto: Protocol::Tcp,
         };
-        match tx.try_send(d) {
+        match to.tx.try_send(d) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.fetch_add(1, Ordering::Relaxed);
+                to.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => break,
         }
@@ -302,15 +334,17 @@ mod tests {
         let local = listener.local_addr().expect("addr");
         let (tx, rx) = mpsc::channel(64);
         let (etx, erx) = mpsc::channel(64);
-        tokio::spawn(tcp_accept_loop(
-            listener,
-            local,
-            tx,
-            etx,
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(TcpOpen::default()),
-        ));
+        tokio::spawn(tcp_accept_loop(listener, local, plumbing(tx, etx)));
         (local, rx, erx)
+    }
+
+    fn plumbing(tx: mpsc::Sender<Datagram>, events: mpsc::Sender<TcpEvent>) -> TcpPlumbing {
+        TcpPlumbing {
+            tx,
+            events,
+            dropped: Arc::new(AtomicU64::new(0)),
+            open: Arc::new(TcpOpen::default()),
+        }
     }
 
     async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -339,6 +373,58 @@ mod tests {
         let mut back = [0u8; 4];
         within(c.read_exact(&mut back)).await.expect("read");
         assert_eq!(back, [0, 2, 7, 8], "its 16-bit length first");
+    }
+
+    #[tokio::test]
+    async fn a_dial_is_known_by_the_pair_its_ice_named_and_carries_frames_both_ways() {
+        // The other node's passive candidate: a plain listener here.
+        let passive = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let remote = passive.local_addr().expect("addr");
+        let (tx, mut rx) = mpsc::channel(64);
+        let (etx, mut events) = mpsc::channel(64);
+        // Our active candidate's address: a port nothing listens on (the link's UDP one).
+        let local: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        tokio::spawn(tcp_dial(local, remote, plumbing(tx, etx)));
+        let (mut theirs, from) = within(passive.accept()).await.expect("accepted");
+        assert_ne!(from.port(), 9, "the kernel's port, not the placeholder");
+        let Some(TcpEvent::Opened {
+            local: l,
+            remote: r,
+            tx,
+        }) = within(events.recv()).await
+        else {
+            panic!("no connection announced");
+        };
+        assert_eq!((l, r), (local, remote));
+        tx.send(vec![4, 2]).await.expect("queue");
+        let mut got = [0u8; 4];
+        within(theirs.read_exact(&mut got)).await.expect("read");
+        assert_eq!(got, [0, 2, 4, 2]);
+        theirs.write_all(&[0, 1, 6]).await.expect("write");
+        let d = within(rx.recv()).await.expect("packet");
+        assert_eq!(
+            (d.data, d.proto, d.source, d.destination),
+            (vec![6], Protocol::Tcp, remote, local)
+        );
+        drop(theirs);
+        assert!(matches!(
+            within(events.recv()).await,
+            Some(TcpEvent::Closed { local: l, remote: r }) if (l, r) == (local, remote)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dial_nobody_answers_ends_and_gives_its_slot_back() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let remote = closed.local_addr().expect("addr");
+        drop(closed);
+        let (tx, _rx) = mpsc::channel(64);
+        let (etx, mut events) = mpsc::channel(64);
+        let to = plumbing(tx, etx);
+        let open = to.open.clone();
+        within(tcp_dial("127.0.0.1:9".parse().expect("addr"), remote, to)).await;
+        assert!(events.try_recv().is_err(), "nothing announced");
+        assert!(open.0.lock().expect("lock").is_empty(), "its slot is free");
     }
 
     #[tokio::test]

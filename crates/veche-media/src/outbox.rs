@@ -49,7 +49,13 @@ pub(crate) struct Outbox {
     no_gso: bool,
     /// Packets for ICE-TCP connections: (local, remote, bytes).
     streams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// (local, remote) of TCP packets that found no connection, since the last
+    /// [`Outbox::take_unconnected`] (a few: they are dialled, where that is ours to do).
+    unconnected: Vec<(SocketAddr, SocketAddr)>,
 }
+
+/// Unconnected pairs kept between takes.
+const MAX_UNCONNECTED: usize = 16;
 
 impl Outbox {
     pub fn push(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
@@ -66,6 +72,11 @@ impl Outbox {
                 .streams
                 .push((t.source, t.destination, t.contents.to_vec())),
         }
+    }
+
+    /// The (local, remote) pairs whose TCP packets found no connection since the last take.
+    pub fn take_unconnected(&mut self) -> Vec<(SocketAddr, SocketAddr)> {
+        std::mem::take(&mut self.unconnected)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,7 +103,15 @@ impl Outbox {
         for (local, remote, packet) in self.streams.drain(..) {
             match conns.get(&(local, remote)).map(|c| c.try_send(packet)) {
                 Some(Ok(())) => done.sent += 1,
-                _ => done.dropped += 1,
+                Some(Err(_)) => done.dropped += 1,
+                None => {
+                    done.dropped += 1;
+                    let pair = (local, remote);
+                    if self.unconnected.len() < MAX_UNCONNECTED && !self.unconnected.contains(&pair)
+                    {
+                        self.unconnected.push(pair);
+                    }
+                }
             }
         }
         let mut items = std::mem::take(&mut self.items);

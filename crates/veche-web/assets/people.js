@@ -15,7 +15,8 @@ export function nodeLine(n) {
   const lossPct = Math.max(n.loss_in || 0, n.loss_out || 0) * 100;
   const loss = lossPct >= 0.5 ? ` · ${lossPct.toFixed(1)}% loss` : '';
   const via = n.via ? ` via ${String(n.via).slice(-8)}` : '';
-  const path = n.media === 'connected' ? `media ${n.path}${via}${n.media_address ? ` (${n.media_address})` : ''}` : 'media connecting…';
+  const tcp = n.transport === 'tcp' ? ' over TCP' : '';
+  const path = n.media === 'connected' ? `media ${n.path}${tcp}${via}${n.media_address ? ` (${n.media_address})` : ''}` : 'media connecting…';
   return {
     who: `${n.name || String(n.id).slice(-8)} · ${n.participants} ${n.participants === 1 ? 'person' : 'people'}`,
     path: ` ${path}, control ${n.control || '?'}${rtt}${rate}${loss}`,

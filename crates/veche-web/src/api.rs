@@ -779,6 +779,7 @@ pub(crate) async fn get_people(
                 "media_rtt_ms": l.media_rtt_ms,
                 "videos_out": l.videos_out,
                 "capped": l.capped,
+                "transport": l.transport,
             })
         })
         .collect();

@@ -15,3 +15,10 @@ test('a node line says its people, the media path and loss worth mentioning', ()
   assert.equal(line.path, ' media relayed via 12345678, control direct · 42 ms · ↑300 ↓120 kbit/s · 2.0% loss');
   assert.equal(nodeLine({ id: 'n', name: 'School', participants: 3, media: 'connecting' }).path, ' media connecting…, control ?');
 });
+
+test('a node line says when the media between the nodes goes over TCP, and only then', () => {
+  const over = (transport) => nodeLine({ id: 'n', participants: 2, media: 'connected', path: 'direct', control: 'direct', transport }).path;
+  assert.equal(over('tcp'), ' media direct over TCP, control direct · ↑0 ↓0 kbit/s');
+  assert.equal(over('udp'), ' media direct, control direct · ↑0 ↓0 kbit/s');
+  assert.equal(over(null), ' media direct, control direct · ↑0 ↓0 kbit/s');
+});
