@@ -1,7 +1,7 @@
 //! A viewer on a weak link, in real headless Chromium: Cy's device gets 600 kbit/s from the
 //! node (`tbf` on the link to her namespace). She keeps hearing everyone and sees small
 //! layers of the others' cameras (the smallest at once), while Bob, on the node's machine with the same
-//! large window, gets Ada's full layer, and Ada's camera makes no keyframe storm. When the
+//! large window, gets Ada's full layer, and Ada's camera is not asked for keyframe after keyframe. When the
 //! limit is lifted, Cy is back on a larger layer within 15 s.
 //!
 //! Runs as root (network namespaces, `tc`).
@@ -80,7 +80,18 @@ async fn keyframe_detail(ada: &mut Browser, cy: &mut Browser) -> String {
         .into_iter()
         .flatten()
         .filter(|o| o["source"] == "camera")
-        .map(|o| format!("{}:{}", o["rid"], num(o, "keyFramesEncoded")))
+        .map(|o| {
+            format!(
+                "{}:{} (pli {}, fir {}, {}x{}, {})",
+                o["rid"],
+                num(o, "keyFramesEncoded"),
+                num(o, "pliCount"),
+                num(o, "firCount"),
+                num(o, "frameWidth"),
+                num(o, "frameHeight"),
+                o["qualityLimitationReason"]
+            )
+        })
         .collect();
     let c = cy.stats().await;
     let asked: Vec<String> = c["inbound"]
@@ -100,9 +111,10 @@ async fn keyframe_detail(ada: &mut Browser, cy: &mut Browser) -> String {
     format!("{per:?} {asked:?}")
 }
 
-/// Ada's keyframes so far on each layer of her camera (by rid, sorted). Chromium's VP8
-/// simulcast encoder makes a keyframe on every layer at once, whichever layer was asked
-/// for, so one request shows on each.
+/// The keyframes the node asked of each layer of Ada's camera so far (the PLIs her page
+/// got, by rid, sorted). What her encoder makes besides (Chromium's VP8 simulcast makes a
+/// keyframe on every layer at once, and more of its own when a loaded machine makes it
+/// restart a layer) is not the node's doing; a storm is the node asking at each loss.
 async fn keyframes(ada: &mut Browser) -> Vec<(String, u64)> {
     let s = ada.stats().await;
     let mut k: Vec<(String, u64)> = s["outbound"]
@@ -110,13 +122,13 @@ async fn keyframes(ada: &mut Browser) -> Vec<(String, u64)> {
         .into_iter()
         .flatten()
         .filter(|o| o["source"] == "camera")
-        .map(|o| (o["rid"].to_string(), num(o, "keyFramesEncoded")))
+        .map(|o| (o["rid"].to_string(), num(o, "pliCount")))
         .collect();
     k.sort();
     k
 }
 
-/// The most keyframes any one layer made from `k0` to `k1`; fails on a camera without
+/// The most keyframes asked of any one layer from `k0` to `k1`; fails on a camera without
 /// layers (the check would prove nothing).
 fn most_keyframes(k0: &[(String, u64)], k1: &[(String, u64)]) -> u64 {
     assert!(
@@ -232,7 +244,7 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     };
     let estimate = reception(&mut ada, "Cy").await;
     println!(
-        "bandwidth: limited 10 s: Cy's frames of Ada {} and Bob {} ({} and {} px), audio loss {:.2} % and {:.2} %, Ada's keyframes at most +{storm} a layer, Cy's estimate {estimate}",
+        "bandwidth: limited 10 s: Cy's frames of Ada {} and Bob {} ({} and {} px), audio loss {:.2} % and {:.2} %, keyframes asked of Ada's camera at most +{storm} a layer, Cy's estimate {estimate}",
         v1.1 - v0.1,
         u1.1 - u0.1,
         v1.2,
@@ -267,8 +279,16 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
         storm <= 4,
         "no keyframe storm: up to {storm} on a layer in 10 s ({k0:?} -> {k1:?})"
     );
-    let (_, _, bw, _, _) = from(&mut bob, "Ada", "camera").await;
-    assert!(bw >= 1200, "Bob keeps Ada's full layer: {bw}");
+    // Bob's link is not limited: he is on her full layer (within seconds, where his own
+    // estimate dipped on a loaded machine).
+    decoding_at(
+        &mut bob,
+        "Bob",
+        "Ada",
+        "w => w >= 1200",
+        Duration::from_secs(20),
+    )
+    .await;
 
     // The limit is lifted: Cy is back on a larger layer within 15 s.
     tc(&lab.name, &["qdisc", "del", "dev", "v0", "root"]);
