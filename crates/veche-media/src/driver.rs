@@ -15,13 +15,14 @@ use crate::net::{tcp_dial, Datagram, TcpConns, TcpEvent, TcpPlumbing};
 
 /// Datagrams taken from the queue before the engine is driven, so a burst costs one pass.
 const BURST: usize = 64;
-/// A pair is dialled again this long after its last dial (its checks keep asking).
+/// A pair is dialled again this long after its last dial (a check over TCP is not
+/// retransmitted, RFC 6544: each of its checks that finds no connection asks).
 const REDIAL: Duration = Duration::from_secs(3);
 /// Dials remembered; past this, the ones older than [`REDIAL`] are forgotten.
 const DIALS_KEPT: usize = 256;
 
-/// When each (local, remote) pair was last dialled, so a link's retransmitted checks do
-/// not each open a connection.
+/// When each (local, remote) pair was last dialled, so checks in quick succession do not
+/// each open a connection.
 #[derive(Default)]
 struct Dials(HashMap<(SocketAddr, SocketAddr), Instant>);
 
@@ -103,7 +104,7 @@ mod tests {
     fn a_pair_is_dialled_again_only_after_a_while() {
         let mut d = Dials::default();
         let pair = (
-            "10.0.0.1:9".parse().expect("addr"),
+            "10.0.0.1:7303".parse().expect("addr"),
             "10.0.0.2:7301".parse().expect("addr"),
         );
         let t0 = Instant::now();
@@ -116,7 +117,7 @@ mod tests {
     fn dials_remembered_are_bounded() {
         let mut d = Dials::default();
         let t0 = Instant::now();
-        let local: SocketAddr = "10.0.0.1:9".parse().expect("addr");
+        let local: SocketAddr = "10.0.0.1:7303".parse().expect("addr");
         for port in 0..DIALS_KEPT as u16 {
             assert!(d.take((local, SocketAddr::new(local.ip(), 1000 + port)), t0));
         }

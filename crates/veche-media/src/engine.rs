@@ -157,6 +157,8 @@ pub struct Engine {
     /// Each link port (our own node links go out from them; everything else is on the
     /// media port) and its candidates, for links this node offers.
     pub(crate) link_candidates: Vec<(u16, Vec<Candidate>)>,
+    /// Per link port, its active ICE-TCP candidates (see [`Engine::offer_tcp`]).
+    pub(crate) link_tcp: Vec<(u16, Vec<Candidate>)>,
     /// Candidates learned from other nodes' observations: offered on node links only.
     pub(crate) link_only: Vec<SocketAddr>,
     /// Commands from the handle (signaling, the node bridge).
@@ -322,6 +324,7 @@ impl Engine {
                 })
                 .collect(),
             link_only: Vec::new(),
+            link_tcp: Vec::new(),
             commands,
             dirty: HashSet::new(),
             renegotiate: HashSet::new(),
@@ -345,9 +348,10 @@ impl Engine {
     }
 
     /// Offer ICE-TCP at `bound` (listening there): a passive TCP candidate each, after the
-    /// UDP ones, which ICE prefers, for browsers and the links other nodes offer us; and on
+    /// UDP ones, which ICE prefers, for browsers and the links other nodes offer us; and for
     /// the links this node offers, an active one per link port address, which dials the
-    /// other node's passive one (RFC 6544), for a path between nodes that passes no UDP.
+    /// other node's passive one (RFC 6544), for a path between nodes that passes no UDP
+    /// (added to a link that has not connected over UDP in [`TCP_AFTER`]).
     pub(crate) fn offer_tcp(&mut self, bound: &[SocketAddr]) {
         let tcp = |addr: SocketAddr, kind: str0m::net::TcpType| {
             Candidate::builder()
@@ -364,14 +368,20 @@ impl Engine {
             self.candidates
                 .extend(tcp(*addr, str0m::net::TcpType::Passive));
         }
-        for (port, candidates) in &mut self.link_candidates {
-            // Where this node listens for TCP; the port names the link (its UDP one).
-            let active: Vec<Candidate> = bound
-                .iter()
-                .filter_map(|a| tcp(SocketAddr::new(a.ip(), *port), str0m::net::TcpType::Active))
-                .collect();
-            candidates.extend(active);
-        }
+        self.link_tcp = self
+            .link_candidates
+            .iter()
+            .map(|(port, _)| {
+                // Where this node listens for TCP; the port names the link (its UDP one).
+                let active = bound
+                    .iter()
+                    .filter_map(|a| {
+                        tcp(SocketAddr::new(a.ip(), *port), str0m::net::TcpType::Active)
+                    })
+                    .collect();
+                (*port, active)
+            })
+            .collect();
     }
 
     /// Take every command queued on the handle.

@@ -56,6 +56,9 @@ const DIRECT_RETRY: Duration = Duration::from_secs(15);
 /// A direct link not connected this long after its offer asks for a relay too, and
 /// media flows on whichever path connects first.
 const RACE_AFTER: Duration = Duration::from_secs(1);
+/// A link of ours not connected this long after its offer tries ICE-TCP as well (a path
+/// that passes no UDP); UDP, which ICE prefers, has this head start.
+const TCP_AFTER: Duration = Duration::from_secs(2);
 /// While relayed, a direct link is tried again this long after the last try failed,
 /// twice as long after each failure, up to [`DIRECT_AGAIN_MAX`].
 const DIRECT_AGAIN: Duration = Duration::from_secs(5);
@@ -1648,6 +1651,7 @@ impl Engine {
             self.publish_declared(link, now);
         }
         self.race_relays(now);
+        self.add_tcp_late(now);
         self.settle_direct(now);
         self.dismiss_unused_relays(now);
         // Idle pairs: no browser here and none of theirs here either means nothing flows
@@ -1721,6 +1725,36 @@ impl Engine {
             race,
             avoid,
         });
+    }
+
+    /// Our links not connected [`TCP_AFTER`] after their offer try TCP too: their active
+    /// ICE-TCP candidates are added, whose checks dial the other node's passive one. Not at
+    /// once: ICE keeps the first pair it nominates, and a TCP pair that connected first
+    /// would carry a link whose UDP works.
+    fn add_tcp_late(&mut self, now: Instant) {
+        let on_loopback = self.links_on_loopback;
+        for p in self.peers.values_mut() {
+            let (Role::LinkOut { .. }, Some(port)) = (&p.role, p.link_port) else {
+                continue;
+            };
+            let late = p
+                .progress
+                .offered
+                .is_some_and(|t| now.duration_since(t) >= TCP_AFTER);
+            if p.connected || p.tcp_added || !late {
+                continue;
+            }
+            p.tcp_added = true;
+            let Some((_, active)) = self.link_tcp.iter().find(|(q, _)| *q == port) else {
+                continue;
+            };
+            for c in active {
+                if on_loopback || !c.addr().ip().is_loopback() {
+                    p.rtc.add_local_candidate(c.clone());
+                }
+            }
+            self.dirty.insert(p.id);
+        }
     }
 
     /// Our links not connected a second after their offer ask for a relay as well: media

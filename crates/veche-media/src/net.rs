@@ -91,6 +91,8 @@ const TCP_FRAME_MAX: usize = 4096;
 const TCP_IDLE: Duration = Duration::from_secs(30);
 /// Packets queued toward one connection; past it they are dropped, as a full UDP buffer's.
 const TCP_WRITE_QUEUE: usize = 1024;
+/// Most packets written with one flush.
+const TCP_WRITE_BATCH: usize = 64;
 /// A dial to another node's passive candidate that has not connected by then failed (its
 /// checks go on; the next one dials again).
 const TCP_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -283,8 +285,20 @@ async fn tcp_connection(
         return;
     }
     let write = tokio::spawn(async move {
+        // What is queued goes out in one write (a keyframe's burst, a link's many streams),
+        // not a flush per packet, which on a busy machine could not keep up.
         while let Some(packet) = wrx.recv().await {
-            if writer.send(bytes::Bytes::from(packet)).await.is_err() {
+            let r: io::Result<()> = writer.feed(bytes::Bytes::from(packet)).await;
+            let mut fed = r.is_ok();
+            let mut more = 1;
+            while fed && more < TCP_WRITE_BATCH {
+                let Ok(packet) = wrx.try_recv() else { break };
+                let r: io::Result<()> = writer.feed(bytes::Bytes::from(packet)).await;
+                fed = r.is_ok();
+                more += 1;
+            }
+            let flushed: io::Result<()> = SinkExt::<bytes::Bytes>::flush(&mut writer).await;
+            if !fed || flushed.is_err() {
                 break;
             }
         }

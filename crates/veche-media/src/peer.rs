@@ -190,6 +190,8 @@ pub(crate) struct Peer {
     /// Our own node link: the link port it goes out from (everything else is on the media
     /// port).
     pub link_port: Option<u16>,
+    /// A link of ours: its active ICE-TCP candidates were added (UDP did not connect soon).
+    pub tcp_added: bool,
     pub connected: bool,
     /// Connection figures for node links (str0m's peer stats, once a second).
     pub link_stats: LinkStats,
@@ -272,6 +274,7 @@ impl Peer {
             written: false,
             offered: false,
             link_port: None,
+            tcp_added: false,
             connected: false,
             link_stats: LinkStats::default(),
             last_input: now,

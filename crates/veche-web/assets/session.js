@@ -401,11 +401,8 @@ export class Session {
           framesEncoded: n(r.framesEncoded),
           keyFramesEncoded: n(r.keyFramesEncoded),
           frameWidth: n(r.frameWidth),
-          frameHeight: n(r.frameHeight),
-          // Keyframes the node asked for, and why the encoder sends less than it could.
+          // Keyframes the node asked of this stream.
           pliCount: n(r.pliCount),
-          firCount: n(r.firCount),
-          qualityLimitationReason: r.qualityLimitationReason || null,
         });
       }
     });
