@@ -753,10 +753,15 @@ impl Viewers {
                 }
             }
         }
+        // A layer that stopped coming is not asked for again and again: its keyframe does
+        // not come, and each ask makes the publisher's encoder start every other layer
+        // afresh too (Chromium's simulcast keyframes all of them at once).
+        let silent = self.silent;
+        let live = |l: Layer| silent[usize::from(l.index())] < STOPPED_ROUNDS;
         for gate in self.present() {
             // A stream of several layers waits for each of its own.
             if gate.is_passing() {
-                for l in gate.waiting().and(self.layers).iter() {
+                for l in gate.waiting().and(self.layers).iter().filter(|l| live(*l)) {
                     let slot = self.keyframe_asked[usize::from(l.index())];
                     let quiet =
                         slot.is_none_or(|at| now.saturating_duration_since(at) >= ASK_AGAIN_AFTER);
@@ -776,7 +781,7 @@ impl Viewers {
             };
             // With no picture yet, any layer's keyframe starts one.
             if gate.current().is_none() && self.layers != Layers::NONE {
-                for any in self.layers.iter() {
+                for any in self.layers.iter().filter(|l| live(*l)) {
                     let slot = self.keyframe_asked[usize::from(any.index())];
                     let quiet =
                         slot.is_none_or(|at| now.saturating_duration_since(at) >= ASK_AGAIN_AFTER);
@@ -786,7 +791,9 @@ impl Viewers {
                 }
                 continue;
             }
-            if !waiting || due.contains(&l) || (self.layers != Layers::NONE && !self.layers.has(l))
+            if !waiting
+                || due.contains(&l)
+                || (self.layers != Layers::NONE && (!self.layers.has(l) || !live(l)))
             {
                 continue;
             }
@@ -989,6 +996,12 @@ mod tests {
             }
             v.overdue(t0 + Duration::from_secs(round));
         }
+        // f is not asked for again while it does not come (each ask would restart every
+        // layer of the publisher's encoder); h, which comes, is.
+        for _ in 0..STOPPED_AFTER_OTHERS {
+            v.route(true, Some(H), false, &mut out);
+        }
+        assert_eq!(v.overdue(t0 + Duration::from_secs(3)), [H]);
         // ...then h's next keyframe starts it, in the same stretch.
         v.route(true, Some(H), false, &mut out);
         assert!(out.is_empty(), "only at a keyframe");

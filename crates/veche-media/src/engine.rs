@@ -351,7 +351,7 @@ impl Engine {
     /// UDP ones, which ICE prefers, for browsers and the links other nodes offer us; and for
     /// the links this node offers, an active one per link port address, which dials the
     /// other node's passive one (RFC 6544), for a path between nodes that passes no UDP
-    /// (added to a link that has not connected over UDP in [`TCP_AFTER`]).
+    /// (added to a link that has not connected over UDP in 2 s, `add_tcp_late`).
     pub(crate) fn offer_tcp(&mut self, bound: &[SocketAddr]) {
         let tcp = |addr: SocketAddr, kind: str0m::net::TcpType| {
             Candidate::builder()
