@@ -221,6 +221,11 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     // Bob keeps the full layer; Ada's camera is not asked for keyframe after keyframe.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let k0 = keyframes(&mut ada).await;
+    // The asks are counted at all: each viewer's first picture was asked for.
+    assert!(
+        k0.iter().any(|(_, n)| *n > 0),
+        "no keyframe ask of Ada's camera counted so far: {k0:?}"
+    );
     let d0 = keyframe_detail(&mut ada, &mut cy).await;
     let a0 = from(&mut cy, "Ada", "mic").await;
     let b0 = from(&mut cy, "Bob", "mic").await;
