@@ -82,14 +82,10 @@ async fn keyframe_detail(ada: &mut Browser, cy: &mut Browser) -> String {
         .filter(|o| o["source"] == "camera")
         .map(|o| {
             format!(
-                "{}:{} (pli {}, fir {}, {}x{}, {})",
+                "{}:{} (asked {})",
                 o["rid"],
                 num(o, "keyFramesEncoded"),
-                num(o, "pliCount"),
-                num(o, "firCount"),
-                num(o, "frameWidth"),
-                num(o, "frameHeight"),
-                o["qualityLimitationReason"]
+                num(o, "pliCount")
             )
         })
         .collect();

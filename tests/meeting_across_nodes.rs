@@ -179,10 +179,9 @@ async fn two_nodes_on_a_lan_carry_one_meeting() {
     assert_eq!(found["host"], a_id.as_str(), "{found}");
 }
 
-/// Drop UDP in and out of lab host `host` (`op`: `-I` to start, `-D` to stop), but for its
-/// loopback (its browser and its node) and mDNS (the nodes still find each other on the
-/// LAN): a firewall that passes TCP only.
-fn block_udp(lab: &NatLab, host: &str, op: &str) {
+/// Drop UDP in and out of lab host `host`, but for its loopback (its browser and its node)
+/// and mDNS (the nodes still find each other on the LAN): a firewall that passes TCP only.
+fn block_udp(lab: &NatLab, host: &str) {
     for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
         let out = std::process::Command::new("ip")
             .args([
@@ -190,7 +189,7 @@ fn block_udp(lab: &NatLab, host: &str, op: &str) {
                 "exec",
                 &lab.ns(host),
                 "iptables",
-                op,
+                "-I",
                 chain,
                 "!",
                 dir,
@@ -200,7 +199,7 @@ fn block_udp(lab: &NatLab, host: &str, op: &str) {
             .expect("iptables");
         assert!(
             out.status.success(),
-            "iptables {op} {chain}: {}",
+            "iptables -I {chain}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -235,7 +234,7 @@ async fn nodes_whose_path_passes_no_udp_carry_media_over_tcp() {
     // dialled from A's active one (and A's from B's).
     let _serial = SERIAL.lock().await;
     let lab = NatLab::up("tcpl", "cone");
-    block_udp(&lab, "lan1b", "-I");
+    block_udp(&lab, "lan1b");
     let nodes = lan_nodes(&lab, &["lan1a", "lan1b"]).await;
     let (a_id, b_id) = (nodes[0].1.clone(), nodes[1].1.clone());
     let created = lab
