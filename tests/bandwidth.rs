@@ -227,7 +227,15 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     let b0 = from(&mut cy, "Bob", "mic").await;
     let v0 = from(&mut cy, "Ada", "camera").await;
     let u0 = from(&mut cy, "Bob", "camera").await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // What she decodes of each, once a second for 10 s (later ones if a look is slow).
+    let mut widths = Vec::new();
+    let started = tokio::time::Instant::now();
+    for i in 1..=10 {
+        tokio::time::sleep_until(started + Duration::from_secs(i)).await;
+        let a = from(&mut cy, "Ada", "camera").await.2;
+        let b = from(&mut cy, "Bob", "camera").await.2;
+        widths.push((a, b));
+    }
     let k1 = keyframes(&mut ada).await;
     let storm = most_keyframes(&k0, &k1);
     println!(
@@ -245,11 +253,9 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
     };
     let estimate = reception(&mut ada, "Cy").await;
     println!(
-        "bandwidth: limited 10 s: Cy's frames of Ada {} and Bob {} ({} and {} px), audio loss {:.2} % and {:.2} %, keyframes asked of Ada's camera at most +{storm} a layer, Cy's estimate {estimate}",
+        "bandwidth: limited 10 s: Cy's frames of Ada {} and Bob {} (px each second {widths:?}), audio loss {:.2} % and {:.2} %, keyframes asked of Ada's camera at most +{storm} a layer, Cy's estimate {estimate}",
         v1.1 - v0.1,
         u1.1 - u0.1,
-        v1.2,
-        u1.2,
         loss(a0, a1) * 100.0,
         loss(b0, b1) * 100.0,
     );
@@ -258,12 +264,15 @@ async fn a_viewer_on_a_weak_link_keeps_sound_and_small_pictures_and_recovers() {
         "both pictures keep coming"
     );
     // The link drops her to the smallest layers at once; what measured room is left may
-    // grow one of them a step, never to the full layer.
+    // grow one of them a step for a while (a try, undone if it does not fit), and what a
+    // try costs is counted: never both full layers, and mostly small ones.
+    let small = widths
+        .iter()
+        .filter(|(a, b)| a.max(b) <= &640 && a.min(b) <= &400)
+        .count();
     assert!(
-        v1.2 <= 640 && u1.2 <= 640 && v1.2.min(u1.2) <= 400,
-        "small layers only: {} and {} px",
-        v1.2,
-        u1.2
+        widths.iter().all(|(a, b)| a.min(b) <= &640) && small * 10 >= widths.len() * 7,
+        "small layers: {widths:?}"
     );
     assert!(
         a1.3 > a0.3 + 200 && b1.3 > b0.3 + 200,

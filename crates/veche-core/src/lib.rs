@@ -32,6 +32,7 @@
 
 mod alloc;
 pub mod federation;
+mod grow;
 mod layers;
 mod narrow;
 mod notice;

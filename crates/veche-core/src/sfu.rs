@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::alloc::{allocate, Reason, Video};
+use crate::grow::Growth;
 use crate::layers::{want_for, Layer, Layers, Route, TileView, Viewers, Want};
 use crate::narrow::Narrowing;
 use crate::notice::Recording;
@@ -133,10 +134,6 @@ pub enum Output {
     },
 }
 
-/// A stream made smaller for lack of bandwidth grows again only after this; and after one
-/// grew, the next grows only after `GROW_STEP`.
-const GROW_AFTER: Duration = Duration::from_secs(5);
-const GROW_STEP: Duration = Duration::from_secs(2);
 /// An estimate that holds streams back and does not grow this long is started afresh
 /// ([`Output::ResetEstimate`]); each time again, twice as long, up to `RESET_MOST`.
 const RESET_FIRST: Duration = Duration::from_secs(3);
@@ -232,6 +229,20 @@ fn step_up(video: &Video, want: Want) -> Option<u64> {
         return None;
     }
     Some(cost(video, Want::Layer(next)).saturating_sub(cost(video, want)))
+}
+
+/// One layer above `old` of `video`, toward what the link allows (`grown`): the layer and
+/// why.
+fn one_up(video: &Video, old: Want, grown: (Want, Reason)) -> (Want, Reason) {
+    let next = match old {
+        Want::Off if video.layers == Layers::NONE => Some(Layer::TOP),
+        Want::Off => video.layers.iter().next(),
+        Want::Layer(l) => video.layers.iter().find(|n| *n > l),
+    };
+    match next.map(Want::Layer) {
+        Some(next) if rank(next) < rank(grown.0) => (next, Reason::Bandwidth),
+        _ => grown,
+    }
 }
 
 /// Why a join was refused.
@@ -356,9 +367,9 @@ struct Participant {
     estimate: Option<u64>,
     /// The estimate the last allocation was made for.
     allocated_for: Option<u64>,
-    /// After the link made a stream smaller, none grows again before this (a link that
-    /// just dropped is not tried again at once).
-    grow_after: Option<Instant>,
+    /// When streams its link made smaller may grow again (a link that just dropped is not
+    /// tried again at once, nor again and again).
+    growth: Growth,
     /// The last `Output::Bitrate` for it.
     bitrate_told: (u64, u64),
     /// Whose cameras it was last told it gets no picture of, for its link (sorted).
@@ -703,7 +714,7 @@ impl Sfu {
                 passes: HashMap::new(),
                 estimate: None,
                 allocated_for: None,
-                grow_after: None,
+                growth: Growth::default(),
                 bitrate_told: (0, 0),
                 paused_told: Vec::new(),
                 flat: None,
@@ -1528,7 +1539,7 @@ impl Sfu {
             ),
             None => (by_view(), by_view()),
         };
-        let hold = v.grow_after.is_some_and(|at| now < at);
+        let hold = !v.growth.may_grow(estimate, now);
         // The estimate itself holds a stream below its tile (not only the wait after a drop).
         let limited = grow.iter().any(|(_, reason)| *reason == Reason::Bandwidth);
         let told = v.bitrate_told;
@@ -1562,11 +1573,18 @@ impl Sfu {
             let Some((old, was)) = t.viewers.want_of(viewer) else {
                 continue;
             };
-            // Held small by the link, a stream waits a while before growing; a tile shown or
-            // made larger grows at once, as far as the link allows.
+            // Held small by the link, a stream waits a while before growing, and grows a
+            // layer at a time; a tile shown or made larger grows at once, as far as the link
+            // allows.
             let (want, reason) = if rank(kept.0) < rank(old) {
                 kept
-            } else if rank(grown.0) > rank(old) && !(hold && was == Reason::Bandwidth) {
+            } else if rank(grown.0) > rank(old) && was == Reason::Bandwidth {
+                if hold {
+                    (old, Reason::Bandwidth)
+                } else {
+                    one_up(video, old, grown)
+                }
+            } else if rank(grown.0) > rank(old) {
                 grown
             } else if old == kept.0 {
                 kept
@@ -1634,10 +1652,11 @@ impl Sfu {
             }
             v.allocated_for = estimate;
             if shrank {
-                v.grow_after = Some(now + GROW_AFTER);
+                v.growth.shrank(now);
             } else if grew {
-                // One step at a time: the next only once this one has shown it fits.
-                v.grow_after = Some(now + GROW_STEP);
+                v.growth.grew(estimate, now);
+            } else {
+                v.growth.settle(now);
             }
             let moved = |a: u64, b: u64| a.abs_diff(b) * 20 > b.max(1);
             if estimate.is_some() && (moved(minimum, told.0) || moved(desired, told.1)) {
@@ -2085,7 +2104,7 @@ impl Sfu {
             // The stage changed: shared out afresh, the spotlight first, without waiting
             // out a hold from the link's last shrink.
             if let Some(v) = self.participants.get_mut(&to) {
-                v.grow_after = None;
+                v.growth.restart();
             }
             out.extend(self.reallocate(to, now));
         }
