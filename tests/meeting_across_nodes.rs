@@ -862,6 +862,121 @@ async fn a_killed_relay_is_replaced_by_the_other_within_seconds() {
     bob.close().await;
 }
 
+/// The ids of everyone `b`'s page shows, sorted: the same after a fault means nobody rejoined.
+async fn participant_ids(b: &mut Browser) -> Value {
+    b.eval("veche.state().participants.map(p => p.id).sort().join()")
+        .await
+        .expect("ids")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_pair_moves_to_the_direct_path_when_its_nats_let_it() {
+    // Two homes behind symmetric NATs meet through the relay; then both NATs become cone
+    // (flows under way keep their mappings, as after a router's settings change): the
+    // direct path, tried again in the background, opens, and media moves onto it without
+    // stopping and without anyone rejoining.
+    let _serial = SERIAL.lock().await;
+    let lab = NatLab::up("mmove", "symmetric");
+    let nodes = relay_and_two_nats(&lab).await;
+    let (a_id, b_id) = (nodes[1].1.clone(), nodes[2].1.clone());
+    let created = lab
+        .post("lan1a", "/api/meetings", r#"{"title":"Two homes"}"#)
+        .await;
+    let id = created["id"].as_str().expect("meeting id").to_owned();
+    let mut ada = lab.browser("lan1a", &meeting_link(&id, None, "Ada")).await;
+    let mut bob = lab
+        .browser("lan2a", &meeting_link(&id, Some(&a_id), "Bob"))
+        .await;
+    media_both_ways(&mut ada, &mut bob, &nodes).await;
+    link_to(&lab, "lan1a", &id, &b_id, |n| n["path"] == "relayed").await;
+    let ids_before = (
+        participant_ids(&mut ada).await,
+        participant_ids(&mut bob).await,
+    );
+
+    lab.nat("nat1", "cone", true);
+    lab.nat("nat2", "cone", true);
+    let opened = Instant::now();
+    // Each voice sampled every 100 ms: the longest stretch with no new packet, until both
+    // nodes say the path is direct (and 3 s after, on the direct path).
+    let path = |host: &'static str, other: String| {
+        let (lab, id) = (&lab, id.clone());
+        async move {
+            let m = lab.get(host, &format!("/api/meetings/{id}/people")).await;
+            m["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["id"] == other.as_str()).cloned())
+                .map(|n| n["path"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    let mut last = [
+        (audio_packets(&mut ada, "Bob").await.0, Instant::now()),
+        (audio_packets(&mut bob, "Ada").await.0, Instant::now()),
+    ];
+    let mut gap = Duration::ZERO;
+    let mut direct_at: Option<Duration> = None;
+    let mut next_path = Instant::now();
+    while opened.elapsed() < Duration::from_secs(90)
+        && direct_at.is_none_or(|d| opened.elapsed() < d + Duration::from_secs(3))
+    {
+        for (i, (b, from)) in [(&mut ada, "Bob"), (&mut bob, "Ada")]
+            .into_iter()
+            .enumerate()
+        {
+            let n = audio_packets(b, from).await.0;
+            if n > last[i].0 {
+                last[i] = (n, Instant::now());
+            }
+            gap = gap.max(last[i].1.elapsed());
+        }
+        if direct_at.is_none() && Instant::now() >= next_path {
+            next_path = Instant::now() + Duration::from_millis(500);
+            let (pa, pb) = (
+                path("lan1a", b_id.clone()).await,
+                path("lan2a", a_id.clone()).await,
+            );
+            if pa.as_deref() == Some("direct") && pb.as_deref() == Some("direct") {
+                direct_at = Some(opened.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "relayed pair, NATs now cone: direct after {direct_at:?} (goal 30 s), longest stretch without a voice packet {:.2} s (goal 1 s)",
+        gap.as_secs_f64()
+    );
+    let direct = direct_at.expect("the path became direct within 90 s");
+    assert!(direct < Duration::from_secs(90), "direct after {direct:?}");
+    assert!(
+        gap < Duration::from_secs(3),
+        "the voices stopped for {:.2} s",
+        gap.as_secs_f64()
+    );
+    // On the direct path: from the other NAT's public address, media both ways.
+    let n = link_to(&lab, "lan1a", &id, &b_id, |n| n["path"] == "direct").await;
+    assert_eq!(n["via"], Value::Null, "{n}");
+    assert!(
+        n["media_address"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("203.0.113.12:"),
+        "from B's NAT: {n}"
+    );
+    assert_growing(
+        &mut [("Ada", &mut ada), ("Bob", &mut bob)],
+        &[("Ada", "Bob"), ("Bob", "Ada")],
+    )
+    .await;
+    let ids_after = (
+        participant_ids(&mut ada).await,
+        participant_ids(&mut bob).await,
+    );
+    assert_eq!(ids_before, ids_after, "the same participants");
+    for b in [ada, bob] {
+        b.close().await;
+    }
+}
+
 /// The lab's relay and two NATed nodes, with their ids: [(relay), (a), (b)].
 async fn relay_and_two_nats(lab: &NatLab) -> Vec<(support::Node, String)> {
     let (relay, a, b) = lab.relay_and_two_nats().await;

@@ -1,5 +1,6 @@
 //! Hostile and broken input at the signaling WebSocket and the HTTP API: each gets a precise
-//! error, nothing panics, and another participant in the same meeting is unaffected.
+//! error, nothing panics, and another participant in the same meeting is unaffected. And at
+//! the media socket: a flood of probes gets a bounded number of answers.
 //! Loopback only; no root needed.
 
 mod support;
@@ -222,4 +223,88 @@ async fn bad_input_gets_precise_errors_and_others_are_unaffected() {
         "errors are logged:\n{log}"
     );
     node.kill().await;
+}
+
+/// A free UDP port on loopback, for the node's media socket.
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn a_probe_of_the_media_port_is_answered_and_a_flood_of_them_is_bounded() {
+    use veche_media::probe::{self, Probe};
+    let dir = std::env::temp_dir().join(format!("veche-probeflood-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let media = free_udp_port();
+    let media_port = media.to_string();
+    let node = support::Node::start(
+        None,
+        &dir,
+        &dir.join("data"),
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--media-port",
+            &media_port,
+            "--link-port",
+            "0",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ],
+    )
+    .await;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], media));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let me = sock.local_addr().expect("addr");
+    let mut buf = vec![0u8; 2048];
+    // One probe: answered with where it came from (the node may still be binding: a few
+    // tries, 200 ms apart).
+    let mut answered = None;
+    for _ in 0..25 {
+        let (id, ask) = probe::request().expect("probe");
+        sock.send_to(&ask, to).await.expect("send");
+        if let Ok(Ok((n, from))) =
+            tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await
+        {
+            answered = Some((probe::read(&buf[..n], from), id));
+            break;
+        }
+    }
+    let (got, id) = answered.expect("a probe of the media port is answered");
+    assert_eq!(
+        got,
+        Some(Probe::Answered(id, me)),
+        "it says where we came from"
+    );
+    // A flood: 1000 probes at once get at most two seconds' worth of answers (64 a second,
+    // the window may span two), and the node still answers a second later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..1000 {
+        let (_, ask) = probe::request().expect("probe");
+        sock.send_to(&ask, to).await.expect("send");
+    }
+    let mut answers = 0;
+    let end = tokio::time::Instant::now() + Duration::from_millis(900);
+    while let Ok(Ok((n, from))) = tokio::time::timeout_at(end, sock.recv_from(&mut buf)).await {
+        if matches!(probe::read(&buf[..n], from), Some(Probe::Answered(..))) {
+            answers += 1;
+        }
+    }
+    println!("probe flood: 1000 probes, {answers} answered in 0.9 s");
+    assert!(answers > 0 && answers <= 128, "{answers} answers");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (id, ask) = probe::request().expect("probe");
+    sock.send_to(&ask, to).await.expect("send");
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .expect("answered after the flood")
+        .expect("recv");
+    assert_eq!(probe::read(&buf[..n], from), Some(Probe::Answered(id, me)));
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }

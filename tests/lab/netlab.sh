@@ -8,7 +8,8 @@
 #   netlab.sh exec NS CMD...          run CMD in NS (foreground), with lab resolv.conf/hosts
 #   netlab.sh spawn NS LOG CMD...     same, in background; prints PID (== CMD's PID) and records it
 #   netlab.sh fwd NS NSPORT LOCALPORT  expose NS's 127.0.0.1:NSPORT on root 127.0.0.1:LOCALPORT
-#   netlab.sh nat ROUTER cone|symmetric   switch a router's NAT behaviour (flushes its conntrack)
+#   netlab.sh nat ROUTER cone|symmetric [keep]   switch a router's NAT behaviour (flushes its
+#                                      conntrack, unless keep: flows under way keep their mapping)
 #   netlab.sh loss NS PCT             random loss on NS, both directions (iptables statistic)
 #   netlab.sh rate NS IFACE RATE      egress rate limit (tbf), e.g. 2mbit
 #   netlab.sh unrate NS IFACE         lift it
@@ -44,7 +45,7 @@ set_nat() {
   local extra=""; [ "$2" = symmetric ] && extra="--random-fully"
   ns "$1" iptables -t nat -F POSTROUTING
   ns "$1" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE $extra
-  ns "$1" conntrack -F >/dev/null 2>&1 || true
+  [ "${3:-}" = keep ] || ns "$1" conntrack -F >/dev/null 2>&1 || true
 }
 
 up() {
@@ -126,7 +127,7 @@ case "$cmd" in
   spawn) n=$1; log=$2; shift 2
          ( inns "$n" "$@" ) > "$log" 2>&1 < /dev/null &
          echo $! >> "$ST/pids"; echo $! ;;
-  nat)   set_nat "$1" "$2" ;;
+  nat)   set_nat "$1" "$2" "${3:-}" ;;
   fwd)   # fwd NS NSPORT LOCALPORT: root-ns 127.0.0.1:LOCALPORT -> NS's 127.0.0.1:NSPORT (e.g. chromedriver)
          socat TCP-LISTEN:"$3",bind=127.0.0.1,reuseaddr,fork \
            EXEC:"ip netns exec $P$1 socat STDIO TCP\:127.0.0.1\:$2" > "$ST/fwd-$1-$2.log" 2>&1 < /dev/null &

@@ -839,6 +839,16 @@ impl NatLab {
         }
     }
 
+    /// Switch router `router`'s NAT to `mode` (`cone`, `symmetric`); with `keep`, flows
+    /// under way keep their mappings (else its conntrack is flushed).
+    pub fn nat(&self, router: &str, mode: &str, keep: bool) {
+        let mut args = vec!["nat", router, mode];
+        if keep {
+            args.push("keep");
+        }
+        self.script(&args);
+    }
+
     /// The full namespace name of lab host `host`.
     pub fn ns(&self, host: &str) -> String {
         format!("{}{host}", self.prefix)

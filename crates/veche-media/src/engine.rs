@@ -24,6 +24,7 @@ use crate::outbox::{Flushed, Outbox};
 use crate::peer::{
     contained, Drained, Forwarded, Peer, PeerFailure, PendingSub, Role, VIDEO_HISTORY_PACKETS,
 };
+use crate::probe::{self, Probe};
 use tokio::net::UdpSocket;
 
 /// How the engine is set up.
@@ -96,6 +97,10 @@ const COMMAND_QUEUE: usize = 1024;
 /// apart. This many meetings with one node at once go over direct links.
 const LINK_SOCKETS: u16 = 8;
 const DATAGRAM_QUEUE: usize = 4096;
+/// Probes of our link ports' mappings kept waiting for an answer.
+pub(crate) const MAX_PROBES: usize = 64;
+/// Other nodes' probes answered per second.
+const MAX_PROBE_ANSWERS: u32 = 64;
 /// A browser must send its offer this soon after joining.
 const OFFER_DEADLINE: Duration = Duration::from_secs(30);
 /// A browser must answer the engine's offer this soon.
@@ -161,6 +166,16 @@ pub struct Engine {
     pub(crate) link_tcp: Vec<(u16, Vec<Candidate>)>,
     /// Candidates learned from other nodes' observations: offered on node links only.
     pub(crate) link_only: Vec<SocketAddr>,
+    /// Our probes not answered yet, and the link port each went out from (oldest first,
+    /// at most [`MAX_PROBES`]).
+    pub(crate) probes: Vec<(str0m::ice::TransId, u16)>,
+    /// Other nodes' probes answered this housekeeping round (at most
+    /// [`MAX_PROBE_ANSWERS`]: an answer is twice a probe's size).
+    pub(crate) probes_answered: u32,
+    /// When our link ports' mappings were last probed.
+    pub(crate) probed_at: Option<Instant>,
+    /// When each link port was last given a new node link ([`Self::fresh_slot`]).
+    pub(crate) tried_at: HashMap<u16, Instant>,
     /// Commands from the handle (signaling, the node bridge).
     pub(crate) commands: mpsc::Receiver<Command>,
     /// Peers with new input whose output must be drained.
@@ -324,6 +339,10 @@ impl Engine {
                 })
                 .collect(),
             link_only: Vec::new(),
+            probes: Vec::new(),
+            probes_answered: 0,
+            probed_at: None,
+            tried_at: HashMap::new(),
             link_tcp: Vec::new(),
             commands,
             dirty: HashSet::new(),
@@ -745,6 +764,26 @@ impl Engine {
 
     pub(crate) fn handle_datagram(&mut self, d: Datagram, now: Instant) {
         self.stats.datagrams_in += 1;
+        // A probe of another node's, or the answer to one of ours: nobody's media.
+        if d.proto == Protocol::Udp {
+            match probe::read(&d.data, d.source) {
+                Some(Probe::Asked(answer)) => {
+                    if self.probes_answered < MAX_PROBE_ANSWERS {
+                        self.probes_answered += 1;
+                        self.outbox.push(d.destination, d.source, &answer);
+                    }
+                    return;
+                }
+                Some(Probe::Answered(id, mapped)) => {
+                    if let Some(i) = self.probes.iter().position(|(t, _)| *t == id) {
+                        let (_, port) = self.probes.swap_remove(i);
+                        self.learned_mapping(port, mapped);
+                    }
+                    return;
+                }
+                None => {}
+            }
+        }
         // Parsing untrusted bytes: a bug here must not take the engine down.
         let Ok(Ok(contents)) = contained(|| d.data.as_slice().try_into()) else {
             return;
@@ -1361,6 +1400,7 @@ impl Engine {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.probes_answered = 0;
         // What each layer costs a viewer, measured over the last second or so.
         let secs = now
             .saturating_duration_since(self.last_rates)
@@ -1480,6 +1520,77 @@ impl Engine {
                 Err(e) => tracing::debug!(%ip, error = %e, "observed address not usable"),
             }
         }
+    }
+
+    /// A probe from link port `port` was answered with `mapped`: where the other side sees
+    /// our packets come from (`probe.rs`). A NAT that did not keep our port maps every flow
+    /// from it there (one whose mapping was made while it was symmetric and kept since,
+    /// or one that never keeps ports), so that is offered on links made from now on: a
+    /// relayed pair's next direct try can meet. Only a new port of an address already seen
+    /// from outside is learned, so a forged answer can at most add a port of our own
+    /// address, and at most [`MAX_LEARNED`] a port.
+    fn learned_mapping(&mut self, port: u16, mapped: SocketAddr) {
+        const MAX_LEARNED: usize = 4;
+        let Some((_, set)) = self.link_candidates.iter_mut().find(|(p, _)| *p == port) else {
+            return;
+        };
+        let srflx = |c: &&Candidate| c.kind() == str0m::CandidateKind::ServerReflexive;
+        if set.iter().any(|c| c.addr() == mapped)
+            || !set
+                .iter()
+                .filter(srflx)
+                .any(|c| c.addr().ip() == mapped.ip())
+            || set
+                .iter()
+                .filter(srflx)
+                .filter(|c| c.addr().port() != port)
+                .count()
+                >= MAX_LEARNED
+        {
+            return;
+        }
+        let Some(base) = set
+            .iter()
+            .filter(|c| c.kind() == str0m::CandidateKind::Host)
+            .map(|c| c.addr())
+            .find(|a| !a.ip().is_loopback() && a.is_ipv4() == mapped.is_ipv4())
+        else {
+            return;
+        };
+        match Candidate::server_reflexive(mapped, base, "udp") {
+            Ok(c) => {
+                tracing::info!(candidate = %c.addr(), %base, "our NAT's mapping of a link port, offered on node links");
+                self.link_only.push(c.addr());
+                set.push(c);
+            }
+            Err(e) => tracing::debug!(%mapped, error = %e, "learned mapping not usable"),
+        }
+    }
+
+    /// A link port for a new node link (ours or the other node's) that no link is on,
+    /// whose NAT mapping a probe learned ([`Self::learned_mapping`]), the one tried longest
+    /// ago. A NAT that does not keep our port numbers gives a new flow from a port the
+    /// mapping of its newest flow: on such a port that is the probe's, which is what the
+    /// link offers. A port that carries links, or carried a try lately, has newer flows
+    /// whose mappings may differ (made while the NAT was symmetric). `None`: no such port
+    /// (a NAT that keeps ports, or no probe answered): the caller's default.
+    pub(crate) fn fresh_slot(&mut self, now: Instant) -> Option<usize> {
+        let busy: Vec<u16> = self.peers.values().filter_map(|p| p.link_port).collect();
+        let slot = self
+            .link_candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, (port, set))| {
+                !busy.contains(port)
+                    && set.iter().any(|c| {
+                        c.kind() == str0m::CandidateKind::ServerReflexive
+                            && c.addr().port() != *port
+                    })
+            })
+            .min_by_key(|(_, (port, _))| self.tried_at.get(port).copied())
+            .map(|(i, _)| i)?;
+        self.tried_at.insert(self.link_candidates[slot].0, now);
+        Some(slot)
     }
 
     /// Hand an arrival or departure to the attendance writer. Never waits: with its queue

@@ -10,6 +10,7 @@
 //! the media link to the other node's libp2p identity.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::net::Protocol;
@@ -53,6 +54,8 @@ const RESYNC_FOR: Duration = Duration::from_secs(60);
 const LINK_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// With no relay to use, the direct link is tried again after this long.
 const DIRECT_RETRY: Duration = Duration::from_secs(15);
+/// While relayed, our link ports' mappings are probed this often.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// A direct link not connected this long after its offer asks for a relay too, and
 /// media flows on whichever path connects first.
 const RACE_AFTER: Duration = Duration::from_secs(1);
@@ -327,6 +330,17 @@ impl Engine {
         rtc
     }
 
+    /// The link ports our links with `node` (ours and its) are on.
+    fn ports_with(&self, node: &str) -> Vec<u16> {
+        self.peers
+            .values()
+            .filter(|p| {
+                matches!(&p.role, Role::LinkOut { node: n, .. } | Role::LinkIn { node: n, .. } if n == node)
+            })
+            .filter_map(|p| p.link_port)
+            .collect()
+    }
+
     fn link_count(&self) -> usize {
         self.peers.values().filter(|p| p.role.is_link()).count()
     }
@@ -350,22 +364,20 @@ impl Engine {
         if !needed || !(has_local || relaying_to) || self.link_count() >= MAX_LINKS {
             return;
         }
-        // A port none of our other links to that node goes out from.
-        let taken: Vec<u16> = self
-            .peers
-            .values()
-            .filter(|p| matches!(&p.role, Role::LinkOut { node: n, .. } if n == node))
-            .filter_map(|p| p.link_port)
-            .collect();
-        let free = self
-            .link_candidates
-            .iter()
-            .position(|(p, _)| !taken.contains(p));
+        // A port none of our other links with that node is on (two on one port would share
+        // its 5-tuple).
+        let taken = self.ports_with(node);
+        let free = self.fresh_slot(now).or_else(|| {
+            self.link_candidates
+                .iter()
+                .position(|(p, _)| !taken.contains(p))
+        });
         let Some(slot) = free else {
             tracing::warn!(%node, %meeting, "every link port carries another meeting with that node; no direct link");
             return;
         };
         let (id, outputs) = self.sfu.attach_link(meeting, now);
+        tracing::debug!(%node, %meeting, port = self.link_candidates[slot].0, "direct media link offered");
         let rtc = self.link_rtc(Some(slot), now);
         // Nobody reads a link's events: what it needs to say goes through `fed_out`.
         let (events, _) = mpsc::channel::<PeerEvent>(1);
@@ -1096,8 +1108,14 @@ impl Engine {
                 }
                 let id = self.sfu.reserve_id();
                 let (events, _) = mpsc::channel::<PeerEvent>(1);
-                let rtc = self.link_rtc(None, now);
-                let peer = Peer::new(
+                // Answered on the media port, or, where our NAT does not keep ports, on a
+                // link port whose mapping we know: only that one is offered where the other
+                // node can reach it.
+                let slot = self.fresh_slot(now);
+                let port = slot.map(|i| self.link_candidates[i].0);
+                tracing::debug!(%node, %meeting, ?port, "node link answered");
+                let rtc = self.link_rtc(slot, now);
+                let mut peer = Peer::new(
                     id,
                     Role::LinkIn {
                         node: node.clone(),
@@ -1109,6 +1127,7 @@ impl Engine {
                     events,
                     now,
                 );
+                peer.link_port = slot.map(|i| self.link_candidates[i].0);
                 self.peers.insert(id, Box::new(peer));
                 if let Some(s) = self.fed.state_mut(&meeting, &node) {
                     s.link_in = Some(id);
@@ -1537,7 +1556,59 @@ impl Engine {
 
     /// Every second: ask lost nodes to sync again. (A meeting stays carried while no browser
     /// is here: its state is a few entries, and the other nodes link to each other directly.)
+    /// While a node's media goes through a relay, each link port asks the relay where it
+    /// comes from (`probe.rs`) every [`PROBE_EVERY`]: the next direct try offers what the
+    /// NAT really maps (and the probes keep those mappings alive).
+    fn probe_mappings(&mut self, now: Instant) {
+        if self
+            .probed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < PROBE_EVERY)
+        {
+            return;
+        }
+        let mut relays: Vec<SocketAddr> = Vec::new();
+        for nodes in self.fed.nodes.values() {
+            for s in nodes.values() {
+                let Some(relay) = s.via.as_ref().and_then(|v| nodes.get(v)) else {
+                    continue;
+                };
+                let remote = relay.link_out.and_then(|id| {
+                    self.by_source
+                        .iter()
+                        .find(|(_, v)| **v == id)
+                        .map(|((remote, _), _)| *remote)
+                });
+                if let Some(r) = remote.filter(|r| !relays.contains(r)) {
+                    relays.push(r);
+                }
+            }
+        }
+        let Some(&relay) = relays.first() else {
+            return;
+        };
+        self.probed_at = Some(now);
+        for (port, set) in &self.link_candidates {
+            let Some(base) = set
+                .iter()
+                .filter(|c| c.kind() == str0m::CandidateKind::Host)
+                .map(|c| c.addr())
+                .find(|a| !a.ip().is_loopback() && a.is_ipv4() == relay.is_ipv4())
+            else {
+                continue;
+            };
+            let Some((id, bytes)) = crate::probe::request() else {
+                continue;
+            };
+            if self.probes.len() >= crate::engine::MAX_PROBES {
+                self.probes.remove(0);
+            }
+            self.probes.push((id, *port));
+            self.outbox.push(base, relay, &bytes);
+        }
+    }
+
     pub(crate) fn fed_housekeeping(&mut self, now: Instant) {
+        self.probe_mappings(now);
         let mut due = Vec::new();
         self.fed.lost.retain(|(m, n), (since, last)| {
             if now.duration_since(*since) > RESYNC_FOR {

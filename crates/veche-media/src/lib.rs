@@ -25,6 +25,7 @@ mod forward;
 mod net;
 mod outbox;
 mod peer;
+pub mod probe;
 mod record;
 
 pub use api::{
