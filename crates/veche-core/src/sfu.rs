@@ -1652,7 +1652,7 @@ impl Sfu {
             }
             v.allocated_for = estimate;
             if shrank {
-                v.growth.shrank(now);
+                v.growth.shrank(estimate, now);
             } else if grew {
                 v.growth.grew(estimate, now);
             } else {

@@ -99,8 +99,9 @@ const LINK_SOCKETS: u16 = 8;
 const DATAGRAM_QUEUE: usize = 4096;
 /// Probes of our link ports' mappings kept waiting for an answer.
 pub(crate) const MAX_PROBES: usize = 64;
-/// Other nodes' probes answered per second.
-const MAX_PROBE_ANSWERS: u32 = 64;
+/// Other nodes' probes answered per second (each relayed node sends one per link port
+/// every 5 s: 256 serve about 150 of them).
+const MAX_PROBE_ANSWERS: u32 = 256;
 /// A browser must send its offer this soon after joining.
 const OFFER_DEADLINE: Duration = Duration::from_secs(30);
 /// A browser must answer the engine's offer this soon.
@@ -170,7 +171,8 @@ pub struct Engine {
     /// at most [`MAX_PROBES`]).
     pub(crate) probes: Vec<(str0m::ice::TransId, u16)>,
     /// Other nodes' probes answered this housekeeping round (at most
-    /// [`MAX_PROBE_ANSWERS`]: an answer is twice a probe's size).
+    /// [`MAX_PROBE_ANSWERS`]; an answer is about a probe's size, so this bounds what a
+    /// forged source could have us send to someone else).
     pub(crate) probes_answered: u32,
     /// When our link ports' mappings were last probed.
     pub(crate) probed_at: Option<Instant>,
@@ -766,7 +768,7 @@ impl Engine {
         self.stats.datagrams_in += 1;
         // A probe of another node's, or the answer to one of ours: nobody's media.
         if d.proto == Protocol::Udp {
-            match probe::read(&d.data, d.source) {
+            match contained(|| probe::read(&d.data, d.source)).unwrap_or(None) {
                 Some(Probe::Asked(answer)) => {
                     if self.probes_answered < MAX_PROBE_ANSWERS {
                         self.probes_answered += 1;
@@ -776,7 +778,7 @@ impl Engine {
                 }
                 Some(Probe::Answered(id, mapped)) => {
                     if let Some(i) = self.probes.iter().position(|(t, _)| *t == id) {
-                        let (_, port) = self.probes.swap_remove(i);
+                        let (_, port) = self.probes.remove(i);
                         self.learned_mapping(port, mapped);
                     }
                     return;
@@ -1494,10 +1496,13 @@ impl Engine {
             .map(|(_, set)| set)
             .chain(std::iter::once(&mut self.candidates))
         {
+            // Learned mappings (another port than the set's own) do not count.
+            let own = set.first().map(|c| c.addr().port());
             if set.iter().any(|c| c.addr().ip() == ip)
                 || set
                     .iter()
                     .filter(|c| c.kind() == str0m::CandidateKind::ServerReflexive)
+                    .filter(|c| Some(c.addr().port()) == own)
                     .count()
                     >= MAX_OBSERVED
             {
@@ -1528,24 +1533,14 @@ impl Engine {
     /// or one that never keeps ports), so that is offered on links made from now on: a
     /// relayed pair's next direct try can meet. Only a new port of an address already seen
     /// from outside is learned, so a forged answer can at most add a port of our own
-    /// address, and at most [`MAX_LEARNED`] a port.
+    /// address, and a port keeps only its newest.
     fn learned_mapping(&mut self, port: u16, mapped: SocketAddr) {
-        const MAX_LEARNED: usize = 4;
         let Some((_, set)) = self.link_candidates.iter_mut().find(|(p, _)| *p == port) else {
             return;
         };
-        let srflx = |c: &&Candidate| c.kind() == str0m::CandidateKind::ServerReflexive;
+        let srflx = |c: &Candidate| c.kind() == str0m::CandidateKind::ServerReflexive;
         if set.iter().any(|c| c.addr() == mapped)
-            || !set
-                .iter()
-                .filter(srflx)
-                .any(|c| c.addr().ip() == mapped.ip())
-            || set
-                .iter()
-                .filter(srflx)
-                .filter(|c| c.addr().port() != port)
-                .count()
-                >= MAX_LEARNED
+            || !set.iter().any(|c| srflx(c) && c.addr().ip() == mapped.ip())
         {
             return;
         }
@@ -1560,6 +1555,15 @@ impl Engine {
         match Candidate::server_reflexive(mapped, base, "udp") {
             Ok(c) => {
                 tracing::info!(candidate = %c.addr(), %base, "our NAT's mapping of a link port, offered on node links");
+                // A port has one mapping for new flows: the newest learned replaces the
+                // last (a NAT that remapped it, a mapping that expired).
+                let old: Vec<SocketAddr> = set
+                    .iter()
+                    .filter(|c| srflx(c) && c.addr().ip() == mapped.ip() && c.addr().port() != port)
+                    .map(|c| c.addr())
+                    .collect();
+                set.retain(|c| !old.contains(&c.addr()));
+                self.link_only.retain(|a| !old.contains(a));
                 self.link_only.push(c.addr());
                 set.push(c);
             }

@@ -1086,6 +1086,7 @@ impl Engine {
             let _ = reply.send(Err(LinkError::TooMany));
             return;
         };
+        let relayed = state.via.is_some();
         let existing = state.link_in.filter(|id| {
             matches!(self.peers.get(id).map(|p| &p.role), Some(Role::LinkIn { link: l, .. }) if *l == link)
         });
@@ -1108,10 +1109,11 @@ impl Engine {
                 }
                 let id = self.sfu.reserve_id();
                 let (events, _) = mpsc::channel::<PeerEvent>(1);
-                // Answered on the media port, or, where our NAT does not keep ports, on a
-                // link port whose mapping we know: only that one is offered where the other
-                // node can reach it.
-                let slot = self.fresh_slot(now);
+                // Answered on the media port (with its passive ICE-TCP candidate), or, for a
+                // node whose media goes through a relay where our NAT does not keep ports,
+                // on a link port whose mapping we know: only that one is offered where the
+                // other node can reach it.
+                let slot = if relayed { self.fresh_slot(now) } else { None };
                 let port = slot.map(|i| self.link_candidates[i].0);
                 tracing::debug!(%node, %meeting, ?port, "node link answered");
                 let rtc = self.link_rtc(slot, now);
