@@ -1508,12 +1508,7 @@ impl Engine {
             {
                 continue;
             }
-            let Some(base) = set
-                .iter()
-                .filter(|c| c.kind() == str0m::CandidateKind::Host)
-                .map(|c| c.addr())
-                .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ip.is_ipv4())
-            else {
+            let Some(base) = host_base(set, ip.is_ipv4()) else {
                 continue;
             };
             match Candidate::server_reflexive(SocketAddr::new(ip, base.port()), base, "udp") {
@@ -1544,12 +1539,7 @@ impl Engine {
         {
             return;
         }
-        let Some(base) = set
-            .iter()
-            .filter(|c| c.kind() == str0m::CandidateKind::Host)
-            .map(|c| c.addr())
-            .find(|a| !a.ip().is_loopback() && a.is_ipv4() == mapped.is_ipv4())
-        else {
+        let Some(base) = host_base(set, mapped.is_ipv4()) else {
             return;
         };
         match Candidate::server_reflexive(mapped, base, "udp") {
@@ -1659,6 +1649,15 @@ fn link_ports(bound: &[SocketAddr]) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// The address of `set`'s host candidate (not loopback) of the family `ipv4` says: what
+/// a reflexive candidate of the set stands on, and where its probes go out from.
+pub(crate) fn host_base(set: &[Candidate], ipv4: bool) -> Option<SocketAddr> {
+    set.iter()
+        .filter(|c| c.kind() == str0m::CandidateKind::Host)
+        .map(|c| c.addr())
+        .find(|a| !a.ip().is_loopback() && a.is_ipv4() == ipv4)
 }
 
 /// ICE candidates for sockets bound on `bound`: one host candidate each, and one

@@ -1590,12 +1590,7 @@ impl Engine {
         };
         self.probed_at = Some(now);
         for (port, set) in &self.link_candidates {
-            let Some(base) = set
-                .iter()
-                .filter(|c| c.kind() == str0m::CandidateKind::Host)
-                .map(|c| c.addr())
-                .find(|a| !a.ip().is_loopback() && a.is_ipv4() == relay.is_ipv4())
-            else {
+            let Some(base) = crate::engine::host_base(set, relay.is_ipv4()) else {
                 continue;
             };
             let Some((id, bytes)) = crate::probe::request() else {
