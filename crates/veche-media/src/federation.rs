@@ -1556,8 +1556,6 @@ impl Engine {
         }
     }
 
-    /// Every second: ask lost nodes to sync again. (A meeting stays carried while no browser
-    /// is here: its state is a few entries, and the other nodes link to each other directly.)
     /// While a node's media goes through a relay, each link port asks the relay where it
     /// comes from (`probe.rs`) every [`PROBE_EVERY`]: the next direct try offers what the
     /// NAT really maps (and the probes keep those mappings alive).
@@ -1568,24 +1566,18 @@ impl Engine {
         {
             return;
         }
-        let mut relays: Vec<SocketAddr> = Vec::new();
-        for nodes in self.fed.nodes.values() {
-            for s in nodes.values() {
-                let Some(relay) = s.via.as_ref().and_then(|v| nodes.get(v)) else {
-                    continue;
-                };
-                let remote = relay.link_out.and_then(|id| {
-                    self.by_source
-                        .iter()
-                        .find(|(_, v)| **v == id)
-                        .map(|((remote, _), _)| *remote)
-                });
-                if let Some(r) = remote.filter(|r| !relays.contains(r)) {
-                    relays.push(r);
-                }
-            }
-        }
-        let Some(&relay) = relays.first() else {
+        // The first relay in use whose address we know (our link to it).
+        let relay: Option<SocketAddr> = self.fed.nodes.values().find_map(|nodes| {
+            nodes.values().find_map(|s| {
+                let hop = s.via.as_ref().and_then(|v| nodes.get(v))?;
+                let id = hop.link_out?;
+                self.by_source
+                    .iter()
+                    .find(|(_, v)| **v == id)
+                    .map(|((remote, _), _)| *remote)
+            })
+        });
+        let Some(relay) = relay else {
             return;
         };
         self.probed_at = Some(now);
@@ -1604,6 +1596,8 @@ impl Engine {
         }
     }
 
+    /// Every second: ask lost nodes to sync again. (A meeting stays carried while no browser
+    /// is here: its state is a few entries, and the other nodes link to each other directly.)
     pub(crate) fn fed_housekeeping(&mut self, now: Instant) {
         self.probe_mappings(now);
         let mut due = Vec::new();

@@ -910,6 +910,11 @@ impl Task {
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                // One dial per peer with all its addresses (tried at once): a dial per
+                // address would leave all but the first undialled while it runs, and where
+                // UDP is blocked the first, QUIC, hangs until its timeout and TCP is never
+                // tried.
+                let mut by_peer: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
                 for (peer, addr) in found {
                     if self.swarm.is_connected(&peer) {
                         continue;
@@ -919,8 +924,14 @@ impl Task {
                         .behaviour_mut()
                         .kad
                         .add_address(&peer, addr.clone());
+                    match by_peer.iter_mut().find(|(p, _)| *p == peer) {
+                        Some((_, addrs)) => addrs.push(addr),
+                        None => by_peer.push((peer, vec![addr])),
+                    }
+                }
+                for (peer, addrs) in by_peer {
                     let opts = DialOpts::peer_id(peer)
-                        .addresses(vec![addr])
+                        .addresses(addrs)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
                         .build();
                     let _ = self.swarm.dial(opts);
